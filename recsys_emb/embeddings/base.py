@@ -1,0 +1,94 @@
+"""The interface every embedding variant implements: remap ids -> TorchRec tables -> combine.
+
+A variant never owns trainable tables itself: it declares them (:class:`TableDef`), and the
+:class:`~recsys_emb.layer.EmbeddingLayer` puts all of them into one TorchRec collection, so that
+DistributedModelParallel can shard every variant without variant-specific code.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from recsys_emb.specs import FeatureSpec, TableDef
+
+__all__ = ["TableDef", "VirtualFeature", "EmbeddingVariant", "InvalidInputError", "format_bad_values"]
+
+
+class InvalidInputError(ValueError):
+    """Input ids or a KeyedJaggedTensor that the layer cannot embed correctly."""
+
+
+@dataclass(frozen=True)
+class VirtualFeature:
+    """A key of the KeyedJaggedTensor that the TorchRec collection sees, and the table it reads."""
+
+    name: str
+    table: str
+
+
+def format_bad_values(feature: str, values: torch.Tensor, bad: torch.Tensor, rule: str, fix: str) -> str:
+    """Error text naming the feature, the first offending ids and their positions."""
+    idx = bad.nonzero().flatten()
+    shown = idx[:5].tolist()
+    vals = values[idx[:5]].tolist()
+    pairs = ", ".join(f"{v} (value #{i})" for v, i in zip(vals, shown))
+    more = f" and {idx.numel() - len(shown)} more" if idx.numel() > len(shown) else ""
+    return f"feature {feature!r}: {idx.numel()} id(s) break {rule}: {pairs}{more}. {fix}"
+
+
+class EmbeddingVariant(nn.Module, abc.ABC):
+    """One feature's embedding variant: the dense ``remap`` before the tables and ``combine`` after.
+
+    Shapes, for a batch of ``B`` bags holding ``n`` ids in total:
+
+    * ``remap(ids: (n,), lengths: (B,))`` returns one ``(values, lengths)`` pair per entry of
+      :meth:`virtual_features`, in that order.
+    * ``combine(pooled)`` takes the sum-pooled ``(B, table.dim)`` output of each virtual feature
+      and returns the feature's ``(B, output_dim)`` embedding (before mean pooling, which the layer
+      applies).
+    """
+
+    def __init__(self, feature: FeatureSpec) -> None:
+        super().__init__()
+        self.feature = feature
+
+    @property
+    def output_dim(self) -> int:
+        return self.feature.output_dim
+
+    @property
+    def owns_tables(self) -> bool:
+        return self.feature.shared_with is None
+
+    def tables(self) -> List[TableDef]:
+        """The physical tables of the feature's table owner (the same list for a sharing feature)."""
+        return self.feature.tables()
+
+    @abc.abstractmethod
+    def virtual_features(self) -> List[VirtualFeature]:
+        """Keys this feature contributes to the collection's input, each with the table it reads."""
+
+    @abc.abstractmethod
+    def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Map raw int64 ids to table rows, one (values, lengths) pair per virtual feature."""
+
+    def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Default: the single virtual feature's pooled output is the embedding."""
+        return pooled[0]
+
+    @property
+    def identity_combine(self) -> bool:
+        """True when combine returns its one input unchanged (lets the layer skip a copy)."""
+        return type(self).combine is EmbeddingVariant.combine
+
+    def value_counts(self, n_ids: int) -> List[int]:
+        """How many values each virtual feature receives for ``n_ids`` input ids (no device sync)."""
+        return [n_ids] * len(self.virtual_features())
+
+    def _table_name(self, suffix: str = "") -> str:
+        return self.feature.table_owner + suffix

@@ -1,0 +1,79 @@
+"""The hashing trick, with one or several hash probes into one table."""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
+from recsys_emb.hashing import GOLDEN64, _to_signed, mix64, mix64_reference, seed_from_name
+from recsys_emb.specs import FeatureSpec, Hashed
+
+__all__ = ["HashedEmbedding", "probe_seeds"]
+
+
+def probe_seeds(table_owner: str, num_hashes: int) -> List[int]:
+    """The seeds of a hashed table's probes, derived from the owning feature's name (stable)."""
+    return [seed_from_name(table_owner, "hash", j) for j in range(num_hashes)]
+
+
+class HashedEmbedding(EmbeddingVariant):
+    """``buckets x dim`` table; probe ``j`` of id ``x`` reads row ``hash(x, seed_j) mod buckets``.
+
+    With ``combiner="sum"`` the ``k`` probes of every id go into the same bag (one lookup call,
+    ``k * L`` rows summed per bag); with ``"weighted"`` each probe is its own virtual feature and the
+    pooled probes are mixed by ``k`` learned weights.
+
+    Example:
+        >>> v = HashedEmbedding(FeatureSpec("C1", Hashed(dim=8, buckets=100, num_hashes=2)))
+        >>> rows, lengths = v.remap(torch.tensor([5, -3]), torch.tensor([2]))[0]
+        >>> rows.shape, lengths.tolist()
+        (torch.Size([4]), [4])
+    """
+
+    def __init__(self, feature: FeatureSpec) -> None:
+        super().__init__(feature)
+        spec = feature.embedding
+        assert isinstance(spec, Hashed)
+        self.spec = spec
+        keys = [_to_signed(mix64_reference(s)) for s in probe_seeds(feature.table_owner, spec.num_hashes)]
+        # Buffers, not parameters: derived from names, so they are not saved in the state dict.
+        self.register_buffer("_keys", torch.tensor(keys, dtype=torch.int64), persistent=False)
+        self.weighted = spec.combiner == "weighted" and spec.num_hashes > 1
+        if self.weighted:
+            self.probe_weights = nn.Parameter(torch.ones(spec.num_hashes))
+
+    def virtual_features(self) -> List[VirtualFeature]:
+        if self.weighted:
+            return [VirtualFeature(f"{self.feature.name}@h{j}", self._table_name()) for j in range(self.spec.num_hashes)]
+        return [VirtualFeature(self.feature.name, self._table_name())]
+
+    def _rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n, k) bucket of every id under every probe."""
+        h = mix64(ids.unsqueeze(1) * _to_signed(GOLDEN64) + self._keys.unsqueeze(0))
+        return ((h >> 1) & 0x7FFFFFFFFFFFFFFF) % self.spec.buckets
+
+    def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        rows = self._rows(ids)
+        k = self.spec.num_hashes
+        if k == 1:
+            return [(rows.view(-1), lengths)]
+        if self.weighted:
+            return [(rows[:, j].contiguous(), lengths) for j in range(k)]
+        return [(rows.view(-1), lengths * k)]  # row-major: an id's k probes stay inside its bag
+
+    def value_counts(self, n_ids: int) -> List[int]:
+        if self.weighted:
+            return [n_ids] * self.spec.num_hashes
+        return [n_ids * self.spec.num_hashes]
+
+    def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not self.weighted:
+            return pooled[0]
+        return torch.einsum("kbd,k->bd", torch.stack(list(pooled)), self.probe_weights)
+
+    @property
+    def identity_combine(self) -> bool:
+        return not self.weighted

@@ -1,0 +1,184 @@
+"""Stable, seeded 64-bit hashes for ids (vectorized torch, CPU and CUDA) and for raw values.
+
+The same id, seed and bucket count give the same bucket in every process, on every machine and
+in every version of this library: the functions are pinned by golden values in the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "GOLDEN64",
+    "mix64_reference",
+    "hash64_reference",
+    "bucket_reference",
+    "seed_from_name",
+    "mix64",
+    "hash64",
+    "hash_to_buckets",
+    "hash_raw_value",
+    "hash_raw_values",
+]
+
+_MASK64 = (1 << 64) - 1
+GOLDEN64 = 0x9E3779B97F4A7C15
+"""2**64 / golden ratio: the odd constant of splitmix64 (Steele, Lea, Flood 2014)."""
+_C1 = 0xBF58476D1CE4E5B9
+_C2 = 0x94D049BB133111EB
+
+
+def _to_signed(x: int) -> int:
+    """A 64-bit unsigned Python int as the int64 with the same bits."""
+    x &= _MASK64
+    return x - (1 << 64) if x >= (1 << 63) else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure-Python reference (unsigned 64-bit arithmetic on Python ints). The tensor code below must
+# agree with it bit for bit; tests check both against each other and against golden values.
+# ---------------------------------------------------------------------------------------------
+def mix64_reference(z: int) -> int:
+    """splitmix64's finalizer on a 64-bit value; returns an unsigned int in [0, 2**64)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _C1) & _MASK64
+    z = ((z ^ (z >> 27)) * _C2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def hash64_reference(x: int, seed: int) -> int:
+    """Reference for :func:`hash64`: ``mix64(x * GOLDEN64 + mix64(seed))`` modulo 2**64, unsigned."""
+    return mix64_reference((x * GOLDEN64 + mix64_reference(seed)) & _MASK64)
+
+
+def bucket_reference(x: int, seed: int, buckets: int) -> int:
+    """Reference for :func:`hash_to_buckets`: the top 63 bits of the hash, modulo ``buckets``."""
+    return (hash64_reference(x, seed) >> 1) % buckets
+
+
+def seed_from_name(*parts: Union[str, int]) -> int:
+    """A stable non-negative 63-bit seed from names (e.g. a feature name and a chunk index).
+
+    Uses BLAKE2b, never Python's salted ``hash()``, so it is the same in every process.
+
+    Example:
+        >>> seed_from_name("C1") == seed_from_name("C1")
+        True
+    """
+    text = "\x1f".join(str(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorized torch versions. int64 multiplication wraps modulo 2**64 on CPU and CUDA; right shifts
+# of int64 are arithmetic, so logical shifts are done as a shift followed by a mask.
+# ---------------------------------------------------------------------------------------------
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bits."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+_C1_S = _to_signed(_C1)
+_C2_S = _to_signed(_C2)
+_GOLDEN_S = _to_signed(GOLDEN64)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finalizer applied elementwise to an int64 tensor (bits as unsigned).
+
+    Args:
+        z: int64 tensor of any shape, on any device.
+    Returns:
+        int64 tensor of the same shape: the mixed bits, read as signed int64.
+    """
+    if z.dtype != torch.int64:
+        raise TypeError(f"mix64 needs an int64 tensor, got {z.dtype}; convert with .long()")
+    z = (z ^ _srl(z, 30)) * _C1_S
+    z = (z ^ _srl(z, 27)) * _C2_S
+    return z ^ _srl(z, 31)
+
+
+def hash64(ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """Seeded 64-bit hash of int64 ids (negative ids included).
+
+    Args:
+        ids: int64 tensor, any shape, CPU or CUDA.
+        seed: any Python int; equal seeds give equal hashes in every process.
+    Returns:
+        int64 tensor of ``ids.shape``: ``mix64(ids * GOLDEN64 + mix64(seed))`` (bits as signed).
+
+    Example:
+        >>> h = hash64(torch.tensor([0, 1, -1]), seed=7)
+        >>> h.dtype
+        torch.int64
+    """
+    if ids.dtype != torch.int64:
+        raise TypeError(f"hash64 needs int64 ids, got {ids.dtype}; convert with .long()")
+    key = _to_signed(mix64_reference(seed))
+    return mix64(ids * _GOLDEN_S + key)
+
+
+def hash_to_buckets(ids: torch.Tensor, seed: int, buckets: int) -> torch.Tensor:
+    """Map int64 ids to ``[0, buckets)`` with the seeded hash (top 63 bits, modulo ``buckets``).
+
+    Args:
+        ids: int64 tensor, any shape.
+        seed: hash seed (use :func:`seed_from_name` for a per-feature seed).
+        buckets: number of buckets, >= 1.
+    Returns:
+        int64 tensor of ``ids.shape`` with values in ``[0, buckets)``.
+
+    Example:
+        >>> b = hash_to_buckets(torch.arange(10), seed=1, buckets=4)
+        >>> bool(((b >= 0) & (b < 4)).all())
+        True
+    """
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    return _srl(hash64(ids, seed), 1) % buckets
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw values (data preparation): strings and ints to int64, stable across processes.
+# ---------------------------------------------------------------------------------------------
+def hash_raw_value(value: Union[str, bytes, int], seed: int = 0) -> int:
+    """Stable signed 64-bit hash of one raw value (str, bytes or int), for data preparation.
+
+    Strings and bytes are hashed with BLAKE2b keyed by the seed; ints go through :func:`hash64`'s
+    reference, so ``hash_raw_value(5, s)`` equals ``hash64(torch.tensor([5]), s)``.
+
+    Example:
+        >>> hash_raw_value("68fd1e64") == hash_raw_value(b"68fd1e64")
+        True
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"cannot hash a bool raw value ({value!r}); encode it as an int or a string")
+    if isinstance(value, (int, np.integer)):
+        return _to_signed(hash64_reference(int(value), seed))
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        key = (seed & _MASK64).to_bytes(8, "little")
+        return _to_signed(int.from_bytes(hashlib.blake2b(value, digest_size=8, key=key).digest(), "little"))
+    raise TypeError(f"cannot hash raw value {value!r} of type {type(value).__name__}; expected str, bytes or int")
+
+
+def hash_raw_values(values: Union[Sequence, Iterable, np.ndarray], seed: int = 0) -> np.ndarray:
+    """Vectorized :func:`hash_raw_value` over many values; hashes each distinct value once.
+
+    Args:
+        values: a sequence or array of str / bytes / int.
+    Returns:
+        int64 numpy array of the same length.
+    """
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+    if arr.dtype.kind in "iu":
+        return hash64(torch.from_numpy(arr.astype(np.int64)), seed).numpy()
+    uniq, inverse = np.unique(arr, return_inverse=True)
+    hashed = np.fromiter((hash_raw_value(u.item() if hasattr(u, "item") else u, seed) for u in uniq),
+                         dtype=np.int64, count=len(uniq))
+    return hashed[inverse.reshape(-1)]

@@ -1,0 +1,232 @@
+"""EmbeddingLayer: a list of FeatureSpec -> one module (KeyedJaggedTensor -> KeyedTensor).
+
+Every trainable table of every variant lives in one TorchRec EmbeddingBagCollection (``layer.ebc``),
+so DistributedModelParallel shards any mix of variants unchanged; remap and combine are dense code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
+from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
+
+__all__ = ["EmbeddingLayer", "InvalidInputError", "kjt_from_lists"]
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingLayer(nn.Module):
+    """Pooled embeddings for ``F`` categorical features, each with its own variant.
+
+    Input: a ``KeyedJaggedTensor`` with one key per feature (any key order), int64 values, batch
+    size ``B`` and ``L[f][b]`` ids in bag ``b`` of feature ``f``.
+
+    Output: a ``KeyedTensor`` with keys = feature names in spec order, values of shape ``(B, D)``
+    where ``D = sum(output_dims)``; feature ``f`` occupies ``output_dims[f]`` columns. Empty bags give
+    zero vectors.
+
+    Pipeline: ``remap`` (per variant: validate / hash / split ids into virtual features) ->
+    ``self.ebc`` (TorchRec EmbeddingBagCollection, sum pooling) -> ``combine`` (per variant) ->
+    mean pooling where asked.
+
+    Args:
+        features: the feature specs (names unique; ``shared_with`` resolved inside this list).
+        device: where to allocate the tables; ``torch.device("meta")`` to leave allocation to
+            DistributedModelParallel.
+        validate_ids: check vocabulary bounds of full / quotient-remainder ids on every forward
+            (one reduction per feature; turn off only on hot GPU paths with trusted data).
+
+    Example:
+        >>> from recsys_emb.specs import FeatureSpec, Full, Hashed
+        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(dim=4), cardinality=10),
+        ...                         FeatureSpec("b", Hashed(dim=8, buckets=16))])
+        >>> kjt = kjt_from_lists({"a": [[1], [2, 3]], "b": [[-7], []]})
+        >>> layer(kjt).values().shape
+        torch.Size([2, 12])
+    """
+
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec],
+        device: Optional[torch.device] = None,
+        validate_ids: bool = True,
+    ) -> None:
+        super().__init__()
+        features = list(features)
+        if not features:
+            raise ValueError("EmbeddingLayer needs at least one FeatureSpec")
+        validate_feature_set(features)
+        self.features: List[FeatureSpec] = features
+        self.feature_names: List[str] = [f.name for f in features]
+        self.output_dims: List[int] = [f.output_dim for f in features]
+        self.variants = nn.ModuleDict({f.name: build_variant(f, validate_ids=validate_ids) for f in features})
+
+        tables: "OrderedDict[str, Tuple[TableDef, List[str]]]" = OrderedDict()
+        for f in features:
+            if f.shared_with is None:
+                for t in self.variants[f.name].tables():
+                    tables[t.name] = (t, [])
+        self._virtual_keys: List[str] = []
+        for f in features:
+            for vf in self.variants[f.name].virtual_features():
+                tables[vf.table][1].append(vf.name)
+                self._virtual_keys.append(vf.name)
+        self.table_defs: List[TableDef] = [t for t, _ in tables.values()]
+        self.ebc = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name=t.name,
+                    embedding_dim=t.dim,
+                    num_embeddings=t.rows,
+                    feature_names=names,
+                    pooling=PoolingType.SUM,
+                )
+                for t, names in tables.values()
+            ],
+            device=device,
+        )
+        self._mean = [f.pooling == "mean" for f in features]
+        self._n_virtual = [len(self.variants[f.name].virtual_features()) for f in features]
+        # The output equals the collection's output when no feature changes its pooled columns.
+        self._passthrough = all(
+            n == 1 and self.variants[f.name].identity_combine and not mean
+            for f, n, mean in zip(features, self._n_virtual, self._mean)
+        )
+        self._column_cache: Dict[Tuple[str, ...], Dict[str, Tuple[int, int]]] = {}
+
+    @property
+    def output_dim(self) -> int:
+        """Total output columns ``D``."""
+        return sum(self.output_dims)
+
+    @property
+    def embedding_dims(self) -> Dict[str, int]:
+        """Output columns per feature, known before any forward."""
+        return dict(zip(self.feature_names, self.output_dims))
+
+    # ------------------------------------------------------------------ input checks and split
+    def _split(self, features: KeyedJaggedTensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], int]:
+        if not isinstance(features, KeyedJaggedTensor):
+            raise InvalidInputError(f"EmbeddingLayer expects a torchrec KeyedJaggedTensor, got {type(features).__name__}")
+        keys = features.keys()
+        values = features.values()
+        if values.dtype != torch.int64:
+            raise InvalidInputError(
+                f"KeyedJaggedTensor values for features {keys} have dtype {values.dtype}; ids must be int64 "
+                f"(torch.long). Convert with values.long() -- and never pass float ids, which lose precision "
+                f"above 2**24."
+            )
+        if features.weights_or_none() is not None:
+            raise InvalidInputError("weighted KeyedJaggedTensors (per-id weights) are not supported by EmbeddingLayer")
+        if features.variable_stride_per_key():
+            raise InvalidInputError("variable-batch (VBE) KeyedJaggedTensors are not supported by EmbeddingLayer")
+        known = set(self.feature_names)
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"KeyedJaggedTensor has key(s) {unknown} that the layer does not know; known features: "
+                f"{self.feature_names}. Drop those keys or add FeatureSpecs for them."
+            )
+        missing = [k for k in self.feature_names if k not in set(keys)]
+        if missing:
+            raise InvalidInputError(
+                f"KeyedJaggedTensor is missing feature(s) {missing}; got keys {keys}. Every feature of the "
+                f"layer needs a key (use zero lengths for a feature absent from a batch)."
+            )
+        if len(keys) != len(set(keys)):
+            raise InvalidInputError(f"KeyedJaggedTensor has duplicate keys: {keys}")
+        batch = features.stride()
+        per_key_values = values.split(features.length_per_key())
+        per_key_lengths = features.lengths().view(len(keys), batch)
+        if list(keys) == self.feature_names:
+            return list(per_key_values), list(per_key_lengths.unbind(0)), batch
+        index = {k: i for i, k in enumerate(keys)}
+        order = [index[n] for n in self.feature_names]
+        return [per_key_values[i] for i in order], [per_key_lengths[i] for i in order], batch
+
+    # ------------------------------------------------------------------ forward
+    def remap(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, List[torch.Tensor]]:
+        """The collection's input (virtual features) and each feature's bag lengths ``(B,)``."""
+        ids, lengths, batch = self._split(features)
+        out_values: List[torch.Tensor] = []
+        out_lengths: List[torch.Tensor] = []
+        counts: List[int] = []
+        for name, f_ids, f_len in zip(self.feature_names, ids, lengths):
+            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
+            for (v, l), n in zip(variant.remap(f_ids, f_len), variant.value_counts(f_ids.numel())):
+                out_values.append(v)
+                out_lengths.append(l)
+                counts.append(n)
+        kjt = KeyedJaggedTensor(
+            keys=self._virtual_keys,
+            values=torch.cat(out_values),
+            lengths=torch.cat(out_lengths),
+            stride=batch,
+            length_per_key=counts,
+        )
+        return kjt, lengths
+
+    def _columns(self, pooled: KeyedTensor) -> Dict[str, Tuple[int, int]]:
+        keys = tuple(pooled.keys())
+        cols = self._column_cache.get(keys)
+        if cols is None:
+            cols, start = {}, 0
+            for k, d in zip(keys, pooled.length_per_key()):
+                cols[k] = (start, d)
+                start += d
+            self._column_cache[keys] = cols
+        return cols
+
+    def combine(self, pooled: KeyedTensor, lengths: Sequence[torch.Tensor]) -> KeyedTensor:
+        """Per-feature outputs from the collection's pooled virtual features."""
+        if self._passthrough and list(pooled.keys()) == self.feature_names:
+            return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=pooled.values())
+        values = pooled.values()
+        cols = self._columns(pooled)
+        outs: List[torch.Tensor] = []
+        for name, mean, f_len in zip(self.feature_names, self._mean, lengths):
+            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
+            parts = []
+            for vf in variant.virtual_features():
+                start, d = cols[vf.name]
+                parts.append(values[:, start:start + d])
+            y = variant.combine(parts)
+            if mean:
+                y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
+            outs.append(y)
+        return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=torch.cat(outs, dim=1))
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """``features`` (KJT, keys = feature names) -> ``KeyedTensor`` of shape ``(B, D)``."""
+        kjt, lengths = self.remap(features)
+        return self.combine(self.ebc(kjt), lengths)
+
+
+def kjt_from_lists(bags: Dict[str, Sequence[Sequence[int]]], device: Optional[torch.device] = None) -> KeyedJaggedTensor:
+    """A KeyedJaggedTensor from ``{feature: [ids of bag 0, ids of bag 1, ...]}`` (tests, examples).
+
+    Example:
+        >>> kjt_from_lists({"a": [[1], [2, 3]]}).lengths().tolist()
+        [1, 2]
+    """
+    keys = list(bags)
+    sizes = {len(v) for v in bags.values()}
+    if len(sizes) != 1:
+        counts = {k: len(v) for k, v in bags.items()}
+        raise ValueError(f"every feature needs the same number of bags; got bag counts {counts}")
+    values = [i for k in keys for bag in bags[k] for i in bag]
+    lengths = [len(bag) for k in keys for bag in bags[k]]
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=keys,
+        values=torch.tensor(values, dtype=torch.int64, device=device),
+        lengths=torch.tensor(lengths, dtype=torch.int32, device=device),
+    )

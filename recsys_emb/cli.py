@@ -1,2 +1,82 @@
-def main() -> int:
+"""The `recsys-emb` command line. The only module of the library that prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from recsys_emb.demo import run_demo
+    from recsys_emb.memory import format_bytes
+
+    rows = run_demo(cap=args.cap, dim=args.dim, batch=args.batch, compression=args.compression)
+    print(f"recsys_emb demo: 26 Criteo-shaped fields (real Kaggle cardinalities capped at {args.cap:,}), "
+          f"dim {args.dim}, compressed variants at 1/{args.compression} rows per large field")
+    print(f"{'variant':<16}{'params':>14}{'memory':>12}{'vs full':>9}   one fused SGD step on batch {args.batch}")
+    for r in rows:
+        print(f"{r['variant']:<16}{r['params']:>14,}{format_bytes(r['bytes']):>12}{r['ratio_to_full']:>8.1%}   "
+              f"output {r['output_shape']}, mse {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
+              f"({r['step_s'] * 1000:.0f} ms)")
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "embeddings":
+        from recsys_emb.benchmarks.embedding_throughput import main as bench_main
+
+        return bench_main(args.rest)
+    raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys-emb", description="Memory-efficient embeddings for CTR models.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="memory table of every variant + one fused training step each")
+    d.add_argument("--cap", type=int, default=1_000_000, help="cap on each field's cardinality")
+    d.add_argument("--dim", type=int, default=16)
+    d.add_argument("--batch", type=int, default=2048)
+    d.add_argument("--compression", type=int, default=4, help="rows kept per large field: 1/compression")
+    d.set_defaults(func=_cmd_demo, reexec=True)
+
+    b = sub.add_parser("bench", help="benchmarks (see bench/)")
+    b.add_argument("what", choices=["embeddings"], help="embeddings: train-step throughput vs TorchRec")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help after it)")
+    b.set_defaults(func=_cmd_bench, reexec=True)
+
+    try:
+        from recsys_emb.data.cli import add_data_commands
+    except ImportError:  # pragma: no cover - data package absent in a partial install
+        pass
+    else:
+        add_data_commands(sub)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0:
+        # TorchRec's planner warns about topology and storage estimates on every plan; they do not
+        # apply to these single-host runs.
+        logging.getLogger("torchrec").setLevel(logging.ERROR)
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    if getattr(args, "reexec", False) and argv is None:
+        from recsys_emb.runtime import reexec_with_malloc_settings
+
+        reexec_with_malloc_settings()
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "GOLDEN64",
     "mix64_reference",
+    "seed_key",
     "hash64_reference",
     "bucket_reference",
     "seed_from_name",
@@ -50,9 +51,14 @@ def mix64_reference(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def seed_key(seed: int) -> int:
+    """The 64-bit key of a seed: splitmix64's first output for that seed, ``mix64(seed + GOLDEN64)``."""
+    return mix64_reference((seed + GOLDEN64) & _MASK64)
+
+
 def hash64_reference(x: int, seed: int) -> int:
-    """Reference for :func:`hash64`: ``mix64(x * GOLDEN64 + mix64(seed))`` modulo 2**64, unsigned."""
-    return mix64_reference((x * GOLDEN64 + mix64_reference(seed)) & _MASK64)
+    """Reference for :func:`hash64`: ``mix64(x * GOLDEN64 + seed_key(seed))`` modulo 2**64, unsigned."""
+    return mix64_reference((x * GOLDEN64 + seed_key(seed)) & _MASK64)
 
 
 def bucket_reference(x: int, seed: int, buckets: int) -> int:
@@ -109,7 +115,7 @@ def hash64(ids: torch.Tensor, seed: int) -> torch.Tensor:
         ids: int64 tensor, any shape, CPU or CUDA.
         seed: any Python int; equal seeds give equal hashes in every process.
     Returns:
-        int64 tensor of ``ids.shape``: ``mix64(ids * GOLDEN64 + mix64(seed))`` (bits as signed).
+        int64 tensor of ``ids.shape``: ``mix64(ids * GOLDEN64 + seed_key(seed))`` (bits as signed).
 
     Example:
         >>> h = hash64(torch.tensor([0, 1, -1]), seed=7)
@@ -118,8 +124,7 @@ def hash64(ids: torch.Tensor, seed: int) -> torch.Tensor:
     """
     if ids.dtype != torch.int64:
         raise TypeError(f"hash64 needs int64 ids, got {ids.dtype}; convert with .long()")
-    key = _to_signed(mix64_reference(seed))
-    return mix64(ids * _GOLDEN_S + key)
+    return mix64(ids * _GOLDEN_S + _to_signed(seed_key(seed)))
 
 
 def hash_to_buckets(ids: torch.Tensor, seed: int, buckets: int) -> torch.Tensor:

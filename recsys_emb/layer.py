@@ -17,6 +17,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
+from recsys_emb.embeddings.combine import ColumnProgram
 from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
 
 __all__ = ["EmbeddingLayer", "InvalidInputError", "kjt_from_lists"]
@@ -101,7 +102,12 @@ class EmbeddingLayer(nn.Module):
             n == 1 and self.variants[f.name].identity_combine and not mean
             for f, n, mean in zip(features, self._n_virtual, self._mean)
         )
-        self._column_cache: Dict[Tuple[str, ...], Dict[str, Tuple[int, int]]] = {}
+        self._column_cache: Dict[Tuple[str, ...], Dict[str, int]] = {}
+        self._program_cache: Dict[Tuple[str, ...], Optional[ColumnProgram]] = {}
+
+    def collections(self) -> List[nn.Module]:
+        """The TorchRec collections holding this layer's tables (what DistributedModelParallel shards)."""
+        return [self.ebc]
 
     @property
     def output_dim(self) -> int:
@@ -175,31 +181,52 @@ class EmbeddingLayer(nn.Module):
         )
         return kjt, lengths
 
-    def _columns(self, pooled: KeyedTensor) -> Dict[str, Tuple[int, int]]:
+    def _column_index(self, pooled: KeyedTensor) -> Dict[str, int]:
         keys = tuple(pooled.keys())
-        cols = self._column_cache.get(keys)
-        if cols is None:
-            cols, start = {}, 0
-            for k, d in zip(keys, pooled.length_per_key()):
-                cols[k] = (start, d)
-                start += d
-            self._column_cache[keys] = cols
-        return cols
+        index = self._column_cache.get(keys)
+        if index is None:
+            index = {k: i for i, k in enumerate(keys)}
+            self._column_cache[keys] = index
+        return index
+
+    def _program(self, pooled: KeyedTensor) -> Optional[ColumnProgram]:
+        """The fused column program for this pooled layout, or None if some combine needs autograd."""
+        keys = tuple(pooled.keys())
+        if keys in self._program_cache:
+            return self._program_cache[keys]
+        starts, pos = {}, 0
+        for k, d in zip(keys, pooled.length_per_key()):
+            starts[k] = (pos, d)
+            pos += d
+        ops, dst, program = [], 0, None
+        for name, mean, dim in zip(self.feature_names, self._mean, self.output_dims):
+            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
+            f_ops = None if mean else variant.column_ops([starts[vf.name] for vf in variant.virtual_features()], dst)
+            if f_ops is None:
+                break
+            ops.extend(f_ops)
+            dst += dim
+        else:
+            program = ColumnProgram(ops, in_width=pos, out_width=dst)
+        self._program_cache[keys] = program
+        return program
 
     def combine(self, pooled: KeyedTensor, lengths: Sequence[torch.Tensor]) -> KeyedTensor:
         """Per-feature outputs from the collection's pooled virtual features."""
         if self._passthrough and list(pooled.keys()) == self.feature_names:
             return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=pooled.values())
-        values = pooled.values()
-        cols = self._columns(pooled)
+        program = self._program(pooled)
+        if program is not None:
+            return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
+                               values=program(pooled.values()))
+        # One split (its backward is one concatenation), not a slice per key (a full-width zero
+        # gradient per slice).
+        parts_all = pooled.values().split(pooled.length_per_key(), dim=1)
+        index = self._column_index(pooled)
         outs: List[torch.Tensor] = []
         for name, mean, f_len in zip(self.feature_names, self._mean, lengths):
             variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            parts = []
-            for vf in variant.virtual_features():
-                start, d = cols[vf.name]
-                parts.append(values[:, start:start + d])
-            y = variant.combine(parts)
+            y = variant.combine([parts_all[index[vf.name]] for vf in variant.virtual_features()])
             if mean:
                 y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
             outs.append(y)

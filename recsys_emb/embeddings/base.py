@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from recsys_emb.specs import FeatureSpec, TableDef
 
-__all__ = ["TableDef", "VirtualFeature", "EmbeddingVariant", "InvalidInputError", "format_bad_values"]
+__all__ = ["TableDef", "VirtualFeature", "ColumnOp", "EmbeddingVariant", "InvalidInputError", "format_bad_values"]
+
+ColumnOp = Tuple[str, Tuple[int, ...], int, int]
+"""``(op, source column starts, destination column start, width)`` with op in ``copy``, ``mul``,
+``add``: how a combine maps pooled columns to output columns when it is plain column arithmetic."""
 
 
 class InvalidInputError(ValueError):
@@ -80,6 +84,21 @@ class EmbeddingVariant(nn.Module, abc.ABC):
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         """Default: the single virtual feature's pooled output is the embedding."""
         return pooled[0]
+
+    def column_ops(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
+        """The combine as column arithmetic, if it is one (lets the layer fuse all features' combines
+        into one pass forward and one backward).
+
+        Args:
+            sources: (start column, width) of each virtual feature in the pooled tensor.
+            dst: first output column of this feature.
+        Returns:
+            the ops, or ``None`` when combine has parameters or other arithmetic.
+        """
+        if not self.identity_combine:
+            return None
+        start, width = sources[0]
+        return [("copy", (start,), dst, width)]
 
     @property
     def identity_combine(self) -> bool:

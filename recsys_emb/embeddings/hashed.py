@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
-from recsys_emb.hashing import GOLDEN64, _to_signed, mix64, mix64_reference, seed_from_name
+from recsys_emb.hashing import GOLDEN64, _to_signed, mix64, seed_from_name, seed_key
 from recsys_emb.specs import FeatureSpec, Hashed
 
 __all__ = ["HashedEmbedding", "probe_seeds"]
@@ -38,7 +38,7 @@ class HashedEmbedding(EmbeddingVariant):
         spec = feature.embedding
         assert isinstance(spec, Hashed)
         self.spec = spec
-        keys = [_to_signed(mix64_reference(s)) for s in probe_seeds(feature.table_owner, spec.num_hashes)]
+        keys = [_to_signed(seed_key(s)) for s in probe_seeds(feature.table_owner, spec.num_hashes)]
         # Buffers, not parameters: derived from names, so they are not saved in the state dict.
         self.register_buffer("_keys", torch.tensor(keys, dtype=torch.int64), persistent=False)
         self.weighted = spec.combiner == "weighted" and spec.num_hashes > 1

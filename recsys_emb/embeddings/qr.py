@@ -3,11 +3,11 @@ Complementary Partitions for Memory-Efficient Recommendation Systems", KDD 2020)
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
+from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, VirtualFeature
 from recsys_emb.embeddings.full import check_vocabulary
 from recsys_emb.specs import FeatureSpec, QuotientRemainder
 
@@ -52,3 +52,9 @@ class QuotientRemainderEmbedding(EmbeddingVariant):
         if self.spec.op == "add":
             return q + r
         return torch.cat([q, r], dim=1)
+
+    def column_ops(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
+        (q, w), (r, _) = sources
+        if self.spec.op == "concat":
+            return [("copy", (q,), dst, w), ("copy", (r,), dst + w, w)]
+        return [("mul" if self.spec.op == "mult" else "add", (q, r), dst, w)]

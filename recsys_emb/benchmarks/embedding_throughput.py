@@ -1,0 +1,172 @@
+"""Embeddings-only train-step throughput of every variant against TorchRec's own fused path.
+
+Each variant is an :class:`~recsys_emb.layer.EmbeddingLayer` sharded by DistributedModelParallel
+(world size 1, gloo, table-wise, FBGEMM fused optimizer); the baseline is a plain TorchRec
+EmbeddingBagCollection of full tables under the same DMP and optimizer. Steps of all runs are
+interleaved round by round so that machine noise hits them alike; the figure per run is the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_emb.layer import EmbeddingLayer
+from recsys_emb.memory import memory_from_specs
+from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, shard_model
+from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder
+
+__all__ = ["criteo_shaped_cardinalities", "variant_specs", "skewed_batch", "run", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def criteo_shaped_cardinalities(cap: int) -> List[int]:
+    """Criteo Kaggle's 26 real categorical cardinalities, each capped at ``cap``."""
+    from recsys_emb.data.criteo import CRITEO_KAGGLE_CARDINALITIES
+
+    return [min(c, cap) for c in CRITEO_KAGGLE_CARDINALITIES]
+
+
+def variant_specs(cards: Sequence[int], dim: int, compression: int = 4) -> Dict[str, List[FeatureSpec]]:
+    """Feature specs per variant at the benchmark's default settings.
+
+    The compressed variants keep roughly ``1/compression`` of the full rows on every field with more
+    than ``compression`` ids (smaller fields stay full-size in every variant, as in practice).
+    """
+    names = [f"C{i + 1}" for i in range(len(cards))]
+
+    def specs(make: Callable[[int], object]) -> List[FeatureSpec]:
+        return [FeatureSpec(n, make(c) if c > compression * 16 else Full(dim), cardinality=c)  # type: ignore[arg-type]
+                for n, c in zip(names, cards)]
+
+    return {
+        "full": specs(lambda c: Full(dim)),
+        "hashed": specs(lambda c: Hashed(dim, buckets=math.ceil(c / compression))),
+        "multi_hash_2": specs(lambda c: Hashed(dim, buckets=math.ceil(c / compression), num_hashes=2)),
+        "qr_mult": specs(lambda c: QuotientRemainder(dim, collisions=compression, op="mult")),
+    }
+
+
+def skewed_batch(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> KeyedJaggedTensor:
+    """One id per field and sample, power-law skewed towards small ids (id = floor(N * u**skew))."""
+    cols = []
+    for c in cards:
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        cols.append((u.pow(skew) * c).long().clamp_(max=c - 1))
+    return KeyedJaggedTensor(
+        keys=[f"C{i + 1}" for i in range(len(cards))],
+        values=torch.cat(cols),
+        lengths=torch.ones(batch * len(cards), dtype=torch.int32),
+        stride=batch,
+        length_per_key=[batch] * len(cards),
+    )
+
+
+@dataclass
+class _Run:
+    name: str
+    module: nn.Module
+    params: int
+    bytes: int
+    times: List[float]
+
+
+def _step(module: nn.Module, kjt: KeyedJaggedTensor, weight: torch.Tensor) -> None:
+    out = module(kjt).values()
+    (out * weight[: out.shape[1]]).sum().backward()
+
+
+def run(cap: int = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20, warmup: int = 3,
+        rounds: int = 5, optimizer: str = "sgd", variants: Optional[Sequence[str]] = None,
+        seed: int = 0) -> List[Dict[str, object]]:
+    """Measure every variant and the TorchRec baseline; returns one result dict per run."""
+    torch.manual_seed(seed)
+    init_single_process_group()
+    cards = criteo_shaped_cardinalities(cap)
+    all_specs = variant_specs(cards, dim)
+    chosen = list(variants or all_specs)
+    unknown = [v for v in chosen if v not in all_specs]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(all_specs)}")
+    opt = EmbeddingOptimizer(optimizer, lr=0.01)
+    runs: List[_Run] = []
+    baseline = EmbeddingBagCollection(
+        tables=[EmbeddingBagConfig(name=f"t_C{i + 1}", embedding_dim=dim, num_embeddings=c,
+                                   feature_names=[f"C{i + 1}"]) for i, c in enumerate(cards)],
+        device=torch.device("meta"),
+    )
+    full_mem = memory_from_specs(all_specs["full"])
+    runs.append(_Run("torchrec_baseline", shard_model(baseline, opt), full_mem.params, full_mem.bytes, []))
+    for name in chosen:
+        specs = all_specs[name]
+        mem = memory_from_specs(specs)
+        layer = EmbeddingLayer(specs, device=torch.device("meta"))
+        runs.append(_Run(name, shard_model(layer, opt), mem.params, mem.bytes, []))
+        logger.info("built %s: %d params", name, mem.params)
+    gen = torch.Generator().manual_seed(seed)
+    batches = [skewed_batch(cards, batch, gen) for _ in range(8)]
+    weight = torch.randn(len(cards) * dim, generator=gen)
+    for r in runs:
+        for i in range(warmup):
+            _step(r.module, batches[i % len(batches)], weight)
+    for _ in range(rounds):
+        for r in runs:
+            t0 = time.perf_counter()
+            for i in range(steps):
+                _step(r.module, batches[i % len(batches)], weight)
+            r.times.append(time.perf_counter() - t0)
+    base = batch * steps / statistics.median(runs[0].times)
+    results = []
+    for r in runs:
+        sps = batch * steps / statistics.median(r.times)
+        results.append({"variant": r.name, "samples_per_s": round(sps, 1), "ratio_to_torchrec": round(sps / base, 3),
+                        "params": r.params, "bytes": r.bytes})
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cap", type=int, default=1_000_000, help="cap on each field's cardinality")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=20, help="steps per round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median round counts")
+    p.add_argument("--optimizer", default="sgd", help="fused embedding optimizer")
+    p.add_argument("--variants", nargs="*", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="small tables and few steps (format check)")
+    p.add_argument("--json", default=None, help="write results as JSON here")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.quick:
+        a.cap, a.batch, a.steps, a.rounds = 10_000, 256, 2, 1
+    results = run(cap=a.cap, dim=a.dim, batch=a.batch, steps=a.steps, rounds=a.rounds,
+                  optimizer=a.optimizer, variants=a.variants)
+    print(f"embeddings-only train step, 26 Criteo-shaped fields (cap {a.cap:,}), dim {a.dim}, batch {a.batch}, "
+          f"optimizer {a.optimizer}, torch threads {torch.get_num_threads()}")
+    print(f"{'variant':<20}{'samples/s':>12}{'ratio':>8}{'params':>14}{'MiB':>10}")
+    for r in results:
+        print(f"{r['variant']:<20}{r['samples_per_s']:>12,.0f}{r['ratio_to_torchrec']:>8.2f}"
+              f"{r['params']:>14,}{r['bytes'] / 2**20:>10.1f}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"settings": vars(a), "results": results}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

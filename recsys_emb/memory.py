@@ -1,0 +1,177 @@
+"""Parameter and byte accounting per table, per feature and in total -- from specs alone (nothing
+built, so a search can reject an over-budget trial before training) and from a built module.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from torch import nn
+
+from recsys_emb.specs import FeatureSpec, validate_feature_set
+
+__all__ = ["OPTIMIZER_STATE_PER_ROW", "TableMemory", "MemoryReport", "memory_from_specs", "memory_from_module",
+           "format_bytes"]
+
+OPTIMIZER_STATE_PER_ROW: Dict[str, Tuple[int, int]] = {
+    # (extra floats per row, extra floats per parameter) of optimizer state for embedding tables
+    "none": (0, 0),
+    "sgd": (0, 0),
+    "rowwise_adagrad": (1, 0),
+    "adagrad": (0, 1),
+    "adam": (0, 2),
+}
+
+
+@dataclass(frozen=True)
+class TableMemory:
+    """One physical table: shape, parameters, bytes, and the features that read it."""
+
+    name: str
+    rows: int
+    dim: int
+    features: Tuple[str, ...]
+    bytes_per_param: int = 4
+    optimizer_floats: int = 0
+
+    @property
+    def params(self) -> int:
+        return self.rows * self.dim
+
+    @property
+    def bytes(self) -> int:
+        """Weight bytes (``params * bytes_per_param``), without optimizer state."""
+        return self.params * self.bytes_per_param
+
+    @property
+    def optimizer_bytes(self) -> int:
+        return self.optimizer_floats * 4
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory of an embedding layer. ``per_feature`` attributes a table to the feature that owns it
+    (a feature with ``shared_with`` owns 0); dense parameters (projections, probe weights) count
+    for the feature that has them."""
+
+    tables: Tuple[TableMemory, ...]
+    dense_params: Dict[str, int] = field(default_factory=dict)
+    bytes_per_param: int = 4
+
+    @property
+    def table_params(self) -> int:
+        return sum(t.params for t in self.tables)
+
+    @property
+    def params(self) -> int:
+        """All trainable parameters: tables plus dense parameters."""
+        return self.table_params + sum(self.dense_params.values())
+
+    @property
+    def bytes(self) -> int:
+        """Weight bytes of all trainable parameters."""
+        return self.params * self.bytes_per_param
+
+    @property
+    def optimizer_bytes(self) -> int:
+        return sum(t.optimizer_bytes for t in self.tables)
+
+    @property
+    def per_feature_params(self) -> Dict[str, int]:
+        out: Dict[str, int] = OrderedDict((name, 0) for name in self.dense_params)
+        for t in self.tables:
+            owner = t.features[0]
+            out[owner] = out.get(owner, 0) + t.params
+        for name, n in self.dense_params.items():
+            out[name] = out.get(name, 0) + n
+        return dict(out)
+
+    @property
+    def per_feature_bytes(self) -> Dict[str, int]:
+        return {k: v * self.bytes_per_param for k, v in self.per_feature_params.items()}
+
+    def summary(self) -> Dict[str, object]:
+        return {"params": self.params, "bytes": self.bytes, "tables": len(self.tables),
+                "optimizer_bytes": self.optimizer_bytes}
+
+
+def _optimizer_floats(rows: int, dim: int, optimizer: str) -> int:
+    if optimizer not in OPTIMIZER_STATE_PER_ROW:
+        raise ValueError(f"optimizer={optimizer!r} is not one of {sorted(OPTIMIZER_STATE_PER_ROW)}")
+    per_row, per_param = OPTIMIZER_STATE_PER_ROW[optimizer]
+    return rows * per_row + rows * dim * per_param
+
+
+def memory_from_specs(
+    features: Sequence[FeatureSpec], bytes_per_param: int = 4, optimizer: str = "none"
+) -> MemoryReport:
+    """Memory of the layer these specs would build, computed without building anything.
+
+    Args:
+        features: the layer's feature specs.
+        bytes_per_param: 4 for fp32 tables, 2 for fp16/bf16.
+        optimizer: embedding optimizer whose state to count in ``optimizer_bytes``
+            (``none``, ``sgd``, ``rowwise_adagrad``, ``adagrad``, ``adam``).
+
+    Example:
+        >>> from recsys_emb.specs import Full
+        >>> memory_from_specs([FeatureSpec("a", Full(dim=8), cardinality=100)]).bytes
+        3200
+    """
+    validate_feature_set(features)
+    owners: "OrderedDict[str, List[str]]" = OrderedDict()
+    defs = {}
+    for f in features:
+        for t in f.tables():
+            if f.shared_with is None:
+                defs[t.name] = t
+                owners.setdefault(t.name, [])
+            owners.setdefault(t.name, []).append(f.name)
+    tables = tuple(
+        TableMemory(t.name, t.rows, t.dim, tuple(owners[t.name]), bytes_per_param,
+                    _optimizer_floats(t.rows, t.dim, optimizer))
+        for t in defs.values()
+    )
+    dense = {f.name: f.embedding.dense_params() for f in features}
+    return MemoryReport(tables=tables, dense_params=dense, bytes_per_param=bytes_per_param)
+
+
+def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryReport:
+    """Memory of a built EmbeddingLayer, read from its actual parameter tensors.
+
+    Works on unsharded layers (any device, ``meta`` included). For a model holding several layers,
+    call it on each layer.
+    """
+    from recsys_emb.layer import EmbeddingLayer  # local: memory.py stays importable without torchrec
+
+    if not isinstance(module, EmbeddingLayer):
+        raise TypeError(f"memory_from_module expects an EmbeddingLayer, got {type(module).__name__}")
+    readers: Dict[str, List[str]] = {}
+    for f in module.features:
+        variant = module.variants[f.name]
+        for vf in variant.virtual_features():  # type: ignore[operator]
+            names = readers.setdefault(vf.table, [])
+            if f.name not in names:
+                names.append(f.name)
+    tables = []
+    bytes_per_param = 4
+    for collection in module.collections():
+        for name, p in collection.named_parameters():
+            table = name.split(".")[-2]
+            rows, dim = p.shape
+            bytes_per_param = p.element_size()
+            tables.append(TableMemory(table, rows, dim, tuple(readers[table]), bytes_per_param,
+                                      _optimizer_floats(rows, dim, optimizer)))
+    dense = {f.name: sum(p.numel() for p in module.variants[f.name].parameters()) for f in module.features}
+    return MemoryReport(tables=tuple(tables), dense_params=dense, bytes_per_param=bytes_per_param)
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable bytes (binary units)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,48 @@
+"""The command line end to end, in real processes (format checks only; timing is for bench/)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_demo_prints_memory_table():
+    out = run_cli("demo", "--cap", "20000", "--batch", "64")
+    lines = out.splitlines()
+    for variant in ("full", "hashed", "multi_hash_2", "qr_mult"):
+        row = next(line for line in lines if line.startswith(variant + " "))
+        assert "MiB" in row or "KiB" in row
+    assert "100.0%" in next(line for line in lines if line.startswith("full "))
+
+
+def test_bench_embeddings_quick_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    out = run_cli("bench", "embeddings", "--quick", "--json", str(path))
+    assert "torchrec_baseline" in out
+    data = json.loads(path.read_text())
+    names = [r["variant"] for r in data["results"]]
+    assert names[0] == "torchrec_baseline"
+    assert {"full", "hashed", "multi_hash_2", "qr_mult"} <= set(names)
+    for r in data["results"]:
+        assert set(r) >= {"samples_per_s", "ratio_to_torchrec", "params", "bytes"}
+        assert r["samples_per_s"] > 0 and r["bytes"] == 4 * r["params"]
+    assert data["results"][0]["ratio_to_torchrec"] == 1.0
+
+
+def test_bad_arguments_fail_clearly():
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "bench", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid choice: 'nope'" in proc.stderr

@@ -1,0 +1,108 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_emb.layer import EmbeddingLayer, InvalidInputError, kjt_from_lists
+from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder
+
+
+def mixed_specs():
+    return [
+        FeatureSpec("item", Full(dim=8), cardinality=20),
+        FeatureSpec("user", Hashed(dim=4, buckets=16, num_hashes=2)),
+        FeatureSpec("cat", QuotientRemainder(dim=8, collisions=3), cardinality=30, pooling="mean"),
+        FeatureSpec("cand", Full(dim=8), cardinality=20, shared_with="item"),
+    ]
+
+
+def test_output_layout_is_known_before_forward():
+    layer = EmbeddingLayer(mixed_specs())
+    assert layer.embedding_dims == {"item": 8, "user": 4, "cat": 8, "cand": 8}
+    assert layer.output_dim == 28
+    out = layer(kjt_from_lists({"item": [[1], [2]], "user": [[5], [6]], "cat": [[7], [8]], "cand": [[1], [3]]}))
+    assert out.keys() == ["item", "user", "cat", "cand"]
+    assert out.values().shape == (2, 28)
+
+
+def test_shared_table_gives_same_rows():
+    layer = EmbeddingLayer(mixed_specs())
+    assert [t.name for t in layer.table_defs] == ["item", "user", "cat@q", "cat@r"]
+    out = layer(kjt_from_lists({"item": [[1], [2]], "user": [[5], [6]], "cat": [[7], [8]], "cand": [[1], [3]]}))
+    d = out.to_dict()
+    torch.testing.assert_close(d["item"][0], d["cand"][0])
+    assert not torch.allclose(d["item"][1], d["cand"][1])
+
+
+def test_key_order_does_not_matter():
+    layer = EmbeddingLayer(mixed_specs())
+    bags = {"item": [[1], [2, 3]], "user": [[5], []], "cat": [[7, 1], [8]], "cand": [[1], [3]]}
+    a = layer(kjt_from_lists(bags)).values()
+    b = layer(kjt_from_lists(dict(reversed(list(bags.items()))))).values()
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_empty_bags_give_zero_vectors():
+    layer = EmbeddingLayer(mixed_specs())
+    out = layer(kjt_from_lists({"item": [[], [2]], "user": [[], [6]], "cat": [[], [8]], "cand": [[], [3]]})).values()
+    assert out[0].abs().sum() == 0
+    assert out[1].abs().sum() > 0
+
+
+def test_id_outside_vocabulary_names_feature_and_values():
+    layer = EmbeddingLayer(mixed_specs())
+    bags = {"item": [[1], [20]], "user": [[5], [6]], "cat": [[7], [8]], "cand": [[1], [3]]}
+    with pytest.raises(InvalidInputError, match=r"feature 'item': 1 id\(s\) break 0 <= id < cardinality=20: 20"):
+        layer(kjt_from_lists(bags))
+    bags = {"item": [[1], [2]], "user": [[5], [6]], "cat": [[-4], [30, 31]], "cand": [[1], [3]]}
+    with pytest.raises(InvalidInputError, match=r"feature 'cat': 3 id\(s\) break.*-4 \(value #0\), 30.*31"):
+        layer(kjt_from_lists(bags))
+
+
+def test_unknown_and_missing_keys():
+    layer = EmbeddingLayer(mixed_specs())
+    base = {"item": [[1]], "user": [[5]], "cat": [[7]], "cand": [[1]]}
+    with pytest.raises(InvalidInputError, match=r"key\(s\) \['oops'\] that the layer does not know"):
+        layer(kjt_from_lists({**base, "oops": [[1]]}))
+    del base["cat"]
+    with pytest.raises(InvalidInputError, match=r"missing feature\(s\) \['cat'\]"):
+        layer(kjt_from_lists(base))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
+def test_values_must_be_int64(dtype):
+    layer = EmbeddingLayer([FeatureSpec("item", Full(dim=8), cardinality=20)])
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["item"], values=torch.tensor([1, 2], dtype=dtype),
+                                              lengths=torch.tensor([1, 1]))
+    with pytest.raises(InvalidInputError, match=rf"features \['item'\] have dtype {dtype}; ids must be int64"):
+        layer(kjt)
+
+
+def test_validation_can_be_turned_off_for_trusted_hot_paths():
+    layer = EmbeddingLayer([FeatureSpec("item", Full(dim=8), cardinality=20)], validate_ids=False)
+    layer(kjt_from_lists({"item": [[19]]}))
+
+
+def test_empty_layer_refused():
+    with pytest.raises(ValueError, match="at least one FeatureSpec"):
+        EmbeddingLayer([])
+
+
+def test_layer_identical_across_processes():
+    """Same seed, same specs, same input -> the same output in a fresh process (stable hashes)."""
+    code = (
+        "import torch\n"
+        "from recsys_emb.layer import EmbeddingLayer, kjt_from_lists\n"
+        "from recsys_emb.specs import FeatureSpec, Hashed, QuotientRemainder\n"
+        "torch.manual_seed(0)\n"
+        "layer = EmbeddingLayer([FeatureSpec('a', Hashed(dim=4, buckets=97, num_hashes=2)),\n"
+        "                        FeatureSpec('b', QuotientRemainder(dim=4), cardinality=1000)])\n"
+        "out = layer(kjt_from_lists({'a': [[-5, 77], [10**15]], 'b': [[999], [3]]}))\n"
+        "print(out.values().tolist())\n"
+    )
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(s), "PATH": ""}).stdout for s in (0, 123)]
+    assert outs[0] == outs[1]
+    assert len(eval(outs[0])) == 2

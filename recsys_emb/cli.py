@@ -33,6 +33,49 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from recsys_emb.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # fails here, before any work, on a bad config
+    if args.nproc > 1:
+        from recsys_emb.launch import launch_local
+
+        return launch_local(args.nproc, ["-m", "recsys_emb.train", "--config", args.config, *sum((["--set", o] for o in args.overrides), []),
+                                         *(["--resume"] if args.resume else [])])
+    from recsys_emb.train import train
+
+    summary = train(cfg, resume=args.resume)
+    _print_summary(summary)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    from recsys_emb.memory import format_bytes
+
+    print(f"{s['name']}: {s['steps']} steps on {s['world_size']} process(es), "
+          f"{(s['samples_per_s'] or 0):,.0f} samples/s")
+    print(f"embeddings: {s['embedding_params']:,} params, {format_bytes(s['embedding_bytes'])} "
+          f"({s['embedding_bytes'] / s['full_table_bytes']:.1%} of full tables); dense params {s['dense_params']:,}")
+    for split in ("valid", "test"):
+        m = s[split]
+        ceiling = (f"   ceiling AUC {m['ceiling_auc']:.4f}, logloss {m['ceiling_logloss']:.4f}"
+                   if "ceiling_auc" in m else "")
+        print(f"{split:<5} AUC {m['auc']:.4f}  logloss {m['logloss']:.4f}  NE {m['ne']:.4f}{ceiling}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from recsys_emb.train import evaluate_checkpoint
+
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, split=args.split), indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys-emb", description="Memory-efficient embeddings for CTR models.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -49,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["embeddings"], help="embeddings: train-step throughput vs TorchRec")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help after it)")
     b.set_defaults(func=_cmd_bench, reexec=True)
+
+    t = sub.add_parser("train", help="train a CTR model from a YAML config")
+    t.add_argument("--config", required=True, help="configs/NAME.yaml")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set embeddings.variant=qr (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.add_argument("--nproc", type=int, default=1, help="local worker processes (TorchRec model parallel, gloo)")
+    t.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    t.set_defaults(func=_cmd_train, reexec=True)
+
+    e = sub.add_parser("evaluate", help="metrics of a saved checkpoint on a split")
+    e.add_argument("--checkpoint", required=True, help="checkpoint directory or run directory (its latest)")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.set_defaults(func=_cmd_evaluate, reexec=False)
 
     try:
         from recsys_emb.data.cli import add_data_commands

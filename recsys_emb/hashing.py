@@ -22,6 +22,8 @@ __all__ = [
     "mix64",
     "hash64",
     "hash_to_buckets",
+    "seed_keys",
+    "bucket_matrix",
     "hash_raw_value",
     "hash_raw_values",
 ]
@@ -145,6 +147,25 @@ def hash_to_buckets(ids: torch.Tensor, seed: int, buckets: int) -> torch.Tensor:
     if buckets < 1:
         raise ValueError(f"buckets must be >= 1, got {buckets}")
     return _srl(hash64(ids, seed), 1) % buckets
+
+
+def seed_keys(seeds: torch.Tensor) -> torch.Tensor:
+    """:func:`seed_key` of an int64 tensor of seeds (so saved salts can be hashed on any device)."""
+    return mix64(seeds + _GOLDEN_S)
+
+
+def bucket_matrix(ids: torch.Tensor, keys: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Buckets of every id under every seed key at once.
+
+    Args:
+        ids: int64 tensor of shape ``(n,)``.
+        keys: int64 tensor of shape ``(k,)`` from :func:`seed_keys` (or :func:`seed_key` per seed).
+        buckets: number of buckets.
+    Returns:
+        int64 tensor ``(n, k)``; column ``j`` equals ``hash_to_buckets(ids, seed_j, buckets)``.
+    """
+    h = mix64(ids.unsqueeze(1) * _GOLDEN_S + keys.unsqueeze(0))
+    return _srl(h, 1) % buckets
 
 
 # ---------------------------------------------------------------------------------------------

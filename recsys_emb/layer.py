@@ -1,7 +1,9 @@
-"""EmbeddingLayer: a list of FeatureSpec -> one module (KeyedJaggedTensor -> KeyedTensor).
+"""EmbeddingLayer (pooled: KeyedJaggedTensor -> KeyedTensor) and SequenceEmbeddingLayer (unpooled:
+KeyedJaggedTensor -> per-feature JaggedTensors) from a list of FeatureSpec.
 
-Every trainable table of every variant lives in one TorchRec EmbeddingBagCollection (``layer.ebc``),
-so DistributedModelParallel shards any mix of variants unchanged; remap and combine are dense code.
+Every trainable table of every variant lives in TorchRec collections (``layer.ebc``, or
+``layer.ecs`` by dimension), so DistributedModelParallel shards any mix of variants unchanged;
+remap and combine are dense code.
 """
 
 from __future__ import annotations
@@ -12,20 +14,135 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
 from recsys_emb.embeddings.combine import ColumnProgram
 from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
 
-__all__ = ["EmbeddingLayer", "InvalidInputError", "kjt_from_lists"]
+__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
 
 logger = logging.getLogger(__name__)
 
 
-class EmbeddingLayer(nn.Module):
+class _LayerBase(nn.Module):
+    """What pooled and sequence layers share: specs, variants, tables, input checks and remap."""
+
+    _poolings: Tuple[str, ...] = ()
+
+    def __init__(self, features: Sequence[FeatureSpec], validate_ids: bool = True) -> None:
+        super().__init__()
+        features = list(features)
+        if not features:
+            raise ValueError(f"{type(self).__name__} needs at least one FeatureSpec")
+        validate_feature_set(features)
+        for f in features:
+            if f.pooling not in self._poolings:
+                other = "SequenceEmbeddingLayer" if f.pooling == "none" else "EmbeddingLayer"
+                raise ValueError(f"feature {f.name!r}: pooling={f.pooling!r} is not served by {type(self).__name__} "
+                                 f"(it takes pooling in {self._poolings}); put it in an {other}")
+        self.features: List[FeatureSpec] = features
+        self.feature_names: List[str] = [f.name for f in features]
+        self.output_dims: List[int] = [f.output_dim for f in features]
+        self.variants = nn.ModuleDict({f.name: build_variant(f, validate_ids=validate_ids) for f in features})
+        for f in features:
+            if f.shared_with is not None:
+                self.variants[f.name].tie_to(self.variants[f.shared_with])
+        tables: "OrderedDict[str, Tuple[TableDef, List[str]]]" = OrderedDict()
+        for f in features:
+            if f.shared_with is None:
+                for t in self.variants[f.name].tables():
+                    tables.setdefault(t.name, (t, []))
+        for f in features:
+            for vf in self.variants[f.name].virtual_features():
+                tables[vf.table][1].append(vf.name)
+        self._tables = tables
+        self.table_defs: List[TableDef] = [t for t, _ in tables.values()]
+        self._virtual_dims = {vf: t.dim for t, names in tables.values() for vf in names}
+
+    @property
+    def output_dim(self) -> int:
+        """Total output columns ``D``."""
+        return sum(self.output_dims)
+
+    @property
+    def embedding_dims(self) -> Dict[str, int]:
+        """Output columns per feature, known before any forward."""
+        return dict(zip(self.feature_names, self.output_dims))
+
+    def collections(self) -> List[nn.Module]:  # pragma: no cover - subclasses override
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ input checks and split
+    def _split(self, features: KeyedJaggedTensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], int]:
+        if not isinstance(features, KeyedJaggedTensor):
+            raise InvalidInputError(f"{type(self).__name__} expects a torchrec KeyedJaggedTensor, "
+                                    f"got {type(features).__name__}")
+        keys = features.keys()
+        values = features.values()
+        if values.dtype != torch.int64:
+            raise InvalidInputError(
+                f"KeyedJaggedTensor values for features {keys} have dtype {values.dtype}; ids must be int64 "
+                f"(torch.long). Convert with values.long() -- and never pass float ids, which lose precision "
+                f"above 2**24."
+            )
+        if features.weights_or_none() is not None:
+            raise InvalidInputError("weighted KeyedJaggedTensors (per-id weights) are not supported")
+        if features.variable_stride_per_key():
+            raise InvalidInputError("variable-batch (VBE) KeyedJaggedTensors are not supported")
+        known = set(self.feature_names)
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"KeyedJaggedTensor has key(s) {unknown} that the layer does not know; known features: "
+                f"{self.feature_names}. Drop those keys or add FeatureSpecs for them."
+            )
+        missing = [k for k in self.feature_names if k not in set(keys)]
+        if missing:
+            raise InvalidInputError(
+                f"KeyedJaggedTensor is missing feature(s) {missing}; got keys {keys}. Every feature of the "
+                f"layer needs a key (use zero lengths for a feature absent from a batch)."
+            )
+        if len(keys) != len(set(keys)):
+            raise InvalidInputError(f"KeyedJaggedTensor has duplicate keys: {keys}")
+        batch = features.stride()
+        per_key_values = values.split(features.length_per_key())
+        per_key_lengths = features.lengths().view(len(keys), batch)
+        if list(keys) == self.feature_names:
+            return list(per_key_values), list(per_key_lengths.unbind(0)), batch
+        index = {k: i for i, k in enumerate(keys)}
+        order = [index[n] for n in self.feature_names]
+        return [per_key_values[i] for i in order], [per_key_lengths[i] for i in order], batch
+
+    def _remap_parts(self, features: KeyedJaggedTensor
+                     ) -> Tuple[List[Tuple[str, torch.Tensor, torch.Tensor, Optional[int]]], List[torch.Tensor],
+                                List[torch.Tensor], int]:
+        """Per virtual feature (key, values, lengths, value count or None), per feature ids and lengths."""
+        ids, lengths, batch = self._split(features)
+        parts = []
+        for name, f_ids, f_len in zip(self.feature_names, ids, lengths):
+            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
+            counts = variant.value_counts(f_ids.numel())
+            pairs = variant.remap(f_ids, f_len)
+            for i, (vf, (v, l)) in enumerate(zip(variant.virtual_features(), pairs)):
+                parts.append((vf.name, v, l, None if counts is None else counts[i]))
+        return parts, ids, lengths, batch
+
+    @staticmethod
+    def _kjt(parts, batch: int) -> KeyedJaggedTensor:
+        counts = [p[3] for p in parts]
+        return KeyedJaggedTensor(
+            keys=[p[0] for p in parts],
+            values=torch.cat([p[1] for p in parts]),
+            lengths=torch.cat([p[2] for p in parts]),
+            stride=batch,
+            length_per_key=None if any(c is None for c in counts) else counts,
+        )
+
+
+class EmbeddingLayer(_LayerBase):
     """Pooled embeddings for ``F`` categorical features, each with its own variant.
 
     Input: a ``KeyedJaggedTensor`` with one key per feature (any key order), int64 values, batch
@@ -55,33 +172,15 @@ class EmbeddingLayer(nn.Module):
         torch.Size([2, 12])
     """
 
+    _poolings = ("sum", "mean")
+
     def __init__(
         self,
         features: Sequence[FeatureSpec],
         device: Optional[torch.device] = None,
         validate_ids: bool = True,
     ) -> None:
-        super().__init__()
-        features = list(features)
-        if not features:
-            raise ValueError("EmbeddingLayer needs at least one FeatureSpec")
-        validate_feature_set(features)
-        self.features: List[FeatureSpec] = features
-        self.feature_names: List[str] = [f.name for f in features]
-        self.output_dims: List[int] = [f.output_dim for f in features]
-        self.variants = nn.ModuleDict({f.name: build_variant(f, validate_ids=validate_ids) for f in features})
-
-        tables: "OrderedDict[str, Tuple[TableDef, List[str]]]" = OrderedDict()
-        for f in features:
-            if f.shared_with is None:
-                for t in self.variants[f.name].tables():
-                    tables[t.name] = (t, [])
-        self._virtual_keys: List[str] = []
-        for f in features:
-            for vf in self.variants[f.name].virtual_features():
-                tables[vf.table][1].append(vf.name)
-                self._virtual_keys.append(vf.name)
-        self.table_defs: List[TableDef] = [t for t, _ in tables.values()]
+        super().__init__(features, validate_ids)
         self.ebc = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
@@ -91,16 +190,16 @@ class EmbeddingLayer(nn.Module):
                     feature_names=names,
                     pooling=PoolingType.SUM,
                 )
-                for t, names in tables.values()
+                for t, names in self._tables.values()
             ],
             device=device,
         )
-        self._mean = [f.pooling == "mean" for f in features]
-        self._n_virtual = [len(self.variants[f.name].virtual_features()) for f in features]
+        self._mean = [f.pooling == "mean" for f in self.features]
+        self._n_virtual = [len(self.variants[f.name].virtual_features()) for f in self.features]
         # The output equals the collection's output when no feature changes its pooled columns.
         self._passthrough = all(
             n == 1 and self.variants[f.name].identity_combine and not mean
-            for f, n, mean in zip(features, self._n_virtual, self._mean)
+            for f, n, mean in zip(self.features, self._n_virtual, self._mean)
         )
         self._column_cache: Dict[Tuple[str, ...], Dict[str, int]] = {}
         self._program_cache: Dict[Tuple[str, ...], Optional[ColumnProgram]] = {}
@@ -109,77 +208,11 @@ class EmbeddingLayer(nn.Module):
         """The TorchRec collections holding this layer's tables (what DistributedModelParallel shards)."""
         return [self.ebc]
 
-    @property
-    def output_dim(self) -> int:
-        """Total output columns ``D``."""
-        return sum(self.output_dims)
-
-    @property
-    def embedding_dims(self) -> Dict[str, int]:
-        """Output columns per feature, known before any forward."""
-        return dict(zip(self.feature_names, self.output_dims))
-
-    # ------------------------------------------------------------------ input checks and split
-    def _split(self, features: KeyedJaggedTensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], int]:
-        if not isinstance(features, KeyedJaggedTensor):
-            raise InvalidInputError(f"EmbeddingLayer expects a torchrec KeyedJaggedTensor, got {type(features).__name__}")
-        keys = features.keys()
-        values = features.values()
-        if values.dtype != torch.int64:
-            raise InvalidInputError(
-                f"KeyedJaggedTensor values for features {keys} have dtype {values.dtype}; ids must be int64 "
-                f"(torch.long). Convert with values.long() -- and never pass float ids, which lose precision "
-                f"above 2**24."
-            )
-        if features.weights_or_none() is not None:
-            raise InvalidInputError("weighted KeyedJaggedTensors (per-id weights) are not supported by EmbeddingLayer")
-        if features.variable_stride_per_key():
-            raise InvalidInputError("variable-batch (VBE) KeyedJaggedTensors are not supported by EmbeddingLayer")
-        known = set(self.feature_names)
-        unknown = [k for k in keys if k not in known]
-        if unknown:
-            raise InvalidInputError(
-                f"KeyedJaggedTensor has key(s) {unknown} that the layer does not know; known features: "
-                f"{self.feature_names}. Drop those keys or add FeatureSpecs for them."
-            )
-        missing = [k for k in self.feature_names if k not in set(keys)]
-        if missing:
-            raise InvalidInputError(
-                f"KeyedJaggedTensor is missing feature(s) {missing}; got keys {keys}. Every feature of the "
-                f"layer needs a key (use zero lengths for a feature absent from a batch)."
-            )
-        if len(keys) != len(set(keys)):
-            raise InvalidInputError(f"KeyedJaggedTensor has duplicate keys: {keys}")
-        batch = features.stride()
-        per_key_values = values.split(features.length_per_key())
-        per_key_lengths = features.lengths().view(len(keys), batch)
-        if list(keys) == self.feature_names:
-            return list(per_key_values), list(per_key_lengths.unbind(0)), batch
-        index = {k: i for i, k in enumerate(keys)}
-        order = [index[n] for n in self.feature_names]
-        return [per_key_values[i] for i in order], [per_key_lengths[i] for i in order], batch
-
     # ------------------------------------------------------------------ forward
     def remap(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, List[torch.Tensor]]:
         """The collection's input (virtual features) and each feature's bag lengths ``(B,)``."""
-        ids, lengths, batch = self._split(features)
-        out_values: List[torch.Tensor] = []
-        out_lengths: List[torch.Tensor] = []
-        counts: List[int] = []
-        for name, f_ids, f_len in zip(self.feature_names, ids, lengths):
-            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            for (v, l), n in zip(variant.remap(f_ids, f_len), variant.value_counts(f_ids.numel())):
-                out_values.append(v)
-                out_lengths.append(l)
-                counts.append(n)
-        kjt = KeyedJaggedTensor(
-            keys=self._virtual_keys,
-            values=torch.cat(out_values),
-            lengths=torch.cat(out_lengths),
-            stride=batch,
-            length_per_key=counts,
-        )
-        return kjt, lengths
+        parts, _, lengths, batch = self._remap_parts(features)
+        return self._kjt(parts, batch), lengths
 
     def _column_index(self, pooled: KeyedTensor) -> Dict[str, int]:
         keys = tuple(pooled.keys())
@@ -238,6 +271,66 @@ class EmbeddingLayer(nn.Module):
         return self.combine(self.ebc(kjt), lengths)
 
 
+class SequenceEmbeddingLayer(_LayerBase):
+    """Unpooled (sequence) embeddings for features with ``pooling="none"``, any variant.
+
+    Input: a ``KeyedJaggedTensor`` as for :class:`EmbeddingLayer`. Output: ``{feature name:
+    JaggedTensor}`` in spec order; feature ``f``'s values have shape ``(sum_b L[f][b], output_dims[f])``
+    and its lengths are the input's. Each id's row equals what the pooled layer would sum for it.
+
+    TorchRec's EmbeddingCollection needs one dimension for all its tables, so tables are grouped by
+    dimension into several collections (``self.ecs``, keyed ``"d{dim}"``); mixed dimensions stay
+    mixed. Features may share tables (``shared_with``): a candidate item and the history of items.
+
+    Example:
+        >>> from recsys_emb.specs import FeatureSpec, Full
+        >>> layer = SequenceEmbeddingLayer([
+        ...     FeatureSpec("item", Full(dim=8), cardinality=100, pooling="none"),
+        ...     FeatureSpec("history", Full(dim=8), cardinality=100, pooling="none", shared_with="item")])
+        >>> out = layer(kjt_from_lists({"item": [[5], [7]], "history": [[1, 2, 3], []]}))
+        >>> out["history"].values().shape, out["history"].lengths().tolist()
+        (torch.Size([3, 8]), [3, 0])
+    """
+
+    _poolings = ("none",)
+
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec],
+        device: Optional[torch.device] = None,
+        validate_ids: bool = True,
+    ) -> None:
+        super().__init__(features, validate_ids)
+        by_dim: "OrderedDict[int, List[EmbeddingConfig]]" = OrderedDict()
+        for t, names in self._tables.values():
+            by_dim.setdefault(t.dim, []).append(
+                EmbeddingConfig(name=t.name, embedding_dim=t.dim, num_embeddings=t.rows, feature_names=names))
+        self.ecs = nn.ModuleDict({f"d{d}": EmbeddingCollection(tables=cfgs, device=device)
+                                  for d, cfgs in by_dim.items()})
+        self._dim_keys = {vf: f"d{d}" for vf, d in self._virtual_dims.items()}
+
+    def collections(self) -> List[nn.Module]:
+        """The TorchRec collections holding this layer's tables, one per table dimension."""
+        return list(self.ecs.values())
+
+    def forward(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
+        """``features`` (KJT) -> ``{feature: JaggedTensor of (n_f, output_dim_f) rows}``."""
+        parts, ids, lengths, batch = self._remap_parts(features)
+        groups: "OrderedDict[str, list]" = OrderedDict()
+        for p in parts:
+            groups.setdefault(self._dim_keys[p[0]], []).append(p)
+        rows: Dict[str, torch.Tensor] = {}
+        for key, group in groups.items():
+            for vf, jt in self.ecs[key](self._kjt(group, batch)).items():
+                rows[vf] = jt.values()
+        out: Dict[str, JaggedTensor] = {}
+        for name, f_ids, f_len in zip(self.feature_names, ids, lengths):
+            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
+            values = variant.combine_sequence([rows[vf.name] for vf in variant.virtual_features()], f_ids)
+            out[name] = JaggedTensor(values=values, lengths=f_len)
+        return out
+
+
 def kjt_from_lists(bags: Dict[str, Sequence[Sequence[int]]], device: Optional[torch.device] = None) -> KeyedJaggedTensor:
     """A KeyedJaggedTensor from ``{feature: [ids of bag 0, ids of bag 1, ...]}`` (tests, examples).
 
@@ -257,3 +350,27 @@ def kjt_from_lists(bags: Dict[str, Sequence[Sequence[int]]], device: Optional[to
         values=torch.tensor(values, dtype=torch.int64, device=device),
         lengths=torch.tensor(lengths, dtype=torch.int32, device=device),
     )
+
+
+def split_by_keys(features: KeyedJaggedTensor, groups: Sequence[Sequence[str]]) -> List[KeyedJaggedTensor]:
+    """Split a KeyedJaggedTensor into one KJT per group of keys (e.g. pooled vs sequence features).
+
+    Every key of ``features`` must belong to exactly one group, and every group key must be present.
+
+    Example:
+        >>> a, b = split_by_keys(kjt_from_lists({"x": [[1]], "h": [[2, 3]]}), [["x"], ["h"]])
+        >>> a.keys(), b.values().tolist()
+        (['x'], [2, 3])
+    """
+    keys = features.keys()
+    index = {k: i for i, k in enumerate(keys)}
+    wanted = [k for g in groups for k in g]
+    missing = [k for k in wanted if k not in index]
+    if missing:
+        raise InvalidInputError(f"KeyedJaggedTensor is missing feature(s) {missing}; got keys {keys}")
+    extra = [k for k in keys if k not in set(wanted)]
+    if extra:
+        raise InvalidInputError(f"KeyedJaggedTensor has key(s) {extra} that the model does not know; known: {wanted}")
+    order = [index[k] for k in wanted]
+    permuted = features if order == list(range(len(keys))) else features.permute(order)
+    return permuted.split([len(g) for g in groups])

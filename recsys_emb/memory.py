@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from recsys_emb.specs import FeatureSpec, validate_feature_set
+from recsys_emb.specs import FeatureSpec, Unified, validate_feature_set
 
 __all__ = ["OPTIMIZER_STATE_PER_ROW", "TableMemory", "MemoryReport", "memory_from_specs", "memory_from_module",
            "format_bytes"]
@@ -35,6 +35,8 @@ class TableMemory:
     features: Tuple[str, ...]
     bytes_per_param: int = 4
     optimizer_floats: int = 0
+    owner: str = ""
+    """Who the table's memory is attributed to: its first feature, or the unified group's name."""
 
     @property
     def params(self) -> int:
@@ -53,8 +55,8 @@ class TableMemory:
 @dataclass(frozen=True)
 class MemoryReport:
     """Memory of an embedding layer. ``per_feature`` attributes a table to the feature that owns it
-    (a feature with ``shared_with`` owns 0); dense parameters (projections, probe weights) count
-    for the feature that has them."""
+    (a feature with ``shared_with`` owns 0) and a unified table to its group name (one entry beside
+    the features); dense parameters (projections, probe weights) count for the feature that has them."""
 
     tables: Tuple[TableMemory, ...]
     dense_params: Dict[str, int] = field(default_factory=dict)
@@ -82,8 +84,7 @@ class MemoryReport:
     def per_feature_params(self) -> Dict[str, int]:
         out: Dict[str, int] = OrderedDict((name, 0) for name in self.dense_params)
         for t in self.tables:
-            owner = t.features[0]
-            out[owner] = out.get(owner, 0) + t.params
+            out[t.owner] = out.get(t.owner, 0) + t.params
         for name, n in self.dense_params.items():
             out[name] = out.get(name, 0) + n
         return dict(out)
@@ -121,33 +122,36 @@ def memory_from_specs(
         3200
     """
     validate_feature_set(features)
-    owners: "OrderedDict[str, List[str]]" = OrderedDict()
+    readers: "OrderedDict[str, List[str]]" = OrderedDict()
     defs = {}
     for f in features:
         for t in f.tables():
             if f.shared_with is None:
-                defs[t.name] = t
-                owners.setdefault(t.name, [])
-            owners.setdefault(t.name, []).append(f.name)
+                defs.setdefault(t.name, t)
+            readers.setdefault(t.name, []).append(f.name)
+    unified = {f.embedding.group.name for f in features if isinstance(f.embedding, Unified)}
     tables = tuple(
-        TableMemory(t.name, t.rows, t.dim, tuple(owners[t.name]), bytes_per_param,
-                    _optimizer_floats(t.rows, t.dim, optimizer))
+        TableMemory(t.name, t.rows, t.dim, tuple(readers[t.name]), bytes_per_param,
+                    _optimizer_floats(t.rows, t.dim, optimizer),
+                    owner=t.name if t.name in unified else readers[t.name][0])
         for t in defs.values()
     )
-    dense = {f.name: f.embedding.dense_params() for f in features}
+    dense = {f.name: f.embedding.dense_params(f.cardinality) if f.shared_with is None else 0 for f in features}
     return MemoryReport(tables=tables, dense_params=dense, bytes_per_param=bytes_per_param)
 
 
 def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryReport:
-    """Memory of a built EmbeddingLayer, read from its actual parameter tensors.
+    """Memory of a built (Sequence)EmbeddingLayer, read from its actual parameter tensors.
 
     Works on unsharded layers (any device, ``meta`` included). For a model holding several layers,
     call it on each layer.
     """
-    from recsys_emb.layer import EmbeddingLayer  # local: memory.py stays importable without torchrec
+    from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer  # local: memory.py stays importable without torchrec
 
-    if not isinstance(module, EmbeddingLayer):
-        raise TypeError(f"memory_from_module expects an EmbeddingLayer, got {type(module).__name__}")
+    if not isinstance(module, (EmbeddingLayer, SequenceEmbeddingLayer)):
+        raise TypeError(f"memory_from_module expects an EmbeddingLayer or SequenceEmbeddingLayer, "
+                        f"got {type(module).__name__}")
+    unified = {f.embedding.group.name for f in module.features if isinstance(f.embedding, Unified)}
     readers: Dict[str, List[str]] = {}
     for f in module.features:
         variant = module.variants[f.name]
@@ -155,16 +159,23 @@ def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryRepo
             names = readers.setdefault(vf.table, [])
             if f.name not in names:
                 names.append(f.name)
-    tables = []
+    found: Dict[str, TableMemory] = {}
     bytes_per_param = 4
     for collection in module.collections():
         for name, p in collection.named_parameters():
             table = name.split(".")[-2]
             rows, dim = p.shape
             bytes_per_param = p.element_size()
-            tables.append(TableMemory(table, rows, dim, tuple(readers[table]), bytes_per_param,
-                                      _optimizer_floats(rows, dim, optimizer)))
-    dense = {f.name: sum(p.numel() for p in module.variants[f.name].parameters()) for f in module.features}
+            found[table] = TableMemory(table, rows, dim, tuple(readers[table]), bytes_per_param,
+                                       _optimizer_floats(rows, dim, optimizer),
+                                       owner=table if table in unified else readers[table][0])
+    tables = [found.pop(t.name) for t in module.table_defs] + list(found.values())
+    dense: Dict[str, int] = {}
+    seen: set = set()
+    for f in module.features:  # a sharing feature's tied parameters count once, for the owner
+        params = [p for p in module.variants[f.name].parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        dense[f.name] = sum(p.numel() for p in params)
     return MemoryReport(tables=tuple(tables), dense_params=dense, bytes_per_param=bytes_per_param)
 
 

@@ -22,7 +22,12 @@ __all__ = [
     "Full",
     "Hashed",
     "QuotientRemainder",
+    "MixedDimension",
+    "UnifiedTable",
+    "Unified",
     "FeatureSpec",
+    "resolve_frequencies",
+    "mixed_field_dims",
     "embedding_spec_from_dict",
     "specs_from_dicts",
     "specs_to_dicts",
@@ -34,7 +39,8 @@ __all__ = [
 DIM_MULTIPLE = 4
 """FBGEMM's fused kernels (what TorchRec runs once a table is sharded) need dims divisible by 4."""
 
-POOLINGS = ("sum", "mean")
+POOLINGS = ("sum", "mean", "none")
+"""``none`` = unpooled (sequence) lookups, served by :class:`~recsys_emb.layer.SequenceEmbeddingLayer`."""
 
 
 def _check_int(cls: str, name: str, value: Any, low: int = 1, multiple: int = 1, hint: str = "") -> None:
@@ -81,7 +87,7 @@ class EmbeddingSpec:
         """The physical tables of a feature named ``owner`` with this spec."""
         raise NotImplementedError
 
-    def dense_params(self) -> int:
+    def dense_params(self, cardinality: Optional[int]) -> int:
         """Trainable parameters outside the tables (projections, probe weights), per feature."""
         return 0
 
@@ -157,7 +163,7 @@ class Hashed(EmbeddingSpec):
     def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
         return [TableDef(owner, self.buckets, self.dim)]
 
-    def dense_params(self) -> int:
+    def dense_params(self, cardinality: Optional[int]) -> int:
         return self.num_hashes if self.combiner == "weighted" and self.num_hashes > 1 else 0
 
 
@@ -232,8 +238,201 @@ class QuotientRemainder(EmbeddingSpec):
         return self.dim
 
 
+def _harmonic_mass(start: int, stop: int) -> float:
+    """Access mass of ranks [start, stop) under Zipf's law p(r) ~ 1/(r+1) (integral approximation)."""
+    return math.log((stop + 0.5) / (start + 0.5))
+
+
+@dataclass(frozen=True)
+class MixedDimension(EmbeddingSpec):
+    """Mixed-dimension embedding (Ginart et al., "Mixed Dimension Embeddings with Application to
+    Memory-Efficient Recommendation Systems", ISIT 2021).
+
+    Ids are frequency ranks (id 0 = most frequent). They are cut into ``k`` blocks of contiguous
+    ranks; block ``i`` holds ``n_i`` ids with total access probability ``P_i`` and gets its own
+    ``n_i x d_i`` table and a learned projection ``d_i -> base_dim``. Dimensions follow the
+    paper's popularity power rule (DLRM's ``md_solver``)::
+
+        d_i = base_dim * (p_i / p_0) ** alpha,   p_i = P_i / n_i  (mean access probability of an id)
+
+    i.e. ``base_dim * (n_i' / n_0') ** (-alpha)`` with ``n_i' = n_i / P_i``, rounded to a multiple of
+    ``round_to`` and clamped to ``[round_to, base_dim]``. ``alpha = 0`` gives equal dims. ``P_i``
+    comes from frequency counts (:meth:`resolve`); without counts, Zipf's law ``p(r) ~ 1/(r+1)`` is
+    assumed. Blocks: ``boundaries`` (first rank of blocks 1..k-1), or ``num_blocks`` log-uniform
+    blocks (boundaries at ``N ** (i / k)``); default 4 blocks. ``block_dims`` fixes the dims
+    explicitly (what :meth:`resolve` writes, so a saved config rebuilds the same tables).
+
+    Example:
+        >>> md = MixedDimension(base_dim=32, alpha=0.5, boundaries=(10, 100)).resolve(1000)
+        >>> md.block_dims
+        (32, 8, 4)
+    """
+
+    base_dim: int
+    alpha: float = 0.3
+    num_blocks: Optional[int] = None
+    boundaries: Optional[Tuple[int, ...]] = None
+    round_to: int = DIM_MULTIPLE
+    block_dims: Optional[Tuple[int, ...]] = None
+    kind: ClassVar[str] = "mixed"
+    needs_cardinality: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_int("MixedDimension", "round_to", self.round_to, multiple=DIM_MULTIPLE)
+        _check_int("MixedDimension", "base_dim", self.base_dim, multiple=self.round_to)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 2:
+            raise ValueError(f"MixedDimension.alpha={self.alpha!r} must be a number in [0, 2] (the paper uses 0..1)")
+        if self.num_blocks is not None and self.boundaries is not None:
+            raise ValueError("MixedDimension: give num_blocks or boundaries, not both")
+        if self.num_blocks is not None:
+            _check_int("MixedDimension", "num_blocks", self.num_blocks)
+        if self.boundaries is not None:
+            b = tuple(self.boundaries)
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in b) or any(
+                    x >= y for x, y in zip(b, b[1:])) or (b and b[0] < 1):
+                raise ValueError(f"MixedDimension.boundaries={b} must be strictly increasing ints >= 1")
+        if self.block_dims is not None:
+            for d in self.block_dims:
+                _check_int("MixedDimension", "block_dims[]", d, multiple=DIM_MULTIPLE)
+                if d > self.base_dim:
+                    raise ValueError(f"MixedDimension.block_dims={self.block_dims} must be <= base_dim={self.base_dim}")
+            if self.boundaries is None:
+                raise ValueError("MixedDimension.block_dims needs explicit boundaries")
+            if len(self.block_dims) != len(self.boundaries) + 1:
+                raise ValueError(f"MixedDimension.block_dims has {len(self.block_dims)} entries; "
+                                 f"{len(self.boundaries) + 1} blocks are defined by boundaries={self.boundaries}")
+
+    def check_feature(self, feature: "FeatureSpec") -> None:
+        if self.boundaries and feature.cardinality is not None and self.boundaries[-1] >= feature.cardinality:
+            raise ValueError(f"feature {feature.name!r}: MixedDimension.boundaries={self.boundaries} must lie below "
+                             f"cardinality={feature.cardinality}")
+
+    @property
+    def output_dim(self) -> int:
+        return self.base_dim
+
+    def block_boundaries(self, cardinality: int) -> Tuple[int, ...]:
+        """First rank of every block but the first (strictly increasing, in ``[1, cardinality)``)."""
+        if self.boundaries is not None:
+            return tuple(self.boundaries)
+        k = self.num_blocks or 4
+        cuts = sorted({int(round(cardinality ** (i / k))) for i in range(1, k)})
+        return tuple(c for c in cuts if 1 <= c < cardinality)
+
+    def resolve(self, cardinality: int, counts: Optional[Sequence[float]] = None) -> "MixedDimension":
+        """This spec with explicit boundaries and block dims, from per-rank frequency ``counts``
+        (length ``cardinality``; index = id) or, without counts, Zipf's law."""
+        bounds = self.block_boundaries(cardinality)
+        edges = (0, *bounds, cardinality)
+        if counts is not None:
+            if len(counts) != cardinality:
+                raise ValueError(f"MixedDimension.resolve: got {len(counts)} counts for cardinality {cardinality}")
+            import numpy as np
+
+            csum = np.concatenate([[0.0], np.cumsum(np.asarray(counts, dtype=np.float64))])
+            mass = [float(csum[b] - csum[a]) for a, b in zip(edges, edges[1:])]
+        else:
+            mass = [_harmonic_mass(a, b) for a, b in zip(edges, edges[1:])]
+        sizes = [b - a for a, b in zip(edges, edges[1:])]
+        pop = [m / n for m, n in zip(mass, sizes)]
+        dims = []
+        for p in pop:
+            raw = self.base_dim * (p / pop[0]) ** self.alpha if pop[0] > 0 and p > 0 else (
+                self.base_dim if self.alpha == 0 else 0.0)
+            d = int(round(raw / self.round_to)) * self.round_to
+            dims.append(min(self.base_dim, max(self.round_to, d)))
+        return dataclasses.replace(self, num_blocks=None, boundaries=bounds, block_dims=tuple(dims))
+
+    def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
+        r = self if self.block_dims is not None else self.resolve(int(cardinality))  # type: ignore[arg-type]
+        edges = (0, *r.boundaries, int(cardinality))  # type: ignore[misc]
+        return [TableDef(f"{owner}@b{i}", b - a, d) for i, (a, b, d) in enumerate(zip(edges, edges[1:], r.block_dims))]
+
+    def dense_params(self, cardinality: Optional[int]) -> int:
+        return sum(t.dim * self.base_dim for t in self.tables("_", cardinality))
+
+
+@dataclass(frozen=True)
+class UnifiedTable:
+    """One table shared by a group of features (Unified Embedding / feature multiplexing).
+
+    Example:
+        >>> UnifiedTable("shared", rows=100_000, chunk_dim=16).params
+        1600000
+    """
+
+    name: str
+    rows: int
+    chunk_dim: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "@. "):
+            raise ValueError(f"UnifiedTable.name={self.name!r} must be a non-empty string without '@', '.' or spaces")
+        _check_int("UnifiedTable", "rows", self.rows)
+        _check_int("UnifiedTable", "chunk_dim", self.chunk_dim, multiple=DIM_MULTIPLE)
+
+    @property
+    def params(self) -> int:
+        return self.rows * self.chunk_dim
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "rows": self.rows, "chunk_dim": self.chunk_dim}
+
+
+@dataclass(frozen=True)
+class Unified(EmbeddingSpec):
+    """A feature multiplexed into a shared :class:`UnifiedTable` (Coleman et al., "Unified
+    Embedding: Battle-Tested Feature Representations for Web-Scale ML Systems", NeurIPS 2023).
+
+    Chunk ``j`` of id ``x`` reads row ``hash(x, salt_j) mod rows`` of the group's table; the
+    feature's embedding is the concatenation of its ``chunks`` lookups (``chunks * chunk_dim``
+    columns: variable-length unified embedding). Salts default to
+    ``seed_from_name(group, feature, j)``; :class:`FeatureSpec` fills them in, so a dumped config
+    carries them and a loaded one reproduces the same rows.
+
+    Example:
+        >>> Unified(UnifiedTable("u", rows=1000, chunk_dim=8), chunks=3).output_dim
+        24
+    """
+
+    group: UnifiedTable
+    chunks: int = 1
+    salts: Optional[Tuple[int, ...]] = None
+    kind: ClassVar[str] = "unified"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.group, UnifiedTable):
+            raise ValueError(f"Unified.group={self.group!r} must be a UnifiedTable(name, rows, chunk_dim)")
+        _check_int("Unified", "chunks", self.chunks)
+        if self.salts is not None:
+            if len(self.salts) != self.chunks or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                         for s in self.salts):
+                raise ValueError(f"Unified.salts={self.salts} must be {self.chunks} ints (one per chunk)")
+
+    @property
+    def output_dim(self) -> int:
+        return self.chunks * self.group.chunk_dim
+
+    def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
+        return [TableDef(self.group.name, self.group.rows, self.group.chunk_dim)]
+
+    def with_salts(self, owner: str) -> "Unified":
+        """This spec with its salts filled in from (group, owner feature, chunk index)."""
+        if self.salts is not None:
+            return self
+        from recsys_emb.hashing import seed_from_name
+
+        return dataclasses.replace(self, salts=tuple(seed_from_name(self.group.name, owner, j)
+                                                     for j in range(self.chunks)))
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["group"] = self.group.to_dict()
+        return out
+
+
 _REGISTRY: Dict[str, Type[EmbeddingSpec]] = {
-    cls.kind: cls for cls in (Full, Hashed, QuotientRemainder)
+    cls.kind: cls for cls in (Full, Hashed, QuotientRemainder, MixedDimension, Unified)
 }
 
 
@@ -243,8 +442,12 @@ def register_embedding_spec(cls: Type[EmbeddingSpec]) -> Type[EmbeddingSpec]:
     return cls
 
 
-def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?") -> EmbeddingSpec:
-    """Build a variant spec from ``{"type": kind, ...fields}``; errors name the feature and the key."""
+def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
+                             unified_tables: Optional[Mapping[str, UnifiedTable]] = None) -> EmbeddingSpec:
+    """Build a variant spec from ``{"type": kind, ...fields}``; errors name the feature and the key.
+
+    A unified feature's ``group`` is a mapping ``{name, rows, chunk_dim}`` or the name of an entry
+    of ``unified_tables`` (the ``unified_tables:`` section of a YAML file)."""
     if not isinstance(d, Mapping):
         raise ValueError(f"feature {feature!r}: embedding must be a mapping with a 'type' key, got {d!r}")
     d = dict(d)
@@ -259,6 +462,18 @@ def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?") -> Embedd
             f"feature {feature!r}: unknown key(s) {unknown} for embedding type {kind!r}; allowed: {allowed}"
         )
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    if cls is Unified and "group" in d:
+        g = d["group"]
+        if isinstance(g, str):
+            if not unified_tables or g not in unified_tables:
+                raise ValueError(f"feature {feature!r}: embedding.group={g!r} is not a defined unified table; "
+                                 f"defined: {sorted(unified_tables or {})}")
+            d["group"] = unified_tables[g]
+        elif isinstance(g, Mapping):
+            try:
+                d["group"] = UnifiedTable(**g)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"feature {feature!r}: embedding.group: {e}") from None
     try:
         return cls(**d)
     except TypeError as e:  # a missing required field
@@ -315,6 +530,8 @@ class FeatureSpec:
         check = getattr(self.embedding, "check_feature", None)
         if check is not None:
             check(self)
+        if isinstance(self.embedding, Unified) and self.embedding.salts is None:
+            object.__setattr__(self, "embedding", self.embedding.with_salts(self.table_owner))
 
     @staticmethod
     def allowed_poolings() -> Tuple[str, ...]:
@@ -342,7 +559,8 @@ class FeatureSpec:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
+    def from_dict(cls, d: Mapping[str, Any],
+                  unified_tables: Optional[Mapping[str, UnifiedTable]] = None) -> "FeatureSpec":
         if not isinstance(d, Mapping):
             raise ValueError(f"a feature must be a mapping with keys name, embedding, ...; got {d!r}")
         name = d.get("name", "?")
@@ -352,7 +570,7 @@ class FeatureSpec:
             raise ValueError(f"feature {name!r}: unknown key(s) {unknown}; allowed: {allowed}")
         if "embedding" not in d:
             raise ValueError(f"feature {name!r}: missing key 'embedding' (e.g. {{type: full, dim: 16}})")
-        emb = embedding_spec_from_dict(d["embedding"], feature=str(name))
+        emb = embedding_spec_from_dict(d["embedding"], feature=str(name), unified_tables=unified_tables)
         return cls(
             name=name,
             embedding=emb,
@@ -371,6 +589,17 @@ def validate_feature_set(specs: Sequence[FeatureSpec]) -> None:
         if s.name in by_name:
             raise ValueError(f"feature {s.name!r} appears twice; feature names must be unique")
         by_name[s.name] = s
+    groups: Dict[str, Tuple[str, UnifiedTable]] = {}
+    for s in specs:
+        if isinstance(s.embedding, Unified):
+            g = s.embedding.group
+            if g.name in by_name:
+                raise ValueError(f"feature {s.name!r}: unified table name {g.name!r} is also a feature name; "
+                                 f"rename the table")
+            seen = groups.setdefault(g.name, (s.name, g))
+            if seen[1] != g:
+                raise ValueError(f"feature {s.name!r}: unified table {g.name!r} is {g}, but feature {seen[0]!r} "
+                                 f"declares it as {seen[1]}; one table needs one definition")
     for s in specs:
         if s.shared_with is None:
             continue
@@ -388,9 +617,20 @@ def validate_feature_set(specs: Sequence[FeatureSpec]) -> None:
             )
 
 
-def specs_from_dicts(items: Sequence[Mapping[str, Any]]) -> List[FeatureSpec]:
-    """Features from a list of dicts (as in YAML); validated one by one and as a set."""
-    specs = [FeatureSpec.from_dict(d) for d in items]
+def specs_from_dicts(items: Sequence[Mapping[str, Any]],
+                     unified_tables: Optional[Sequence[Mapping[str, Any]]] = None) -> List[FeatureSpec]:
+    """Features from a list of dicts (as in YAML); validated one by one and as a set.
+
+    ``unified_tables`` (a list of ``{name, rows, chunk_dim}``) defines tables that unified
+    features name in ``embedding.group``."""
+    tables: Dict[str, UnifiedTable] = {}
+    for t in unified_tables or []:
+        try:
+            table = UnifiedTable(**t)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"unified_tables entry {dict(t)!r}: {e}") from None
+        tables[table.name] = table
+    specs = [FeatureSpec.from_dict(d, unified_tables=tables) for d in items]
     validate_feature_set(specs)
     return specs
 
@@ -402,15 +642,56 @@ def specs_to_dicts(specs: Sequence[FeatureSpec]) -> List[Dict[str, Any]]:
 def load_specs(path: Union[str, Path]) -> List[FeatureSpec]:
     """Read features from a YAML file: either a list, or a mapping with a ``features`` list."""
     data = yaml.safe_load(Path(path).read_text())
+    tables = None
     if isinstance(data, Mapping):
         if "features" not in data:
             raise ValueError(f"{path}: expected a list of features or a mapping with key 'features'")
+        tables = data.get("unified_tables")
         data = data["features"]
     if not isinstance(data, list):
         raise ValueError(f"{path}: features must be a list, got {type(data).__name__}")
-    return specs_from_dicts(data)
+    return specs_from_dicts(data, unified_tables=tables)
 
 
 def dump_specs(specs: Sequence[FeatureSpec], path: Union[str, Path]) -> None:
     """Write features as YAML (``{features: [...]}``), loadable by :func:`load_specs`."""
     Path(path).write_text(yaml.safe_dump({"features": specs_to_dicts(specs)}, sort_keys=False))
+
+
+def resolve_frequencies(specs: Sequence[FeatureSpec], counts: Mapping[str, Sequence[float]]) -> List[FeatureSpec]:
+    """Specs with every mixed-dimension feature's blocks fixed from its id frequency counts.
+
+    Args:
+        specs: feature specs.
+        counts: ``{feature name: counts per id}`` (id = frequency rank, as preprocessing writes them);
+            features without an entry keep Zipf's-law dims.
+    """
+    out = []
+    for f in specs:
+        if isinstance(f.embedding, MixedDimension) and f.name in counts:
+            f = dataclasses.replace(f, embedding=f.embedding.resolve(int(f.cardinality), counts[f.name]))
+        out.append(f)
+    return out
+
+
+def mixed_field_dims(sizes: Sequence[int], base_dim: int, alpha: float,
+                     queries: Optional[Sequence[float]] = None, round_to: int = DIM_MULTIPLE) -> List[int]:
+    """Field-level mixed dimensions (one dim per field; DLRM's ``md_solver`` rule).
+
+    ``d_f = base_dim * (n_f' / n_min') ** (-alpha)`` with ``n_f' = rows_f / queries_f`` (queries: mean
+    lookups of the field per sample, default 1): the field with the fewest effective rows gets
+    ``base_dim``, larger fields less; rounded to ``round_to`` and clamped to ``[round_to, base_dim]``.
+    Use with :class:`Full` specs; models project to a common dim only where they need one.
+
+    Example:
+        >>> mixed_field_dims([10, 1000, 100000], base_dim=64, alpha=0.25)
+        [64, 20, 8]
+    """
+    q = list(queries) if queries is not None else [1.0] * len(sizes)
+    eff = [n / max(k, 1e-12) for n, k in zip(sizes, q)]
+    smallest = min(eff)
+    dims = []
+    for e in eff:
+        d = int(round(base_dim * (e / smallest) ** (-alpha) / round_to)) * round_to
+        dims.append(min(base_dim, max(round_to, d)))
+    return dims

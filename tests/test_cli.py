@@ -22,7 +22,7 @@ def run_cli(*args, timeout=300):
 def test_demo_prints_memory_table():
     out = run_cli("demo", "--cap", "20000", "--batch", "64")
     lines = out.splitlines()
-    for variant in ("full", "hashed", "multi_hash_2", "qr_mult"):
+    for variant in ("full", "hashed", "multi_hash", "qr", "mixed", "unified"):
         row = next(line for line in lines if line.startswith(variant + " "))
         assert "MiB" in row or "KiB" in row
     assert "100.0%" in next(line for line in lines if line.startswith("full "))
@@ -35,7 +35,7 @@ def test_bench_embeddings_quick_writes_json(tmp_path):
     data = json.loads(path.read_text())
     names = [r["variant"] for r in data["results"]]
     assert names[0] == "torchrec_baseline"
-    assert {"full", "hashed", "multi_hash_2", "qr_mult"} <= set(names)
+    assert {"full", "hashed", "multi_hash", "qr", "mixed", "unified"} <= set(names)
     for r in data["results"]:
         assert set(r) >= {"samples_per_s", "ratio_to_torchrec", "params", "bytes"}
         assert r["samples_per_s"] > 0 and r["bytes"] == 4 * r["params"]

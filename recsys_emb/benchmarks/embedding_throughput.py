@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,7 +25,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, shard_model
-from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder
+from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
+from recsys_emb.specs import FeatureSpec
 
 __all__ = ["criteo_shaped_cardinalities", "variant_specs", "skewed_batch", "run", "main"]
 
@@ -41,23 +41,18 @@ def criteo_shaped_cardinalities(cap: int) -> List[int]:
 
 
 def variant_specs(cards: Sequence[int], dim: int, compression: int = 4) -> Dict[str, List[FeatureSpec]]:
-    """Feature specs per variant at the benchmark's default settings.
+    """Feature specs per variant at the benchmark's default settings (:mod:`recsys_emb.presets`).
 
-    The compressed variants keep roughly ``1/compression`` of the full rows on every field with more
-    than ``compression`` ids (smaller fields stay full-size in every variant, as in practice).
+    The compressed variants keep ``1/compression`` of the rows of every field with at least
+    ``16 * compression`` ids (smaller fields stay full tables in every variant, as in practice); the
+    unified variant puts all those large fields into one shared table of the same total rows; mixed
+    dimension uses 4 log-uniform frequency blocks per large field with alpha 0.3 (Zipf-law dims: the
+    benchmark's ids are power-law skewed); multi-hash uses 2 probes, QR the ``mult`` op.
     """
-    names = [f"C{i + 1}" for i in range(len(cards))]
-
-    def specs(make: Callable[[int], object]) -> List[FeatureSpec]:
-        return [FeatureSpec(n, make(c) if c > compression * 16 else Full(dim), cardinality=c)  # type: ignore[arg-type]
-                for n, c in zip(names, cards)]
-
-    return {
-        "full": specs(lambda c: Full(dim)),
-        "hashed": specs(lambda c: Hashed(dim, buckets=math.ceil(c / compression))),
-        "multi_hash_2": specs(lambda c: Hashed(dim, buckets=math.ceil(c / compression), num_hashes=2)),
-        "qr_mult": specs(lambda c: QuotientRemainder(dim, collisions=compression, op="mult")),
-    }
+    cardinalities = {f"C{i + 1}": c for i, c in enumerate(cards)}
+    return {v: feature_specs(cardinalities, VariantPreset(v, dim=dim, compression=compression,
+                                                          min_rows=16 * compression))
+            for v in VARIANTS}
 
 
 def skewed_batch(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> KeyedJaggedTensor:

@@ -7,8 +7,10 @@ from typing import Callable, Dict, Type
 from recsys_emb.embeddings.base import EmbeddingVariant, InvalidInputError, TableDef, VirtualFeature
 from recsys_emb.embeddings.full import FullEmbedding
 from recsys_emb.embeddings.hashed import HashedEmbedding
+from recsys_emb.embeddings.mixed import MixedDimensionEmbedding
 from recsys_emb.embeddings.qr import QuotientRemainderEmbedding
-from recsys_emb.specs import EmbeddingSpec, FeatureSpec, Full, Hashed, QuotientRemainder
+from recsys_emb.embeddings.unified import UnifiedEmbedding
+from recsys_emb.specs import EmbeddingSpec, FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified
 
 __all__ = [
     "EmbeddingVariant",
@@ -18,6 +20,8 @@ __all__ = [
     "FullEmbedding",
     "HashedEmbedding",
     "QuotientRemainderEmbedding",
+    "MixedDimensionEmbedding",
+    "UnifiedEmbedding",
     "build_variant",
     "register_variant",
 ]
@@ -26,6 +30,8 @@ _BUILDERS: Dict[Type[EmbeddingSpec], Callable[..., EmbeddingVariant]] = {
     Full: FullEmbedding,
     Hashed: lambda f, validate_ids=True: HashedEmbedding(f),
     QuotientRemainder: QuotientRemainderEmbedding,
+    MixedDimension: MixedDimensionEmbedding,
+    Unified: lambda f, validate_ids=True: UnifiedEmbedding(f),
 }
 
 

@@ -85,6 +85,11 @@ class EmbeddingVariant(nn.Module, abc.ABC):
         """Default: the single virtual feature's pooled output is the embedding."""
         return pooled[0]
 
+    def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        """Unpooled: per-id embeddings ``(n, output_dim)`` from each virtual feature's looked-up rows
+        (``(n_v, table dim)``, in the order :meth:`remap` produced them) and the raw ids ``(n,)``."""
+        return rows[0]
+
     def column_ops(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
         """The combine as column arithmetic, if it is one (lets the layer fuse all features' combines
         into one pass forward and one backward).
@@ -105,9 +110,18 @@ class EmbeddingVariant(nn.Module, abc.ABC):
         """True when combine returns its one input unchanged (lets the layer skip a copy)."""
         return type(self).combine is EmbeddingVariant.combine
 
-    def value_counts(self, n_ids: int) -> List[int]:
-        """How many values each virtual feature receives for ``n_ids`` input ids (no device sync)."""
+    def value_counts(self, n_ids: int) -> Optional[List[int]]:
+        """How many values each virtual feature receives for ``n_ids`` input ids, if known without
+        looking at the ids (lets the layer skip a device sync); ``None`` otherwise."""
         return [n_ids] * len(self.virtual_features())
+
+    def tie_to(self, owner: "EmbeddingVariant") -> None:
+        """Share the owner feature's dense parameters (projections, probe weights): a feature with
+        ``shared_with`` reads the same tables, so it must combine them the same way."""
+        for name, child in owner.named_children():
+            setattr(self, name, child)
+        for name, p in owner.named_parameters(recurse=False):
+            setattr(self, name, p)
 
     def _table_name(self, suffix: str = "") -> str:
         return self.feature.table_owner + suffix

@@ -38,7 +38,7 @@ class ColumnProgram:
         >>> prog = ColumnProgram([("mul", (0, 2), 0, 2)], in_width=4, out_width=2)
         >>> p = torch.arange(8.0).view(2, 4)
         >>> prog(p).tolist()
-        [[0.0, 3.0], [16.0, 35.0]]
+        [[0.0, 3.0], [24.0, 35.0]]
     """
 
     def __init__(self, ops: Sequence[ColumnOp], in_width: int, out_width: int) -> None:

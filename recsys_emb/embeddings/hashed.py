@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
-from recsys_emb.hashing import GOLDEN64, _to_signed, mix64, seed_from_name, seed_key
+from recsys_emb.hashing import _to_signed, bucket_matrix, seed_from_name, seed_key
 from recsys_emb.specs import FeatureSpec, Hashed
 
 __all__ = ["HashedEmbedding", "probe_seeds"]
@@ -50,13 +50,8 @@ class HashedEmbedding(EmbeddingVariant):
             return [VirtualFeature(f"{self.feature.name}@h{j}", self._table_name()) for j in range(self.spec.num_hashes)]
         return [VirtualFeature(self.feature.name, self._table_name())]
 
-    def _rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """(n, k) bucket of every id under every probe."""
-        h = mix64(ids.unsqueeze(1) * _to_signed(GOLDEN64) + self._keys.unsqueeze(0))
-        return ((h >> 1) & 0x7FFFFFFFFFFFFFFF) % self.spec.buckets
-
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        rows = self._rows(ids)
+        rows = bucket_matrix(ids, self._keys, self.spec.buckets)
         k = self.spec.num_hashes
         if k == 1:
             return [(rows.view(-1), lengths)]
@@ -73,6 +68,14 @@ class HashedEmbedding(EmbeddingVariant):
         if not self.weighted:
             return pooled[0]
         return torch.einsum("kbd,k->bd", torch.stack(list(pooled)), self.probe_weights)
+
+    def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        k = self.spec.num_hashes
+        if self.weighted:
+            return self.combine(rows)
+        if k == 1:
+            return rows[0]
+        return rows[0].view(-1, k, rows[0].shape[-1]).sum(1)
 
     @property
     def identity_combine(self) -> bool:

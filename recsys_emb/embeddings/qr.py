@@ -45,6 +45,9 @@ class QuotientRemainderEmbedding(EmbeddingVariant):
             check_vocabulary(self.feature.name, ids, int(self.feature.cardinality))
         return [(torch.div(ids, self.modulus, rounding_mode="floor"), lengths), (torch.remainder(ids, self.modulus), lengths)]
 
+    def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        return self.combine(rows)  # per id, every op composes exactly
+
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         q, r = pooled
         if self.spec.op == "mult":

@@ -1,0 +1,79 @@
+"""Mixed-dimension embedding: frequency-ranked id blocks, one table and one projection per block."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
+from recsys_emb.embeddings.full import check_vocabulary
+from recsys_emb.specs import FeatureSpec, MixedDimension
+
+__all__ = ["MixedDimensionEmbedding"]
+
+
+class MixedDimensionEmbedding(EmbeddingVariant):
+    """Block ``i`` (ranks ``[s_i, s_{i+1})``) reads ``id - s_i`` from an ``n_i x d_i`` table; its
+    pooled vector is projected by ``P_i: d_i -> base_dim``, and the feature's output is the sum of
+    the blocks' projections. Sum pooling is linear, so pooling each block first and projecting after
+    costs one projection per block per bag (not per id) and equals projecting every id.
+
+    Example:
+        >>> v = MixedDimensionEmbedding(FeatureSpec("C1", MixedDimension(8, 0.5, boundaries=(2,)), cardinality=10))
+        >>> [(t.rows, t.dim) for t in v.tables()]
+        [(2, 8), (8, 4)]
+    """
+
+    def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
+        super().__init__(feature)
+        spec = feature.embedding
+        assert isinstance(spec, MixedDimension)
+        self.spec = spec
+        self.validate_ids = validate_ids
+        defs = feature.tables()
+        starts = [0]
+        for t in defs[:-1]:
+            starts.append(starts[-1] + t.rows)
+        self.block_dims = [t.dim for t in defs]
+        self.register_buffer("_bounds", torch.tensor(starts[1:], dtype=torch.int64), persistent=False)
+        self.register_buffer("_starts", torch.tensor(starts, dtype=torch.int64), persistent=False)
+        self.projections = nn.ModuleList(nn.Linear(d, spec.base_dim, bias=False) for d in self.block_dims)
+
+    def virtual_features(self) -> List[VirtualFeature]:
+        return [VirtualFeature(f"{self.feature.name}@b{i}", self._table_name(f"@b{i}"))
+                for i in range(len(self.block_dims))]
+
+    def _blocks(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(ids, self._bounds, right=True)
+
+    def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        if self.validate_ids:
+            check_vocabulary(self.feature.name, ids, int(self.feature.cardinality))
+        block = self._blocks(ids)
+        local = ids - self._starts[block]
+        bag = torch.repeat_interleave(torch.arange(lengths.numel(), device=ids.device), lengths.long(),
+                                      output_size=ids.numel())
+        out = []
+        for i in range(len(self.block_dims)):
+            mask = block == i
+            out.append((local[mask], torch.bincount(bag[mask], minlength=lengths.numel()).to(lengths.dtype)))
+        return out
+
+    def value_counts(self, n_ids: int) -> Optional[List[int]]:
+        return None  # depends on which block each id falls in
+
+    def _weight(self) -> torch.Tensor:
+        return torch.cat([p.weight.t() for p in self.projections], dim=0)  # (sum d_i, base_dim)
+
+    def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(pooled), dim=1) @ self._weight()
+
+    def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        # Rows come block by block, each in input order; undo that grouping with one gather.
+        projected = torch.cat([p(r) for p, r in zip(self.projections, rows)], dim=0)
+        order = torch.argsort(self._blocks(ids), stable=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return projected[inverse]

@@ -1,0 +1,131 @@
+"""Feature specs for a whole dataset from one variant choice: "hashed at 1/16 of the rows, dim 16".
+
+What the training configs, the benchmarks and the search use to turn (vocabulary sizes, variant,
+budget) into a list of :class:`~recsys_emb.specs.FeatureSpec`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from recsys_emb.specs import (
+    DIM_MULTIPLE,
+    FeatureSpec,
+    Full,
+    Hashed,
+    MixedDimension,
+    QuotientRemainder,
+    Unified,
+    UnifiedTable,
+    embedding_spec_from_dict,
+    validate_feature_set,
+)
+
+__all__ = ["VARIANTS", "VariantPreset", "feature_specs"]
+
+VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
+
+
+@dataclass(frozen=True)
+class VariantPreset:
+    """One variant for every large field of a dataset.
+
+    Attributes:
+        variant: one of ``VARIANTS``.
+        dim: embedding dim (per field; ``dims`` overrides it field by field).
+        compression: large fields keep ``1/compression`` of their full rows (hashed and multi-hash
+            buckets, the QR quotient table, the unified table's share); mixed dimension ignores it
+            (its memory follows ``alpha``).
+        min_rows: fields with fewer ids than this stay full tables in every variant.
+        num_hashes: probes of ``multi_hash``.
+        qr_op: ``mult``, ``add`` or ``concat`` for ``qr``.
+        alpha, num_blocks: mixed-dimension power and number of frequency blocks.
+        chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``).
+        dims: per-field embedding dims (e.g. from a search), overriding ``dim``.
+        overrides: per-field embedding dicts (``{type: ..., ...}``) used verbatim.
+    """
+
+    variant: str = "full"
+    dim: int = 16
+    compression: float = 4.0
+    min_rows: int = 1024
+    num_hashes: int = 2
+    qr_op: str = "mult"
+    alpha: float = 0.3
+    num_blocks: int = 4
+    chunks: int = 1
+    dims: Mapping[str, int] = field(default_factory=dict)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"embeddings.variant={self.variant!r} must be one of {VARIANTS}")
+        if not self.compression >= 1:
+            raise ValueError(f"embeddings.compression={self.compression} must be >= 1 (1 = no compression)")
+        if self.dim % DIM_MULTIPLE or self.dim < DIM_MULTIPLE:
+            raise ValueError(f"embeddings.dim={self.dim} must be a positive multiple of {DIM_MULTIPLE}")
+        if self.variant == "unified" and (self.dim % self.chunks or (self.dim // self.chunks) % DIM_MULTIPLE):
+            raise ValueError(f"embeddings.chunks={self.chunks} must split dim={self.dim} into chunks whose size is "
+                             f"a multiple of {DIM_MULTIPLE}")
+
+
+def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
+                  poolings: Optional[Mapping[str, str]] = None,
+                  shared: Optional[Mapping[str, str]] = None) -> List[FeatureSpec]:
+    """Specs for every field, in the order of ``cardinalities``.
+
+    Args:
+        cardinalities: ``{field: vocabulary size}``.
+        preset: the variant and its knobs.
+        poolings: ``{field: "sum" | "mean" | "none"}`` (default ``sum``).
+        shared: ``{field: owner field}``: fields that read another field's tables (DIN histories);
+            they get the owner's spec.
+
+    Example:
+        >>> specs = feature_specs({"a": 10, "b": 100_000}, VariantPreset("hashed", dim=8, compression=10))
+        >>> [(s.name, s.embedding.kind) for s in specs]
+        [('a', 'full'), ('b', 'hashed')]
+    """
+    poolings = poolings or {}
+    shared = shared or {}
+    unknown = sorted((set(preset.dims) | set(preset.overrides) | set(shared)) - set(cardinalities))
+    if unknown:
+        raise ValueError(f"embeddings: per-field settings name unknown field(s) {unknown}; fields: {list(cardinalities)}")
+    large = {f: c >= preset.min_rows for f, c in cardinalities.items() if f not in shared}
+    table = None
+    if preset.variant == "unified":
+        rows = sum(math.ceil(cardinalities[f] / preset.compression) for f, big in large.items() if big)
+        table = UnifiedTable("unified", rows=max(1, rows), chunk_dim=preset.dim // preset.chunks)
+
+    def spec_for(name: str, card: int):
+        if name in preset.overrides:
+            return embedding_spec_from_dict(preset.overrides[name], feature=name)
+        dim = int(preset.dims.get(name, preset.dim))
+        if not large[name] or preset.variant == "full":
+            return Full(dim)
+        rows = max(1, math.ceil(card / preset.compression))
+        if preset.variant == "hashed":
+            return Hashed(dim, buckets=rows)
+        if preset.variant == "multi_hash":
+            return Hashed(dim, buckets=rows, num_hashes=preset.num_hashes)
+        if preset.variant == "qr":
+            return QuotientRemainder(dim, buckets=rows, op=preset.qr_op)
+        if preset.variant == "mixed":
+            return MixedDimension(dim, alpha=preset.alpha, num_blocks=preset.num_blocks)
+        assert table is not None
+        return Unified(table, chunks=preset.chunks)
+
+    specs: List[FeatureSpec] = []
+    for name, card in cardinalities.items():
+        owner = shared.get(name)
+        emb = spec_for(owner, cardinalities[owner]) if owner else spec_for(name, card)
+        specs.append(FeatureSpec(name, emb, cardinality=cardinalities[owner] if owner else card,
+                                 pooling=poolings.get(name, "sum"), shared_with=owner))
+    # a sharing feature's spec must equal its owner's, salts included
+    by_name = {s.name: s for s in specs}
+    specs = [s if s.shared_with is None else FeatureSpec(s.name, by_name[s.shared_with].embedding, s.cardinality,
+                                                         s.pooling, s.shared_with) for s in specs]
+    validate_feature_set(specs)
+    return specs

@@ -1,0 +1,104 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
+from recsys_emb.memory import memory_from_module, memory_from_specs
+from recsys_emb.specs import FeatureSpec, MixedDimension, mixed_field_dims, resolve_frequencies
+
+
+def test_dims_follow_the_documented_formula_on_known_frequencies():
+    counts = np.array([50.0] * 10 + [2.0] * 90 + [0.5] * 900)  # three blocks, known access mass
+    md = MixedDimension(base_dim=64, alpha=0.5, boundaries=(10, 100)).resolve(1000, counts)
+    p = [500 / 10, 180 / 90, 450 / 900]  # mean access probability per id, per block (unnormalised)
+    expected = [min(64, max(4, int(round(64 * (pi / p[0]) ** 0.5 / 4)) * 4)) for pi in p]
+    assert md.block_dims == tuple(expected) == (64, 12, 8)
+    assert md.boundaries == (10, 100)
+
+
+def test_alpha_zero_gives_equal_dims():
+    md = MixedDimension(base_dim=32, alpha=0.0, num_blocks=5).resolve(100_000, np.random.rand(100_000))
+    assert set(md.block_dims) == {32}
+    assert len(md.block_dims) == 5
+
+
+def test_dims_round_and_clamp():
+    md = MixedDimension(base_dim=16, alpha=1.0, boundaries=(1, 2)).resolve(10**6)
+    assert all(d % 4 == 0 and 4 <= d <= 16 for d in md.block_dims)
+    assert md.block_dims[0] == 16 and md.block_dims[-1] == 4
+
+
+def test_default_blocks_are_log_uniform():
+    md = MixedDimension(base_dim=16, num_blocks=3)
+    assert md.block_boundaries(1_000_000) == (100, 10_000)
+
+
+def test_resolve_frequencies_fixes_specs():
+    f = FeatureSpec("C1", MixedDimension(16, alpha=0.5, boundaries=(5,)), cardinality=50)
+    counts = {"C1": [10.0] * 5 + [0.1] * 45}
+    (g,) = resolve_frequencies([f], counts)
+    assert g.embedding.block_dims == (16, 4)
+    assert [t.dim for t in g.tables()] == [16, 4]
+
+
+def test_field_level_dims():
+    assert mixed_field_dims([10, 1000, 100000], base_dim=64, alpha=0.25) == [64, 20, 8]
+    assert mixed_field_dims([10, 1000], base_dim=64, alpha=0.0) == [64, 64]
+
+
+def layer_and_weights(pooling="sum"):
+    torch.manual_seed(0)
+    spec = MixedDimension(base_dim=8, alpha=0.5, boundaries=(3, 10), block_dims=(8, 8, 4))
+    return EmbeddingLayer([FeatureSpec("x", spec, cardinality=40, pooling=pooling)])
+
+
+def test_each_id_reaches_exactly_one_block():
+    layer = layer_and_weights()
+    variant = layer.variants["x"]
+    ids = torch.arange(40)
+    pairs = variant.remap(ids, torch.ones(40, dtype=torch.int32))
+    got = [v.tolist() for v, _ in pairs]
+    assert got == [[0, 1, 2], list(range(7)), list(range(30))]
+    assert sum(len(v) for v in got) == 40
+    assert [l.sum().item() for _, l in pairs] == [3, 7, 30]
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_pool_then_project_equals_project_then_pool(pooling):
+    layer = layer_and_weights(pooling)
+    rng = random.Random(0)
+    bags = [[rng.randrange(40) for _ in range(rng.randint(0, 5))] for _ in range(16)]
+    out = layer(kjt_from_lists({"x": bags})).values()
+    variant = layer.variants["x"]
+    tables = [layer.ebc.embedding_bags[f"x@b{i}"].weight for i in range(3)]
+    starts = [0, 3, 10]
+    expected = []
+    for bag in bags:
+        rows = []
+        for i in bag:
+            b = 0 if i < 3 else (1 if i < 10 else 2)
+            rows.append(variant.projections[b](tables[b][i - starts[b]]))  # project each id, then pool
+        v = torch.stack(rows).sum(0) if rows else torch.zeros(8)
+        expected.append(v / max(len(bag), 1) if pooling == "mean" else v)
+    torch.testing.assert_close(out, torch.stack(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_block_tables_and_projections():
+    layer = layer_and_weights()
+    out = layer(kjt_from_lists({"x": [[1, 20], [5]]})).values()
+    out.sum().backward()
+    g = {i: layer.ebc.embedding_bags[f"x@b{i}"].weight.grad for i in range(3)}
+    assert g[0].abs().sum(1).nonzero().flatten().tolist() == [1]
+    assert g[1].abs().sum(1).nonzero().flatten().tolist() == [2]
+    assert g[2].abs().sum(1).nonzero().flatten().tolist() == [10]
+    assert all(p.weight.grad is not None for p in layer.variants["x"].projections)
+
+
+def test_memory_specs_and_module_agree():
+    specs = [FeatureSpec("x", MixedDimension(base_dim=16, alpha=0.4, num_blocks=3), cardinality=10_000)]
+    a, b = memory_from_specs(specs), memory_from_module(EmbeddingLayer(specs))
+    assert a.tables == b.tables and a.params == b.params
+    dims = [t.dim for t in a.tables]
+    assert a.per_feature_params["x"] == sum(t.params for t in a.tables) + 16 * sum(dims)

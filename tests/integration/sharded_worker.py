@@ -1,0 +1,89 @@
+"""One rank of the 2-process sharding test (run by tests/integration/test_sharded_layers.py).
+
+For every variant and sharding type: the DMP-sharded layer's forward on this rank's batch equals the
+unsharded layer's; after one fused SGD step, the next forward equals the unsharded layer updated
+with the gradient of the global batch averaged over ranks (TorchRec divides the table gradients by
+the world size in the all-to-all backward, matching DDP's mean for the dense parameters).
+Writes one JSON line per case to argv[1] + f".rank{rank}".
+"""
+
+import copy
+import json
+import logging
+import sys
+import warnings
+
+import torch
+import torch.distributed as dist
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+from recsys_emb.layer import EmbeddingLayer, kjt_from_lists  # noqa: E402
+from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model  # noqa: E402
+from recsys_emb.specs import (FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified,  # noqa: E402
+                              UnifiedTable)
+
+U = UnifiedTable("shared", rows=40, chunk_dim=8)
+VARIANTS = {
+    "full": [FeatureSpec("x", Full(dim=16), cardinality=50)],
+    "hashed": [FeatureSpec("x", Hashed(dim=16, buckets=23))],
+    "multi_hash": [FeatureSpec("x", Hashed(dim=16, buckets=23, num_hashes=2, combiner="weighted"))],
+    "qr": [FeatureSpec("x", QuotientRemainder(dim=16, collisions=4), cardinality=50)],
+    "mixed": [FeatureSpec("x", MixedDimension(16, 0.5, boundaries=(5, 20), block_dims=(16, 8, 8)), cardinality=50)],
+    "unified": [FeatureSpec("x", Unified(U, chunks=2)), FeatureSpec("z", Unified(U))],
+}
+
+
+def batch(rank):
+    g = torch.Generator().manual_seed(100 + rank)
+    bags = {"x": [torch.randint(0, 50, (int(n),), generator=g).tolist() for n in torch.randint(0, 3, (6,), generator=g)],
+            "y": [[int(i)] for i in torch.randint(0, 7, (6,), generator=g)],
+            "z": [[int(i)] for i in torch.randint(0, 50, (6,), generator=g)]}
+    return bags
+
+
+def main():
+    out_path = sys.argv[1]
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    lr = 0.1
+    results = []
+    for sharding in ("table_wise", "column_wise"):
+        for name, feats in VARIANTS.items():
+            specs = feats + [FeatureSpec("y", Full(dim=8), cardinality=7)]
+            keys = [s.name for s in specs]
+            torch.manual_seed(0)
+            layer = EmbeddingLayer(specs)
+            ref = copy.deepcopy(layer)
+            dmp = shard_model(layer, EmbeddingOptimizer("sgd", lr=lr), sharding_types=[sharding])
+            local = {k: batch(rank)[k] for k in keys}
+            out = dmp(kjt_from_lists(local)).values()
+            expect = ref(kjt_from_lists(local)).values()
+            fwd = (out - expect).abs().max().item()
+            up = torch.ones_like(out) * (rank + 1)
+            (out * up).sum().backward()
+            # reference: the global batch's gradient (each rank's loss with its own upstream)
+            for r in range(world):
+                y = ref(kjt_from_lists({k: batch(r)[k] for k in keys})).values()
+                (y * (r + 1)).sum().backward()
+            with torch.no_grad():
+                for pname, p in ref.named_parameters():
+                    if ".embedding_bags." in pname:
+                        p -= lr * p.grad / world
+            dense_err = 0.0
+            for (pname, p), (_, q) in zip(sorted((n, p) for n, p in dmp.named_parameters() if "variants" in n),
+                                          sorted((n, p) for n, p in ref.named_parameters() if "variants" in n)):
+                dense_err = max(dense_err, (p.grad - q.grad / world).abs().max().item())
+            after = (dmp(kjt_from_lists(local)).values() - ref(kjt_from_lists(local)).values()).abs().max().item()
+            types = sorted({r["sharding_type"] for r in plan_report(dmp)})
+            results.append({"variant": name, "sharding": sharding, "types": types, "forward": fwd,
+                            "after_step": after, "dense_grad": dense_err})
+    with open(f"{out_path}.rank{rank}", "w") as fh:
+        for r in results:
+            fh.write(json.dumps(r) + "\n")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,9 @@ class VariantPreset:
         num_hashes: probes of ``multi_hash``.
         qr_op: ``mult``, ``add`` or ``concat`` for ``qr``.
         alpha, num_blocks: mixed-dimension power and number of frequency blocks.
-        chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``).
+        chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``). Every
+            field joins the unified table (feature multiplexing, as in the paper; small fields add
+            their full row count to it, so the budget matches the other variants).
         dims: per-field embedding dims (e.g. from a search), overriding ``dim``.
         overrides: per-field embedding dicts (``{type: ..., ...}``) used verbatim.
     """
@@ -96,13 +98,17 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
     large = {f: c >= preset.min_rows for f, c in cardinalities.items() if f not in shared}
     table = None
     if preset.variant == "unified":
-        rows = sum(math.ceil(cardinalities[f] / preset.compression) for f, big in large.items() if big)
+        rows = sum(math.ceil(cardinalities[f] / preset.compression) if big else cardinalities[f]
+                   for f, big in large.items())
         table = UnifiedTable("unified", rows=max(1, rows), chunk_dim=preset.dim // preset.chunks)
 
     def spec_for(name: str, card: int):
         if name in preset.overrides:
             return embedding_spec_from_dict(preset.overrides[name], feature=name)
         dim = int(preset.dims.get(name, preset.dim))
+        if preset.variant == "unified" and name not in preset.dims:
+            assert table is not None
+            return Unified(table, chunks=preset.chunks)
         if not large[name] or preset.variant == "full":
             return Full(dim)
         rows = max(1, math.ceil(card / preset.compression))
@@ -114,8 +120,7 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
             return QuotientRemainder(dim, buckets=rows, op=preset.qr_op)
         if preset.variant == "mixed":
             return MixedDimension(dim, alpha=preset.alpha, num_blocks=preset.num_blocks)
-        assert table is not None
-        return Unified(table, chunks=preset.chunks)
+        return Hashed(dim, buckets=rows)  # unified with a per-field dim: its own hashed table
 
     specs: List[FeatureSpec] = []
     for name, card in cardinalities.items():

@@ -250,7 +250,8 @@ class MixedDimension(EmbeddingSpec):
 
     Ids are frequency ranks (id 0 = most frequent). They are cut into ``k`` blocks of contiguous
     ranks; block ``i`` holds ``n_i`` ids with total access probability ``P_i`` and gets its own
-    ``n_i x d_i`` table and a learned projection ``d_i -> base_dim``. Dimensions follow the
+    ``n_i x d_i`` table and a learned projection ``d_i -> base_dim`` (none when ``d_i = base_dim``,
+    where it would be a redundant re-parameterisation). Dimensions follow the
     paper's popularity power rule (DLRM's ``md_solver``)::
 
         d_i = base_dim * (p_i / p_0) ** alpha,   p_i = P_i / n_i  (mean access probability of an id)
@@ -349,7 +350,8 @@ class MixedDimension(EmbeddingSpec):
         return [TableDef(f"{owner}@b{i}", b - a, d) for i, (a, b, d) in enumerate(zip(edges, edges[1:], r.block_dims))]
 
     def dense_params(self, cardinality: Optional[int]) -> int:
-        return sum(t.dim * self.base_dim for t in self.tables("_", cardinality))
+        """Projections of the blocks narrower than ``base_dim`` (a full-width block needs none)."""
+        return sum(t.dim * self.base_dim for t in self.tables("_", cardinality) if t.dim != self.base_dim)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,8 @@ def variant_specs(cards: Sequence[int], dim: int, compression: int = 4) -> Dict[
     """Feature specs per variant at the benchmark's default settings (:mod:`recsys_emb.presets`).
 
     The compressed variants keep ``1/compression`` of the rows of every field with at least
-    ``16 * compression`` ids (smaller fields stay full tables in every variant, as in practice); the
-    unified variant puts all those large fields into one shared table of the same total rows; mixed
+    ``16 * compression`` ids (smaller fields stay full tables, as in practice); the unified variant
+    multiplexes every field into one shared table with the same total rows; mixed
     dimension uses 4 log-uniform frequency blocks per large field with alpha 0.3 (Zipf-law dims: the
     benchmark's ids are power-law skewed); multi-hash uses 2 probes, QR the ``mult`` op.
     """

@@ -20,6 +20,11 @@ class MixedDimensionEmbedding(EmbeddingVariant):
     the blocks' projections. Sum pooling is linear, so pooling each block first and projecting after
     costs one projection per block per bag (not per id) and equals projecting every id.
 
+    A block whose dim is already ``base_dim`` gets no projection: ``E_i P_i^T`` with a learned
+    square ``P_i`` spans exactly the matrices a learned ``E_i`` spans, so the projection would add
+    parameters and a matmul per bag without adding any function (and ``alpha = 0`` is then exactly a
+    uniform table).
+
     Example:
         >>> v = MixedDimensionEmbedding(FeatureSpec("C1", MixedDimension(8, 0.5, boundaries=(2,)), cardinality=10))
         >>> [(t.rows, t.dim) for t in v.tables()]
@@ -39,7 +44,9 @@ class MixedDimensionEmbedding(EmbeddingVariant):
         self.block_dims = [t.dim for t in defs]
         self.register_buffer("_bounds", torch.tensor(starts[1:], dtype=torch.int64), persistent=False)
         self.register_buffer("_starts", torch.tensor(starts, dtype=torch.int64), persistent=False)
-        self.projections = nn.ModuleList(nn.Linear(d, spec.base_dim, bias=False) for d in self.block_dims)
+        self.projected = [d != spec.base_dim for d in self.block_dims]
+        self.projections = nn.ModuleList(nn.Linear(d, spec.base_dim, bias=False) if p else nn.Identity()
+                                         for d, p in zip(self.block_dims, self.projected))
 
     def virtual_features(self) -> List[VirtualFeature]:
         return [VirtualFeature(f"{self.feature.name}@b{i}", self._table_name(f"@b{i}"))
@@ -64,11 +71,18 @@ class MixedDimensionEmbedding(EmbeddingVariant):
     def value_counts(self, n_ids: int) -> Optional[List[int]]:
         return None  # depends on which block each id falls in
 
-    def _weight(self) -> torch.Tensor:
-        return torch.cat([p.weight.t() for p in self.projections], dim=0)  # (sum d_i, base_dim)
-
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(list(pooled), dim=1) @ self._weight()
+        # All projected blocks in one matmul: [pooled_i ...] @ [P_i^T ...] (sum d_i x base_dim).
+        proj = [x for x, p in zip(pooled, self.projected) if p]
+        out = None
+        if proj:
+            weight = torch.cat([m.weight.t() for m, p in zip(self.projections, self.projected) if p], dim=0)
+            out = (proj[0] if len(proj) == 1 else torch.cat(proj, dim=1)) @ weight
+        for x, p in zip(pooled, self.projected):
+            if not p:
+                out = x if out is None else out + x
+        assert out is not None
+        return out
 
     def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
         # Rows come block by block, each in input order; undo that grouping with one gather.

@@ -1,0 +1,198 @@
+"""The data commands of ``recsys-emb``: ``generate {criteo-like,sequences,movielens}``, ``preprocess``
+and ``data ceiling``. Registered on the main parser by :func:`add_data_commands`; the only data module that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+__all__ = ["add_data_commands"]
+
+
+@contextmanager
+def _bar(total: Optional[int], desc: str, enabled: bool) -> Iterator[Callable[..., None]]:
+    """A tqdm bar fed with absolute positions; a no-op when off (not a TTY, or ``--no-progress``)."""
+    if not enabled:
+        yield lambda *a: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="rows", unit_scale=True, file=sys.stderr)
+    state = {"phase": None}
+
+    def update(*args: Any) -> None:
+        phase, pos = (args if len(args) == 2 else (None, args[0]))
+        if phase != state["phase"]:
+            state["phase"] = phase
+            bar.reset(total=total)
+            bar.set_description(f"{desc} {phase}" if phase else desc)
+        bar.n = pos
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def _cmd_generate_criteo_like(args: argparse.Namespace) -> int:
+    from recsys_emb.data.synthetic import generate_criteo_like
+
+    with _bar(args.rows, "generate", _progress(args)) as tick:
+        g = generate_criteo_like(args.out, args.rows, scale=args.scale, seed=args.seed, gzip=args.gzip, progress=tick)
+    print(f"wrote {g.rows:,} rows to {g.tsv} in {g.seconds:.1f}s ({g.rows / g.seconds:,.0f} rows/s); "
+          f"positive rate {g.positive_rate:.4f}")
+    print(f"true probabilities: {g.true_prob}; world: {g.info}")
+    print(f"next: recsys-emb preprocess --input {g.tsv} --out {args.out.rstrip('/')}-processed")
+    return 0
+
+
+def _cmd_generate_sequences(args: argparse.Namespace) -> int:
+    from recsys_emb.data.sequences import SequenceConfig, generate_sequences
+
+    cfg = SequenceConfig(users=args.users, items=args.items, categories=args.categories, max_len=args.max_len,
+                         seed=args.seed)
+    with _bar(args.rows, "generate", _progress(args)) as tick:
+        meta = generate_sequences(args.out, args.rows, config=cfg, test_fraction=args.test_fraction, progress=tick)
+    print(f"wrote {meta['rows']} examples to {args.out} in {meta['seconds']:.1f}s; "
+          f"positive rate {meta['positive_rate']:.4f}")
+    return 0
+
+
+def _cmd_generate_movielens(args: argparse.Namespace) -> int:
+    from recsys_emb.data.movielens import prepare_movielens
+
+    meta = prepare_movielens(args.out, args.src, rating_threshold=args.threshold, max_len=args.max_len,
+                             test_fraction=args.test_fraction, min_history=args.min_history)
+    print(f"wrote MovieLens CTR set {meta['rows']} to {args.out} (positive rate {meta['positive_rate']}); "
+          "GroupLens licence: research use only, see datasets/movielens.md")
+    return 0
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from recsys_emb.data.criteo import BadLineError, preprocess
+
+    try:
+        with _bar(None, "preprocess", _progress(args)) as tick:
+            meta = preprocess(args.input, args.out, min_count=args.min_count, test_fraction=args.test_fraction,
+                              valid_fraction=args.valid_fraction, on_bad_line=args.on_bad_line,
+                              chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
+                              vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick)
+    except (BadLineError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bad = meta["bad_lines"]
+    print(f"{meta['rows']['total']:,} rows -> {args.out} "
+          f"(train {meta['rows']['train']:,}, valid {meta['rows']['valid']:,}, test {meta['rows']['test']:,}) "
+          f"in {meta['seconds']:.1f}s")
+    print("vocab sizes: " + ", ".join(f"{k}={v}" for k, v in meta["vocab_sizes"].items()))
+    if bad["bad_lines"]:
+        print(f"skipped {bad['bad_lines']:,} malformed lines: {bad['by_reason']}")
+        for ex in bad["examples"][:20]:
+            print(f"  {ex['path']}:{ex['line']}: {ex['reason']}")
+        if bad["bad_lines"] > 20:
+            print(f"  ... all kept line numbers (up to {len(bad['examples'])}) are in {args.out}/metadata.json")
+    else:
+        print("malformed lines: 0")
+    return 0
+
+
+def _cmd_ceiling(args: argparse.Namespace) -> int:
+    from recsys_emb.data.metrics import ceiling_from_dir
+
+    c = ceiling_from_dir(args.dir, split=args.split, test_fraction=args.test_fraction)
+    if args.json:
+        print(json.dumps(c.to_dict(), indent=2))
+    else:
+        print(f"ceiling of {args.dir} [{args.split}] ({c.rows:,} rows, positive rate {c.positive_rate:.4f})")
+        print(f"  Bayes-optimal AUC      {c.auc:.4f}   (expected over label noise {c.expected_auc:.4f})")
+        print(f"  Bayes-optimal log loss {c.logloss:.4f}   (expected over label noise {c.expected_logloss:.4f})")
+    return 0
+
+
+def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
+    """Register ``generate``, ``preprocess`` and ``data`` on the main parser's subparsers; each leaf sets
+    ``func(args) -> int``.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_data_commands(p.add_subparsers(dest="command"))
+        >>> p.parse_args(["data", "ceiling", "d"]).split
+        'test'
+    """
+    gen = subparsers.add_parser("generate", help="generate synthetic data with ground truth, or prepare MovieLens")
+    gsub = gen.add_subparsers(dest="generate_command", required=True)
+
+    cl = gsub.add_parser("criteo-like", help="Criteo Kaggle-schema TSV from a planted model, with true probabilities")
+    cl.add_argument("--rows", type=int, required=True)
+    cl.add_argument("--out", required=True, help="output directory")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--scale", type=float, default=0.01,
+                    help="cardinalities = Criteo Kaggle's times this (1.0 = real sizes; default 0.01)")
+    cl.add_argument("--gzip", action="store_true", help="write criteo_like.tsv.gz")
+    cl.add_argument("--no-progress", action="store_true")
+    cl.set_defaults(func=_cmd_generate_criteo_like)
+
+    sq = gsub.add_parser("sequences", help="DIN behaviour-sequence examples (Parquet) with true probabilities")
+    sq.add_argument("--rows", type=int, required=True)
+    sq.add_argument("--out", required=True)
+    sq.add_argument("--seed", type=int, default=0)
+    sq.add_argument("--max-len", type=int, default=50)
+    sq.add_argument("--users", type=int, default=20_000)
+    sq.add_argument("--items", type=int, default=50_000)
+    sq.add_argument("--categories", type=int, default=500)
+    sq.add_argument("--test-fraction", type=float, default=0.1)
+    sq.add_argument("--no-progress", action="store_true")
+    sq.set_defaults(func=_cmd_generate_sequences)
+
+    ml = gsub.add_parser("movielens", help="MovieLens latest-small as a time-split CTR set with histories")
+    ml.add_argument("--out", required=True)
+    ml.add_argument("--src", default=None, help="ml-latest-small directory (default: $RECSYS_EMB_DATA_DIR or "
+                                                "../shared/data/ml-latest-small beside the repository)")
+    ml.add_argument("--threshold", type=float, default=4.0, help="label = rating >= threshold")
+    ml.add_argument("--max-len", type=int, default=50)
+    ml.add_argument("--test-fraction", type=float, default=0.1)
+    ml.add_argument("--min-history", type=int, default=0)
+    ml.set_defaults(func=_cmd_generate_movielens)
+
+    pp = subparsers.add_parser("preprocess", help="Criteo TSV (plain or .gz) -> categorified Parquet splits")
+    pp.add_argument("--input", nargs="+", required=True, help="files or glob patterns, in time order")
+    pp.add_argument("--out", required=True)
+    pp.add_argument("--min-count", type=int, default=1, help="ids seen fewer times map to the field's OOV id")
+    pp.add_argument("--test-fraction", type=float, default=0.1)
+    pp.add_argument("--valid-fraction", type=float, default=None, help="default: same as --test-fraction")
+    pp.add_argument("--on-bad-line", choices=["error", "skip"], default="error")
+    pp.add_argument("--chunk-mb", type=float, default=64.0, help="bytes read per block (memory bound)")
+    pp.add_argument("--rows-per-shard", type=int, default=1 << 21)
+    pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
+    pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")
+    pp.add_argument("--no-progress", action="store_true")
+    pp.set_defaults(func=_cmd_preprocess)
+
+    data = subparsers.add_parser("data", help="dataset tools")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    ce = dsub.add_parser("ceiling", help="Bayes-optimal AUC / log loss of a split from the true probabilities")
+    ce.add_argument("dir", help="processed directory (or a raw `generate criteo-like` directory)")
+    ce.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ce.add_argument("--test-fraction", type=float, default=0.1, help="for a raw generated directory only")
+    ce.add_argument("--json", action="store_true")
+    ce.set_defaults(func=_cmd_ceiling)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Standalone entry (``python -m recsys_emb.data.cli``) until the main CLI wires these commands."""
+    parser = argparse.ArgumentParser(prog="recsys-emb")
+    add_data_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The ceiling: Bayes-optimal AUC and log loss of a split, computed from the true click probabilities
+that the synthetic generators keep. Every model result on generated data is reported next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+import pyarrow.parquet as pq
+from sklearn.metrics import log_loss, roc_auc_score
+
+from recsys_emb.data.parquet import read_metadata, split_files, time_split_sizes
+
+__all__ = ["Ceiling", "ceiling", "expected_auc", "ceiling_from_dir"]
+
+logger = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """Bayes-optimal scores of a split: the true probability used as the prediction.
+
+    Attributes:
+        auc, logloss: on the realized labels (what a perfect model would score on this very split).
+        expected_auc, expected_logloss: their expectations over the label noise (labels ~ Bernoulli(p)),
+            free of the sampling noise of the realized labels.
+        rows, positive_rate: of the split.
+    """
+
+    auc: float
+    logloss: float
+    expected_auc: float
+    expected_logloss: float
+    rows: int
+    positive_rate: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def expected_auc(p: np.ndarray) -> float:
+    """Expected AUC of the score ``p`` when each label is Bernoulli(``p``): the probability that a random
+    positive outscores a random negative (ties count one half), weighting pairs by ``p_i (1 - p_j)``.
+
+    Example:
+        >>> round(expected_auc(np.array([0.0, 1.0])), 3)
+        1.0
+    """
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    neg = 1.0 - ps
+    # Group ties so they count one half.
+    first = np.flatnonzero(np.concatenate(([True], ps[1:] != ps[:-1])))
+    pos_g = np.add.reduceat(ps, first)
+    neg_g = np.add.reduceat(neg, first)
+    neg_below = np.concatenate(([0.0], np.cumsum(neg_g)[:-1]))
+    num = float(np.sum(pos_g * (neg_below + 0.5 * neg_g)) - 0.5 * np.sum(ps * neg))
+    den = float(ps.sum() * neg.sum() - np.sum(ps * neg))
+    return num / den if den > 0 else float("nan")
+
+
+def ceiling(labels: np.ndarray, true_prob: np.ndarray) -> Ceiling:
+    """Bayes-optimal AUC and log loss from the labels and true probabilities of a split.
+
+    Args:
+        labels: 0/1 ``(N,)``.
+        true_prob: the planted click probability of each row ``(N,)``.
+
+    Example:
+        >>> rng = np.random.default_rng(0); p = rng.uniform(size=10_000)
+        >>> c = ceiling((rng.uniform(size=p.size) < p).astype(int), p)
+        >>> 0.8 < c.auc < 0.87
+        True
+    """
+    y = np.asarray(labels).astype(np.int64).ravel()
+    p = np.clip(np.asarray(true_prob, dtype=np.float64).ravel(), _EPS, 1 - _EPS)
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and true_prob {p.shape} differ in shape")
+    entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    return Ceiling(
+        auc=float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else float("nan"),
+        logloss=float(log_loss(y, p, labels=[0, 1])),
+        expected_auc=expected_auc(p),
+        expected_logloss=float(entropy.mean()),
+        rows=int(y.size),
+        positive_rate=float(y.mean()),
+    )
+
+
+def ceiling_from_dir(directory: PathLike, split: str = "test", test_fraction: float = 0.1) -> Ceiling:
+    """The ceiling of one split of a processed dataset (``metadata.json`` + Parquet with ``true_prob``),
+    or of a raw ``generate criteo-like`` directory (the last ``test_fraction`` of its rows, from its side
+    files; ``split`` must then be ``"test"``).
+
+    Example:
+        >>> ceiling_from_dir("data/criteo-like-processed").auc  # doctest: +SKIP
+        0.81...
+    """
+    d = Path(directory)
+    gen = d / "generator.json"
+    if not (d / "metadata.json").exists() and gen.exists():
+        if split != "test":
+            raise ValueError("a raw generated directory has only its last rows as a test split; preprocess it first")
+        info = json.loads(gen.read_text())
+        p = np.load(d / info["true_prob"], mmap_mode="r")
+        y = np.load(d / info["labels"], mmap_mode="r")
+        _, _, n_test = time_split_sizes(len(p), test_fraction)
+        return ceiling(np.asarray(y[len(y) - n_test:]), np.asarray(p[len(p) - n_test:]))
+    meta = read_metadata(d)
+    schema = meta["schema"]
+    label, truth = schema.get("label", "label"), schema.get("true_prob")
+    if not truth:
+        raise ValueError(f"{d} has no true probabilities (real data has no ceiling); "
+                         "only generated data (criteo-like, sequences) does")
+    files = split_files(d, split)
+    if not files:
+        raise FileNotFoundError(f"{d}/{split} has no Parquet shards")
+    ys, ps = [], []
+    for f in files:
+        t = pq.read_table(f, columns=[label, truth])
+        ys.append(t.column(label).to_numpy())
+        ps.append(t.column(truth).to_numpy())
+    return ceiling(np.concatenate(ys), np.concatenate(ps))

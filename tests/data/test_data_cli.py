@@ -1,0 +1,41 @@
+"""The data commands, end to end through argparse: generate, preprocess, data ceiling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from recsys_emb.data.cli import add_data_commands, main
+
+
+def test_commands_register_on_a_parser():
+    p = argparse.ArgumentParser()
+    add_data_commands(p.add_subparsers(dest="command"))
+    args = p.parse_args(["generate", "criteo-like", "--rows", "10", "--out", "x"])
+    assert callable(args.func) and args.scale == 0.01
+    args = p.parse_args(["preprocess", "--input", "a.tsv", "b*.gz", "--out", "o", "--on-bad-line", "skip"])
+    assert args.input == ["a.tsv", "b*.gz"] and args.on_bad_line == "skip"
+
+
+def test_generate_preprocess_ceiling(tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "p"
+    assert main(["generate", "criteo-like", "--rows", "5000", "--out", str(raw), "--scale", "0.001"]) == 0
+    assert main(["preprocess", "--input", str(raw / "criteo_like.tsv"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["data", "ceiling", str(out), "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert c["rows"] == 500 and 0.5 < c["auc"] <= 1.0
+    assert main(["data", "ceiling", str(raw)]) == 0
+    assert "Bayes-optimal AUC" in capsys.readouterr().out
+    assert main(["generate", "sequences", "--rows", "2000", "--out", str(tmp_path / "s"), "--users", "100",
+                 "--items", "500", "--categories", "20", "--max-len", "8"]) == 0
+    assert main(["data", "ceiling", str(tmp_path / "s")]) == 0
+
+
+def test_bad_line_error_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\t2\t3\n")
+    assert main(["preprocess", "--input", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.tsv:1" in capsys.readouterr().err
+    assert main(["preprocess", "--input", str(bad), "--out", str(tmp_path / "o"), "--on-bad-line", "skip"]) == 2
+    assert "no valid rows" in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""MovieLens latest-small as a CTR task, read from ../shared/data (never copied into the repository)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_emb.data.batches import ParquetBatches
+from recsys_emb.data.movielens import build_movielens_ctr, default_movielens_dir, prepare_movielens
+
+
+@pytest.fixture(scope="module")
+def ml():
+    return build_movielens_ctr(max_len=20)
+
+
+def test_default_dir_and_env(monkeypatch, tmp_path):
+    assert default_movielens_dir().name == "ml-latest-small"
+    assert (default_movielens_dir() / "ratings.csv").is_file()
+    monkeypatch.setenv("RECSYS_EMB_DATA_DIR", str(tmp_path))
+    assert default_movielens_dir() == tmp_path
+    with pytest.raises(FileNotFoundError, match="RECSYS_EMB_DATA_DIR"):
+        build_movielens_ctr()
+
+
+def test_rows_labels_and_time_split(ml):
+    tables, meta = ml
+    assert meta["rows"]["total"] == 100_836
+    assert sum(t.num_rows for t in tables.values()) == 100_836
+    labels = np.concatenate([t["label"].to_numpy() for t in tables.values()])
+    assert abs(labels.mean() - 0.482) < 0.001  # 48.2% of ratings are >= 4.0
+    ts = {s: t["timestamp"].to_numpy() for s, t in tables.items()}
+    assert ts["train"].max() <= ts["valid"].min() and ts["valid"].max() <= ts["test"].min()
+    for t in tables.values():
+        assert np.all(np.diff(t["timestamp"].to_numpy()) >= 0)
+    _, meta3 = build_movielens_ctr(rating_threshold=3.0, max_len=5)
+    assert meta3["positive_rate"]["train"] > meta["positive_rate"]["train"]
+
+
+def test_history_is_strictly_earlier_and_matches_a_slow_reference(ml):
+    tables, meta = ml
+    ratings = pd.read_csv(default_movielens_dir() / "ratings.csv")
+    t = tables["valid"].slice(0, 300).to_pylist() + tables["train"].slice(5000, 300).to_pylist()
+    train = tables["train"]
+    # Movie ids are frequency ranks over training; map raw ids the same way to compare.
+    vc = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").iloc[:train.num_rows]["movieId"].value_counts()
+    order = sorted(vc.index, key=lambda m: (-vc[m], m))
+    rank = {m: i for i, m in enumerate(order)}
+    oov = meta["oov_ids"]["movie_id"]
+    inv_user = {}
+    uvc = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").iloc[:train.num_rows]["userId"].value_counts()
+    for i, u in enumerate(sorted(uvc.index, key=lambda u: (-uvc[u], u))):
+        inv_user[i] = u
+    checked = 0
+    for row in t:
+        if row["user_id"] == meta["oov_ids"]["user_id"]:
+            continue
+        user = inv_user[row["user_id"]]
+        mine = ratings[(ratings.userId == user) & (ratings.timestamp < row["timestamp"])]
+        mine = mine.sort_values(["timestamp", "movieId"], kind="mergesort")
+        want = [rank.get(m, oov) for m in mine["movieId"].tolist()[-20:]]
+        assert row["hist_movie"] == want
+        assert len(row["hist_genre"]) == len(want)
+        assert row["hist_len_log"] == pytest.approx(np.log1p(len(mine)), rel=1e-6)
+        checked += 1
+    assert checked > 300
+
+
+def test_genres_are_multi_valued(ml):
+    tables, meta = ml
+    movies = pd.read_csv(default_movielens_dir() / "movies.csv").set_index("movieId")
+    names = meta["genres"]
+    assert len(names) == 20 and names[0] == "Drama"
+    row = tables["train"].slice(0, 1).to_pylist()[0]
+    lens = np.diff(tables["train"]["genres"].combine_chunks().offsets.to_numpy())
+    assert lens.max() > 3 and lens.min() >= 1
+    assert row["movie_genre"] == row["genres"][0]
+
+
+def test_prepared_directory_feeds_batches(tmp_path):
+    meta = prepare_movielens(tmp_path, max_len=10)
+    ds = ParquetBatches(tmp_path, "train", batch_size=1024, shuffle=True, seed=0)
+    batch = next(iter(ds))
+    assert batch.dense.shape == (1024, 2)
+    assert batch.sparse.keys() == ["user_id", "movie_id", "movie_genre", "genres", "hist_movie", "hist_genre"]
+    assert int(batch.sparse["hist_movie"].lengths().max()) <= 10
+    assert int(batch.sparse["movie_id"].values().max()) < meta["vocab_sizes"]["movie_id"]
+    with pytest.raises(ValueError, match="true_prob"):
+        ParquetBatches(tmp_path, "train", with_true_prob=True)

@@ -23,6 +23,7 @@ $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/recsys-emb demo
+	$(VENV)/bin/recsys-emb train --config configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.set_defaults(func=_cmd_evaluate, reexec=False)
 
+    from recsys_emb.search_cli import add_search_command
+
+    add_search_command(sub)
+
     try:
         from recsys_emb.data.cli import add_data_commands
     except ImportError:  # pragma: no cover - data package absent in a partial install

@@ -40,6 +40,9 @@ EMBEDDING_OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
 }
 """Optimizers TorchRec fuses into the embedding backward (FBGEMM kernels), by config name."""
 
+CPU_FUSED_OPTIMIZERS = ("sgd", "rowwise_adagrad", "adagrad")
+"""FBGEMM's CPU kernels implement these; fused Adam exists only on GPUs."""
+
 SHARDING_TYPES_BY_DEVICE: Dict[str, Tuple[str, ...]] = {
     # FBGEMM's CPU kernels and gloo serve these; TorchRec refuses row-wise layouts on CPU.
     "cpu": ("table_wise", "column_wise", "data_parallel"),
@@ -147,7 +150,11 @@ def shard_model(
         raise RuntimeError("shard_model needs torch.distributed initialised (torchrun, or init_single_process_group())")
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    apply_fused_optimizer(model, optimizer or EmbeddingOptimizer())
+    optimizer = optimizer or EmbeddingOptimizer()
+    if device.type == "cpu" and optimizer.name not in CPU_FUSED_OPTIMIZERS:
+        raise ValueError(f"embedding optimizer {optimizer.name!r} has no fused FBGEMM kernel on CPU; "
+                         f"use one of {list(CPU_FUSED_OPTIMIZERS)} there (adam is GPU-only)")
+    apply_fused_optimizer(model, optimizer)
     world = dist.get_world_size()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     topology = Topology(world_size=world, compute_device=device.type, local_world_size=local_world)
@@ -157,7 +164,8 @@ def shard_model(
     # DMP allocates fresh shards; a model built with real weights keeps them (loaded into the shards).
     materialized = not any(p.is_meta for p in model.parameters())
     state = {k: v.detach().clone() for k, v in model.state_dict().items()} if materialized else None
-    dmp = DistributedModelParallel(model, device=device, plan=plan)
+    # One process has nothing to all-reduce: DDP around the dense part would only add hooks.
+    dmp = DistributedModelParallel(model, device=device, plan=plan, init_data_parallel=world > 1)
     if state is not None:
         dmp.load_state_dict(state)
     return dmp

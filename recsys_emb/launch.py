@@ -1,0 +1,66 @@
+"""Local multi-process launch (what ``recsys-emb train --nproc N`` uses): N workers on 127.0.0.1 with
+torchrun's environment variables, each running ``python -m recsys_emb.train`` (or any script)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+__all__ = ["free_port", "launch_local"]
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_local(nproc: int, args: Sequence[str], env: Optional[Dict[str, str]] = None,
+                 timeout_s: Optional[float] = None) -> int:
+    """Run ``python *args`` (e.g. ``["-m", "recsys_emb.train", "--config", ...]``) in ``nproc``
+    processes forming one process group on loopback, with torchrun's environment variables.
+
+    Returns 0 when every worker succeeds; if one fails, the others are terminated and its exit code
+    is returned. Only rank 0's standard output is kept.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc={nproc} must be >= 1")
+    port = free_port()
+    procs: List[subprocess.Popen] = []
+    for rank in range(nproc):
+        wenv = {**os.environ, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                "RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(nproc)}
+        procs.append(subprocess.Popen([sys.executable, *args], env=wenv,
+                                      stdout=None if rank == 0 else subprocess.DEVNULL))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                logger.error("a worker exited with %s; stopping the others", failed[0])
+                return int(failed[0])
+            if all(c == 0 for c in codes):
+                return 0
+            if deadline is not None and time.monotonic() > deadline:
+                logger.error("workers did not finish within %.0f s", timeout_s)
+                return 124
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()

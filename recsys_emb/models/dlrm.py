@@ -1,0 +1,158 @@
+"""DLRM (Naumov et al., "Deep Learning Recommendation Model for Personalization and Recommendation
+Systems", 2019) over an EmbeddingLayer, so every embedding variant plugs in by config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_emb.layer import EmbeddingLayer
+from recsys_emb.models.layers import MLP, CatInteraction, DotInteraction, check_widths
+from recsys_emb.specs import FeatureSpec
+
+__all__ = ["DLRM", "INTERACTIONS"]
+
+logger = logging.getLogger(__name__)
+
+INTERACTIONS = ("dot", "cat")
+
+
+class DLRM(nn.Module):
+    """DLRM: bottom MLP over dense features, embeddings of sparse features, feature interaction,
+    top MLP, one logit per sample.
+
+    Shapes (``B`` samples, ``F`` sparse features, feature ``f`` with output dim ``d_f``):
+
+    * ``dense``: ``(B, dense_in)`` float32 -> bottom MLP -> ``x`` ``(B, d)``, ``d = bottom_mlp[-1]``
+      (ReLU on every layer, as in the reference).
+    * ``sparse``: a KeyedJaggedTensor with one key per feature -> ``self.embeddings``
+      (:class:`~recsys_emb.layer.EmbeddingLayer`) -> ``e_f`` ``(B, d_f)``.
+    * ``interaction="dot"``: the ``n = F + 1`` vectors ``[x, e_1, ..., e_F]`` (``n = F`` without dense
+      features) are stacked to ``(B, n, d)``; their pairwise dot products (strictly upper triangle,
+      ``n (n - 1) / 2`` values) are concatenated to ``x``: ``(B, d + n (n - 1) / 2)``. Dot products
+      need one dim, so a feature whose ``d_f != d`` (mixed-dimension fields, unified features with
+      another number of chunks) gets its own projection ``nn.Linear(d_f, d, bias=False)``
+      (``self.projections[name]``); features already at ``d`` are used as they are. Projections exist
+      only here, where the interaction needs them.
+    * ``interaction="cat"``: ``[x, e_1, ..., e_F]`` concatenated, ``(B, d + sum d_f)``, no projection.
+    * top MLP (ReLU) ending in one unit -> logits ``(B,)``.
+
+    The tables live in ``self.embeddings`` (TorchRec collections), so
+    :func:`recsys_emb.sharding.shard_model` shards them; every other parameter is dense. Building the
+    model never touches table weights: pass ``embedding_device=torch.device("meta")`` and let
+    DistributedModelParallel allocate them.
+
+    Args:
+        features: sparse feature specs (pooling ``sum`` or ``mean``).
+        dense_in: number of dense features; 0 = none (then there is no bottom MLP).
+        bottom_mlp: bottom MLP widths; the last is the interaction dim ``d``.
+        top_mlp: top MLP hidden widths (a final 1-unit layer is added).
+        interaction: ``"dot"`` or ``"cat"``.
+        embedding_device: where the tables are allocated (``meta`` to leave it to DMP).
+        validate_ids: check id ranges on every forward (see EmbeddingLayer).
+        interaction_dim: the dot interaction's ``d`` when ``dense_in == 0`` (default: the most common
+            feature output dim, the first such in feature order on ties).
+
+    Example:
+        >>> from recsys_emb.layer import kjt_from_lists
+        >>> from recsys_emb.specs import FeatureSpec, Full, MixedDimension
+        >>> model = DLRM([FeatureSpec("a", Full(dim=8), cardinality=10),
+        ...               FeatureSpec("b", Full(dim=4), cardinality=20)], dense_in=3, bottom_mlp=(16, 8))
+        >>> sorted(model.projections)  # only "b" (dim 4) is projected to d = 8
+        ['b']
+        >>> model.interaction_out_dim  # d + n (n - 1) / 2 with n = 3 vectors
+        11
+        >>> model(torch.randn(2, 3), kjt_from_lists({"a": [[1], [2]], "b": [[3], [4, 5]]})).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec],
+        dense_in: int,
+        bottom_mlp: Sequence[int] = (64, 32),
+        top_mlp: Sequence[int] = (64, 32),
+        interaction: str = "dot",
+        embedding_device: Optional[torch.device] = None,
+        validate_ids: bool = True,
+        interaction_dim: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        features = list(features)
+        if not features:
+            raise ValueError("DLRM needs at least one sparse FeatureSpec (features=[] given)")
+        if interaction not in INTERACTIONS:
+            raise ValueError(f"interaction={interaction!r} must be 'dot' or 'cat'")
+        if isinstance(dense_in, bool) or not isinstance(dense_in, int) or dense_in < 0:
+            raise ValueError(f"dense_in={dense_in!r} must be an int >= 0 (0 = no dense features)")
+        top = check_widths("top_mlp", top_mlp, allow_empty=True)
+        if interaction_dim is not None and (isinstance(interaction_dim, bool) or not isinstance(interaction_dim, int)
+                                            or interaction_dim < 1):
+            raise ValueError(f"interaction_dim={interaction_dim!r} must be an int >= 1 or None")
+        self.embeddings = EmbeddingLayer(features, device=embedding_device, validate_ids=validate_ids)
+        self.interaction = interaction
+        self.dense_in = dense_in
+        dims = self.embeddings.output_dims
+        self.bottom: Optional[MLP] = None
+        if dense_in > 0:
+            bottom = check_widths("bottom_mlp", bottom_mlp)
+            if interaction_dim is not None and interaction_dim != bottom[-1]:
+                raise ValueError(f"interaction_dim={interaction_dim} differs from bottom_mlp[-1]={bottom[-1]}; with "
+                                 f"dense features the interaction dim is the bottom MLP's last width (leave "
+                                 f"interaction_dim unset)")
+            self.bottom = MLP(dense_in, bottom, activation="relu")
+            d = bottom[-1]
+        else:
+            d = interaction_dim if interaction_dim is not None else Counter(dims).most_common(1)[0][0]
+        self.interaction_dim = d
+        n_vectors = len(features) + (1 if dense_in > 0 else 0)
+        dense_width = d if dense_in > 0 else 0
+        self.projections = nn.ModuleDict()
+        if interaction == "dot":
+            if n_vectors < 2:
+                raise ValueError(f"interaction='dot' needs >= 2 vectors (dense_in > 0 or >= 2 features); got "
+                                 f"dense_in={dense_in} and {len(features)} feature(s). Use interaction='cat'")
+            for f, dim in zip(features, dims):
+                if dim != d:
+                    self.projections[f.name] = nn.Linear(dim, d, bias=False)
+            self.interact: nn.Module = DotInteraction(n_vectors)
+            self.interaction_out_dim = dense_width + DotInteraction.output_dim_for(n_vectors)
+        else:
+            self.interact = CatInteraction()
+            self.interaction_out_dim = dense_width + sum(dims)
+        self.top = MLP(self.interaction_out_dim, top, activation="relu", out_dim=1)
+        self._project: List[Optional[str]] = [f.name if f.name in self.projections else None for f in features]
+        logger.debug("DLRM: %d features, interaction=%s, d=%d, projected=%s, top input=%d", len(features),
+                     interaction, d, sorted(self.projections), self.interaction_out_dim)
+
+    @property
+    def feature_names(self) -> List[str]:
+        return self.embeddings.feature_names
+
+    def forward(self, dense: Optional[torch.Tensor], sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``dense (B, dense_in)`` (None when ``dense_in == 0``), ``sparse`` KJT -> logits ``(B,)``."""
+        emb = self.embeddings(sparse).values()
+        parts = list(emb.split(self.embeddings.output_dims, dim=1))
+        vectors: List[torch.Tensor] = []
+        if self.bottom is not None:
+            if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_in:
+                shape = None if dense is None else tuple(dense.shape)
+                raise ValueError(f"DLRM expects dense features of shape (B, {self.dense_in}); got {shape}")
+            vectors.append(self.bottom(dense))
+        elif dense is not None and dense.numel() > 0:
+            raise ValueError(f"DLRM was built with dense_in=0 but got dense features of shape {tuple(dense.shape)}; "
+                             f"pass None (or rebuild with dense_in={dense.shape[-1]})")
+        if self.interaction == "dot":
+            vectors += [e if name is None else self.projections[name](e) for name, e in zip(self._project, parts)]
+            out = self.interact(torch.stack(vectors, dim=1))
+            if self.bottom is not None:
+                out = torch.cat([vectors[0], out], dim=1)
+        else:
+            out = self.interact(vectors + parts)
+        return self.top(out).squeeze(1)

@@ -1,0 +1,278 @@
+"""Dense building blocks of the CTR models: MLP, Dice, DLRM's dot / concatenation interaction and
+DIN's local activation unit (attention pooling over a behaviour history).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "Dice",
+    "MLP",
+    "make_activation",
+    "DotInteraction",
+    "CatInteraction",
+    "AttentionPooling",
+    "SumPooling",
+    "check_widths",
+]
+
+logger = logging.getLogger(__name__)
+
+ACTIVATIONS = ("relu", "prelu", "dice")
+"""Hidden-layer activations an :class:`MLP` accepts."""
+
+
+def check_widths(name: str, widths: Sequence[int], allow_empty: bool = False) -> List[int]:
+    """``widths`` as a list of ints >= 1; a ValueError naming ``name`` otherwise."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise ValueError(f"{name}={widths!r} must be a sequence of layer widths (ints >= 1), e.g. (64, 32)")
+    out = list(widths)
+    if not out and not allow_empty:
+        raise ValueError(f"{name}={widths!r} must hold at least one layer width (ints >= 1), e.g. (64, 32)")
+    for w in out:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ValueError(f"{name}={widths!r} must hold ints >= 1 (layer widths); got {w!r}")
+    return out
+
+
+class Dice(nn.Module):
+    """Data-adaptive activation of DIN (Zhou et al., KDD 2018, eq. 6).
+
+    ``p = sigmoid(BN(x))`` with a parameter-free batch norm (``affine=False``), and
+    ``out = p * x + (1 - p) * alpha * x`` with ``alpha`` learned per feature, initialised to 0.
+    Statistics are taken over all dimensions but the last: inputs ``(B, C)`` and ``(B, T, C)`` (or
+    any ``(..., C)``) are accepted. Training uses batch statistics and updates running estimates
+    (momentum 0.1, as ``nn.BatchNorm1d``); evaluation uses the running estimates.
+
+    The normalisation is written out rather than delegated to ``nn.BatchNorm1d`` so that a batch
+    with a single row (or none) is valid: DIN runs Dice over the valid history positions of a
+    batch, which may be few.
+
+    Args:
+        num_features: ``C``, the size of the last dimension.
+        eps: added to the variance (the paper uses 1e-8).
+
+    Example:
+        >>> dice = Dice(4)
+        >>> dice(torch.randn(8, 4)).shape, dice(torch.randn(2, 5, 4)).shape
+        (torch.Size([8, 4]), torch.Size([2, 5, 4]))
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.alpha = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(..., C)`` -> same shape."""
+        if x.shape[-1] != self.num_features:
+            raise ValueError(f"Dice({self.num_features}) got input of shape {tuple(x.shape)}; the last dim must "
+                             f"be {self.num_features}")
+        flat = x.reshape(-1, self.num_features)
+        if self.training and flat.shape[0] > 0:
+            mean = flat.mean(0)
+            var = flat.var(0, unbiased=False)
+            with torch.no_grad():
+                n = flat.shape[0]
+                unbiased = var * (n / (n - 1)) if n > 1 else var
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        p = torch.sigmoid((x - mean) * torch.rsqrt(var + self.eps))
+        return x * (p + (1 - p) * self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def make_activation(name: str, width: int) -> nn.Module:
+    """The activation module called ``name`` (one of :data:`ACTIVATIONS`) for ``width`` features."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "prelu":
+        return nn.PReLU(width)
+    if name == "dice":
+        return Dice(width)
+    raise ValueError(f"activation={name!r} must be one of {ACTIVATIONS}")
+
+
+class MLP(nn.Module):
+    """Fully connected stack: ``Linear -> activation [-> Dropout]`` per hidden width, then an optional
+    output ``Linear`` without activation.
+
+    Input ``(..., in_dim)``; output ``(..., out_dim)`` if ``out_dim`` is given, else
+    ``(..., hidden[-1])`` (with the activation applied, as DLRM's bottom MLP has it).
+
+    Args:
+        in_dim: input width.
+        hidden: hidden widths (may be empty when ``out_dim`` is given: a linear model).
+        activation: one of :data:`ACTIVATIONS` (``prelu`` and ``dice`` learn one slope per unit).
+        out_dim: width of a final linear layer, e.g. 1 for a logit.
+        dropout: dropout probability after each hidden activation.
+
+    Example:
+        >>> MLP(8, (16, 4), activation="dice", out_dim=1)(torch.randn(3, 8)).shape
+        torch.Size([3, 1])
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        activation: str = "relu",
+        out_dim: Optional[int] = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
+            raise ValueError(f"in_dim={in_dim!r} must be an int >= 1")
+        widths = check_widths("hidden", hidden, allow_empty=out_dim is not None)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} must be one of {ACTIVATIONS}")
+        if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1):
+            raise ValueError(f"out_dim={out_dim!r} must be an int >= 1 or None")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+        layers: List[nn.Module] = []
+        width = in_dim
+        for w in widths:
+            layers += [nn.Linear(width, w), make_activation(activation, w)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = w
+        if out_dim is not None:
+            layers.append(nn.Linear(width, out_dim))
+            width = out_dim
+        self.in_dim = in_dim
+        self.out_dim = width
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_dim) -> (..., out_dim)``."""
+        return self.net(x)
+
+
+class DotInteraction(nn.Module):
+    """DLRM's pairwise dot-product interaction of ``n`` vectors of one dim ``d``.
+
+    Input ``(B, n, d)``; output ``(B, n * (n - 1) / 2)``: the strictly upper triangle of the
+    ``n x n`` Gram matrix of each sample, row by row (the DLRM reference's ``interact_features``
+    without its self-interaction option).
+
+    Example:
+        >>> DotInteraction(4)(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 6])
+    """
+
+    def __init__(self, num_vectors: int) -> None:
+        super().__init__()
+        if num_vectors < 2:
+            raise ValueError(f"a dot interaction needs >= 2 vectors, got {num_vectors}")
+        self.num_vectors = num_vectors
+        rows, cols = torch.triu_indices(num_vectors, num_vectors, offset=1)
+        self.register_buffer("_flat_index", rows * num_vectors + cols, persistent=False)
+
+    @staticmethod
+    def output_dim_for(num_vectors: int) -> int:
+        """``n * (n - 1) / 2``."""
+        return num_vectors * (num_vectors - 1) // 2
+
+    @property
+    def output_dim(self) -> int:
+        return self.output_dim_for(self.num_vectors)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``(B, n, d) -> (B, n(n-1)/2)``."""
+        gram = torch.bmm(vectors, vectors.transpose(1, 2))
+        return gram.flatten(1).index_select(1, self._flat_index)
+
+
+class CatInteraction(nn.Module):
+    """Concatenation "interaction": the vectors side by side, ``[(B, d_1), ...] -> (B, sum d_i)``.
+
+    Example:
+        >>> CatInteraction()([torch.ones(2, 3), torch.ones(2, 4)]).shape
+        torch.Size([2, 7])
+    """
+
+    def forward(self, vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(vectors), dim=1)
+
+
+def _segment_sum(values: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:
+    """Per-bag sums of a jagged ``(N, D)`` tensor with bag ``lengths (B,)`` -> ``(B, D)``."""
+    segments = torch.repeat_interleave(torch.arange(batch, device=values.device), lengths.long(),
+                                       output_size=values.shape[0])
+    out = values.new_zeros(batch, values.shape[1])
+    return out.index_add(0, segments, values)
+
+
+class SumPooling(nn.Module):
+    """Plain sum over the valid positions of a history (DIN's attention ablation).
+
+    ``forward(history (B, T, D), candidate (B, D), mask (B, T)) -> (B, D)``; padded positions
+    (``mask`` False) are ignored. ``forward_jagged(values (N, D), lengths (B,), candidate (B, D))``
+    does the same on the unpadded rows.
+
+    Example:
+        >>> h = torch.ones(2, 3, 4)
+        >>> SumPooling()(h, torch.zeros(2, 4), torch.tensor([[1, 1, 0], [1, 0, 0]]).bool())[:, 0].tolist()
+        [2.0, 1.0]
+    """
+
+    def forward(self, history: torch.Tensor, candidate: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_jagged(history[mask], mask.sum(1), candidate)
+
+    def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        return _segment_sum(values, lengths, candidate.shape[0])
+
+
+class AttentionPooling(SumPooling):
+    """DIN's local activation unit and weighted sum pooling (Zhou et al., KDD 2018, section 4.3).
+
+    For history rows ``h_t`` and the candidate ``c`` (both ``D`` wide), an MLP over
+    ``[h_t, c, h_t - c, h_t * c]`` (``4 D`` wide) gives a scalar weight ``w_t``, and the user's
+    interest is ``sum_t w_t h_t``. The weights are NOT normalised (no softmax), as in the paper, so
+    the pooled vector keeps how strongly the history relates to the candidate.
+
+    Shapes: ``forward(history (B, T, D), candidate (B, D), mask (B, T) bool) -> (B, D)``; positions
+    with ``mask`` False contribute nothing. The unit runs only on the valid positions (never on
+    padding), so padding can change neither the weights nor Dice's batch statistics.
+    ``forward_jagged(values (N, D), lengths (B,), candidate (B, D))`` takes the unpadded rows
+    (``N = sum(lengths)``, grouped by sample), which is what :class:`~recsys_emb.models.din.DIN` uses.
+
+    Args:
+        dim: ``D``.
+        hidden: hidden widths of the unit's MLP (paper: 80, 40).
+        activation: its activation (``dice``, ``prelu`` or ``relu``).
+
+    Example:
+        >>> att = AttentionPooling(4, hidden=(8,))
+        >>> att(torch.randn(2, 3, 4), torch.randn(2, 4), torch.ones(2, 3, dtype=torch.bool)).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), activation: str = "dice") -> None:
+        super().__init__()
+        self.dim = dim
+        self.unit = MLP(4 * dim, check_widths("attention_mlp", hidden, allow_empty=True), activation, out_dim=1)
+
+    def weights_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """Un-normalised weight ``(N,)`` of each valid history row."""
+        c = torch.repeat_interleave(candidate, lengths.long(), dim=0, output_size=values.shape[0])
+        return self.unit(torch.cat([values, c, values - c, values * c], dim=1)).squeeze(1)
+
+    def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        w = self.weights_jagged(values, lengths, candidate)
+        return _segment_sum(values * w.unsqueeze(1), lengths, candidate.shape[0])

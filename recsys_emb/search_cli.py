@@ -1,0 +1,92 @@
+"""``recsys-emb search``: one search worker (run the same command in several processes or machines to add
+workers), or ``--report`` to write the outputs of a study from its storage.
+
+Also runnable alone: ``python -m recsys_emb.search_cli --config ... --study ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Optional, Sequence
+
+__all__ = ["add_search_command", "main"]
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from recsys_emb.search import load_search_config, open_study, search, search_report
+
+    overrides = list(args.overrides)
+    if args.budget_bytes is not None:
+        overrides.append(f"budget_bytes={args.budget_bytes}")
+    cfg = load_search_config(args.config, overrides)  # fails here, before any work, on a bad config
+    if args.report:
+        study = open_study(cfg, args.storage, args.study)
+        result = search_report(study, cfg)
+    else:
+        study = search(cfg, storage=args.storage, study_name=args.study, n_trials=args.n_trials)
+        result = search_report(study, cfg)
+    _print_result(study, cfg, result)
+    return 0
+
+
+def _print_result(study: Any, cfg: Any, result: dict) -> None:
+    from optuna.trial import TrialState
+
+    from recsys_emb.memory import format_bytes
+
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    over = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.user_attrs.get("over_budget"))
+    print(f"study {study.study_name} ({cfg.mode}): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+          + (f" ({over} of the pruned over budget, not trained)" if over else ""))
+    if "best_yaml" in result:
+        budget = f" / budget {format_bytes(cfg.budget_bytes)}" if cfg.budget_bytes else ""
+        print(f"best trial {result['best_number']}: valid AUC {result['best_auc']:.4f}, "
+              f"{format_bytes(result['best_bytes'])}{budget}")
+        print(f"best config: {result['best_yaml']}  (recsys-emb train --config {result['best_yaml']})")
+    else:
+        print("no completed trial within the budget yet")
+    print(f"trials: {result['trials_csv']}" + (f"   plot: {result['plot']}" if result.get("plot") else ""))
+
+
+def add_search_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``search`` on a ``recsys-emb`` subparsers object."""
+    s = subparsers.add_parser("search", help="Optuna search of per-field embedding dims under a memory budget",
+                              description="One search worker. Run the same command in several processes or on "
+                                          "several machines (same --storage and --study) to add workers.")
+    s.add_argument("--config", required=True, help="search config, e.g. configs/search_dlrm_criteo_like.yaml")
+    s.add_argument("--study", default=None, help="study name (resumed if it exists); default: the config's")
+    s.add_argument("--storage", default=None,
+                   help="Optuna RDB URL, e.g. postgresql://user:pw@host/db; default sqlite:///runs/<study>.db")
+    s.add_argument("--n-trials", type=int, default=None, help="trained trials in the study, all workers together")
+    s.add_argument("--budget-bytes", type=int, default=None, help="override budget_bytes")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a search config value, e.g. --set sampler=random (repeatable)")
+    s.add_argument("--report", action="store_true",
+                   help="run no trial: write best.yaml, trials.csv and the plot from the storage")
+    s.set_defaults(func=_cmd_search, reexec=True)
+    return s
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="recsys-emb")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+    add_search_command(sub)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0:
+        logging.getLogger("torchrec").setLevel(logging.ERROR)
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""DIN: shapes for every variant, masking, attention vs sum pooling, input and config checks,
+mini-batch aware regularisation, learning candidate-history relevance (plain and sharded)."""
+
+import random
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from recsys_emb.layer import InvalidInputError, kjt_from_lists
+from recsys_emb.models import DIN, AttentionPooling, SumPooling
+from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model
+from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+
+U = UnifiedTable("u", rows=64, chunk_dim=4)
+VARIANTS = {
+    "full": Full(dim=8),
+    "multi_hash": Hashed(dim=8, buckets=13, num_hashes=2),
+    "qr": QuotientRemainder(dim=8, collisions=4),
+    "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(4, 12), block_dims=(8, 4, 4)),
+    "unified": Unified(U, chunks=3),
+}
+CAT_VARIANTS = {**VARIANTS, "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(2,), block_dims=(8, 4))}
+N_ITEMS, N_CATS = 50, 5
+
+
+def pair(name, spec, card):
+    return (FeatureSpec(name, spec, cardinality=card, pooling="none"),
+            FeatureSpec("hist_" + name, spec, cardinality=card, pooling="none", shared_with=name))
+
+
+def item_pairs(item_spec=Full(dim=8), cat_spec=Full(dim=4)):
+    return [pair("item", item_spec, N_ITEMS), pair("cat", cat_spec, N_CATS)]
+
+
+USER = FeatureSpec("user", Full(dim=4), cardinality=10)
+
+
+def bags(items, histories, users=None):
+    """KJT bags for candidate items and item histories; categories are item // 10."""
+    out = {"item": [[i] for i in items], "hist_item": histories,
+           "cat": [[i // 10] for i in items], "hist_cat": [[i // 10 for i in h] for h in histories]}
+    if users is not None:
+        out["user"] = [[u] for u in users]
+    return out
+
+
+ITEMS = [3, 17, 42, 8]
+HISTORIES = [[1, 2, 3], [], [40, 41, 5, 17, 42], [8]]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_forward_shape_every_variant(variant):
+    model = DIN([USER], item_pairs(VARIANTS[variant], CAT_VARIANTS[variant]), dense_in=2,
+                attention_mlp=(8,), mlp=(16,))
+    dc = VARIANTS[variant].output_dim * 2
+    assert model.candidate_dim == dc and model.mlp_in_dim == 4 + 2 + 2 * dc
+    out = model(torch.randn(4, 2), kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3])))
+    assert out.shape == (4,) and torch.isfinite(out).all()
+    out.sum().backward()
+
+
+def test_without_profile_or_dense_and_with_prelu_relu():
+    for act in ("prelu", "relu"):
+        model = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,), activation=act)
+        assert model.profile is None
+        assert model(None, kjt_from_lists(bags(ITEMS, HISTORIES))).shape == (4,)
+
+
+def test_padding_does_not_change_the_logits():
+    torch.manual_seed(0)
+    model = DIN([USER], item_pairs(), attention_mlp=(8,), mlp=(16,)).eval()
+    base = model(None, kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3])))
+    # A further sample with a much longer history makes T (the padded length) 12 for everyone.
+    longer = model(None, kjt_from_lists(bags(ITEMS + [9], HISTORIES + [list(range(12))], users=[0, 1, 2, 3, 4])))
+    torch.testing.assert_close(longer[:4], base)
+    # Reordering the batch only reorders the logits: nothing leaks between samples.
+    perm = [2, 0, 3, 1]
+    shuffled = model(None, kjt_from_lists(bags([ITEMS[i] for i in perm], [HISTORIES[i] for i in perm],
+                                                users=perm)))
+    torch.testing.assert_close(shuffled, base[perm])
+
+
+def mlp_input(model, kjt):
+    seen = {}
+    handle = model.mlp.register_forward_hook(lambda m, inp, out: seen.setdefault("x", inp[0]))
+    model(None, kjt)
+    handle.remove()
+    return seen["x"]
+
+
+def test_attention_flag_switches_between_weighted_and_plain_sum_pooling():
+    torch.manual_seed(0)
+    att = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,))
+    plain = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,), use_attention=False)
+    assert isinstance(att.pooling, AttentionPooling) and type(plain.pooling) is SumPooling
+    plain.sequences.load_state_dict(att.sequences.state_dict())
+    kjt = kjt_from_lists(bags(ITEMS, HISTORIES))
+    rows = att.sequences(kjt)
+    hist = torch.cat([rows["hist_item"].values(), rows["hist_cat"].values()], dim=1)
+    cand = torch.cat([rows["item"].values(), rows["cat"].values()], dim=1)
+    sums = torch.stack([hist[o:o + len(h)].sum(0) for o, h in
+                        zip([0, 3, 3, 8], HISTORIES)])
+    x_plain = mlp_input(plain, kjt)
+    torch.testing.assert_close(x_plain, torch.cat([cand, sums], 1))
+    x_att = mlp_input(att, kjt)
+    torch.testing.assert_close(x_att[:, :12], cand)
+    assert not torch.allclose(x_att[:, 12:], sums)
+    w = att.pooling.weights_jagged(hist, torch.tensor([3, 0, 5, 1]), cand)
+    torch.testing.assert_close(x_att[3, 12:], w[8] * hist[8])  # one behaviour: w * h, no softmax
+    assert x_att[1, 12:].abs().sum() == 0  # empty history
+
+
+def test_input_checks_name_the_feature():
+    model = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,))
+    two = bags(ITEMS, HISTORIES)
+    two["item"][1] = [17, 18]
+    with pytest.raises(InvalidInputError, match=r"candidate feature 'item' must hold exactly one id per sample"):
+        model(None, kjt_from_lists(two))
+    uneven = bags(ITEMS, HISTORIES)
+    uneven["hist_cat"][0] = [0]
+    with pytest.raises(InvalidInputError, match=r"history feature 'hist_cat' has lengths \[1, 0, 5, 1\] but "
+                                                r"'hist_item' has \[3, 0, 5, 1\]"):
+        model(None, kjt_from_lists(uneven))
+    with pytest.raises(InvalidInputError, match=r"missing feature\(s\) \['user'\]"):
+        DIN([USER], item_pairs())(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
+    with pytest.raises(ValueError, match=r"dense features of shape \(B, 2\); got None"):
+        DIN([], item_pairs(), dense_in=2)(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
+    with pytest.raises(ValueError, match=r"built with dense_in=0 but got dense features of shape \(4, 2\)"):
+        model(torch.randn(4, 2), kjt_from_lists(bags(ITEMS, HISTORIES)))
+
+
+def test_config_errors():
+    item, hist = pair("item", Full(dim=8), N_ITEMS)
+    with pytest.raises(ValueError, match=r"history feature 'hist_item' must have shared_with='item'.*got "
+                                         r"shared_with=None"):
+        DIN([], [(item, FeatureSpec("hist_item", Full(dim=8), cardinality=N_ITEMS, pooling="none"))])
+    with pytest.raises(ValueError, match=r"item feature 'item': pooling='sum' must be 'none'"):
+        DIN([], [(FeatureSpec("item", Full(dim=8), cardinality=N_ITEMS), hist)])
+    with pytest.raises(ValueError, match=r"profile feature 'p': pooling='none' is not allowed"):
+        DIN([FeatureSpec("p", Full(dim=4), cardinality=3, pooling="none")], [(item, hist)])
+    with pytest.raises(ValueError, match=r"at least one \(candidate, history\) pair"):
+        DIN([USER], [])
+    with pytest.raises(ValueError, match=r"activation='tanh' must be one of"):
+        DIN([], [(item, hist)], activation="tanh")
+    with pytest.raises(ValueError, match=r"mba_lambda=-1 must be a number >= 0"):
+        DIN([], [(item, hist)], mba_lambda=-1)
+    with pytest.raises(ValueError, match=r"frequencies has key 'hist_item'.*among \['item'\]"):
+        DIN([], [(item, hist)], frequencies={"hist_item": torch.ones(N_ITEMS)})
+    with pytest.raises(ValueError, match=r"frequencies\['item'\] must be a 1-D tensor of 50 counts"):
+        DIN([], [(item, hist)], frequencies={"item": torch.ones(3)})
+    with pytest.raises(ValueError, match=r"feature name\(s\) \['item'\] appear more than once"):
+        DIN([FeatureSpec("item", Full(dim=4), cardinality=3)], [(item, hist)])
+
+
+def test_mba_regularisation_counts_batch_ids_once_scaled_by_frequency():
+    torch.manual_seed(0)
+    pairs = [pair("item", Full(dim=4), 6), pair("cat", Full(dim=4), 3)]
+    lam = 0.5
+    model = DIN([], pairs, attention_mlp=(8,), mlp=(8,), mba_lambda=lam,
+                frequencies={"item": torch.tensor([1.0, 2, 3, 4, 5, 6])})
+    kjt = kjt_from_lists({"item": [[1], [2], [3]], "hist_item": [[1, 3, 3], [2], []],
+                          "cat": [[0], [1], [0]], "hist_cat": [[0, 1, 1], [1], []]})
+    model(None, kjt)
+    reg = model.regularization()
+    items = model.sequences.ecs["d4"].embeddings["item"].weight
+    cats = model.sequences.ecs["d4"].embeddings["cat"].weight
+    sq = lambda w: (w ** 2).sum().item()  # noqa: E731
+    expected = lam * (sq(items[1]) / 2 + sq(items[2]) / 3 + sq(items[3]) / 4 + sq(cats[0]) + sq(cats[1]))
+    assert reg.item() == pytest.approx(expected, rel=1e-5)
+    reg.backward()
+    present = torch.tensor([False, True, True, True, False, False])
+    assert (items.grad[~present] == 0).all()
+    n = torch.tensor([1.0, 2, 3, 4, 5, 6]).unsqueeze(1)
+    torch.testing.assert_close(items.grad[present], (2 * lam * items / n)[present].detach())
+    torch.testing.assert_close(cats.grad[:2], (2 * lam * cats[:2]).detach())
+    assert (cats.grad[2] == 0).all()
+    assert DIN([], pairs, mba_lambda=0.0).regularization().item() == 0.0
+    with pytest.raises(RuntimeError, match="needs a forward pass first"):
+        DIN([], pairs, mba_lambda=0.1).regularization()
+
+
+def relevance_task(n=2048, seed=0):
+    """Each user browses mostly one category; a click is likely iff the candidate is from it."""
+    rng = random.Random(seed)
+    items, histories, users, labels = [], [], [], []
+    for _ in range(n):
+        fav = rng.randrange(N_CATS)
+        hist = [fav * 10 + rng.randrange(10) if rng.random() < 0.8 else rng.randrange(N_ITEMS)
+                for _ in range(rng.randint(1, 8))]
+        cand = fav * 10 + rng.randrange(10) if rng.random() < 0.5 else rng.randrange(N_ITEMS)
+        p = 0.9 if cand // 10 == fav else 0.1
+        items.append(cand)
+        histories.append(hist)
+        users.append(rng.randrange(10))  # noise feature
+        labels.append(float(rng.random() < p))
+    return items, histories, users, torch.tensor(labels)
+
+
+def batches(task, size, steps):
+    items, histories, users, y = task
+    n = len(items)
+    for step in range(steps):
+        lo = (step * size) % n
+        sl = slice(lo, lo + size)
+        yield kjt_from_lists(bags(items[sl], histories[sl], users[sl])), y[sl]
+
+
+def test_learns_candidate_history_relevance():
+    torch.manual_seed(0)
+    task = relevance_task()
+    model = DIN([USER], item_pairs(), attention_mlp=(16,), mlp=(32, 16), mba_lambda=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    bce = torch.nn.BCEWithLogitsLoss()
+    losses = []
+    for kjt, y in batches(task, 128, 160):
+        loss = bce(model(None, kjt), y) + model.regularization()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-16:]) / 16 < sum(losses[:16]) / 16 - 0.1
+    model.eval()
+    with torch.no_grad():
+        kjt, y = next(batches(task, len(task[0]), 1))
+        auc = roc_auc_score(y.numpy(), model(None, kjt).numpy())
+    assert auc > 0.75
+
+
+def test_sharded_training_with_fused_sequence_tables(single_process_group):
+    torch.manual_seed(0)
+    model = DIN([USER], item_pairs(), attention_mlp=(16,), mlp=(32,), mba_lambda=1e-4,
+                embedding_device=torch.device("meta"))
+    dmp = shard_model(model, EmbeddingOptimizer("rowwise_adagrad", lr=0.1))
+    report = plan_report(dmp)
+    assert {(r["module"], r["table"]) for r in report} == {
+        ("profile.ebc", "user"), ("sequences.ecs.d8", "item"), ("sequences.ecs.d4", "cat")}
+    assert {(r["sharding_type"], r["compute_kernel"]) for r in report} == {("table_wise", "fused")}
+    dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    assert sorted(n for n, _ in dmp.named_parameters() if n not in dense) == sorted(dmp.fused_optimizer.params)
+    assert not any(".embeddings." in n or "embedding_bags" in n for n in dense)
+    opt = torch.optim.Adam(dense.values(), lr=0.01)
+    bce = torch.nn.BCEWithLogitsLoss()
+    losses = []
+    for kjt, y in batches(relevance_task(n=1024), 128, 30):
+        loss = bce(dmp(None, kjt), y) + dmp.module.regularization()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1

@@ -1,0 +1,106 @@
+"""Dense model layers: MLP, Dice, dot / cat interaction, DIN's attention pooling."""
+
+import pytest
+import torch
+
+from recsys_emb.models.layers import MLP, AttentionPooling, CatInteraction, Dice, DotInteraction, SumPooling
+
+
+def test_mlp_shapes_activations_and_errors():
+    assert MLP(8, (16, 4))(torch.randn(5, 8)).shape == (5, 4)
+    m = MLP(8, (16,), activation="prelu", out_dim=1, dropout=0.1)
+    assert m.out_dim == 1 and m(torch.randn(5, 8)).shape == (5, 1)
+    assert MLP(8, (), out_dim=2)(torch.randn(3, 8)).shape == (3, 2)  # a linear model
+    assert isinstance(MLP(8, (4,), activation="dice").net[1], Dice)
+    assert (MLP(8, (4,))(torch.randn(10, 8)) >= 0).all()  # ReLU after the last hidden layer too
+    with pytest.raises(ValueError, match=r"activation='tanh' must be one of \('relu', 'prelu', 'dice'\)"):
+        MLP(8, (4,), activation="tanh")
+    with pytest.raises(ValueError, match=r"hidden=\(4, 0\) must hold ints >= 1"):
+        MLP(8, (4, 0))
+    with pytest.raises(ValueError, match=r"hidden=\(\) must hold at least one"):
+        MLP(8, ())
+    with pytest.raises(ValueError, match=r"dropout=1.5"):
+        MLP(8, (4,), dropout=1.5)
+
+
+def test_dice_formula_train_and_eval():
+    torch.manual_seed(0)
+    dice = Dice(3)
+    assert dice.alpha.tolist() == [0.0, 0.0, 0.0]
+    with torch.no_grad():
+        dice.alpha.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(6, 3) * 2 + 1
+    out = dice(x)
+    bn = torch.nn.BatchNorm1d(3, affine=False, eps=1e-8)
+    p = torch.sigmoid(bn(x))
+    torch.testing.assert_close(out, p * x + (1 - p) * dice.alpha * x)
+    torch.testing.assert_close(dice.running_mean, bn.running_mean)
+    torch.testing.assert_close(dice.running_var, bn.running_var)
+    dice.eval()
+    bn.eval()
+    y = torch.randn(4, 3)
+    p = torch.sigmoid(bn(y))
+    torch.testing.assert_close(dice(y), p * y + (1 - p) * dice.alpha * y)
+
+
+def test_dice_on_sequences_normalises_over_all_but_last_dim():
+    torch.manual_seed(0)
+    dice = Dice(4)
+    with torch.no_grad():
+        dice.alpha.fill_(0.3)
+    flat = Dice(4)
+    flat.load_state_dict(dice.state_dict())
+    x = torch.randn(2, 5, 4)
+    torch.testing.assert_close(dice(x), flat(x.reshape(10, 4)).reshape(2, 5, 4))
+    torch.testing.assert_close(dice.running_var, flat.running_var)
+    dice(torch.randn(1, 4))  # one row in training mode is allowed (BatchNorm1d would refuse)
+    assert dice(torch.randn(0, 4)).shape == (0, 4)
+    with pytest.raises(ValueError, match=r"last dim must be 4"):
+        dice(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_dot_interaction_is_the_upper_triangle_of_the_gram_matrix(n):
+    x = torch.randn(3, n, 4)
+    out = DotInteraction(n)(x)
+    assert out.shape == (3, n * (n - 1) // 2) and DotInteraction.output_dim_for(n) == n * (n - 1) // 2
+    expected = torch.stack([(x[:, i] * x[:, j]).sum(1) for i in range(n) for j in range(i + 1, n)], dim=1)
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="needs >= 2 vectors"):
+        DotInteraction(1)
+
+
+def test_cat_interaction():
+    a, b = torch.randn(2, 3), torch.randn(2, 5)
+    torch.testing.assert_close(CatInteraction()([a, b]), torch.cat([a, b], 1))
+
+
+def test_attention_weights_are_unnormalised_and_padding_is_ignored():
+    torch.manual_seed(0)
+    att = AttentionPooling(4, hidden=(8,), activation="dice")  # training mode: Dice uses batch statistics
+    hist = torch.randn(3, 4, 4)
+    cand = torch.randn(3, 4)
+    lengths = torch.tensor([2, 4, 0])
+    mask = torch.arange(4) < lengths.unsqueeze(1)
+    out = att(hist, cand, mask)
+    # Same result with other values in the padding and with extra padding columns.
+    noisy = torch.where(mask.unsqueeze(2), hist, torch.randn_like(hist) * 100)
+    torch.testing.assert_close(att(noisy, cand, mask), out)
+    wider = torch.cat([hist, torch.randn(3, 3, 4)], dim=1)
+    torch.testing.assert_close(att(wider, cand, torch.cat([mask, torch.zeros(3, 3, dtype=torch.bool)], 1)), out)
+    # Jagged entry point = padded one; the weights are the unit's raw outputs (no softmax).
+    values = hist[mask]
+    torch.testing.assert_close(att.forward_jagged(values, lengths, cand), out)
+    c = cand.repeat_interleave(lengths, dim=0)
+    w = att.unit(torch.cat([values, c, values - c, values * c], 1)).squeeze(1)
+    torch.testing.assert_close(att.weights_jagged(values, lengths, cand), w)
+    expected = torch.zeros(3, 4).index_add(0, torch.tensor([0, 0, 1, 1, 1, 1]), values * w.unsqueeze(1))
+    torch.testing.assert_close(out, expected)
+    assert out[2].abs().sum() == 0  # empty history -> zero interest
+
+
+def test_sum_pooling_masks_padding():
+    hist = torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    out = SumPooling()(hist, torch.zeros(2, 4), mask)
+    torch.testing.assert_close(out, torch.stack([hist[0, :2].sum(0), hist[1, 0]]))

@@ -236,23 +236,38 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> Dict[str, Any]:
-        """Metrics of ``split`` over all ranks' predictions (gathered, not averaged)."""
+        """Metrics of ``split`` over all ranks' predictions (gathered, not averaged).
+
+        No row is dropped: rank ``r`` scores batches ``r, r + W, ...`` of the whole split, and ranks
+        short of a batch run a dummy forward (discarded), since sharded forwards are collective."""
+        from recsys_emb.data.batches import ParquetBatches
+
         self.model.eval()
-        _, loader = self._batches(split, train=False)
+        ds = ParquetBatches(self.data_dir, split, batch_size=self.cfg.data.eval_batch_size,
+                            with_true_prob=bool(self.schema.true_prob))
+        slots = -(-len(ds) // self.world)
         logits, labels, truth = [], [], []
-        for batch in loader:
+        first = None
+        mine = 0
+        for i, batch in enumerate(ds):
+            first = first if first is not None else batch
+            if i % self.world != self.rank:
+                continue
+            mine += 1
             logits.append(_forward(self.model, batch).float().numpy())
             labels.append(batch.labels.numpy())
             if batch.true_prob is not None:
                 truth.append(batch.true_prob.numpy())
+        for _ in range(slots - mine):
+            _forward(self.model, first)
         self.model.train()
-        y = _gather(np.concatenate(labels) if labels else np.zeros(0))
-        z = _gather(np.concatenate(logits) if logits else np.zeros(0))
+        y = _gather(np.concatenate(labels) if labels else np.zeros(0, dtype=np.float32))
+        z = _gather(np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32))
         out: Dict[str, Any] = {"split": split, **ctr_metrics(y, z)}
-        if truth:
+        if self.schema.true_prob:
             from recsys_emb.data.metrics import ceiling
 
-            c = ceiling(y, _gather(np.concatenate(truth)))
+            c = ceiling(y, _gather(np.concatenate(truth) if truth else np.zeros(0, dtype=np.float32)))
             out["ceiling_auc"], out["ceiling_logloss"] = c.auc, c.logloss
         return out
 

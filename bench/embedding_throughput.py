@@ -6,8 +6,10 @@ Same as `recsys-emb bench embeddings`; see `--help`. Writes a table and, with --
 import sys
 
 from recsys_emb.benchmarks.embedding_throughput import main
+from recsys_emb.cli import emit
 from recsys_emb.runtime import reexec_with_malloc_settings
 
 if __name__ == "__main__":
     reexec_with_malloc_settings()
-    sys.exit(main())
+    emit(main())
+    sys.exit(0)

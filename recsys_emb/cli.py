@@ -7,7 +7,12 @@ import logging
 import sys
 from typing import List, Optional, Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "emit"]
+
+
+def emit(text: str) -> None:
+    """Write a command's result to standard output (the one place the library prints)."""
+    print(text)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -29,7 +34,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "embeddings":
         from recsys_emb.benchmarks.embedding_throughput import main as bench_main
 
-        return bench_main(args.rest)
+        print(bench_main(args.rest))
+        return 0
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 

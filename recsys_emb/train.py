@@ -503,7 +503,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("torchrec").setLevel(logging.ERROR)
     summary = train(load_config(a.config, a.overrides), resume=a.resume)
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(json.dumps(summary, indent=1))
+        from recsys_emb.cli import emit
+
+        emit(json.dumps(summary, indent=1))
     return 0
 
 

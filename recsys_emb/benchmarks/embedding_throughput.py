@@ -28,7 +28,7 @@ from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, s
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
 from recsys_emb.specs import FeatureSpec
 
-__all__ = ["criteo_shaped_cardinalities", "variant_specs", "skewed_batch", "run", "main"]
+__all__ = ["criteo_shaped_cardinalities", "variant_specs", "skewed_batch", "run", "format_table", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,19 @@ def run(cap: int = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def format_table(results: Sequence[Dict[str, object]], cap: int, dim: int, batch: int, optimizer: str) -> str:
+    """The results as the text table the command line shows."""
+    lines = [f"embeddings-only train step, 26 Criteo-shaped fields (cap {cap:,}), dim {dim}, batch {batch}, "
+             f"optimizer {optimizer}, torch threads {torch.get_num_threads()}",
+             f"{'variant':<20}{'samples/s':>12}{'ratio':>8}{'params':>14}{'MiB':>10}"]
+    for r in results:
+        lines.append(f"{r['variant']:<20}{r['samples_per_s']:>12,.0f}{r['ratio_to_torchrec']:>8.2f}"
+                     f"{r['params']:>14,}{r['bytes'] / 2**20:>10.1f}")  # type: ignore[operator]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Parse arguments, run, write ``--json``; returns the table (the caller prints it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cap", type=int, default=1_000_000, help="cap on each field's cardinality")
     p.add_argument("--dim", type=int, default=64)
@@ -151,17 +163,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         a.cap, a.batch, a.steps, a.rounds = 10_000, 256, 2, 1
     results = run(cap=a.cap, dim=a.dim, batch=a.batch, steps=a.steps, rounds=a.rounds,
                   optimizer=a.optimizer, variants=a.variants)
-    print(f"embeddings-only train step, 26 Criteo-shaped fields (cap {a.cap:,}), dim {a.dim}, batch {a.batch}, "
-          f"optimizer {a.optimizer}, torch threads {torch.get_num_threads()}")
-    print(f"{'variant':<20}{'samples/s':>12}{'ratio':>8}{'params':>14}{'MiB':>10}")
-    for r in results:
-        print(f"{r['variant']:<20}{r['samples_per_s']:>12,.0f}{r['ratio_to_torchrec']:>8.2f}"
-              f"{r['params']:>14,}{r['bytes'] / 2**20:>10.1f}")
+    table = format_table(results, a.cap, a.dim, a.batch, a.optimizer)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"settings": vars(a), "results": results}, fh, indent=2)
-    return 0
+    return table
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from recsys_emb.cli import emit
+
+    emit(main())

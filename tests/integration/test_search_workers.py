@@ -94,7 +94,9 @@ def test_worker_killed_mid_trial_is_failed_and_retried(tiny_data, tmp_path):
         assert time.monotonic() < deadline, "the first worker never started a trial"
         try:
             study = optuna.load_study(study_name="killed", storage=storage)
-            running = next(iter(study.get_trials(states=(TrialState.RUNNING,))), None)
+            # a trial has started training once its worker attribute is set (after every suggestion)
+            running = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
+                            if "worker" in t.user_attrs), None)
         except KeyError:  # study not created yet
             pass
         time.sleep(0.3)
@@ -107,11 +109,12 @@ def test_worker_killed_mid_trial_is_failed_and_retried(tiny_data, tmp_path):
     finish(worker(config, storage, "killed", 2))
     study = optuna.load_study(study_name="killed", storage=storage)
     trials = study.get_trials()
-    assert trials[running.number].state == TrialState.FAIL
+    failed = trials[running.number]
+    assert failed.state == TrialState.FAIL and failed.params
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == running.number]
     assert len(retries) == 1
     retry = retries[0]
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == running.number
-    assert retry.state == TrialState.COMPLETE and retry.params == running.params
+    assert retry.state == TrialState.COMPLETE and retry.params == failed.params
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
     assert (tmp_path / "runs" / "killed" / "best.yaml").exists()

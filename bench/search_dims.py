@@ -26,6 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _readme import write_section  # noqa: E402
+
 BEGIN, END = "<!-- search:begin -->", "<!-- search:end -->"
 UNIFORM_DIMS = (8, 16, 32, 64)
 SEARCH_DIMS = [4, 8, 12, 16, 24, 32, 48, 64]
@@ -58,17 +61,8 @@ def size_groups(vocab: Dict[str, int]) -> Dict[str, List[str]]:
 
 
 def write_readme_section(readme: Path, body: str, title: str = "## Per-field dimension search") -> None:
-    """Replace the text between the markers (re-reading the file first: other scripts write it too)."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    text = readme.read_text() if readme.exists() else ""
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        pre, rest = text.split(BEGIN, 1)
-        _, post = rest.split(END, 1)
-        text = pre + block + post
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + f"{title}\n\n{block}\n"
-    readme.parent.mkdir(parents=True, exist_ok=True)
-    readme.write_text(text)
+    """Replace the search block of ``readme`` (see ``bench/_readme.py``)."""
+    write_section(readme, "search", body, title)
 
 
 def _fmt_bytes(n: float) -> str:

@@ -82,6 +82,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from recsys_emb.config import load_config
+    from recsys_emb.memory import format_bytes
+    from recsys_emb.train import plan_run
+
+    cfg = load_config(args.config, args.overrides)
+    out = plan_run(cfg, args.world_size, args.device)
+    if args.json:
+        emit(json.dumps({k: v for k, v in out.items() if k != "text"}, indent=1))
+        return 0
+    emit(f"{cfg.name}: TorchRec plan for {args.world_size} rank(s) on {args.device} "
+         f"(sharding types {cfg.train.sharding_types}, bytes = float32 weights + {cfg.optim.embedding} state)")
+    emit(out["text"])
+    emit(f"total: {format_bytes(sum(out['rank_bytes']))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys-emb", description="Memory-efficient embeddings for CTR models.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -107,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, default=1, help="local worker processes (TorchRec model parallel, gloo)")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
     t.set_defaults(func=_cmd_train, reexec=True)
+
+    pl = sub.add_parser("plan", help="the sharding plan and memory per rank of a config, without training")
+    pl.add_argument("--config", required=True, help="configs/NAME.yaml (its data is prepared if missing)")
+    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.sharding_types=[column_wise]")
+    pl.add_argument("--world-size", type=int, default=2, help="ranks to plan for")
+    pl.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="compute device of the ranks")
+    pl.add_argument("--json", action="store_true", help="the report as JSON")
+    pl.set_defaults(func=_cmd_plan, reexec=False)
 
     e = sub.add_parser("evaluate", help="metrics of a saved checkpoint on a split")
     e.add_argument("--checkpoint", required=True, help="checkpoint directory or run directory (its latest)")

@@ -29,14 +29,19 @@ def launch_local(nproc: int, args: Sequence[str], env: Optional[Dict[str, str]] 
     processes forming one process group on loopback, with torchrun's environment variables.
 
     Returns 0 when every worker succeeds; if one fails, the others are terminated and its exit code
-    is returned. Only rank 0's standard output is kept.
+    is returned. Only rank 0's standard output is kept. ``OMP_NUM_THREADS`` defaults to the cores
+    divided by ``nproc`` (as torchrun sets it), unless set in the environment.
     """
     if nproc < 1:
         raise ValueError(f"nproc={nproc} must be >= 1")
     port = free_port()
     procs: List[subprocess.Popen] = []
+    # like torchrun: split the cores between the workers unless the caller chose (oversubscribed
+    # OpenMP threads spin against each other and against gloo)
+    threads = {} if "OMP_NUM_THREADS" in {**os.environ, **(env or {})} else {
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
     for rank in range(nproc):
-        wenv = {**os.environ, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        wenv = {**os.environ, **threads, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                 "RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
                 "LOCAL_WORLD_SIZE": str(nproc)}
         procs.append(subprocess.Popen([sys.executable, *args], env=wenv,

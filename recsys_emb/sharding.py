@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
 
@@ -19,6 +20,8 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from recsys_emb.hashing import hash64, seed_from_name
+
 __all__ = [
     "EMBEDDING_OPTIMIZERS",
     "SHARDING_TYPES_BY_DEVICE",
@@ -27,7 +30,12 @@ __all__ = [
     "apply_fused_optimizer",
     "init_single_process_group",
     "shard_model",
+    "init_tables",
+    "plan_model",
+    "table_shapes",
     "plan_report",
+    "rank_bytes",
+    "format_plan",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,10 +104,12 @@ def _constraints(
     compute_kernel: str,
     per_table: Optional[Mapping[str, Sequence[str]]],
     device_type: str,
+    world_size: int = 1,
 ) -> Dict[str, ParameterConstraints]:
     allowed = SHARDING_TYPES_BY_DEVICE.get(device_type, SHARDING_TYPES_BY_DEVICE["cuda"])
     out: Dict[str, ParameterConstraints] = {}
-    names = [cfg.name for c in collections_of(model) for cfg in _configs(c)]
+    dims = {cfg.name: int(cfg.embedding_dim) for c in collections_of(model) for cfg in _configs(c)}
+    names = list(dims)
     for table, types in (per_table or {}).items():
         if table not in names:
             raise ValueError(f"sharding constraint names table {table!r}, which the model does not have; tables: {names}")
@@ -112,7 +122,12 @@ def _constraints(
                 f"allowed there: {list(allowed)}"
             )
         kernels = ["dense"] if types == ["data_parallel"] else [compute_kernel]
-        out[name] = ParameterConstraints(sharding_types=types, compute_kernels=kernels)
+        min_partition = None
+        if "column_wise" in types and world_size > 1:
+            # TorchRec cuts column shards of at least 128 columns by default, so a table of dim <= 128
+            # would stay whole on one rank; cut it into world_size slices (multiples of 4, FBGEMM's rule).
+            min_partition = max(4, dims[name] // world_size // 4 * 4)
+        out[name] = ParameterConstraints(sharding_types=types, compute_kernels=kernels, min_partition=min_partition)
     return out
 
 
@@ -129,6 +144,7 @@ def shard_model(
     sharding_types: Optional[Sequence[str]] = None,
     per_table_sharding: Optional[Mapping[str, Sequence[str]]] = None,
     compute_kernel: str = "fused",
+    init_seed: Optional[int] = None,
 ) -> DistributedModelParallel:
     """Wrap ``model`` in DistributedModelParallel with fused embedding optimizers.
 
@@ -142,6 +158,9 @@ def shard_model(
         sharding_types: allowed sharding types for every table (default ``["table_wise"]``).
         per_table_sharding: ``{table name: [types]}`` overriding ``sharding_types`` per table.
         compute_kernel: TorchRec compute kernel (``fused`` = FBGEMM with the optimizer in backward).
+        init_seed: for a model built on ``meta``: fill every table with :func:`init_tables` (values that
+            depend on the seed, table and element only, so any world size and sharding type starts
+            from the same weights). ``None`` keeps TorchRec's per-shard random initialisation.
 
     Returns:
         The DistributedModelParallel module; ``plan_report(dmp)`` describes the placement.
@@ -158,7 +177,7 @@ def shard_model(
     world = dist.get_world_size()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     topology = Topology(world_size=world, compute_device=device.type, local_world_size=local_world)
-    constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device.type)
+    constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device.type, world)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     plan: ShardingPlan = planner.collective_plan(model, pg=dist.GroupMember.WORLD)
     # DMP allocates fresh shards; a model built with real weights keeps them (loaded into the shards).
@@ -168,21 +187,212 @@ def shard_model(
     dmp = DistributedModelParallel(model, device=device, plan=plan, init_data_parallel=world > 1)
     if state is not None:
         dmp.load_state_dict(state)
+    elif init_seed is not None:
+        init_tables(dmp, init_seed)
     return dmp
 
 
-def plan_report(dmp: DistributedModelParallel) -> List[Dict[str, Any]]:
-    """One row per table shard: table, sharding type, compute kernel, ranks, rows x cols per shard."""
-    rows: List[Dict[str, Any]] = []
-    for module_path, module_plan in dmp.plan.plan.items():
+_TABLE_KEY = re.compile(r"(?:embedding_bags|embeddings)\.([^.]+)\.weight$")
+
+
+def _uniform_block(key: int, row0: int, rows: int, col0: int, cols: int, total_cols: int, bound: float) -> torch.Tensor:
+    r = torch.arange(row0, row0 + rows, dtype=torch.int64)[:, None]
+    c = torch.arange(col0, col0 + cols, dtype=torch.int64)[None, :]
+    bits = (hash64(r * total_cols + c, key) >> 11) & ((1 << 53) - 1)  # top 53 bits, as a non-negative int
+    return ((bits.double() * 2.0 ** -53) * 2.0 - 1.0).mul_(bound).float()
+
+
+def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24) -> List[str]:
+    """Fill every embedding table of ``module`` (sharded or not) with placement-independent values.
+
+    Element ``(r, c)`` of table ``t`` (``R`` rows) is ``U(-1/sqrt(R), 1/sqrt(R))`` (TorchRec's default
+    range) drawn from ``hash64(r * cols + c, seed_from_name("init", seed, t))``: a function of the
+    seed, the table and the element alone. Each rank fills only its local shards, in row chunks of
+    about ``chunk_elements`` values, so memory stays bounded, and a model trained at world size 1 and at
+    world size N with the same seed starts from the same tables whatever the sharding types.
+
+    Args:
+        module: an EmbeddingLayer / model, or its DistributedModelParallel wrapper.
+        seed: the run's seed.
+    Returns:
+        The table names filled.
+
+    Example:
+        >>> from recsys_emb.layer import EmbeddingLayer
+        >>> from recsys_emb.specs import FeatureSpec, Full
+        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(8), cardinality=100)])
+        >>> init_tables(layer, seed=0)
+        ['a']
+    """
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    done: List[str] = []
+    with torch.no_grad():
+        for key, value in module.state_dict().items():
+            m = _TABLE_KEY.search(key)
+            if m is None:
+                continue
+            table = m.group(1)
+            if isinstance(value, ShardedTensor):
+                size = tuple(value.metadata().size)
+                parts = [(s.metadata.shard_offsets[0], s.metadata.shard_offsets[1], s.tensor) for s in value.local_shards()]
+            elif type(value) in (torch.Tensor, nn.Parameter):
+                size = tuple(value.shape)
+                parts = [(0, 0, value)]
+            else:
+                raise TypeError(f"table {table!r}: cannot initialise a state-dict value of type {type(value).__name__}")
+            if len(size) != 2:
+                continue
+            rows, cols = size
+            hkey = seed_from_name("init", seed, table)
+            for row0, col0, t in parts:
+                step = max(1, chunk_elements // max(1, t.shape[1]))
+                for i in range(0, t.shape[0], step):
+                    n = min(step, t.shape[0] - i)
+                    t[i:i + n].copy_(_uniform_block(hkey, row0 + i, n, col0, t.shape[1], cols, rows ** -0.5))
+            done.append(table)
+    return done
+
+
+def plan_model(
+    model: nn.Module,
+    world_size: int,
+    device_type: str = "cpu",
+    optimizer: Optional[EmbeddingOptimizer] = None,
+    sharding_types: Optional[Sequence[str]] = None,
+    per_table_sharding: Optional[Mapping[str, Sequence[str]]] = None,
+    compute_kernel: str = "fused",
+    local_world_size: Optional[int] = None,
+) -> ShardingPlan:
+    """TorchRec's sharding plan for ``model`` on ``world_size`` ranks, without processes or a group.
+
+    The same planner, topology and constraints as :func:`shard_model`, so ``recsys-emb plan`` shows the
+    placement a run of that size gets. Build the model on ``meta`` to plan tables of any size.
+
+    Example:
+        >>> from recsys_emb.layer import EmbeddingLayer
+        >>> from recsys_emb.specs import FeatureSpec, Full
+        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(8), cardinality=100)], device=torch.device("meta"))
+        >>> plan = plan_model(layer, world_size=2)
+        >>> [r["sharding_type"] for r in plan_report(plan, table_shapes(layer))]
+        ['table_wise']
+    """
+    from torchrec.distributed.sharding_plan import get_default_sharders
+
+    if world_size < 1:
+        raise ValueError(f"world_size={world_size} must be >= 1")
+    optimizer = optimizer or EmbeddingOptimizer()
+    if device_type == "cpu" and optimizer.name not in CPU_FUSED_OPTIMIZERS:
+        raise ValueError(f"embedding optimizer {optimizer.name!r} has no fused FBGEMM kernel on CPU; "
+                         f"use one of {list(CPU_FUSED_OPTIMIZERS)} there (adam is GPU-only)")
+    apply_fused_optimizer(model, optimizer)
+    topology = Topology(world_size=world_size, compute_device=device_type,
+                        local_world_size=local_world_size or world_size)
+    constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device_type, world_size)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    return planner.plan(model, get_default_sharders())  # type: ignore[arg-type]
+
+
+def table_shapes(module: nn.Module) -> Dict[str, Tuple[int, int]]:
+    """``{table name: (rows, dim)}`` of every embedding table of a model (unsharded, meta or DMP)."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    out: Dict[str, Tuple[int, int]] = {}
+    for c in collections_of(module):
+        for cfg in _configs(c):
+            out[cfg.name] = (int(cfg.num_embeddings), int(cfg.embedding_dim))
+    if not out:  # sharded modules no longer hold configs: read the global sizes from the state dict
+        for key, value in module.state_dict().items():
+            m = _TABLE_KEY.search(key)
+            if m is not None:
+                size = value.metadata().size if isinstance(value, ShardedTensor) else value.shape
+                out[m.group(1)] = (int(size[0]), int(size[1]))
+    return out
+
+
+def plan_report(
+    plan: Any,
+    shapes: Optional[Mapping[str, Tuple[int, int]]] = None,
+    optimizer: str = "none",
+) -> List[Dict[str, Any]]:
+    """One row per table: sharding type, kernel, and its shards as ``(rank, rows, cols, bytes)``.
+
+    Args:
+        plan: a DistributedModelParallel (its plan and table sizes are read from it) or a ShardingPlan.
+        shapes: ``{table: (rows, dim)}`` (see :func:`table_shapes`); needed for a bare ShardingPlan.
+        optimizer: embedding optimizer whose state each shard's bytes include (``none``: weights only).
+    Returns:
+        ``[{"module", "table", "sharding_type", "compute_kernel", "ranks", "shards", "bytes"}]`` where
+        ``shards`` lists ``{"rank", "rows", "cols", "bytes"}`` (float32 weights + optimizer state) and a
+        data-parallel table has one full copy per rank.
+    """
+    from recsys_emb.memory import OPTIMIZER_STATE_PER_ROW
+
+    if isinstance(plan, DistributedModelParallel):
+        shapes = shapes or table_shapes(plan)
+        plan = plan.plan
+    if optimizer not in OPTIMIZER_STATE_PER_ROW:
+        raise ValueError(f"optimizer={optimizer!r} is not one of {sorted(OPTIMIZER_STATE_PER_ROW)}")
+    per_row, per_param = OPTIMIZER_STATE_PER_ROW[optimizer]
+
+    def nbytes(rows: int, cols: int) -> int:
+        return 4 * (rows * cols + rows * per_row + rows * cols * per_param)
+
+    rows_out: List[Dict[str, Any]] = []
+    for module_path, module_plan in plan.plan.items():
         for table, ps in module_plan.items():  # type: ignore[union-attr]
-            shards = ps.sharding_spec.shards if ps.sharding_spec is not None else []
-            rows.append({
+            shards = []
+            if ps.sharding_spec is not None:
+                for sh in ps.sharding_spec.shards:
+                    r, c = (int(v) for v in sh.shard_sizes)
+                    shards.append({"rank": int(sh.placement.rank()), "rows": r, "cols": c, "bytes": nbytes(r, c)})
+            else:  # data parallel: replicated
+                if shapes is None or table not in shapes:
+                    raise ValueError(f"table {table!r} is replicated; pass its (rows, dim) in shapes")
+                r, c = shapes[table]
+                shards = [{"rank": int(k), "rows": r, "cols": c, "bytes": nbytes(r, c)} for k in (ps.ranks or [])]
+            rows_out.append({
                 "module": module_path,
                 "table": table,
                 "sharding_type": ps.sharding_type,
                 "compute_kernel": ps.compute_kernel,
-                "ranks": list(ps.ranks or []),
-                "shards": [tuple(s.shard_sizes) for s in shards],
+                "ranks": sorted({s["rank"] for s in shards} | set(ps.ranks or [])),
+                "shards": shards,
+                "bytes": sum(s["bytes"] for s in shards),
             })
-    return rows
+    return rows_out
+
+
+def rank_bytes(report: Sequence[Mapping[str, Any]], world_size: int) -> List[int]:
+    """Table bytes held by each rank, from a :func:`plan_report`."""
+    out = [0] * world_size
+    for row in report:
+        for s in row["shards"]:
+            out[s["rank"]] += s["bytes"]
+    return out
+
+
+def format_plan(report: Sequence[Mapping[str, Any]], world_size: int) -> str:
+    """The plan report as a text table (one line per table), then bytes per rank.
+
+    Example:
+        >>> rep = [{"table": "a", "sharding_type": "table_wise", "compute_kernel": "fused", "bytes": 3200,
+        ...         "shards": [{"rank": 1, "rows": 100, "cols": 8, "bytes": 3200}]}]
+        >>> print(format_plan(rep, 2).splitlines()[2])
+        a      table_wise  fused   rank1:100x8                3.1 KiB
+    """
+    from recsys_emb.memory import format_bytes
+
+    head = ("table", "sharding", "kernel", "shards (rank:rows x cols)", "bytes")
+    lines = [(r["table"], r["sharding_type"], r["compute_kernel"],
+              " ".join(f"rank{s['rank']}:{s['rows']}x{s['cols']}" for s in r["shards"]), format_bytes(r["bytes"]))
+             for r in report]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + f"  {{:>{widths[-1]}}}"
+    out = [fmt.format(*head), "  ".join("-" * w for w in widths)]
+    out += [fmt.format(*line) for line in lines]
+    per_rank = rank_bytes(report, world_size)
+    out.append("")
+    out += [f"rank {k}: {format_bytes(b)} in {sum(1 for r in report for s in r['shards'] if s['rank'] == k)} shards"
+            for k, b in enumerate(per_rank)]
+    return "\n".join(out)

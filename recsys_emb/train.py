@@ -28,9 +28,10 @@ from torch import nn
 from recsys_emb.config import RunConfig, config_from_dict, config_to_dict, load_config
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import feature_specs
+from recsys_emb.specs import MixedDimension, resolve_frequencies
 from recsys_emb.specs import FeatureSpec
 
-__all__ = ["build_features", "build_model", "prepare_data", "train", "evaluate_checkpoint", "load_model",
+__all__ = ["build_features", "build_model", "prepare_data", "train", "plan_run", "evaluate_checkpoint", "load_model",
            "ctr_metrics", "main"]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,16 @@ def build_features(cfg: RunConfig, schema: Any) -> Tuple[List[FeatureSpec], List
             shared[h] = c
             cards[h] = cards[c] = max(cards[c], cards[h])
     specs = feature_specs(cards, cfg.embeddings.preset(), poolings=poolings, shared=shared)
+    if any(isinstance(s.embedding, MixedDimension) for s in specs):
+        # mixed-dimension blocks follow the data's real id frequencies (the counts written by the
+        # preprocessing), not Zipf's-law defaults, when the dataset has them
+        counts_path = Path(cfg.data.path) / "counts.npz"
+        if counts_path.exists():
+            from recsys_emb.data.criteo import load_counts
+
+            counts = load_counts(cfg.data.path)
+            specs = resolve_frequencies(specs, {s.name: counts[s.shared_with or s.name] for s in specs
+                                                if len(counts.get(s.shared_with or s.name, ())) == s.cardinality})
     return specs, pairs
 
 
@@ -208,7 +219,7 @@ class Trainer:
         model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))
         self.specs = [f for layer in _embedding_layers(model) for f in layer.features]
         self.model = shard_model(model, EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr),
-                                 sharding_types=cfg.train.sharding_types)
+                                 sharding_types=cfg.train.sharding_types, init_seed=cfg.seed)
         from torchrec.optim.optimizers import in_backward_optimizer_filter
 
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
@@ -434,6 +445,28 @@ def train(cfg: RunConfig, resume: bool = False,
     elif trainer.rank == 0 and trainer.metrics_path.exists():
         trainer.metrics_path.unlink()
     return trainer.fit()
+
+
+def plan_run(cfg: RunConfig, world_size: int, device_type: str = "cpu") -> Dict[str, Any]:
+    """The sharding plan a run of the config gets on ``world_size`` ranks, without training.
+
+    Prepares the data like :func:`train` (the vocabularies size the tables), builds the model on
+    ``meta`` and asks TorchRec's planner (:func:`recsys_emb.sharding.plan_model`).
+
+    Returns:
+        ``{"world_size", "tables": plan_report rows, "rank_bytes": [bytes per rank], "text": table}``;
+        bytes count float32 weights plus the fused optimizer's state.
+    """
+    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.sharding import EmbeddingOptimizer, format_plan, plan_model, plan_report, rank_bytes, table_shapes
+
+    schema = TableSchema.from_dict(read_metadata(prepare_data(cfg))["schema"])
+    model = build_model(cfg, schema, embedding_device=torch.device("meta"))
+    opt = EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr)
+    plan = plan_model(model, world_size, device_type, opt, sharding_types=cfg.train.sharding_types)
+    report = plan_report(plan, table_shapes(model), optimizer=cfg.optim.embedding)
+    return {"world_size": world_size, "device": device_type, "tables": report,
+            "rank_bytes": rank_bytes(report, world_size), "text": format_plan(report, world_size)}
 
 
 def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], Dict[str, Any]]:

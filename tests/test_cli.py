@@ -46,3 +46,20 @@ def test_bad_arguments_fail_clearly():
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "bench", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice: 'nope'" in proc.stderr
+
+
+def test_plan_prints_placement_and_bytes_per_rank(tmp_path):
+    sets = [f"data.path={tmp_path / 'cl'}", "data.generate={kind: criteo-like, rows: 3000, scale: 0.001, seed: 0}",
+            "embeddings.variant=unified", "train.sharding_types=[column_wise]"]
+    args = ["plan", "--config", "configs/demo.yaml", "--world-size", "2", *sum((["--set", s] for s in sets), [])]
+    out = run_cli(*args)
+    line = next(x for x in out.splitlines() if x.startswith("unified "))
+    assert "column_wise" in line and "rank0:" in line and "rank1:" in line  # the unified table cut across ranks
+    assert any(x.startswith("rank 0: ") for x in out.splitlines()) and "total: " in out
+    rep = json.loads(run_cli(*args, "--json"))
+    assert rep["world_size"] == 2 and len(rep["rank_bytes"]) == 2
+    assert rep["rank_bytes"][0] == rep["rank_bytes"][1] > 0  # equal column slices
+    assert sum(rep["rank_bytes"]) == sum(t["bytes"] for t in rep["tables"])
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args[:-1], "train.sharding_types=[row_wise]"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "not available on device 'cpu'" in proc.stderr

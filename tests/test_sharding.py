@@ -69,3 +69,43 @@ def test_optimizer_config_errors():
         EmbeddingOptimizer("lamb")
     with pytest.raises(ValueError, match="lr=0"):
         EmbeddingOptimizer("sgd", lr=0)
+
+
+def test_init_tables_is_placement_independent(single_process_group):
+    from recsys_emb.sharding import init_tables
+
+    specs = [FeatureSpec("x", Full(dim=8), cardinality=300), FeatureSpec("y", Full(dim=4), cardinality=9)]
+    a, b = EmbeddingLayer(specs), EmbeddingLayer(specs)
+    assert init_tables(a, seed=5) == ["x", "y"]
+    init_tables(b, seed=5, chunk_elements=24)  # filled in row chunks of 3: same values
+    for k, v in a.state_dict().items():
+        if "embedding_bags" in k:
+            torch.testing.assert_close(v, b.state_dict()[k], rtol=0, atol=0)
+    w = a.state_dict()["ebc.embedding_bags.x.weight"]
+    assert w.abs().max() <= 300 ** -0.5 and w.std() > 0.5 * 300 ** -0.5 / 3 ** 0.5  # U(-1/sqrt(R), 1/sqrt(R))
+    c = EmbeddingLayer(specs)
+    init_tables(c, seed=6)
+    assert not torch.equal(c.state_dict()["ebc.embedding_bags.x.weight"], w)
+    dmp = shard_model(EmbeddingLayer(specs, device=torch.device("meta")), EmbeddingOptimizer("sgd", lr=0.1),
+                      init_seed=5)
+    torch.testing.assert_close(dense(dmp.state_dict()["ebc.embedding_bags.x.weight"]), w, rtol=0, atol=0)
+
+
+def test_plan_model_reports_shards_and_bytes_per_rank():
+    from recsys_emb.sharding import format_plan, plan_model, rank_bytes, table_shapes
+
+    specs = [FeatureSpec("big", Full(dim=16), cardinality=1000), FeatureSpec("small", Full(dim=8), cardinality=10)]
+    layer = EmbeddingLayer(specs, device=torch.device("meta"))
+    plan = plan_model(layer, world_size=2, optimizer=EmbeddingOptimizer("rowwise_adagrad"),
+                      per_table_sharding={"big": ["column_wise"]})
+    report = plan_report(plan, table_shapes(layer), optimizer="rowwise_adagrad")
+    by = {r["table"]: r for r in report}
+    assert by["big"]["sharding_type"] == "column_wise" and by["small"]["sharding_type"] == "table_wise"
+    assert sorted(s["rank"] for s in by["big"]["shards"]) == [0, 1]
+    assert [(s["rows"], s["cols"]) for s in by["big"]["shards"]] == [(1000, 8), (1000, 8)]
+    assert by["big"]["bytes"] == 2 * 4 * (1000 * 8 + 1000)  # weights + one adagrad float per row per shard
+    assert sum(rank_bytes(report, 2)) == by["big"]["bytes"] + 4 * (10 * 8 + 10)
+    text = format_plan(report, 2)
+    assert "rank0:1000x8 rank1:1000x8" in text and "rank 1:" in text
+    with pytest.raises(ValueError, match=r"table 'big': sharding type\(s\) \['row_wise'\] are not available"):
+        plan_model(EmbeddingLayer(specs, device=torch.device("meta")), 2, per_table_sharding={"big": ["row_wise"]})

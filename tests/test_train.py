@@ -106,3 +106,25 @@ def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
     m = evaluate_checkpoint(tmp_path, split="test")
     assert abs(m["auc"] - s["test"]["auc"]) < 1e-6
     assert abs(m["logloss"] - s["test"]["logloss"]) < 1e-6
+
+
+def test_mixed_dimension_blocks_follow_the_data_counts(data, tmp_path):
+    from recsys_emb.data.criteo import load_counts
+    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.specs import MixedDimension
+    from recsys_emb.train import build_features
+
+    cfg = dlrm_cfg(data, tmp_path, "mixed")
+    cfg.embeddings.dim = 32  # room for the dims to differ (they are clamped to [4, base_dim])
+    schema = TableSchema.from_dict(read_metadata(data / "cl")["schema"])
+    specs, _ = build_features(cfg, schema)
+    counts = load_counts(data / "cl")
+    mixed = [s for s in specs if isinstance(s.embedding, MixedDimension)]
+    assert mixed
+    for s in mixed:
+        expected = MixedDimension(32, alpha=cfg.embeddings.alpha, num_blocks=cfg.embeddings.num_blocks).resolve(
+            s.cardinality, counts[s.name])
+        assert s.embedding == expected, s.name
+    # the generated fields are not all Zipf(1): somewhere the real counts give other dims than the default
+    md = MixedDimension(32, alpha=cfg.embeddings.alpha, num_blocks=cfg.embeddings.num_blocks)
+    assert any(s.embedding.block_dims != md.resolve(s.cardinality).block_dims for s in mixed)

@@ -76,8 +76,10 @@ def main():
                                           sorted((n, p) for n, p in ref.named_parameters() if "variants" in n)):
                 dense_err = max(dense_err, (p.grad - q.grad / world).abs().max().item())
             after = (dmp(kjt_from_lists(local)).values() - ref(kjt_from_lists(local)).values()).abs().max().item()
-            types = sorted({r["sharding_type"] for r in plan_report(dmp)})
-            results.append({"variant": name, "sharding": sharding, "types": types, "forward": fwd,
+            report = plan_report(dmp)
+            types = sorted({r["sharding_type"] for r in report})
+            spans = max(len({s["rank"] for s in r["shards"]}) for r in report)  # ranks holding one table
+            results.append({"variant": name, "sharding": sharding, "types": types, "spans": spans, "forward": fwd,
                             "after_step": after, "dense_grad": dense_err})
     with open(f"{out_path}.rank{rank}", "w") as fh:
         for r in results:

@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from recsys_emb.benchmarks import write_section
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _readme import write_section  # noqa: E402
 
 DEFAULT = dict(config="configs/dlrm_criteo_like_full.yaml", steps=120, global_batch=4096, nprocs="1,2")
 QUICK_SETS = ["data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}", "model.bottom_mlp=[16, 8]",

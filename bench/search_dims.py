@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from recsys_emb.benchmarks import write_section
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _readme import write_section  # noqa: E402
 
 BEGIN, END = "<!-- search:begin -->", "<!-- search:end -->"
 UNIFORM_DIMS = (8, 16, 32, 64)

@@ -33,10 +33,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "embeddings":
         from recsys_emb.benchmarks.embedding_throughput import main as bench_main
-
-        print(bench_main(args.rest))
-        return 0
-    raise SystemExit(f"unknown benchmark {args.what!r}")
+    elif args.what == "train":
+        from recsys_emb.benchmarks.train_throughput import main as bench_main
+    else:
+        raise SystemExit(f"unknown benchmark {args.what!r}")
+    emit(bench_main(args.rest))
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -114,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo, reexec=True)
 
     b = sub.add_parser("bench", help="benchmarks (see bench/)")
-    b.add_argument("what", choices=["embeddings"], help="embeddings: train-step throughput vs TorchRec")
+    b.add_argument("what", choices=["embeddings", "train"],
+                   help="embeddings: embeddings-only train step vs TorchRec; train: end-to-end DLRM training "
+                        "(data + model + update) vs TorchRec's DLRM")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help after it)")
     b.set_defaults(func=_cmd_bench, reexec=True)
 

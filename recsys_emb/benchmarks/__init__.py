@@ -1,0 +1,33 @@
+"""Throughput benchmarks (run them with ``recsys-emb bench ...`` or the scripts in ``bench/``)."""
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+__all__ = ["run_as_script", "write_section"]
+
+
+def write_section(readme: Path, marker: str, body: str, title: str) -> None:
+    """Write a benchmark's result block into ``readme`` between ``<!-- marker:begin -->`` and
+    ``<!-- marker:end -->``, replacing the old block (the file is re-read first: several scripts
+    write into one README); append ``title`` and a new block at the end when the markers are absent.
+    """
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    text = readme.read_text() if readme.exists() else ""
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + block + post
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + f"{title}\n\n{block}\n"
+    readme.parent.mkdir(parents=True, exist_ok=True)
+    readme.write_text(text)
+
+
+def run_as_script(main: Callable[[Optional[Sequence[str]]], str]) -> None:
+    """What a ``bench/*.py`` wrapper does: restart with the allocator settings, run, print the table."""
+    from recsys_emb.cli import emit
+    from recsys_emb.runtime import reexec_with_malloc_settings
+
+    reexec_with_malloc_settings()
+    emit(main(None))

@@ -76,16 +76,19 @@ class EmbeddingsConfig:
     chunks: int = 1
     dims: Dict[str, int] = field(default_factory=dict)
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    init_scale: Optional[float] = None
+    """Tables start as ``U(-init_scale, init_scale)``; ``None``: TorchRec's ``1/sqrt(rows)`` per table."""
 
     def validate(self) -> None:
         _choice("embeddings.variant", self.variant, VARIANTS)
+        _positive("embeddings.init_scale", self.init_scale)
         try:
             self.preset()
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
     def preset(self) -> VariantPreset:
-        return VariantPreset(**dataclasses.asdict(self))
+        return VariantPreset(**{k: v for k, v in dataclasses.asdict(self).items() if k != "init_scale"})
 
 
 @dataclass

@@ -145,6 +145,7 @@ def shard_model(
     per_table_sharding: Optional[Mapping[str, Sequence[str]]] = None,
     compute_kernel: str = "fused",
     init_seed: Optional[int] = None,
+    init_scale: Optional[float] = None,
 ) -> DistributedModelParallel:
     """Wrap ``model`` in DistributedModelParallel with fused embedding optimizers.
 
@@ -161,6 +162,7 @@ def shard_model(
         init_seed: for a model built on ``meta``: fill every table with :func:`init_tables` (values that
             depend on the seed, table and element only, so any world size and sharding type starts
             from the same weights). ``None`` keeps TorchRec's per-shard random initialisation.
+        init_scale: with ``init_seed``: the uniform bound of every table (default ``1/sqrt(rows)``).
 
     Returns:
         The DistributedModelParallel module; ``plan_report(dmp)`` describes the placement.
@@ -188,7 +190,7 @@ def shard_model(
     if state is not None:
         dmp.load_state_dict(state)
     elif init_seed is not None:
-        init_tables(dmp, init_seed)
+        init_tables(dmp, init_seed, scale=init_scale)
     return dmp
 
 
@@ -202,7 +204,8 @@ def _uniform_block(key: int, row0: int, rows: int, col0: int, cols: int, total_c
     return ((bits.double() * 2.0 ** -53) * 2.0 - 1.0).mul_(bound).float()
 
 
-def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24) -> List[str]:
+def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24,
+                scale: Optional[float] = None) -> List[str]:
     """Fill every embedding table of ``module`` (sharded or not) with placement-independent values.
 
     Element ``(r, c)`` of table ``t`` (``R`` rows) is ``U(-1/sqrt(R), 1/sqrt(R))`` (TorchRec's default
@@ -214,6 +217,8 @@ def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24) -> 
     Args:
         module: an EmbeddingLayer / model, or its DistributedModelParallel wrapper.
         seed: the run's seed.
+        scale: the uniform bound for every table instead of ``1/sqrt(R)``. One bound for all makes a
+            large shared table (unified) start like the small per-field tables it replaces.
     Returns:
         The table names filled.
 
@@ -249,7 +254,8 @@ def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24) -> 
                 step = max(1, chunk_elements // max(1, t.shape[1]))
                 for i in range(0, t.shape[0], step):
                     n = min(step, t.shape[0] - i)
-                    t[i:i + n].copy_(_uniform_block(hkey, row0 + i, n, col0, t.shape[1], cols, rows ** -0.5))
+                    t[i:i + n].copy_(_uniform_block(hkey, row0 + i, n, col0, t.shape[1], cols,
+                                                    rows ** -0.5 if scale is None else scale))
             done.append(table)
     return done
 

@@ -219,7 +219,8 @@ class Trainer:
         model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))
         self.specs = [f for layer in _embedding_layers(model) for f in layer.features]
         self.model = shard_model(model, EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr),
-                                 sharding_types=cfg.train.sharding_types, init_seed=cfg.seed)
+                                 sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
+                                 init_scale=cfg.embeddings.init_scale)
         from torchrec.optim.optimizers import in_backward_optimizer_filter
 
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
@@ -539,6 +540,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from recsys_emb.cli import emit
 
         emit(json.dumps(summary, indent=1))
+    if dist.is_initialized():  # every rank done before gloo is torn down
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 

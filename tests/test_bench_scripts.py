@@ -50,6 +50,11 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     ml = {r["variant"]: r for r in res["movielens"]["rows"]}
     assert abs(ml["unified"]["params"] / ml["hashed"]["params"] - 1) < 0.01  # unified at the hashing trick's size
     assert "Command: `.venv/bin/python bench/quality.py --quick" in section
+    init = block(text, "quality-init")
+    init_rows = [line.split("|")[1].strip() for line in init.splitlines() if line.startswith("| ") and "(" in line
+                 and "variant" not in line]
+    assert init_rows == ["full (1)", "hashed (1/4)", "unified (1/4)"]
+    assert "1/sqrt(rows) (TorchRec)" in init and "U(±0.1)" in init
 
 
 def test_din_quick_compares_attention_with_sum_pooling(tmp_path):

@@ -24,6 +24,7 @@ def test_overrides_apply_and_validate():
     ({"train": {"epochz": 2}}, r"unknown key\(s\) \['train.epochz'\]; allowed in train: \[.*'epochs'"),
     ({"embeddings": {"variant": "bloom"}}, r"embeddings.variant='bloom' is not allowed; choose one of \['full'"),
     ({"embeddings": {"dim": 6}}, r"embeddings.dim=6 must be a positive multiple of 4"),
+    ({"embeddings": {"init_scale": -0.1}}, r"embeddings.init_scale=-0.1 must be > 0"),
     ({"train": {"epochs": "two"}}, r"train.epochs='two' has the wrong type; expected int"),
     ({"train": {"epochs": 0}}, r"train.epochs=0 must be > 0"),
     ({"model": {"kind": "din"}}, r"model.item_pairs is required for kind 'din'"),

@@ -83,6 +83,9 @@ def test_init_tables_is_placement_independent(single_process_group):
             torch.testing.assert_close(v, b.state_dict()[k], rtol=0, atol=0)
     w = a.state_dict()["ebc.embedding_bags.x.weight"]
     assert w.abs().max() <= 300 ** -0.5 and w.std() > 0.5 * 300 ** -0.5 / 3 ** 0.5  # U(-1/sqrt(R), 1/sqrt(R))
+    scaled = EmbeddingLayer(specs)
+    init_tables(scaled, seed=5, scale=0.25)  # one bound for every table: same draws, rescaled
+    torch.testing.assert_close(scaled.state_dict()["ebc.embedding_bags.x.weight"], w * (0.25 * 300 ** 0.5))
     c = EmbeddingLayer(specs)
     init_tables(c, seed=6)
     assert not torch.equal(c.state_dict()["ebc.embedding_bags.x.weight"], w)

@@ -84,6 +84,7 @@ def main():
     with open(f"{out_path}.rank{rank}", "w") as fh:
         for r in results:
             fh.write(json.dumps(r) + "\n")
+    dist.barrier()  # both ranks done before either tears gloo down (else one can abort at exit)
     dist.destroy_process_group()
 
 

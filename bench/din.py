@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from recsys_emb.benchmarks import write_section
+from recsys_emb.benchmarks import command_line, publish, quiet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,20 +97,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bad:
         p.error(f"--datasets: unknown {bad}; choose from {list(DATASETS)}")
     args.out_dir = args.out_dir or str(REPO / "bench" / "out" / ("din_quick" if args.quick else "din"))
-    import logging
-    import warnings
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("torchrec").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet()
     res = run(args)
-    argv_list = list(sys.argv[1:] if argv is None else argv)
-    text = table(res, " ".join([".venv/bin/python bench/din.py", *map(shlex.quote, argv_list)]))
+    text = table(res, command_line("bench/din.py", argv))
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.out_dir) / "results.json").write_text(json.dumps(res, indent=1))
-    print(text)
-    if not args.no_readme:
-        write_section(Path(args.readme), "din", text, "## Attention against sum pooling")
+    publish(text, None if args.no_readme else Path(args.readme), "din", "## Attention against sum pooling")
     return 0
 
 

@@ -15,14 +15,13 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from recsys_emb.benchmarks import write_section
+from recsys_emb.benchmarks import command_line, publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,11 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.steps = args.steps or (10 if args.quick else DEFAULT["steps"])
     args.global_batch = args.global_batch or (256 if args.quick else DEFAULT["global_batch"])
     res = run(args)
-    argv_list = list(sys.argv[1:] if argv is None else argv)
-    text = table(res, " ".join([".venv/bin/python bench/nproc_throughput.py", *map(shlex.quote, argv_list)]))
-    print(text)
-    if not args.no_readme:
-        write_section(Path(args.readme), "nproc", text, "## Throughput: 1 vs N processes")
+    text = table(res, command_line("bench/nproc_throughput.py", argv))
+    publish(text, None if args.no_readme else Path(args.readme), "nproc", "## Throughput: 1 vs N processes")
     return 0
 
 

@@ -25,20 +25,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
-import math
 import platform
-import shlex
 import sys
 import time
-import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-from recsys_emb.benchmarks import write_section
+from recsys_emb.benchmarks import command_line, quiet, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -435,15 +431,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.out_dir = args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if args.quick else "quality"))
     if args.quick:
         args.movielens_set = ["data.batch_size=256", *args.movielens_set]
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("torchrec").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet()
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    argv_list = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join([".venv/bin/python bench/quality.py", *map(shlex.quote, argv_list)])
+    command = command_line("bench/quality.py", argv)
     readme = Path(args.readme)
     if args.section in ("init", "all"):
         init_res = run_init_sweep(args, log)

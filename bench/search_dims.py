@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import platform
-import shlex
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from recsys_emb.benchmarks import write_section
+from recsys_emb.benchmarks import command_line, quiet, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,12 +194,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.out_dir = args.out_dir or str(REPO / "bench" / "out" / ("search_dims_quick" if args.quick else "search_dims"))
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("torchrec").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet()
     res = run(args)
-    argv_list = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join([".venv/bin/python bench/search_dims.py", *map(shlex.quote, argv_list)])
+    command = command_line("bench/search_dims.py", argv)
     text = table(res, command)
     (Path(args.out_dir) / "results.json").write_text(json.dumps(res, indent=1, default=str))
     print(text)

@@ -3,7 +3,34 @@
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-__all__ = ["run_as_script", "write_section"]
+__all__ = ["run_as_script", "write_section", "quiet", "command_line", "publish"]
+
+
+def quiet() -> None:
+    """Benchmark scripts: warnings and TorchRec's planner chatter off, library warnings on stderr."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torchrec").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
+    """The command that reproduces a run, as written under its table."""
+    import shlex
+    import sys
+
+    return " ".join([f".venv/bin/python {script}", *map(shlex.quote, list(sys.argv[1:] if argv is None else argv))])
+
+
+def publish(text: str, readme: Optional[Path], marker: str, title: str) -> None:
+    """Print a result table and, unless ``readme`` is None, write it into that README's block."""
+    from recsys_emb.cli import emit
+
+    emit(text)
+    if readme is not None:
+        write_section(readme, marker, text, title)
 
 
 def write_section(readme: Path, marker: str, body: str, title: str) -> None:

@@ -4,37 +4,17 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from recsys_emb.config import ConfigError, load_config
 from recsys_emb.search import (SpaceConfig, _group_embeddings, load_search_config, search, search_config_from_dict,
                                trial_run_config)
+from search_helpers import CONFIGS, make_tiny_data, write_configs
 
-CONFIGS = Path(__file__).parent / "configs"
-
-
-def write_configs(dst: Path, data_path: Path, **search_over) -> Path:
-    """The tiny train + search configs in ``dst``, reading the (shared) generated data at ``data_path``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
-    train["data"]["path"] = str(data_path)
-    (dst / "train.yaml").write_text(yaml.safe_dump(train))
-    cfg = yaml.safe_load((CONFIGS / "search_tiny.yaml").read_text())
-    cfg.update(base_config="train.yaml", out_root=str(dst / "runs"), **search_over)
-    (dst / "search.yaml").write_text(yaml.safe_dump(cfg))
-    return dst / "search.yaml"
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from recsys_emb.config import config_from_dict
-    from recsys_emb.train import prepare_data
-
-    path = tmp_path_factory.mktemp("search-data") / "criteo-like-tiny"
-    train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
-    train["data"]["path"] = str(path)
-    prepare_data(config_from_dict(train))
-    return path
+    return make_tiny_data(tmp_path_factory.mktemp("search-data"))
 
 
 # ----------------------------------------------------------------------------------------------- config

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from test_search_workers import REPO, check_two_workers_share, tiny_data, write_configs  # noqa: F401 (fixture)
+from search_helpers import write_configs
+from test_search_workers import REPO, check_two_workers_share, tiny_data  # noqa: F401 (fixture)
 
 SCRIPT = REPO / ".ci" / "postgres.sh"
 

@@ -10,36 +10,17 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from recsys_emb.search import normalize_storage_url
+from search_helpers import make_tiny_data, write_configs
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "tests" / "configs"
-
-
-def write_configs(dst: Path, data_path: Path, **search_over) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
-    train["data"]["path"] = str(data_path)
-    (dst / "train.yaml").write_text(yaml.safe_dump(train))
-    cfg = yaml.safe_load((CONFIGS / "search_tiny.yaml").read_text())
-    cfg.update(base_config="train.yaml", out_root=str(dst / "runs"), **search_over)
-    (dst / "search.yaml").write_text(yaml.safe_dump(cfg))
-    return dst / "search.yaml"
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from recsys_emb.config import config_from_dict
-    from recsys_emb.train import prepare_data
-
-    path = tmp_path_factory.mktemp("search-data") / "criteo-like-tiny"
-    train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
-    train["data"]["path"] = str(path)
-    prepare_data(config_from_dict(train))
-    return path
+    return make_tiny_data(tmp_path_factory.mktemp("search-data"))
 
 
 def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str) -> subprocess.Popen:

@@ -1,0 +1,32 @@
+"""Shared by the search tests (tests/test_search.py, tests/integration/test_search_*.py): the tiny
+train + search configs and their generated data."""
+
+from pathlib import Path
+
+import yaml
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def write_configs(dst: Path, data_path: Path, **search_over) -> Path:
+    """The tiny train + search configs in ``dst``, reading the (shared) generated data at ``data_path``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
+    train["data"]["path"] = str(data_path)
+    (dst / "train.yaml").write_text(yaml.safe_dump(train))
+    cfg = yaml.safe_load((CONFIGS / "search_tiny.yaml").read_text())
+    cfg.update(base_config="train.yaml", out_root=str(dst / "runs"), **search_over)
+    (dst / "search.yaml").write_text(yaml.safe_dump(cfg))
+    return dst / "search.yaml"
+
+
+def make_tiny_data(parent: Path) -> Path:
+    """Generate the tiny search dataset under ``parent``; returns its directory."""
+    from recsys_emb.config import config_from_dict
+    from recsys_emb.train import prepare_data
+
+    path = parent / "criteo-like-tiny"
+    train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
+    train["data"]["path"] = str(path)
+    prepare_data(config_from_dict(train))
+    return path

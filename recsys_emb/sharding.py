@@ -137,6 +137,27 @@ def _configs(collection: nn.Module) -> list:
     return collection.embedding_configs()
 
 
+def _planner(
+    model: nn.Module,
+    optimizer: Optional[EmbeddingOptimizer],
+    device_type: str,
+    world_size: int,
+    local_world_size: int,
+    sharding_types: Optional[Sequence[str]],
+    per_table_sharding: Optional[Mapping[str, Sequence[str]]],
+    compute_kernel: str,
+) -> EmbeddingShardingPlanner:
+    """The planner :func:`shard_model` and :func:`plan_model` share (fused optimizer applied to ``model``)."""
+    optimizer = optimizer or EmbeddingOptimizer()
+    if device_type == "cpu" and optimizer.name not in CPU_FUSED_OPTIMIZERS:
+        raise ValueError(f"embedding optimizer {optimizer.name!r} has no fused FBGEMM kernel on CPU; "
+                         f"use one of {list(CPU_FUSED_OPTIMIZERS)} there (adam is GPU-only)")
+    apply_fused_optimizer(model, optimizer)
+    topology = Topology(world_size=world_size, compute_device=device_type, local_world_size=local_world_size)
+    constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device_type, world_size)
+    return EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+
+
 def shard_model(
     model: nn.Module,
     optimizer: Optional[EmbeddingOptimizer] = None,
@@ -171,16 +192,9 @@ def shard_model(
         raise RuntimeError("shard_model needs torch.distributed initialised (torchrun, or init_single_process_group())")
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    optimizer = optimizer or EmbeddingOptimizer()
-    if device.type == "cpu" and optimizer.name not in CPU_FUSED_OPTIMIZERS:
-        raise ValueError(f"embedding optimizer {optimizer.name!r} has no fused FBGEMM kernel on CPU; "
-                         f"use one of {list(CPU_FUSED_OPTIMIZERS)} there (adam is GPU-only)")
-    apply_fused_optimizer(model, optimizer)
     world = dist.get_world_size()
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    topology = Topology(world_size=world, compute_device=device.type, local_world_size=local_world)
-    constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device.type, world)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    planner = _planner(model, optimizer, device.type, world, int(os.environ.get("LOCAL_WORLD_SIZE", world)),
+                       sharding_types, per_table_sharding, compute_kernel)
     plan: ShardingPlan = planner.collective_plan(model, pg=dist.GroupMember.WORLD)
     # DMP allocates fresh shards; a model built with real weights keeps them (loaded into the shards).
     materialized = not any(p.is_meta for p in model.parameters())
@@ -287,15 +301,8 @@ def plan_model(
 
     if world_size < 1:
         raise ValueError(f"world_size={world_size} must be >= 1")
-    optimizer = optimizer or EmbeddingOptimizer()
-    if device_type == "cpu" and optimizer.name not in CPU_FUSED_OPTIMIZERS:
-        raise ValueError(f"embedding optimizer {optimizer.name!r} has no fused FBGEMM kernel on CPU; "
-                         f"use one of {list(CPU_FUSED_OPTIMIZERS)} there (adam is GPU-only)")
-    apply_fused_optimizer(model, optimizer)
-    topology = Topology(world_size=world_size, compute_device=device_type,
-                        local_world_size=local_world_size or world_size)
-    constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device_type, world_size)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    planner = _planner(model, optimizer, device_type, world_size, local_world_size or world_size,
+                       sharding_types, per_table_sharding, compute_kernel)
     return planner.plan(model, get_default_sharders())  # type: ignore[arg-type]
 
 

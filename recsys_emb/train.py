@@ -28,8 +28,7 @@ from torch import nn
 from recsys_emb.config import RunConfig, config_from_dict, config_to_dict, load_config
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import feature_specs
-from recsys_emb.specs import MixedDimension, resolve_frequencies
-from recsys_emb.specs import FeatureSpec
+from recsys_emb.specs import FeatureSpec, MixedDimension, resolve_frequencies
 
 __all__ = ["build_features", "build_model", "prepare_data", "train", "plan_run", "evaluate_checkpoint", "load_model",
            "ctr_metrics", "main"]

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # force: importing fbgemm_gpu logs through the root logger, which installs a WARNING handler first
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     if args.verbose == 0:
         # TorchRec's planner warns about topology and storage estimates on every plan; they do not
         # apply to these single-host runs.

@@ -11,9 +11,34 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["free_port", "launch_local"]
+__all__ = ["exit_worker", "free_port", "launch_local"]
 
 logger = logging.getLogger(__name__)
+
+
+def exit_worker(code: int = 0) -> None:
+    """End a worker process of a finished process group: flush the logs and standard streams, then
+    leave with ``os._exit(code)`` without running the interpreter's finalisers.
+
+    Call it last, after ``destroy_process_group`` and once every output is written and closed. Gloo's
+    C++ worker threads can outlive ``destroy_process_group`` while Python objects (a sharded model,
+    pending all-to-all work) still hold the group; torn down during interpreter finalisation they
+    sometimes abort the process with ``terminate called without an active exception`` (SIGABRT, exit
+    code -6) after all its work succeeded. Skipping finalisation keeps that from turning a finished
+    run into a failed one.
+
+    Example::
+
+        if __name__ == "__main__":
+            exit_worker(main())
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing left to save
+            pass
+    os._exit(code)
 
 
 def free_port() -> int:

@@ -78,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_search_command(sub)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
     if args.verbose == 0:
         logging.getLogger("torchrec").setLevel(logging.ERROR)
         import warnings

@@ -532,7 +532,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("torchrec").setLevel(logging.ERROR)
     summary = train(load_config(a.config, a.overrides), resume=a.resume)
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -546,4 +546,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun / --nproc worker
+        from recsys_emb.launch import exit_worker
+
+        exit_worker(main())
     raise SystemExit(main())

@@ -63,3 +63,14 @@ def test_plan_prints_placement_and_bytes_per_rank(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args[:-1], "train.sharding_types=[row_wise]"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0 and "not available on device 'cpu'" in proc.stderr
+
+
+def test_verbose_shows_info_logs(tmp_path):
+    # importing fbgemm_gpu logs through the root logger, installing a WARNING handler before the CLI
+    # configures logging; -v must still show the library's INFO lines
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", "import torchrec; from recsys_emb.cli import main; raise SystemExit(main())",
+                           "-v", "generate", "criteo-like", "--rows", "500", "--scale", "0.0005", "--out",
+                           str(tmp_path / "d")], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "INFO recsys_emb.data.synthetic: generated 500 Criteo-like rows" in proc.stderr

@@ -19,6 +19,7 @@ import torch.distributed as dist
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
+from recsys_emb.launch import exit_worker  # noqa: E402
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists  # noqa: E402
 from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model  # noqa: E402
 from recsys_emb.specs import (FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified,  # noqa: E402
@@ -90,3 +91,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    exit_worker(0)  # skip finalisers: gloo threads torn down there can abort a finished worker

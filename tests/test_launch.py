@@ -1,0 +1,55 @@
+"""recsys_emb.launch: local multi-process launch and worker exit (real processes on loopback)."""
+
+import subprocess
+import sys
+import textwrap
+
+from recsys_emb.launch import launch_local
+
+
+def _script(tmp_path, body: str) -> str:
+    path = tmp_path / "worker.py"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_exit_worker_flushes_output_and_keeps_the_exit_code(tmp_path):
+    script = _script(tmp_path, """
+        import logging, sys
+        from recsys_emb.launch import exit_worker
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s", force=True)
+        sys.stdout.write("result line without newline")  # buffered: lost by a bare os._exit
+        logging.getLogger("w").info("log line")
+        exit_worker(3)
+    """)
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout == "result line without newline"
+    assert "log line" in done.stderr
+
+
+def test_launch_local_gives_every_rank_torchrun_variables(tmp_path):
+    out = tmp_path / "ranks"
+    script = _script(tmp_path, f"""
+        import os
+        with open({str(out)!r} + os.environ["RANK"], "w") as fh:
+            fh.write(" ".join(os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")))
+    """)
+    assert launch_local(2, [script], timeout_s=60) == 0
+    assert (tmp_path / "ranks0").read_text() == "0 2 0 127.0.0.1"
+    assert (tmp_path / "ranks1").read_text() == "1 2 1 127.0.0.1"
+
+
+def test_launch_local_returns_the_failed_workers_code_and_stops_the_rest(tmp_path):
+    script = _script(tmp_path, """
+        import os, sys, time
+        if os.environ["RANK"] == "1":
+            sys.exit(7)
+        time.sleep(120)  # rank 0 would outlive the test unless launch_local stops it
+    """)
+    assert launch_local(2, [script], timeout_s=60) == 7
+
+
+def test_launch_local_times_out(tmp_path):
+    script = _script(tmp_path, "import time\ntime.sleep(120)\n")
+    assert launch_local(1, [script], timeout_s=1) == 124

@@ -415,6 +415,7 @@ class _Objective:
         self.groups = _field_groups(config.space, fields)
         self._build_features = build_features
         self.over_budget_seen = 0
+        self.total: Optional[int] = None  # the study's n_trials, set by search()
 
     def choices(self, trial: Any) -> Dict[str, Any]:
         dims: Dict[str, int] = {}
@@ -457,6 +458,12 @@ class _Objective:
             self.over_budget_seen += 1
             logger.info("trial %d: %d bytes > budget %d; not trained", trial.number, n_bytes, budget)
             raise optuna.TrialPruned(f"{n_bytes} bytes over the budget of {budget}")
+        if self.total is not None and _trained_before(trial) >= self.total:
+            # Another worker started the last trial between this worker's count and this trial's
+            # creation: the study already holds n_trials trained trials, so this one is not trained.
+            trial.set_user_attr("surplus", True)
+            logger.info("trial %d: the study already holds %d trained trials; not trained", trial.number, self.total)
+            raise optuna.TrialPruned(f"surplus: the study already holds n_trials={self.total} trained trials")
 
         def on_eval(step: int, metrics: Dict[str, Any]) -> None:
             auc = float(metrics["auc"])
@@ -576,17 +583,34 @@ def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[st
     return study
 
 
+def _not_trained(t: Any) -> bool:
+    """Over budget, or a surplus trial stopped before training (user attributes set by the objective)."""
+    return bool(t.user_attrs.get("over_budget") or t.user_attrs.get("surplus"))
+
+
 def _counted(study: Any) -> Tuple[int, int]:
-    """(trained trials finished or running, over-budget trials) of the study."""
+    """(trained trials finished or running, trials never trained) of the study."""
     from optuna.trial import TrialState
 
     done = over = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-        if t.state == TrialState.PRUNED and t.user_attrs.get("over_budget"):
+        if t.state == TrialState.PRUNED and _not_trained(t):
             over += 1
         else:
             done += 1
     return done, over
+
+
+def _trained_before(trial: Any) -> int:
+    """Trained trials (finished or running) numbered below ``trial``: the storage numbers trials
+    atomically, so of two workers that both saw ``n_trials - 1`` and each started a trial, exactly
+    the later-numbered one sees ``n_trials`` here. A running trial not yet known to be over budget
+    counts (if it turns out over budget, the worker's loop starts another trial)."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(1 for t in trial.study.get_trials(deepcopy=False, states=states)
+               if t.number < trial.number and not _not_trained(t))
 
 
 def _best_value(study: Any) -> Optional[float]:
@@ -611,8 +635,9 @@ def search(config: SearchConfig, storage: Optional[str] = None, study_name: Opti
     Start the same call (or ``recsys-emb search``) in several processes or machines on one storage URL to
     add workers. ``n_trials`` counts the study's trained trials (COMPLETE, or PRUNED on AUC) across all
     workers, running ones included; over-budget trials are not trained and not counted. A worker checks the
-    count before each trial, so the study stops at the total asked (two workers that check in the same
-    instant can exceed it by one).
+    count before each trial and again once its trial is numbered: of two workers that start the last trial
+    at the same instant, the later-numbered trial is recorded as PRUNED with user attribute ``surplus`` and
+    not trained, so the study holds exactly ``n_trials`` trained trials.
 
     Args:
         config: the search config (:func:`load_search_config`).
@@ -635,6 +660,7 @@ def search(config: SearchConfig, storage: Optional[str] = None, study_name: Opti
     out = Path(config.out_root) / study.study_name
     out.mkdir(parents=True, exist_ok=True)
     objective = _Objective(config, study.study_name, out)
+    objective.total = total
     _fail_stale(study)
     show = config.progress and sys.stderr.isatty()
     from tqdm.auto import tqdm

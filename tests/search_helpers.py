@@ -30,3 +30,8 @@ def make_tiny_data(parent: Path) -> Path:
     train["data"]["path"] = str(path)
     prepare_data(config_from_dict(train))
     return path
+
+
+def trained_trials(study):
+    """Trials that trained: not over budget, and not a surplus trial stopped because the study was full."""
+    return [t for t in study.get_trials() if not (t.user_attrs.get("over_budget") or t.user_attrs.get("surplus"))]

@@ -8,7 +8,7 @@ import pytest
 from recsys_emb.config import ConfigError, load_config
 from recsys_emb.search import (SpaceConfig, _group_embeddings, load_search_config, search, search_config_from_dict,
                                trial_run_config)
-from search_helpers import CONFIGS, make_tiny_data, write_configs
+from search_helpers import CONFIGS, make_tiny_data, trained_trials, write_configs
 
 
 
@@ -91,7 +91,7 @@ def test_tiny_search_under_budget_and_best_config_trains(tiny_data, tmp_path):
     cfg = load_search_config(write_configs(tmp_path, tiny_data))
     study = search(cfg, study_name="tiny", n_trials=4)
     trials = study.get_trials()
-    trained = [t for t in trials if not t.user_attrs.get("over_budget")]
+    trained = trained_trials(study)
     assert len([t for t in trained if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 4
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete, "no trial completed"
@@ -116,8 +116,28 @@ def test_tiny_search_under_budget_and_best_config_trains(tiny_data, tmp_path):
 
     # resuming by study name adds trials to the same study up to the new total
     study2 = search(cfg, study_name="tiny", n_trials=5)
-    trained2 = [t for t in study2.get_trials() if not t.user_attrs.get("over_budget")]
+    trained2 = trained_trials(study2)
     assert len(trained2) == 5 and study2._study_id == study._study_id
+
+
+def test_trial_started_after_the_study_is_full_is_not_trained(tiny_data, tmp_path):
+    # two workers both saw n_trials - 1 trained trials and each started one: the storage numbers the
+    # trials, and the later-numbered one must stop before training
+    from optuna.trial import TrialState
+
+    from recsys_emb.search import _Objective, open_study
+
+    cfg = load_search_config(write_configs(tmp_path, tiny_data))
+    study = open_study(cfg, f"sqlite:///{tmp_path / 'race.db'}", "race", seed=0)
+    objective = _Objective(cfg, "race", tmp_path / "runs" / "race")
+    objective.total = 1
+    first, second = study.ask(), study.ask()  # first: the other worker's trial, still running
+    with pytest.raises(optuna.TrialPruned, match="surplus"):
+        objective(second)
+    study.tell(second, state=TrialState.PRUNED)
+    assert study.trials[second.number].user_attrs["surplus"] is True
+    assert not (tmp_path / "runs" / "race" / f"trial_{second.number}").exists()  # never trained
+    assert [t.number for t in trained_trials(study)] == [first.number]
 
 
 def test_tiny_multi_objective_search_gives_pareto_front(tiny_data, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from search_helpers import write_configs
+from search_helpers import trained_trials, write_configs
 from test_search_workers import REPO, check_two_workers_share, tiny_data  # noqa: F401 (fixture)
 
 SCRIPT = REPO / ".ci" / "postgres.sh"
@@ -51,4 +51,4 @@ def test_two_workers_share_a_postgres_study(tiny_data, tmp_path, postgres_url):
     study_name = f"pg-{uuid.uuid4().hex[:8]}"  # the server may outlive this test (CI's, or a developer's)
     study = check_two_workers_share(config, postgres_url, study_name, n_trials=4)
     assert (tmp_path / "runs" / study_name / "best.yaml").exists()
-    assert len(study.trials) == 4
+    assert len(trained_trials(study)) == 4

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from recsys_emb.search import normalize_storage_url
-from search_helpers import make_tiny_data, write_configs
+from search_helpers import make_tiny_data, trained_trials, write_configs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,17 +37,13 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     return out
 
 
-def trained(study: optuna.Study):
-    return [t for t in study.get_trials() if not t.user_attrs.get("over_budget")]
-
-
 def check_two_workers_share(config: Path, storage: str, study_name: str, n_trials: int) -> optuna.Study:
     procs = [worker(config, storage, study_name, n_trials) for _ in range(2)]
     outs = [finish(p) for p in procs]
     study = optuna.load_study(study_name=study_name, storage=normalize_storage_url(storage))
     numbers = [t.number for t in study.get_trials()]
     assert len(numbers) == len(set(numbers)) and sorted(numbers) == list(range(len(numbers)))
-    done = trained(study)
+    done = trained_trials(study)
     assert len(done) == n_trials, outs
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials())
     workers = {t.user_attrs["worker"] for t in study.get_trials()}

@@ -85,6 +85,41 @@ def test_pool_then_project_equals_project_then_pool(pooling):
     torch.testing.assert_close(out, torch.stack(expected), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("block_dims", [(8, 4, 4), (4, 4, 4), (8, 8, 4)])
+def test_forward_and_gradients_match_projecting_each_id(block_dims):
+    # against project-each-id-then-pool under autograd, with a second feature sharing the tables and
+    # projections (its gradients add into the same parameters)
+    torch.manual_seed(0)
+    spec = MixedDimension(base_dim=8, alpha=0.5, boundaries=(3, 10), block_dims=block_dims)
+    layer = EmbeddingLayer([FeatureSpec("x", spec, cardinality=40), FeatureSpec("y", spec, cardinality=40,
+                                                                               shared_with="x")])
+    rng = random.Random(1)
+    bags = {"x": [[rng.randrange(40)] for _ in range(12)] + [[], [1, 2, 30]],
+            "y": [[rng.randrange(10)] for _ in range(6)] + [[]] * 8}
+    upstream = torch.randn(14, 16)
+    (layer(kjt_from_lists(bags)).values() * upstream).sum().backward()
+    variant = layer.variants["x"]
+    tables = [layer.ebc.embedding_bags[f"x@b{i}"].weight for i in range(3)]
+    params = tables + [p.weight for p, on in zip(variant.projections, variant.projected) if on]
+    got = [q.grad.clone() for q in params]
+    for q in params:
+        q.grad = None
+    starts = [0, 3, 10]
+    expected = []
+    for name in ("x", "y"):
+        col = []
+        for bag in bags[name]:
+            rows = [variant.projections[b](tables[b][i - starts[b]]) for i in bag
+                    for b in [0 if i < 3 else (1 if i < 10 else 2)]]
+            col.append(torch.stack(rows).sum(0) if rows else torch.zeros(8))
+        expected.append(torch.stack(col))
+    ref = torch.cat(expected, dim=1)
+    torch.testing.assert_close(layer(kjt_from_lists(bags)).values(), ref.detach(), rtol=1e-5, atol=1e-6)
+    (ref * upstream).sum().backward()
+    for a, q in zip(got, params):
+        torch.testing.assert_close(a, q.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_gradients_reach_block_tables_and_projections():
     layer = layer_and_weights()
     out = layer(kjt_from_lists({"x": [[1, 20], [5]]})).values()

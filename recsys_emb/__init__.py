@@ -2,6 +2,7 @@
 
 from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder, load_specs, dump_specs
 from recsys_emb.layer import EmbeddingLayer, InvalidInputError, kjt_from_lists
+from recsys_emb.concat import FusedOptimizer
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,5 @@ __all__ = [
     "EmbeddingLayer",
     "InvalidInputError",
     "kjt_from_lists",
+    "FusedOptimizer",
 ]

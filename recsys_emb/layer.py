@@ -18,6 +18,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConf
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
+from recsys_emb.concat import ConcatenatedEmbeddingBags, FusedOptimizer
 from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
 from recsys_emb.embeddings.combine import ColumnProgram
 from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
@@ -162,6 +163,13 @@ class EmbeddingLayer(_LayerBase):
             DistributedModelParallel.
         validate_ids: check vocabulary bounds of full / quotient-remainder ids on every forward
             (one reduction per feature; turn off only on hot GPU paths with trusted data).
+        kernel: ``"torchrec"`` (default): the tables are a TorchRec EmbeddingBagCollection, which
+            DistributedModelParallel shards and trains with FBGEMM's fused optimizers.
+            ``"concat"``: one device, plain PyTorch (:class:`~recsys_emb.concat.ConcatenatedEmbeddingBags`):
+            all tables of a dimension in one weight, one lookup per dimension, ``optimizer`` applied in
+            backward -- the GPU path where FBGEMM's GPU kernels are missing. Not shardable.
+        optimizer: with ``kernel="concat"``, the fused update (default SGD, lr 0.01); ``None`` leaves
+            dense gradients to autograd.
 
     Example:
         >>> from recsys_emb.specs import FeatureSpec, Full, Hashed
@@ -179,21 +187,32 @@ class EmbeddingLayer(_LayerBase):
         features: Sequence[FeatureSpec],
         device: Optional[torch.device] = None,
         validate_ids: bool = True,
+        kernel: str = "torchrec",
+        optimizer: Optional[FusedOptimizer] = FusedOptimizer(),
     ) -> None:
         super().__init__(features, validate_ids)
-        self.ebc = EmbeddingBagCollection(
-            tables=[
-                EmbeddingBagConfig(
-                    name=t.name,
-                    embedding_dim=t.dim,
-                    num_embeddings=t.rows,
-                    feature_names=names,
-                    pooling=PoolingType.SUM,
-                )
-                for t, names in self._tables.values()
-            ],
-            device=device,
-        )
+        if kernel not in ("torchrec", "concat"):
+            raise ValueError(f"kernel={kernel!r} must be 'torchrec' (TorchRec collection, shardable) or 'concat' "
+                             f"(plain PyTorch, one device)")
+        self.kernel = kernel
+        if kernel == "concat":
+            self.ebc: nn.Module = ConcatenatedEmbeddingBags(
+                self.table_defs, {vf: t.name for t, names in self._tables.values() for vf in names},
+                optimizer=optimizer, device=device)
+        else:
+            self.ebc = EmbeddingBagCollection(
+                tables=[
+                    EmbeddingBagConfig(
+                        name=t.name,
+                        embedding_dim=t.dim,
+                        num_embeddings=t.rows,
+                        feature_names=names,
+                        pooling=PoolingType.SUM,
+                    )
+                    for t, names in self._tables.values()
+                ],
+                device=device,
+            )
         self._mean = [f.pooling == "mean" for f in self.features]
         self._n_virtual = [len(self.variants[f.name].virtual_features()) for f in self.features]
         # The output equals the collection's output when no feature changes its pooled columns.

@@ -162,8 +162,9 @@ def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryRepo
     found: Dict[str, TableMemory] = {}
     bytes_per_param = 4
     for collection in module.collections():
-        for name, p in collection.named_parameters():
-            table = name.split(".")[-2]
+        named = collection.named_tables() if hasattr(collection, "named_tables") else [
+            (name.split(".")[-2], p) for name, p in collection.named_parameters()]
+        for table, p in named:
             rows, dim = p.shape
             bytes_per_param = p.element_size()
             found[table] = TableMemory(table, rows, dim, tuple(readers[table]), bytes_per_param,

@@ -188,6 +188,13 @@ def shard_model(
     Returns:
         The DistributedModelParallel module; ``plan_report(dmp)`` describes the placement.
     """
+    from recsys_emb.concat import ConcatenatedEmbeddingBags
+
+    concat = [name or type(model).__name__ for name, m in model.named_modules() if isinstance(m, ConcatenatedEmbeddingBags)]
+    if concat:
+        raise ValueError(f"{concat[0]!r} is built with kernel='concat' (plain PyTorch tables on one device), which "
+                         f"DistributedModelParallel cannot shard; build the EmbeddingLayer with kernel='torchrec' to "
+                         f"shard it, or train it unsharded")
     if not dist.is_initialized():
         raise RuntimeError("shard_model needs torch.distributed initialised (torchrun, or init_single_process_group())")
     if device is None:

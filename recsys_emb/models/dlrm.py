@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys_emb.concat import FusedOptimizer
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.models.layers import MLP, CatInteraction, DotInteraction, check_widths
 from recsys_emb.specs import FeatureSpec
@@ -58,6 +59,10 @@ class DLRM(nn.Module):
         validate_ids: check id ranges on every forward (see EmbeddingLayer).
         interaction_dim: the dot interaction's ``d`` when ``dense_in == 0`` (default: the most common
             feature output dim, the first such in feature order on ties).
+        embedding_kernel: ``"torchrec"`` (shardable) or ``"concat"``: plain-PyTorch tables on one device
+            (a GPU without FBGEMM's GPU kernels) updated by ``embedding_optimizer`` inside backward; then
+            a torch optimizer over the parameters that require grad trains the dense part.
+        embedding_optimizer: the fused update of ``kernel="concat"`` (see :class:`~recsys_emb.concat.FusedOptimizer`).
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
@@ -82,6 +87,8 @@ class DLRM(nn.Module):
         embedding_device: Optional[torch.device] = None,
         validate_ids: bool = True,
         interaction_dim: Optional[int] = None,
+        embedding_kernel: str = "torchrec",
+        embedding_optimizer: Optional[FusedOptimizer] = FusedOptimizer(),
     ) -> None:
         super().__init__()
         features = list(features)
@@ -95,7 +102,8 @@ class DLRM(nn.Module):
         if interaction_dim is not None and (isinstance(interaction_dim, bool) or not isinstance(interaction_dim, int)
                                             or interaction_dim < 1):
             raise ValueError(f"interaction_dim={interaction_dim!r} must be an int >= 1 or None")
-        self.embeddings = EmbeddingLayer(features, device=embedding_device, validate_ids=validate_ids)
+        self.embeddings = EmbeddingLayer(features, device=embedding_device, validate_ids=validate_ids,
+                                         kernel=embedding_kernel, optimizer=embedding_optimizer)
         self.interaction = interaction
         self.dense_in = dense_in
         dims = self.embeddings.output_dims

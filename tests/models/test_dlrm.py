@@ -189,3 +189,28 @@ def test_sharded_training_with_fused_tables_and_dense_optimizer(single_process_g
     after = dmp.state_dict()["embeddings.ebc.embedding_bags.a.weight"].local_shards()[0].tensor
     assert not torch.equal(before, after)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+
+
+def test_concat_kernel_learns_with_fused_tables_and_a_dense_optimizer():
+    # the single-device GPU path: plain PyTorch tables updated inside backward, Adam on the rest
+    from recsys_emb.concat import FusedOptimizer
+
+    torch.manual_seed(0)
+    model = DLRM(SPECS_AB, dense_in=2, bottom_mlp=(8,), top_mlp=(16,), embedding_kernel="concat",
+                 embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=0.1))
+    dense_params = [p for p in model.parameters() if p.requires_grad]
+    assert not any(p is w for p in dense_params for w in model.embeddings.ebc.weights.values())
+    opt = torch.optim.Adam(dense_params, lr=0.01)
+    dense, a, b, y = parity_task()
+    bce = torch.nn.BCEWithLogitsLoss()
+    before = model.embeddings.ebc.weights["d8"].detach().clone()
+    for step in range(150):
+        i = torch.arange(step * 128, (step + 1) * 128) % a.numel()
+        loss = bce(model(dense[i], kjt_ab(a[i], b[i])), y[i])
+        opt.zero_grad()
+        loss.backward()  # the tables' update runs inside this backward
+        opt.step()
+    assert not torch.equal(before, model.embeddings.ebc.weights["d8"])
+    with torch.no_grad():
+        auc = roc_auc_score(y.numpy(), model(dense, kjt_ab(a, b)).numpy())
+    assert auc > 0.9

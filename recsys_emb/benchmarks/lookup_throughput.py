@@ -1,0 +1,186 @@
+"""Single-device embedding train step in plain PyTorch (the GPU path): our concatenated-table kernel
+(``EmbeddingLayer(kernel="concat")``, SGD fused into backward) against one
+``nn.EmbeddingBag(sparse=True)`` per field with ``torch.optim.SGD``, measured in the same run.
+
+The step is forward + backward + SGD update of the 26 Criteo Kaggle fields (their real
+cardinalities, optionally capped), one id per field and sample, power-law skewed ids. Runs of all
+models are interleaved round by round; the figure per model is the median round. On CUDA each round
+is timed between two synchronisations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_emb.concat import FusedOptimizer
+from recsys_emb.layer import EmbeddingLayer
+from recsys_emb.memory import memory_from_specs
+
+__all__ = ["run", "format_table", "main"]
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("full", "unified", "hashed")
+
+
+class PerFieldEmbeddingBags(nn.Module):
+    """The baseline: one ``nn.EmbeddingBag(mode="sum", sparse=True)`` per field."""
+
+    def __init__(self, cards: Sequence[int], dim: int, device: torch.device) -> None:
+        super().__init__()
+        self.bags = nn.ModuleList(nn.EmbeddingBag(c, dim, mode="sum", sparse=True, device=device) for c in cards)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        batch = kjt.stride()
+        values = kjt.values().split(kjt.length_per_key())
+        offsets = torch.arange(batch, device=kjt.values().device)  # one id per bag
+        return torch.cat([bag(v, offsets) for bag, v in zip(self.bags, values)], dim=1)
+
+
+@dataclass
+class _Run:
+    name: str
+    step: Callable[[KeyedJaggedTensor], None]
+    params: int
+    times: List[float] = field(default_factory=list)
+
+
+def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device: torch.device) -> KeyedJaggedTensor:
+    from recsys_emb.benchmarks.embedding_throughput import skewed_batch
+
+    kjt = skewed_batch(cards, batch, generator)
+    return kjt.to(device)
+
+
+def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
+        warmup: int = 3, rounds: int = 5, lr: float = 0.01, variants: Sequence[str] = VARIANTS, compression: float = 4.0,
+        seed: int = 0) -> Dict[str, Any]:
+    """Measure the baseline and each variant with the concatenated kernel; returns settings and results."""
+    from recsys_emb.benchmarks.embedding_throughput import criteo_shaped_cardinalities, variant_specs
+
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    cards = criteo_shaped_cardinalities(cap if cap else 10**12)
+    all_specs = variant_specs(cards, dim, compression=compression)
+    unknown = [v for v in variants if v not in all_specs]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(all_specs)}")
+    runs: List[_Run] = []
+    base = PerFieldEmbeddingBags(cards, dim, dev)
+    sgd = torch.optim.SGD(base.parameters(), lr=lr)
+    weight = torch.randn(len(cards) * dim, generator=torch.Generator().manual_seed(seed)).to(dev)
+
+    def base_step(kjt: KeyedJaggedTensor) -> None:
+        sgd.zero_grad(set_to_none=True)
+        (base(kjt) * weight).sum().backward()
+        sgd.step()
+
+    runs.append(_Run("per_field_embedding_bag", base_step, sum(p.numel() for p in base.parameters())))
+    for name in variants:
+        specs = all_specs[name]
+        layer = EmbeddingLayer(specs, device=dev, validate_ids=False, kernel="concat",
+                               optimizer=FusedOptimizer("sgd", lr=lr))
+        dense = [p for p in layer.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(dense, lr=lr) if dense else None
+
+        def step(kjt: KeyedJaggedTensor, layer: EmbeddingLayer = layer, opt: Optional[torch.optim.Optimizer] = opt) -> None:
+            out = layer(kjt).values()
+            (out * weight[: out.shape[1]]).sum().backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+        runs.append(_Run(name, step, memory_from_specs(specs).params))
+        logger.info("built %s", name)
+    gen = torch.Generator().manual_seed(seed)
+    batches = [_batch(cards, batch, gen, dev) for _ in range(4)]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for r in runs:
+        for i in range(warmup):
+            r.step(batches[i % len(batches)])
+    sync()
+    for _ in range(rounds):
+        for r in runs:
+            sync()
+            t0 = time.perf_counter()
+            for i in range(steps):
+                r.step(batches[i % len(batches)])
+            sync()
+            r.times.append(time.perf_counter() - t0)
+    base_sps = batch * steps / statistics.median(runs[0].times)
+    results = []
+    for r in runs:
+        sps = batch * steps / statistics.median(r.times)
+        results.append({"model": r.name, "samples_per_s": round(sps, 1), "ratio_to_baseline": round(sps / base_sps, 3),
+                        "params": r.params})
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return {"settings": {"device": name, "cap": cap, "dim": dim, "batch": batch, "steps": steps, "rounds": rounds,
+                         "lr": lr, "compression": compression, "torch": torch.__version__},
+            "results": results}
+
+
+def format_table(res: Dict[str, Any]) -> str:
+    """The results as a text table."""
+    s = res["settings"]
+    cap = "full cardinalities" if not s["cap"] else f"cardinalities capped at {s['cap']:,}"
+    lines = [f"embedding train step (fwd + bwd + SGD), 26 Criteo Kaggle fields ({cap}), dim {s['dim']}, "
+             f"batch {s['batch']}, {s['device']}, torch {s['torch']}, median of {s['rounds']} rounds of {s['steps']} steps",
+             f"{'model':<26}{'samples/s':>14}{'ratio':>8}{'params':>16}"]
+    for r in res["results"]:
+        lines.append(f"{r['model']:<26}{r['samples_per_s']:>14,.0f}{r['ratio_to_baseline']:>8.2f}{r['params']:>16,}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Parse arguments, run, write ``--json`` / ``--readme``; returns the table (the caller prints it)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--cap", type=int, default=None,
+                   help="cap on each field's cardinality (default: none on CUDA, 1,000,000 on CPU; 0 = none)")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--batch", type=int, default=None, help="default 65536 on CUDA, 4096 on CPU")
+    p.add_argument("--steps", type=int, default=20, help="steps per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    p.add_argument("--quick", action="store_true", help="small tables and few steps (format check)")
+    p.add_argument("--json", default=None, help="write results as JSON here")
+    p.add_argument("--readme", default=None, help="also write the table into this README (models/dlrm/README.md)")
+    a = p.parse_args(argv)
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
+    cap = a.cap if a.cap is not None else (None if device.startswith("cuda") else 1_000_000)
+    batch = a.batch or (65536 if device.startswith("cuda") else 4096)
+    steps, rounds, warmup = a.steps, a.rounds, 3
+    if a.quick:
+        cap, batch, steps, rounds, warmup = 10_000, 256, 2, 1, 1
+    res = run(device=device, cap=cap or None, dim=a.dim, batch=batch, steps=steps, warmup=warmup, rounds=rounds,
+              variants=a.variants)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    table = format_table(res)
+    if a.readme:
+        from recsys_emb.benchmarks import command_line, write_section
+
+        body = f"```text\n{table}\n```\n\nCommand: `{command_line('bench/lookup_throughput.py', argv)}`"
+        key = "lookup_cuda" if device.startswith("cuda") else "lookup_cpu"
+        title = "### On CUDA" if key == "lookup_cuda" else "### On CPU"
+        write_section(Path(a.readme), key, body, title)
+    return table
+
+
+if __name__ == "__main__":
+    from recsys_emb.cli import emit
+
+    emit(main())

@@ -7,7 +7,7 @@ in every version of this library: the functions are pinned by golden values in t
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence, Union
+from typing import Iterable, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ __all__ = [
     "hash_to_buckets",
     "seed_keys",
     "bucket_matrix",
+    "bucket_matrices",
     "hash_raw_value",
     "hash_raw_values",
 ]
@@ -166,6 +167,28 @@ def bucket_matrix(ids: torch.Tensor, keys: torch.Tensor, buckets: int) -> torch.
     """
     h = mix64(ids.unsqueeze(1) * _GOLDEN_S + keys.unsqueeze(0))
     return _srl(h, 1) % buckets
+
+
+def bucket_matrices(ids: Sequence[torch.Tensor], keys: torch.Tensor, buckets: torch.Tensor) -> List[torch.Tensor]:
+    """:func:`bucket_matrix` for several features in one pass (one set of tensor ops, not one per
+    feature): feature ``f`` hashes ``ids[f]`` under the seed keys ``keys[f]`` into ``buckets[f]``
+    buckets.
+
+    Args:
+        ids: ``F`` int64 tensors ``(n_f,)``.
+        keys: int64 ``(F, k)``: every feature's ``k`` seed keys.
+        buckets: int64 ``(F,)``.
+    Returns:
+        ``F`` int64 tensors ``(n_f, k)``, each equal to ``bucket_matrix(ids[f], keys[f], buckets[f])``.
+    """
+    counts = [int(t.numel()) for t in ids]
+    n = sum(counts)
+    sizes = torch.tensor(counts, device=keys.device)
+    x = torch.cat(list(ids)) if len(ids) > 1 else ids[0]
+    per_value_keys = torch.repeat_interleave(keys, sizes, dim=0, output_size=n)
+    per_value_buckets = torch.repeat_interleave(buckets, sizes, output_size=n)
+    h = mix64(x.unsqueeze(1) * _GOLDEN_S + per_value_keys)
+    return list((_srl(h, 1) % per_value_buckets.unsqueeze(1)).split(counts))
 
 
 # ---------------------------------------------------------------------------------------------

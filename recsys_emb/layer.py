@@ -21,6 +21,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, Keyed
 from recsys_emb.concat import ConcatenatedEmbeddingBags, FusedOptimizer
 from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
 from recsys_emb.embeddings.combine import ColumnProgram
+from recsys_emb.hashing import bucket_matrices
 from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
 
 __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
@@ -62,6 +63,7 @@ class _LayerBase(nn.Module):
         self._tables = tables
         self.table_defs: List[TableDef] = [t for t, _ in tables.values()]
         self._virtual_dims = {vf: t.dim for t, names in tables.values() for vf in names}
+        self._hash_cache: Dict[int, tuple] = {}
 
     @property
     def output_dim(self) -> int:
@@ -122,14 +124,45 @@ class _LayerBase(nn.Module):
                                 List[torch.Tensor], int]:
         """Per virtual feature (key, values, lengths, value count or None), per feature ids and lengths."""
         ids, lengths, batch = self._split(features)
+        hashed = self._hash_all(ids, lengths)
         parts = []
-        for name, f_ids, f_len in zip(self.feature_names, ids, lengths):
+        for i, (name, f_ids, f_len) in enumerate(zip(self.feature_names, ids, lengths)):
             variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
             counts = variant.value_counts(f_ids.numel())
-            pairs = variant.remap(f_ids, f_len)
+            pairs = hashed[i] if i in hashed else variant.remap(f_ids, f_len)
             for i, (vf, (v, l)) in enumerate(zip(variant.virtual_features(), pairs)):
                 parts.append((vf.name, v, l, None if counts is None else counts[i]))
         return parts, ids, lengths, batch
+
+    def _hash_all(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]
+                  ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """Remapped pairs of every hashing feature (hashed tables, unified), all features with the same
+        number of probes hashed in one pass (:func:`~recsys_emb.hashing.bucket_matrices`): one set of
+        tensor ops per step instead of one per feature. Keyed by feature position."""
+        groups: Dict[int, List[Tuple[int, torch.Tensor, int]]] = {}
+        for i, name in enumerate(self.feature_names):
+            plan = self.variants[name].hash_keys()  # type: ignore[operator]
+            if plan is not None:
+                groups.setdefault(int(plan[0].numel()), []).append((i, plan[0], plan[1]))
+        out: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
+        for probes, members in groups.items():
+            if len(members) < 2:
+                continue
+            # the stacked keys are rebuilt when a key tensor is replaced (.to(), loaded salts) or changed
+            # in place; the cache holds the tensors themselves, so identity checks cannot be fooled
+            sources = tuple(k for _, k, _ in members)
+            versions = tuple(k._version for k in sources)
+            n_buckets = tuple(b for _, _, b in members)
+            cached = self._hash_cache.get(probes)
+            if cached is None or cached[1] != versions or cached[2] != n_buckets or \
+                    any(a is not b for a, b in zip(cached[0], sources)):
+                cached = (sources, versions, n_buckets, torch.stack(sources),
+                          torch.tensor(n_buckets, dtype=torch.int64, device=sources[0].device))
+                self._hash_cache[probes] = cached
+            rows = bucket_matrices([ids[i] for i, _, _ in members], cached[3], cached[4])
+            for (i, _, _), r in zip(members, rows):
+                out[i] = self.variants[self.feature_names[i]].remap_rows(r, lengths[i])  # type: ignore[operator]
+        return out
 
     @staticmethod
     def _kjt(parts, batch: int) -> KeyedJaggedTensor:

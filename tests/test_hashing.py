@@ -110,3 +110,14 @@ def test_hashes_identical_in_another_process():
     assert len(outs) == 1
     here = f"{hash_to_buckets(torch.arange(-50, 50), seed_from_name('C7'), 1009).tolist()} {hash_raw_value('68fd1e64', 3)}\n"
     assert outs.pop() == here
+
+
+def test_bucket_matrices_equal_bucket_matrix_per_feature():
+    from recsys_emb.hashing import bucket_matrices, bucket_matrix, seed_keys
+
+    keys = seed_keys(torch.tensor([[1, 2], [3, 4], [5, 6]]))
+    ids = [torch.tensor([0, -1, 2**62, 7]), torch.tensor([], dtype=torch.int64), torch.tensor([-(2**63), 9])]
+    buckets = torch.tensor([13, 5, 1000])
+    got = bucket_matrices(ids, keys, buckets)
+    for f in range(3):
+        assert torch.equal(got[f], bucket_matrix(ids[f], keys[f], int(buckets[f])))

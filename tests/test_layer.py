@@ -106,3 +106,37 @@ def test_layer_identical_across_processes():
                            env={"PYTHONHASHSEED": str(s), "PATH": ""}).stdout for s in (0, 123)]
     assert outs[0] == outs[1]
     assert len(eval(outs[0])) == 2
+
+
+def test_hashing_features_remapped_in_one_pass_equal_each_variants_own_remap():
+    from recsys_emb.specs import Unified, UnifiedTable
+
+    u = UnifiedTable("u", rows=50, chunk_dim=4)
+    specs = [FeatureSpec("a", Hashed(dim=4, buckets=16)), FeatureSpec("b", Hashed(dim=4, buckets=7)),
+             FeatureSpec("c", Hashed(dim=4, buckets=16, num_hashes=2)),
+             FeatureSpec("d", Hashed(dim=4, buckets=9, num_hashes=2, combiner="weighted")),
+             FeatureSpec("e", Unified(u, chunks=2)), FeatureSpec("f", Unified(u)),
+             FeatureSpec("g", Full(dim=4), cardinality=5)]
+    layer = EmbeddingLayer(specs)
+    bags = {"a": [[1, -5], []], "b": [[2**40], [3]], "c": [[4], [5, 6]], "d": [[7], []], "e": [[8], [9, 10]],
+            "f": [[-1], [11]], "g": [[0], [4]]}
+    kjt = kjt_from_lists(bags)
+
+    def expected():
+        pairs = []
+        for s in specs:
+            one = kjt_from_lists({s.name: bags[s.name]})
+            pairs += layer.variants[s.name].remap(one.values(), one.lengths())
+        return pairs
+
+    got = layer.remap(kjt)[0]
+    want = expected()
+    assert torch.equal(got.values(), torch.cat([v for v, _ in want]))
+    assert torch.equal(got.lengths(), torch.cat([l for _, l in want]))
+    # salts brought by a state dict change the hashing at once (no stale cached keys)
+    state = layer.state_dict()
+    state["variants.e.salts"] = state["variants.e.salts"] + 1
+    layer.load_state_dict(state)
+    after = layer.remap(kjt)[0]
+    assert torch.equal(after.values(), torch.cat([v for v, _ in expected()]))
+    assert not torch.equal(after.values(), got.values())

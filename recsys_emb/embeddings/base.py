@@ -81,6 +81,15 @@ class EmbeddingVariant(nn.Module, abc.ABC):
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Map raw int64 ids to table rows, one (values, lengths) pair per virtual feature."""
 
+    def hash_keys(self) -> Optional[Tuple[torch.Tensor, int]]:
+        """``(seed keys (k,), buckets)`` when :meth:`remap` is ``remap_rows(bucket_matrix(ids, keys,
+        buckets), lengths)``: then the layer hashes all such features in one pass. ``None`` otherwise."""
+        return None
+
+    def remap_rows(self, rows: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """The ``(values, lengths)`` pairs from hashed rows ``(n, k)`` (features with :meth:`hash_keys`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not remap from hashed rows")
+
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         """Default: the single virtual feature's pooled output is the embedding."""
         return pooled[0]

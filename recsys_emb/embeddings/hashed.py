@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -51,7 +51,12 @@ class HashedEmbedding(EmbeddingVariant):
         return [VirtualFeature(self.feature.name, self._table_name())]
 
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        rows = bucket_matrix(ids, self._keys, self.spec.buckets)
+        return self.remap_rows(bucket_matrix(ids, self._keys, self.spec.buckets), lengths)
+
+    def hash_keys(self) -> Optional[Tuple[torch.Tensor, int]]:
+        return self._keys, self.spec.buckets
+
+    def remap_rows(self, rows: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         k = self.spec.num_hashes
         if k == 1:
             return [(rows.view(-1), lengths)]

@@ -32,12 +32,24 @@ class UnifiedEmbedding(EmbeddingVariant):
         assert isinstance(spec, Unified) and spec.salts is not None
         self.spec = spec
         self.register_buffer("salts", torch.tensor(spec.salts, dtype=torch.int64))
+        # the salts' seed keys, derived (not saved); recomputed whenever a state dict brings salts
+        self.register_buffer("_keys", seed_keys(self.salts), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh_keys())
+
+    def _refresh_keys(self) -> None:
+        with torch.no_grad():
+            self._keys = seed_keys(self.salts)
 
     def virtual_features(self) -> List[VirtualFeature]:
         return [VirtualFeature(f"{self.feature.name}@u{j}", self.spec.group.name) for j in range(self.spec.chunks)]
 
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        rows = bucket_matrix(ids, seed_keys(self.salts), self.spec.group.rows)
+        return self.remap_rows(bucket_matrix(ids, self._keys, self.spec.group.rows), lengths)
+
+    def hash_keys(self) -> Optional[Tuple[torch.Tensor, int]]:
+        return self._keys, self.spec.group.rows
+
+    def remap_rows(self, rows: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         if self.spec.chunks == 1:
             return [(rows.view(-1), lengths)]
         return [(rows[:, j].contiguous(), lengths) for j in range(self.spec.chunks)]

@@ -15,7 +15,7 @@ It does not shard: with several processes use TorchRec's DistributedModelParalle
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -99,8 +99,13 @@ class ConcatenatedEmbeddingBags(nn.Module):
         if optimizer is not None and optimizer.kind == "rowwise_adagrad":
             for d in dims:
                 self.register_buffer(f"momentum_{self._group_of_dim[d]}",
-                                     torch.full((rows[d],), optimizer.initial_accumulator_value, device=device))
+                                     torch.full((rows[d],), optimizer.initial_accumulator_value, device=device),
+                                     persistent=False)  # optimizer state: fused_optimizer_state_dict()
         self.features = dict(features)
+        # state_dict() speaks TorchRec's EmbeddingBagCollection keys (embedding_bags.<table>.weight), so a
+        # checkpoint moves between this kernel and TorchRec's (sharded or not) in either direction
+        self._register_state_dict_hook(_per_table_state)
+        self._register_load_state_dict_pre_hook(_load_per_table_state, with_module=True)
         self._dims = {k: by_name[t].dim for k, t in features.items()}
         self.reset_parameters()
 
@@ -117,6 +122,28 @@ class ConcatenatedEmbeddingBags(nn.Module):
             raise KeyError(f"no table {table!r}; tables: {[t.name for t in self.table_defs]}")
         off = self.table_offsets[table]
         return self.weights[self.table_group[table]][off:off + t.rows]
+
+    def fused_optimizer_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Row-wise Adagrad's accumulators per table (``{table: (rows,)}``); empty for SGD."""
+        if self.optimizer is None or self.optimizer.kind != "rowwise_adagrad":
+            return {}
+        out = {}
+        for t in self.table_defs:
+            off = self.table_offsets[t.name]
+            out[t.name] = getattr(self, f"momentum_{self.table_group[t.name]}")[off:off + t.rows].clone()
+        return out
+
+    def load_fused_optimizer_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`fused_optimizer_state_dict` returned (every table must be present)."""
+        expected = self.fused_optimizer_state_dict()
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(f"fused optimizer state: missing tables {missing}, unexpected tables {extra}")
+        with torch.no_grad():
+            for t in self.table_defs:
+                off = self.table_offsets[t.name]
+                getattr(self, f"momentum_{self.table_group[t.name]}")[off:off + t.rows].copy_(state[t.name])
 
     def named_tables(self) -> List[Tuple[str, torch.Tensor]]:
         """``(table name, (rows, dim) view)`` for every table, in construction order."""
@@ -157,6 +184,39 @@ class ConcatenatedEmbeddingBags(nn.Module):
     def extra_repr(self) -> str:
         shapes = {g: tuple(w.shape) for g, w in self.weights.items()}
         return f"tables={len(self.table_defs)}, weights={shapes}, optimizer={self.optimizer}"
+
+
+def _per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any], prefix: str,
+                     local_metadata: Any) -> None:
+    """state_dict hook: the concatenated weights as one entry per table, TorchRec's key names."""
+    for group in module.weights:
+        weight = state.pop(f"{prefix}weights.{group}")
+        for t in module.table_defs:
+            if module.table_group[t.name] == group:
+                off = module.table_offsets[t.name]
+                state[f"{prefix}embedding_bags.{t.name}.weight"] = weight[off:off + t.rows]
+
+
+def _load_per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any], prefix: str,
+                          local_metadata: Any, strict: bool, missing_keys: List[str], unexpected_keys: List[str],
+                          error_msgs: List[str]) -> None:
+    """load_state_dict pre-hook: per-table entries (TorchRec's names) copied into the concatenated
+    weights; a missing or misshapen table is reported under its own key."""
+    for t in module.table_defs:
+        key = f"{prefix}embedding_bags.{t.name}.weight"
+        if key not in state:
+            missing_keys.append(key)
+            continue
+        value = state.pop(key)
+        if tuple(value.shape) != (t.rows, t.dim):
+            error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(value.shape)}, the "
+                              f"table is {(t.rows, t.dim)}")
+            continue
+        with torch.no_grad():
+            module.table_weight(t.name).copy_(value)
+    # the module's own keys, already filled in above (a missing table is reported under its name)
+    for group, weight in module.weights.items():
+        state[f"{prefix}weights.{group}"] = weight.detach()
 
 
 def _sample_major_bags(lengths: torch.Tensor, n_values: int) -> Tuple[Optional[torch.Tensor], torch.Tensor]:

@@ -76,14 +76,28 @@ def test_fused_update_equals_fbgemm_under_dmp(single_process_group, variant, kin
     assert all(w.grad is None for w in fast.ebc.weights.values())  # no gradient the size of a table
 
 
-def test_state_dict_round_trips_with_optimizer_state():
-    _, fast, kjt = pair("full", FusedOptimizer("rowwise_adagrad", lr=0.1))
-    fast(kjt).values().sum().backward()
-    _, other, _ = pair("full", FusedOptimizer("rowwise_adagrad", lr=0.1))
-    other.load_state_dict(fast.state_dict())
-    assert fast.ebc.momentum_d16.abs().sum() > 0
-    torch.testing.assert_close(other.ebc.momentum_d16, fast.ebc.momentum_d16, rtol=0, atol=0)
+def test_state_dict_uses_torchrec_keys_and_moves_between_kernels():
+    ref, fast, kjt = pair("unified", FusedOptimizer("rowwise_adagrad", lr=0.1))
+    fast(kjt).values().sum().backward()  # fast now differs from ref
+    assert sorted(fast.state_dict()) == sorted(ref.state_dict())
+    ref.load_state_dict(fast.state_dict())  # concat -> TorchRec
+    torch.testing.assert_close(ref(kjt).values(), fast(kjt).values(), rtol=0, atol=0)
+    _, other, _ = pair("unified", FusedOptimizer("rowwise_adagrad", lr=0.1))
+    other.load_state_dict(ref.state_dict())  # TorchRec -> concat
+    other.ebc.load_fused_optimizer_state_dict(fast.ebc.fused_optimizer_state_dict())
+    assert all(m.abs().sum() > 0 for m in fast.ebc.fused_optimizer_state_dict().values())
     torch.testing.assert_close(other(kjt).values(), fast(kjt).values(), rtol=0, atol=0)
+    for layer in (other, fast):  # the same next step: weights and Adagrad state both moved
+        layer(kjt).values().sum().backward()
+    torch.testing.assert_close(other(kjt).values(), fast(kjt).values(), rtol=0, atol=0)
+    state = ref.state_dict()
+    del state["ebc.embedding_bags.shared.weight"]
+    with pytest.raises(RuntimeError, match="Missing key.*ebc.embedding_bags.shared.weight"):
+        other.load_state_dict(state)
+    state = ref.state_dict()
+    state["ebc.embedding_bags.y.weight"] = torch.zeros(3, 8)
+    with pytest.raises(RuntimeError, match=r"size mismatch for ebc.embedding_bags.y.weight.*\(3, 8\).*\(7, 8\)"):
+        other.load_state_dict(state)
 
 
 def test_bad_arguments_name_the_fix():

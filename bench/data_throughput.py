@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         results["generate_rows_per_s"] = round(g.rows / g.seconds)
         results["tsv_bytes"] = g.tsv.stat().st_size
         t0 = time.perf_counter()
-        meta = preprocess(g.tsv, processed, rows_per_shard=1 << 20)
+        preprocess(g.tsv, processed, rows_per_shard=1 << 20)
         dt = time.perf_counter() - t0
         results["preprocess_rows_per_s"] = round(args.rows / dt)
         results["preprocess_mb_per_s"] = round(g.tsv.stat().st_size / dt / 1e6, 1)

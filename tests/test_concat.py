@@ -11,18 +11,10 @@ from recsys_emb.concat import ConcatenatedEmbeddingBags, FusedOptimizer
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.memory import memory_from_module
 from recsys_emb.sharding import EmbeddingOptimizer, shard_model
-from recsys_emb.specs import (FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, TableDef, Unified,
-                              UnifiedTable)
+from recsys_emb.specs import FeatureSpec, Full, TableDef
+from variant_cases import small_variants
 
-U = UnifiedTable("shared", rows=40, chunk_dim=8)
-VARIANTS = {
-    "full": [FeatureSpec("x", Full(dim=16), cardinality=50)],
-    "hashed": [FeatureSpec("x", Hashed(dim=16, buckets=23))],
-    "multi_hash": [FeatureSpec("x", Hashed(dim=16, buckets=23, num_hashes=2, combiner="weighted"))],
-    "qr": [FeatureSpec("x", QuotientRemainder(dim=16, collisions=4), cardinality=50)],
-    "mixed": [FeatureSpec("x", MixedDimension(16, 0.5, boundaries=(5, 20), block_dims=(16, 8, 8)), cardinality=50)],
-    "unified": [FeatureSpec("x", Unified(U, chunks=2)), FeatureSpec("z", Unified(U))],
-}
+VARIANTS = small_variants()
 # duplicates inside and across bags, an empty bag, bags of several ids
 BAGS = {"x": [[1, 1, 7], [], [49], [3, 20, 33, 3]], "y": [[0], [6], [6], [2, 5]], "z": [[4], [4, 40], [], [9]]}
 

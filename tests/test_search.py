@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from recsys_emb.config import ConfigError, load_config
-from recsys_emb.search import (SpaceConfig, _group_embeddings, load_search_config, search, search_config_from_dict,
+from recsys_emb.search import (SpaceConfig, _group_embeddings, load_search_config, search,
                                trial_run_config)
 from search_helpers import CONFIGS, make_tiny_data, trained_trials, write_configs
 

@@ -1,9 +1,9 @@
 """Throughput benchmarks (run them with ``recsys-emb bench ...`` or the scripts in ``bench/``)."""
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
-__all__ = ["run_as_script", "write_section", "quiet", "command_line", "publish"]
+__all__ = ["run_as_script", "write_section", "quiet", "command_line", "publish", "interleaved_seconds"]
 
 
 def quiet() -> None:
@@ -14,6 +14,31 @@ def quiet() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("torchrec").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+
+
+def interleaved_seconds(steps_of: Sequence[Callable[[int], None]], steps: int, rounds: int, warmup: int,
+                        sync: Optional[Callable[[], None]] = None) -> List[float]:
+    """Median seconds of ``steps`` steps for each run, the runs interleaved round by round so that
+    machine noise hits them alike. ``steps_of[r](i)`` performs step ``i`` of run ``r``; ``sync``
+    (e.g. ``torch.cuda.synchronize``) is called around every timed round."""
+    import statistics
+    import time
+
+    sync = sync or (lambda: None)
+    for step in steps_of:
+        for i in range(warmup):
+            step(i)
+    sync()
+    times: List[List[float]] = [[] for _ in steps_of]
+    for _ in range(rounds):
+        for r, step in enumerate(steps_of):
+            sync()
+            t0 = time.perf_counter()
+            for i in range(steps):
+                step(i)
+            sync()
+            times[r].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def command_line(script: str, argv: Optional[Sequence[str]]) -> str:

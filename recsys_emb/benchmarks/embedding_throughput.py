@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -22,6 +20,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys_emb.benchmarks import interleaved_seconds
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, shard_model
@@ -76,7 +75,6 @@ class _Run:
     module: nn.Module
     params: int
     bytes: int
-    times: List[float]
 
 
 def _step(module: nn.Module, kjt: KeyedJaggedTensor, weight: torch.Tensor) -> None:
@@ -104,29 +102,22 @@ def run(cap: int = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
         device=torch.device("meta"),
     )
     full_mem = memory_from_specs(all_specs["full"])
-    runs.append(_Run("torchrec_baseline", shard_model(baseline, opt), full_mem.params, full_mem.bytes, []))
+    runs.append(_Run("torchrec_baseline", shard_model(baseline, opt), full_mem.params, full_mem.bytes))
     for name in chosen:
         specs = all_specs[name]
         mem = memory_from_specs(specs)
         layer = EmbeddingLayer(specs, device=torch.device("meta"))
-        runs.append(_Run(name, shard_model(layer, opt), mem.params, mem.bytes, []))
+        runs.append(_Run(name, shard_model(layer, opt), mem.params, mem.bytes))
         logger.info("built %s: %d params", name, mem.params)
     gen = torch.Generator().manual_seed(seed)
     batches = [skewed_batch(cards, batch, gen) for _ in range(8)]
     weight = torch.randn(len(cards) * dim, generator=gen)
-    for r in runs:
-        for i in range(warmup):
-            _step(r.module, batches[i % len(batches)], weight)
-    for _ in range(rounds):
-        for r in runs:
-            t0 = time.perf_counter()
-            for i in range(steps):
-                _step(r.module, batches[i % len(batches)], weight)
-            r.times.append(time.perf_counter() - t0)
-    base = batch * steps / statistics.median(runs[0].times)
+    seconds = interleaved_seconds(
+        [lambda i, m=r.module: _step(m, batches[i % len(batches)], weight) for r in runs], steps, rounds, warmup)
+    base = batch * steps / seconds[0]
     results = []
-    for r in runs:
-        sps = batch * steps / statistics.median(r.times)
+    for r, sec in zip(runs, seconds):
+        sps = batch * steps / sec
         results.append({"variant": r.name, "samples_per_s": round(sps, 1), "ratio_to_torchrec": round(sps / base, 3),
                         "params": r.params, "bytes": r.bytes})
     return results

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys_emb.benchmarks import interleaved_seconds
 from recsys_emb.concat import FusedOptimizer
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
@@ -53,7 +52,6 @@ class _Run:
     name: str
     step: Callable[[KeyedJaggedTensor], None]
     params: int
-    times: List[float] = field(default_factory=list)
 
 
 def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device: torch.device) -> KeyedJaggedTensor:
@@ -105,23 +103,13 @@ def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batc
         logger.info("built %s", name)
     gen = torch.Generator().manual_seed(seed)
     batches = [_batch(cards, batch, gen, dev) for _ in range(4)]
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for r in runs:
-        for i in range(warmup):
-            r.step(batches[i % len(batches)])
-    sync()
-    for _ in range(rounds):
-        for r in runs:
-            sync()
-            t0 = time.perf_counter()
-            for i in range(steps):
-                r.step(batches[i % len(batches)])
-            sync()
-            r.times.append(time.perf_counter() - t0)
-    base_sps = batch * steps / statistics.median(runs[0].times)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else None
+    seconds = interleaved_seconds([lambda i, f=r.step: f(batches[i % len(batches)]) for r in runs], steps, rounds,
+                                  warmup, sync)
+    base_sps = batch * steps / seconds[0]
     results = []
-    for r in runs:
-        sps = batch * steps / statistics.median(r.times)
+    for r, sec in zip(runs, seconds):
+        sps = batch * steps / sec
         results.append({"model": r.name, "samples_per_s": round(sps, 1), "ratio_to_baseline": round(sps / base_sps, 3),
                         "params": r.params})
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

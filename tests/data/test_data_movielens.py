@@ -69,7 +69,6 @@ def test_history_is_strictly_earlier_and_matches_a_slow_reference(ml):
 
 def test_genres_are_multi_valued(ml):
     tables, meta = ml
-    movies = pd.read_csv(default_movielens_dir() / "movies.csv").set_index("movieId")
     names = meta["genres"]
     assert len(names) == 20 and names[0] == "Drama"
     row = tables["train"].slice(0, 1).to_pylist()[0]

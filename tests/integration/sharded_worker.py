@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -22,18 +23,12 @@ logging.disable(logging.WARNING)
 from recsys_emb.launch import exit_worker  # noqa: E402
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists  # noqa: E402
 from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model  # noqa: E402
-from recsys_emb.specs import (FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified,  # noqa: E402
-                              UnifiedTable)
+from recsys_emb.specs import FeatureSpec, Full  # noqa: E402
 
-U = UnifiedTable("shared", rows=40, chunk_dim=8)
-VARIANTS = {
-    "full": [FeatureSpec("x", Full(dim=16), cardinality=50)],
-    "hashed": [FeatureSpec("x", Hashed(dim=16, buckets=23))],
-    "multi_hash": [FeatureSpec("x", Hashed(dim=16, buckets=23, num_hashes=2, combiner="weighted"))],
-    "qr": [FeatureSpec("x", QuotientRemainder(dim=16, collisions=4), cardinality=50)],
-    "mixed": [FeatureSpec("x", MixedDimension(16, 0.5, boundaries=(5, 20), block_dims=(16, 8, 8)), cardinality=50)],
-    "unified": [FeatureSpec("x", Unified(U, chunks=2)), FeatureSpec("z", Unified(U))],
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, when run as a script
+from variant_cases import small_variants  # noqa: E402
+
+VARIANTS = small_variants()
 
 
 def batch(rank):

@@ -8,7 +8,6 @@ unset the test starts its own with the same script, and skips if that is impossi
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 

@@ -17,3 +17,17 @@ def small_variants():
                               cardinality=50)],
         "unified": [FeatureSpec("x", Unified(SHARED, chunks=2)), FeatureSpec("z", Unified(SHARED))],
     }
+
+
+MODEL_TABLE = UnifiedTable("u", rows=64, chunk_dim=4)
+
+
+def model_variants(unified_chunks: int):
+    """``{variant: embedding spec}`` at dim 8 for the model tests (DLRM, DIN), ids < 30."""
+    return {
+        "full": Full(dim=8),
+        "multi_hash": Hashed(dim=8, buckets=13, num_hashes=2),
+        "qr": QuotientRemainder(dim=8, collisions=4),
+        "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(4, 12), block_dims=(8, 4, 4)),
+        "unified": Unified(MODEL_TABLE, chunks=unified_chunks),
+    }

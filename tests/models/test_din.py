@@ -11,16 +11,10 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from recsys_emb.layer import InvalidInputError, kjt_from_lists
 from recsys_emb.models import DIN, AttentionPooling, SumPooling
 from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model
-from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+from recsys_emb.specs import FeatureSpec, Full, MixedDimension
+from variant_cases import model_variants
 
-U = UnifiedTable("u", rows=64, chunk_dim=4)
-VARIANTS = {
-    "full": Full(dim=8),
-    "multi_hash": Hashed(dim=8, buckets=13, num_hashes=2),
-    "qr": QuotientRemainder(dim=8, collisions=4),
-    "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(4, 12), block_dims=(8, 4, 4)),
-    "unified": Unified(U, chunks=3),
-}
+VARIANTS = model_variants(unified_chunks=3)
 CAT_VARIANTS = {**VARIANTS, "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(2,), block_dims=(8, 4))}
 N_ITEMS, N_CATS = 50, 5
 

@@ -12,16 +12,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_emb.layer import kjt_from_lists
 from recsys_emb.models import DLRM, DotInteraction
 from recsys_emb.sharding import EmbeddingOptimizer, shard_model
-from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, Unified
+from variant_cases import MODEL_TABLE, model_variants
 
-U = UnifiedTable("u", rows=64, chunk_dim=4)
-VARIANTS = {
-    "full": Full(dim=8),
-    "multi_hash": Hashed(dim=8, buckets=13, num_hashes=2),
-    "qr": QuotientRemainder(dim=8, collisions=4),
-    "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(4, 12), block_dims=(8, 4, 4)),
-    "unified": Unified(U, chunks=2),
-}
+VARIANTS = model_variants(unified_chunks=2)
 
 
 def batch(names, b=4, card=30, seed=0):
@@ -49,8 +43,8 @@ def test_mixed_output_dims_project_only_features_off_the_interaction_dim():
              FeatureSpec("b", Full(dim=4), cardinality=30),
              FeatureSpec("c", MixedDimension(base_dim=16, alpha=0.5, boundaries=(4,), block_dims=(16, 4)),
                          cardinality=30),
-             FeatureSpec("d", Unified(U, chunks=3), cardinality=None),
-             FeatureSpec("e", Unified(U, chunks=2), cardinality=None)]
+             FeatureSpec("d", Unified(MODEL_TABLE, chunks=3), cardinality=None),
+             FeatureSpec("e", Unified(MODEL_TABLE, chunks=2), cardinality=None)]
     model = DLRM(specs, dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
     assert model.interaction_dim == 8
     assert {k: tuple(p.weight.shape) for k, p in model.projections.items()} == {

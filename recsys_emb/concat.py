@@ -115,6 +115,16 @@ class ConcatenatedEmbeddingBags(nn.Module):
             for t in self.table_defs:
                 self.table_weight(t.name).uniform_(-(t.rows ** -0.5), t.rows ** -0.5)
 
+    def materialize(self, device: torch.device) -> None:
+        """Allocate a module built on ``meta`` on ``device`` without touching the random number generator
+        (so the rest of a model initialises as if the tables were still on ``meta``, as under
+        DistributedModelParallel). The weights are uninitialised until :meth:`reset_parameters` or
+        :func:`recsys_emb.sharding.init_tables`; optimizer accumulators start at their initial value."""
+        self.to_empty(device=device)
+        if self.optimizer is not None and self.optimizer.kind == "rowwise_adagrad":
+            for group in self.weights:
+                getattr(self, f"momentum_{group}").fill_(self.optimizer.initial_accumulator_value)
+
     def table_weight(self, table: str) -> torch.Tensor:
         """The ``(rows, dim)`` slice of the concatenated weight that holds ``table`` (a view)."""
         t = next((t for t in self.table_defs if t.name == table), None)

@@ -78,9 +78,14 @@ class EmbeddingsConfig:
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     init_scale: Optional[float] = None
     """Tables start as ``U(-init_scale, init_scale)``; ``None``: TorchRec's ``1/sqrt(rows)`` per table."""
+    kernel: str = "torchrec"
+    """``torchrec``: TorchRec collections under DistributedModelParallel (any world size, CPU).
+    ``concat``: plain-PyTorch concatenated tables on one device (:mod:`recsys_emb.concat`), the way to
+    train on a GPU without FBGEMM's GPU kernels; DLRM only, one process, optimizer sgd or rowwise_adagrad."""
 
     def validate(self) -> None:
         _choice("embeddings.variant", self.variant, VARIANTS)
+        _choice("embeddings.kernel", self.kernel, ["torchrec", "concat"])
         _positive("embeddings.init_scale", self.init_scale)
         try:
             self.preset()
@@ -88,7 +93,7 @@ class EmbeddingsConfig:
             raise ConfigError(str(e)) from None
 
     def preset(self) -> VariantPreset:
-        return VariantPreset(**{k: v for k, v in dataclasses.asdict(self).items() if k != "init_scale"})
+        return VariantPreset(**{k: v for k, v in dataclasses.asdict(self).items() if k not in ("init_scale", "kernel")})
 
 
 @dataclass
@@ -158,8 +163,11 @@ class TrainLoopConfig:
     progress: bool = True
     threads: Optional[int] = None
     sharding_types: List[str] = field(default_factory=lambda: ["table_wise"])
+    device: str = "cpu"
+    """``cpu``, or ``cuda`` (needs ``embeddings.kernel: concat``)."""
 
     def validate(self) -> None:
+        _choice("train.device", self.device, ["cpu", "cuda"])
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)
         for key in ("eval_every", "checkpoint_every", "log_every"):
@@ -182,6 +190,15 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for part in (self.data, self.model, self.embeddings, self.optim, self.train):
             part.validate()
+        if self.train.device == "cuda" and self.embeddings.kernel != "concat":
+            raise ConfigError("train.device='cuda' needs embeddings.kernel='concat': TorchRec's sharded kernels need "
+                              "FBGEMM's GPU build, which this install lacks; set embeddings.kernel: concat")
+        if self.embeddings.kernel == "concat":
+            if self.model.kind != "dlrm":
+                raise ConfigError(f"embeddings.kernel='concat' serves model.kind 'dlrm' only (got "
+                                  f"{self.model.kind!r}); use embeddings.kernel: torchrec")
+            _choice("optim.embedding (with embeddings.kernel: concat)", self.optim.embedding,
+                    ["sgd", "rowwise_adagrad"])
         return self
 
     @property

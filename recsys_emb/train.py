@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from recsys_emb.concat import ConcatenatedEmbeddingBags
 from recsys_emb.config import RunConfig, config_from_dict, config_to_dict, load_config
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import feature_specs
@@ -104,16 +105,23 @@ def build_features(cfg: RunConfig, schema: Any) -> Tuple[List[FeatureSpec], List
     return specs, pairs
 
 
-def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None) -> nn.Module:
-    """The DLRM or DIN of the config for a dataset schema (tables on ``embedding_device``)."""
+def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None,
+                kernel: str = "torchrec") -> nn.Module:
+    """The DLRM or DIN of the config for a dataset schema (tables on ``embedding_device``).
+
+    ``kernel="concat"`` builds DLRM's tables as plain-PyTorch concatenated tables with the config's
+    embedding optimizer fused into backward (``embeddings.kernel: concat``); serving loads either kind
+    into the default TorchRec kernel (the state-dict keys are the same)."""
     specs, pairs = build_features(cfg, schema)
     dense_in = len(schema.dense)
     m = cfg.model
     if m.kind == "dlrm":
+        from recsys_emb.concat import FusedOptimizer
         from recsys_emb.models.dlrm import DLRM
 
+        fused = FusedOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr) if kernel == "concat" else None
         return DLRM(specs, dense_in=dense_in, bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp, interaction=m.interaction,
-                    embedding_device=embedding_device)
+                    embedding_device=embedding_device, embedding_kernel=kernel, embedding_optimizer=fused)
     from recsys_emb.models.din import DIN
 
     by_name = {s.name: s for s in specs}
@@ -123,7 +131,9 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
                activation=m.activation, mba_lambda=m.mba_lambda, embedding_device=embedding_device)
 
 
-def _forward(model: nn.Module, batch: Any) -> torch.Tensor:
+def _forward(model: nn.Module, batch: Any, device: Optional[torch.device] = None) -> torch.Tensor:
+    if device is not None and device.type != "cpu":
+        return model(batch.dense.to(device, non_blocking=True), batch.sparse.to(device, non_blocking=True))
     return model(batch.dense, batch.sparse)
 
 
@@ -215,11 +225,30 @@ class Trainer:
         self.metadata = read_metadata(self.data_dir)
         self.schema = TableSchema.from_dict(self.metadata["schema"])
         _seed_everything(cfg.seed)
-        model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))
+        self.device = torch.device(cfg.train.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("train.device='cuda' but PyTorch sees no CUDA device; set train.device: cpu")
+        self.concat = cfg.embeddings.kernel == "concat"
+        if self.concat:
+            from recsys_emb.sharding import init_tables
+
+            if self.world > 1:
+                raise RuntimeError(f"embeddings.kernel='concat' trains in one process (world size {self.world} "
+                                   f"asked); use embeddings.kernel: torchrec to shard across processes")
+            # tables built on meta and filled by init_tables: the same start as TorchRec's kernel under DMP
+            model = build_model(cfg, self.schema, embedding_device=torch.device("meta"), kernel="concat")
+            for m in model.modules():
+                if isinstance(m, ConcatenatedEmbeddingBags):
+                    m.materialize(self.device)
+            model.to(self.device)
+            init_tables(model, cfg.seed, scale=cfg.embeddings.init_scale)
+            self.model = model
+        else:
+            model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))
+            self.model = shard_model(model, EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr),
+                                     sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
+                                     init_scale=cfg.embeddings.init_scale)
         self.specs = [f for layer in _embedding_layers(model) for f in layer.features]
-        self.model = shard_model(model, EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr),
-                                 sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
-                                 init_scale=cfg.embeddings.init_scale)
         from torchrec.optim.optimizers import in_backward_optimizer_filter
 
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
@@ -265,12 +294,12 @@ class Trainer:
             if i % self.world != self.rank:
                 continue
             mine += 1
-            logits.append(_forward(self.model, batch).float().numpy())
+            logits.append(_forward(self.model, batch, self.device).float().cpu().numpy())
             labels.append(batch.labels.numpy())
             if batch.true_prob is not None:
                 truth.append(batch.true_prob.numpy())
         for _ in range(slots - mine):
-            _forward(self.model, first)
+            _forward(self.model, first, self.device)
         self.model.train()
         y = _gather(np.concatenate(labels) if labels else np.zeros(0, dtype=np.float32))
         z = _gather(np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32))
@@ -289,6 +318,10 @@ class Trainer:
     def _state(self) -> Dict[str, Any]:
         # The dense optimizer is saved beside (torch.save): a fresh Adam's state_dict has no entries
         # yet, and DCP only loads keys the target already has.
+        if self.concat:  # the tables' optimizer state lives in the concat modules
+            return {"model": self.model.state_dict(), "fused": {
+                name: m.fused_optimizer_state_dict() for name, m in self.model.named_modules()
+                if isinstance(m, ConcatenatedEmbeddingBags)}}
         return {"model": self.model.state_dict(), "fused": self.model.fused_optimizer.state_dict()}
 
     def save_checkpoint(self) -> Path:
@@ -316,7 +349,12 @@ class Trainer:
         state = self._state()
         dcp.load(state, checkpoint_id=str(path))
         self.model.load_state_dict(state["model"])
-        self.model.fused_optimizer.load_state_dict(state["fused"])
+        if self.concat:
+            modules = dict(self.model.named_modules())
+            for name, fused in state["fused"].items():
+                modules[name].load_fused_optimizer_state_dict(fused)
+        else:
+            self.model.fused_optimizer.load_state_dict(state["fused"])
         self.dense_optimizer.load_state_dict(torch.load(path / "dense_optimizer.pt", weights_only=False))
         self.pos = _Position(meta["step"], meta["epoch"], meta["batch_in_epoch"])
         rng = path / f"rng_rank{self.rank}.pt"
@@ -345,8 +383,8 @@ class Trainer:
             ds.set_epoch(self.pos.epoch)
             t0 = time.perf_counter()
             for batch in loader:
-                logits = _forward(self.model, batch)
-                loss = loss_fn(logits, batch.labels)
+                logits = _forward(self.model, batch, self.device)
+                loss = loss_fn(logits, batch.labels.to(self.device, non_blocking=True))
                 reg = getattr(_unwrap(self.model), "regularization", None)
                 total_loss = loss + reg() if reg is not None and cfg.model.mba_lambda > 0 else loss
                 self.dense_optimizer.zero_grad(set_to_none=True)
@@ -387,7 +425,8 @@ class Trainer:
         test = self.evaluate("test")
         mem = memory_from_specs(self.specs)
         summary = {
-            "name": cfg.name, "steps": self.pos.step, "world_size": self.world,
+            "name": cfg.name, "steps": self.pos.step, "world_size": self.world, "device": str(self.device),
+            "kernel": cfg.embeddings.kernel,
             "embedding_params": mem.params, "embedding_bytes": mem.bytes, "dense_params": self.dense_params,
             "full_table_bytes": memory_from_specs(_full_specs(self.specs)).bytes,
             "valid": valid, "test": test, "train_loss": last_loss,
@@ -460,6 +499,9 @@ def plan_run(cfg: RunConfig, world_size: int, device_type: str = "cpu") -> Dict[
     from recsys_emb.data.parquet import TableSchema, read_metadata
     from recsys_emb.sharding import EmbeddingOptimizer, format_plan, plan_model, plan_report, rank_bytes, table_shapes
 
+    if cfg.embeddings.kernel == "concat":
+        raise ValueError("embeddings.kernel='concat' keeps every table on one device: there is no sharding plan; "
+                         "plan with embeddings.kernel: torchrec")
     schema = TableSchema.from_dict(read_metadata(prepare_data(cfg))["schema"])
     model = build_model(cfg, schema, embedding_device=torch.device("meta"))
     opt = EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr)

@@ -31,6 +31,13 @@ def test_overrides_apply_and_validate():
     ({"model": {"interaction": "sum"}}, r"model.interaction='sum' is not allowed; choose one of \['dot', 'cat'\]"),
     ({"optim": {"embedding": "lamb"}}, r"optim.embedding='lamb' is not allowed"),
     ({"data": {"path": ""}}, r"data.path is required"),
+    ({"embeddings": {"kernel": "fbgemm"}}, r"embeddings.kernel='fbgemm' is not allowed; choose one of \['torchrec', 'concat'\]"),
+    ({"train": {"device": "tpu"}}, r"train.device='tpu' is not allowed; choose one of \['cpu', 'cuda'\]"),
+    ({"train": {"device": "cuda"}}, r"train.device='cuda' needs embeddings.kernel='concat'.*set embeddings.kernel: concat"),
+    ({"embeddings": {"kernel": "concat"}, "model": {"kind": "din", "item_pairs": [["a", "b"]]}},
+     r"embeddings.kernel='concat' serves model.kind 'dlrm' only \(got 'din'\)"),
+    ({"embeddings": {"kernel": "concat"}, "optim": {"embedding": "adam"}},
+     r"optim.embedding \(with embeddings.kernel: concat\)='adam' is not allowed; choose one of \['sgd', 'rowwise_adagrad'\]"),
 ])
 def test_bad_configs_fail_naming_key_value_and_allowed(data, match):
     base = {"data": {"path": "x"}}

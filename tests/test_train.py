@@ -70,10 +70,11 @@ def test_din_learns(data, tmp_path, attention):
     assert s["valid"]["auc"] > 0.6
 
 
-def test_kill_and_resume_equals_uninterrupted(data, tmp_path):
+@pytest.mark.parametrize("kernel", ["torchrec", "concat"])
+def test_kill_and_resume_equals_uninterrupted(data, tmp_path, kernel):
     sets = [f"data.path={data / 'cl'}", "data.batch_size=256", "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]",
             "embeddings.variant=qr", "embeddings.dim=8", "embeddings.min_rows=64", "train.log_every=0",
-            "train.progress=false", "train.checkpoint_every=20", "train.epochs=2"]
+            "train.progress=false", "train.checkpoint_every=20", "train.epochs=2", f"embeddings.kernel={kernel}"]
     cfg_path = ROOT / "configs" / "demo.yaml"
 
     def run(out, kill=None, resume=False):
@@ -106,6 +107,34 @@ def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
     m = evaluate_checkpoint(tmp_path, split="test")
     assert abs(m["auc"] - s["test"]["auc"]) < 1e-6
     assert abs(m["logloss"] - s["test"]["logloss"]) < 1e-6
+
+
+@pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "sgd"])
+def test_concat_kernel_trains_the_model_torchrec_trains(data, tmp_path, optimizer):
+    # same seed: the same initial tables (placement-independent init), the same fused update as
+    # FBGEMM's; a checkpoint of the concat kernel serves through the default TorchRec kernel
+    runs = {}
+    for kernel in ("torchrec", "concat"):
+        cfg = dlrm_cfg(data, tmp_path / kernel, "unified", max_steps=40)
+        cfg.embeddings.kernel = kernel
+        cfg.optim.embedding = optimizer
+        runs[kernel] = train(cfg.validate())
+    a, b = runs["torchrec"], runs["concat"]
+    assert b["kernel"] == "concat" and b["device"] == "cpu"
+    for split in ("valid", "test"):
+        assert abs(a[split]["auc"] - b[split]["auc"]) < 1e-4, (split, a[split]["auc"], b[split]["auc"])
+        assert abs(a[split]["logloss"] - b[split]["logloss"]) < 1e-4
+    m = evaluate_checkpoint(tmp_path / "concat", split="test")
+    assert abs(m["auc"] - b["test"]["auc"]) < 1e-6 and abs(m["logloss"] - b["test"]["logloss"]) < 1e-6
+
+
+def test_concat_kernel_refuses_what_it_cannot_do(data, tmp_path):
+    from recsys_emb.train import plan_run
+
+    cfg = dlrm_cfg(data, tmp_path, "full")
+    cfg.embeddings.kernel = "concat"
+    with pytest.raises(ValueError, match="no sharding plan.*embeddings.kernel: torchrec"):
+        plan_run(cfg.validate(), world_size=2)
 
 
 def test_mixed_dimension_blocks_follow_the_data_counts(data, tmp_path):

@@ -130,8 +130,8 @@ class _LayerBase(nn.Module):
             variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
             counts = variant.value_counts(f_ids.numel())
             pairs = hashed[i] if i in hashed else variant.remap(f_ids, f_len)
-            for i, (vf, (v, l)) in enumerate(zip(variant.virtual_features(), pairs)):
-                parts.append((vf.name, v, l, None if counts is None else counts[i]))
+            for j, (vf, (v, l)) in enumerate(zip(variant.virtual_features(), pairs)):
+                parts.append((vf.name, v, l, None if counts is None else counts[j]))
         return parts, ids, lengths, batch
 
     def _hash_all(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]

@@ -83,6 +83,7 @@ class ConcatenatedEmbeddingBags(nn.Module):
             raise ValueError(f"features read unknown table(s) {missing}; tables: {sorted(by_name)}")
         self.optimizer = optimizer
         self.table_defs = list(tables)
+        self._defs = {t.name: t for t in self.table_defs}
         dims = sorted({t.dim for t in tables})
         self._group_of_dim = {d: f"d{d}" for d in dims}
         self.table_offsets: Dict[str, int] = {}
@@ -125,23 +126,26 @@ class ConcatenatedEmbeddingBags(nn.Module):
             for group in self.weights:
                 getattr(self, f"momentum_{group}").fill_(self.optimizer.initial_accumulator_value)
 
+    def _rows_of(self, table: str, stacked: torch.Tensor) -> torch.Tensor:
+        """``table``'s rows of a tensor stacked like its dimension group (weight or accumulators), a view."""
+        t = self._defs.get(table)
+        if t is None:
+            raise KeyError(f"no table {table!r}; tables: {list(self._defs)}")
+        off = self.table_offsets[table]
+        return stacked[off:off + t.rows]
+
     def table_weight(self, table: str) -> torch.Tensor:
         """The ``(rows, dim)`` slice of the concatenated weight that holds ``table`` (a view)."""
-        t = next((t for t in self.table_defs if t.name == table), None)
-        if t is None:
-            raise KeyError(f"no table {table!r}; tables: {[t.name for t in self.table_defs]}")
-        off = self.table_offsets[table]
-        return self.weights[self.table_group[table]][off:off + t.rows]
+        return self._rows_of(table, self.weights[self.table_group[table]])
+
+    def _momentum(self, table: str) -> torch.Tensor:
+        return self._rows_of(table, getattr(self, f"momentum_{self.table_group[table]}"))
 
     def fused_optimizer_state_dict(self) -> Dict[str, torch.Tensor]:
         """Row-wise Adagrad's accumulators per table (``{table: (rows,)}``); empty for SGD."""
         if self.optimizer is None or self.optimizer.kind != "rowwise_adagrad":
             return {}
-        out = {}
-        for t in self.table_defs:
-            off = self.table_offsets[t.name]
-            out[t.name] = getattr(self, f"momentum_{self.table_group[t.name]}")[off:off + t.rows].clone()
-        return out
+        return {t.name: self._momentum(t.name).clone() for t in self.table_defs}
 
     def load_fused_optimizer_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         """Load what :meth:`fused_optimizer_state_dict` returned (every table must be present)."""
@@ -152,8 +156,7 @@ class ConcatenatedEmbeddingBags(nn.Module):
             raise ValueError(f"fused optimizer state: missing tables {missing}, unexpected tables {extra}")
         with torch.no_grad():
             for t in self.table_defs:
-                off = self.table_offsets[t.name]
-                getattr(self, f"momentum_{self.table_group[t.name]}")[off:off + t.rows].copy_(state[t.name])
+                self._momentum(t.name).copy_(state[t.name])
 
     def named_tables(self) -> List[Tuple[str, torch.Tensor]]:
         """``(table name, (rows, dim) view)`` for every table, in construction order."""
@@ -203,8 +206,7 @@ def _per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any],
         weight = state.pop(f"{prefix}weights.{group}")
         for t in module.table_defs:
             if module.table_group[t.name] == group:
-                off = module.table_offsets[t.name]
-                state[f"{prefix}embedding_bags.{t.name}.weight"] = weight[off:off + t.rows]
+                state[f"{prefix}embedding_bags.{t.name}.weight"] = module._rows_of(t.name, weight)
 
 
 def _load_per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any], prefix: str,

@@ -25,6 +25,7 @@ __all__ = [
     "seed_keys",
     "bucket_matrix",
     "bucket_matrices",
+    "bucket_rows",
     "hash_raw_value",
     "hash_raw_values",
 ]
@@ -187,8 +188,36 @@ def bucket_matrices(ids: Sequence[torch.Tensor], keys: torch.Tensor, buckets: to
     x = torch.cat(list(ids)) if len(ids) > 1 else ids[0]
     per_value_keys = torch.repeat_interleave(keys, sizes, dim=0, output_size=n)
     per_value_buckets = torch.repeat_interleave(buckets, sizes, output_size=n)
-    h = mix64(x.unsqueeze(1) * _GOLDEN_S + per_value_keys)
-    return list((_srl(h, 1) % per_value_buckets.unsqueeze(1)).split(counts))
+    return list(bucket_rows(x, per_value_keys, per_value_buckets).split(counts))
+
+
+def bucket_rows(x: torch.Tensor, value_keys: torch.Tensor, value_buckets: torch.Tensor) -> torch.Tensor:
+    """Buckets of ids that each carry their own seed keys and bucket count (what
+    :func:`bucket_matrices` computes once the per-feature keys are repeated per id; callers that
+    see the same id counts every step keep those repeated tensors).
+
+    Args:
+        x: int64 ``(n,)``.
+        value_keys: int64 ``(n, k)``: the seed keys of each id.
+        value_buckets: int64 ``(n,)``: the bucket count of each id.
+    Returns:
+        int64 ``(n, k)``: row ``i`` equals ``bucket_matrix(x[i:i+1], value_keys[i], value_buckets[i])``.
+    """
+    h = torch.add(value_keys, x.unsqueeze(1), alpha=_GOLDEN_S)  # wraps modulo 2**64 like mul + add
+    _mix64_(h)
+    h = torch.bitwise_right_shift(h, 1).bitwise_and_((1 << 63) - 1)
+    return h.remainder_(value_buckets.unsqueeze(1))
+
+
+def _mix64_(z: torch.Tensor) -> torch.Tensor:
+    """:func:`mix64` in place on a temporary (one scratch tensor instead of eleven new ones)."""
+    t = torch.empty_like(z)
+    for shift, mult in ((30, _C1_S), (27, _C2_S), (31, None)):
+        torch.bitwise_right_shift(z, shift, out=t).bitwise_and_((1 << (64 - shift)) - 1)
+        z.bitwise_xor_(t)
+        if mult is not None:
+            z.mul_(mult)
+    return z
 
 
 # ---------------------------------------------------------------------------------------------

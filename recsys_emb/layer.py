@@ -20,8 +20,9 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, Keyed
 
 from recsys_emb.concat import ConcatenatedEmbeddingBags, FusedOptimizer
 from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
+from recsys_emb.embeddings.base import PerValue
 from recsys_emb.embeddings.combine import ColumnProgram
-from recsys_emb.hashing import bucket_matrices
+from recsys_emb.hashing import bucket_rows
 from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
 
 __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
@@ -64,6 +65,7 @@ class _LayerBase(nn.Module):
         self.table_defs: List[TableDef] = [t for t, _ in tables.values()]
         self._virtual_dims = {vf: t.dim for t, names in tables.values() for vf in names}
         self._hash_cache: Dict[int, tuple] = {}
+        self._remap_cache: Dict[object, object] = {}
 
     @property
     def output_dim(self) -> int:
@@ -124,20 +126,39 @@ class _LayerBase(nn.Module):
                                 List[torch.Tensor], int]:
         """Per virtual feature (key, values, lengths, value count or None), per feature ids and lengths."""
         ids, lengths, batch = self._split(features)
-        hashed = self._hash_all(ids, lengths)
+        remapped = self._hash_all(ids, lengths)
+        remapped.update(self._remap_batched(ids, lengths, skip=remapped))
         parts = []
         for i, (name, f_ids, f_len) in enumerate(zip(self.feature_names, ids, lengths)):
             variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
             counts = variant.value_counts(f_ids.numel())
-            pairs = hashed[i] if i in hashed else variant.remap(f_ids, f_len)
+            pairs = remapped[i] if i in remapped else variant.remap(f_ids, f_len)
             for j, (vf, (v, l)) in enumerate(zip(variant.virtual_features(), pairs)):
                 parts.append((vf.name, v, l, None if counts is None else counts[j]))
         return parts, ids, lengths, batch
 
+    def _remap_batched(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor], skip: Dict[int, object]
+                       ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """Remapped pairs of the features whose variant class remaps several features at once
+        (:meth:`~recsys_emb.embeddings.base.EmbeddingVariant.remap_many`), keyed by feature position."""
+        groups: Dict[type, List[int]] = {}
+        for i, name in enumerate(self.feature_names):
+            cls = type(self.variants[name])
+            if i not in skip and cls.remap_many.__func__ is not EmbeddingVariant.remap_many.__func__:  # type: ignore[attr-defined]
+                groups.setdefault(cls, []).append(i)
+        out: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
+        for cls, members in groups.items():
+            if len(members) < 2:
+                continue
+            pairs = cls.remap_many([self.variants[self.feature_names[i]] for i in members],  # type: ignore[attr-defined]
+                                   [ids[i] for i in members], [lengths[i] for i in members], self._remap_cache)
+            out.update(zip(members, pairs))
+        return out
+
     def _hash_all(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]
                   ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """Remapped pairs of every hashing feature (hashed tables, unified), all features with the same
-        number of probes hashed in one pass (:func:`~recsys_emb.hashing.bucket_matrices`): one set of
+        number of probes hashed in one pass (:func:`~recsys_emb.hashing.bucket_rows`): one set of
         tensor ops per step instead of one per feature. Keyed by feature position."""
         groups: Dict[int, List[Tuple[int, torch.Tensor, int]]] = {}
         for i, name in enumerate(self.feature_names):
@@ -156,10 +177,12 @@ class _LayerBase(nn.Module):
             cached = self._hash_cache.get(probes)
             if cached is None or cached[1] != versions or cached[2] != n_buckets or \
                     any(a is not b for a, b in zip(cached[0], sources)):
-                cached = (sources, versions, n_buckets, torch.stack(sources),
-                          torch.tensor(n_buckets, dtype=torch.int64, device=sources[0].device))
+                cached = (sources, versions, n_buckets, PerValue([
+                    torch.stack(sources), torch.tensor(n_buckets, dtype=torch.int64, device=sources[0].device)]))
                 self._hash_cache[probes] = cached
-            rows = bucket_matrices([ids[i] for i, _, _ in members], cached[3], cached[4])
+            member_ids = [ids[i] for i, _, _ in members]
+            value_keys, value_buckets = cached[3](member_ids)  # each id's seed keys and bucket count
+            rows = bucket_rows(torch.cat(member_ids), value_keys, value_buckets).split([t.numel() for t in member_ids])
             for (i, _, _), r in zip(members, rows):
                 out[i] = self.variants[self.feature_names[i]].remap_rows(r, lengths[i])  # type: ignore[operator]
         return out
@@ -254,7 +277,9 @@ class EmbeddingLayer(_LayerBase):
             for f, n, mean in zip(self.features, self._n_virtual, self._mean)
         )
         self._column_cache: Dict[Tuple[str, ...], Dict[str, int]] = {}
-        self._program_cache: Dict[Tuple[str, ...], Optional[ColumnProgram]] = {}
+        # per pooled layout: the fused program (or None) and, per feature with projections, its sources
+        self._program_cache: Dict[Tuple[str, ...], Tuple[Optional[ColumnProgram],
+                                                         List[Tuple[str, List[Tuple[int, int]]]]]] = {}
 
     def collections(self) -> List[nn.Module]:
         """The TorchRec collections holding this layer's tables (what DistributedModelParallel shards)."""
@@ -274,8 +299,10 @@ class EmbeddingLayer(_LayerBase):
             self._column_cache[keys] = index
         return index
 
-    def _program(self, pooled: KeyedTensor) -> Optional[ColumnProgram]:
-        """The fused column program for this pooled layout, or None if some combine needs autograd."""
+    def _program(self, pooled: KeyedTensor
+                 ) -> Tuple[Optional[ColumnProgram], List[Tuple[str, List[Tuple[int, int]]]]]:
+        """The fused column program for this pooled layout (None if some combine needs autograd) and
+        the features whose projection weights it takes, with their pooled sources."""
         keys = tuple(pooled.keys())
         if keys in self._program_cache:
             return self._program_cache[keys]
@@ -283,27 +310,32 @@ class EmbeddingLayer(_LayerBase):
         for k, d in zip(keys, pooled.length_per_key()):
             starts[k] = (pos, d)
             pos += d
-        ops, dst, program = [], 0, None
+        ops, dst, program, weighted = [], 0, None, []
         for name, mean, dim in zip(self.feature_names, self._mean, self.output_dims):
             variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            f_ops = None if mean else variant.column_ops([starts[vf.name] for vf in variant.virtual_features()], dst)
+            sources = [starts[vf.name] for vf in variant.virtual_features()]
+            f_ops = None if mean else variant.column_ops(sources, dst)
             if f_ops is None:
                 break
+            if any(op[0] == "proj" for op in f_ops):
+                weighted.append((name, sources))
             ops.extend(f_ops)
             dst += dim
         else:
             program = ColumnProgram(ops, in_width=pos, out_width=dst)
-        self._program_cache[keys] = program
-        return program
+        self._program_cache[keys] = (program, weighted)
+        return program, weighted
 
     def combine(self, pooled: KeyedTensor, lengths: Sequence[torch.Tensor]) -> KeyedTensor:
         """Per-feature outputs from the collection's pooled virtual features."""
         if self._passthrough and list(pooled.keys()) == self.feature_names:
             return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=pooled.values())
-        program = self._program(pooled)
+        program, weighted = self._program(pooled)
         if program is not None:
+            weights = [w for name, sources in weighted
+                       for w in self.variants[name].column_weights(sources)]  # type: ignore[operator]
             return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
-                               values=program(pooled.values()))
+                               values=program(pooled.values(), weights))
         # One split (its backward is one concatenation), not a slice per key (a full-width zero
         # gradient per slice).
         parts_all = pooled.values().split(pooled.length_per_key(), dim=1)

@@ -121,3 +121,15 @@ def test_bucket_matrices_equal_bucket_matrix_per_feature():
     got = bucket_matrices(ids, keys, buckets)
     for f in range(3):
         assert torch.equal(got[f], bucket_matrix(ids[f], keys[f], int(buckets[f])))
+
+
+def test_bucket_rows_with_per_id_keys_equal_bucket_matrix():
+    from recsys_emb.hashing import bucket_matrix, bucket_rows, seed_keys
+
+    keys = seed_keys(torch.tensor([[1, 2], [3, 4]]))
+    x = torch.tensor([0, -1, 2**62, -(2**63), 9, 2**63 - 1])
+    owner = torch.tensor([0, 0, 1, 1, 0, 1])
+    buckets = torch.tensor([13, 1000])
+    got = bucket_rows(x, keys[owner], buckets[owner])
+    for i in range(len(x)):
+        assert torch.equal(got[i:i + 1], bucket_matrix(x[i:i + 1], keys[owner[i]], int(buckets[owner[i]])))

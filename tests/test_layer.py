@@ -140,3 +140,46 @@ def test_hashing_features_remapped_in_one_pass_equal_each_variants_own_remap():
     after = layer.remap(kjt)[0]
     assert torch.equal(after.values(), torch.cat([v for v, _ in expected()]))
     assert not torch.equal(after.values(), got.values())
+
+
+def _remap_of_each_variant(layer, bags):
+    pairs = []
+    for s in layer.features:
+        one = kjt_from_lists({s.name: bags[s.name]})
+        pairs += layer.variants[s.name].remap(one.values(), one.lengths())
+    return pairs
+
+
+def test_mixed_and_qr_features_remapped_in_one_pass_equal_each_variants_own_remap():
+    from recsys_emb.specs import MixedDimension
+
+    specs = [FeatureSpec("m1", MixedDimension(8, boundaries=(2, 10)), cardinality=40),
+             FeatureSpec("q1", QuotientRemainder(dim=4, collisions=3), cardinality=20),
+             FeatureSpec("m2", MixedDimension(8, num_blocks=2), cardinality=1000),
+             FeatureSpec("q2", QuotientRemainder(dim=4, buckets=7, op="add"), cardinality=50),
+             FeatureSpec("m3", MixedDimension(8, boundaries=(5,)), cardinality=6, shared_with=None),
+             FeatureSpec("h", Hashed(dim=4, buckets=5))]
+    layer = EmbeddingLayer(specs)
+    bags = {"m1": [[0, 39, 1, 12], [], [5]], "q1": [[19], [0, 3, 4], []], "m2": [[999, 0], [31], [32, 500]],
+            "q2": [[49, 7], [], [6]], "m3": [[5], [0, 5, 4], []], "h": [[1], [2], [3]]}
+    kjt, _ = layer.remap(kjt_from_lists(bags))
+    want = _remap_of_each_variant(layer, bags)
+    assert kjt.keys() == [vf.name for s in specs for vf in layer.variants[s.name].virtual_features()]
+    assert torch.equal(kjt.values(), torch.cat([v for v, _ in want]))
+    assert torch.equal(kjt.lengths(), torch.cat([l for _, l in want]))
+    assert kjt.lengths().dtype == torch.int32
+
+
+@pytest.mark.parametrize("bad", ["m2", "q2"])
+def test_batched_remap_names_the_feature_with_the_bad_id(bad):
+    from recsys_emb.specs import MixedDimension
+
+    layer = EmbeddingLayer([FeatureSpec("m1", MixedDimension(8, num_blocks=2), cardinality=40),
+                            FeatureSpec("m2", MixedDimension(8, num_blocks=2), cardinality=30),
+                            FeatureSpec("q1", QuotientRemainder(dim=4), cardinality=40),
+                            FeatureSpec("q2", QuotientRemainder(dim=4), cardinality=30)])
+    bags = {"m1": [[39]], "m2": [[29]], "q1": [[39]], "q2": [[29]]}
+    layer(kjt_from_lists(bags))
+    bags[bad] = [[30]]  # inside the next feature's global id range, outside its own vocabulary
+    with pytest.raises(InvalidInputError, match=rf"feature '{bad}'.*30 \(value #0\)"):
+        layer(kjt_from_lists(bags))

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from recsys_emb.specs import FeatureSpec, TableDef
 
-__all__ = ["TableDef", "VirtualFeature", "ColumnOp", "EmbeddingVariant", "InvalidInputError", "format_bad_values"]
+__all__ = ["TableDef", "VirtualFeature", "ColumnOp", "EmbeddingVariant", "InvalidInputError", "format_bad_values",
+           "PerValue"]
 
 ColumnOp = Tuple[str, Tuple[int, ...], int, int]
-"""``(op, source column starts, destination column start, width)`` with op in ``copy``, ``mul``,
-``add``: how a combine maps pooled columns to output columns when it is plain column arithmetic."""
+"""``(op, sources, destination column start, width)``: how a combine maps pooled columns to output
+columns when it is column arithmetic. ``copy``, ``mul``, ``add``: sources are the start columns of
+the ``width``-wide operands. ``proj``: sources are ``(start, in_width)`` of one column range,
+multiplied by a ``(width, in_width)`` weight from :meth:`EmbeddingVariant.column_weights`
+(see :class:`~recsys_emb.embeddings.combine.ColumnProgram`)."""
 
 
 class InvalidInputError(ValueError):
@@ -43,6 +47,35 @@ def format_bad_values(feature: str, values: torch.Tensor, bad: torch.Tensor, rul
     pairs = ", ".join(f"{v} (value #{i})" for v, i in zip(vals, shown))
     more = f" and {idx.numel() - len(shown)} more" if idx.numel() > len(shown) else ""
     return f"feature {feature!r}: {idx.numel()} id(s) break {rule}: {pairs}{more}. {fix}"
+
+
+class PerValue:
+    """Per-feature constants repeated once per id, for ids concatenated feature after feature.
+
+    Batched remaps keep one and call it every step; the repeated tensors are rebuilt only when the
+    per-feature id counts change (never, for one id per field and sample).
+
+    Args:
+        per_feature: tensors whose first dim has one entry per feature.
+
+    Example:
+        >>> rep = PerValue([torch.tensor([10, 20])])
+        >>> rep([torch.zeros(1), torch.zeros(2)])[0].tolist()
+        [10, 20, 20]
+    """
+
+    def __init__(self, per_feature: Sequence[torch.Tensor]) -> None:
+        self.per_feature = list(per_feature)
+        self._counts: Optional[List[int]] = None
+        self._values: List[torch.Tensor] = []
+
+    def __call__(self, ids: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        counts = [int(t.numel()) for t in ids]
+        if counts != self._counts:
+            sizes = torch.tensor(counts, device=self.per_feature[0].device)
+            self._values = [torch.repeat_interleave(c, sizes, dim=0, output_size=sum(counts)) for c in self.per_feature]
+            self._counts = counts
+        return self._values
 
 
 class EmbeddingVariant(nn.Module, abc.ABC):
@@ -81,6 +114,15 @@ class EmbeddingVariant(nn.Module, abc.ABC):
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Map raw int64 ids to table rows, one (values, lengths) pair per virtual feature."""
 
+    @classmethod
+    def remap_many(cls, variants: Sequence["EmbeddingVariant"], ids: Sequence[torch.Tensor],
+                   lengths: Sequence[torch.Tensor], cache: Dict[Any, Any]
+                   ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """:meth:`remap` of several features of this class at once (a layer calls it once per step
+        with all of them). Override to do one set of tensor ops instead of one per feature; ``cache``
+        is the caller's dict for per-layer constants. Default: one :meth:`remap` per feature."""
+        return [v.remap(i, l) for v, i, l in zip(variants, ids, lengths)]
+
     def hash_keys(self) -> Optional[Tuple[torch.Tensor, int]]:
         """``(seed keys (k,), buckets)`` when :meth:`remap` is ``remap_rows(bucket_matrix(ids, keys,
         buckets), lengths)``: then the layer hashes all such features in one pass. ``None`` otherwise."""
@@ -113,6 +155,11 @@ class EmbeddingVariant(nn.Module, abc.ABC):
             return None
         start, width = sources[0]
         return [("copy", (start,), dst, width)]
+
+    def column_weights(self, sources: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
+        """The weight of every ``proj`` op of :meth:`column_ops` for the same ``sources``, in op order
+        (fetched on every forward, so autograd sees the current parameters)."""
+        return []
 
     @property
     def identity_combine(self) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
+from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, PerValue, VirtualFeature
 from recsys_emb.embeddings.full import check_vocabulary
 from recsys_emb.specs import FeatureSpec, MixedDimension
 
@@ -68,6 +68,52 @@ class MixedDimensionEmbedding(EmbeddingVariant):
             out.append((local[mask], torch.bincount(bag[mask], minlength=lengths.numel()).to(lengths.dtype)))
         return out
 
+    @classmethod
+    def remap_many(cls, variants: Sequence[EmbeddingVariant], ids: Sequence[torch.Tensor],
+                   lengths: Sequence[torch.Tensor], cache: Dict[Any, Any]
+                   ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """All features' blocks in one pass: ids are shifted into one global rank space (feature
+        ``j`` starts at the sum of the earlier cardinalities), one ``bucketize`` finds every id's
+        global block, one stable sort groups the values block by block (keeping bag order inside a
+        block) and one ``bincount`` gives every block's bag lengths."""
+        mds: List[MixedDimensionEmbedding] = list(variants)  # type: ignore[arg-type]
+        if len({l.numel() for l in lengths}) != 1:
+            return super().remap_many(variants, ids, lengths, cache)
+        device = ids[0].device
+        key = ("mixed", tuple(map(id, mds)), device)
+        if key not in cache:
+            cards = [int(v.feature.cardinality) for v in mds]
+            offsets = [sum(cards[:j]) for j in range(len(cards))]
+            starts = torch.cat([v._starts.to(device) + o for v, o in zip(mds, offsets)])
+            cache[key] = (starts, [len(v.block_dims) for v in mds],
+                          PerValue([torch.tensor(cards, device=device), torch.tensor(offsets, device=device)]))
+        starts, blocks, per_value = cache[key]
+        per_card, per_offset = per_value(ids)
+        x = torch.cat(list(ids))
+        if any(v.validate_ids for v in mds) and x.numel():
+            bad = (x < 0) | (x >= per_card)
+            if bool(bad.any()):
+                for v, i in zip(mds, ids):  # name the first offending feature
+                    if v.validate_ids:
+                        check_vocabulary(v.feature.name, i, int(v.feature.cardinality))
+        gx = x + per_offset
+        block = torch.bucketize(gx, starts, right=True) - 1  # global block index
+        local = gx - starts[block]
+        lens = torch.stack(list(lengths))  # (F, B)
+        batch = lens.shape[1]
+        n_blocks = int(starts.numel())
+        bag = torch.repeat_interleave(torch.arange(lens.numel(), device=device), lens.flatten().long(),
+                                      output_size=x.numel()) % batch
+        block_lengths = torch.bincount(block * batch + bag, minlength=n_blocks * batch).view(n_blocks, batch)
+        values = local[torch.argsort(block, stable=True)]
+        per_block = values.split(block_lengths.sum(1).tolist())
+        per_block_lengths = block_lengths.to(lens.dtype).unbind(0)
+        out, b = [], 0
+        for k in blocks:
+            out.append(list(zip(per_block[b:b + k], per_block_lengths[b:b + k])))
+            b += k
+        return out
+
     def value_counts(self, n_ids: int) -> Optional[List[int]]:
         return None  # depends on which block each id falls in
 
@@ -82,6 +128,43 @@ class MixedDimensionEmbedding(EmbeddingVariant):
             if not p:
                 out = x if out is None else out + x
         assert out is not None
+        return out
+
+    def _projected_runs(self, sources: Sequence[Tuple[int, int]]) -> List[List[int]]:
+        """Projected blocks grouped into runs whose pooled columns are adjacent (one matmul per run)."""
+        runs: List[List[int]] = []
+        end = None
+        for i, (start, width) in enumerate(sources):
+            if not self.projected[i]:
+                continue
+            if runs and start == end:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+            end = start + width
+        return runs
+
+    def column_ops(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
+        # Unprojected blocks are copied (the first) or added onto the output; then every run of
+        # projected blocks is one matmul accumulating into the same columns.
+        ops: List[ColumnOp] = []
+        base = self.spec.base_dim
+        unprojected = [s for s, p in zip(sources, self.projected) if not p]
+        if len(unprojected) > 2:
+            return None  # more than two full-width blocks: leave the sum to autograd
+        if len(unprojected) == 2:
+            ops.append(("add", (unprojected[0][0], unprojected[1][0]), dst, base))
+        elif unprojected:
+            ops.append(("copy", (unprojected[0][0],), dst, base))
+        for run in self._projected_runs(sources):
+            ops.append(("proj", (sources[run[0]][0], sum(sources[i][1] for i in run)), dst, base))
+        return ops
+
+    def column_weights(self, sources: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
+        out = []
+        for run in self._projected_runs(sources):
+            ws = [self.projections[i].weight for i in run]  # (base_dim, d_i) each
+            out.append(ws[0] if len(ws) == 1 else torch.cat(ws, dim=1))
         return out
 
     def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,11 @@ Complementary Partitions for Memory-Efficient Recommendation Systems", KDD 2020)
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, VirtualFeature
+from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, PerValue, VirtualFeature
 from recsys_emb.embeddings.full import check_vocabulary
 from recsys_emb.specs import FeatureSpec, QuotientRemainder
 
@@ -44,6 +44,30 @@ class QuotientRemainderEmbedding(EmbeddingVariant):
         if self.validate_ids:
             check_vocabulary(self.feature.name, ids, int(self.feature.cardinality))
         return [(torch.div(ids, self.modulus, rounding_mode="floor"), lengths), (torch.remainder(ids, self.modulus), lengths)]
+
+    @classmethod
+    def remap_many(cls, variants: Sequence[EmbeddingVariant], ids: Sequence[torch.Tensor],
+                   lengths: Sequence[torch.Tensor], cache: Dict[Any, Any]
+                   ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """All features in one pass: one bounds check, one division and one remainder over the
+        concatenated ids, each id with its feature's modulus."""
+        qrs: List[QuotientRemainderEmbedding] = list(variants)  # type: ignore[arg-type]
+        x = torch.cat(list(ids))
+        key = ("qr", tuple(map(id, qrs)), x.device)
+        if key not in cache:
+            cache[key] = PerValue([torch.tensor([int(v.feature.cardinality) for v in qrs], device=x.device),
+                                   torch.tensor([v.modulus for v in qrs], device=x.device)])
+        card, modulus = cache[key](ids)
+        if any(v.validate_ids for v in qrs) and x.numel():
+            bad = (x < 0) | (x >= card)
+            if bool(bad.any()):
+                for v, i in zip(qrs, ids):  # name the first offending feature
+                    if v.validate_ids:
+                        check_vocabulary(v.feature.name, i, int(v.feature.cardinality))
+        counts = [int(t.numel()) for t in ids]
+        q = torch.div(x, modulus, rounding_mode="floor")
+        r = x - q * modulus
+        return [[(a, l), (b, l)] for a, b, l in zip(q.split(counts), r.split(counts), lengths)]
 
     def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
         return self.combine(rows)  # per id, every op composes exactly

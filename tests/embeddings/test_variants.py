@@ -175,3 +175,24 @@ def test_column_program_backward_matches_autograd():
     torch.testing.assert_close(p.grad, p2.grad)
     with pytest.raises(ValueError, match="every pooled column once"):
         ColumnProgram([("copy", (0,), 0, 4)], in_width=8, out_width=4)
+
+
+def test_column_program_projection_matches_autograd():
+    torch.manual_seed(0)
+    p = torch.randn(6, 13, requires_grad=True)
+    w1 = torch.randn(4, 3, requires_grad=True)  # (out, in): 3 pooled columns -> 4 output columns
+    w2 = torch.randn(4, 2, requires_grad=True)
+    prog = ColumnProgram([("copy", (0,), 0, 4), ("proj", (4, 3), 0, 4), ("proj", (7, 2), 4, 4), ("copy", (9,), 8, 4)],
+                         in_width=13, out_width=12)
+    g = torch.randn(6, 12)
+    (prog(p, [w1, w2]) * g).sum().backward()
+    p2, v1, v2 = (t.detach().clone().requires_grad_(True) for t in (p, w1, w2))
+    ref = torch.cat([p2[:, 0:4] + p2[:, 4:7] @ v1.t(), p2[:, 7:9] @ v2.t(), p2[:, 9:13]], dim=1)
+    (ref * g).sum().backward()
+    torch.testing.assert_close(prog(p, [w1, w2]), ref)
+    for a, b in ((p, p2), (w1, v1), (w2, v2)):
+        torch.testing.assert_close(a.grad, b.grad)
+    with pytest.raises(ValueError, match="2 projection"):
+        prog(p, [w1])
+    with pytest.raises(ValueError, match="only a projection may accumulate"):
+        ColumnProgram([("copy", (0,), 0, 4), ("copy", (4,), 0, 4)], in_width=8, out_width=4)

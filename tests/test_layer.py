@@ -170,15 +170,16 @@ def test_mixed_and_qr_features_remapped_in_one_pass_equal_each_variants_own_rema
     assert kjt.lengths().dtype == torch.int32
 
 
-@pytest.mark.parametrize("bad", ["m2", "q2"])
+@pytest.mark.parametrize("bad", ["m2", "q2", "f2"])
 def test_batched_remap_names_the_feature_with_the_bad_id(bad):
     from recsys_emb.specs import MixedDimension
 
     layer = EmbeddingLayer([FeatureSpec("m1", MixedDimension(8, num_blocks=2), cardinality=40),
                             FeatureSpec("m2", MixedDimension(8, num_blocks=2), cardinality=30),
                             FeatureSpec("q1", QuotientRemainder(dim=4), cardinality=40),
-                            FeatureSpec("q2", QuotientRemainder(dim=4), cardinality=30)])
-    bags = {"m1": [[39]], "m2": [[29]], "q1": [[39]], "q2": [[29]]}
+                            FeatureSpec("q2", QuotientRemainder(dim=4), cardinality=30),
+                            FeatureSpec("f1", Full(dim=4), cardinality=40), FeatureSpec("f2", Full(dim=4), cardinality=30)])
+    bags = {"m1": [[39]], "m2": [[29]], "q1": [[39]], "q2": [[29]], "f1": [[39]], "f2": [[29]]}
     layer(kjt_from_lists(bags))
     bags[bad] = [[30]]  # inside the next feature's global id range, outside its own vocabulary
     with pytest.raises(InvalidInputError, match=rf"feature '{bad}'.*30 \(value #0\)"):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from recsys_emb.embeddings.base import EmbeddingVariant, InvalidInputError, VirtualFeature, format_bad_values
+from recsys_emb.embeddings.base import EmbeddingVariant, InvalidInputError, PerValue, VirtualFeature, format_bad_values
 from recsys_emb.specs import FeatureSpec, Full
 
 __all__ = ["FullEmbedding", "check_vocabulary"]
@@ -45,3 +45,25 @@ class FullEmbedding(EmbeddingVariant):
         if self.validate_ids:
             check_vocabulary(self.feature.name, ids, int(self.feature.cardinality))
         return [(ids, lengths)]
+
+    @classmethod
+    def remap_many(cls, variants: Sequence[EmbeddingVariant], ids: Sequence[torch.Tensor],
+                   lengths: Sequence[torch.Tensor], cache: Dict[Any, Any]
+                   ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """All features' vocabulary checks as one comparison over the concatenated ids."""
+        fulls: List[FullEmbedding] = list(variants)  # type: ignore[arg-type]
+        checked = [v.validate_ids for v in fulls]
+        if any(checked) and sum(int(i.numel()) for i in ids):
+            key = ("full", tuple(map(id, fulls)), ids[0].device)
+            if key not in cache:
+                # a feature that skips validation gets an unreachable bound
+                cache[key] = PerValue([torch.tensor([int(v.feature.cardinality) if c else torch.iinfo(torch.int64).max
+                                                     for v, c in zip(fulls, checked)], device=ids[0].device)])
+            (card,) = cache[key](ids)
+            x = torch.cat(list(ids))
+            bad = (x < 0) | (x >= card)
+            if bool(bad.any()):
+                for v, i in zip(fulls, ids):  # name the first offending feature
+                    if v.validate_ids:
+                        check_vocabulary(v.feature.name, i, int(v.feature.cardinality))
+        return [[(i, l)] for i, l in zip(ids, lengths)]

@@ -12,7 +12,8 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,7 +28,8 @@ from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, s
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
 from recsys_emb.specs import FeatureSpec
 
-__all__ = ["criteo_shaped_cardinalities", "variant_specs", "skewed_batch", "run", "format_table", "main"]
+__all__ = ["criteo_shaped_cardinalities", "variant_specs", "parse_preset", "skewed_batch", "run", "format_table",
+           "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,35 @@ def variant_specs(cards: Sequence[int], dim: int, compression: int = 4) -> Dict[
     return {v: feature_specs(cardinalities, VariantPreset(v, dim=dim, compression=compression,
                                                           min_rows=16 * compression))
             for v in VARIANTS}
+
+
+PRESET_KNOBS = ("compression", "min_rows", "num_hashes", "qr_op", "alpha", "num_blocks", "chunks")
+"""The :class:`~recsys_emb.presets.VariantPreset` knobs a ``--preset`` may set."""
+
+
+def parse_preset(text: str, dim: int, compression: float = 4) -> Tuple[str, VariantPreset]:
+    """``NAME=VARIANT[:knob=value,...]`` (the ``--preset`` option) as a named preset at the
+    benchmark's dim, compression and ``min_rows = 16 * compression`` unless the knobs say otherwise.
+
+    Example:
+        >>> name, preset = parse_preset("qr_big=qr:min_rows=10000", dim=64)
+        >>> name, preset.variant, preset.min_rows, preset.compression
+        ('qr_big', 'qr', 10000, 4)
+    """
+    import yaml
+
+    name, eq, rest = text.partition("=")
+    variant, _, knobs = rest.partition(":")
+    if not eq or not name or not variant:
+        raise ValueError(f"--preset {text!r}: write NAME=VARIANT[:knob=value,...], e.g. qr_big=qr:min_rows=10000")
+    kwargs: Dict[str, object] = {"variant": variant, "dim": dim, "compression": compression}
+    for item in filter(None, knobs.split(",")):
+        knob, eq, value = item.partition("=")
+        if not eq or knob not in PRESET_KNOBS:
+            raise ValueError(f"--preset {text!r}: {item!r} is not knob=value with a knob in {PRESET_KNOBS}")
+        kwargs[knob] = yaml.safe_load(value)
+    kwargs.setdefault("min_rows", int(16 * float(kwargs["compression"])))  # type: ignore[arg-type]
+    return name, VariantPreset(**kwargs)  # type: ignore[arg-type]
 
 
 def skewed_batch(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> KeyedJaggedTensor:
@@ -84,12 +115,17 @@ def _step(module: nn.Module, kjt: KeyedJaggedTensor, weight: torch.Tensor) -> No
 
 def run(cap: int = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20, warmup: int = 3,
         rounds: int = 5, optimizer: str = "sgd", variants: Optional[Sequence[str]] = None,
-        seed: int = 0) -> List[Dict[str, object]]:
-    """Measure every variant and the TorchRec baseline; returns one result dict per run."""
+        seed: int = 0, presets: Optional[Mapping[str, VariantPreset]] = None) -> List[Dict[str, object]]:
+    """Measure every variant (and every extra named preset) and the TorchRec baseline; returns one
+    result dict per run."""
     torch.manual_seed(seed)
     init_single_process_group()
     cards = criteo_shaped_cardinalities(cap)
     all_specs = variant_specs(cards, dim)
+    for name, preset in (presets or {}).items():
+        if name in all_specs:
+            raise ValueError(f"--preset name {name!r} is a built-in variant; pick another name")
+        all_specs[name] = feature_specs({f"C{i + 1}": c for i, c in enumerate(cards)}, preset)
     chosen = list(variants or all_specs)
     unknown = [v for v in chosen if v not in all_specs]
     if unknown:
@@ -143,21 +179,37 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--steps", type=int, default=20, help="steps per round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median round counts")
     p.add_argument("--optimizer", default="sgd", help="fused embedding optimizer")
-    p.add_argument("--variants", nargs="*", default=None)
+    p.add_argument("--variants", nargs="*", default=None, help="variants and preset names to run (default: all)")
+    p.add_argument("--preset", action="append", default=[], metavar="NAME=VARIANT[:knob=value,...]",
+                   help=f"also measure a variant with other knobs ({', '.join(PRESET_KNOBS)}); repeatable, "
+                        f"e.g. qr_big=qr:min_rows=10000")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="small tables and few steps (format check)")
     p.add_argument("--json", default=None, help="write results as JSON here")
+    p.add_argument("--readme", default=None, help="also write the table into this Markdown file (docs/performance.md)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.quick:
         a.cap, a.batch, a.steps, a.rounds = 10_000, 256, 2, 1
+    try:
+        presets = dict(parse_preset(t, a.dim) for t in a.preset)
+    except ValueError as e:
+        p.error(str(e))
+    clash = sorted(set(presets) & set(VARIANTS))
+    if clash:
+        p.error(f"--preset name(s) {clash} are built-in variants; pick other names")
     results = run(cap=a.cap, dim=a.dim, batch=a.batch, steps=a.steps, rounds=a.rounds,
-                  optimizer=a.optimizer, variants=a.variants)
+                  optimizer=a.optimizer, variants=a.variants, presets=presets)
     table = format_table(results, a.cap, a.dim, a.batch, a.optimizer)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"settings": vars(a), "results": results}, fh, indent=2)
+    if a.readme:
+        from recsys_emb.benchmarks import command_line, write_section
+
+        body = f"```text\n{table}\n```\n\nCommand: `{command_line('bench/embedding_throughput.py', argv)}`"
+        write_section(Path(a.readme), "embedding_throughput", body, "## Measured")
     return table
 
 

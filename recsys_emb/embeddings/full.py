@@ -9,7 +9,7 @@ import torch
 from recsys_emb.embeddings.base import EmbeddingVariant, InvalidInputError, PerValue, VirtualFeature, format_bad_values
 from recsys_emb.specs import FeatureSpec, Full
 
-__all__ = ["FullEmbedding", "check_vocabulary"]
+__all__ = ["FullEmbedding", "check_vocabulary", "check_vocabularies"]
 
 
 def check_vocabulary(feature: str, ids: torch.Tensor, cardinality: int) -> None:
@@ -22,6 +22,25 @@ def check_vocabulary(feature: str, ids: torch.Tensor, cardinality: int) -> None:
             feature, ids, bad, f"0 <= id < cardinality={cardinality}",
             "Fix the vocabulary (raise cardinality, or map unseen ids to an out-of-vocabulary id at "
             "preprocessing), or use a 'hashed' embedding, which accepts any int64 id."))
+
+
+def check_vocabularies(variants: Sequence[EmbeddingVariant], ids: Sequence[torch.Tensor], x: torch.Tensor,
+                       cardinality: torch.Tensor) -> None:
+    """:func:`check_vocabulary` for several features in one comparison (batched remaps).
+
+    Args:
+        variants: the features' variants (their ``validate_ids`` and ``feature``).
+        ids: each feature's ids; ``x`` is their concatenation.
+        cardinality: ``(x.numel(),)``: the cardinality of each id's feature.
+    Raises:
+        InvalidInputError: for the first validating feature with an id outside its vocabulary.
+    """
+    if not x.numel() or not any(v.validate_ids for v in variants):  # type: ignore[attr-defined]
+        return
+    if bool(((x < 0) | (x >= cardinality)).any()):
+        for v, i in zip(variants, ids):
+            if v.validate_ids:  # type: ignore[attr-defined]
+                check_vocabulary(v.feature.name, i, int(v.feature.cardinality))  # type: ignore[arg-type]
 
 
 class FullEmbedding(EmbeddingVariant):
@@ -51,19 +70,10 @@ class FullEmbedding(EmbeddingVariant):
                    lengths: Sequence[torch.Tensor], cache: Dict[Any, Any]
                    ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
         """All features' vocabulary checks as one comparison over the concatenated ids."""
-        fulls: List[FullEmbedding] = list(variants)  # type: ignore[arg-type]
-        checked = [v.validate_ids for v in fulls]
-        if any(checked) and sum(int(i.numel()) for i in ids):
-            key = ("full", tuple(map(id, fulls)), ids[0].device)
+        if any(v.validate_ids for v in variants) and sum(int(i.numel()) for i in ids):  # type: ignore[attr-defined]
+            key = ("full", tuple(map(id, variants)), ids[0].device)
             if key not in cache:
-                # a feature that skips validation gets an unreachable bound
-                cache[key] = PerValue([torch.tensor([int(v.feature.cardinality) if c else torch.iinfo(torch.int64).max
-                                                     for v, c in zip(fulls, checked)], device=ids[0].device)])
-            (card,) = cache[key](ids)
-            x = torch.cat(list(ids))
-            bad = (x < 0) | (x >= card)
-            if bool(bad.any()):
-                for v, i in zip(fulls, ids):  # name the first offending feature
-                    if v.validate_ids:
-                        check_vocabulary(v.feature.name, i, int(v.feature.cardinality))
+                cache[key] = PerValue([torch.tensor([int(v.feature.cardinality) for v in variants],  # type: ignore[arg-type]
+                                                    device=ids[0].device)])
+            check_vocabularies(variants, ids, torch.cat(list(ids)), cache[key](ids)[0])
         return [[(i, l)] for i, l in zip(ids, lengths)]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, PerValue, VirtualFeature
-from recsys_emb.embeddings.full import check_vocabulary
+from recsys_emb.embeddings.full import check_vocabularies, check_vocabulary
 from recsys_emb.specs import FeatureSpec, MixedDimension
 
 __all__ = ["MixedDimensionEmbedding"]
@@ -90,12 +90,7 @@ class MixedDimensionEmbedding(EmbeddingVariant):
         starts, blocks, per_value = cache[key]
         per_card, per_offset = per_value(ids)
         x = torch.cat(list(ids))
-        if any(v.validate_ids for v in mds) and x.numel():
-            bad = (x < 0) | (x >= per_card)
-            if bool(bad.any()):
-                for v, i in zip(mds, ids):  # name the first offending feature
-                    if v.validate_ids:
-                        check_vocabulary(v.feature.name, i, int(v.feature.cardinality))
+        check_vocabularies(mds, ids, x, per_card)
         gx = x + per_offset
         block = torch.bucketize(gx, starts, right=True) - 1  # global block index
         local = gx - starts[block]

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, PerValue, VirtualFeature
-from recsys_emb.embeddings.full import check_vocabulary
+from recsys_emb.embeddings.full import check_vocabularies, check_vocabulary
 from recsys_emb.specs import FeatureSpec, QuotientRemainder
 
 __all__ = ["QuotientRemainderEmbedding"]
@@ -58,12 +58,7 @@ class QuotientRemainderEmbedding(EmbeddingVariant):
             cache[key] = PerValue([torch.tensor([int(v.feature.cardinality) for v in qrs], device=x.device),
                                    torch.tensor([v.modulus for v in qrs], device=x.device)])
         card, modulus = cache[key](ids)
-        if any(v.validate_ids for v in qrs) and x.numel():
-            bad = (x < 0) | (x >= card)
-            if bool(bad.any()):
-                for v, i in zip(qrs, ids):  # name the first offending feature
-                    if v.validate_ids:
-                        check_vocabulary(v.feature.name, i, int(v.feature.cardinality))
+        check_vocabularies(qrs, ids, x, card)
         counts = [int(t.numel()) for t in ids]
         q = torch.div(x, modulus, rounding_mode="floor")
         r = x - q * modulus

@@ -288,6 +288,52 @@ def init_report(res: Dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+QR_OPS = ("mult", "add", "concat")
+
+
+def run_qr_ops(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
+    """Quotient-remainder with each combining op at the same bytes: ``mult`` and ``add`` keep
+    ``budget`` of the rows at full width; ``concat`` has two half-width tables, so twice the rows."""
+    out = Path(args.out_dir)
+    overrides = list(args.set) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if args.quick else [])
+    base = _base_dict(args.config, overrides)
+    budget = _budget(args.init_budget)
+    seeds = list(range(args.qr_seeds))
+    rows = []
+    for op in QR_OPS:
+        comp = float(1 / budget) / (2 if op == "concat" else 1)
+        for seed in seeds:
+            run = _with(base, variant="qr", compression=comp, qr_op=op)
+            run["seed"] = seed
+            r = _train(run, f"qr_{op}_seed{seed}", out)
+            r.update(op=op, seed=seed, compression=comp)
+            rows.append(r)
+            log(f"qr {op} seed {seed}: test AUC {r['test_auc']:.4f}")
+    return {"rows": rows, "budget": str(budget), "seeds": seeds}
+
+
+def qr_ops_report(res: Dict[str, Any], command: str) -> str:
+    lines = [f"Quotient-remainder at {res['budget']} of the full tables' bytes with each combining op (the same "
+             f"data, model and training as the tables above; seeds {res['seeds']}, test AUC mean and range). "
+             "`concat` joins two half-width lookups, so at the same bytes it keeps twice the quotient rows.", "",
+             "| op | compression | embedding bytes | test AUC | range | train samples/s |", "|---|---:|---:|---:|---:|---:|"]
+    means = {}
+    for op in QR_OPS:
+        rs = [r for r in res["rows"] if r["op"] == op]
+        aucs = [r["test_auc"] for r in rs]
+        means[op] = sum(aucs) / len(aucs)
+        speed = sum(r["samples_per_s"] for r in rs) / len(rs)
+        lines.append(f"| {op} | {rs[0]['compression']:g} | {_mb(rs[0]['bytes'])} | {means[op]:.4f} | "
+                     f"{min(aucs):.4f}-{max(aucs):.4f} | {speed:,.0f} |")
+    best = max(means, key=means.__getitem__)
+    lines += ["", f"- Best at equal bytes: `{best}` ({means[best]:.4f}); "
+              + ", ".join(f"`{op}` {means[op] - means[best]:+.4f}" for op in QR_OPS if op != best) + ".",
+              "- Speed of the embeddings alone: [`docs/performance.md`](../../docs/performance.md) (`concat` needs no "
+              "arithmetic after the lookups; `mult` and `add` do one elementwise pass per field forward and two backward).",
+              "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
@@ -413,11 +459,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--movielens-compression", type=float, default=DEFAULT["movielens_compression"])
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--section", default="all", choices=["all", "main", "init"],
-                   help="main: the budget table; init: the initialisation-scale sweep; all: both")
+    p.add_argument("--section", default="all", choices=["all", "main", "init", "qr-ops"],
+                   help="main: the budget table; init: the initialisation-scale sweep; qr-ops: QR's combining "
+                        "ops at equal bytes; all: every section")
+    p.add_argument("--qr-seeds", type=int, default=None, help="seeds per op of the qr-ops section (default 3; quick: 1)")
     p.add_argument("--init-variants", default="full,hashed,unified", help="variants of the init sweep")
     p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
-    p.add_argument("--init-budget", default="1/4", help="budget of the init sweep (full tables always at 1)")
+    p.add_argument("--init-budget", default="1/4", help="budget of the init sweep (full tables always at 1) and of the "
+                                                       "qr-ops section")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -428,6 +477,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"--variants: unknown {bad}; choose from {list(VARIANT_ORDER)}")
     args.search_trials = args.search_trials or (2 if args.quick else DEFAULT["search_trials"])
     args.search_steps = args.search_steps or (10 if args.quick else DEFAULT["search_steps"])
+    args.qr_seeds = args.qr_seeds or (1 if args.quick else 3)
     args.out_dir = args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if args.quick else "quality"))
     if args.quick:
         args.movielens_set = ["data.batch_size=256", *args.movielens_set]
@@ -447,6 +497,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.no_readme:
             write_section(readme, "quality-init", init_text, "## Initialisation scale, per variant")
         if args.section == "init":
+            return 0
+    if args.section in ("qr-ops", "all"):
+        qr_res = run_qr_ops(args, log)
+        qr_text = qr_ops_report(qr_res, command)
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.out_dir) / "qr_ops_results.json").write_text(json.dumps(qr_res, indent=1, default=str))
+        print(qr_text)
+        if not args.no_readme:
+            write_section(readme, "quality-qr-ops", qr_text, "## Quotient-remainder: which op, at equal bytes")
+        if args.section == "qr-ops":
             return 0
     res = run_criteo(args, log)
     ml = None if args.no_movielens else run_movielens(args, log)

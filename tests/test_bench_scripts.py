@@ -55,6 +55,11 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
                  and "variant" not in line]
     assert init_rows == ["full (1)", "hashed (1/4)", "unified (1/4)"]
     assert "1/sqrt(rows) (TorchRec)" in init and "U(±0.1)" in init
+    qr_ops = block(text, "quality-qr-ops")
+    ops = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in qr_ops.splitlines()
+           if line.startswith("| ") and "op" not in line.split("|")[1]}
+    assert ops == {"mult": "4", "add": "4", "concat": "2"}  # concat: half-width tables, twice the rows, same bytes
+    assert "- Best at equal bytes: `" in qr_ops
 
 
 def test_din_quick_compares_attention_with_sum_pooling(tmp_path):

@@ -20,6 +20,7 @@ from recsys_emb.specs import (
     Unified,
     UnifiedTable,
     embedding_spec_from_dict,
+    mixed_field_dims,
     validate_feature_set,
 )
 
@@ -41,7 +42,10 @@ class VariantPreset:
         min_rows: fields with fewer ids than this stay full tables in every variant.
         num_hashes: probes of ``multi_hash``.
         qr_op: ``mult``, ``add`` or ``concat`` for ``qr``.
-        alpha, num_blocks: mixed-dimension power and number of frequency blocks.
+        alpha, num_blocks: mixed-dimension power and number of frequency blocks per field.
+            ``num_blocks=1`` is the field-level form (DLRM's ``md_solver``, the paper's Criteo set-up):
+            each large field is one block whose dim follows :func:`~recsys_emb.specs.mixed_field_dims`
+            across the large fields, projected to ``dim``.
         chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``). Every
             field joins the unified table (feature multiplexing, as in the paper; small fields add
             their full row count to it, so the budget matches the other variants).
@@ -97,6 +101,10 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
         raise ValueError(f"embeddings: per-field settings name unknown field(s) {unknown}; fields: {list(cardinalities)}")
     large = {f: c >= preset.min_rows for f, c in cardinalities.items() if f not in shared}
     table = None
+    field_dims: dict = {}
+    if preset.variant == "mixed" and preset.num_blocks == 1:
+        names = [f for f, big in large.items() if big and f not in preset.overrides]
+        field_dims = dict(zip(names, mixed_field_dims([cardinalities[f] for f in names], preset.dim, preset.alpha)))
     if preset.variant == "unified":
         rows = sum(math.ceil(cardinalities[f] / preset.compression) if big else cardinalities[f]
                    for f, big in large.items())
@@ -118,6 +126,10 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
             return Hashed(dim, buckets=rows, num_hashes=preset.num_hashes)
         if preset.variant == "qr":
             return QuotientRemainder(dim, buckets=rows, op=preset.qr_op)
+        if preset.variant == "mixed" and preset.num_blocks == 1:
+            if name in preset.dims or field_dims[name] == dim:
+                return Full(dim)
+            return MixedDimension(dim, alpha=preset.alpha, boundaries=(), block_dims=(field_dims[name],))
         if preset.variant == "mixed":
             return MixedDimension(dim, alpha=preset.alpha, num_blocks=preset.num_blocks)
         return Hashed(dim, buckets=rows)  # unified with a per-field dim: its own hashed table

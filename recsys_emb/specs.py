@@ -666,11 +666,12 @@ def resolve_frequencies(specs: Sequence[FeatureSpec], counts: Mapping[str, Seque
     Args:
         specs: feature specs.
         counts: ``{feature name: counts per id}`` (id = frequency rank, as preprocessing writes them);
-            features without an entry keep Zipf's-law dims.
+            features without an entry keep Zipf's-law dims, and features whose spec fixes
+            ``block_dims`` keep them.
     """
     out = []
     for f in specs:
-        if isinstance(f.embedding, MixedDimension) and f.name in counts:
+        if isinstance(f.embedding, MixedDimension) and f.embedding.block_dims is None and f.name in counts:
             f = dataclasses.replace(f, embedding=f.embedding.resolve(int(f.cardinality), counts[f.name]))
         out.append(f)
     return out

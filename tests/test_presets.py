@@ -35,3 +35,25 @@ def test_per_field_dims_and_overrides():
         feature_specs(CARDS, VariantPreset("full", dims={"nope": 8}))
     with pytest.raises(ValueError, match="embeddings.variant='x' must be one of"):
         VariantPreset("x")
+
+
+def test_one_block_is_field_level_mixed_dimension():
+    """num_blocks=1: DLRM's md_solver form -- each large field one table, its dim by the field-level
+    rule, projected to the common dim; a field at the full dim is a plain table."""
+    from recsys_emb.specs import mixed_field_dims, resolve_frequencies, specs_from_dicts, specs_to_dicts
+
+    cards = {"small": 100, "mid": 20_000, "big": 100_000, "huge": 1_000_000}
+    specs = feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.3, num_blocks=1))
+    by = {s.name: s for s in specs}
+    dims = dict(zip(["mid", "big", "huge"], mixed_field_dims([20_000, 100_000, 1_000_000], 32, 0.3)))
+    assert isinstance(by["small"].embedding, Full) and isinstance(by["mid"].embedding, Full)  # smallest large: full dim
+    for f in ("big", "huge"):
+        assert [(t.rows, t.dim) for t in by[f].tables()] == [(cards[f], dims[f])] and dims[f] < 32
+        assert by[f].output_dim == 32
+    assert memory_from_specs(specs).params == 100 * 32 + 20_000 * 32 + sum(
+        cards[f] * dims[f] + dims[f] * 32 for f in ("big", "huge"))  # tables + projections
+    # the data's frequency counts do not move explicit dims, and the specs survive a round trip
+    assert resolve_frequencies(specs, {"huge": [1.0] * 1_000_000}) == specs
+    assert specs_from_dicts(specs_to_dicts(specs)) == specs
+    assert all(isinstance(s.embedding, Full)
+               for s in feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.0, num_blocks=1)))

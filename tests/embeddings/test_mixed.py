@@ -169,3 +169,16 @@ def test_several_mixed_features_in_one_layer_equal_one_layer_each():
         if isinstance(w, torch.nn.Linear):  # shared by a and c: the two features' gradients add up
             ref = alone["a"].variants["a"].projections[i].weight.grad + alone["c"].variants["c"].projections[i].weight.grad
             torch.testing.assert_close(w.weight.grad, ref)
+
+
+def test_single_block_is_one_table_projected():
+    """Field-level mixed dimension: one block, no frequency cut, the pooled row projected to base_dim."""
+    torch.manual_seed(0)
+    layer = EmbeddingLayer([FeatureSpec("x", MixedDimension(8, boundaries=(), block_dims=(4,)), cardinality=30),
+                            FeatureSpec("y", MixedDimension(8, boundaries=(), block_dims=(4,)), cardinality=30)])
+    out = layer(kjt_from_lists({"x": [[3, 29], []], "y": [[0], [7]]})).values()
+    for name, bags, cols in (("x", [[3, 29], []], slice(0, 8)), ("y", [[0], [7]], slice(8, 16))):
+        table = layer.ebc.embedding_bags[f"{name}@b0"].weight
+        proj = layer.variants[name].projections[0].weight
+        expected = torch.stack([table[bag].sum(0) if bag else torch.zeros(4) for bag in bags]) @ proj.t()
+        torch.testing.assert_close(out[:, cols], expected)

@@ -488,25 +488,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     command = command_line("bench/quality.py", argv)
     readme = Path(args.readme)
-    if args.section in ("init", "all"):
-        init_res = run_init_sweep(args, log)
-        init_text = init_report(init_res, command)
+    sections = [("init", run_init_sweep, init_report, "quality-init", "## Initialisation scale, per variant"),
+                ("qr-ops", run_qr_ops, qr_ops_report, "quality-qr-ops", "## Quotient-remainder: which op, at equal bytes")]
+    for name, run_section, report_section, marker, title in sections:
+        if args.section not in (name, "all"):
+            continue
+        section_res = run_section(args, log)
+        section_text = report_section(section_res, command)
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.out_dir) / "init_results.json").write_text(json.dumps(init_res, indent=1, default=str))
-        print(init_text)
+        (Path(args.out_dir) / f"{name.replace('-', '_')}_results.json").write_text(
+            json.dumps(section_res, indent=1, default=str))
+        print(section_text)
         if not args.no_readme:
-            write_section(readme, "quality-init", init_text, "## Initialisation scale, per variant")
-        if args.section == "init":
-            return 0
-    if args.section in ("qr-ops", "all"):
-        qr_res = run_qr_ops(args, log)
-        qr_text = qr_ops_report(qr_res, command)
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.out_dir) / "qr_ops_results.json").write_text(json.dumps(qr_res, indent=1, default=str))
-        print(qr_text)
-        if not args.no_readme:
-            write_section(readme, "quality-qr-ops", qr_text, "## Quotient-remainder: which op, at equal bytes")
-        if args.section == "qr-ops":
+            write_section(readme, marker, section_text, title)
+        if args.section == name:
             return 0
     res = run_criteo(args, log)
     ml = None if args.no_movielens else run_movielens(args, log)

@@ -141,10 +141,16 @@ class _LayerBase(nn.Module):
                        ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """Remapped pairs of the features whose variant class remaps several features at once
         (:meth:`~recsys_emb.embeddings.base.EmbeddingVariant.remap_many`), keyed by feature position."""
+        def owner(cls: type, attr: str) -> type:
+            return next(k for k in cls.__mro__ if attr in vars(k))
+
         groups: Dict[type, List[int]] = {}
         for i, name in enumerate(self.feature_names):
             cls = type(self.variants[name])
-            if i not in skip and cls.remap_many.__func__ is not EmbeddingVariant.remap_many.__func__:  # type: ignore[attr-defined]
+            # batched only where the class that remaps also remaps many (a subclass with its own
+            # remap keeps it)
+            if i not in skip and owner(cls, "remap_many") is not EmbeddingVariant and \
+                    owner(cls, "remap_many") is owner(cls, "remap"):
                 groups.setdefault(cls, []).append(i)
         out: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
         for cls, members in groups.items():

@@ -184,3 +184,24 @@ def test_batched_remap_names_the_feature_with_the_bad_id(bad):
     bags[bad] = [[30]]  # inside the next feature's global id range, outside its own vocabulary
     with pytest.raises(InvalidInputError, match=rf"feature '{bad}'.*30 \(value #0\)"):
         layer(kjt_from_lists(bags))
+
+
+def test_a_subclass_with_its_own_remap_is_not_batched_by_its_parents_remap_many():
+    from recsys_emb.embeddings import QuotientRemainderEmbedding, register_variant
+
+    class Shifted(QuotientRemainderEmbedding):  # a user's variant: ids shifted by one before QR
+        def remap(self, ids, lengths):
+            return super().remap(ids + 1, lengths)
+
+    class ShiftedQR(QuotientRemainder):
+        pass
+
+    register_variant(ShiftedQR, Shifted)
+    try:
+        layer = EmbeddingLayer([FeatureSpec("a", ShiftedQR(dim=4, collisions=2), cardinality=11),
+                                FeatureSpec("b", ShiftedQR(dim=4, collisions=2), cardinality=11)])
+        kjt, _ = layer.remap(kjt_from_lists({"a": [[0], [3]], "b": [[9], []]}))
+        assert kjt.values().tolist() == [0, 2, 1, 0, 5, 0]  # quotients then remainders of id + 1
+    finally:
+        from recsys_emb.embeddings import _BUILDERS
+        _BUILDERS.pop(ShiftedQR)

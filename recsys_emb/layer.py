@@ -30,6 +30,16 @@ __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt
 logger = logging.getLogger(__name__)
 
 
+def _batches_its_remap(cls: type, attr: str) -> bool:
+    """Whether ``cls`` may be remapped through its batched path ``attr`` (``remap_many``,
+    ``hash_keys``): only where the class that defines ``remap`` also defines ``attr``, so that a
+    subclass with its own ``remap`` keeps it."""
+    def owner(name: str) -> type:
+        return next(k for k in cls.__mro__ if name in vars(k))
+
+    return owner(attr) is not EmbeddingVariant and owner(attr) is owner("remap")
+
+
 class _LayerBase(nn.Module):
     """What pooled and sequence layers share: specs, variants, tables, input checks and remap."""
 
@@ -141,16 +151,10 @@ class _LayerBase(nn.Module):
                        ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """Remapped pairs of the features whose variant class remaps several features at once
         (:meth:`~recsys_emb.embeddings.base.EmbeddingVariant.remap_many`), keyed by feature position."""
-        def owner(cls: type, attr: str) -> type:
-            return next(k for k in cls.__mro__ if attr in vars(k))
-
         groups: Dict[type, List[int]] = {}
         for i, name in enumerate(self.feature_names):
             cls = type(self.variants[name])
-            # batched only where the class that remaps also remaps many (a subclass with its own
-            # remap keeps it)
-            if i not in skip and owner(cls, "remap_many") is not EmbeddingVariant and \
-                    owner(cls, "remap_many") is owner(cls, "remap"):
+            if i not in skip and _batches_its_remap(cls, "remap_many"):
                 groups.setdefault(cls, []).append(i)
         out: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
         for cls, members in groups.items():
@@ -168,6 +172,8 @@ class _LayerBase(nn.Module):
         tensor ops per step instead of one per feature. Keyed by feature position."""
         groups: Dict[int, List[Tuple[int, torch.Tensor, int]]] = {}
         for i, name in enumerate(self.feature_names):
+            if not _batches_its_remap(type(self.variants[name]), "hash_keys"):
+                continue
             plan = self.variants[name].hash_keys()  # type: ignore[operator]
             if plan is not None:
                 groups.setdefault(int(plan[0].numel()), []).append((i, plan[0], plan[1]))

@@ -205,3 +205,27 @@ def test_a_subclass_with_its_own_remap_is_not_batched_by_its_parents_remap_many(
     finally:
         from recsys_emb.embeddings import _BUILDERS
         _BUILDERS.pop(ShiftedQR)
+
+
+def test_a_hashed_subclass_with_its_own_remap_is_not_hashed_in_the_shared_pass():
+    from recsys_emb.embeddings import _BUILDERS, HashedEmbedding, register_variant
+
+    class Shifted(HashedEmbedding):
+        def remap(self, ids, lengths):
+            return super().remap(ids + 1, lengths)
+
+    class ShiftedHashed(Hashed):
+        pass
+
+    register_variant(ShiftedHashed, lambda f, validate_ids=True: Shifted(f))
+    try:
+        layer = EmbeddingLayer([FeatureSpec("a", ShiftedHashed(dim=4, buckets=97)),
+                                FeatureSpec("b", ShiftedHashed(dim=4, buckets=97))])
+        bags = {"a": [[0], [3]], "b": [[9], []]}
+        kjt, _ = layer.remap(kjt_from_lists(bags))
+        want = _remap_of_each_variant(layer, bags)
+        assert torch.equal(kjt.values(), torch.cat([v for v, _ in want]))
+        plain = EmbeddingLayer([FeatureSpec("a", Hashed(dim=4, buckets=97)), FeatureSpec("b", Hashed(dim=4, buckets=97))])
+        assert not torch.equal(plain.remap(kjt_from_lists(bags))[0].values(), kjt.values())
+    finally:
+        _BUILDERS.pop(ShiftedHashed)

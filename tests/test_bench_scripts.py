@@ -38,7 +38,7 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     assert block(text, "search") == block(before, "search")  # the other scripts' blocks are left alone
     rows = [line for line in criteo.splitlines() if line.startswith("| ")]
     variants = {line.split("|")[1].strip() for line in rows[1:]}
-    assert {"ceiling (true probabilities)", "full", "hashed", "multi_hash", "qr", "mixed", "unified",
+    assert {"ceiling (true probabilities)", "full", "hashed", "multi_hash", "qr", "mixed", "mixed_field", "unified",
             "searched"} <= variants
     for v in ("hashed", "qr", "unified"):
         budgets = [line.split("|")[2].strip() for line in rows if line.split("|")[1].strip() == v]

@@ -8,6 +8,7 @@ remap and combine are dense code.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,6 +31,7 @@ __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt
 logger = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=None)
 def _batches_its_remap(cls: type, attr: str) -> bool:
     """Whether ``cls`` may be remapped through its batched path ``attr`` (``remap_many``,
     ``hash_keys``): only where the class that defines ``remap`` also defines ``attr``, so that a

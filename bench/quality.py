@@ -5,9 +5,10 @@ budget for every run (the base config: one epoch, batch 4096, seed 0), and for e
 largest configuration within each budget (budget = a fraction of the full tables' bytes):
 
 - ``full``: all rows; below budget 1 only by a smaller dim (16 -> 4 at 1/4; no smaller dim exists).
-- ``hashed``, ``multi_hash`` (2 probes), ``qr`` (mult), ``unified`` (one multiplexed table): large
+- ``hashed``, ``multi_hash`` (2 probes), ``qr`` (the ``mult`` op, the paper's; the preset default
+  ``concat`` is compared with it in ``--section qr-ops``), ``unified`` (one multiplexed table): large
   fields keep ``budget`` of their rows (fields under ``min_rows`` ids stay whole).
-- ``mixed``: frequency blocks from the data's counts, with the smallest power ``alpha`` whose bytes fit
+- ``mixed``: 4 frequency blocks per field from the data's counts, with the smallest power ``alpha`` whose bytes fit
   (bisection); budgets below what dims >= 4 allow are reported as out of reach.
 - ``mixed_field``: the field-level form (``num_blocks: 1``: one table per field, DLRM's ``md_solver``
   dims across fields, projected to the common dim), its ``alpha`` found the same way.
@@ -92,14 +93,14 @@ def variant_runs(base: Dict[str, Any], schema: Any, budget: Fraction, full_bytes
     out["full"] = _with(base, variant="full", dim=full_dim) if full_dim >= 4 and full_dim * budget.denominator \
         == dim * budget.numerator else None
     for v in ("hashed", "multi_hash", "qr", "unified"):
-        out[v] = _with(base, variant=v, compression=float(1 / budget))
+        # qr: the paper's mult op (the preset default is concat; the qr-ops section compares them)
+        out[v] = _with(base, variant=v, compression=float(1 / budget), **({"qr_op": "mult"} if v == "qr" else {}))
     # mixed dimension, 4 frequency blocks per field and field-level (one table per field, DLRM's
     # md_solver dims): the smallest alpha within the budget (bytes fall as alpha grows)
     cap = full_bytes * share * 1.02
-    for name, blocks in (("mixed", None), ("mixed_field", 1)):
-        def mixed(alpha: float, blocks: Optional[int] = blocks) -> Dict[str, Any]:
-            extra = {} if blocks is None else {"num_blocks": blocks}
-            return _with(base, variant="mixed", alpha=round(alpha, 4), **extra)
+    for name, blocks in (("mixed", 4), ("mixed_field", 1)):
+        def mixed(alpha: float, blocks: int = blocks) -> Dict[str, Any]:
+            return _with(base, variant="mixed", alpha=round(alpha, 4), num_blocks=blocks)
 
         if _bytes_of(mixed(0.0), schema) <= cap:
             out[name] = mixed(0.0)
@@ -296,8 +297,9 @@ QR_OPS = ("mult", "add", "concat")
 
 
 def run_qr_ops(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
-    """Quotient-remainder with each combining op at the same bytes: ``mult`` and ``add`` keep
-    ``budget`` of the rows at full width; ``concat`` has two half-width tables, so twice the rows."""
+    """Quotient-remainder with each combining op at the same bytes (``compression`` is a bytes ratio:
+    ``mult`` and ``add`` keep ``budget`` of the rows at full width; ``concat`` has two half-width
+    tables, so twice the rows)."""
     out = Path(args.out_dir)
     overrides = list(args.set) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if args.quick else [])
     base = _base_dict(args.config, overrides)
@@ -305,7 +307,7 @@ def run_qr_ops(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str
     seeds = list(range(args.qr_seeds))
     rows = []
     for op in QR_OPS:
-        comp = float(1 / budget) / (2 if op == "concat" else 1)
+        comp = float(1 / budget)
         for seed in seeds:
             run = _with(base, variant="qr", compression=comp, qr_op=op)
             run["seed"] = seed
@@ -320,14 +322,16 @@ def qr_ops_report(res: Dict[str, Any], command: str) -> str:
     lines = [f"Quotient-remainder at {res['budget']} of the full tables' bytes with each combining op (the same "
              f"data, model and training as the tables above; seeds {res['seeds']}, test AUC mean and range). "
              "`concat` joins two half-width lookups, so at the same bytes it keeps twice the quotient rows.", "",
-             "| op | compression | embedding bytes | test AUC | range | train samples/s |", "|---|---:|---:|---:|---:|---:|"]
+             "| op | compression | quotient rows kept | embedding bytes | test AUC | range | train samples/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     means = {}
     for op in QR_OPS:
         rs = [r for r in res["rows"] if r["op"] == op]
         aucs = [r["test_auc"] for r in rs]
         means[op] = sum(aucs) / len(aucs)
         speed = sum(r["samples_per_s"] for r in rs) / len(rs)
-        lines.append(f"| {op} | {rs[0]['compression']:g} | {_mb(rs[0]['bytes'])} | {means[op]:.4f} | "
+        rows_kept = Fraction(2 if op == "concat" else 1) / Fraction(rs[0]["compression"]).limit_denominator(1000)
+        lines.append(f"| {op} | {rs[0]['compression']:g} | {rows_kept} | {_mb(rs[0]['bytes'])} | {means[op]:.4f} | "
                      f"{min(aucs):.4f}-{max(aucs):.4f} | {speed:,.0f} |")
     best = max(means, key=means.__getitem__)
     lines += ["", f"- Best at equal bytes: `{best}` ({means[best]:.4f}); "

@@ -70,9 +70,9 @@ class EmbeddingsConfig:
     compression: float = 4.0
     min_rows: int = 1024
     num_hashes: int = 2
-    qr_op: str = "mult"
+    qr_op: str = "concat"
     alpha: float = 0.3
-    num_blocks: int = 4
+    num_blocks: int = 1
     chunks: int = 1
     dims: Dict[str, int] = field(default_factory=dict)
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)

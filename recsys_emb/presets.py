@@ -24,7 +24,7 @@ from recsys_emb.specs import (
     validate_feature_set,
 )
 
-__all__ = ["VARIANTS", "VariantPreset", "feature_specs"]
+__all__ = ["VARIANTS", "VariantPreset", "feature_specs", "qr_buckets"]
 
 VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
 
@@ -36,16 +36,24 @@ class VariantPreset:
     Attributes:
         variant: one of ``VARIANTS``.
         dim: embedding dim (per field; ``dims`` overrides it field by field).
-        compression: large fields keep ``1/compression`` of their full rows (hashed and multi-hash
-            buckets, the QR quotient table, the unified table's share); mixed dimension ignores it
-            (its memory follows ``alpha``).
+        compression: large fields keep about ``1/compression`` of their full tables' bytes: hashed
+            and multi-hash buckets, the unified table's share and the QR quotient table keep
+            ``1/compression`` of the rows (``concat``: ``2/compression`` of the rows at half width, see
+            :func:`qr_buckets`); mixed dimension ignores it (its memory follows ``alpha``).
         min_rows: fields with fewer ids than this stay full tables in every variant.
         num_hashes: probes of ``multi_hash``.
-        qr_op: ``mult``, ``add`` or ``concat`` for ``qr``.
+        qr_op: ``concat`` (default), ``mult`` or ``add`` for ``qr``. At equal bytes ``concat`` learned
+            as well as ``mult`` (within seed noise) and trains its embeddings about 1.5x faster on CPU,
+            where ``mult``'s products cost a memory pass each (measured: docs/performance.md and the
+            ``quality-qr-ops`` table of models/dlrm/README.md). ``mult`` is the paper's and DLRM's
+            default.
         alpha, num_blocks: mixed-dimension power and number of frequency blocks per field.
-            ``num_blocks=1`` is the field-level form (DLRM's ``md_solver``, the paper's Criteo set-up):
-            each large field is one block whose dim follows :func:`~recsys_emb.specs.mixed_field_dims`
-            across the large fields, projected to ``dim``.
+            ``num_blocks=1`` (default) is the field-level form of the paper's Criteo experiments and
+            DLRM's ``md_solver``: each large field is one table whose dim follows
+            :func:`~recsys_emb.specs.mixed_field_dims` across the large fields, projected to ``dim``.
+            ``num_blocks > 1`` also splits each field's ids into frequency blocks with their own dims:
+            more compression at the same quality, but a projection per block and bag (about 2.5x the
+            embedding step's time on CPU).
         chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``). Every
             field joins the unified table (feature multiplexing, as in the paper; small fields add
             their full row count to it, so the budget matches the other variants).
@@ -58,9 +66,9 @@ class VariantPreset:
     compression: float = 4.0
     min_rows: int = 1024
     num_hashes: int = 2
-    qr_op: str = "mult"
+    qr_op: str = "concat"
     alpha: float = 0.3
-    num_blocks: int = 4
+    num_blocks: int = 1
     chunks: int = 1
     dims: Mapping[str, int] = field(default_factory=dict)
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -75,6 +83,21 @@ class VariantPreset:
         if self.variant == "unified" and (self.dim % self.chunks or (self.dim // self.chunks) % DIM_MULTIPLE):
             raise ValueError(f"embeddings.chunks={self.chunks} must split dim={self.dim} into chunks whose size is "
                              f"a multiple of {DIM_MULTIPLE}")
+
+
+def qr_buckets(cardinality: int, compression: float, op: str) -> int:
+    """Quotient rows that keep about ``1/compression`` of a full table's bytes.
+
+    ``mult`` and ``add`` tables are full width, so ``ceil(N / compression)`` rows; ``concat`` splits the
+    dim into two half-width tables, so twice the rows (at most ``N``: ``concat`` never holds more than
+    half the full bytes).
+
+    Example:
+        >>> qr_buckets(1000, 4, "mult"), qr_buckets(1000, 4, "concat"), qr_buckets(1000, 1, "concat")
+        (250, 500, 1000)
+    """
+    width_share = 2 if op == "concat" else 1
+    return max(1, min(cardinality, math.ceil(cardinality * width_share / compression)))
 
 
 def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
@@ -125,7 +148,7 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
         if preset.variant == "multi_hash":
             return Hashed(dim, buckets=rows, num_hashes=preset.num_hashes)
         if preset.variant == "qr":
-            return QuotientRemainder(dim, buckets=rows, op=preset.qr_op)
+            return QuotientRemainder(dim, buckets=qr_buckets(card, preset.compression, preset.qr_op), op=preset.qr_op)
         if preset.variant == "mixed" and preset.num_blocks == 1:
             if name in preset.dims or field_dims[name] == dim:
                 return Full(dim)

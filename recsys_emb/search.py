@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from recsys_emb.config import ConfigError, RunConfig, _build, apply_overrides, config_from_dict, config_to_dict
+from recsys_emb.presets import qr_buckets
 from recsys_emb.specs import DIM_MULTIPLE
 
 __all__ = ["DimRange", "PrunerConfig", "SpaceConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
@@ -32,6 +33,8 @@ __all__ = ["DimRange", "PrunerConfig", "SpaceConfig", "SearchConfig", "load_sear
 logger = logging.getLogger(__name__)
 
 SEARCH_VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
+MIXED_SEARCH_BLOCKS = 4
+"""Frequency blocks per field of a searched ``mixed`` group when the base config is field-level."""
 """Variants a group may choose from (``space.variants``)."""
 
 _SAMPLERS = ("auto", "tpe", "random", "nsga2")
@@ -370,10 +373,14 @@ def _group_embeddings(trial: Any, space: SpaceConfig, group: str, fields: Sequen
         elif variant == "qr":
             op = base["embeddings"]["qr_op"]
             qdim = dim if op != "concat" or dim % (2 * DIM_MULTIPLE) == 0 else dim + DIM_MULTIPLE
-            overrides[f] = {"type": "qr", "dim": qdim, "buckets": buckets, "op": op}
+            overrides[f] = {"type": "qr", "dim": qdim, "op": op,
+                            "buckets": qr_buckets(cards[f], compression, op) if compression else None}
         else:  # mixed
+            # frequency blocks inside each field: with the field-level form (num_blocks 1) the dim per
+            # field is what the search itself chooses, so its alpha would have nothing to act on
+            blocks = int(base["embeddings"]["num_blocks"])
             overrides[f] = {"type": "mixed", "base_dim": dim, "alpha": alpha,
-                            "num_blocks": int(base["embeddings"]["num_blocks"])}
+                            "num_blocks": blocks if blocks > 1 else MIXED_SEARCH_BLOCKS}
         dims[f] = dim
     return dims, overrides
 

@@ -56,9 +56,12 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     assert init_rows == ["full (1)", "hashed (1/4)", "unified (1/4)"]
     assert "1/sqrt(rows) (TorchRec)" in init and "U(±0.1)" in init
     qr_ops = block(text, "quality-qr-ops")
-    ops = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in qr_ops.splitlines()
+    ops = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in qr_ops.splitlines()
            if line.startswith("| ") and "op" not in line.split("|")[1]}
-    assert ops == {"mult": "4", "add": "4", "concat": "2"}  # concat: half-width tables, twice the rows, same bytes
+    # one compression (a bytes ratio) for every op; concat's half-width tables keep twice the rows
+    assert {op: c[:2] for op, c in ops.items()} == {"mult": ["4", "1/4"], "add": ["4", "1/4"], "concat": ["4", "1/2"]}
+    nbytes = [float(c[2].split()[0]) * {"kB": 1e3, "MB": 1e6}[c[2].split()[1]] for c in ops.values()]
+    assert max(nbytes) / min(nbytes) < 1.02, ops  # the same embedding bytes (remainder tables differ a little)
     assert "- Best at equal bytes: `" in qr_ops
 
 

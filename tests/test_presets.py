@@ -19,11 +19,31 @@ def test_every_variant_builds_with_shared_history(variant):
     assert isinstance(by["huge"].embedding, kinds[variant])
 
 
-@pytest.mark.parametrize("variant", ["hashed", "multi_hash", "qr", "unified"])
-def test_compression_sets_the_budget(variant):
+@pytest.mark.parametrize("variant,knobs", [("hashed", {}), ("multi_hash", {}), ("qr", {}), ("qr", {"qr_op": "mult"}),
+                                           ("qr", {"qr_op": "add"}), ("unified", {})])
+def test_compression_sets_the_budget(variant, knobs):
+    """compression is a bytes ratio for every variant and QR op (concat: twice the rows at half width)."""
     full = memory_from_specs(feature_specs(CARDS, VariantPreset("full", dim=16))).params
-    comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10))).params
+    comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10, **knobs))).params
     assert 0.09 < comp / full < 0.12
+
+
+def test_qr_defaults_to_concat_with_twice_the_quotient_rows():
+    huge = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4))}["huge"]
+    assert huge.embedding.op == "concat"
+    assert [(t.rows, t.dim) for t in huge.tables()] == [(500_000, 8), (2, 8)]
+    mult = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4, qr_op="mult"))}["huge"]
+    assert [(t.rows, t.dim) for t in mult.tables()] == [(250_000, 16), (4, 16)]
+    # below compression 2, concat cannot keep more rows than ids: half the bytes at most
+    one = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=1))}["huge"]
+    assert [(t.rows, t.dim) for t in one.tables()] == [(1_000_000, 8), (1, 8)]
+
+
+def test_mixed_defaults_to_the_field_level_form():
+    specs = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16))}
+    assert specs["huge"].block_dims is not None and len(specs["huge"].block_dims) == 1
+    blocks = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16, num_blocks=4))}
+    assert blocks["huge"].num_blocks == 4
 
 
 def test_per_field_dims_and_overrides():

@@ -145,6 +145,7 @@ def test_mixed_dimension_blocks_follow_the_data_counts(data, tmp_path):
 
     cfg = dlrm_cfg(data, tmp_path, "mixed")
     cfg.embeddings.dim = 32  # room for the dims to differ (they are clamped to [4, base_dim])
+    cfg.embeddings.num_blocks = 4  # frequency blocks inside each field (the preset default is field-level)
     schema = TableSchema.from_dict(read_metadata(data / "cl")["schema"])
     specs, _ = build_features(cfg, schema)
     counts = load_counts(data / "cl")

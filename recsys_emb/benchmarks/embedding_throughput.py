@@ -44,11 +44,13 @@ def criteo_shaped_cardinalities(cap: int) -> List[int]:
 def variant_specs(cards: Sequence[int], dim: int, compression: int = 4) -> Dict[str, List[FeatureSpec]]:
     """Feature specs per variant at the benchmark's default settings (:mod:`recsys_emb.presets`).
 
-    The compressed variants keep ``1/compression`` of the rows of every field with at least
+    These are the preset defaults (:class:`~recsys_emb.presets.VariantPreset`). The compressed
+    variants keep about ``1/compression`` of the bytes of every field with at least
     ``16 * compression`` ids (smaller fields stay full tables, as in practice); the unified variant
-    multiplexes every field into one shared table with the same total rows; mixed
-    dimension uses 4 log-uniform frequency blocks per large field with alpha 0.3 (Zipf-law dims: the
-    benchmark's ids are power-law skewed); multi-hash uses 2 probes, QR the ``mult`` op.
+    multiplexes every field into one shared table with the same total rows; mixed dimension is the
+    field-level form (one table per large field, its dim by DLRM's ``md_solver`` rule with alpha 0.3,
+    projected to ``dim``); multi-hash uses 2 probes, QR the ``concat`` op (twice the quotient rows at
+    half width). ``--preset`` measures other knobs (e.g. ``qr_op=mult``, ``num_blocks=4``).
     """
     cardinalities = {f"C{i + 1}": c for i, c in enumerate(cards)}
     return {v: feature_specs(cardinalities, VariantPreset(v, dim=dim, compression=compression,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recsys_emb.embeddings.base import ColumnOp, EmbeddingVariant, PerValue, VirtualFeature
-from recsys_emb.embeddings.full import check_vocabularies, check_vocabulary
+from recsys_emb.embeddings.full import FullEmbedding, check_vocabularies, check_vocabulary
 from recsys_emb.specs import FeatureSpec, MixedDimension
 
 __all__ = ["MixedDimensionEmbedding"]
@@ -58,6 +58,8 @@ class MixedDimensionEmbedding(EmbeddingVariant):
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         if self.validate_ids:
             check_vocabulary(self.feature.name, ids, int(self.feature.cardinality))
+        if len(self.block_dims) == 1:  # field-level form: one block, the ids are its rows
+            return [(ids, lengths)]
         block = self._blocks(ids)
         local = ids - self._starts[block]
         bag = torch.repeat_interleave(torch.arange(lengths.numel(), device=ids.device), lengths.long(),
@@ -79,6 +81,8 @@ class MixedDimensionEmbedding(EmbeddingVariant):
         mds: List[MixedDimensionEmbedding] = list(variants)  # type: ignore[arg-type]
         if len({l.numel() for l in lengths}) != 1:
             return super().remap_many(variants, ids, lengths, cache)
+        if all(len(v.block_dims) == 1 for v in mds):  # field-level form: ids are rows, as for full tables
+            return FullEmbedding.remap_many(mds, ids, lengths, cache)
         device = ids[0].device
         key = ("mixed", tuple(map(id, mds)), device)
         if key not in cache:

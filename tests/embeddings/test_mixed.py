@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys_emb.embeddings.base import InvalidInputError
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.memory import memory_from_module, memory_from_specs
 from recsys_emb.specs import FeatureSpec, MixedDimension, mixed_field_dims, resolve_frequencies
@@ -182,3 +183,8 @@ def test_single_block_is_one_table_projected():
         proj = layer.variants[name].projections[0].weight
         expected = torch.stack([table[bag].sum(0) if bag else torch.zeros(4) for bag in bags]) @ proj.t()
         torch.testing.assert_close(out[:, cols], expected)
+    # one block: the remap hands the ids over unchanged (no block search), and still checks them
+    kjt, _ = layer.remap(kjt_from_lists({"x": [[3, 29], []], "y": [[0], [7]]}))
+    assert kjt["x@b0"].values().tolist() == [3, 29] and kjt["y@b0"].lengths().tolist() == [1, 1]
+    with pytest.raises(InvalidInputError, match=r"'y'.*30"):
+        layer(kjt_from_lists({"x": [[1], []], "y": [[30], [2]]}))

@@ -21,7 +21,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     rows = run_demo(cap=args.cap, dim=args.dim, batch=args.batch, compression=args.compression)
     print(f"recsys_emb demo: 26 Criteo-shaped fields (real Kaggle cardinalities capped at {args.cap:,}), "
-          f"dim {args.dim}, compressed variants at 1/{args.compression} rows per large field")
+          f"dim {args.dim}, compressed variants at about 1/{args.compression} of the bytes per large field")
     print(f"{'variant':<16}{'params':>14}{'memory':>12}{'vs full':>9}   one fused SGD step on batch {args.batch}")
     for r in rows:
         print(f"{r['variant']:<16}{r['params']:>14,}{format_bytes(r['bytes']):>12}{r['ratio_to_full']:>8.1%}   "

@@ -63,17 +63,18 @@ class DataConfig:
 
 @dataclass
 class EmbeddingsConfig:
-    """One variant for the dataset's fields (see :class:`recsys_emb.presets.VariantPreset`)."""
+    """One variant for the dataset's fields (see :class:`recsys_emb.presets.VariantPreset`, whose
+    defaults these are: one source, so a config and a preset built without arguments agree)."""
 
-    variant: str = "full"
-    dim: int = 16
-    compression: float = 4.0
-    min_rows: int = 1024
-    num_hashes: int = 2
-    qr_op: str = "concat"
-    alpha: float = 0.3
-    num_blocks: int = 1
-    chunks: int = 1
+    variant: str = VariantPreset.variant
+    dim: int = VariantPreset.dim
+    compression: float = VariantPreset.compression
+    min_rows: int = VariantPreset.min_rows
+    num_hashes: int = VariantPreset.num_hashes
+    qr_op: str = VariantPreset.qr_op
+    alpha: float = VariantPreset.alpha
+    num_blocks: int = VariantPreset.num_blocks
+    chunks: int = VariantPreset.chunks
     dims: Dict[str, int] = field(default_factory=dict)
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     init_scale: Optional[float] = None

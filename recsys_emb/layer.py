@@ -59,6 +59,7 @@ class _LayerBase(nn.Module):
                 raise ValueError(f"feature {f.name!r}: pooling={f.pooling!r} is not served by {type(self).__name__} "
                                  f"(it takes pooling in {self._poolings}); put it in an {other}")
         self.features: List[FeatureSpec] = features
+        self.validate_ids = validate_ids
         self.feature_names: List[str] = [f.name for f in features]
         self.output_dims: List[int] = [f.output_dim for f in features]
         self.variants = nn.ModuleDict({f.name: build_variant(f, validate_ids=validate_ids) for f in features})

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingPlan
+from torchrec.distributed.types import BoundsCheckMode, ShardingPlan
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
@@ -27,6 +27,7 @@ __all__ = [
     "SHARDING_TYPES_BY_DEVICE",
     "EmbeddingOptimizer",
     "collections_of",
+    "checked_tables",
     "apply_fused_optimizer",
     "init_single_process_group",
     "shard_model",
@@ -107,6 +108,7 @@ def _constraints(
     world_size: int = 1,
 ) -> Dict[str, ParameterConstraints]:
     allowed = SHARDING_TYPES_BY_DEVICE.get(device_type, SHARDING_TYPES_BY_DEVICE["cuda"])
+    checked = set(checked_tables(model))
     out: Dict[str, ParameterConstraints] = {}
     dims = {cfg.name: int(cfg.embedding_dim) for c in collections_of(model) for cfg in _configs(c)}
     names = list(dims)
@@ -127,8 +129,25 @@ def _constraints(
             # TorchRec cuts column shards of at least 128 columns by default, so a table of dim <= 128
             # would stay whole on one rank; cut it into world_size slices (multiples of 4, FBGEMM's rule).
             min_partition = max(4, dims[name] // world_size // 4 * 4)
-        out[name] = ParameterConstraints(sharding_types=types, compute_kernels=kernels, min_partition=min_partition)
+        out[name] = ParameterConstraints(sharding_types=types, compute_kernels=kernels, min_partition=min_partition,
+                                         bounds_check_mode=BoundsCheckMode.NONE if name in checked else None)
     return out
+
+
+def checked_tables(model: nn.Module) -> List[str]:
+    """Tables whose ids an :class:`~recsys_emb.layer.EmbeddingLayer` (or sequence layer) of ``model``
+    has already checked: every table of a layer built with ``validate_ids=True``. Its remap raises on
+    an id outside a full, QR or mixed-dimension vocabulary, and hashed and unified rows are in range
+    by construction, so FBGEMM's own per-lookup bounds check (a pass over every index, clamping bad
+    ones with a warning) would check the same ids again. Those tables are sharded with
+    ``BoundsCheckMode.NONE``; every other table (a plain TorchRec collection, a layer with
+    ``validate_ids=False``) keeps TorchRec's default check.
+    """
+    from recsys_emb.layer import _LayerBase
+
+    return [cfg.name for m in model.modules() if isinstance(m, _LayerBase) and m.validate_ids
+            for c in m.collections() if isinstance(c, (EmbeddingBagCollection, EmbeddingCollection))
+            for cfg in _configs(c)]
 
 
 def _configs(collection: nn.Module) -> list:

@@ -51,3 +51,15 @@ def test_bad_configs_fail_naming_key_value_and_allowed(data, match):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="must look like key.sub=value"):
         apply_overrides({}, ["train.epochs"])
+
+
+def test_embeddings_config_defaults_are_the_preset_defaults():
+    """A config without an embeddings section and a bare VariantPreset describe the same tables."""
+    import dataclasses
+
+    from recsys_emb.config import EmbeddingsConfig
+    from recsys_emb.presets import VariantPreset
+
+    assert EmbeddingsConfig().preset() == VariantPreset()
+    preset_fields = {f.name for f in dataclasses.fields(VariantPreset)}
+    assert preset_fields <= {f.name for f in dataclasses.fields(EmbeddingsConfig)}

@@ -112,3 +112,35 @@ def test_plan_model_reports_shards_and_bytes_per_rank():
     assert "rank0:1000x8 rank1:1000x8" in text and "rank 1:" in text
     with pytest.raises(ValueError, match=r"table 'big': sharding type\(s\) \['row_wise'\] are not available"):
         plan_model(EmbeddingLayer(specs, device=torch.device("meta")), 2, per_table_sharding={"big": ["row_wise"]})
+
+
+def test_fbgemm_bounds_check_is_off_only_where_the_layer_checks_ids(single_process_group):
+    """A layer that validates ids (or hashes them into range) needs no second check per lookup in
+    FBGEMM; a layer built with validate_ids=False and a plain TorchRec collection keep it."""
+    from torchrec.distributed.types import BoundsCheckMode
+    from torchrec.modules.embedding_configs import EmbeddingBagConfig
+    from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+    from recsys_emb.embeddings.base import InvalidInputError
+    from recsys_emb.sharding import _constraints, checked_tables
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.checked = EmbeddingLayer([FeatureSpec("a", Full(dim=8), cardinality=10),
+                                           FeatureSpec("b", QuotientRemainder(dim=8, collisions=4), cardinality=10)])
+            self.trusting = EmbeddingLayer([FeatureSpec("c", Full(dim=8), cardinality=10)], validate_ids=False)
+            self.plain = EmbeddingBagCollection(tables=[EmbeddingBagConfig(
+                name="t_d", embedding_dim=8, num_embeddings=10, feature_names=["d"])])
+
+    model = Model()
+    assert sorted(checked_tables(model)) == ["a", "b@q", "b@r"]
+    modes = {n: c.bounds_check_mode for n, c in _constraints(model, None, "fused", None, "cpu").items()}
+    assert modes == {"a": BoundsCheckMode.NONE, "b@q": BoundsCheckMode.NONE, "b@r": BoundsCheckMode.NONE,
+                     "c": None, "t_d": None}
+
+    dmp = shard_model(EmbeddingLayer([FeatureSpec("a", Full(dim=8), cardinality=10)]), EmbeddingOptimizer("sgd", lr=0.1))
+    tbes = [m._emb_module for lookup in dmp.module.ebc._lookups for m in lookup._emb_modules]
+    assert [t.bounds_check_mode_int for t in tbes] == [BoundsCheckMode.NONE.value]
+    with pytest.raises(InvalidInputError, match=r"'a'.*10"):  # the layer's own check still refuses a bad id
+        dmp(kjt_from_lists({"a": [[3], [10]]}))

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from recsys_emb.config import ConfigError, load_config
-from recsys_emb.search import (SpaceConfig, _group_embeddings, load_search_config, search,
+from recsys_emb.search import (MIXED_SEARCH_BLOCKS, SpaceConfig, _group_embeddings, load_search_config, search,
                                trial_run_config)
 from search_helpers import CONFIGS, make_tiny_data, trained_trials, write_configs
 
@@ -75,11 +75,15 @@ def test_variant_choices_build_valid_specs_with_bytes():
         kinds = {s.name: s.embedding.kind for s in specs}
         assert kinds["a"] in ("full", "unified")  # small fields stay full, except in a unified group
         sizes[variant] = memory_from_specs(specs).bytes
+        if variant == "mixed":  # the base is field-level (the preset default): the search's groups get blocks
+            assert len(next(s for s in specs if s.name == "c").tables()) == MIXED_SEARCH_BLOCKS
     full = (10 + 5000 + 30000) * 16 * 4
     assert sizes["full"] == full
     assert sizes["hashed"] == (10 + 1250 + 7500) * 16 * 4
     assert sizes["unified"] == (10 + 1250 + 7500) * 8 * 4  # one shared table, chunk dim 16 / 2
-    assert sizes["qr"] < full and sizes["mixed"] < full
+    assert sizes["mixed"] < full
+    # compression is a bytes ratio for QR too: concat (the default op) keeps twice the rows at half width
+    assert sizes["qr"] == sizes["hashed"] + 2 * (2 * 8 * 4)  # + two 2-row half-width remainder tables
 
 
 # ----------------------------------------------------------------------------------------------- search

@@ -19,6 +19,11 @@ Also on real MovieLens (``../shared/data``): full tables, the hashing trick, and
 trick's parameter count. Writes the tables and a plot (test AUC against bytes, log scale) into
 models/dlrm/README.md between ``<!-- quality:begin -->`` and ``<!-- quality:end -->``.
 
+Sections beside the main table (``--section``, each its own block in the README): ``init`` (the
+initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) and ``mixed-forms``
+(mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
+preset defaults (QR ``concat``, field-level mixed dimension).
+
     .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
 """
@@ -67,6 +72,13 @@ def _base_dict(config: str, overrides: Sequence[str]) -> Dict[str, Any]:
     d = config_to_dict(load_config(config, list(overrides)))
     d["train"].update(checkpoint_every=0, eval_every=0, progress=False, log_every=0)
     return d
+
+
+def _section_base(args: argparse.Namespace) -> Dict[str, Any]:
+    """The Criteo-like base config of the runs (``--config``, ``--set``, and with ``--quick`` the tiny data)."""
+    out = Path(args.out_dir)
+    overrides = list(args.set) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if args.quick else [])
+    return _base_dict(args.config, overrides)
 
 
 def _bytes_of(run: Dict[str, Any], schema: Any) -> int:
@@ -174,8 +186,7 @@ def run_criteo(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str
     from recsys_emb.train import prepare_data
 
     out = Path(args.out_dir)
-    overrides = list(args.set) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if args.quick else [])
-    base = _base_dict(args.config, overrides)
+    base = _section_base(args)
     data_dir = prepare_data(config_from_dict(base))
     meta = read_metadata(data_dir)
     schema = TableSchema.from_dict(meta["schema"])
@@ -245,8 +256,7 @@ def run_init_sweep(args: argparse.Namespace, log: Callable[[str], None]) -> Dict
     """The same runs with every table drawn from ``U(-s, s)`` for a grid of ``s`` (``embeddings.init_scale``),
     against TorchRec's default ``1/sqrt(rows)`` per table."""
     out = Path(args.out_dir)
-    overrides = list(args.set) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if args.quick else [])
-    base = _base_dict(args.config, overrides)
+    base = _section_base(args)
     budget = _budget(args.init_budget)
     scales = [None] + [float(x) for x in (args.init_scales or ("0.1" if args.quick else DEFAULT_INIT_SCALES)).split(",")]
     rows = []
@@ -294,28 +304,43 @@ def init_report(res: Dict[str, Any], command: str) -> str:
 
 
 QR_OPS = ("mult", "add", "concat")
+MIXED_FORMS = (("blocks", 4), ("field", 1))
+"""Mixed-dimension forms of the mixed-forms section: (name, ``num_blocks``)."""
+
+
+def _seeded_runs(forms: Sequence[Any], seeds: Sequence[int], out: Path, log: Callable[[str], None],
+                 tag: str) -> List[Dict[str, Any]]:
+    """Train every ``(name, run dict, fields to record)`` form once per seed."""
+    rows = []
+    for name, run, fields in forms:
+        for seed in seeds:
+            seeded = copy.deepcopy(run)
+            seeded["seed"] = seed
+            r = _train(seeded, f"{tag}_{name}_seed{seed}", out)
+            r.update(form=name, seed=seed, **fields)
+            rows.append(r)
+            log(f"{tag} {name} seed {seed}: test AUC {r['test_auc']:.4f}")
+    return rows
+
+
+def _seed_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and range of test AUC, mean train speed, of one form's seeded runs."""
+    aucs = [r["test_auc"] for r in rows]
+    return {"mean": sum(aucs) / len(aucs), "range": f"{min(aucs):.4f}-{max(aucs):.4f}",
+            "speed": sum(r["samples_per_s"] for r in rows) / len(rows), "first": rows[0]}
 
 
 def run_qr_ops(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
     """Quotient-remainder with each combining op at the same bytes (``compression`` is a bytes ratio:
     ``mult`` and ``add`` keep ``budget`` of the rows at full width; ``concat`` has two half-width
     tables, so twice the rows)."""
-    out = Path(args.out_dir)
-    overrides = list(args.set) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if args.quick else [])
-    base = _base_dict(args.config, overrides)
+    base = _section_base(args)
     budget = _budget(args.init_budget)
+    comp = float(1 / budget)
     seeds = list(range(args.qr_seeds))
-    rows = []
-    for op in QR_OPS:
-        comp = float(1 / budget)
-        for seed in seeds:
-            run = _with(base, variant="qr", compression=comp, qr_op=op)
-            run["seed"] = seed
-            r = _train(run, f"qr_{op}_seed{seed}", out)
-            r.update(op=op, seed=seed, compression=comp)
-            rows.append(r)
-            log(f"qr {op} seed {seed}: test AUC {r['test_auc']:.4f}")
-    return {"rows": rows, "budget": str(budget), "seeds": seeds}
+    forms = [(op, _with(base, variant="qr", compression=comp, qr_op=op), {"op": op, "compression": comp})
+             for op in QR_OPS]
+    return {"rows": _seeded_runs(forms, seeds, Path(args.out_dir), log, "qr"), "budget": str(budget), "seeds": seeds}
 
 
 def qr_ops_report(res: Dict[str, Any], command: str) -> str:
@@ -326,19 +351,75 @@ def qr_ops_report(res: Dict[str, Any], command: str) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     means = {}
     for op in QR_OPS:
-        rs = [r for r in res["rows"] if r["op"] == op]
-        aucs = [r["test_auc"] for r in rs]
-        means[op] = sum(aucs) / len(aucs)
-        speed = sum(r["samples_per_s"] for r in rs) / len(rs)
-        rows_kept = Fraction(2 if op == "concat" else 1) / Fraction(rs[0]["compression"]).limit_denominator(1000)
-        lines.append(f"| {op} | {rs[0]['compression']:g} | {rows_kept} | {_mb(rs[0]['bytes'])} | {means[op]:.4f} | "
-                     f"{min(aucs):.4f}-{max(aucs):.4f} | {speed:,.0f} |")
+        sm = _seed_summary([r for r in res["rows"] if r["op"] == op])
+        means[op] = sm["mean"]
+        first = sm["first"]
+        rows_kept = Fraction(2 if op == "concat" else 1) / Fraction(first["compression"]).limit_denominator(1000)
+        lines.append(f"| {op} | {first['compression']:g} | {rows_kept} | {_mb(first['bytes'])} | {sm['mean']:.4f} | "
+                     f"{sm['range']} | {sm['speed']:,.0f} |")
     best = max(means, key=means.__getitem__)
     lines += ["", f"- Best at equal bytes: `{best}` ({means[best]:.4f}); "
               + ", ".join(f"`{op}` {means[op] - means[best]:+.4f}" for op in QR_OPS if op != best) + ".",
               "- Speed of the embeddings alone: [`docs/performance.md`](../../docs/performance.md) (`concat` needs no "
               "arithmetic after the lookups; `mult` and `add` do one elementwise pass per field forward and two backward).",
               "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def run_mixed_forms(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
+    """Mixed dimension with 4 frequency blocks per field against the field-level form (one table per
+    field), each with the alpha that fits the budget, at each of ``--mixed-budgets``."""
+    from recsys_emb.config import config_from_dict
+    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.train import prepare_data
+
+    base = _section_base(args)
+    schema = TableSchema.from_dict(read_metadata(prepare_data(config_from_dict(base)))["schema"])
+    full_bytes = _bytes_of(_with(base, variant="full"), schema)
+    seeds = list(range(args.qr_seeds))
+    rows, budgets = [], [_budget(b) for b in args.mixed_budgets.split(",")]
+    for budget in budgets:
+        runs = variant_runs(base, schema, budget, full_bytes)
+        forms = []
+        for name, blocks in MIXED_FORMS:
+            run = runs["mixed" if blocks > 1 else "mixed_field"]
+            if run is None:
+                log(f"mixed {name} @ {budget}: out of reach")
+                continue
+            forms.append((name, run, {"budget": str(budget), "num_blocks": blocks,
+                                      "alpha": run["embeddings"]["alpha"]}))
+        rows += _seeded_runs(forms, seeds, Path(args.out_dir), log, f"mixed_{str(budget).replace('/', '_')}")
+    return {"rows": rows, "budgets": [str(b) for b in budgets], "seeds": seeds, "full_bytes": full_bytes}
+
+
+def mixed_forms_report(res: Dict[str, Any], command: str) -> str:
+    lines = [f"Mixed dimension at equal bytes: 4 frequency blocks per field against the field-level form (one table "
+             f"per field, dims by DLRM's `md_solver` rule), each with the alpha that fits the budget (the same data, "
+             f"model and training as the tables above; seeds {res['seeds']}, test AUC mean and range).", "",
+             "| budget | form | num_blocks | alpha | embedding bytes | x full | test AUC | range | train samples/s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
+    for budget in res["budgets"]:
+        means, nbytes = {}, {}
+        for name, _ in MIXED_FORMS:
+            rs = [r for r in res["rows"] if r["budget"] == budget and r["form"] == name]
+            if not rs:
+                lines.append(f"| {budget} | {name} | | | out of reach | | | | |")
+                continue
+            sm = _seed_summary(rs)
+            means[name] = sm["mean"]
+            f = sm["first"]
+            nbytes[name] = f["bytes"]
+            lines.append(f"| {budget} | {name} | {f['num_blocks']} | {f['alpha']:g} | {_mb(f['bytes'])} | "
+                         f"{f['bytes'] / res['full_bytes']:.3f} | {sm['mean']:.4f} | {sm['range']} | {sm['speed']:,.0f} |")
+        if len(means) == 2:
+            notes.append(f"{budget}: {means['field'] - means['blocks']:+.4f} (field-level at "
+                         f"{nbytes['field'] / nbytes['blocks']:.2f}x the blocks' bytes)")
+    lines += ["", "- Field-level minus blocks, mean test AUC: " + (", ".join(notes) if notes else "no budget reachable "
+              "by both") + ". The field-level dims move in steps of 4, so its bytes jump with alpha and can land "
+              "well below the budget.",
+              "- Speed of the embeddings alone: [`docs/performance.md`](../../docs/performance.md) (the blocks project "
+              "every block of every bag; the field-level form one table per field).", "", f"Command: `{command}`"]
     return "\n".join(lines)
 
 
@@ -474,10 +555,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--movielens-compression", type=float, default=DEFAULT["movielens_compression"])
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--section", default="all", choices=["all", "main", "init", "qr-ops"],
+    p.add_argument("--section", default="all", choices=["all", "main", "init", "qr-ops", "mixed-forms"],
                    help="main: the budget table; init: the initialisation-scale sweep; qr-ops: QR's combining "
-                        "ops at equal bytes; all: every section")
-    p.add_argument("--qr-seeds", type=int, default=None, help="seeds per op of the qr-ops section (default 3; quick: 1)")
+                        "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
+                        "bytes; all: every section")
+    p.add_argument("--qr-seeds", type=int, default=None,
+                   help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
+    p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
+                                                        "3/4). The field-level form reaches down to about 0.26 at dim 16")
     p.add_argument("--init-variants", default="full,hashed,unified", help="variants of the init sweep")
     p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
     p.add_argument("--init-budget", default="1/4", help="budget of the init sweep (full tables always at 1) and of the "
@@ -493,6 +578,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.search_trials = args.search_trials or (2 if args.quick else DEFAULT["search_trials"])
     args.search_steps = args.search_steps or (10 if args.quick else DEFAULT["search_steps"])
     args.qr_seeds = args.qr_seeds or (1 if args.quick else 3)
+    args.mixed_budgets = args.mixed_budgets or ("3/4" if args.quick else "1/2,1/3")
     args.out_dir = args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if args.quick else "quality"))
     if args.quick:
         args.movielens_set = ["data.batch_size=256", *args.movielens_set]
@@ -504,7 +590,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = command_line("bench/quality.py", argv)
     readme = Path(args.readme)
     sections = [("init", run_init_sweep, init_report, "quality-init", "## Initialisation scale, per variant"),
-                ("qr-ops", run_qr_ops, qr_ops_report, "quality-qr-ops", "## Quotient-remainder: which op, at equal bytes")]
+                ("qr-ops", run_qr_ops, qr_ops_report, "quality-qr-ops", "## Quotient-remainder: which op, at equal bytes"),
+                ("mixed-forms", run_mixed_forms, mixed_forms_report, "quality-mixed-forms",
+                 "## Mixed dimension: frequency blocks or one table per field, at equal bytes")]
     for name, run_section, report_section, marker, title in sections:
         if args.section not in (name, "all"):
             continue

@@ -63,6 +63,13 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     nbytes = [float(c[2].split()[0]) * {"kB": 1e3, "MB": 1e6}[c[2].split()[1]] for c in ops.values()]
     assert max(nbytes) / min(nbytes) < 1.02, ops  # the same embedding bytes (remainder tables differ a little)
     assert "- Best at equal bytes: `" in qr_ops
+    mixed = block(text, "quality-mixed-forms")
+    forms = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:7]] for line in mixed.splitlines()
+             if line.startswith("| 3/4 |")}
+    assert forms["blocks"][0] == "4" and forms["field"][0] == "1", forms
+    ratios = [float(c[3]) for c in forms.values()]
+    assert all(0.6 < x <= 0.75 * 1.02 for x in ratios), forms  # each form's alpha fits the budget
+    assert "- Field-level minus blocks, mean test AUC: 3/4: " in mixed and "the blocks' bytes)" in mixed
 
 
 def test_din_quick_compares_attention_with_sum_pooling(tmp_path):

@@ -18,6 +18,7 @@ VARIANTS = {
     "qr_mult": QuotientRemainder(dim=8, collisions=4),
     "qr_concat": QuotientRemainder(dim=8, collisions=4, op="concat"),
     "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(4, 12), block_dims=(8, 4, 4)),
+    "mixed_field": MixedDimension(base_dim=8, boundaries=(), block_dims=(4,)),  # the preset default form
     "unified": Unified(U, chunks=2),
 }
 

@@ -7,7 +7,7 @@ import torch
 
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model
-from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder
+from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder
 
 VARIANTS = {
     "full": Full(dim=8),
@@ -15,6 +15,8 @@ VARIANTS = {
     "multi_hash": Hashed(dim=8, buckets=17, num_hashes=2),
     "qr_mult": QuotientRemainder(dim=8, collisions=4),
     "qr_concat": QuotientRemainder(dim=16, collisions=4, op="concat"),
+    "mixed_field": MixedDimension(8, boundaries=(), block_dims=(4,)),  # field-level, the preset default
+    "mixed_blocks": MixedDimension(8, alpha=0.5, boundaries=(5, 20), block_dims=(8, 4, 4)),
 }
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from recsys_emb.concat import ConcatenatedEmbeddingBags
-from recsys_emb.config import RunConfig, config_from_dict, config_to_dict, load_config
+from recsys_emb.config import ConfigError, RunConfig, config_from_dict, config_to_dict, load_config
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import feature_specs
 from recsys_emb.specs import FeatureSpec, MixedDimension, resolve_frequencies
@@ -346,6 +346,7 @@ class Trainer:
         import torch.distributed.checkpoint as dcp
 
         meta = json.loads((path / "trainer.json").read_text())
+        _check_same_features(meta.get("features"), [f.to_dict() for f in self.specs], path)
         state = self._state()
         dcp.load(state, checkpoint_id=str(path))
         self.model.load_state_dict(state["model"])
@@ -463,6 +464,25 @@ def _full_specs(specs: Sequence[FeatureSpec]) -> List[FeatureSpec]:
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
     marker = Path(out_dir) / "checkpoints" / "latest"
     return marker.parent / marker.read_text().strip() if marker.exists() else None
+
+
+def _check_same_features(saved: Optional[List[Dict[str, Any]]], current: List[Dict[str, Any]], path: Path) -> None:
+    """Refuse to resume a checkpoint into other tables: a changed embedding setting (or a default that
+    changed between versions) would otherwise surface as a shape error deep inside the checkpoint load."""
+    if saved is None or saved == current:
+        return
+    was = {f["name"]: f for f in saved}
+    now = {f["name"]: f for f in current}
+    if list(was) != list(now):
+        detail = f"the checkpoint has features {list(was)}, this config {list(now)}"
+    else:
+        name = next(n for n in now if was[n] != now[n])
+        detail = f"feature {name!r} was {was[name]}, this config builds {now[name]}"
+    raise ConfigError(
+        f"--resume: checkpoint {path} holds other embedding tables than this config builds: {detail}. Set the "
+        f"embeddings settings the run was trained with (its whole config is in {path / 'trainer.json'}; settings "
+        f"left out take the current defaults, e.g. embeddings.qr_op and embeddings.num_blocks), or train into a new "
+        f"train.out_dir.")
 
 
 def train(cfg: RunConfig, resume: bool = False,

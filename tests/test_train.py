@@ -100,6 +100,22 @@ def test_kill_and_resume_equals_uninterrupted(data, tmp_path, kernel):
             assert abs(a[split][key] - b[split][key]) < 1e-6, (split, key, a[split][key], b[split][key])
 
 
+def test_resume_into_other_tables_names_the_feature_and_the_fix(data, tmp_path):
+    """A run trained with QR mult resumed by a config that now builds QR concat (say, a default that
+    changed) is refused before any tensor is loaded, naming the feature, both specs and trainer.json."""
+    from recsys_emb.config import ConfigError
+
+    cfg = dlrm_cfg(data, tmp_path, "qr", max_steps=6, checkpoint_every=3)
+    cfg.embeddings.qr_op = "mult"
+    train(cfg)
+    cfg.embeddings.qr_op = "concat"
+    with pytest.raises(ConfigError, match=r"feature 'C\d+' was .*'op': 'mult'.*this config builds .*'op': 'concat'"
+                                          r".*trainer\.json.*embeddings\.qr_op"):
+        train(cfg, resume=True)
+    cfg.embeddings.qr_op = "mult"
+    train(cfg, resume=True)  # the same tables resume
+
+
 def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
     s = train(dlrm_cfg(data, tmp_path, "unified", max_steps=30))
     model, features, _ = load_model(tmp_path)

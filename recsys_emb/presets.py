@@ -43,7 +43,7 @@ class VariantPreset:
         min_rows: fields with fewer ids than this stay full tables in every variant.
         num_hashes: probes of ``multi_hash``.
         qr_op: ``concat`` (default), ``mult`` or ``add`` for ``qr``. At equal bytes ``concat`` learned
-            as well as ``mult`` (within seed noise) and trains its embeddings about 1.5x faster on CPU,
+            as well as ``mult`` (within seed noise) and trains its embeddings about 1.7x faster on CPU,
             where ``mult``'s products cost a memory pass each (measured: docs/performance.md and the
             ``quality-qr-ops`` table of models/dlrm/README.md). ``mult`` is the paper's and DLRM's
             default.
@@ -52,8 +52,8 @@ class VariantPreset:
             DLRM's ``md_solver``: each large field is one table whose dim follows
             :func:`~recsys_emb.specs.mixed_field_dims` across the large fields, projected to ``dim``.
             ``num_blocks > 1`` also splits each field's ids into frequency blocks with their own dims:
-            more compression at the same quality, but a projection per block and bag (about 2.5x the
-            embedding step's time on CPU).
+            more compression at the same quality, but a projection per block and bag (on CPU the
+            embedding step takes about 1.7x as long as with the field-level form).
         chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``). Every
             field joins the unified table (feature multiplexing, as in the paper; small fields add
             their full row count to it, so the budget matches the other variants).

@@ -33,9 +33,9 @@ __all__ = ["DimRange", "PrunerConfig", "SpaceConfig", "SearchConfig", "load_sear
 logger = logging.getLogger(__name__)
 
 SEARCH_VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
+"""Variants a group may choose from (``space.variants``)."""
 MIXED_SEARCH_BLOCKS = 4
 """Frequency blocks per field of a searched ``mixed`` group when the base config is field-level."""
-"""Variants a group may choose from (``space.variants``)."""
 
 _SAMPLERS = ("auto", "tpe", "random", "nsga2")
 _PRUNERS = ("median", "hyperband", "none")

@@ -14,14 +14,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
+from recsys_emb.errors import ConfigError
 from recsys_emb.presets import VARIANTS, VariantPreset
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "TrainLoopConfig", "RunConfig",
            "load_config", "apply_overrides", "config_from_dict", "config_to_dict"]
-
-
-class ConfigError(ValueError):
-    """A configuration key or value that is not allowed."""
 
 
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from recsys_emb.errors import BadLineError
 from recsys_emb.data.parquet import (
     SPLITS,
     ShardedParquetWriter,
@@ -75,10 +76,6 @@ for _i, _c in enumerate(b"ABCDEF"):
     _HEX_LUT[_c] = 10 + _i
 _INT_RE = r"^(-?[0-9]{1,18})?$"
 PathLike = Union[str, Path]
-
-
-class BadLineError(ValueError):
-    """A malformed input line under ``on_bad_line="error"``; names the file, line and reason."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from recsys_emb.errors import InvalidInputError
 from recsys_emb.specs import FeatureSpec, TableDef
 
 __all__ = ["TableDef", "VirtualFeature", "ColumnOp", "EmbeddingVariant", "InvalidInputError", "format_bad_values",
@@ -25,10 +26,6 @@ columns when it is column arithmetic. ``copy``, ``mul``, ``add``: sources are th
 the ``width``-wide operands. ``proj``: sources are ``(start, in_width)`` of one column range,
 multiplied by a ``(width, in_width)`` weight from :meth:`EmbeddingVariant.column_weights`
 (see :class:`~recsys_emb.embeddings.combine.ColumnProgram`)."""
-
-
-class InvalidInputError(ValueError):
-    """Input ids or a KeyedJaggedTensor that the layer cannot embed correctly."""
 
 
 @dataclass(frozen=True)

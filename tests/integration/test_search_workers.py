@@ -25,7 +25,7 @@ def tiny_data(tmp_path_factory):
 
 def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str) -> subprocess.Popen:
     """``recsys-emb search`` in a new process (the module form: works before cli.py registers it too)."""
-    cmd = [sys.executable, "-m", "recsys_emb.search_cli", "search", "--config", str(config), "--storage", storage,
+    cmd = [sys.executable, "-m", "recsys_emb.cli", "search", "--config", str(config), "--storage", storage,
            "--study", study, "--n-trials", str(n_trials), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from recsys_emb.data.cli import add_data_commands, main
+from recsys_emb.cli import main
+from recsys_emb.cli.data import add_data_commands
 
 
 def test_commands_register_on_a_parser():

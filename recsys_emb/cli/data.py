@@ -1,5 +1,5 @@
 """The data commands of ``recsys-emb``: ``generate {criteo-like,sequences,movielens}``, ``preprocess``
-and ``data ceiling``. Registered on the main parser by :func:`add_data_commands`; the only data module that prints.
+and ``data ceiling``. Registered on the main parser by :func:`add_data_commands`.
 """
 
 from __future__ import annotations
@@ -184,15 +184,3 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     ce.add_argument("--test-fraction", type=float, default=0.1, help="for a raw generated directory only")
     ce.add_argument("--json", action="store_true")
     ce.set_defaults(func=_cmd_ceiling)
-
-
-def main(argv: Optional[list] = None) -> int:
-    """Standalone entry (``python -m recsys_emb.data.cli``) until the main CLI wires these commands."""
-    parser = argparse.ArgumentParser(prog="recsys-emb")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

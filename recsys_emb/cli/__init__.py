@@ -1,4 +1,5 @@
-"""The `recsys-emb` command line. The only module of the library that prints."""
+"""The `recsys-emb` command line (``python -m recsys_emb.cli``). The CLI is the only part of the library
+that prints; the data and search commands live in :mod:`recsys_emb.cli.data` and :mod:`recsys_emb.cli.search`."""
 
 from __future__ import annotations
 
@@ -148,16 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.set_defaults(func=_cmd_evaluate, reexec=False)
 
-    from recsys_emb.search_cli import add_search_command
+    from recsys_emb.cli.search import add_search_command
 
     add_search_command(sub)
 
-    try:
-        from recsys_emb.data.cli import add_data_commands
-    except ImportError:  # pragma: no cover - data package absent in a partial install
-        pass
-    else:
-        add_data_commands(sub)
+    from recsys_emb.cli.data import add_data_commands
+
+    add_data_commands(sub)
     return p
 
 
@@ -180,6 +178,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reexec_with_malloc_settings()
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

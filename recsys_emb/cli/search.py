@@ -1,7 +1,5 @@
 """``recsys-emb search``: one search worker (run the same command in several processes or machines to add
 workers), or ``--report`` to write the outputs of a study from its storage.
-
-Also runnable alone: ``python -m recsys_emb.search_cli --config ... --study ...``.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ import logging
 import sys
 from typing import Any, Optional, Sequence
 
-__all__ = ["add_search_command", "main"]
+__all__ = ["add_search_command"]
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -69,24 +67,3 @@ def add_search_command(subparsers: Any) -> argparse.ArgumentParser:
                    help="run no trial: write best.yaml, trials.csv and the plot from the storage")
     s.set_defaults(func=_cmd_search, reexec=True)
     return s
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="recsys-emb")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    sub = p.add_subparsers(dest="command", required=True)
-    add_search_command(sub)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
-    if args.verbose == 0:
-        logging.getLogger("torchrec").setLevel(logging.ERROR)
-        import warnings
-
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The library's errors: one base class, :class:`RecsysEmbError`, that every error the library raises on
+purpose derives from, so a pipeline can catch ``recsys_emb.RecsysEmbError`` and nothing else.
+
+Each error also derives from the built-in exception it refines (``ValueError``, ``FileNotFoundError``),
+so code written against the built-in keeps working. Messages name the file or feature, the value and
+the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RecsysEmbError",
+    "SpecError",
+    "ConfigError",
+    "InvalidInputError",
+    "BadLineError",
+    "DataError",
+    "CheckpointError",
+]
+
+
+class RecsysEmbError(Exception):
+    """Base of every error the library raises on purpose."""
+
+
+class SpecError(RecsysEmbError, ValueError):
+    """A feature or embedding spec that is not valid (names the feature, the field and what is allowed)."""
+
+
+class ConfigError(RecsysEmbError, ValueError):
+    """A configuration key or value that is not allowed (names the file, the key, the value and the fix)."""
+
+
+class InvalidInputError(RecsysEmbError, ValueError):
+    """Input ids or a KeyedJaggedTensor that the layer cannot embed correctly."""
+
+
+class BadLineError(RecsysEmbError, ValueError):
+    """A malformed input line under ``on_bad_line="error"``; names the file, line and reason."""
+
+
+class DataError(RecsysEmbError, FileNotFoundError):
+    """A dataset directory or input file that is missing or does not match what it declares."""
+
+
+class CheckpointError(RecsysEmbError, ValueError):
+    """A checkpoint or model directory that cannot be loaded as asked (names the file and the reason)."""

@@ -18,7 +18,7 @@ from recsys_emb.errors import ConfigError
 from recsys_emb.presets import VARIANTS, VariantPreset
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "TrainLoopConfig", "RunConfig",
-           "load_config", "apply_overrides", "config_from_dict", "config_to_dict"]
+           "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "dataclass_from_dict", "ConfigError"]
 
 
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -225,7 +225,17 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def _build(cls: Any, data: Any, prefix: str) -> Any:
+def dataclass_from_dict(cls: Any, data: Any, prefix: str = "") -> Any:
+    """An instance of the (config) dataclass ``cls`` from a plain mapping, nested dataclasses included.
+
+    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the dotted key
+    (``prefix`` + field), the value and what is allowed; values are deep-copied. Validation beyond
+    types is the dataclass's own ``validate()``.
+
+    Example:
+        >>> dataclass_from_dict(DataConfig, {"path": "d", "batch_size": 8}).batch_size
+        8
+    """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -240,7 +250,7 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key)
+            kwargs[name] = dataclass_from_dict(tp, value, key)
             continue
         if isinstance(value, int) and tp is float:
             value = float(value)
@@ -252,7 +262,7 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
 
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """A validated :class:`RunConfig` from a plain dict (as loaded from YAML)."""
-    return _build(RunConfig, data, "").validate()
+    return dataclass_from_dict(RunConfig, data).validate()
 
 
 def config_to_dict(config: RunConfig) -> Dict[str, Any]:

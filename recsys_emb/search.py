@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from recsys_emb.config import ConfigError, RunConfig, _build, apply_overrides, config_from_dict, config_to_dict
+from recsys_emb.config import ConfigError, RunConfig, apply_overrides, dataclass_from_dict, config_from_dict, config_to_dict
 from recsys_emb.presets import qr_buckets
 from recsys_emb.specs import DIM_MULTIPLE
 
@@ -269,16 +269,16 @@ def search_config_from_dict(data: Mapping[str, Any], source: str = "") -> Search
     space = data.get("space")
     if isinstance(space, Mapping) and isinstance(space.get("dims"), Mapping):
         space = dict(space)
-        space["dims"] = _build(DimRange, space["dims"], "space.dims")
+        space["dims"] = dataclass_from_dict(DimRange, space["dims"], "space.dims")
         data["space"] = space
-        cfg = _build(SearchConfig, {k: v for k, v in data.items() if k != "space"}, "")
+        cfg = dataclass_from_dict(SearchConfig, {k: v for k, v in data.items() if k != "space"}, "")
         rest = {k: v for k, v in space.items() if k != "dims"}
-        cfg.space = _build(SpaceConfig, rest, "space")
+        cfg.space = dataclass_from_dict(SpaceConfig, rest, "space")
         cfg.space.dims = space["dims"]
     else:
         if isinstance(space, Mapping) and "dims" in space and not isinstance(space["dims"], list):
             _fail("space.dims", space["dims"], "give a list of dims or {low, high, log}")
-        cfg = _build(SearchConfig, data, "")
+        cfg = dataclass_from_dict(SearchConfig, data, "")
     cfg.source = source or cfg.source
     return cfg.validate()
 

@@ -34,7 +34,7 @@ QUICK_SETS = {
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from recsys_emb.config import load_config
-    from recsys_emb.train import train
+    from recsys_emb.training import train
 
     out = Path(args.out_dir)
     rows: List[Dict[str, Any]] = []
@@ -102,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = table(res, command_line("bench/din.py", argv))
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.out_dir) / "results.json").write_text(json.dumps(res, indent=1))
-    publish(text, None if args.no_readme else Path(args.readme), "din", "## Attention against sum pooling")
+    print(publish(text, None if args.no_readme else Path(args.readme), "din", "## Attention against sum pooling"))
     return 0
 
 

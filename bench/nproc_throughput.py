@@ -92,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.global_batch = args.global_batch or (256 if args.quick else DEFAULT["global_batch"])
     res = run(args)
     text = table(res, command_line("bench/nproc_throughput.py", argv))
-    publish(text, None if args.no_readme else Path(args.readme), "nproc", "## Throughput: 1 vs N processes")
+    print(publish(text, None if args.no_readme else Path(args.readme), "nproc", "## Throughput: 1 vs N processes"))
     return 0
 
 

@@ -84,7 +84,7 @@ def _section_base(args: argparse.Namespace) -> Dict[str, Any]:
 def _bytes_of(run: Dict[str, Any], schema: Any) -> int:
     from recsys_emb.config import config_from_dict
     from recsys_emb.memory import memory_from_specs
-    from recsys_emb.train import build_features
+    from recsys_emb.training import build_features
 
     specs, _ = build_features(config_from_dict(run), schema)
     return int(memory_from_specs(specs).bytes)
@@ -166,7 +166,7 @@ def searched_run(base: Dict[str, Any], vocab: Dict[str, int], budget_bytes: int,
 
 def _train(run: Dict[str, Any], name: str, out: Path) -> Dict[str, Any]:
     from recsys_emb.config import config_from_dict
-    from recsys_emb.train import train
+    from recsys_emb.training import train
 
     run = copy.deepcopy(run)
     run["name"] = name
@@ -183,7 +183,7 @@ def _train(run: Dict[str, Any], name: str, out: Path) -> Dict[str, Any]:
 def run_criteo(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
     from recsys_emb.config import config_from_dict
     from recsys_emb.data.parquet import TableSchema, read_metadata
-    from recsys_emb.train import prepare_data
+    from recsys_emb.training import prepare_data
 
     out = Path(args.out_dir)
     base = _section_base(args)
@@ -226,7 +226,7 @@ def run_movielens(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[
     """Full tables, the hashing trick at 1/compression rows, unified at the hashing trick's parameters."""
     from recsys_emb.config import config_from_dict
     from recsys_emb.data.parquet import TableSchema, read_metadata
-    from recsys_emb.train import prepare_data
+    from recsys_emb.training import prepare_data
 
     out = Path(args.out_dir)
     overrides = list(args.movielens_set) + (["train.max_steps=20", "train.epochs=1"] if args.quick else [])
@@ -371,7 +371,7 @@ def run_mixed_forms(args: argparse.Namespace, log: Callable[[str], None]) -> Dic
     field), each with the alpha that fits the budget, at each of ``--mixed-budgets``."""
     from recsys_emb.config import config_from_dict
     from recsys_emb.data.parquet import TableSchema, read_metadata
-    from recsys_emb.train import prepare_data
+    from recsys_emb.training import prepare_data
 
     base = _section_base(args)
     schema = TableSchema.from_dict(read_metadata(prepare_data(config_from_dict(base)))["schema"])

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from recsys_emb.config import config_from_dict
     from recsys_emb.data.parquet import read_metadata
     from recsys_emb.search import load_search_config, search
-    from recsys_emb.train import prepare_data, train
+    from recsys_emb.training import prepare_data, train
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 Same as `recsys-emb bench train`; see `--help`. Writes a table and, with --json, a JSON file.
 """
 
-from recsys_emb.benchmarks import run_as_script
+from recsys_emb.runtime import reexec_with_malloc_settings
 from recsys_emb.benchmarks.train_throughput import main
 
 if __name__ == "__main__":
-    run_as_script(main)
+    reexec_with_malloc_settings()  # glibc reads its malloc settings at start-up only
+    print(main(None))

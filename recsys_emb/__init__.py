@@ -1,8 +1,19 @@
 """recsys_emb: memory-efficient feature embeddings for CTR models, every variant behind one interface."""
 
-from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder, load_specs, dump_specs
-from recsys_emb.layer import EmbeddingLayer, InvalidInputError, kjt_from_lists
-from recsys_emb.concat import FusedOptimizer
+from recsys_emb.errors import (
+    BadLineError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InvalidInputError,
+    RecsysEmbError,
+    SpecError,
+)
+from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
+from recsys_emb.memory import memory_from_specs
+from recsys_emb.spec_io import dump_specs, load_specs
+from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
 __version__ = "0.1.0"
 
@@ -11,10 +22,23 @@ __all__ = [
     "Full",
     "Hashed",
     "QuotientRemainder",
+    "MixedDimension",
+    "Unified",
+    "UnifiedTable",
     "load_specs",
     "dump_specs",
     "EmbeddingLayer",
-    "InvalidInputError",
+    "SequenceEmbeddingLayer",
     "kjt_from_lists",
-    "FusedOptimizer",
+    "memory_from_specs",
+    "EmbeddingOptimizer",
+    "TableBatched",
+    "RecsysEmbError",
+    "SpecError",
+    "ConfigError",
+    "InvalidInputError",
+    "BadLineError",
+    "DataError",
+    "CheckpointError",
+    "__version__",
 ]

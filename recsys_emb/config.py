@@ -1,10 +1,14 @@
 """Run configuration: validated dataclasses loaded from YAML, with ``--set key=value`` overrides.
 
-An unknown key or a bad value fails before any work, naming the key, the value and what is allowed.
+A config file may start from another with ``base: other.yaml`` (a path relative to the file): the
+file's own keys are merged over the base's, section by section (FuxiCTR's ``Base:`` habit), so runs
+that differ in one section are a base and a few short files. An unknown key or a bad value fails before
+any work, naming the file, the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
 import typing
@@ -15,10 +19,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from recsys_emb.errors import ConfigError
-from recsys_emb.presets import VARIANTS, VariantPreset
+from recsys_emb.presets import VariantPreset
+from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTIMIZERS
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "TrainLoopConfig", "RunConfig",
-           "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "dataclass_from_dict", "ConfigError"]
+           "EMBEDDING_BACKENDS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
+           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "ConfigError"]
+
+EMBEDDING_BACKENDS = ("torchrec", "table_batched")
+"""``train.embedding_backend`` values: where the tables live (see :class:`TrainLoopConfig`)."""
 
 
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -58,40 +67,9 @@ class DataConfig:
             _choice("data.generate.kind", self.generate.get("kind"), ["criteo-like", "sequences", "movielens"])
 
 
-@dataclass
-class EmbeddingsConfig:
-    """One variant for the dataset's fields (see :class:`recsys_emb.presets.VariantPreset`, whose
-    defaults these are: one source, so a config and a preset built without arguments agree)."""
-
-    variant: str = VariantPreset.variant
-    dim: int = VariantPreset.dim
-    compression: float = VariantPreset.compression
-    min_rows: int = VariantPreset.min_rows
-    num_hashes: int = VariantPreset.num_hashes
-    qr_op: str = VariantPreset.qr_op
-    alpha: float = VariantPreset.alpha
-    num_blocks: int = VariantPreset.num_blocks
-    chunks: int = VariantPreset.chunks
-    dims: Dict[str, int] = field(default_factory=dict)
-    overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    init_scale: Optional[float] = None
-    """Tables start as ``U(-init_scale, init_scale)``; ``None``: TorchRec's ``1/sqrt(rows)`` per table."""
-    kernel: str = "torchrec"
-    """``torchrec``: TorchRec collections under DistributedModelParallel (any world size, CPU).
-    ``concat``: plain-PyTorch concatenated tables on one device (:mod:`recsys_emb.concat`), the way to
-    train on a GPU without FBGEMM's GPU kernels; DLRM only, one process, optimizer sgd or rowwise_adagrad."""
-
-    def validate(self) -> None:
-        _choice("embeddings.variant", self.variant, VARIANTS)
-        _choice("embeddings.kernel", self.kernel, ["torchrec", "concat"])
-        _positive("embeddings.init_scale", self.init_scale)
-        try:
-            self.preset()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-
-    def preset(self) -> VariantPreset:
-        return VariantPreset(**{k: v for k, v in dataclasses.asdict(self).items() if k not in ("init_scale", "kernel")})
+EmbeddingsConfig = VariantPreset
+"""The ``embeddings:`` section is a :class:`~recsys_emb.presets.VariantPreset`: one variant for the
+dataset's fields and its knobs (one definition, used by configs, the search and the benchmarks)."""
 
 
 @dataclass
@@ -139,8 +117,6 @@ class OptimConfig:
     weight_decay: float = 0.0
 
     def validate(self) -> None:
-        from recsys_emb.sharding import EMBEDDING_OPTIMIZERS
-
         _choice("optim.embedding", self.embedding, sorted(EMBEDDING_OPTIMIZERS))
         _choice("optim.dense", self.dense, ["adam", "adagrad", "sgd"])
         _positive("optim.embedding_lr", self.embedding_lr)
@@ -162,10 +138,16 @@ class TrainLoopConfig:
     threads: Optional[int] = None
     sharding_types: List[str] = field(default_factory=lambda: ["table_wise"])
     device: str = "cpu"
-    """``cpu``, or ``cuda`` (needs ``embeddings.kernel: concat``)."""
+    """``cpu``, or ``cuda`` (needs ``train.embedding_backend: table_batched``)."""
+    embedding_backend: str = "torchrec"
+    """Where the tables live. ``torchrec``: TorchRec collections under DistributedModelParallel (any world
+    size). ``table_batched``: the single-device table-batched kernel (:class:`recsys_emb.tables.TableBatched`),
+    the way to train on a GPU without FBGEMM's GPU kernels; DLRM only, one process, optimizer sgd or
+    rowwise_adagrad."""
 
     def validate(self) -> None:
         _choice("train.device", self.device, ["cpu", "cuda"])
+        _choice("train.embedding_backend", self.embedding_backend, list(EMBEDDING_BACKENDS))
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)
         for key in ("eval_every", "checkpoint_every", "log_every"):
@@ -188,15 +170,16 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for part in (self.data, self.model, self.embeddings, self.optim, self.train):
             part.validate()
-        if self.train.device == "cuda" and self.embeddings.kernel != "concat":
-            raise ConfigError("train.device='cuda' needs embeddings.kernel='concat': TorchRec's sharded kernels need "
-                              "FBGEMM's GPU build, which this install lacks; set embeddings.kernel: concat")
-        if self.embeddings.kernel == "concat":
+        if self.train.device == "cuda" and self.train.embedding_backend != "table_batched":
+            raise ConfigError("train.device='cuda' needs train.embedding_backend='table_batched': TorchRec's sharded "
+                              "kernels need FBGEMM's GPU build, which this install lacks; set "
+                              "train.embedding_backend: table_batched")
+        if self.train.embedding_backend == "table_batched":
             if self.model.kind != "dlrm":
-                raise ConfigError(f"embeddings.kernel='concat' serves model.kind 'dlrm' only (got "
-                                  f"{self.model.kind!r}); use embeddings.kernel: torchrec")
-            _choice("optim.embedding (with embeddings.kernel: concat)", self.optim.embedding,
-                    ["sgd", "rowwise_adagrad"])
+                raise ConfigError(f"train.embedding_backend='table_batched' serves model.kind 'dlrm' only (got "
+                                  f"{self.model.kind!r}); use train.embedding_backend: torchrec")
+            _choice("optim.embedding (with train.embedding_backend: table_batched)", self.optim.embedding,
+                    list(TABLE_BATCHED_OPTIMIZERS))
         return self
 
     @property
@@ -215,7 +198,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if origin in (list, List):
         (inner,) = typing.get_args(tp) or (Any,)
         return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
-    if origin in (dict, Dict):
+    if origin in (dict, Dict, Mapping, collections.abc.Mapping):
         k, v = typing.get_args(tp) or (Any, Any)
         return isinstance(value, dict) and all(_type_ok(x, v) for x in value.values())
     if tp is float:
@@ -223,6 +206,32 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp)
+
+
+def _type_words(tp: Any) -> str:
+    """A type in words, for error messages: ``Optional[int]`` -> "an integer or null"."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        words = [_type_words(a) for a in args if a is not type(None)]
+        return " or ".join(words + (["null"] if type(None) in args else []))
+    if origin in (list, List):
+        (inner,) = typing.get_args(tp) or (Any,)
+        return f"a list of {_plural(_type_words(inner))}"
+    if origin in (dict, Dict, Mapping, collections.abc.Mapping):
+        _, v = typing.get_args(tp) or (Any, Any)
+        return f"a mapping of names to {_plural(_type_words(v))}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Any: "any value"}.get(
+        tp, f"a {getattr(tp, '__name__', tp)}")
+
+
+def _plural(words: str) -> str:
+    for article in ("an ", "a "):
+        if words.startswith(article):
+            words = words[len(article):]
+            break
+    return {"integer": "integers", "number": "numbers", "string": "strings", "true or false": "booleans",
+            "any value": "values"}.get(words, words + "s")
 
 
 def dataclass_from_dict(cls: Any, data: Any, prefix: str = "") -> Any:
@@ -255,14 +264,37 @@ def dataclass_from_dict(cls: Any, data: Any, prefix: str = "") -> Any:
         if isinstance(value, int) and tp is float:
             value = float(value)
         if not _type_ok(value, tp):
-            raise ConfigError(f"{key}={value!r} has the wrong type; expected {getattr(tp, '__name__', tp)}")
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_words(tp)}")
         kwargs[name] = copy.deepcopy(value)
     return cls(**kwargs)
 
 
+_RENAMED = {("embeddings", "kernel"): "train.embedding_backend (with 'concat' renamed 'table_batched')"}
+"""Keys of earlier versions: a saved run's config is migrated (:func:`migrate_config_dict`); a config file
+that still uses one gets the new name in its error."""
+
+
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """A validated :class:`RunConfig` from a plain dict (as loaded from YAML)."""
+    for (section, key), new in _RENAMED.items():
+        if isinstance(data.get(section), Mapping) and key in data[section]:
+            raise ConfigError(f"{section}.{key} is now {new}; rename it")
     return dataclass_from_dict(RunConfig, data).validate()
+
+
+def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """A run config dict saved by an earlier version (a checkpoint's ``trainer.json``), in today's keys.
+
+    Example:
+        >>> migrate_config_dict({"embeddings": {"kernel": "concat"}, "train": {}})
+        {'embeddings': {}, 'train': {'embedding_backend': 'table_batched'}}
+    """
+    out = copy.deepcopy(dict(data))
+    emb = out.get("embeddings")
+    if isinstance(emb, dict) and "kernel" in emb:
+        kernel = emb.pop("kernel")
+        out.setdefault("train", {})["embedding_backend"] = "table_batched" if kernel == "concat" else kernel
+    return out
 
 
 def config_to_dict(config: RunConfig) -> Dict[str, Any]:
@@ -291,10 +323,66 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return data
 
 
-def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML run config, apply ``--set`` overrides, validate."""
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) or {}
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a run config must be a mapping")
-    return config_from_dict(apply_overrides(data, overrides))
+        raise ConfigError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    """``over``'s keys over ``base``'s, mappings merged key by key, everything else replaced."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+def load_config_dict(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict[str, Any]:
+    """A config file as a plain dict, its ``base:`` chain merged in (errors name the file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "base.yaml").write_text("train: {epochs: 3, log_every: 5}")
+        >>> _ = (d / "run.yaml").write_text("{base: base.yaml, train: {epochs: 1}}")
+        >>> load_config_dict(d / "run.yaml")
+        {'train': {'epochs': 1, 'log_every': 5}}
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ConfigError(f"{path}: the base: chain loops ({chain})")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base={base!r} must be the path of another config file (relative to this one)")
+    base_path = path.parent / base
+    if not base_path.exists():
+        raise ConfigError(f"{path}: base={base!r}: no such file {base_path}")
+    return _merge(load_config_dict(base_path, (*_seen, resolved)), data)
+
+
+def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run config (and its ``base:`` files), apply ``--set`` overrides, validate; a bad key or
+    value raises :class:`ConfigError` naming the file."""
+    data = load_config_dict(path)
+    try:
+        return config_from_dict(apply_overrides(data, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

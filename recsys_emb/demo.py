@@ -12,7 +12,8 @@ import torch
 from recsys_emb.benchmarks.embedding_throughput import criteo_shaped_cardinalities, skewed_batch, variant_specs
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
-from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, shard_model
+from recsys_emb.sharding import init_single_process_group, shard_model
+from recsys_emb.tables import EmbeddingOptimizer
 
 __all__ = ["run_demo"]
 

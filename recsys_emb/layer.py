@@ -3,43 +3,30 @@ KeyedJaggedTensor -> per-feature JaggedTensors) from a list of FeatureSpec.
 
 Every trainable table of every variant lives in TorchRec collections (``layer.ebc``, or
 ``layer.ecs`` by dimension), so DistributedModelParallel shards any mix of variants unchanged;
-remap and combine are dense code.
+remap and combine are dense code. One remap path (features with a plan all at once, the others by
+their own ``remap``) and one combine (all features' column plans in one pass, else per feature).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig, PoolingType
-from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
-from recsys_emb.concat import ConcatenatedEmbeddingBags, FusedOptimizer
-from recsys_emb.embeddings import EmbeddingVariant, InvalidInputError, build_variant
-from recsys_emb.embeddings.base import PerValue
-from recsys_emb.embeddings.combine import ColumnProgram
-from recsys_emb.hashing import bucket_rows
+from recsys_emb.embeddings import EmbeddingVariant, VirtualFeature, build_variant
+from recsys_emb.embeddings.fused import ColumnProgram, RemapProgram
+from recsys_emb.embeddings.plans import ColumnOp
+from recsys_emb.errors import InvalidInputError, SpecError
 from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
+from recsys_emb.tables.collections import bag_collection, sequence_collections
 
 __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
 
 logger = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=None)
-def _batches_its_remap(cls: type, attr: str) -> bool:
-    """Whether ``cls`` may be remapped through its batched path ``attr`` (``remap_many``,
-    ``hash_keys``): only where the class that defines ``remap`` also defines ``attr``, so that a
-    subclass with its own ``remap`` keeps it."""
-    def owner(name: str) -> type:
-        return next(k for k in cls.__mro__ if name in vars(k))
-
-    return owner(attr) is not EmbeddingVariant and owner(attr) is owner("remap")
 
 
 class _LayerBase(nn.Module):
@@ -51,13 +38,13 @@ class _LayerBase(nn.Module):
         super().__init__()
         features = list(features)
         if not features:
-            raise ValueError(f"{type(self).__name__} needs at least one FeatureSpec")
+            raise SpecError(f"{type(self).__name__} needs at least one FeatureSpec")
         validate_feature_set(features)
         for f in features:
             if f.pooling not in self._poolings:
                 other = "SequenceEmbeddingLayer" if f.pooling == "none" else "EmbeddingLayer"
-                raise ValueError(f"feature {f.name!r}: pooling={f.pooling!r} is not served by {type(self).__name__} "
-                                 f"(it takes pooling in {self._poolings}); put it in an {other}")
+                raise SpecError(f"feature {f.name!r}: pooling={f.pooling!r} is not served by {type(self).__name__} "
+                                f"(it takes pooling in {self._poolings}); put it in an {other}")
         self.features: List[FeatureSpec] = features
         self.validate_ids = validate_ids
         self.feature_names: List[str] = [f.name for f in features]
@@ -65,20 +52,25 @@ class _LayerBase(nn.Module):
         self.variants = nn.ModuleDict({f.name: build_variant(f, validate_ids=validate_ids) for f in features})
         for f in features:
             if f.shared_with is not None:
-                self.variants[f.name].tie_to(self.variants[f.shared_with])
-        tables: "OrderedDict[str, Tuple[TableDef, List[str]]]" = OrderedDict()
+                _share_dense_parameters(self.variants[f.name], self.variants[f.shared_with])
+        self._virtual: List[List[VirtualFeature]] = [self.variants[f.name].virtual_features() for f in features]
+        tables: "OrderedDict[str, TableDef]" = OrderedDict()
         for f in features:
             if f.shared_with is None:
                 for t in self.variants[f.name].tables():
-                    tables.setdefault(t.name, (t, []))
-        for f in features:
-            for vf in self.variants[f.name].virtual_features():
-                tables[vf.table][1].append(vf.name)
-        self._tables = tables
-        self.table_defs: List[TableDef] = [t for t, _ in tables.values()]
-        self._virtual_dims = {vf: t.dim for t, names in tables.values() for vf in names}
-        self._hash_cache: Dict[int, tuple] = {}
-        self._remap_cache: Dict[object, object] = {}
+                    tables.setdefault(t.name, t)
+        self.table_defs: List[TableDef] = list(tables.values())
+        self.virtual_tables: Dict[str, str] = {vf.name: vf.table for vfs in self._virtual for vf in vfs}
+        """``{virtual feature (collection key): table name}``."""
+        self.table_features: Dict[str, List[str]] = {t: [] for t in tables}
+        """``{table name: [virtual features that read it]}``, in feature order."""
+        for vf, t in self.virtual_tables.items():
+            self.table_features[t].append(vf)
+        # A variant's plan runs in the shared program only when the variant does not define its own
+        # remap (a subclass overriding remap keeps it, whatever plan it inherits).
+        self.remap_program = RemapProgram([
+            self.variants[n].remap_plan() if type(self.variants[n]).remap is EmbeddingVariant.remap else None
+            for n in self.feature_names])
 
     @property
     def output_dim(self) -> int:
@@ -139,68 +131,15 @@ class _LayerBase(nn.Module):
                                 List[torch.Tensor], int]:
         """Per virtual feature (key, values, lengths, value count or None), per feature ids and lengths."""
         ids, lengths, batch = self._split(features)
-        remapped = self._hash_all(ids, lengths)
-        remapped.update(self._remap_batched(ids, lengths, skip=remapped))
+        planned = self.remap_program(ids, lengths)
         parts = []
-        for i, (name, f_ids, f_len) in enumerate(zip(self.feature_names, ids, lengths)):
-            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            counts = variant.value_counts(f_ids.numel())
-            pairs = remapped[i] if i in remapped else variant.remap(f_ids, f_len)
-            for j, (vf, (v, l)) in enumerate(zip(variant.virtual_features(), pairs)):
-                parts.append((vf.name, v, l, None if counts is None else counts[j]))
+        for i, (name, vfs) in enumerate(zip(self.feature_names, self._virtual)):
+            pairs = planned.get(i)
+            if pairs is None:  # a variant without a plan, remapped by its own code
+                pairs = [(v, l, None) for v, l in self.variants[name].remap(ids[i], lengths[i])]
+            for vf, (v, l, n) in zip(vfs, pairs):
+                parts.append((vf.name, v, l, n))
         return parts, ids, lengths, batch
-
-    def _remap_batched(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor], skip: Dict[int, object]
-                       ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """Remapped pairs of the features whose variant class remaps several features at once
-        (:meth:`~recsys_emb.embeddings.base.EmbeddingVariant.remap_many`), keyed by feature position."""
-        groups: Dict[type, List[int]] = {}
-        for i, name in enumerate(self.feature_names):
-            cls = type(self.variants[name])
-            if i not in skip and _batches_its_remap(cls, "remap_many"):
-                groups.setdefault(cls, []).append(i)
-        out: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
-        for cls, members in groups.items():
-            if len(members) < 2:
-                continue
-            pairs = cls.remap_many([self.variants[self.feature_names[i]] for i in members],  # type: ignore[attr-defined]
-                                   [ids[i] for i in members], [lengths[i] for i in members], self._remap_cache)
-            out.update(zip(members, pairs))
-        return out
-
-    def _hash_all(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]
-                  ) -> Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """Remapped pairs of every hashing feature (hashed tables, unified), all features with the same
-        number of probes hashed in one pass (:func:`~recsys_emb.hashing.bucket_rows`): one set of
-        tensor ops per step instead of one per feature. Keyed by feature position."""
-        groups: Dict[int, List[Tuple[int, torch.Tensor, int]]] = {}
-        for i, name in enumerate(self.feature_names):
-            if not _batches_its_remap(type(self.variants[name]), "hash_keys"):
-                continue
-            plan = self.variants[name].hash_keys()  # type: ignore[operator]
-            if plan is not None:
-                groups.setdefault(int(plan[0].numel()), []).append((i, plan[0], plan[1]))
-        out: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
-        for probes, members in groups.items():
-            if len(members) < 2:
-                continue
-            # the stacked keys are rebuilt when a key tensor is replaced (.to(), loaded salts) or changed
-            # in place; the cache holds the tensors themselves, so identity checks cannot be fooled
-            sources = tuple(k for _, k, _ in members)
-            versions = tuple(k._version for k in sources)
-            n_buckets = tuple(b for _, _, b in members)
-            cached = self._hash_cache.get(probes)
-            if cached is None or cached[1] != versions or cached[2] != n_buckets or \
-                    any(a is not b for a, b in zip(cached[0], sources)):
-                cached = (sources, versions, n_buckets, PerValue([
-                    torch.stack(sources), torch.tensor(n_buckets, dtype=torch.int64, device=sources[0].device)]))
-                self._hash_cache[probes] = cached
-            member_ids = [ids[i] for i, _, _ in members]
-            value_keys, value_buckets = cached[3](member_ids)  # each id's seed keys and bucket count
-            rows = bucket_rows(torch.cat(member_ids), value_keys, value_buckets).split([t.numel() for t in member_ids])
-            for (i, _, _), r in zip(members, rows):
-                out[i] = self.variants[self.feature_names[i]].remap_rows(r, lengths[i])  # type: ignore[operator]
-        return out
 
     @staticmethod
     def _kjt(parts, batch: int) -> KeyedJaggedTensor:
@@ -214,6 +153,15 @@ class _LayerBase(nn.Module):
         )
 
 
+def _share_dense_parameters(sharer: nn.Module, owner: nn.Module) -> None:
+    """A feature with ``shared_with`` reads its owner's tables, so it combines them with the owner's
+    dense parameters (projections, probe weights) too."""
+    for name, child in owner.named_children():
+        setattr(sharer, name, child)
+    for name, p in owner.named_parameters(recurse=False):
+        setattr(sharer, name, p)
+
+
 class EmbeddingLayer(_LayerBase):
     """Pooled embeddings for ``F`` categorical features, each with its own variant.
 
@@ -224,23 +172,20 @@ class EmbeddingLayer(_LayerBase):
     where ``D = sum(output_dims)``; feature ``f`` occupies ``output_dims[f]`` columns. Empty bags give
     zero vectors.
 
-    Pipeline: ``remap`` (per variant: validate / hash / split ids into virtual features) ->
-    ``self.ebc`` (TorchRec EmbeddingBagCollection, sum pooling) -> ``combine`` (per variant) ->
-    mean pooling where asked.
+    Pipeline: ``remap`` (per variant: validate / hash / split ids into virtual features; features with a
+    remap plan all at once) -> ``self.ebc`` (a TorchRec EmbeddingBagCollection, sum pooling) ->
+    ``combine`` (per variant, or all features' column plans in one pass) -> mean pooling where asked.
+
+    The tables are a TorchRec collection, which DistributedModelParallel shards
+    (:func:`recsys_emb.sharding.shard_model`); :class:`recsys_emb.tables.TableBatched` swaps in the
+    single-device table-batched kernel from outside, the same way.
 
     Args:
         features: the feature specs (names unique; ``shared_with`` resolved inside this list).
         device: where to allocate the tables; ``torch.device("meta")`` to leave allocation to
-            DistributedModelParallel.
-        validate_ids: check vocabulary bounds of full / quotient-remainder ids on every forward
-            (one reduction per feature; turn off only on hot GPU paths with trusted data).
-        kernel: ``"torchrec"`` (default): the tables are a TorchRec EmbeddingBagCollection, which
-            DistributedModelParallel shards and trains with FBGEMM's fused optimizers.
-            ``"concat"``: one device, plain PyTorch (:class:`~recsys_emb.concat.ConcatenatedEmbeddingBags`):
-            all tables of a dimension in one weight, one lookup per dimension, ``optimizer`` applied in
-            backward -- the GPU path where FBGEMM's GPU kernels are missing. Not shardable.
-        optimizer: with ``kernel="concat"``, the fused update (default SGD, lr 0.01); ``None`` leaves
-            dense gradients to autograd.
+            DistributedModelParallel (or to :class:`~recsys_emb.tables.TableBatched`).
+        validate_ids: check vocabulary bounds of full / quotient-remainder / mixed ids on every forward
+            (one comparison for all such features; turn off only on hot paths with trusted data).
 
     Example:
         >>> from recsys_emb.specs import FeatureSpec, Full, Hashed
@@ -253,48 +198,14 @@ class EmbeddingLayer(_LayerBase):
 
     _poolings = ("sum", "mean")
 
-    def __init__(
-        self,
-        features: Sequence[FeatureSpec],
-        device: Optional[torch.device] = None,
-        validate_ids: bool = True,
-        kernel: str = "torchrec",
-        optimizer: Optional[FusedOptimizer] = FusedOptimizer(),
-    ) -> None:
+    def __init__(self, features: Sequence[FeatureSpec], device: Optional[torch.device] = None,
+                 validate_ids: bool = True) -> None:
         super().__init__(features, validate_ids)
-        if kernel not in ("torchrec", "concat"):
-            raise ValueError(f"kernel={kernel!r} must be 'torchrec' (TorchRec collection, shardable) or 'concat' "
-                             f"(plain PyTorch, one device)")
-        self.kernel = kernel
-        if kernel == "concat":
-            self.ebc: nn.Module = ConcatenatedEmbeddingBags(
-                self.table_defs, {vf: t.name for t, names in self._tables.values() for vf in names},
-                optimizer=optimizer, device=device)
-        else:
-            self.ebc = EmbeddingBagCollection(
-                tables=[
-                    EmbeddingBagConfig(
-                        name=t.name,
-                        embedding_dim=t.dim,
-                        num_embeddings=t.rows,
-                        feature_names=names,
-                        pooling=PoolingType.SUM,
-                    )
-                    for t, names in self._tables.values()
-                ],
-                device=device,
-            )
+        self.ebc: nn.Module = bag_collection(self.table_defs, self.table_features, device)
         self._mean = [f.pooling == "mean" for f in self.features]
-        self._n_virtual = [len(self.variants[f.name].virtual_features()) for f in self.features]
-        # The output equals the collection's output when no feature changes its pooled columns.
-        self._passthrough = all(
-            n == 1 and self.variants[f.name].identity_combine and not mean
-            for f, n, mean in zip(self.features, self._n_virtual, self._mean)
-        )
-        self._column_cache: Dict[Tuple[str, ...], Dict[str, int]] = {}
-        # per pooled layout: the fused program (or None) and, per feature with projections, its sources
-        self._program_cache: Dict[Tuple[str, ...], Tuple[Optional[ColumnProgram],
-                                                         List[Tuple[str, List[Tuple[int, int]]]]]] = {}
+        # per pooled key layout: the fused combine (program and the weights its projections take), or
+        # None when some combine needs autograd
+        self._fused: Dict[Tuple[str, ...], Optional[Tuple[ColumnProgram, List[Tuple[str, Tuple[str, ...]]]]]] = {}
 
     def collections(self) -> List[nn.Module]:
         """The TorchRec collections holding this layer's tables (what DistributedModelParallel shards)."""
@@ -306,63 +217,60 @@ class EmbeddingLayer(_LayerBase):
         parts, _, lengths, batch = self._remap_parts(features)
         return self._kjt(parts, batch), lengths
 
-    def _column_index(self, pooled: KeyedTensor) -> Dict[str, int]:
+    def _fused_combine(self, pooled: KeyedTensor
+                       ) -> Optional[Tuple[ColumnProgram, List[Tuple[str, Tuple[str, ...]]]]]:
+        """The one-pass combine for this pooled layout: every feature's column plan, or None when a
+        feature has no plan or is mean-pooled."""
         keys = tuple(pooled.keys())
-        index = self._column_cache.get(keys)
-        if index is None:
-            index = {k: i for i, k in enumerate(keys)}
-            self._column_cache[keys] = index
-        return index
-
-    def _program(self, pooled: KeyedTensor
-                 ) -> Tuple[Optional[ColumnProgram], List[Tuple[str, List[Tuple[int, int]]]]]:
-        """The fused column program for this pooled layout (None if some combine needs autograd) and
-        the features whose projection weights it takes, with their pooled sources."""
-        keys = tuple(pooled.keys())
-        if keys in self._program_cache:
-            return self._program_cache[keys]
+        if keys in self._fused:
+            return self._fused[keys]
         starts, pos = {}, 0
         for k, d in zip(keys, pooled.length_per_key()):
             starts[k] = (pos, d)
             pos += d
-        ops, dst, program, weighted = [], 0, None, []
-        for name, mean, dim in zip(self.feature_names, self._mean, self.output_dims):
-            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            sources = [starts[vf.name] for vf in variant.virtual_features()]
-            f_ops = None if mean else variant.column_ops(sources, dst)
-            if f_ops is None:
+        ops: List[ColumnOp] = []
+        weights: List[Tuple[str, Tuple[str, ...]]] = []
+        dst, fused = 0, None
+        for name, vfs, mean, dim in zip(self.feature_names, self._virtual, self._mean, self.output_dims):
+            plan = None if mean else self.variants[name].combine_plan([starts[vf.name] for vf in vfs], dst)
+            if plan is None:
                 break
-            if any(op[0] == "proj" for op in f_ops):
-                weighted.append((name, sources))
-            ops.extend(f_ops)
+            for op in plan:
+                ops.append(op)
+                if op.op == "proj":
+                    weights.append((name, op.weights))
             dst += dim
         else:
-            program = ColumnProgram(ops, in_width=pos, out_width=dst)
-        self._program_cache[keys] = (program, weighted)
-        return program, weighted
+            fused = (ColumnProgram(ops, in_width=pos, out_width=dst), weights)
+        self._fused[keys] = fused
+        return fused
 
     def combine(self, pooled: KeyedTensor, lengths: Sequence[torch.Tensor]) -> KeyedTensor:
         """Per-feature outputs from the collection's pooled virtual features."""
-        if self._passthrough and list(pooled.keys()) == self.feature_names:
-            return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=pooled.values())
-        program, weighted = self._program(pooled)
-        if program is not None:
-            weights = [w for name, sources in weighted
-                       for w in self.variants[name].column_weights(sources)]  # type: ignore[operator]
-            return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
-                               values=program(pooled.values(), weights))
-        # One split (its backward is one concatenation), not a slice per key (a full-width zero
-        # gradient per slice).
-        parts_all = pooled.values().split(pooled.length_per_key(), dim=1)
-        index = self._column_index(pooled)
-        outs: List[torch.Tensor] = []
-        for name, mean, f_len in zip(self.feature_names, self._mean, lengths):
-            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            y = variant.combine([parts_all[index[vf.name]] for vf in variant.virtual_features()])
-            if mean:
-                y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
-            outs.append(y)
-        return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=torch.cat(outs, dim=1))
+        fused = self._fused_combine(pooled)
+        if fused is not None:
+            program, refs = fused
+            weights = [self._weight(name, names) for name, names in refs]
+            values = program(pooled.values(), weights)
+        else:
+            # One split (its backward is one concatenation), not a slice per key (a full-width zero
+            # gradient per slice).
+            parts_all = pooled.values().split(pooled.length_per_key(), dim=1)
+            index = {k: i for i, k in enumerate(pooled.keys())}
+            outs: List[torch.Tensor] = []
+            for name, vfs, mean, f_len in zip(self.feature_names, self._virtual, self._mean, lengths):
+                y = self.variants[name].combine([parts_all[index[vf.name]] for vf in vfs])
+                if mean:
+                    y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
+                outs.append(y)
+            values = torch.cat(outs, dim=1)
+        return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=values)
+
+    def _weight(self, feature: str, names: Tuple[str, ...]) -> torch.Tensor:
+        """The projection weight a column plan names: the variant's parameters, side by side."""
+        variant = self.variants[feature]
+        ws = [variant.get_parameter(n) for n in names]
+        return ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """``features`` (KJT, keys = feature names) -> ``KeyedTensor`` of shape ``(B, D)``."""
@@ -393,20 +301,12 @@ class SequenceEmbeddingLayer(_LayerBase):
 
     _poolings = ("none",)
 
-    def __init__(
-        self,
-        features: Sequence[FeatureSpec],
-        device: Optional[torch.device] = None,
-        validate_ids: bool = True,
-    ) -> None:
+    def __init__(self, features: Sequence[FeatureSpec], device: Optional[torch.device] = None,
+                 validate_ids: bool = True) -> None:
         super().__init__(features, validate_ids)
-        by_dim: "OrderedDict[int, List[EmbeddingConfig]]" = OrderedDict()
-        for t, names in self._tables.values():
-            by_dim.setdefault(t.dim, []).append(
-                EmbeddingConfig(name=t.name, embedding_dim=t.dim, num_embeddings=t.rows, feature_names=names))
-        self.ecs = nn.ModuleDict({f"d{d}": EmbeddingCollection(tables=cfgs, device=device)
-                                  for d, cfgs in by_dim.items()})
-        self._dim_keys = {vf: f"d{d}" for vf, d in self._virtual_dims.items()}
+        self.ecs = nn.ModuleDict(sequence_collections(self.table_defs, self.table_features, device))
+        dims = {t.name: t.dim for t in self.table_defs}
+        self._dim_keys = {vf: f"d{dims[t]}" for vf, t in self.virtual_tables.items()}
 
     def collections(self) -> List[nn.Module]:
         """The TorchRec collections holding this layer's tables, one per table dimension."""
@@ -423,9 +323,8 @@ class SequenceEmbeddingLayer(_LayerBase):
             for vf, jt in self.ecs[key](self._kjt(group, batch)).items():
                 rows[vf] = jt.values()
         out: Dict[str, JaggedTensor] = {}
-        for name, f_ids, f_len in zip(self.feature_names, ids, lengths):
-            variant: EmbeddingVariant = self.variants[name]  # type: ignore[assignment]
-            values = variant.combine_sequence([rows[vf.name] for vf in variant.virtual_features()], f_ids)
+        for name, vfs, f_ids, f_len in zip(self.feature_names, self._virtual, ids, lengths):
+            values = self.variants[name].combine_sequence([rows[vf.name] for vf in vfs], f_ids)
             out[name] = JaggedTensor(values=values, lengths=f_len)
         return out
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from recsys_emb.config import ConfigError, RunConfig, apply_overrides, dataclass_from_dict, config_from_dict, config_to_dict
+from recsys_emb.config import ConfigError, RunConfig, apply_overrides, dataclass_from_dict, config_from_dict, config_to_dict, load_config_dict
 from recsys_emb.presets import qr_buckets
 from recsys_emb.specs import DIM_MULTIPLE
 
@@ -248,9 +248,8 @@ class SearchConfig:
         if not path.exists():
             raise ConfigError(f"base_config={self.base_config!r}: no such file (looked next to "
                               f"{self.source or 'the search config'} and in {os.getcwd()})")
-        data = yaml.safe_load(path.read_text()) or {}
         try:
-            return config_to_dict(config_from_dict(data))
+            return config_to_dict(config_from_dict(load_config_dict(path)))
         except ConfigError as e:
             raise ConfigError(f"base_config {path}: {e}") from None
 
@@ -297,7 +296,7 @@ def load_search_config(path: Union[str, Path], overrides: Sequence[str] = ()) ->
 # ----------------------------------------------------------------------------------------------- trials
 def _load_schema(cfg: RunConfig) -> Any:
     from recsys_emb.data.parquet import TableSchema, read_metadata
-    from recsys_emb.train import prepare_data
+    from recsys_emb.training import prepare_data
 
     path = Path(cfg.data.path)
     if not (path / "metadata.json").exists():
@@ -405,7 +404,7 @@ class _Objective:
     """``objective(trial)``: trial choices -> bytes (from specs, before anything is built) -> short training."""
 
     def __init__(self, config: SearchConfig, study_name: str, out: Path) -> None:
-        from recsys_emb.train import build_features
+        from recsys_emb.training import build_features
 
         self.config = config
         self.out = out
@@ -443,7 +442,7 @@ class _Objective:
 
         import optuna
 
-        from recsys_emb.train import train
+        from recsys_emb.training import train
 
         choices = self.choices(trial)
         trial_dir = self.out / f"trial_{trial.number}"

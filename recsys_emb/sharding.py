@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -20,18 +18,23 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from recsys_emb.hashing import hash64, seed_from_name
+from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer
+from recsys_emb.tables import (
+    CPU_FUSED_OPTIMIZERS,
+    EmbeddingOptimizer,
+    TableBatchedEmbeddingBags,
+    collection_configs,
+    init_tables,
+)
+from recsys_emb.tables.init import TABLE_STATE_KEY
 
 __all__ = [
-    "EMBEDDING_OPTIMIZERS",
     "SHARDING_TYPES_BY_DEVICE",
-    "EmbeddingOptimizer",
     "collections_of",
     "checked_tables",
     "apply_fused_optimizer",
     "init_single_process_group",
     "shard_model",
-    "init_tables",
     "plan_model",
     "table_shapes",
     "plan_report",
@@ -41,37 +44,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
+_TORCH_OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "rowwise_adagrad": RowWiseAdagrad,
     "adagrad": torch.optim.Adagrad,
     "adam": torch.optim.Adam,
 }
-"""Optimizers TorchRec fuses into the embedding backward (FBGEMM kernels), by config name."""
-
-CPU_FUSED_OPTIMIZERS = ("sgd", "rowwise_adagrad", "adagrad")
-"""FBGEMM's CPU kernels implement these; fused Adam exists only on GPUs."""
+"""The optimizer classes TorchRec maps to FBGEMM's fused kernels, by :class:`EmbeddingOptimizer` name."""
 
 SHARDING_TYPES_BY_DEVICE: Dict[str, Tuple[str, ...]] = {
     # FBGEMM's CPU kernels and gloo serve these; TorchRec refuses row-wise layouts on CPU.
     "cpu": ("table_wise", "column_wise", "data_parallel"),
     "cuda": ("table_wise", "column_wise", "row_wise", "table_row_wise", "table_column_wise", "data_parallel"),
 }
-
-
-@dataclass(frozen=True)
-class EmbeddingOptimizer:
-    """The fused optimizer for embedding tables: name (see ``EMBEDDING_OPTIMIZERS``) and kwargs."""
-
-    name: str = "rowwise_adagrad"
-    lr: float = 0.01
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.name not in EMBEDDING_OPTIMIZERS:
-            raise ValueError(f"embedding optimizer {self.name!r} is not one of {sorted(EMBEDDING_OPTIMIZERS)}")
-        if not self.lr > 0:
-            raise ValueError(f"embedding optimizer lr={self.lr} must be > 0")
 
 
 def collections_of(model: nn.Module) -> List[nn.Module]:
@@ -89,7 +74,7 @@ def apply_fused_optimizer(model: nn.Module, optimizer: EmbeddingOptimizer) -> No
     if not params:
         raise ValueError("model has no TorchRec embedding collection to put a fused optimizer on")
     kwargs = {"lr": optimizer.lr, **dict(optimizer.kwargs)}
-    apply_optimizer_in_backward(EMBEDDING_OPTIMIZERS[optimizer.name], params, kwargs)
+    apply_optimizer_in_backward(_TORCH_OPTIMIZERS[optimizer.name], params, kwargs)
 
 
 def init_single_process_group(backend: str = "gloo") -> None:
@@ -110,7 +95,7 @@ def _constraints(
     allowed = SHARDING_TYPES_BY_DEVICE.get(device_type, SHARDING_TYPES_BY_DEVICE["cuda"])
     checked = set(checked_tables(model))
     out: Dict[str, ParameterConstraints] = {}
-    dims = {cfg.name: int(cfg.embedding_dim) for c in collections_of(model) for cfg in _configs(c)}
+    dims = {cfg.name: int(cfg.embedding_dim) for c in collections_of(model) for cfg in collection_configs(c)}
     names = list(dims)
     for table, types in (per_table or {}).items():
         if table not in names:
@@ -143,17 +128,9 @@ def checked_tables(model: nn.Module) -> List[str]:
     ``BoundsCheckMode.NONE``; every other table (a plain TorchRec collection, a layer with
     ``validate_ids=False``) keeps TorchRec's default check.
     """
-    from recsys_emb.layer import _LayerBase
-
-    return [cfg.name for m in model.modules() if isinstance(m, _LayerBase) and m.validate_ids
+    return [cfg.name for m in model.modules() if isinstance(m, (EmbeddingLayer, SequenceEmbeddingLayer)) and m.validate_ids
             for c in m.collections() if isinstance(c, (EmbeddingBagCollection, EmbeddingCollection))
-            for cfg in _configs(c)]
-
-
-def _configs(collection: nn.Module) -> list:
-    if isinstance(collection, EmbeddingBagCollection):
-        return collection.embedding_bag_configs()
-    return collection.embedding_configs()
+            for cfg in collection_configs(c)]
 
 
 def _planner(
@@ -207,13 +184,12 @@ def shard_model(
     Returns:
         The DistributedModelParallel module; ``plan_report(dmp)`` describes the placement.
     """
-    from recsys_emb.concat import ConcatenatedEmbeddingBags
-
-    concat = [name or type(model).__name__ for name, m in model.named_modules() if isinstance(m, ConcatenatedEmbeddingBags)]
-    if concat:
-        raise ValueError(f"{concat[0]!r} is built with kernel='concat' (plain PyTorch tables on one device), which "
-                         f"DistributedModelParallel cannot shard; build the EmbeddingLayer with kernel='torchrec' to "
-                         f"shard it, or train it unsharded")
+    batched = [name or type(model).__name__ for name, m in model.named_modules()
+               if isinstance(m, TableBatchedEmbeddingBags)]
+    if batched:
+        raise ValueError(f"{batched[0]!r} holds its tables in the table-batched single-device kernel, which "
+                         f"DistributedModelParallel cannot shard; shard the model as built (TorchRec collections), "
+                         f"before attaching TableBatched")
     if not dist.is_initialized():
         raise RuntimeError("shard_model needs torch.distributed initialised (torchrun, or init_single_process_group())")
     if device is None:
@@ -232,72 +208,6 @@ def shard_model(
     elif init_seed is not None:
         init_tables(dmp, init_seed, scale=init_scale)
     return dmp
-
-
-_TABLE_KEY = re.compile(r"(?:embedding_bags|embeddings)\.([^.]+)\.weight$")
-
-
-def _uniform_block(key: int, row0: int, rows: int, col0: int, cols: int, total_cols: int, bound: float) -> torch.Tensor:
-    r = torch.arange(row0, row0 + rows, dtype=torch.int64)[:, None]
-    c = torch.arange(col0, col0 + cols, dtype=torch.int64)[None, :]
-    bits = (hash64(r * total_cols + c, key) >> 11) & ((1 << 53) - 1)  # top 53 bits, as a non-negative int
-    return ((bits.double() * 2.0 ** -53) * 2.0 - 1.0).mul_(bound).float()
-
-
-def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24,
-                scale: Optional[float] = None) -> List[str]:
-    """Fill every embedding table of ``module`` (sharded or not) with placement-independent values.
-
-    Element ``(r, c)`` of table ``t`` (``R`` rows) is ``U(-1/sqrt(R), 1/sqrt(R))`` (TorchRec's default
-    range) drawn from ``hash64(r * cols + c, seed_from_name("init", seed, t))``: a function of the
-    seed, the table and the element alone. Each rank fills only its local shards, in row chunks of
-    about ``chunk_elements`` values, so memory stays bounded, and a model trained at world size 1 and at
-    world size N with the same seed starts from the same tables whatever the sharding types.
-
-    Args:
-        module: an EmbeddingLayer / model, or its DistributedModelParallel wrapper.
-        seed: the run's seed.
-        scale: the uniform bound for every table instead of ``1/sqrt(R)``. One bound for all makes a
-            large shared table (unified) start like the small per-field tables it replaces.
-    Returns:
-        The table names filled.
-
-    Example:
-        >>> from recsys_emb.layer import EmbeddingLayer
-        >>> from recsys_emb.specs import FeatureSpec, Full
-        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(8), cardinality=100)])
-        >>> init_tables(layer, seed=0)
-        ['a']
-    """
-    from torch.distributed._shard.sharded_tensor import ShardedTensor
-
-    done: List[str] = []
-    with torch.no_grad():
-        for key, value in module.state_dict().items():
-            m = _TABLE_KEY.search(key)
-            if m is None:
-                continue
-            table = m.group(1)
-            if isinstance(value, ShardedTensor):
-                size = tuple(value.metadata().size)
-                parts = [(s.metadata.shard_offsets[0], s.metadata.shard_offsets[1], s.tensor) for s in value.local_shards()]
-            elif type(value) in (torch.Tensor, nn.Parameter):
-                size = tuple(value.shape)
-                parts = [(0, 0, value)]
-            else:
-                raise TypeError(f"table {table!r}: cannot initialise a state-dict value of type {type(value).__name__}")
-            if len(size) != 2:
-                continue
-            rows, cols = size
-            hkey = seed_from_name("init", seed, table)
-            for row0, col0, t in parts:
-                step = max(1, chunk_elements // max(1, t.shape[1]))
-                for i in range(0, t.shape[0], step):
-                    n = min(step, t.shape[0] - i)
-                    t[i:i + n].copy_(_uniform_block(hkey, row0 + i, n, col0, t.shape[1], cols,
-                                                    rows ** -0.5 if scale is None else scale))
-            done.append(table)
-    return done
 
 
 def plan_model(
@@ -338,11 +248,11 @@ def table_shapes(module: nn.Module) -> Dict[str, Tuple[int, int]]:
 
     out: Dict[str, Tuple[int, int]] = {}
     for c in collections_of(module):
-        for cfg in _configs(c):
+        for cfg in collection_configs(c):
             out[cfg.name] = (int(cfg.num_embeddings), int(cfg.embedding_dim))
     if not out:  # sharded modules no longer hold configs: read the global sizes from the state dict
         for key, value in module.state_dict().items():
-            m = _TABLE_KEY.search(key)
+            m = TABLE_STATE_KEY.search(key)
             if m is not None:
                 size = value.metadata().size if isinstance(value, ShardedTensor) else value.shape
                 out[m.group(1)] = (int(size[0]), int(size[1]))

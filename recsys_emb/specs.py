@@ -1,7 +1,8 @@
-"""Feature and embedding-variant specs: frozen, validated dataclasses that load from and dump to YAML.
+"""Feature and embedding-variant specs: frozen, validated dataclasses.
 
 A :class:`FeatureSpec` says what a categorical feature is (name, vocabulary size, pooling); its
-``embedding`` field says how it is embedded (one spec dataclass per variant).
+``embedding`` field says how it is embedded (one spec dataclass per variant). Dicts and YAML:
+:mod:`recsys_emb.spec_io`; mixed-dimension solving across fields and from data: :mod:`recsys_emb.mixed_dims`.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-import yaml
+from recsys_emb.errors import SpecError
 
 __all__ = [
     "DIM_MULTIPLE",
@@ -26,13 +26,6 @@ __all__ = [
     "UnifiedTable",
     "Unified",
     "FeatureSpec",
-    "resolve_frequencies",
-    "mixed_field_dims",
-    "embedding_spec_from_dict",
-    "specs_from_dicts",
-    "specs_to_dicts",
-    "load_specs",
-    "dump_specs",
     "validate_feature_set",
 ]
 
@@ -45,12 +38,12 @@ POOLINGS = ("sum", "mean", "none")
 
 def _check_int(cls: str, name: str, value: Any, low: int = 1, multiple: int = 1, hint: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{cls}.{name}={value!r} must be an int{hint}")
+        raise SpecError(f"{cls}.{name}={value!r} must be an int{hint}")
     if value < low:
-        raise ValueError(f"{cls}.{name}={value} must be >= {low}{hint}")
+        raise SpecError(f"{cls}.{name}={value} must be >= {low}{hint}")
     if value % multiple:
         lower = max(multiple, value - value % multiple)
-        raise ValueError(
+        raise SpecError(
             f"{cls}.{name}={value} must be a multiple of {multiple} (FBGEMM's fused kernels, used once "
             f"TorchRec shards a table, require it); use {lower} or {lower + multiple}{hint}"
         )
@@ -92,7 +85,7 @@ class EmbeddingSpec:
         return 0
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain dict with a ``type`` key, the inverse of :func:`embedding_spec_from_dict`."""
+        """Plain dict with a ``type`` key, the inverse of :func:`recsys_emb.spec_io.embedding_spec_from_dict`."""
         out: Dict[str, Any] = {"type": self.kind}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
@@ -152,9 +145,9 @@ class Hashed(EmbeddingSpec):
         _check_int("Hashed", "buckets", self.buckets)
         _check_int("Hashed", "num_hashes", self.num_hashes)
         if self.num_hashes > 16:
-            raise ValueError(f"Hashed.num_hashes={self.num_hashes} must be <= 16")
+            raise SpecError(f"Hashed.num_hashes={self.num_hashes} must be <= 16")
         if self.combiner not in HASH_COMBINERS:
-            raise ValueError(f"Hashed.combiner={self.combiner!r} must be one of {HASH_COMBINERS}")
+            raise SpecError(f"Hashed.combiner={self.combiner!r} must be one of {HASH_COMBINERS}")
 
     @property
     def output_dim(self) -> int:
@@ -202,9 +195,9 @@ class QuotientRemainder(EmbeddingSpec):
         hint = " (op='concat' splits dim into two tables of dim/2)" if self.op == "concat" else ""
         _check_int("QuotientRemainder", "dim", self.dim, multiple=mult, hint=hint)
         if self.op not in QR_OPS:
-            raise ValueError(f"QuotientRemainder.op={self.op!r} must be one of {QR_OPS}")
+            raise SpecError(f"QuotientRemainder.op={self.op!r} must be one of {QR_OPS}")
         if self.collisions is not None and self.buckets is not None:
-            raise ValueError(
+            raise SpecError(
                 f"QuotientRemainder: give collisions ({self.collisions}) or buckets ({self.buckets}), not both"
             )
         if self.collisions is not None:
@@ -282,30 +275,30 @@ class MixedDimension(EmbeddingSpec):
         _check_int("MixedDimension", "round_to", self.round_to, multiple=DIM_MULTIPLE)
         _check_int("MixedDimension", "base_dim", self.base_dim, multiple=self.round_to)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 2:
-            raise ValueError(f"MixedDimension.alpha={self.alpha!r} must be a number in [0, 2] (the paper uses 0..1)")
+            raise SpecError(f"MixedDimension.alpha={self.alpha!r} must be a number in [0, 2] (the paper uses 0..1)")
         if self.num_blocks is not None and self.boundaries is not None:
-            raise ValueError("MixedDimension: give num_blocks or boundaries, not both")
+            raise SpecError("MixedDimension: give num_blocks or boundaries, not both")
         if self.num_blocks is not None:
             _check_int("MixedDimension", "num_blocks", self.num_blocks)
         if self.boundaries is not None:
             b = tuple(self.boundaries)
             if not all(isinstance(x, int) and not isinstance(x, bool) for x in b) or any(
                     x >= y for x, y in zip(b, b[1:])) or (b and b[0] < 1):
-                raise ValueError(f"MixedDimension.boundaries={b} must be strictly increasing ints >= 1")
+                raise SpecError(f"MixedDimension.boundaries={b} must be strictly increasing ints >= 1")
         if self.block_dims is not None:
             for d in self.block_dims:
                 _check_int("MixedDimension", "block_dims[]", d, multiple=DIM_MULTIPLE)
                 if d > self.base_dim:
-                    raise ValueError(f"MixedDimension.block_dims={self.block_dims} must be <= base_dim={self.base_dim}")
+                    raise SpecError(f"MixedDimension.block_dims={self.block_dims} must be <= base_dim={self.base_dim}")
             if self.boundaries is None:
-                raise ValueError("MixedDimension.block_dims needs explicit boundaries")
+                raise SpecError("MixedDimension.block_dims needs explicit boundaries")
             if len(self.block_dims) != len(self.boundaries) + 1:
-                raise ValueError(f"MixedDimension.block_dims has {len(self.block_dims)} entries; "
+                raise SpecError(f"MixedDimension.block_dims has {len(self.block_dims)} entries; "
                                  f"{len(self.boundaries) + 1} blocks are defined by boundaries={self.boundaries}")
 
     def check_feature(self, feature: "FeatureSpec") -> None:
         if self.boundaries and feature.cardinality is not None and self.boundaries[-1] >= feature.cardinality:
-            raise ValueError(f"feature {feature.name!r}: MixedDimension.boundaries={self.boundaries} must lie below "
+            raise SpecError(f"feature {feature.name!r}: MixedDimension.boundaries={self.boundaries} must lie below "
                              f"cardinality={feature.cardinality}")
 
     @property
@@ -327,7 +320,7 @@ class MixedDimension(EmbeddingSpec):
         edges = (0, *bounds, cardinality)
         if counts is not None:
             if len(counts) != cardinality:
-                raise ValueError(f"MixedDimension.resolve: got {len(counts)} counts for cardinality {cardinality}")
+                raise SpecError(f"MixedDimension.resolve: got {len(counts)} counts for cardinality {cardinality}")
             import numpy as np
 
             csum = np.concatenate([[0.0], np.cumsum(np.asarray(counts, dtype=np.float64))])
@@ -369,7 +362,7 @@ class UnifiedTable:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "@. "):
-            raise ValueError(f"UnifiedTable.name={self.name!r} must be a non-empty string without '@', '.' or spaces")
+            raise SpecError(f"UnifiedTable.name={self.name!r} must be a non-empty string without '@', '.' or spaces")
         _check_int("UnifiedTable", "rows", self.rows)
         _check_int("UnifiedTable", "chunk_dim", self.chunk_dim, multiple=DIM_MULTIPLE)
 
@@ -404,12 +397,12 @@ class Unified(EmbeddingSpec):
 
     def __post_init__(self) -> None:
         if not isinstance(self.group, UnifiedTable):
-            raise ValueError(f"Unified.group={self.group!r} must be a UnifiedTable(name, rows, chunk_dim)")
+            raise SpecError(f"Unified.group={self.group!r} must be a UnifiedTable(name, rows, chunk_dim)")
         _check_int("Unified", "chunks", self.chunks)
         if self.salts is not None:
             if len(self.salts) != self.chunks or not all(isinstance(s, int) and not isinstance(s, bool)
                                                          for s in self.salts):
-                raise ValueError(f"Unified.salts={self.salts} must be {self.chunks} ints (one per chunk)")
+                raise SpecError(f"Unified.salts={self.salts} must be {self.chunks} ints (one per chunk)")
 
     @property
     def output_dim(self) -> int:
@@ -431,57 +424,6 @@ class Unified(EmbeddingSpec):
         out = super().to_dict()
         out["group"] = self.group.to_dict()
         return out
-
-
-_REGISTRY: Dict[str, Type[EmbeddingSpec]] = {
-    cls.kind: cls for cls in (Full, Hashed, QuotientRemainder, MixedDimension, Unified)
-}
-
-
-def register_embedding_spec(cls: Type[EmbeddingSpec]) -> Type[EmbeddingSpec]:
-    """Register a further variant spec under its ``kind`` (used by the variants added later)."""
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
-                             unified_tables: Optional[Mapping[str, UnifiedTable]] = None) -> EmbeddingSpec:
-    """Build a variant spec from ``{"type": kind, ...fields}``; errors name the feature and the key.
-
-    A unified feature's ``group`` is a mapping ``{name, rows, chunk_dim}`` or the name of an entry
-    of ``unified_tables`` (the ``unified_tables:`` section of a YAML file)."""
-    if not isinstance(d, Mapping):
-        raise ValueError(f"feature {feature!r}: embedding must be a mapping with a 'type' key, got {d!r}")
-    d = dict(d)
-    kind = d.pop("type", None)
-    if kind not in _REGISTRY:
-        raise ValueError(f"feature {feature!r}: embedding.type={kind!r} is not one of {sorted(_REGISTRY)}")
-    cls = _REGISTRY[kind]
-    allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(d) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"feature {feature!r}: unknown key(s) {unknown} for embedding type {kind!r}; allowed: {allowed}"
-        )
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    if cls is Unified and "group" in d:
-        g = d["group"]
-        if isinstance(g, str):
-            if not unified_tables or g not in unified_tables:
-                raise ValueError(f"feature {feature!r}: embedding.group={g!r} is not a defined unified table; "
-                                 f"defined: {sorted(unified_tables or {})}")
-            d["group"] = unified_tables[g]
-        elif isinstance(g, Mapping):
-            try:
-                d["group"] = UnifiedTable(**g)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"feature {feature!r}: embedding.group: {e}") from None
-    try:
-        return cls(**d)
-    except TypeError as e:  # a missing required field
-        raise ValueError(f"feature {feature!r}: embedding type {kind!r}: {e}; fields: {allowed}") from None
-    except ValueError as e:
-        raise ValueError(f"feature {feature!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -510,25 +452,25 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "@. "):
-            raise ValueError(f"feature name {self.name!r} must be a non-empty string without '@', '.' or spaces "
+            raise SpecError(f"feature name {self.name!r} must be a non-empty string without '@', '.' or spaces "
                              f"(they are used in table and state-dict names)")
         if not isinstance(self.embedding, EmbeddingSpec):
-            raise ValueError(
+            raise SpecError(
                 f"feature {self.name!r}: embedding={self.embedding!r} must be a spec such as Full(dim=...) "
                 f"or Hashed(dim=..., buckets=...)"
             )
         if self.cardinality is not None:
             if isinstance(self.cardinality, bool) or not isinstance(self.cardinality, int) or self.cardinality < 1:
-                raise ValueError(f"feature {self.name!r}: cardinality={self.cardinality!r} must be an int >= 1 or None")
+                raise SpecError(f"feature {self.name!r}: cardinality={self.cardinality!r} must be an int >= 1 or None")
         elif self.embedding.needs_cardinality:
-            raise ValueError(
+            raise SpecError(
                 f"feature {self.name!r}: embedding type {self.embedding.kind!r} needs a cardinality "
                 f"(ids in [0, cardinality)); set cardinality, or use type 'hashed' for an open vocabulary"
             )
         if self.pooling not in self.allowed_poolings():
-            raise ValueError(f"feature {self.name!r}: pooling={self.pooling!r} must be one of {self.allowed_poolings()}")
+            raise SpecError(f"feature {self.name!r}: pooling={self.pooling!r} must be one of {self.allowed_poolings()}")
         if self.shared_with == self.name:
-            raise ValueError(f"feature {self.name!r}: shared_with names the feature itself; leave it unset")
+            raise SpecError(f"feature {self.name!r}: shared_with names the feature itself; leave it unset")
         check = getattr(self.embedding, "check_feature", None)
         if check is not None:
             check(self)
@@ -560,141 +502,38 @@ class FeatureSpec:
         out["embedding"] = self.embedding.to_dict()
         return out
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any],
-                  unified_tables: Optional[Mapping[str, UnifiedTable]] = None) -> "FeatureSpec":
-        if not isinstance(d, Mapping):
-            raise ValueError(f"a feature must be a mapping with keys name, embedding, ...; got {d!r}")
-        name = d.get("name", "?")
-        allowed = ["name", "embedding", "cardinality", "pooling", "shared_with"]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            raise ValueError(f"feature {name!r}: unknown key(s) {unknown}; allowed: {allowed}")
-        if "embedding" not in d:
-            raise ValueError(f"feature {name!r}: missing key 'embedding' (e.g. {{type: full, dim: 16}})")
-        emb = embedding_spec_from_dict(d["embedding"], feature=str(name), unified_tables=unified_tables)
-        return cls(
-            name=name,
-            embedding=emb,
-            cardinality=d.get("cardinality"),
-            pooling=d.get("pooling", "sum"),
-            shared_with=d.get("shared_with"),
-        )
-
-
 def validate_feature_set(specs: Sequence[FeatureSpec]) -> None:
     """Checks that need all features at once: unique names and consistent table sharing."""
     by_name: Dict[str, FeatureSpec] = {}
     for s in specs:
         if not isinstance(s, FeatureSpec):
-            raise ValueError(f"expected FeatureSpec objects, got {s!r}")
+            raise SpecError(f"expected FeatureSpec objects, got {s!r}")
         if s.name in by_name:
-            raise ValueError(f"feature {s.name!r} appears twice; feature names must be unique")
+            raise SpecError(f"feature {s.name!r} appears twice; feature names must be unique")
         by_name[s.name] = s
     groups: Dict[str, Tuple[str, UnifiedTable]] = {}
     for s in specs:
         if isinstance(s.embedding, Unified):
             g = s.embedding.group
             if g.name in by_name:
-                raise ValueError(f"feature {s.name!r}: unified table name {g.name!r} is also a feature name; "
+                raise SpecError(f"feature {s.name!r}: unified table name {g.name!r} is also a feature name; "
                                  f"rename the table")
             seen = groups.setdefault(g.name, (s.name, g))
             if seen[1] != g:
-                raise ValueError(f"feature {s.name!r}: unified table {g.name!r} is {g}, but feature {seen[0]!r} "
+                raise SpecError(f"feature {s.name!r}: unified table {g.name!r} is {g}, but feature {seen[0]!r} "
                                  f"declares it as {seen[1]}; one table needs one definition")
     for s in specs:
         if s.shared_with is None:
             continue
         owner = by_name.get(s.shared_with)
         if owner is None:
-            raise ValueError(f"feature {s.name!r}: shared_with={s.shared_with!r} is not a feature of this layer; "
+            raise SpecError(f"feature {s.name!r}: shared_with={s.shared_with!r} is not a feature of this layer; "
                              f"known: {sorted(by_name)}")
         if owner.shared_with is not None:
-            raise ValueError(f"feature {s.name!r}: shared_with={s.shared_with!r} itself shares "
+            raise SpecError(f"feature {s.name!r}: shared_with={s.shared_with!r} itself shares "
                              f"{owner.shared_with!r}; point shared_with at {owner.shared_with!r} directly")
         if owner.embedding != s.embedding or owner.cardinality != s.cardinality:
-            raise ValueError(
+            raise SpecError(
                 f"feature {s.name!r}: shared_with={s.shared_with!r} needs the same embedding and cardinality; "
                 f"got {s.embedding} / {s.cardinality} vs {owner.embedding} / {owner.cardinality}"
             )
-
-
-def specs_from_dicts(items: Sequence[Mapping[str, Any]],
-                     unified_tables: Optional[Sequence[Mapping[str, Any]]] = None) -> List[FeatureSpec]:
-    """Features from a list of dicts (as in YAML); validated one by one and as a set.
-
-    ``unified_tables`` (a list of ``{name, rows, chunk_dim}``) defines tables that unified
-    features name in ``embedding.group``."""
-    tables: Dict[str, UnifiedTable] = {}
-    for t in unified_tables or []:
-        try:
-            table = UnifiedTable(**t)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"unified_tables entry {dict(t)!r}: {e}") from None
-        tables[table.name] = table
-    specs = [FeatureSpec.from_dict(d, unified_tables=tables) for d in items]
-    validate_feature_set(specs)
-    return specs
-
-
-def specs_to_dicts(specs: Sequence[FeatureSpec]) -> List[Dict[str, Any]]:
-    return [s.to_dict() for s in specs]
-
-
-def load_specs(path: Union[str, Path]) -> List[FeatureSpec]:
-    """Read features from a YAML file: either a list, or a mapping with a ``features`` list."""
-    data = yaml.safe_load(Path(path).read_text())
-    tables = None
-    if isinstance(data, Mapping):
-        if "features" not in data:
-            raise ValueError(f"{path}: expected a list of features or a mapping with key 'features'")
-        tables = data.get("unified_tables")
-        data = data["features"]
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: features must be a list, got {type(data).__name__}")
-    return specs_from_dicts(data, unified_tables=tables)
-
-
-def dump_specs(specs: Sequence[FeatureSpec], path: Union[str, Path]) -> None:
-    """Write features as YAML (``{features: [...]}``), loadable by :func:`load_specs`."""
-    Path(path).write_text(yaml.safe_dump({"features": specs_to_dicts(specs)}, sort_keys=False))
-
-
-def resolve_frequencies(specs: Sequence[FeatureSpec], counts: Mapping[str, Sequence[float]]) -> List[FeatureSpec]:
-    """Specs with every mixed-dimension feature's blocks fixed from its id frequency counts.
-
-    Args:
-        specs: feature specs.
-        counts: ``{feature name: counts per id}`` (id = frequency rank, as preprocessing writes them);
-            features without an entry keep Zipf's-law dims, and features whose spec fixes
-            ``block_dims`` keep them.
-    """
-    out = []
-    for f in specs:
-        if isinstance(f.embedding, MixedDimension) and f.embedding.block_dims is None and f.name in counts:
-            f = dataclasses.replace(f, embedding=f.embedding.resolve(int(f.cardinality), counts[f.name]))
-        out.append(f)
-    return out
-
-
-def mixed_field_dims(sizes: Sequence[int], base_dim: int, alpha: float,
-                     queries: Optional[Sequence[float]] = None, round_to: int = DIM_MULTIPLE) -> List[int]:
-    """Field-level mixed dimensions (one dim per field; DLRM's ``md_solver`` rule).
-
-    ``d_f = base_dim * (n_f' / n_min') ** (-alpha)`` with ``n_f' = rows_f / queries_f`` (queries: mean
-    lookups of the field per sample, default 1): the field with the fewest effective rows gets
-    ``base_dim``, larger fields less; rounded to ``round_to`` and clamped to ``[round_to, base_dim]``.
-    Use with :class:`Full` specs; models project to a common dim only where they need one.
-
-    Example:
-        >>> mixed_field_dims([10, 1000, 100000], base_dim=64, alpha=0.25)
-        [64, 20, 8]
-    """
-    q = list(queries) if queries is not None else [1.0] * len(sizes)
-    eff = [n / max(k, 1e-12) for n, k in zip(sizes, q)]
-    smallest = min(eff)
-    dims = []
-    for e in eff:
-        d = int(round(base_dim * (e / smallest) ** (-alpha) / round_to)) * round_to
-        dims.append(min(base_dim, max(round_to, d)))
-    return dims

@@ -23,7 +23,7 @@ def write_configs(dst: Path, data_path: Path, **search_over) -> Path:
 def make_tiny_data(parent: Path) -> Path:
     """Generate the tiny search dataset under ``parent``; returns its directory."""
     from recsys_emb.config import config_from_dict
-    from recsys_emb.train import prepare_data
+    from recsys_emb.training import prepare_data
 
     path = parent / "criteo-like-tiny"
     train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())

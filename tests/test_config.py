@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys_emb.config import ConfigError, apply_overrides, config_from_dict, load_config
+from recsys_emb.config import apply_overrides, config_from_dict, load_config
+from recsys_emb.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,19 +26,25 @@ def test_overrides_apply_and_validate():
     ({"embeddings": {"variant": "bloom"}}, r"embeddings.variant='bloom' is not allowed; choose one of \['full'"),
     ({"embeddings": {"dim": 6}}, r"embeddings.dim=6 must be a positive multiple of 4"),
     ({"embeddings": {"init_scale": -0.1}}, r"embeddings.init_scale=-0.1 must be > 0"),
-    ({"train": {"epochs": "two"}}, r"train.epochs='two' has the wrong type; expected int"),
+    ({"train": {"epochs": "two"}}, r"train.epochs='two' has the wrong type; expected an integer"),
     ({"train": {"epochs": 0}}, r"train.epochs=0 must be > 0"),
     ({"model": {"kind": "din"}}, r"model.item_pairs is required for kind 'din'"),
     ({"model": {"interaction": "sum"}}, r"model.interaction='sum' is not allowed; choose one of \['dot', 'cat'\]"),
     ({"optim": {"embedding": "lamb"}}, r"optim.embedding='lamb' is not allowed"),
     ({"data": {"path": ""}}, r"data.path is required"),
-    ({"embeddings": {"kernel": "fbgemm"}}, r"embeddings.kernel='fbgemm' is not allowed; choose one of \['torchrec', 'concat'\]"),
+    ({"train": {"embedding_backend": "fbgemm"}},
+     r"train.embedding_backend='fbgemm' is not allowed; choose one of \['torchrec', 'table_batched'\]"),
+    ({"embeddings": {"kernel": "concat"}}, r"embeddings.kernel is now train.embedding_backend \(with 'concat' renamed"),
     ({"train": {"device": "tpu"}}, r"train.device='tpu' is not allowed; choose one of \['cpu', 'cuda'\]"),
-    ({"train": {"device": "cuda"}}, r"train.device='cuda' needs embeddings.kernel='concat'.*set embeddings.kernel: concat"),
-    ({"embeddings": {"kernel": "concat"}, "model": {"kind": "din", "item_pairs": [["a", "b"]]}},
-     r"embeddings.kernel='concat' serves model.kind 'dlrm' only \(got 'din'\)"),
-    ({"embeddings": {"kernel": "concat"}, "optim": {"embedding": "adam"}},
-     r"optim.embedding \(with embeddings.kernel: concat\)='adam' is not allowed; choose one of \['sgd', 'rowwise_adagrad'\]"),
+    ({"train": {"device": "cuda"}},
+     r"train.device='cuda' needs train.embedding_backend='table_batched'.*set train.embedding_backend: table_batched"),
+    ({"train": {"embedding_backend": "table_batched"}, "model": {"kind": "din", "item_pairs": [["a", "b"]]}},
+     r"train.embedding_backend='table_batched' serves model.kind 'dlrm' only \(got 'din'\)"),
+    ({"train": {"embedding_backend": "table_batched"}, "optim": {"embedding": "adam"}},
+     r"optim.embedding \(with train.embedding_backend: table_batched\)='adam' is not allowed; choose one of "
+     r"\['sgd', 'rowwise_adagrad'\]"),
+    ({"train": {"max_steps": 4.5}}, r"train.max_steps=4.5 has the wrong type; expected an integer or null"),
+    ({"model": {"top_mlp": [8, "x"]}}, r"model.top_mlp=\[8, 'x'\] has the wrong type; expected a list of integers"),
 ])
 def test_bad_configs_fail_naming_key_value_and_allowed(data, match):
     base = {"data": {"path": "x"}}
@@ -53,13 +60,34 @@ def test_bad_override_syntax():
         apply_overrides({}, ["train.epochs"])
 
 
-def test_embeddings_config_defaults_are_the_preset_defaults():
-    """A config without an embeddings section and a bare VariantPreset describe the same tables."""
-    import dataclasses
-
-    from recsys_emb.config import EmbeddingsConfig
+def test_the_embeddings_section_is_the_preset():
+    """One definition: a config's embeddings section is a VariantPreset, defaults included."""
     from recsys_emb.presets import VariantPreset
 
-    assert EmbeddingsConfig().preset() == VariantPreset()
-    preset_fields = {f.name for f in dataclasses.fields(VariantPreset)}
-    assert preset_fields <= {f.name for f in dataclasses.fields(EmbeddingsConfig)}
+    assert config_from_dict({"data": {"path": "x"}}).embeddings == VariantPreset()
+
+
+def test_a_config_file_extends_its_base_and_errors_name_the_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: b\ndata: {path: d, batch_size: 64}\ntrain: {epochs: 3}\n")
+    (tmp_path / "run.yaml").write_text("base: base.yaml\nname: r\ndata: {batch_size: 32}\n")
+    cfg = load_config(tmp_path / "run.yaml")
+    assert (cfg.name, cfg.data.path, cfg.data.batch_size, cfg.train.epochs) == ("r", "d", 32, 3)
+    (tmp_path / "bad.yaml").write_text("base: base.yaml\ntrain: {epochs: two}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs='two' has the wrong type; expected an integer"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "syntax.yaml").write_text("train: {epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"syntax.yaml: not valid YAML at line \d+, column \d+"):
+        load_config(tmp_path / "syntax.yaml")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match=r"loop.yaml: the base: chain loops"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml: base='nope.yaml': no such file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_a_saved_config_of_the_earlier_layout_migrates():
+    from recsys_emb.config import migrate_config_dict
+
+    old = {"data": {"path": "x"}, "embeddings": {"variant": "full", "kernel": "concat"}, "train": {}}
+    assert config_from_dict(migrate_config_dict(old)).train.embedding_backend == "table_batched"

@@ -53,14 +53,15 @@ def test_per_field_dims_and_overrides():
     assert by["big"].output_dim == 8 and isinstance(by["huge"].embedding, QuotientRemainder)
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['nope'\]"):
         feature_specs(CARDS, VariantPreset("full", dims={"nope": 8}))
-    with pytest.raises(ValueError, match="embeddings.variant='x' must be one of"):
+    with pytest.raises(ValueError, match=r"embeddings.variant='x' is not allowed; choose one of \['full'"):
         VariantPreset("x")
 
 
 def test_one_block_is_field_level_mixed_dimension():
     """num_blocks=1: DLRM's md_solver form -- each large field one table, its dim by the field-level
     rule, projected to the common dim; a field at the full dim is a plain table."""
-    from recsys_emb.specs import mixed_field_dims, resolve_frequencies, specs_from_dicts, specs_to_dicts
+    from recsys_emb.mixed_dims import mixed_field_dims, resolve_frequencies
+    from recsys_emb.spec_io import specs_from_dicts, specs_to_dicts
 
     cards = {"small": 100, "mid": 20_000, "big": 100_000, "huge": 1_000_000}
     specs = feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.3, num_blocks=1))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from recsys_emb.specs import specs_from_dicts
+from recsys_emb.spec_io import specs_from_dicts
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -56,7 +56,7 @@ def test_dim_range_and_multi_mode_load():
 def test_variant_choices_build_valid_specs_with_bytes():
     from recsys_emb.data.parquet import TableSchema
     from recsys_emb.memory import memory_from_specs
-    from recsys_emb.train import build_features
+    from recsys_emb.training import build_features
 
     cards = {"a": 10, "b": 5000, "c": 30000}
     schema = TableSchema(sparse=tuple(cards), vocab_sizes=cards)
@@ -90,7 +90,7 @@ def test_variant_choices_build_valid_specs_with_bytes():
 def test_tiny_search_under_budget_and_best_config_trains(tiny_data, tmp_path):
     from optuna.trial import TrialState
 
-    from recsys_emb.train import train
+    from recsys_emb.training import train
 
     cfg = load_search_config(write_configs(tmp_path, tiny_data))
     study = search(cfg, study_name="tiny", n_trials=4)

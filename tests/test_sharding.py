@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
-from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model
+from recsys_emb.sharding import plan_report, shard_model
+from recsys_emb.tables import EmbeddingOptimizer
 from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder
 
 VARIANTS = {
@@ -74,7 +75,7 @@ def test_optimizer_config_errors():
 
 
 def test_init_tables_is_placement_independent(single_process_group):
-    from recsys_emb.sharding import init_tables
+    from recsys_emb.tables import init_tables
 
     specs = [FeatureSpec("x", Full(dim=8), cardinality=300), FeatureSpec("y", Full(dim=4), cardinality=9)]
     a, b = EmbeddingLayer(specs), EmbeddingLayer(specs)
@@ -123,7 +124,7 @@ def test_fbgemm_bounds_check_is_off_only_where_the_layer_checks_ids(single_proce
     from torchrec.modules.embedding_configs import EmbeddingBagConfig
     from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-    from recsys_emb.embeddings.base import InvalidInputError
+    from recsys_emb.errors import InvalidInputError
     from recsys_emb.sharding import _constraints, checked_tables
 
     class Model(torch.nn.Module):

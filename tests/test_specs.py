@@ -1,16 +1,7 @@
 import pytest
 
-from recsys_emb.specs import (
-    FeatureSpec,
-    Full,
-    Hashed,
-    QuotientRemainder,
-    dump_specs,
-    load_specs,
-    specs_from_dicts,
-    specs_to_dicts,
-    validate_feature_set,
-)
+from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder, validate_feature_set
+from recsys_emb.spec_io import dump_specs, load_specs, specs_from_dicts, specs_to_dicts
 
 
 def test_round_trip_yaml(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recsys_emb.data.batches import ParquetBatches
-from recsys_emb.train import load_model
+from recsys_emb.serving import load_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_checkpoints"
 

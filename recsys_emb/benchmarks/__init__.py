@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-__all__ = ["run_as_script", "write_section", "quiet", "command_line", "publish", "interleaved_seconds"]
+__all__ = ["write_section", "quiet", "command_line", "publish", "interleaved_seconds"]
 
 
 def quiet() -> None:
@@ -49,13 +49,12 @@ def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
     return " ".join([f".venv/bin/python {script}", *map(shlex.quote, list(sys.argv[1:] if argv is None else argv))])
 
 
-def publish(text: str, readme: Optional[Path], marker: str, title: str) -> None:
-    """Print a result table and, unless ``readme`` is None, write it into that README's block."""
-    from recsys_emb.cli import emit
-
-    emit(text)
+def publish(text: str, readme: Optional[Path], marker: str, title: str) -> str:
+    """Write a result table into ``readme``'s block (unless ``readme`` is None); returns the table for the
+    caller (a script or the CLI) to print."""
     if readme is not None:
         write_section(readme, marker, text, title)
+    return text
 
 
 def write_section(readme: Path, marker: str, body: str, title: str) -> None:
@@ -74,12 +73,3 @@ def write_section(readme: Path, marker: str, body: str, title: str) -> None:
         text = (text.rstrip() + "\n\n" if text else "") + f"{title}\n\n{block}\n"
     readme.parent.mkdir(parents=True, exist_ok=True)
     readme.write_text(text)
-
-
-def run_as_script(main: Callable[[Optional[Sequence[str]]], str]) -> None:
-    """What a ``bench/*.py`` wrapper does: restart with the allocator settings, run, print the table."""
-    from recsys_emb.cli import emit
-    from recsys_emb.runtime import reexec_with_malloc_settings
-
-    reexec_with_malloc_settings()
-    emit(main(None))

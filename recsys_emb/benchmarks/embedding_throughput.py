@@ -24,7 +24,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_emb.benchmarks import interleaved_seconds
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
-from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, shard_model
+from recsys_emb.sharding import init_single_process_group, shard_model
+from recsys_emb.tables import EmbeddingOptimizer
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
 from recsys_emb.specs import FeatureSpec
 
@@ -213,9 +214,3 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         body = f"```text\n{table}\n```\n\nCommand: `{command_line('bench/embedding_throughput.py', argv)}`"
         write_section(Path(a.readme), "embedding_throughput", body, "## Measured")
     return table
-
-
-if __name__ == "__main__":
-    from recsys_emb.cli import emit
-
-    emit(main())

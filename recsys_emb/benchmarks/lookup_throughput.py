@@ -1,5 +1,5 @@
-"""Single-device embedding train step in plain PyTorch (the GPU path): our concatenated-table kernel
-(``EmbeddingLayer(kernel="concat")``, SGD fused into backward) against one
+"""Single-device embedding train step in plain PyTorch (the GPU path): the table-batched kernel
+(``TableBatched(EmbeddingLayer(...))``, SGD fused into backward) against one
 ``nn.EmbeddingBag(sparse=True)`` per field with ``torch.optim.SGD``, measured in the same run.
 
 The step is forward + backward + SGD update of the 26 Criteo Kaggle fields (their real
@@ -22,9 +22,9 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.benchmarks import interleaved_seconds
-from recsys_emb.concat import FusedOptimizer
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
+from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
 __all__ = ["run", "format_table", "main"]
 
@@ -64,7 +64,7 @@ def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device:
 def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
         warmup: int = 3, rounds: int = 5, lr: float = 0.01, variants: Sequence[str] = VARIANTS, compression: float = 4.0,
         seed: int = 0) -> Dict[str, Any]:
-    """Measure the baseline and each variant with the concatenated kernel; returns settings and results."""
+    """Measure the baseline and each variant with the table-batched kernel; returns settings and results."""
     from recsys_emb.benchmarks.embedding_throughput import criteo_shaped_cardinalities, variant_specs
 
     dev = torch.device(device)
@@ -87,8 +87,8 @@ def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batc
     runs.append(_Run("per_field_embedding_bag", base_step, sum(p.numel() for p in base.parameters())))
     for name in variants:
         specs = all_specs[name]
-        layer = EmbeddingLayer(specs, device=dev, validate_ids=False, kernel="concat",
-                               optimizer=FusedOptimizer("sgd", lr=lr))
+        layer = TableBatched(EmbeddingLayer(specs, device=torch.device("meta"), validate_ids=False),
+                             EmbeddingOptimizer("sgd", lr=lr), device=dev).module
         dense = [p for p in layer.parameters() if p.requires_grad]
         opt = torch.optim.SGD(dense, lr=lr) if dense else None
 
@@ -166,9 +166,3 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         title = "### On CUDA" if key == "lookup_cuda" else "### On CPU"
         write_section(Path(a.readme), key, body, title)
     return table
-
-
-if __name__ == "__main__":
-    from recsys_emb.cli import emit
-
-    emit(main())

@@ -79,8 +79,9 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
     from recsys_emb.data.batches import ParquetBatches, make_dataloader
     from recsys_emb.data.parquet import TableSchema, read_metadata
     from recsys_emb.presets import VARIANTS
-    from recsys_emb.sharding import EmbeddingOptimizer, init_single_process_group, shard_model
-    from recsys_emb.train import build_features, build_model, prepare_data
+    from recsys_emb.sharding import init_single_process_group, shard_model
+    from recsys_emb.tables import EmbeddingOptimizer
+    from recsys_emb.training import build_features, build_model, prepare_data
 
     cfg = load_config(config, list(overrides))
     if cfg.model.kind != "dlrm":
@@ -205,9 +206,3 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         write_section(Path(a.readme), "train_throughput", f"```text\n{table}\n```\n\nCommand: `{command}`",
                       "## End-to-end training throughput against TorchRec's DLRM")
     return table
-
-
-if __name__ == "__main__":
-    from recsys_emb.cli import emit
-
-    emit(main())

@@ -46,21 +46,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from recsys_emb.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any work, on a bad config
     if args.nproc > 1:
-        from recsys_emb.launch import launch_local
+        from recsys_emb.training.launch import launch_local
 
-        return launch_local(args.nproc, ["-m", "recsys_emb.train", "--config", args.config, *sum((["--set", o] for o in args.overrides), []),
-                                         *(["--resume"] if args.resume else [])])
-    from recsys_emb.train import train
+        return launch_local(args.nproc, ["-m", "recsys_emb.cli", "train", "--config", args.config,
+                                         *sum((["--set", o] for o in args.overrides), []),
+                                         *(["--resume"] if args.resume else []), *(["--json"] if args.json else [])])
+    import torch.distributed as dist
+
+    from recsys_emb.training import train
 
     summary = train(cfg, resume=args.resume)
-    _print_summary(summary)
-    if args.json:
-        print(json.dumps(summary, indent=1))
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        _print_summary(summary)
+        if args.json:
+            print(json.dumps(summary, indent=1))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a worker of --nproc or torchrun
+        from recsys_emb.training.launch import exit_worker
+
+        dist.barrier()  # every rank done before gloo is torn down
+        dist.destroy_process_group()
+        exit_worker(0)
     return 0
 
 
@@ -81,7 +92,7 @@ def _print_summary(s: dict) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from recsys_emb.train import evaluate_checkpoint
+    from recsys_emb.serving import evaluate_checkpoint
 
     print(json.dumps(evaluate_checkpoint(args.checkpoint, split=args.split), indent=1))
     return 0
@@ -92,7 +103,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     from recsys_emb.config import load_config
     from recsys_emb.memory import format_bytes
-    from recsys_emb.train import plan_run
+    from recsys_emb.training import plan_run
 
     cfg = load_config(args.config, args.overrides)
     out = plan_run(cfg, args.world_size, args.device)
@@ -131,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set embeddings.variant=qr (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    t.add_argument("--nproc", type=int, default=1, help="local worker processes (TorchRec model parallel, gloo)")
+    t.add_argument("--nproc", type=int, default=1, help="local worker processes (TorchRec model parallel, gloo); "
+                   "under torchrun (torchrun --nproc-per-node N -m recsys_emb.cli train ...) each process is one rank")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
     t.set_defaults(func=_cmd_train, reexec=True)
 

@@ -1,31 +1,33 @@
 """The interface every embedding variant implements: remap ids -> TorchRec tables -> combine.
 
-A variant never owns trainable tables itself: it declares them (:class:`TableDef`), and the
-:class:`~recsys_emb.layer.EmbeddingLayer` puts all of them into one TorchRec collection, so that
-DistributedModelParallel can shard every variant without variant-specific code.
+A variant never owns trainable tables itself: it declares them (:class:`~recsys_emb.specs.TableDef`),
+and the layer (:class:`~recsys_emb.layer.EmbeddingLayer`) puts all of them into one TorchRec collection,
+so that DistributedModelParallel shards every variant without variant-specific code.
+
+A variant implements five methods; two optional ones describe its fast path as data:
+
+* :meth:`~EmbeddingVariant.tables` (default: the spec's tables) and
+  :meth:`~EmbeddingVariant.virtual_features`: what it looks up;
+* :meth:`~EmbeddingVariant.remap`, or instead :meth:`~EmbeddingVariant.remap_plan`;
+* :meth:`~EmbeddingVariant.combine` (default: identity) and, optionally,
+  :meth:`~EmbeddingVariant.combine_plan`;
+* :meth:`~EmbeddingVariant.combine_sequence` (default: identity) for unpooled lookups.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from recsys_emb.errors import InvalidInputError
+from recsys_emb.embeddings.fused import run_plan
+from recsys_emb.embeddings.plans import ColumnOp, RemapPlan
 from recsys_emb.specs import FeatureSpec, TableDef
 
-__all__ = ["TableDef", "VirtualFeature", "ColumnOp", "EmbeddingVariant", "InvalidInputError", "format_bad_values",
-           "PerValue"]
-
-ColumnOp = Tuple[str, Tuple[int, ...], int, int]
-"""``(op, sources, destination column start, width)``: how a combine maps pooled columns to output
-columns when it is column arithmetic. ``copy``, ``mul``, ``add``: sources are the start columns of
-the ``width``-wide operands. ``proj``: sources are ``(start, in_width)`` of one column range,
-multiplied by a ``(width, in_width)`` weight from :meth:`EmbeddingVariant.column_weights`
-(see :class:`~recsys_emb.embeddings.combine.ColumnProgram`)."""
+__all__ = ["TableDef", "VirtualFeature", "EmbeddingVariant"]
 
 
 @dataclass(frozen=True)
@@ -36,68 +38,31 @@ class VirtualFeature:
     table: str
 
 
-def format_bad_values(feature: str, values: torch.Tensor, bad: torch.Tensor, rule: str, fix: str) -> str:
-    """Error text naming the feature, the first offending ids and their positions."""
-    idx = bad.nonzero().flatten()
-    shown = idx[:5].tolist()
-    vals = values[idx[:5]].tolist()
-    pairs = ", ".join(f"{v} (value #{i})" for v, i in zip(vals, shown))
-    more = f" and {idx.numel() - len(shown)} more" if idx.numel() > len(shown) else ""
-    return f"feature {feature!r}: {idx.numel()} id(s) break {rule}: {pairs}{more}. {fix}"
-
-
-class PerValue:
-    """Per-feature constants repeated once per id, for ids concatenated feature after feature.
-
-    Batched remaps keep one and call it every step; the repeated tensors are rebuilt only when the
-    per-feature id counts change (never, for one id per field and sample).
-
-    Args:
-        per_feature: tensors whose first dim has one entry per feature.
-
-    Example:
-        >>> rep = PerValue([torch.tensor([10, 20])])
-        >>> rep([torch.zeros(1), torch.zeros(2)])[0].tolist()
-        [10, 20, 20]
-    """
-
-    def __init__(self, per_feature: Sequence[torch.Tensor]) -> None:
-        self.per_feature = list(per_feature)
-        self._counts: Optional[List[int]] = None
-        self._values: List[torch.Tensor] = []
-
-    def __call__(self, ids: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        counts = [int(t.numel()) for t in ids]
-        if counts != self._counts:
-            sizes = torch.tensor(counts, device=self.per_feature[0].device)
-            self._values = [torch.repeat_interleave(c, sizes, dim=0, output_size=sum(counts)) for c in self.per_feature]
-            self._counts = counts
-        return self._values
-
-
 class EmbeddingVariant(nn.Module, abc.ABC):
     """One feature's embedding variant: the dense ``remap`` before the tables and ``combine`` after.
 
     Shapes, for a batch of ``B`` bags holding ``n`` ids in total:
 
     * ``remap(ids: (n,), lengths: (B,))`` returns one ``(values, lengths)`` pair per entry of
-      :meth:`virtual_features`, in that order.
-    * ``combine(pooled)`` takes the sum-pooled ``(B, table.dim)`` output of each virtual feature
-      and returns the feature's ``(B, output_dim)`` embedding (before mean pooling, which the layer
-      applies).
+      :meth:`virtual_features`, in that order;
+    * ``combine(pooled)`` takes the sum-pooled ``(B, table dim)`` output of each virtual feature and
+      returns the feature's ``(B, output_dim)`` embedding (before mean pooling, which the layer applies);
+    * ``combine_sequence(rows, ids)`` takes each virtual feature's looked-up rows ``(n_v, table dim)``
+      (in the order ``remap`` produced them) and the raw ids ``(n,)``, and returns ``(n, output_dim)``.
+
+    Args:
+        feature: the feature's spec.
+        validate_ids: check ids against the feature's vocabulary (variants with one).
     """
 
-    def __init__(self, feature: FeatureSpec) -> None:
+    def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__()
         self.feature = feature
+        self.validate_ids = validate_ids
 
     @property
     def output_dim(self) -> int:
         return self.feature.output_dim
-
-    @property
-    def owns_tables(self) -> bool:
-        return self.feature.shared_with is None
 
     def tables(self) -> List[TableDef]:
         """The physical tables of the feature's table owner (the same list for a sharing feature)."""
@@ -107,74 +72,42 @@ class EmbeddingVariant(nn.Module, abc.ABC):
     def virtual_features(self) -> List[VirtualFeature]:
         """Keys this feature contributes to the collection's input, each with the table it reads."""
 
-    @abc.abstractmethod
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """Map raw int64 ids to table rows, one (values, lengths) pair per virtual feature."""
+        """Map raw int64 ids to table rows, one ``(values, lengths)`` pair per virtual feature.
 
-    @classmethod
-    def remap_many(cls, variants: Sequence["EmbeddingVariant"], ids: Sequence[torch.Tensor],
-                   lengths: Sequence[torch.Tensor], cache: Dict[Any, Any]
-                   ) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """:meth:`remap` of several features of this class at once (a layer calls it once per step
-        with all of them). Override to do one set of tensor ops instead of one per feature; ``cache``
-        is the caller's dict for per-layer constants. Default: one :meth:`remap` per feature."""
-        return [v.remap(i, l) for v, i, l in zip(variants, ids, lengths)]
+        Default: run :meth:`remap_plan`. A variant overrides either this or :meth:`remap_plan`; a
+        subclass that overrides ``remap`` is remapped by it (the layer then ignores inherited plans)."""
+        plan = self.remap_plan()
+        if plan is None:
+            raise NotImplementedError(f"{type(self).__name__} implements neither remap() nor remap_plan()")
+        return run_plan(plan, ids, lengths)
 
-    def hash_keys(self) -> Optional[Tuple[torch.Tensor, int]]:
-        """``(seed keys (k,), buckets)`` when :meth:`remap` is ``remap_rows(bucket_matrix(ids, keys,
-        buckets), lengths)``: then the layer hashes all such features in one pass. ``None`` otherwise."""
+    def remap_plan(self) -> Optional[RemapPlan]:
+        """``remap`` as data (:mod:`recsys_emb.embeddings.plans`), so that the layer remaps all features
+        of a kind in one pass; ``None``: no plan, :meth:`remap` runs per feature."""
         return None
-
-    def remap_rows(self, rows: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """The ``(values, lengths)`` pairs from hashed rows ``(n, k)`` (features with :meth:`hash_keys`)."""
-        raise NotImplementedError(f"{type(self).__name__} does not remap from hashed rows")
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         """Default: the single virtual feature's pooled output is the embedding."""
         return pooled[0]
 
     def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
-        """Unpooled: per-id embeddings ``(n, output_dim)`` from each virtual feature's looked-up rows
-        (``(n_v, table dim)``, in the order :meth:`remap` produced them) and the raw ids ``(n,)``."""
+        """Default: the single virtual feature's rows are the per-id embeddings."""
         return rows[0]
 
-    def column_ops(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
-        """The combine as column arithmetic, if it is one (lets the layer fuse all features' combines
-        into one pass forward and one backward).
+    def combine_plan(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
+        """``combine`` as column arithmetic, so that the layer fuses every feature's combine into one
+        pass forward and one backward; ``None`` when it is other arithmetic.
 
         Args:
-            sources: (start column, width) of each virtual feature in the pooled tensor.
+            sources: ``(start column, width)`` of each virtual feature in the pooled tensor.
             dst: first output column of this feature.
-        Returns:
-            the ops, or ``None`` when combine has parameters or other arithmetic.
+        Default: a copy when :meth:`combine` is the identity, else ``None``.
         """
-        if not self.identity_combine:
+        if type(self).combine is not EmbeddingVariant.combine:
             return None
         start, width = sources[0]
-        return [("copy", (start,), dst, width)]
-
-    def column_weights(self, sources: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
-        """The weight of every ``proj`` op of :meth:`column_ops` for the same ``sources``, in op order
-        (fetched on every forward, so autograd sees the current parameters)."""
-        return []
-
-    @property
-    def identity_combine(self) -> bool:
-        """True when combine returns its one input unchanged (lets the layer skip a copy)."""
-        return type(self).combine is EmbeddingVariant.combine
-
-    def value_counts(self, n_ids: int) -> Optional[List[int]]:
-        """How many values each virtual feature receives for ``n_ids`` input ids, if known without
-        looking at the ids (lets the layer skip a device sync); ``None`` otherwise."""
-        return [n_ids] * len(self.virtual_features())
-
-    def tie_to(self, owner: "EmbeddingVariant") -> None:
-        """Share the owner feature's dense parameters (projections, probe weights): a feature with
-        ``shared_with`` reads the same tables, so it must combine them the same way."""
-        for name, child in owner.named_children():
-            setattr(self, name, child)
-        for name, p in owner.named_parameters(recurse=False):
-            setattr(self, name, p)
+        return [ColumnOp("copy", (start,), dst, width)]
 
     def _table_name(self, suffix: str = "") -> str:
         return self.feature.table_owner + suffix

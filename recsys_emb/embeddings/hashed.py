@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from recsys_emb.embeddings.base import EmbeddingVariant, VirtualFeature
-from recsys_emb.hashing import _to_signed, bucket_matrix, seed_from_name, seed_key
+from recsys_emb.embeddings.plans import ColumnOp, Hash, RemapPlan
+from recsys_emb.hashing import _to_signed, seed_from_name, seed_key
 from recsys_emb.specs import FeatureSpec, Hashed
 
 __all__ = ["HashedEmbedding", "probe_seeds"]
@@ -33,8 +34,8 @@ class HashedEmbedding(EmbeddingVariant):
         (torch.Size([4]), [4])
     """
 
-    def __init__(self, feature: FeatureSpec) -> None:
-        super().__init__(feature)
+    def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
+        super().__init__(feature, validate_ids)  # any int64 id hashes to a valid row: nothing to validate
         spec = feature.embedding
         assert isinstance(spec, Hashed)
         self.spec = spec
@@ -50,29 +51,18 @@ class HashedEmbedding(EmbeddingVariant):
             return [VirtualFeature(f"{self.feature.name}@h{j}", self._table_name()) for j in range(self.spec.num_hashes)]
         return [VirtualFeature(self.feature.name, self._table_name())]
 
-    def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        return self.remap_rows(bucket_matrix(ids, self._keys, self.spec.buckets), lengths)
-
-    def hash_keys(self) -> Optional[Tuple[torch.Tensor, int]]:
-        return self._keys, self.spec.buckets
-
-    def remap_rows(self, rows: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        k = self.spec.num_hashes
-        if k == 1:
-            return [(rows.view(-1), lengths)]
-        if self.weighted:
-            return [(rows[:, j].contiguous(), lengths) for j in range(k)]
-        return [(rows.view(-1), lengths * k)]  # row-major: an id's k probes stay inside its bag
-
-    def value_counts(self, n_ids: int) -> List[int]:
-        if self.weighted:
-            return [n_ids] * self.spec.num_hashes
-        return [n_ids * self.spec.num_hashes]
+    def remap_plan(self) -> Optional[RemapPlan]:
+        return Hash(self.feature.name, self._keys, self.spec.buckets, split=self.weighted)
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         if not self.weighted:
             return pooled[0]
         return torch.einsum("kbd,k->bd", torch.stack(list(pooled)), self.probe_weights)
+
+    def combine_plan(self, sources: Sequence[Tuple[int, int]], dst: int) -> Optional[List[ColumnOp]]:
+        if self.weighted:
+            return None
+        return [ColumnOp("copy", (sources[0][0],), dst, sources[0][1])]
 
     def combine_sequence(self, rows: Sequence[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
         k = self.spec.num_hashes
@@ -81,7 +71,3 @@ class HashedEmbedding(EmbeddingVariant):
         if k == 1:
             return rows[0]
         return rows[0].view(-1, k, rows[0].shape[-1]).sum(1)
-
-    @property
-    def identity_combine(self) -> bool:
-        return not self.weighted

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
-from recsys_emb.embeddings import InvalidInputError
+from recsys_emb.errors import InvalidInputError
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, split_by_keys
 from recsys_emb.models.layers import ACTIVATIONS, MLP, AttentionPooling, SumPooling, check_widths
 from recsys_emb.specs import FeatureSpec
@@ -60,17 +60,17 @@ class DIN(nn.Module):
     reaches exactly the rows of the batch through the lookup's backward.
 
     Args:
-        profile_features: pooled features (pooling ``sum``/``mean``); may be empty.
-        item_features: ``(candidate spec, history spec)`` pairs, all with ``pooling="none"``, the
-            history with ``shared_with=<candidate name>``.
+        sequences: the candidate and history features (``pooling="none"``; each history with
+            ``shared_with=<candidate>``, so both read one table) in one built
+            :class:`~recsys_emb.layer.SequenceEmbeddingLayer`.
+        item_pairs: ``(candidate name, history name)`` pairs, covering every feature of ``sequences``.
+        profile: the pooled profile features' :class:`~recsys_emb.layer.EmbeddingLayer`, or None.
         dense_in: number of dense features (0 = none).
         attention_mlp: hidden widths of the activation unit (paper: 80, 40).
         mlp: hidden widths of the final MLP (paper: 200, 80).
         use_attention: False replaces attention with sum pooling.
         activation: ``"dice"``, ``"prelu"`` or ``"relu"`` for both MLPs.
         mba_lambda: weight of the mini-batch aware L2 term (0 = off; :meth:`regularization` is then 0).
-        embedding_device: where tables are allocated (``meta`` to leave it to DMP).
-        validate_ids: check id ranges on every forward (see EmbeddingLayer).
         frequencies: ``{candidate name: (cardinality,) counts of each id in the training data}``
             for the MBA term (ids ``>= 0``; counts below 1 are treated as 1).
 
@@ -80,7 +80,8 @@ class DIN(nn.Module):
         >>> item = FeatureSpec("item", Full(dim=8), cardinality=100, pooling="none")
         >>> hist = FeatureSpec("hist_item", Full(dim=8), cardinality=100, pooling="none", shared_with="item")
         >>> user = FeatureSpec("user", Full(dim=4), cardinality=10)
-        >>> model = DIN([user], [(item, hist)], attention_mlp=(16,), mlp=(32,), mba_lambda=0.01)
+        >>> model = DIN(SequenceEmbeddingLayer([item, hist]), [("item", "hist_item")],
+        ...             profile=EmbeddingLayer([user]), attention_mlp=(16,), mlp=(32,), mba_lambda=0.01)
         >>> batch = kjt_from_lists({"user": [[1], [2]], "item": [[5], [7]], "hist_item": [[1, 2, 5], []]})
         >>> model(None, batch).shape, model.regularization().shape
         (torch.Size([2]), torch.Size([]))
@@ -88,21 +89,24 @@ class DIN(nn.Module):
 
     def __init__(
         self,
-        profile_features: Sequence[FeatureSpec],
-        item_features: Sequence[Tuple[FeatureSpec, FeatureSpec]],
+        sequences: SequenceEmbeddingLayer,
+        item_pairs: Sequence[Tuple[str, str]],
+        profile: Optional[EmbeddingLayer] = None,
         dense_in: int = 0,
         attention_mlp: Sequence[int] = (80, 40),
         mlp: Sequence[int] = (200, 80),
         use_attention: bool = True,
         activation: str = "dice",
         mba_lambda: float = 0.0,
-        embedding_device: Optional[torch.device] = None,
-        validate_ids: bool = True,
         frequencies: Optional[Mapping[str, torch.Tensor]] = None,
     ) -> None:
         super().__init__()
-        profile = list(profile_features)
-        pairs = self._check_pairs(item_features)
+        if not isinstance(sequences, SequenceEmbeddingLayer):
+            raise TypeError(f"DIN takes its candidate and history features as a built SequenceEmbeddingLayer; got "
+                            f"{type(sequences).__name__}")
+        if profile is not None and not isinstance(profile, EmbeddingLayer):
+            raise TypeError(f"DIN's profile features are a built EmbeddingLayer or None; got {type(profile).__name__}")
+        pairs = self._check_pairs(sequences, item_pairs)
         if isinstance(dense_in, bool) or not isinstance(dense_in, int) or dense_in < 0:
             raise ValueError(f"dense_in={dense_in!r} must be an int >= 0 (0 = no dense features)")
         if activation not in ACTIVATIONS:
@@ -111,22 +115,15 @@ class DIN(nn.Module):
             raise ValueError(f"mba_lambda={mba_lambda!r} must be a number >= 0 (0 = no regularisation)")
         hidden = check_widths("mlp", mlp, allow_empty=True)
         att_hidden = check_widths("attention_mlp", attention_mlp, allow_empty=True)
-        for f in profile:
-            if isinstance(f, FeatureSpec) and f.pooling == "none":
-                raise ValueError(f"profile feature {f.name!r}: pooling='none' is not allowed; profile features "
-                                 f"are pooled ('sum' or 'mean'); sequences go in item_features pairs")
-        seq_specs = [s for pair in pairs for s in pair]
-        names = [f.name for f in profile] + [s.name for s in seq_specs]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        profile_names = profile.feature_names if profile is not None else []
+        dup = sorted(set(profile_names) & set(sequences.feature_names))
         if dup:
-            raise ValueError(f"feature name(s) {dup} appear more than once across profile_features and item_features")
-
-        self.profile: Optional[EmbeddingLayer] = (
-            EmbeddingLayer(profile, device=embedding_device, validate_ids=validate_ids) if profile else None)
-        self.sequences = SequenceEmbeddingLayer(seq_specs, device=embedding_device, validate_ids=validate_ids)
+            raise ValueError(f"feature name(s) {dup} appear in both the profile and the sequence layer")
+        self.profile = profile
+        self.sequences = sequences
         self.candidate_names: List[str] = [c.name for c, _ in pairs]
         self.history_names: List[str] = [h.name for _, h in pairs]
-        self.profile_names: List[str] = [f.name for f in profile]
+        self.profile_names: List[str] = list(profile_names)
         self.dense_in = dense_in
         self.candidate_dim = sum(c.output_dim for c, _ in pairs)
         self.use_attention = bool(use_attention)
@@ -153,25 +150,29 @@ class DIN(nn.Module):
         self._last_reg: Optional[torch.Tensor] = None
 
     @staticmethod
-    def _check_pairs(item_features: Sequence[Tuple[FeatureSpec, FeatureSpec]]) -> List[Tuple[FeatureSpec, FeatureSpec]]:
-        pairs = list(item_features)
+    def _check_pairs(sequences: SequenceEmbeddingLayer, item_pairs: Sequence[Tuple[str, str]]
+                     ) -> List[Tuple[FeatureSpec, FeatureSpec]]:
+        pairs = list(item_pairs)
         if not pairs:
-            raise ValueError("DIN needs at least one (candidate, history) pair in item_features")
+            raise ValueError("DIN needs at least one (candidate, history) pair in item_pairs")
+        specs = {f.name: f for f in sequences.features}
         out = []
         for pair in pairs:
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-                    and all(isinstance(s, FeatureSpec) for s in pair)):
-                raise ValueError(f"item_features entries must be (candidate FeatureSpec, history FeatureSpec) pairs; "
-                                 f"got {pair!r}")
-            cand, hist = pair
-            for s in (cand, hist):
-                if s.pooling != "none":
-                    raise ValueError(f"item feature {s.name!r}: pooling={s.pooling!r} must be 'none' (candidates "
-                                     f"and histories are looked up unpooled)")
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(n, str) for n in pair)):
+                raise ValueError(f"item_pairs entries must be (candidate name, history name) pairs; got {pair!r}")
+            missing = [n for n in pair if n not in specs]
+            if missing:
+                raise ValueError(f"item_pairs names {missing}, which the sequence layer does not have; its features: "
+                                 f"{sequences.feature_names}")
+            cand, hist = specs[pair[0]], specs[pair[1]]
             if hist.shared_with != cand.name:
                 raise ValueError(f"history feature {hist.name!r} must have shared_with={cand.name!r} (its candidate) "
                                  f"so both read one table; got shared_with={hist.shared_with!r}")
             out.append((cand, hist))
+        unpaired = sorted(set(specs) - {f.name for pair in out for f in pair})
+        if unpaired:
+            raise ValueError(f"sequence feature(s) {unpaired} belong to no item_pairs entry; pair each candidate "
+                             f"with its history, or leave them out of the sequence layer")
         return out
 
     # ------------------------------------------------------------------ forward

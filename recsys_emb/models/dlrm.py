@@ -12,10 +12,8 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_emb.concat import FusedOptimizer
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.models.layers import MLP, CatInteraction, DotInteraction, check_widths
-from recsys_emb.specs import FeatureSpec
 
 __all__ = ["DLRM", "INTERACTIONS"]
 
@@ -32,8 +30,8 @@ class DLRM(nn.Module):
 
     * ``dense``: ``(B, dense_in)`` float32 -> bottom MLP -> ``x`` ``(B, d)``, ``d = bottom_mlp[-1]``
       (ReLU on every layer, as in the reference).
-    * ``sparse``: a KeyedJaggedTensor with one key per feature -> ``self.embeddings``
-      (:class:`~recsys_emb.layer.EmbeddingLayer`) -> ``e_f`` ``(B, d_f)``.
+    * ``sparse``: a KeyedJaggedTensor with one key per feature -> ``self.embeddings`` (the
+      :class:`~recsys_emb.layer.EmbeddingLayer` passed in) -> ``e_f`` ``(B, d_f)``.
     * ``interaction="dot"``: the ``n = F + 1`` vectors ``[x, e_1, ..., e_F]`` (``n = F`` without dense
       features) are stacked to ``(B, n, d)``; their pairwise dot products (strictly upper triangle,
       ``n (n - 1) / 2`` values) are concatenated to ``x``: ``(B, d + n (n - 1) / 2)``. Dot products
@@ -44,31 +42,28 @@ class DLRM(nn.Module):
     * ``interaction="cat"``: ``[x, e_1, ..., e_F]`` concatenated, ``(B, d + sum d_f)``, no projection.
     * top MLP (ReLU) ending in one unit -> logits ``(B,)``.
 
-    The tables live in ``self.embeddings`` (TorchRec collections), so
-    :func:`recsys_emb.sharding.shard_model` shards them; every other parameter is dense. Building the
-    model never touches table weights: pass ``embedding_device=torch.device("meta")`` and let
-    DistributedModelParallel allocate them.
+    The model takes its embedding layer built, as TorchRec's DLRM takes its EmbeddingBagCollection:
+    the tables live in ``self.embeddings`` (TorchRec collections), so
+    :func:`recsys_emb.sharding.shard_model` shards them and
+    :class:`recsys_emb.tables.TableBatched` moves them to the single-device kernel; every other
+    parameter is dense. Build the layer with ``device=torch.device("meta")`` to leave the tables'
+    allocation to either.
 
     Args:
-        features: sparse feature specs (pooling ``sum`` or ``mean``).
+        embeddings: the sparse features' layer (pooling ``sum`` or ``mean``).
         dense_in: number of dense features; 0 = none (then there is no bottom MLP).
         bottom_mlp: bottom MLP widths; the last is the interaction dim ``d``.
         top_mlp: top MLP hidden widths (a final 1-unit layer is added).
         interaction: ``"dot"`` or ``"cat"``.
-        embedding_device: where the tables are allocated (``meta`` to leave it to DMP).
-        validate_ids: check id ranges on every forward (see EmbeddingLayer).
         interaction_dim: the dot interaction's ``d`` when ``dense_in == 0`` (default: the most common
             feature output dim, the first such in feature order on ties).
-        embedding_kernel: ``"torchrec"`` (shardable) or ``"concat"``: plain-PyTorch tables on one device
-            (a GPU without FBGEMM's GPU kernels) updated by ``embedding_optimizer`` inside backward; then
-            a torch optimizer over the parameters that require grad trains the dense part.
-        embedding_optimizer: the fused update of ``kernel="concat"`` (see :class:`~recsys_emb.concat.FusedOptimizer`).
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
-        >>> from recsys_emb.specs import FeatureSpec, Full, MixedDimension
-        >>> model = DLRM([FeatureSpec("a", Full(dim=8), cardinality=10),
-        ...               FeatureSpec("b", Full(dim=4), cardinality=20)], dense_in=3, bottom_mlp=(16, 8))
+        >>> from recsys_emb.specs import FeatureSpec, Full
+        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(dim=8), cardinality=10),
+        ...                         FeatureSpec("b", Full(dim=4), cardinality=20)])
+        >>> model = DLRM(layer, dense_in=3, bottom_mlp=(16, 8))
         >>> sorted(model.projections)  # only "b" (dim 4) is projected to d = 8
         ['b']
         >>> model.interaction_out_dim  # d + n (n - 1) / 2 with n = 3 vectors
@@ -79,21 +74,18 @@ class DLRM(nn.Module):
 
     def __init__(
         self,
-        features: Sequence[FeatureSpec],
+        embeddings: EmbeddingLayer,
         dense_in: int,
         bottom_mlp: Sequence[int] = (64, 32),
         top_mlp: Sequence[int] = (64, 32),
         interaction: str = "dot",
-        embedding_device: Optional[torch.device] = None,
-        validate_ids: bool = True,
         interaction_dim: Optional[int] = None,
-        embedding_kernel: str = "torchrec",
-        embedding_optimizer: Optional[FusedOptimizer] = FusedOptimizer(),
     ) -> None:
         super().__init__()
-        features = list(features)
-        if not features:
-            raise ValueError("DLRM needs at least one sparse FeatureSpec (features=[] given)")
+        if not isinstance(embeddings, EmbeddingLayer):
+            raise TypeError(f"DLRM takes a built EmbeddingLayer (EmbeddingLayer(feature specs)); got "
+                            f"{type(embeddings).__name__}")
+        features = embeddings.features
         if interaction not in INTERACTIONS:
             raise ValueError(f"interaction={interaction!r} must be 'dot' or 'cat'")
         if isinstance(dense_in, bool) or not isinstance(dense_in, int) or dense_in < 0:
@@ -102,8 +94,7 @@ class DLRM(nn.Module):
         if interaction_dim is not None and (isinstance(interaction_dim, bool) or not isinstance(interaction_dim, int)
                                             or interaction_dim < 1):
             raise ValueError(f"interaction_dim={interaction_dim!r} must be an int >= 1 or None")
-        self.embeddings = EmbeddingLayer(features, device=embedding_device, validate_ids=validate_ids,
-                                         kernel=embedding_kernel, optimizer=embedding_optimizer)
+        self.embeddings = embeddings
         self.interaction = interaction
         self.dense_in = dense_in
         dims = self.embeddings.output_dims

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_emb.embeddings.base import InvalidInputError
+from recsys_emb.errors import InvalidInputError
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.memory import memory_from_module, memory_from_specs
-from recsys_emb.specs import FeatureSpec, MixedDimension, mixed_field_dims, resolve_frequencies
+from recsys_emb.specs import FeatureSpec, MixedDimension
+from recsys_emb.mixed_dims import mixed_field_dims, resolve_frequencies
 
 
 def test_dims_follow_the_documented_formula_on_known_frequencies():

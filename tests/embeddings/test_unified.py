@@ -5,8 +5,8 @@ import yaml
 from recsys_emb.hashing import bucket_matrix, seed_from_name, seed_keys
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.memory import memory_from_module, memory_from_specs
-from recsys_emb.specs import (FeatureSpec, Full, Unified, UnifiedTable, dump_specs, load_specs, specs_from_dicts,
-                              validate_feature_set)
+from recsys_emb.specs import FeatureSpec, Full, Unified, UnifiedTable, validate_feature_set
+from recsys_emb.spec_io import dump_specs, load_specs, specs_from_dicts
 
 U = UnifiedTable("shared", rows=1000, chunk_dim=8)
 

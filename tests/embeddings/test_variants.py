@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from recsys_emb.embeddings.combine import ColumnProgram
+from recsys_emb.embeddings.fused import ColumnProgram
 from recsys_emb.hashing import bucket_reference, seed_from_name
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder

@@ -20,9 +20,10 @@ import torch.distributed as dist
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
-from recsys_emb.launch import exit_worker  # noqa: E402
+from recsys_emb.training.launch import exit_worker  # noqa: E402
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists  # noqa: E402
-from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model  # noqa: E402
+from recsys_emb.sharding import plan_report, shard_model  # noqa: E402
+from recsys_emb.tables import EmbeddingOptimizer
 from recsys_emb.specs import FeatureSpec, Full  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, when run as a script

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_emb.launch import launch_local
+from recsys_emb.training.launch import launch_local
 
 WORKER = Path(__file__).with_name("sharded_worker.py")
 

@@ -59,7 +59,7 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
 
 
 def test_checkpoint_saved_by_two_processes_scores_the_same_in_one(runs):
-    from recsys_emb.train import evaluate_checkpoint
+    from recsys_emb.serving import evaluate_checkpoint
 
     for split in ("valid", "test"):
         m = evaluate_checkpoint(runs["dir2"], split=split)

@@ -8,15 +8,24 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from recsys_emb.layer import InvalidInputError, kjt_from_lists
+from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
+from recsys_emb.errors import InvalidInputError
 from recsys_emb.models import DIN, AttentionPooling, SumPooling
-from recsys_emb.sharding import EmbeddingOptimizer, plan_report, shard_model
+from recsys_emb.sharding import plan_report, shard_model
+from recsys_emb.tables import EmbeddingOptimizer
 from recsys_emb.specs import FeatureSpec, Full, MixedDimension
 from variant_cases import model_variants
 
 VARIANTS = model_variants(unified_chunks=3)
 CAT_VARIANTS = {**VARIANTS, "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(2,), block_dims=(8, 4))}
 N_ITEMS, N_CATS = 50, 5
+
+
+def din(profile, pairs, device=None, **kwargs):
+    """DIN over layers built from specs: pooled profile features and (candidate, history) spec pairs."""
+    seq = SequenceEmbeddingLayer([s for p in pairs for s in p], device=device)
+    return DIN(seq, [(c.name, h.name) for c, h in pairs],
+               profile=EmbeddingLayer(profile, device=device) if profile else None, **kwargs)
 
 
 def pair(name, spec, card):
@@ -46,7 +55,7 @@ HISTORIES = [[1, 2, 3], [], [40, 41, 5, 17, 42], [8]]
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_forward_shape_every_variant(variant):
-    model = DIN([USER], item_pairs(VARIANTS[variant], CAT_VARIANTS[variant]), dense_in=2,
+    model = din([USER], item_pairs(VARIANTS[variant], CAT_VARIANTS[variant]), dense_in=2,
                 attention_mlp=(8,), mlp=(16,))
     dc = VARIANTS[variant].output_dim * 2
     assert model.candidate_dim == dc and model.mlp_in_dim == 4 + 2 + 2 * dc
@@ -57,14 +66,14 @@ def test_forward_shape_every_variant(variant):
 
 def test_without_profile_or_dense_and_with_prelu_relu():
     for act in ("prelu", "relu"):
-        model = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,), activation=act)
+        model = din([], item_pairs(), attention_mlp=(8,), mlp=(16,), activation=act)
         assert model.profile is None
         assert model(None, kjt_from_lists(bags(ITEMS, HISTORIES))).shape == (4,)
 
 
 def test_padding_does_not_change_the_logits():
     torch.manual_seed(0)
-    model = DIN([USER], item_pairs(), attention_mlp=(8,), mlp=(16,)).eval()
+    model = din([USER], item_pairs(), attention_mlp=(8,), mlp=(16,)).eval()
     base = model(None, kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3])))
     # A further sample with a much longer history makes T (the padded length) 12 for everyone.
     longer = model(None, kjt_from_lists(bags(ITEMS + [9], HISTORIES + [list(range(12))], users=[0, 1, 2, 3, 4])))
@@ -86,8 +95,8 @@ def mlp_input(model, kjt):
 
 def test_attention_flag_switches_between_weighted_and_plain_sum_pooling():
     torch.manual_seed(0)
-    att = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,))
-    plain = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,), use_attention=False)
+    att = din([], item_pairs(), attention_mlp=(8,), mlp=(16,))
+    plain = din([], item_pairs(), attention_mlp=(8,), mlp=(16,), use_attention=False)
     assert isinstance(att.pooling, AttentionPooling) and type(plain.pooling) is SumPooling
     plain.sequences.load_state_dict(att.sequences.state_dict())
     kjt = kjt_from_lists(bags(ITEMS, HISTORIES))
@@ -107,7 +116,7 @@ def test_attention_flag_switches_between_weighted_and_plain_sum_pooling():
 
 
 def test_input_checks_name_the_feature():
-    model = DIN([], item_pairs(), attention_mlp=(8,), mlp=(16,))
+    model = din([], item_pairs(), attention_mlp=(8,), mlp=(16,))
     two = bags(ITEMS, HISTORIES)
     two["item"][1] = [17, 18]
     with pytest.raises(InvalidInputError, match=r"candidate feature 'item' must hold exactly one id per sample"):
@@ -118,9 +127,9 @@ def test_input_checks_name_the_feature():
                                                 r"'hist_item' has \[3, 0, 5, 1\]"):
         model(None, kjt_from_lists(uneven))
     with pytest.raises(InvalidInputError, match=r"missing feature\(s\) \['user'\]"):
-        DIN([USER], item_pairs())(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
+        din([USER], item_pairs())(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
     with pytest.raises(ValueError, match=r"dense features of shape \(B, 2\); got None"):
-        DIN([], item_pairs(), dense_in=2)(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
+        din([], item_pairs(), dense_in=2)(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
     with pytest.raises(ValueError, match=r"built with dense_in=0 but got dense features of shape \(4, 2\)"):
         model(torch.randn(4, 2), kjt_from_lists(bags(ITEMS, HISTORIES)))
 
@@ -129,30 +138,37 @@ def test_config_errors():
     item, hist = pair("item", Full(dim=8), N_ITEMS)
     with pytest.raises(ValueError, match=r"history feature 'hist_item' must have shared_with='item'.*got "
                                          r"shared_with=None"):
-        DIN([], [(item, FeatureSpec("hist_item", Full(dim=8), cardinality=N_ITEMS, pooling="none"))])
-    with pytest.raises(ValueError, match=r"item feature 'item': pooling='sum' must be 'none'"):
-        DIN([], [(FeatureSpec("item", Full(dim=8), cardinality=N_ITEMS), hist)])
-    with pytest.raises(ValueError, match=r"profile feature 'p': pooling='none' is not allowed"):
-        DIN([FeatureSpec("p", Full(dim=4), cardinality=3, pooling="none")], [(item, hist)])
+        din([], [(item, FeatureSpec("hist_item", Full(dim=8), cardinality=N_ITEMS, pooling="none"))])
+    with pytest.raises(ValueError, match=r"feature 'item': pooling='sum' is not served by SequenceEmbeddingLayer"):
+        din([], [(FeatureSpec("item", Full(dim=8), cardinality=N_ITEMS), hist)])
+    with pytest.raises(ValueError, match=r"feature 'p': pooling='none' is not served by EmbeddingLayer"):
+        din([FeatureSpec("p", Full(dim=4), cardinality=3, pooling="none")], [(item, hist)])
+    seq = SequenceEmbeddingLayer([item, hist])
     with pytest.raises(ValueError, match=r"at least one \(candidate, history\) pair"):
-        DIN([USER], [])
+        DIN(seq, [])
+    with pytest.raises(ValueError, match=r"item_pairs names \['hist'\], which the sequence layer does not have"):
+        DIN(seq, [("item", "hist")])
+    with pytest.raises(ValueError, match=r"sequence feature\(s\) \['cat', 'hist_cat'\] belong to no item_pairs entry"):
+        DIN(SequenceEmbeddingLayer([s for p in item_pairs() for s in p]), [("item", "hist_item")])
+    with pytest.raises(TypeError, match=r"DIN takes its candidate and history features as a built SequenceEmbeddingLayer"):
+        DIN([item, hist], [("item", "hist_item")])
     with pytest.raises(ValueError, match=r"activation='tanh' must be one of"):
-        DIN([], [(item, hist)], activation="tanh")
+        din([], [(item, hist)], activation="tanh")
     with pytest.raises(ValueError, match=r"mba_lambda=-1 must be a number >= 0"):
-        DIN([], [(item, hist)], mba_lambda=-1)
+        din([], [(item, hist)], mba_lambda=-1)
     with pytest.raises(ValueError, match=r"frequencies has key 'hist_item'.*among \['item'\]"):
-        DIN([], [(item, hist)], frequencies={"hist_item": torch.ones(N_ITEMS)})
+        din([], [(item, hist)], frequencies={"hist_item": torch.ones(N_ITEMS)})
     with pytest.raises(ValueError, match=r"frequencies\['item'\] must be a 1-D tensor of 50 counts"):
-        DIN([], [(item, hist)], frequencies={"item": torch.ones(3)})
-    with pytest.raises(ValueError, match=r"feature name\(s\) \['item'\] appear more than once"):
-        DIN([FeatureSpec("item", Full(dim=4), cardinality=3)], [(item, hist)])
+        din([], [(item, hist)], frequencies={"item": torch.ones(3)})
+    with pytest.raises(ValueError, match=r"feature name\(s\) \['item'\] appear in both the profile and the sequence"):
+        din([FeatureSpec("item", Full(dim=4), cardinality=3)], [(item, hist)])
 
 
 def test_mba_regularisation_counts_batch_ids_once_scaled_by_frequency():
     torch.manual_seed(0)
     pairs = [pair("item", Full(dim=4), 6), pair("cat", Full(dim=4), 3)]
     lam = 0.5
-    model = DIN([], pairs, attention_mlp=(8,), mlp=(8,), mba_lambda=lam,
+    model = din([], pairs, attention_mlp=(8,), mlp=(8,), mba_lambda=lam,
                 frequencies={"item": torch.tensor([1.0, 2, 3, 4, 5, 6])})
     kjt = kjt_from_lists({"item": [[1], [2], [3]], "hist_item": [[1, 3, 3], [2], []],
                           "cat": [[0], [1], [0]], "hist_cat": [[0, 1, 1], [1], []]})
@@ -170,9 +186,9 @@ def test_mba_regularisation_counts_batch_ids_once_scaled_by_frequency():
     torch.testing.assert_close(items.grad[present], (2 * lam * items / n)[present].detach())
     torch.testing.assert_close(cats.grad[:2], (2 * lam * cats[:2]).detach())
     assert (cats.grad[2] == 0).all()
-    assert DIN([], pairs, mba_lambda=0.0).regularization().item() == 0.0
+    assert din([], pairs, mba_lambda=0.0).regularization().item() == 0.0
     with pytest.raises(RuntimeError, match="needs a forward pass first"):
-        DIN([], pairs, mba_lambda=0.1).regularization()
+        din([], pairs, mba_lambda=0.1).regularization()
 
 
 def relevance_task(n=2048, seed=0):
@@ -204,7 +220,7 @@ def batches(task, size, steps):
 def test_learns_candidate_history_relevance():
     torch.manual_seed(0)
     task = relevance_task()
-    model = DIN([USER], item_pairs(), attention_mlp=(16,), mlp=(32, 16), mba_lambda=1e-4)
+    model = din([USER], item_pairs(), attention_mlp=(16,), mlp=(32, 16), mba_lambda=1e-4)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     bce = torch.nn.BCEWithLogitsLoss()
     losses = []
@@ -224,8 +240,8 @@ def test_learns_candidate_history_relevance():
 
 def test_sharded_training_with_fused_sequence_tables(single_process_group):
     torch.manual_seed(0)
-    model = DIN([USER], item_pairs(), attention_mlp=(16,), mlp=(32,), mba_lambda=1e-4,
-                embedding_device=torch.device("meta"))
+    model = din([USER], item_pairs(), attention_mlp=(16,), mlp=(32,), mba_lambda=1e-4,
+                device=torch.device("meta"))
     dmp = shard_model(model, EmbeddingOptimizer("rowwise_adagrad", lr=0.1))
     report = plan_report(dmp)
     assert {(r["module"], r["table"]) for r in report} == {

@@ -9,9 +9,10 @@ from sklearn.metrics import roc_auc_score
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_emb.layer import kjt_from_lists
+from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.models import DLRM, DotInteraction
-from recsys_emb.sharding import EmbeddingOptimizer, shard_model
+from recsys_emb.sharding import shard_model
+from recsys_emb.tables import EmbeddingOptimizer
 from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, Unified
 from variant_cases import MODEL_TABLE, model_variants
 
@@ -30,7 +31,7 @@ def batch(names, b=4, card=30, seed=0):
 def test_forward_shape_every_variant(variant, interaction):
     specs = [FeatureSpec("x", VARIANTS[variant], cardinality=30), FeatureSpec("y", Full(dim=8), cardinality=30),
              FeatureSpec("z", VARIANTS[variant], cardinality=30, shared_with="x", pooling="mean")]
-    model = DLRM(specs, dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), interaction=interaction)
+    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), interaction=interaction)
     dense, kjt = batch(["x", "y", "z"])
     out = model(dense, kjt)
     assert out.shape == (4,) and torch.isfinite(out).all()
@@ -45,7 +46,7 @@ def test_mixed_output_dims_project_only_features_off_the_interaction_dim():
                          cardinality=30),
              FeatureSpec("d", Unified(MODEL_TABLE, chunks=3), cardinality=None),
              FeatureSpec("e", Unified(MODEL_TABLE, chunks=2), cardinality=None)]
-    model = DLRM(specs, dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
+    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
     assert model.interaction_dim == 8
     assert {k: tuple(p.weight.shape) for k, p in model.projections.items()} == {
         "b": (8, 4), "c": (8, 16), "d": (8, 12)}
@@ -55,7 +56,7 @@ def test_mixed_output_dims_project_only_features_off_the_interaction_dim():
     assert model.top.net[0].in_features == model.interaction_out_dim
     dense, kjt = batch(["a", "b", "c", "d", "e"])
     assert model(dense, kjt).shape == (4,)
-    cat = DLRM(specs, dense_in=3, bottom_mlp=(16, 8), interaction="cat")
+    cat = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), interaction="cat")
     assert len(cat.projections) == 0 and cat.interaction_out_dim == 8 + 8 + 4 + 16 + 12 + 8
     assert cat(dense, kjt).shape == (4,)
 
@@ -63,7 +64,7 @@ def test_mixed_output_dims_project_only_features_off_the_interaction_dim():
 def test_dot_interaction_values_are_what_the_top_mlp_sees():
     torch.manual_seed(0)
     specs = [FeatureSpec("a", Full(dim=4), cardinality=10), FeatureSpec("b", Full(dim=8), cardinality=10)]
-    model = DLRM(specs, dense_in=2, bottom_mlp=(4,), top_mlp=())
+    model = DLRM(EmbeddingLayer(specs), dense_in=2, bottom_mlp=(4,), top_mlp=())
     dense, kjt = torch.randn(3, 2), kjt_from_lists({"a": [[1], [2], [3]], "b": [[4], [5, 6], []]})
     seen = {}
     model.top.register_forward_hook(lambda m, inp, out: seen.setdefault("x", inp[0]))
@@ -78,12 +79,12 @@ def test_dot_interaction_values_are_what_the_top_mlp_sees():
 def test_no_dense_features():
     specs = [FeatureSpec("a", Full(dim=8), cardinality=10), FeatureSpec("b", Full(dim=4), cardinality=10),
              FeatureSpec("c", Full(dim=4), cardinality=10)]
-    model = DLRM(specs, dense_in=0)
+    model = DLRM(EmbeddingLayer(specs), dense_in=0)
     assert model.bottom is None and model.interaction_dim == 4 and list(model.projections) == ["a"]
     assert model.interaction_out_dim == DotInteraction.output_dim_for(3)
     kjt = kjt_from_lists({"a": [[1], [2]], "b": [[3], [4]], "c": [[5], []]})
     assert model(None, kjt).shape == (2,)
-    assert list(DLRM(specs, dense_in=0, interaction_dim=8).projections) == ["b", "c"]
+    assert list(DLRM(EmbeddingLayer(specs), dense_in=0, interaction_dim=8).projections) == ["b", "c"]
     with pytest.raises(ValueError, match=r"built with dense_in=0 but got dense features of shape \(2, 3\)"):
         model(torch.randn(2, 3), kjt)
 
@@ -91,20 +92,20 @@ def test_no_dense_features():
 def test_config_errors_name_argument_value_and_allowed():
     specs = [FeatureSpec("a", Full(dim=8), cardinality=10)]
     with pytest.raises(ValueError, match=r"^interaction='sum' must be 'dot' or 'cat'$"):
-        DLRM(specs, dense_in=3, interaction="sum")
+        DLRM(EmbeddingLayer(specs), dense_in=3, interaction="sum")
     with pytest.raises(ValueError, match=r"dense_in=-1 must be an int >= 0"):
-        DLRM(specs, dense_in=-1)
+        DLRM(EmbeddingLayer(specs), dense_in=-1)
     with pytest.raises(ValueError, match=r"bottom_mlp=\(\) must hold at least one"):
-        DLRM(specs, dense_in=3, bottom_mlp=())
+        DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=())
     with pytest.raises(ValueError, match=r"top_mlp=\(8, -2\) must hold ints >= 1"):
-        DLRM(specs, dense_in=3, top_mlp=(8, -2))
+        DLRM(EmbeddingLayer(specs), dense_in=3, top_mlp=(8, -2))
     with pytest.raises(ValueError, match=r"interaction='dot' needs >= 2 vectors"):
-        DLRM(specs, dense_in=0)
+        DLRM(EmbeddingLayer(specs), dense_in=0)
     with pytest.raises(ValueError, match=r"interaction_dim=16 differs from bottom_mlp\[-1\]=32"):
-        DLRM(specs, dense_in=3, interaction_dim=16)
-    with pytest.raises(ValueError, match=r"needs at least one sparse FeatureSpec"):
-        DLRM([], dense_in=3)
-    model = DLRM(specs, dense_in=3)
+        DLRM(EmbeddingLayer(specs), dense_in=3, interaction_dim=16)
+    with pytest.raises(TypeError, match=r"DLRM takes a built EmbeddingLayer"):
+        DLRM(specs, dense_in=3)
+    model = DLRM(EmbeddingLayer(specs), dense_in=3)
     with pytest.raises(ValueError, match=r"dense features of shape \(B, 3\); got \(2, 4\)"):
         model(torch.randn(2, 4), kjt_from_lists({"a": [[1], [2]]}))
 
@@ -130,7 +131,7 @@ SPECS_AB = [FeatureSpec("a", Full(dim=8), cardinality=8), FeatureSpec("b", Full(
 def test_learns_a_pairwise_interaction():
     torch.manual_seed(0)
     dense, a, b, y = parity_task()
-    model = DLRM(SPECS_AB, dense_in=2, bottom_mlp=(8,), top_mlp=(16,))
+    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=2, bottom_mlp=(8,), top_mlp=(16,))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     bce = torch.nn.BCEWithLogitsLoss()
     losses = []
@@ -151,7 +152,7 @@ def test_sharded_forward_equals_unsharded(single_process_group):
     torch.manual_seed(0)
     specs = [FeatureSpec("a", Full(dim=8), cardinality=20), FeatureSpec("b", Full(dim=4), cardinality=20),
              FeatureSpec("c", Hashed(dim=8, buckets=13, num_hashes=2), cardinality=None)]
-    model = DLRM(specs, dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
+    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
     ref = copy.deepcopy(model)
     dense, kjt = batch(["a", "b", "c"], card=20)
     dmp = shard_model(model, EmbeddingOptimizer("sgd", lr=0.1))
@@ -160,7 +161,7 @@ def test_sharded_forward_equals_unsharded(single_process_group):
 
 def test_sharded_training_with_fused_tables_and_dense_optimizer(single_process_group):
     torch.manual_seed(0)
-    model = DLRM(SPECS_AB, dense_in=2, bottom_mlp=(8,), top_mlp=(16,), embedding_device=torch.device("meta"))
+    model = DLRM(EmbeddingLayer(SPECS_AB, device=torch.device("meta")), dense_in=2, bottom_mlp=(8,), top_mlp=(16,))
     # Row-wise Adagrad: plain fused SGD moves the tables too slowly for a 30-step test.
     dmp = shard_model(model, EmbeddingOptimizer("rowwise_adagrad", lr=0.1))
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
@@ -185,13 +186,13 @@ def test_sharded_training_with_fused_tables_and_dense_optimizer(single_process_g
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
 
 
-def test_concat_kernel_learns_with_fused_tables_and_a_dense_optimizer():
+def test_table_batched_kernel_learns_with_fused_tables_and_a_dense_optimizer():
     # the single-device GPU path: plain PyTorch tables updated inside backward, Adam on the rest
-    from recsys_emb.concat import FusedOptimizer
+    from recsys_emb.tables import TableBatched
 
     torch.manual_seed(0)
-    model = DLRM(SPECS_AB, dense_in=2, bottom_mlp=(8,), top_mlp=(16,), embedding_kernel="concat",
-                 embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=0.1))
+    model = TableBatched(DLRM(EmbeddingLayer(SPECS_AB), dense_in=2, bottom_mlp=(8,), top_mlp=(16,)),
+                         EmbeddingOptimizer("rowwise_adagrad", lr=0.1)).module
     dense_params = [p for p in model.parameters() if p.requires_grad]
     assert not any(p is w for p in dense_params for w in model.embeddings.ebc.weights.values())
     opt = torch.optim.Adam(dense_params, lr=0.01)

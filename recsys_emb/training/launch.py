@@ -1,5 +1,5 @@
 """Local multi-process launch (what ``recsys-emb train --nproc N`` uses): N workers on 127.0.0.1 with
-torchrun's environment variables, each running ``python -m recsys_emb.train`` (or any script)."""
+torchrun's environment variables, each running ``python -m recsys_emb.cli train`` (or any script)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def free_port() -> int:
 
 def launch_local(nproc: int, args: Sequence[str], env: Optional[Dict[str, str]] = None,
                  timeout_s: Optional[float] = None) -> int:
-    """Run ``python *args`` (e.g. ``["-m", "recsys_emb.train", "--config", ...]``) in ``nproc``
+    """Run ``python *args`` (e.g. ``["-m", "recsys_emb.cli", "train", "--config", ...]``) in ``nproc``
     processes forming one process group on loopback, with torchrun's environment variables.
 
     Returns 0 when every worker succeeds; if one fails, the others are terminated and its exit code

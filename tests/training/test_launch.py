@@ -1,10 +1,10 @@
-"""recsys_emb.launch: local multi-process launch and worker exit (real processes on loopback)."""
+"""recsys_emb.training.launch: local multi-process launch and worker exit (real processes on loopback)."""
 
 import subprocess
 import sys
 import textwrap
 
-from recsys_emb.launch import launch_local
+from recsys_emb.training.launch import launch_local
 
 
 def _script(tmp_path, body: str) -> str:
@@ -16,7 +16,7 @@ def _script(tmp_path, body: str) -> str:
 def test_exit_worker_flushes_output_and_keeps_the_exit_code(tmp_path):
     script = _script(tmp_path, """
         import logging, sys
-        from recsys_emb.launch import exit_worker
+        from recsys_emb.training.launch import exit_worker
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s", force=True)
         sys.stdout.write("result line without newline")  # buffered: lost by a bare os._exit
         logging.getLogger("w").info("log line")

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 
 from recsys_emb.config import config_from_dict
-from recsys_emb.train import FAULT_KILL_ENV, evaluate_checkpoint, load_model, train
+from recsys_emb.training import FAULT_KILL_ENV, train
+from recsys_emb.serving import evaluate_checkpoint, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from recsys_emb.data.sequences import generate_sequences
-    from recsys_emb.train import prepare_data
+    from recsys_emb.training import prepare_data
 
     base = tmp_path_factory.mktemp("train_data")
     cfg = config_from_dict({"data": {"path": str(base / "cl"),
@@ -70,11 +71,11 @@ def test_din_learns(data, tmp_path, attention):
     assert s["valid"]["auc"] > 0.6
 
 
-@pytest.mark.parametrize("kernel", ["torchrec", "concat"])
-def test_kill_and_resume_equals_uninterrupted(data, tmp_path, kernel):
+@pytest.mark.parametrize("backend", ["torchrec", "table_batched"])
+def test_kill_and_resume_equals_uninterrupted(data, tmp_path, backend):
     sets = [f"data.path={data / 'cl'}", "data.batch_size=256", "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]",
             "embeddings.variant=qr", "embeddings.dim=8", "embeddings.min_rows=64", "train.log_every=0",
-            "train.progress=false", "train.checkpoint_every=20", "train.epochs=2", f"embeddings.kernel={kernel}"]
+            "train.progress=false", "train.checkpoint_every=20", "train.epochs=2", f"train.embedding_backend={backend}"]
     cfg_path = ROOT / "configs" / "demo.yaml"
 
     def run(out, kill=None, resume=False):
@@ -103,7 +104,7 @@ def test_kill_and_resume_equals_uninterrupted(data, tmp_path, kernel):
 def test_resume_into_other_tables_names_the_feature_and_the_fix(data, tmp_path):
     """A run trained with QR mult resumed by a config that now builds QR concat (say, a default that
     changed) is refused before any tensor is loaded, naming the feature, both specs and trainer.json."""
-    from recsys_emb.config import ConfigError
+    from recsys_emb.errors import ConfigError
 
     cfg = dlrm_cfg(data, tmp_path, "qr", max_steps=6, checkpoint_every=3)
     cfg.embeddings.qr_op = "mult"
@@ -126,30 +127,30 @@ def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "sgd"])
-def test_concat_kernel_trains_the_model_torchrec_trains(data, tmp_path, optimizer):
+def test_table_batched_kernel_trains_the_model_torchrec_trains(data, tmp_path, optimizer):
     # same seed: the same initial tables (placement-independent init), the same fused update as
     # FBGEMM's; a checkpoint of the concat kernel serves through the default TorchRec kernel
     runs = {}
-    for kernel in ("torchrec", "concat"):
+    for kernel in ("torchrec", "table_batched"):
         cfg = dlrm_cfg(data, tmp_path / kernel, "unified", max_steps=40)
-        cfg.embeddings.kernel = kernel
+        cfg.train.embedding_backend = kernel
         cfg.optim.embedding = optimizer
         runs[kernel] = train(cfg.validate())
-    a, b = runs["torchrec"], runs["concat"]
-    assert b["kernel"] == "concat" and b["device"] == "cpu"
+    a, b = runs["torchrec"], runs["table_batched"]
+    assert b["embedding_backend"] == "table_batched" and b["device"] == "cpu"
     for split in ("valid", "test"):
         assert abs(a[split]["auc"] - b[split]["auc"]) < 1e-4, (split, a[split]["auc"], b[split]["auc"])
         assert abs(a[split]["logloss"] - b[split]["logloss"]) < 1e-4
-    m = evaluate_checkpoint(tmp_path / "concat", split="test")
+    m = evaluate_checkpoint(tmp_path / "table_batched", split="test")
     assert abs(m["auc"] - b["test"]["auc"]) < 1e-6 and abs(m["logloss"] - b["test"]["logloss"]) < 1e-6
 
 
-def test_concat_kernel_refuses_what_it_cannot_do(data, tmp_path):
-    from recsys_emb.train import plan_run
+def test_table_batched_kernel_refuses_what_it_cannot_do(data, tmp_path):
+    from recsys_emb.training import plan_run
 
     cfg = dlrm_cfg(data, tmp_path, "full")
-    cfg.embeddings.kernel = "concat"
-    with pytest.raises(ValueError, match="no sharding plan.*embeddings.kernel: torchrec"):
+    cfg.train.embedding_backend = "table_batched"
+    with pytest.raises(ValueError, match="no sharding plan.*train.embedding_backend: torchrec"):
         plan_run(cfg.validate(), world_size=2)
 
 
@@ -157,7 +158,7 @@ def test_mixed_dimension_blocks_follow_the_data_counts(data, tmp_path):
     from recsys_emb.data.criteo import load_counts
     from recsys_emb.data.parquet import TableSchema, read_metadata
     from recsys_emb.specs import MixedDimension
-    from recsys_emb.train import build_features
+    from recsys_emb.training import build_features
 
     cfg = dlrm_cfg(data, tmp_path, "mixed")
     cfg.embeddings.dim = 32  # room for the dims to differ (they are clamped to [4, base_dim])

@@ -1,59 +1,34 @@
-"""Plain-PyTorch pooled lookups for one device: every table of a dimension in one concatenated
-weight, one lookup call per dimension, and the optimizer applied inside the backward pass.
+"""The table-batched single-device kernel: plain-PyTorch pooled lookups with every table of a dimension
+in one weight, one lookup call per dimension, and the optimizer applied inside the backward pass.
 
 What it is for: training on a GPU without FBGEMM's GPU kernels (TorchRec's sharded modules need
 them), and any single-device run where per-table modules cost a kernel launch and a sparse gradient
-tensor per table. The layout follows FBGEMM's table-batched embedding (TBE): tables stacked into one
+tensor per table. The layout is FBGEMM's table-batched embedding (TBE): tables stacked into one
 ``(sum of rows, dim)`` weight, ids shifted by their table's row offset, one gather / one scatter per
 step. Like FBGEMM's fused kernels, the update happens in backward (SGD: one ``index_add_``; row-wise
 Adagrad: coalesce duplicate rows, then update), so no gradient the size of the tables ever exists.
 
-It does not shard: with several processes use TorchRec's DistributedModelParallel (the default
-``kernel="torchrec"`` of :class:`~recsys_emb.layer.EmbeddingLayer`).
+:class:`TableBatched` attaches it to a model from outside, as DistributedModelParallel attaches
+TorchRec's sharded kernels. It does not shard: with several processes use DistributedModelParallel
+(:func:`recsys_emb.sharding.shard_model`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_emb.specs import TableDef
+from recsys_emb.tables.init import init_tables
+from recsys_emb.tables.optimizer import EmbeddingOptimizer
 
-__all__ = ["FusedOptimizer", "ConcatenatedEmbeddingBags"]
-
-
-@dataclass(frozen=True)
-class FusedOptimizer:
-    """The update the backward pass applies to the rows a batch touched.
-
-    Attributes:
-        kind: ``sgd`` (``w -= lr * g``, duplicates of a row summed first, as autograd would) or
-            ``rowwise_adagrad`` (one accumulator per row: ``s += mean(g**2)``,
-            ``w -= lr * g / (sqrt(s) + eps)``; FBGEMM's and DLRM's default for embeddings).
-        lr: learning rate (> 0).
-        eps: Adagrad's epsilon.
-        initial_accumulator_value: Adagrad's starting ``s``.
-    """
-
-    kind: str = "sgd"
-    lr: float = 0.01
-    eps: float = 1e-10
-    initial_accumulator_value: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("sgd", "rowwise_adagrad"):
-            raise ValueError(f"optimizer kind={self.kind!r} must be 'sgd' or 'rowwise_adagrad'")
-        if not self.lr > 0:
-            raise ValueError(f"optimizer lr={self.lr} must be > 0")
-        if not self.eps > 0:
-            raise ValueError(f"optimizer eps={self.eps} must be > 0")
+__all__ = ["TableBatchedEmbeddingBags", "TableBatched", "FusedOptimizerState"]
 
 
-class ConcatenatedEmbeddingBags(nn.Module):
+class TableBatchedEmbeddingBags(nn.Module):
     """Sum-pooled lookups of many tables through one concatenated weight per dimension.
 
     Args:
@@ -67,7 +42,7 @@ class ConcatenatedEmbeddingBags(nn.Module):
     within each table. Output: a ``KeyedTensor`` with the input's keys, ``(B, sum of their dims)``.
 
     Example:
-        >>> m = ConcatenatedEmbeddingBags([TableDef("t", 10, 4)], {"a": "t", "b": "t"})
+        >>> m = TableBatchedEmbeddingBags([TableDef("t", 10, 4)], {"a": "t", "b": "t"})
         >>> kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.tensor([1, 2, 3]),
         ...                                           lengths=torch.tensor([1, 0, 2, 0]))
         >>> m(kjt).values().shape
@@ -75,13 +50,16 @@ class ConcatenatedEmbeddingBags(nn.Module):
     """
 
     def __init__(self, tables: Sequence[TableDef], features: Dict[str, str],
-                 optimizer: Optional[FusedOptimizer] = FusedOptimizer(), device: Optional[torch.device] = None) -> None:
+                 optimizer: Optional[EmbeddingOptimizer] = EmbeddingOptimizer("sgd"),
+                 device: Optional[torch.device] = None) -> None:
         super().__init__()
         by_name = {t.name: t for t in tables}
         missing = sorted({t for t in features.values() if t not in by_name})
         if missing:
             raise ValueError(f"features read unknown table(s) {missing}; tables: {sorted(by_name)}")
         self.optimizer = optimizer
+        self._hyper = dict(optimizer.table_batched_kwargs()) if optimizer is not None else {}
+        self._update = None if optimizer is None else _Update(optimizer.name, optimizer.lr, self._hyper["eps"])
         self.table_defs = list(tables)
         self._defs = {t.name: t for t in self.table_defs}
         dims = sorted({t.dim for t in tables})
@@ -97,10 +75,10 @@ class ConcatenatedEmbeddingBags(nn.Module):
         self.weights = nn.ParameterDict({
             self._group_of_dim[d]: nn.Parameter(torch.empty(rows[d], d, device=device), requires_grad=grad)
             for d in dims})
-        if optimizer is not None and optimizer.kind == "rowwise_adagrad":
+        if optimizer is not None and optimizer.name == "rowwise_adagrad":
             for d in dims:
                 self.register_buffer(f"momentum_{self._group_of_dim[d]}",
-                                     torch.full((rows[d],), optimizer.initial_accumulator_value, device=device),
+                                     torch.full((rows[d],), self._hyper["initial_accumulator_value"], device=device),
                                      persistent=False)  # optimizer state: fused_optimizer_state_dict()
         self.features = dict(features)
         # state_dict() speaks TorchRec's EmbeddingBagCollection keys (embedding_bags.<table>.weight), so a
@@ -120,11 +98,11 @@ class ConcatenatedEmbeddingBags(nn.Module):
         """Allocate a module built on ``meta`` on ``device`` without touching the random number generator
         (so the rest of a model initialises as if the tables were still on ``meta``, as under
         DistributedModelParallel). The weights are uninitialised until :meth:`reset_parameters` or
-        :func:`recsys_emb.sharding.init_tables`; optimizer accumulators start at their initial value."""
+        :func:`recsys_emb.tables.init_tables`; optimizer accumulators start at their initial value."""
         self.to_empty(device=device)
-        if self.optimizer is not None and self.optimizer.kind == "rowwise_adagrad":
+        if self.optimizer is not None and self.optimizer.name == "rowwise_adagrad":
             for group in self.weights:
-                getattr(self, f"momentum_{group}").fill_(self.optimizer.initial_accumulator_value)
+                getattr(self, f"momentum_{group}").fill_(self._hyper["initial_accumulator_value"])
 
     def _rows_of(self, table: str, stacked: torch.Tensor) -> torch.Tensor:
         """``table``'s rows of a tensor stacked like its dimension group (weight or accumulators), a view."""
@@ -143,7 +121,7 @@ class ConcatenatedEmbeddingBags(nn.Module):
 
     def fused_optimizer_state_dict(self) -> Dict[str, torch.Tensor]:
         """Row-wise Adagrad's accumulators per table (``{table: (rows,)}``); empty for SGD."""
-        if self.optimizer is None or self.optimizer.kind != "rowwise_adagrad":
+        if self.optimizer is None or self.optimizer.name != "rowwise_adagrad":
             return {}
         return {t.name: self._momentum(t.name).clone() for t in self.table_defs}
 
@@ -185,7 +163,7 @@ class ConcatenatedEmbeddingBags(nn.Module):
             # an input that requires grad, so that autograd calls the fused backward
             placeholder = torch.zeros(0, device=ids.device, requires_grad=self.optimizer is not None)
             # (B, len(idx) * dim): sample-major, each key's pooled vector a column block
-            outs[g] = _Lookup.apply(placeholder, self.weights[g], ids, bag_lengths, state, self.optimizer)
+            outs[g] = _Lookup.apply(placeholder, self.weights[g], ids, bag_lengths, state, self._update)
         if len(groups) == 1:
             out_keys = list(keys)
             values_out = next(iter(outs.values()))
@@ -199,7 +177,15 @@ class ConcatenatedEmbeddingBags(nn.Module):
         return f"tables={len(self.table_defs)}, weights={shapes}, optimizer={self.optimizer}"
 
 
-def _per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any], prefix: str,
+class _Update(NamedTuple):
+    """What the backward pass needs of the optimizer."""
+
+    name: str
+    lr: float
+    eps: float
+
+
+def _per_table_state(module: "TableBatchedEmbeddingBags", state: Dict[str, Any], prefix: str,
                      local_metadata: Any) -> None:
     """state_dict hook: the concatenated weights as one entry per table, TorchRec's key names."""
     for group in module.weights:
@@ -209,7 +195,7 @@ def _per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any],
                 state[f"{prefix}embedding_bags.{t.name}.weight"] = module._rows_of(t.name, weight)
 
 
-def _load_per_table_state(module: "ConcatenatedEmbeddingBags", state: Dict[str, Any], prefix: str,
+def _load_per_table_state(module: "TableBatchedEmbeddingBags", state: Dict[str, Any], prefix: str,
                           local_metadata: Any, strict: bool, missing_keys: List[str], unexpected_keys: List[str],
                           error_msgs: List[str]) -> None:
     """load_state_dict pre-hook: per-table entries (TorchRec's names) copied into the concatenated
@@ -262,7 +248,7 @@ class _Lookup(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, placeholder: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor,  # type: ignore[override]
-                lengths: torch.Tensor, state: Optional[torch.Tensor], optimizer: Optional[FusedOptimizer]
+                lengths: torch.Tensor, state: Optional[torch.Tensor], optimizer: Optional["_Update"]
                 ) -> torch.Tensor:
         n_keys, batch = lengths.shape
         dim = weight.shape[1]
@@ -287,7 +273,7 @@ class _Lookup(torch.autograd.Function):
             g = torch.zeros_like(weight).index_add_(0, ids, grad_values)
             return None, g, None, None, None, None
         with torch.no_grad():
-            if opt.kind == "sgd":
+            if opt.name == "sgd":
                 _add_rows(weight, ids, grad_values.to(weight.dtype), -opt.lr)
             else:
                 rows, inverse = torch.unique(ids, return_inverse=True)
@@ -297,3 +283,101 @@ class _Lookup(torch.autograd.Function):
                 state.index_copy_(0, rows, s)
                 _add_rows(weight, rows, (g / (s.sqrt() + opt.eps).unsqueeze(1)).to(weight.dtype), -opt.lr)
         return None, None, None, None, None, None
+
+
+class FusedOptimizerState:
+    """The fused optimizers' state of a model's table-batched kernels, with the ``state_dict`` /
+    ``load_state_dict`` interface of ``DistributedModelParallel.fused_optimizer``: ``{kernel path in the
+    model: {table: row-wise Adagrad accumulators (rows,)}}`` (empty per kernel for SGD)."""
+
+    def __init__(self, kernels: Dict[str, TableBatchedEmbeddingBags]) -> None:
+        self.kernels = kernels
+
+    def state_dict(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        return {name: k.fused_optimizer_state_dict() for name, k in self.kernels.items()}
+
+    def load_state_dict(self, state: Dict[str, Dict[str, torch.Tensor]]) -> None:
+        unknown = sorted(set(state) - set(self.kernels))
+        if unknown:
+            raise ValueError(f"fused optimizer state for unknown kernels {unknown}; kernels: {sorted(self.kernels)}")
+        for name, k in self.kernels.items():
+            k.load_fused_optimizer_state_dict(state.get(name, {}))
+
+
+class TableBatched(nn.Module):
+    """``module`` with the tables of every pooled embedding layer in the table-batched kernel, on one
+    device: the single-device counterpart of DistributedModelParallel, attached the same way.
+
+    Each :class:`~recsys_emb.layer.EmbeddingLayer`'s TorchRec collection (``layer.ebc``) is replaced by a
+    :class:`TableBatchedEmbeddingBags` over the same tables, updated by ``optimizer`` inside backward;
+    every other parameter (MLPs, projections) is left to a torch optimizer over the parameters that
+    require grad. ``state_dict()`` holds the module's keys (the tables under TorchRec's names), so a
+    checkpoint moves between this kernel and TorchRec's, sharded or not, in either direction.
+
+    Args:
+        module: a model or layer containing EmbeddingLayers (sequence layers are not served). Tables
+            built on ``meta`` are allocated on ``device`` without touching the random number generator
+            and filled by :func:`~recsys_emb.tables.init_tables` with ``init_seed`` (``init_scale``),
+            or TorchRec's ``U(+-1/sqrt(rows))`` without a seed; tables with values keep them.
+        optimizer: the fused update (``sgd`` or ``rowwise_adagrad``); ``None`` leaves dense gradients of
+            the concatenated weights to autograd (tests and tiny tables only).
+        device: where everything lives (default CPU).
+
+    Example:
+        >>> from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
+        >>> from recsys_emb.specs import FeatureSpec, Full
+        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(dim=4), cardinality=10)], device=torch.device("meta"))
+        >>> model = TableBatched(layer, EmbeddingOptimizer("sgd", lr=0.1), init_seed=0)
+        >>> model(kjt_from_lists({"a": [[1], [2]]})).values().shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(self, module: nn.Module, optimizer: Optional[EmbeddingOptimizer],
+                 device: Optional[torch.device] = None,
+                 init_seed: Optional[int] = None, init_scale: Optional[float] = None) -> None:
+        super().__init__()
+        device = torch.device(device or "cpu")
+        # embedding layers by what they hold (the layer module sits above this one): pooled layers keep
+        # their collection in ``ebc``, sequence layers theirs in ``ecs``
+        found = [(n, m) for n, m in module.named_modules() if hasattr(m, "table_defs") and hasattr(m, "virtual_tables")]
+        sequence = [n or type(module).__name__ for n, m in found if hasattr(m, "ecs")]
+        if sequence:
+            raise ValueError(f"{sequence[0]!r} is a SequenceEmbeddingLayer: the table-batched kernel serves pooled "
+                             f"EmbeddingLayers only; train this model with TorchRec (recsys_emb.sharding.shard_model)")
+        layers = [(n, m) for n, m in found if hasattr(m, "ebc")]
+        if not layers:
+            raise ValueError(f"{type(module).__name__} has no EmbeddingLayer whose tables the kernel could hold")
+        if optimizer is not None:
+            optimizer.table_batched_kwargs()  # refuses what the kernel does not implement
+        kernels: Dict[str, TableBatchedEmbeddingBags] = {}
+        fresh = False
+        for name, layer in layers:
+            old = layer.ebc
+            kernel = TableBatchedEmbeddingBags(layer.table_defs, layer.virtual_tables, optimizer=optimizer,
+                                               device=torch.device("meta"))
+            kernel.materialize(device)
+            if any(p.is_meta for p in old.parameters()):
+                fresh = True
+            else:
+                kernel.load_state_dict(old.state_dict())
+            layer.ebc = kernel
+            kernels[f"{name}.ebc" if name else "ebc"] = kernel
+        module.to(device)
+        if fresh:
+            if init_seed is not None:
+                init_tables(module, init_seed, scale=init_scale)
+            else:
+                for k in kernels.values():
+                    k.reset_parameters()
+        self.module = module
+        self.fused_optimizer = FusedOptimizerState(kernels)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:  # type: ignore[override]
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+

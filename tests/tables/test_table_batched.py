@@ -1,17 +1,17 @@
-"""The plain-PyTorch concatenated-table kernel (EmbeddingLayer(kernel="concat")) against TorchRec:
-same outputs for every variant, gradients, fused SGD and row-wise Adagrad equal to FBGEMM's fused
-kernels under DistributedModelParallel, and clear errors."""
+"""The table-batched single-device kernel (TableBatched(EmbeddingLayer(...))) against TorchRec: same
+outputs for every variant, gradients, fused SGD and row-wise Adagrad equal to FBGEMM's fused kernels
+under DistributedModelParallel, and clear errors."""
 
 import copy
 
 import pytest
 import torch
 
-from recsys_emb.concat import ConcatenatedEmbeddingBags, FusedOptimizer
-from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
+from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
 from recsys_emb.memory import memory_from_module
-from recsys_emb.sharding import EmbeddingOptimizer, shard_model
+from recsys_emb.sharding import shard_model
 from recsys_emb.specs import FeatureSpec, Full, TableDef
+from recsys_emb.tables import EmbeddingOptimizer, TableBatched, TableBatchedEmbeddingBags
 from variant_cases import small_variants
 
 VARIANTS = small_variants()
@@ -23,12 +23,7 @@ def pair(variant, optimizer=None):
     specs = VARIANTS[variant] + [FeatureSpec("y", Full(dim=8), cardinality=7)]
     torch.manual_seed(0)
     ref = EmbeddingLayer(specs)
-    fast = EmbeddingLayer(specs, kernel="concat", optimizer=optimizer)
-    with torch.no_grad():
-        for name, w in fast.ebc.named_tables():
-            w.copy_(ref.ebc.embedding_bags[name].weight)
-        for (_, p), (_, q) in zip(fast.variants.named_parameters(), ref.variants.named_parameters()):
-            p.copy_(q)
+    fast = TableBatched(copy.deepcopy(ref), optimizer).module  # the tables keep the reference's values
     keys = [s.name for s in specs]
     return ref, fast, kjt_from_lists({k: BAGS[k] for k in keys})
 
@@ -54,7 +49,7 @@ def test_forward_and_gradients_equal_torchrec(variant):
 @pytest.mark.parametrize("variant", ["full", "unified", "qr"])
 def test_fused_update_equals_fbgemm_under_dmp(single_process_group, variant, kind):
     # two steps (the second reads Adagrad's accumulated state), duplicates included
-    ref, fast, kjt = pair(variant, FusedOptimizer(kind, lr=0.1))
+    ref, fast, kjt = pair(variant, EmbeddingOptimizer(kind, lr=0.1))
     dmp = shard_model(copy.deepcopy(ref), EmbeddingOptimizer(kind, lr=0.1))
     up = torch.randn(4, ref.output_dim)
     for _ in range(2):
@@ -69,13 +64,13 @@ def test_fused_update_equals_fbgemm_under_dmp(single_process_group, variant, kin
 
 
 def test_state_dict_uses_torchrec_keys_and_moves_between_kernels():
-    ref, fast, kjt = pair("unified", FusedOptimizer("rowwise_adagrad", lr=0.1))
+    ref, fast, kjt = pair("unified", EmbeddingOptimizer("rowwise_adagrad", lr=0.1))
     fast(kjt).values().sum().backward()  # fast now differs from ref
     assert sorted(fast.state_dict()) == sorted(ref.state_dict())
-    ref.load_state_dict(fast.state_dict())  # concat -> TorchRec
+    ref.load_state_dict(fast.state_dict())  # table-batched -> TorchRec
     torch.testing.assert_close(ref(kjt).values(), fast(kjt).values(), rtol=0, atol=0)
-    _, other, _ = pair("unified", FusedOptimizer("rowwise_adagrad", lr=0.1))
-    other.load_state_dict(ref.state_dict())  # TorchRec -> concat
+    _, other, _ = pair("unified", EmbeddingOptimizer("rowwise_adagrad", lr=0.1))
+    other.load_state_dict(ref.state_dict())  # TorchRec -> table-batched
     other.ebc.load_fused_optimizer_state_dict(fast.ebc.fused_optimizer_state_dict())
     assert all(m.abs().sum() > 0 for m in fast.ebc.fused_optimizer_state_dict().values())
     torch.testing.assert_close(other(kjt).values(), fast(kjt).values(), rtol=0, atol=0)
@@ -94,24 +89,37 @@ def test_state_dict_uses_torchrec_keys_and_moves_between_kernels():
 
 def test_bad_arguments_name_the_fix():
     specs = VARIANTS["full"]
-    with pytest.raises(ValueError, match="kernel='fbgemm' must be 'torchrec'"):
-        EmbeddingLayer(specs, kernel="fbgemm")
-    with pytest.raises(ValueError, match="optimizer kind='adam' must be 'sgd' or 'rowwise_adagrad'"):
-        FusedOptimizer("adam")
+    with pytest.raises(ValueError, match=r"optimizer 'adam': the table-batched kernel implements \['sgd', 'rowwise_adagrad'\]"):
+        TableBatched(EmbeddingLayer(specs), EmbeddingOptimizer("adam"))
+    with pytest.raises(ValueError, match=r"kwargs \['momentum'\] are not taken by the table-batched kernel"):
+        TableBatched(EmbeddingLayer(specs), EmbeddingOptimizer("sgd", kwargs={"momentum": 0.9}))
     with pytest.raises(ValueError, match="lr=0 must be > 0"):
-        FusedOptimizer("sgd", lr=0)
+        EmbeddingOptimizer("sgd", lr=0)
     with pytest.raises(ValueError, match=r"unknown table\(s\) \['nope'\]"):
-        ConcatenatedEmbeddingBags([TableDef("t", 4, 4)], {"a": "nope"})
-    with pytest.raises(ValueError, match="kernel='concat'.*cannot shard.*kernel='torchrec'"):
-        shard_model(EmbeddingLayer(specs, kernel="concat"))
-    layer = EmbeddingLayer(specs, kernel="concat")
+        TableBatchedEmbeddingBags([TableDef("t", 4, 4)], {"a": "nope"})
+    model = TableBatched(EmbeddingLayer(specs), EmbeddingOptimizer("sgd"))
+    with pytest.raises(ValueError, match="table-batched single-device kernel, which DistributedModelParallel cannot shard"):
+        shard_model(model.module)
     with pytest.raises(ValueError, match=r"key\(s\) \['q'\] are not served"):
-        layer.ebc(kjt_from_lists({"q": [[1]]}))
+        model.module.ebc(kjt_from_lists({"q": [[1]]}))
+    seq = SequenceEmbeddingLayer([FeatureSpec("s", Full(dim=4), cardinality=3, pooling="none")])
+    with pytest.raises(ValueError, match="SequenceEmbeddingLayer: the table-batched kernel serves pooled"):
+        TableBatched(seq, EmbeddingOptimizer("sgd"))
+
+
+def test_meta_tables_start_like_torchrec_under_dmp(single_process_group):
+    """Built on meta and attached, the kernel's tables equal DistributedModelParallel's from the same seed."""
+    specs = VARIANTS["qr"] + [FeatureSpec("y", Full(dim=8), cardinality=7)]
+    fast = TableBatched(EmbeddingLayer(specs, device=torch.device("meta")), EmbeddingOptimizer("sgd"), init_seed=3)
+    dmp = shard_model(EmbeddingLayer(specs, device=torch.device("meta")), EmbeddingOptimizer("sgd"), init_seed=3)
+    kjt = kjt_from_lists({k: BAGS[k] for k in ("x", "y")})
+    torch.testing.assert_close(fast(kjt).values(), dmp(kjt).values(), rtol=0, atol=0)
+    assert sorted(fast.state_dict()) == sorted(dmp.state_dict())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
-    ref, fast, kjt = pair("unified", FusedOptimizer("sgd", lr=0.1))
+    ref, fast, kjt = pair("unified", EmbeddingOptimizer("sgd", lr=0.1))
     gpu = copy.deepcopy(fast).cuda()
     up = torch.randn(4, ref.output_dim)
     (fast(kjt).values() * up).sum().backward()

@@ -1,0 +1,67 @@
+"""From a trained run to scores: load a checkpoint as an unsharded model, and score a split with it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch.distributed.checkpoint as dcp
+from torch import nn
+
+from recsys_emb.config import config_from_dict, migrate_config_dict
+from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.errors import CheckpointError
+from recsys_emb.specs import FeatureSpec
+from recsys_emb.training.build import build_model, embedding_layers
+from recsys_emb.training.checkpoint import latest_checkpoint
+from recsys_emb.training.metrics import score_split
+
+__all__ = ["load_model", "evaluate_checkpoint"]
+
+
+def _resolve(checkpoint: os.PathLike) -> Path:
+    path = Path(checkpoint)
+    if (path / "trainer.json").exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path} is neither a checkpoint (no trainer.json) nor a run directory with "
+                              f"checkpoints (no checkpoints/latest)")
+    return latest
+
+
+def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], Dict[str, Any]]:
+    """An unsharded model with a checkpoint's weights, for scoring in a ranking pipeline.
+
+    Args:
+        checkpoint: a checkpoint directory (``.../checkpoints/step_N``) or a run directory (its latest).
+    Returns:
+        ``(model, features, data_config)``: the model in eval mode (``model(dense, kjt) -> logits (B,)``),
+        the feature specs it expects (KJT keys and vocabularies), and the run's data config (the dataset
+        path, relative to where training ran). No process group is needed; any world size and either
+        table backend that saved it works.
+
+    Example::
+
+        model, features, _ = load_model("runs/dlrm-criteo-like-full")
+        logits = model(dense, kjt)
+    """
+    path = _resolve(checkpoint)
+    meta = json.loads((path / "trainer.json").read_text())
+    cfg = config_from_dict(migrate_config_dict(meta["config"]))
+    schema = TableSchema.from_dict(read_metadata(Path(cfg.data.path))["schema"])
+    model = build_model(cfg, schema)
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    model.load_state_dict(state["model"])
+    model.eval()
+    features = [f for layer in embedding_layers(model) for f in layer.features]
+    return model, features, meta["config"]["data"]
+
+
+def evaluate_checkpoint(checkpoint: os.PathLike, split: str = "test", batch_size: int = 16384) -> Dict[str, Any]:
+    """Metrics of a saved model on a split of its dataset (unsharded, one process)."""
+    model, _, data = load_model(checkpoint)
+    return score_split(model, data["path"], split, batch_size)

@@ -1,0 +1,128 @@
+"""From a run config to a model ready to train: the dataset (generated when the config says how), the
+feature specs of its fields, the model, and the table backend attached (DistributedModelParallel with
+TorchRec's fused kernels, or the single-device table-batched kernel)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from recsys_emb.config import RunConfig
+from recsys_emb.data.criteo import load_counts, preprocess
+from recsys_emb.data.movielens import prepare_movielens
+from recsys_emb.data.sequences import generate_sequences
+from recsys_emb.data.synthetic import generate_criteo_like
+from recsys_emb.errors import ConfigError, DataError
+from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer
+from recsys_emb.mixed_dims import resolve_frequencies
+from recsys_emb.models.din import DIN
+from recsys_emb.models.dlrm import DLRM
+from recsys_emb.presets import feature_specs
+from recsys_emb.sharding import shard_model
+from recsys_emb.specs import FeatureSpec, MixedDimension
+from recsys_emb.tables import EmbeddingOptimizer, TableBatched
+
+__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_data(cfg: RunConfig) -> Path:
+    """The processed dataset directory, generated first when missing and ``data.generate`` says how."""
+    path = Path(cfg.data.path)
+    if (path / "metadata.json").exists():
+        return path
+    gen = cfg.data.generate
+    if gen is None:
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise DataError(f"data.path={str(path)!r}{where} has no metadata.json; preprocess a dataset there "
+                        f"(recsys-emb preprocess / generate) or set data.generate")
+    kind = gen["kind"]
+    opts = {k: v for k, v in gen.items() if k != "kind"}
+    logger.info("generating %s data into %s (%s)", kind, path, opts)
+    if kind == "criteo-like":
+        raw = path.with_name(path.name + "-raw")
+        g = generate_criteo_like(raw, rows=int(opts.get("rows", 100_000)), scale=float(opts.get("scale", 0.01)),
+                                 seed=int(opts.get("seed", 0)))
+        preprocess(g.tsv, path, min_count=int(opts.get("min_count", 1)),
+                   test_fraction=float(opts.get("test_fraction", 0.1)))
+    elif kind == "sequences":
+        generate_sequences(path, rows=int(opts.get("rows", 100_000)), seed=int(opts.get("seed", 0)),
+                           max_len=int(opts.get("max_len", 50)))
+    else:
+        prepare_movielens(path, **opts)
+    return path
+
+
+def build_features(cfg: RunConfig, schema: Any, counts: Optional[Dict[str, Any]] = None
+                   ) -> Tuple[List[FeatureSpec], List[Tuple[str, str]]]:
+    """Feature specs for the dataset's sparse and jagged keys, and the DIN item pairs.
+
+    Mixed-dimension blocks follow the data's real id frequencies: ``counts`` (``{field: counts by id}``),
+    by default read from the dataset directory's ``counts.npz`` when it has one (Zipf's law otherwise).
+    """
+    cards = {k: int(schema.vocab_sizes[k]) for k in (*schema.sparse, *schema.jagged)}
+    pairs = [(c, h) for c, h in cfg.model.item_pairs]
+    for c, h in pairs:
+        for name in (c, h):
+            if name not in cards:
+                raise ConfigError(f"model.item_pairs names field {name!r}, which the data does not have; "
+                                  f"fields: {list(cards)}")
+    poolings = {k: cfg.model.jagged_pooling for k in schema.jagged}
+    shared: Dict[str, str] = {}
+    if cfg.model.kind == "din":
+        for c, h in pairs:
+            poolings[c] = poolings[h] = "none"
+            shared[h] = c
+            cards[h] = cards[c] = max(cards[c], cards[h])
+    specs = feature_specs(cards, cfg.embeddings, poolings=poolings, shared=shared)
+    if any(isinstance(s.embedding, MixedDimension) for s in specs):
+        if counts is None and (Path(cfg.data.path) / "counts.npz").exists():
+            counts = load_counts(cfg.data.path)
+        if counts is not None:
+            specs = resolve_frequencies(specs, {s.name: counts[s.shared_with or s.name] for s in specs
+                                                if len(counts.get(s.shared_with or s.name, ())) == s.cardinality})
+    return specs, pairs
+
+
+def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None,
+                counts: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """The DLRM or DIN of the config for a dataset schema, its tables on ``embedding_device`` (``meta``:
+    allocated by the backend, :func:`attach_tables`)."""
+    specs, pairs = build_features(cfg, schema, counts)
+    dense_in = len(schema.dense)
+    m = cfg.model
+    if m.kind == "dlrm":
+        return DLRM(EmbeddingLayer(specs, device=embedding_device), dense_in=dense_in, bottom_mlp=m.bottom_mlp,
+                    top_mlp=m.top_mlp, interaction=m.interaction)
+    item_names = {n for p in pairs for n in p}
+    profile = [s for s in specs if s.name not in item_names]
+    by_name = {s.name: s for s in specs}
+    sequences = SequenceEmbeddingLayer([by_name[n] for p in pairs for n in p], device=embedding_device)
+    return DIN(sequences, pairs, profile=EmbeddingLayer(profile, device=embedding_device) if profile else None,
+               dense_in=dense_in, attention_mlp=m.attention_mlp, mlp=m.mlp, use_attention=m.use_attention,
+               activation=m.activation, mba_lambda=m.mba_lambda)
+
+
+def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_size: int = 1) -> nn.Module:
+    """``model`` (tables built on ``meta``) with the config's table backend attached: the tables allocated,
+    filled from the seed (:func:`recsys_emb.tables.init_tables`: the same values for any backend, world
+    size and sharding) and trained by the fused embedding optimizer. The result has ``module`` (the
+    model) and ``fused_optimizer`` (its state), whichever the backend."""
+    optimizer = EmbeddingOptimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr)
+    if cfg.train.embedding_backend == "table_batched":
+        if world_size > 1:
+            raise ConfigError(f"train.embedding_backend='table_batched' trains in one process (world size "
+                              f"{world_size} asked); use train.embedding_backend: torchrec to shard across processes")
+        return TableBatched(model, optimizer, device=device, init_seed=cfg.seed, init_scale=cfg.embeddings.init_scale)
+    return shard_model(model, optimizer, sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
+                       init_scale=cfg.embeddings.init_scale)
+
+
+def embedding_layers(model: nn.Module) -> List[Any]:
+    """The embedding layers of a model (pooled and sequence), in module order."""
+    return [m for m in model.modules() if isinstance(m, (EmbeddingLayer, SequenceEmbeddingLayer))]

@@ -1,0 +1,220 @@
+"""The training loop of CTR models on any embedding variant, at any world size: TorchRec's fused optimizers
+(or the table-batched kernel's) for the tables, a torch optimizer for the dense parameters, periodic
+evaluation and checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from tqdm.auto import tqdm
+
+from recsys_emb.config import RunConfig
+from recsys_emb.data.batches import ParquetBatches, make_dataloader
+from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.errors import CheckpointError, ConfigError
+from recsys_emb.memory import memory_from_specs
+from recsys_emb.sharding import init_single_process_group
+from recsys_emb.specs import FeatureSpec, Full
+from recsys_emb.training.build import attach_tables, build_model, embedding_layers, prepare_data
+from recsys_emb.training.checkpoint import (
+    Position,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from recsys_emb.training.metrics import forward, score_split
+
+__all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV"]
+
+logger = logging.getLogger(__name__)
+
+FAULT_KILL_ENV = "RECSYS_EMB_FAULT_KILL_AT_STEP"
+"""Fault injection for resume tests: the training process SIGKILLs itself after this step."""
+
+
+def init_distributed() -> Tuple[int, int]:
+    """(rank, world size): from torchrun's environment, else a one-process group."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    init_single_process_group()
+    return 0, 1
+
+
+class Trainer:
+    """One training run (any world size): model, optimizers, data, checkpoints, metrics."""
+
+    def __init__(self, cfg: RunConfig, on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> None:
+        self.cfg = cfg
+        self.on_eval = on_eval
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.rank, self.world = init_distributed()
+        self.out = cfg.out_dir
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.data_dir = prepare_data(cfg) if self.rank == 0 else Path(cfg.data.path)
+        if self.world > 1:
+            dist.barrier()
+        self.metadata = read_metadata(self.data_dir)
+        self.schema = TableSchema.from_dict(self.metadata["schema"])
+        seed_everything(cfg.seed)
+        self.device = torch.device(cfg.train.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train.device='cuda' but PyTorch sees no CUDA device; set train.device: cpu")
+        # tables on meta: the backend allocates and fills them without touching the random number
+        # generator, so every backend and world size starts from the same model
+        model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))
+        self.model = attach_tables(model, cfg, self.device, self.world)
+        self.specs: List[FeatureSpec] = [f for layer in embedding_layers(model) for f in layer.features]
+        dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
+        opt_cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[cfg.optim.dense]
+        self.dense_optimizer = opt_cls(dense, lr=cfg.optim.dense_lr, weight_decay=cfg.optim.weight_decay)
+        self.dense_params = sum(p.numel() for p in dense)
+        self.pos = Position()
+        self.metrics_path = self.out / "metrics.jsonl"
+
+    # -- data
+    def _batches(self, start_batch: int = 0) -> Tuple[ParquetBatches, Any]:
+        ds = ParquetBatches(self.data_dir, "train", batch_size=self.cfg.data.batch_size, shuffle=True,
+                            seed=self.cfg.seed, rank=self.rank, world_size=self.world, start_batch=start_batch)
+        return ds, make_dataloader(ds, num_workers=self.cfg.data.num_workers)
+
+    # -- metrics
+    def _log(self, record: Dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def evaluate(self, split: str) -> Dict[str, Any]:
+        """Metrics of ``split`` over all ranks' predictions (gathered, not averaged)."""
+        return score_split(self.model, self.data_dir, split, self.cfg.data.eval_batch_size, self.rank, self.world,
+                           self.device)
+
+    # -- checkpoints
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.model, self.dense_optimizer, self.out, self.pos, self.cfg, self.specs,
+                               self.rank, self.world)
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.pos = load_checkpoint(path, self.model, self.dense_optimizer, self.specs, self.rank, self.world)
+
+    # -- loop
+    def fit(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        train_ds, _ = self._batches()
+        steps_per_epoch = len(train_ds)
+        total = steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps:
+            total = min(total, cfg.train.max_steps)
+        kill_at = int(os.environ.get(FAULT_KILL_ENV, "0"))
+        loss_fn = nn.BCEWithLogitsLoss()
+        show = cfg.train.progress and self.rank == 0 and sys.stderr.isatty()
+        bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
+        samples, t_train, last_loss = 0, 0.0, float("nan")
+        regularization = getattr(self.model.module, "regularization", None)
+        self.model.train()
+        while self.pos.step < total:
+            ds, loader = self._batches(start_batch=self.pos.batch_in_epoch)
+            ds.set_epoch(self.pos.epoch)
+            t0 = time.perf_counter()
+            for batch in loader:
+                logits = forward(self.model, batch, self.device)
+                loss = loss_fn(logits, batch.labels.to(self.device, non_blocking=True))
+                total_loss = loss + regularization() if regularization is not None and cfg.model.mba_lambda > 0 else loss
+                self.dense_optimizer.zero_grad(set_to_none=True)
+                total_loss.backward()  # the fused optimizer updates the tables inside this call
+                self.dense_optimizer.step()
+                self.pos.step += 1
+                self.pos.batch_in_epoch += 1
+                samples += batch.batch_size * self.world
+                last_loss = float(loss.detach())
+                bar.update(1)
+                if cfg.train.log_every and self.pos.step % cfg.train.log_every == 0:
+                    elapsed = t_train + time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{last_loss:.4f}", samples_per_s=f"{samples / max(elapsed, 1e-9):,.0f}")
+                    self._log({"step": self.pos.step, "split": "train", "loss": last_loss})
+                if cfg.train.eval_every and self.pos.step % cfg.train.eval_every == 0:
+                    t_train += time.perf_counter() - t0
+                    rec = {"step": self.pos.step, **self.evaluate("valid")}
+                    self._log(rec)
+                    logger.info("step %d valid auc %.4f", self.pos.step, rec["auc"])
+                    if self.on_eval is not None:
+                        self.on_eval(self.pos.step, rec)  # may raise (e.g. optuna.TrialPruned) to stop the run
+                    t0 = time.perf_counter()
+                if cfg.train.checkpoint_every and self.pos.step % cfg.train.checkpoint_every == 0:
+                    t_train += time.perf_counter() - t0
+                    self.save_checkpoint()
+                    t0 = time.perf_counter()
+                if kill_at and self.pos.step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if self.pos.step >= total:
+                    break
+            t_train += time.perf_counter() - t0
+            if self.pos.step < total or self.pos.batch_in_epoch >= steps_per_epoch:
+                self.pos.epoch += 1
+                self.pos.batch_in_epoch = 0
+        bar.close()
+        self.save_checkpoint()
+        valid = self.evaluate("valid")
+        test = self.evaluate("test")
+        mem = memory_from_specs(self.specs)
+        summary = {
+            "name": cfg.name, "steps": self.pos.step, "world_size": self.world, "device": str(self.device),
+            "embedding_backend": cfg.train.embedding_backend,
+            "embedding_params": mem.params, "embedding_bytes": mem.bytes, "dense_params": self.dense_params,
+            "full_table_bytes": memory_from_specs(_full_specs(self.specs)).bytes,
+            "valid": valid, "test": test, "train_loss": last_loss,
+            "samples_per_s": samples / t_train if t_train > 0 else None,
+        }
+        self._log({"step": self.pos.step, **valid})
+        self._log({"step": self.pos.step, **test})
+        if self.rank == 0:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def _full_specs(specs: Sequence[FeatureSpec]) -> List[FeatureSpec]:
+    """The same features with full tables at their output dims (the memory baseline)."""
+    return [FeatureSpec(f.name, Full(f.output_dim), cardinality=f.cardinality, pooling=f.pooling,
+                        shared_with=f.shared_with) if f.cardinality else f for f in specs]
+
+
+def train(cfg: RunConfig, resume: bool = False,
+          on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Train the config's model; returns the summary (also written to ``<out_dir>/summary.json``).
+
+    Args:
+        cfg: the run config.
+        resume: continue from the run's latest checkpoint (data position, optimizers, RNG).
+        on_eval: called as ``on_eval(step, valid_metrics)`` after every ``train.eval_every`` steps;
+            an exception it raises ends the run (a search prunes trials this way).
+
+    Example::
+
+        summary = train(load_config("configs/demo.yaml"))
+        summary["test"]["auc"]
+    """
+    trainer = Trainer(cfg, on_eval=on_eval)
+    if resume:
+        ckpt = latest_checkpoint(trainer.out)
+        if ckpt is None:
+            raise CheckpointError(f"--resume: no checkpoint under {trainer.out}/checkpoints")
+        trainer.load_checkpoint(ckpt)
+    elif trainer.rank == 0 and trainer.metrics_path.exists():
+        trainer.metrics_path.unlink()
+    return trainer.fit()

@@ -15,7 +15,7 @@ from recsys_emb.spec_io import dump_specs, load_specs
 from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
-__version__ = "0.1.0"
+from recsys_emb.version import __version__
 
 __all__ = [
     "FeatureSpec",

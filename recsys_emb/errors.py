@@ -16,6 +16,7 @@ __all__ = [
     "BadLineError",
     "DataError",
     "CheckpointError",
+    "OutputDirError",
 ]
 
 
@@ -45,3 +46,8 @@ class DataError(RecsysEmbError, FileNotFoundError):
 
 class CheckpointError(RecsysEmbError, ValueError):
     """A checkpoint or model directory that cannot be loaded as asked (names the file and the reason)."""
+
+
+class OutputDirError(RecsysEmbError, FileExistsError):
+    """An output directory that is in use by another process, or holds earlier results that this run
+    would mix with or overwrite (names the directory, what is there and the fix)."""

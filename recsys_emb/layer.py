@@ -118,8 +118,13 @@ class _LayerBase(nn.Module):
         if len(keys) != len(set(keys)):
             raise InvalidInputError(f"KeyedJaggedTensor has duplicate keys: {keys}")
         batch = features.stride()
+        lengths = features.lengths()
+        if lengths.numel() != len(keys) * batch:
+            raise InvalidInputError(f"KeyedJaggedTensor has {lengths.numel()} lengths; {len(keys)} keys x batch size "
+                                    f"{batch} need {len(keys) * batch}")
+        per_key_lengths = lengths.view(len(keys), batch)
+        _check_lengths(keys, per_key_lengths, features.length_per_key(), values.numel())
         per_key_values = values.split(features.length_per_key())
-        per_key_lengths = features.lengths().view(len(keys), batch)
         if list(keys) == self.feature_names:
             return list(per_key_values), list(per_key_lengths.unbind(0)), batch
         index = {k: i for i, k in enumerate(keys)}
@@ -151,6 +156,27 @@ class _LayerBase(nn.Module):
             stride=batch,
             length_per_key=None if any(c is None for c in counts) else counts,
         )
+
+
+def _check_lengths(keys: Sequence[str], lengths: torch.Tensor, length_per_key: Sequence[int], n_values: int) -> None:
+    """Bag lengths that do not add up to the values would read other features' ids (or fail deep inside
+    a split): name the feature. ``lengths`` is ``(keys, B)``."""
+    sums = lengths.sum(1).tolist() if lengths.numel() else [0] * len(keys)
+    if sums == list(length_per_key) and sum(sums) == n_values and not (lengths.numel() and bool((lengths < 0).any())):
+        return
+    start = 0
+    for k, total, declared, row in zip(keys, sums, length_per_key, lengths):
+        if row.numel() and bool((row < 0).any()):
+            raise InvalidInputError(f"feature {k!r}: negative bag lengths {row[row < 0][:5].tolist()}")
+        if total != declared:
+            raise InvalidInputError(f"feature {k!r}: its bag lengths add up to {total} ids, but the KeyedJaggedTensor "
+                                    f"declares {declared} (length_per_key); rebuild it from consistent lengths")
+        if start + total > n_values:
+            raise InvalidInputError(f"feature {k!r}: its bag lengths need ids {start}..{start + total - 1} but the "
+                                    f"KeyedJaggedTensor holds {n_values} values; lengths and values do not match")
+        start += total
+    raise InvalidInputError(f"KeyedJaggedTensor holds {n_values} values but its bag lengths add up to {start}; the "
+                            f"last {n_values - start} values belong to no bag (after feature {keys[-1]!r})")
 
 
 def _share_dense_parameters(sharer: nn.Module, owner: nn.Module) -> None:
@@ -273,7 +299,12 @@ class EmbeddingLayer(_LayerBase):
         return ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """``features`` (KJT, keys = feature names) -> ``KeyedTensor`` of shape ``(B, D)``."""
+        """``features`` (KJT, keys = feature names) -> ``KeyedTensor`` of shape ``(B, D)``; a batch of size
+        0 gives ``(0, D)`` without a lookup."""
+        if features.stride() == 0:
+            self._split(features)  # the same input checks
+            return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
+                               values=torch.zeros(0, self.output_dim, device=features.values().device))
         kjt, lengths = self.remap(features)
         return self.combine(self.ebc(kjt), lengths)
 
@@ -313,7 +344,13 @@ class SequenceEmbeddingLayer(_LayerBase):
         return list(self.ecs.values())
 
     def forward(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
-        """``features`` (KJT) -> ``{feature: JaggedTensor of (n_f, output_dim_f) rows}``."""
+        """``features`` (KJT) -> ``{feature: JaggedTensor of (n_f, output_dim_f) rows}``; a batch of size 0
+        gives empty JaggedTensors without a lookup."""
+        if features.stride() == 0:
+            _, lengths, _ = self._split(features)
+            device = features.values().device
+            return {name: JaggedTensor(values=torch.zeros(0, dim, device=device), lengths=f_len)
+                    for name, dim, f_len in zip(self.feature_names, self.output_dims, lengths)}
         parts, ids, lengths, batch = self._remap_parts(features)
         groups: "OrderedDict[str, list]" = OrderedDict()
         for p in parts:

@@ -12,10 +12,10 @@ from torch import nn
 
 from recsys_emb.config import config_from_dict, migrate_config_dict
 from recsys_emb.data.parquet import TableSchema, read_metadata
-from recsys_emb.errors import CheckpointError
+from recsys_emb.errors import CheckpointError, DataError
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.build import build_model, embedding_layers
-from recsys_emb.training.checkpoint import latest_checkpoint
+from recsys_emb.training.checkpoint import latest_checkpoint, verify_checkpoint
 from recsys_emb.training.metrics import score_split
 
 __all__ = ["load_model", "evaluate_checkpoint"]
@@ -49,16 +49,32 @@ def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], D
         logits = model(dense, kjt)
     """
     path = _resolve(checkpoint)
+    verify_checkpoint(path)
     meta = json.loads((path / "trainer.json").read_text())
     cfg = config_from_dict(migrate_config_dict(meta["config"]))
-    schema = TableSchema.from_dict(read_metadata(Path(cfg.data.path))["schema"])
+    data_dir = _data_dir(cfg.data.path, meta.get("data_dir"), path)
+    cfg.data.path = str(data_dir)
+    schema = TableSchema.from_dict(read_metadata(data_dir)["schema"])
     model = build_model(cfg, schema)
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(path), no_dist=True)
     model.load_state_dict(state["model"])
     model.eval()
     features = [f for layer in embedding_layers(model) for f in layer.features]
-    return model, features, meta["config"]["data"]
+    return model, features, {**meta["config"]["data"], "path": str(data_dir)}
+
+
+def _data_dir(path: str, recorded: Any, checkpoint: Path) -> Path:
+    """The run's dataset directory: ``data.path`` as configured (relative to where training ran), else
+    the absolute path the checkpoint recorded."""
+    for candidate in (Path(path), Path(recorded) if recorded else None):
+        if candidate is not None and (candidate / "metadata.json").exists():
+            return candidate
+    where = f" (relative to the directory training ran in; here that is {Path.cwd() / path})" \
+        if not Path(path).is_absolute() else ""
+    also = f", nor at the recorded {recorded}" if recorded else ""
+    raise DataError(f"{checkpoint}: the run's dataset data.path={path!r}{where} has no metadata.json{also}; run "
+                    f"from the directory training ran in, or move the dataset back")
 
 
 def evaluate_checkpoint(checkpoint: os.PathLike, split: str = "test", batch_size: int = 16384) -> Dict[str, Any]:

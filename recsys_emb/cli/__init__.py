@@ -56,12 +56,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         return launch_local(args.nproc, ["-m", "recsys_emb.cli", "train", "--config", args.config,
                                          *sum((["--set", o] for o in args.overrides), []),
-                                         *(["--resume"] if args.resume else []), *(["--json"] if args.json else [])])
+                                         *(["--resume"] if args.resume else []), *(["--json"] if args.json else []),
+                                         *(["--overwrite"] if args.overwrite else [])])
     import torch.distributed as dist
 
     from recsys_emb.training import train
 
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not dist.is_initialized() or dist.get_rank() == 0:
         _print_summary(summary)
         if args.json:
@@ -118,8 +119,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recsys_emb.version import __version__
+
     p = argparse.ArgumentParser(prog="recsys-emb", description="Memory-efficient embeddings for CTR models.")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging (-v info, -vv debug); errors with their traceback")
+    p.add_argument("--version", action="version", version=f"recsys-emb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="memory table of every variant + one fused training step each")
@@ -141,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="configs/NAME.yaml")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set embeddings.variant=qr (repeatable)")
-    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in train.out_dir (a used directory is refused otherwise)")
     t.add_argument("--nproc", type=int, default=1, help="local worker processes (TorchRec model parallel, gloo); "
                    "under torchrun (torchrun --nproc-per-node N -m recsys_emb.cli train ...) each process is one rank")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
@@ -188,5 +195,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from recsys_emb.runtime import reexec_with_malloc_settings
 
         reexec_with_malloc_settings()
-    return int(args.func(args) or 0)
+    from recsys_emb.errors import RecsysEmbError
+
+    try:
+        return int(args.func(args) or 0)
+    except RecsysEmbError as e:
+        # the library's errors name the file or key, the value and the fix: one line is the message,
+        # the traceback is for -v
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 

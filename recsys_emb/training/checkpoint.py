@@ -1,11 +1,22 @@
 """Training checkpoints: model and fused-optimizer state through torch.distributed.checkpoint (any world
 size loads any checkpoint), the dense optimizer, every rank's random number generators, and the position
-in the data, so a killed run resumes exactly."""
+in the data, so a killed run resumes exactly.
+
+A checkpoint is whole once its ``manifest.json`` (the sha256 and size of every file, written last) and
+then the run's ``latest`` pointer are written. Loading checks every file against the manifest, so a
+truncated or altered checkpoint is refused with the file named, and a resume falls back to the newest
+intact checkpoint. Our own files load tensors-only (``torch.load(weights_only=True)``); DCP's
+``.metadata`` is a pickle (torch's format), so a checkpoint is code you run: load only checkpoints you
+trust (docs/reliability.md).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +29,15 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys_emb.config import RunConfig, config_to_dict
-from recsys_emb.errors import ConfigError
+from recsys_emb.errors import CheckpointError, ConfigError
 from recsys_emb.specs import FeatureSpec
+from recsys_emb.training.rundir import fingerprint_differences
 
-__all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "save_checkpoint", "load_checkpoint",
-           "rng_state", "set_rng_state", "seed_everything", "check_same_features"]
+__all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "intact_checkpoint", "verify_checkpoint",
+           "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
+           "MANIFEST"]
+
+MANIFEST = "manifest.json"
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +52,25 @@ class Position:
 
 
 def rng_state() -> Dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Torch's, NumPy's and Python's generator states as tensors and plain values (loadable with
+    ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next}}
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss_next"]))
 
 
 def seed_everything(seed: int) -> None:
@@ -58,9 +85,74 @@ def checkpoint_dir(out_dir: Path, step: int) -> Path:
 
 
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
-    """The run's latest complete checkpoint (its ``latest`` pointer is written last), or None."""
+    """The checkpoint the run's ``latest`` pointer names (written after the checkpoint is whole), or None."""
     marker = Path(out_dir) / "checkpoints" / "latest"
     return marker.parent / marker.read_text().strip() if marker.exists() else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(path: Path) -> None:
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(path.iterdir()) if p.is_file() and p.name != MANIFEST}
+    tmp = path / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1))
+    os.replace(tmp, path / MANIFEST)
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check every file of a checkpoint against its manifest; raise
+    :class:`~recsys_emb.errors.CheckpointError` naming the first file that is missing, truncated or
+    altered. A checkpoint without a manifest (written before manifests existed) is accepted unchecked,
+    with a warning."""
+    path = Path(path)
+    if not (path / "trainer.json").exists() and not (path / MANIFEST).exists():
+        raise CheckpointError(f"{path} is not a checkpoint (no trainer.json, no {MANIFEST})")
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        logger.warning("%s has no %s (written by an earlier version): its files are not verified", path, MANIFEST)
+        return
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{manifest} is unreadable ({e}); the checkpoint is damaged") from None
+    for name, want in files.items():
+        f = path / name
+        if not f.exists():
+            raise CheckpointError(f"{f} is missing (listed in {manifest}); the checkpoint is incomplete")
+        size = f.stat().st_size
+        if size != want["bytes"]:
+            raise CheckpointError(f"{f} has {size} bytes, {manifest} lists {want['bytes']}: the file is truncated "
+                                  f"or altered")
+        if _sha256(f) != want["sha256"]:
+            raise CheckpointError(f"{f} does not match its sha256 in {manifest}: the file is corrupt or altered")
+
+
+def intact_checkpoint(out_dir: Path) -> Optional[Path]:
+    """The newest checkpoint of a run that passes :func:`verify_checkpoint`: the ``latest`` one, else the
+    newest intact ``step_*`` before it (each one skipped is logged with the reason); None if there is none."""
+    ckpts = Path(out_dir) / "checkpoints"
+    latest = latest_checkpoint(out_dir)
+    candidates = sorted((p for p in ckpts.glob("step_*") if p.is_dir()), reverse=True) if ckpts.is_dir() else []
+    if latest is not None:
+        candidates = [latest] + [c for c in candidates if c.name < latest.name]
+    for c in candidates:
+        try:
+            verify_checkpoint(c)
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint %s: %s", c.name, e)
+            continue
+        if c != latest:
+            logger.warning("resuming from %s, the newest intact checkpoint (the latest, %s, is not)", c,
+                           latest.name if latest else "none")
+        return c
+    return None
 
 
 def _state(model: nn.Module) -> Dict[str, Any]:
@@ -70,8 +162,10 @@ def _state(model: nn.Module) -> Dict[str, Any]:
 
 
 def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, out_dir: Path, pos: Position,
-                    cfg: RunConfig, features: List[FeatureSpec], rank: int = 0, world_size: int = 1) -> Path:
-    """Write ``<out_dir>/checkpoints/step_<N>`` (every rank calls it) and point ``latest`` at it."""
+                    cfg: RunConfig, features: List[FeatureSpec], rank: int = 0, world_size: int = 1,
+                    extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``<out_dir>/checkpoints/step_<N>`` (every rank calls it): the state, ``trainer.json`` (with
+    ``extra``), the manifest, then the ``latest`` pointer."""
     path = checkpoint_dir(out_dir, pos.step)
     dcp.save(_state(model), checkpoint_id=str(path))
     torch.save(rng_state(), path / f"rng_rank{rank}.pt")
@@ -81,29 +175,66 @@ def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, ou
         dist.barrier()
     if rank == 0:
         meta = {"step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch, "world_size": world_size,
-                "config": config_to_dict(cfg), "features": [f.to_dict() for f in features]}
+                "config": config_to_dict(cfg), "features": [f.to_dict() for f in features], **(extra or {})}
         (path / "trainer.json").write_text(json.dumps(meta, indent=1))
-        (Path(out_dir) / "checkpoints" / "latest").write_text(path.name)  # written last: the checkpoint is whole
+        _write_manifest(path)
+        marker = Path(out_dir) / "checkpoints" / "latest"
+        tmp = marker.with_name(".latest.tmp")
+        tmp.write_text(path.name)
+        os.replace(tmp, marker)  # last: the checkpoint is whole
     return path
 
 
 def load_checkpoint(path: Path, model: nn.Module, dense_optimizer: torch.optim.Optimizer,
-                    features: List[FeatureSpec], rank: int = 0, world_size: int = 1) -> Position:
-    """Load a checkpoint into a model built like the one that wrote it; returns its position. The random
-    number generators are restored when the world size is the one that saved them."""
+                    features: List[FeatureSpec], rank: int = 0, world_size: int = 1,
+                    fingerprint: Optional[Dict[str, Any]] = None) -> Position:
+    """Load a checkpoint into a model built like the one that wrote it; returns its position. The files
+    are verified against the manifest first; the random number generators are restored when the world
+    size is the one that saved them. With ``fingerprint`` (:func:`~recsys_emb.training.rundir.run_fingerprint`
+    of the resuming run), a checkpoint of another model (config, data or library version) is refused."""
+    verify_checkpoint(path)
     meta = json.loads((path / "trainer.json").read_text())
     check_same_features(meta.get("features"), [f.to_dict() for f in features], path)
+    if fingerprint is not None:
+        check_same_run(meta.get("fingerprint"), fingerprint, path)
     state = _state(model)
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])
     model.fused_optimizer.load_state_dict(state["fused"])
-    dense_optimizer.load_state_dict(torch.load(path / "dense_optimizer.pt", weights_only=False))
+    try:
+        dense_state = torch.load(path / "dense_optimizer.pt", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path / 'dense_optimizer.pt'} is not a tensors-only file, so it is not loaded "
+                              f"(unpickling it could run code): {str(e).splitlines()[0]}") from None
+    dense_optimizer.load_state_dict(dense_state)
     rng = path / f"rng_rank{rank}.pt"
-    if meta["world_size"] == world_size and rng.exists():
-        set_rng_state(torch.load(rng, weights_only=False))
+    state = _load_rng(rng) if meta["world_size"] == world_size and rng.exists() else None
+    if state is not None:
+        set_rng_state(state)
     pos = Position(meta["step"], meta["epoch"], meta["batch_in_epoch"])
     logger.info("resumed from %s at step %d", path, pos.step)
     return pos
+
+
+def _load_rng(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:  # an earlier version pickled NumPy's state: readable only unsafely
+        logger.warning("%s holds random number generator state in an earlier, pickled format, which is not loaded "
+                       "(unpickling can run code): the run resumes, but not bit for bit", path)
+        return None
+
+
+def check_same_run(saved: Optional[Dict[str, Any]], current: Dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint whose run fingerprint differs from the resuming run's."""
+    if saved is None:
+        logger.warning("%s records no run fingerprint (written by an earlier version): not compared", path)
+        return
+    diff = fingerprint_differences(saved, current)
+    if diff:
+        raise ConfigError(f"--resume: checkpoint {path} was trained by another run: {'; '.join(diff)}. Resume with "
+                          f"the run's own settings (its config is in {path / 'trainer.json'}), or train anew with "
+                          f"--overwrite or another train.out_dir")
 
 
 def check_same_features(saved: Optional[List[Dict[str, Any]]], current: List[Dict[str, Any]], path: Path) -> None:

@@ -29,11 +29,13 @@ from recsys_emb.specs import FeatureSpec, Full
 from recsys_emb.training.build import attach_tables, build_model, embedding_layers, prepare_data
 from recsys_emb.training.checkpoint import (
     Position,
-    latest_checkpoint,
+    intact_checkpoint,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
 )
+from recsys_emb.training.rundir import RunDirectory, run_fingerprint
+from recsys_emb.version import __version__
 from recsys_emb.training.metrics import forward, score_split
 
 __all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV"]
@@ -55,22 +57,44 @@ def init_distributed() -> Tuple[int, int]:
     return 0, 1
 
 
-class Trainer:
-    """One training run (any world size): model, optimizers, data, checkpoints, metrics."""
+def _on_rank0(work: Callable[[], None], rank: int, world: int) -> None:
+    """Run ``work`` on rank 0 while the other ranks wait; an error there is raised on every rank (not a
+    hang at the next collective)."""
+    error: Optional[BaseException] = None
+    if rank == 0:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the other ranks learned of it
+            error = e
+    if world > 1:
+        box = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=0)
+        if rank != 0 and box[0] is not None:
+            raise RuntimeError(f"rank 0 failed before training: {box[0]}")
+    if error is not None:
+        raise error
 
-    def __init__(self, cfg: RunConfig, on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> None:
+
+class Trainer:
+    """One training run (any world size): model, optimizers, data, checkpoints, metrics.
+
+    Rank 0 holds the run directory (:class:`~recsys_emb.training.rundir.RunDirectory`) from construction
+    to :meth:`close`: a used directory is refused unless ``resume`` or ``overwrite``."""
+
+    def __init__(self, cfg: RunConfig, on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+                 resume: bool = False, overwrite: bool = False) -> None:
         self.cfg = cfg
         self.on_eval = on_eval
+        self.resume = resume
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.rank, self.world = init_distributed()
         self.out = cfg.out_dir
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.data_dir = prepare_data(cfg) if self.rank == 0 else Path(cfg.data.path)
-        if self.world > 1:
-            dist.barrier()
+        self.run_dir = RunDirectory(self.out) if self.rank == 0 else None
+        self.data_dir = Path(cfg.data.path)
+        _on_rank0(lambda: self._open_rank0(resume, overwrite), self.rank, self.world)
         self.metadata = read_metadata(self.data_dir)
+        self.fingerprint = run_fingerprint(cfg, self.metadata)
         self.schema = TableSchema.from_dict(self.metadata["schema"])
         seed_everything(cfg.seed)
         self.device = torch.device(cfg.train.device)
@@ -87,6 +111,18 @@ class Trainer:
         self.dense_params = sum(p.numel() for p in dense)
         self.pos = Position()
         self.metrics_path = self.out / "metrics.jsonl"
+        if self.rank == 0 and not resume:
+            self.run_dir.write_run_json(cfg, self.fingerprint)  # type: ignore[union-attr]
+
+    def _open_rank0(self, resume: bool, overwrite: bool) -> None:
+        assert self.run_dir is not None
+        self.run_dir.open(resume=resume, overwrite=overwrite)
+        self.data_dir = prepare_data(self.cfg)
+
+    def close(self) -> None:
+        """Release the run directory."""
+        if self.run_dir is not None:
+            self.run_dir.close()
 
     # -- data
     def _batches(self, start_batch: int = 0) -> Tuple[ParquetBatches, Any]:
@@ -107,11 +143,19 @@ class Trainer:
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
+        extra = {"fingerprint": self.fingerprint, "data_dir": str(self.data_dir.resolve())}
         return save_checkpoint(self.model, self.dense_optimizer, self.out, self.pos, self.cfg, self.specs,
-                               self.rank, self.world)
+                               self.rank, self.world, extra=extra)
 
     def load_checkpoint(self, path: Path) -> None:
-        self.pos = load_checkpoint(path, self.model, self.dense_optimizer, self.specs, self.rank, self.world)
+        """Continue from a checkpoint of this run: its files verified, its tables and fingerprint equal to
+        this config's; the metrics logged after it are dropped (they are logged again)."""
+        self.pos = load_checkpoint(path, self.model, self.dense_optimizer, self.specs, self.rank, self.world,
+                                   fingerprint=self.fingerprint)
+        if self.run_dir is not None:
+            dropped = self.run_dir.trim_metrics(self.pos.step)
+            if dropped:
+                logger.info("dropped %d metrics rows logged after step %d", dropped, self.pos.step)
 
     # -- loop
     def fit(self) -> Dict[str, Any]:
@@ -174,7 +218,8 @@ class Trainer:
         test = self.evaluate("test")
         mem = memory_from_specs(self.specs)
         summary = {
-            "name": cfg.name, "steps": self.pos.step, "world_size": self.world, "device": str(self.device),
+            "name": cfg.name, "library_version": __version__, "steps": self.pos.step, "world_size": self.world,
+            "device": str(self.device),
             "embedding_backend": cfg.train.embedding_backend,
             "embedding_params": mem.params, "embedding_bytes": mem.bytes, "dense_params": self.dense_params,
             "full_table_bytes": memory_from_specs(_full_specs(self.specs)).bytes,
@@ -195,12 +240,15 @@ def _full_specs(specs: Sequence[FeatureSpec]) -> List[FeatureSpec]:
 
 
 def train(cfg: RunConfig, resume: bool = False,
-          on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+          on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Train the config's model; returns the summary (also written to ``<out_dir>/summary.json``).
 
     Args:
         cfg: the run config.
-        resume: continue from the run's latest checkpoint (data position, optimizers, RNG).
+        resume: continue from the run's newest intact checkpoint (data position, optimizers, RNG); the
+            config must fingerprint like the run's.
+        overwrite: replace the results an earlier run left in ``train.out_dir`` (by default a used
+            directory is refused).
         on_eval: called as ``on_eval(step, valid_metrics)`` after every ``train.eval_every`` steps;
             an exception it raises ends the run (a search prunes trials this way).
 
@@ -209,12 +257,14 @@ def train(cfg: RunConfig, resume: bool = False,
         summary = train(load_config("configs/demo.yaml"))
         summary["test"]["auc"]
     """
-    trainer = Trainer(cfg, on_eval=on_eval)
-    if resume:
-        ckpt = latest_checkpoint(trainer.out)
-        if ckpt is None:
-            raise CheckpointError(f"--resume: no checkpoint under {trainer.out}/checkpoints")
-        trainer.load_checkpoint(ckpt)
-    elif trainer.rank == 0 and trainer.metrics_path.exists():
-        trainer.metrics_path.unlink()
-    return trainer.fit()
+    trainer = Trainer(cfg, on_eval=on_eval, resume=resume, overwrite=overwrite)
+    try:
+        if resume:
+            ckpt = intact_checkpoint(trainer.out)
+            if ckpt is None:
+                raise CheckpointError(f"--resume: no intact checkpoint under {trainer.out}/checkpoints; train without "
+                                      f"--resume (with --overwrite to replace what is there)")
+            trainer.load_checkpoint(ckpt)
+        return trainer.fit()
+    finally:
+        trainer.close()

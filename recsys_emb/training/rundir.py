@@ -1,0 +1,203 @@
+"""A run's output directory: held by one process at a time, never mixed with an earlier run, resumed
+only by the run that wrote it.
+
+* **Lock.** The process that trains (rank 0) holds an exclusive ``fcntl`` lock on ``<out_dir>/.lock``
+  for the run's life and writes its pid, host and command into it; the operating system releases the
+  lock on any exit, a kill included. A second run on the same directory is refused, naming the holder.
+  A lock file that still names a holder but is not locked was left by a process that died: it is
+  taken over, and the takeover is logged with what it names.
+* **Reuse.** A new run refuses a directory that holds an earlier run's results unless it resumes it
+  (``--resume``) or replaces it (``--overwrite``, which removes those results and nothing else: a
+  directory that also holds files no run wrote is refused whole).
+* **Fingerprint.** Everything that changes the trained model (the config without its cadence, logging
+  and placement keys, the dataset's identity, the library version) is recorded in ``run.json`` and in
+  every checkpoint; ``--resume`` refuses a checkpoint whose fingerprint differs, naming the keys.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from recsys_emb.config import RunConfig, config_to_dict
+from recsys_emb.errors import ConfigError, OutputDirError
+from recsys_emb.version import __version__
+
+__all__ = ["RunDirectory", "RUN_FILES", "run_fingerprint", "fingerprint_differences"]
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "run.json", "model")
+"""What a run writes into its directory (besides the lock): what ``--overwrite`` removes."""
+
+_NOT_MODEL_KEYS = {
+    "name", "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every", "train.log_every", "train.out_dir", "train.progress",
+    "train.threads", "train.sharding_types", "train.device", "train.keep_last", "data.num_workers",
+    "data.eval_batch_size", "data.path", "data.generate",
+}
+"""Config keys that do not change the trained model: how long to train (a resume may extend a run),
+cadence, logging, placement, and where the data is (its identity is fingerprinted from its metadata)."""
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and k not in ("dims", "overrides", "early_stopping"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, Any]:
+    """What determines the trained model: ``{dotted config key: value}`` without the keys that do not
+    (:data:`_NOT_MODEL_KEYS`), plus ``data.identity`` (a hash of the dataset's metadata: its files, rows,
+    vocabularies) and ``library.version``.
+
+    Example:
+        >>> from recsys_emb.config import config_from_dict
+        >>> fp = run_fingerprint(config_from_dict({"data": {"path": "d"}}), {"rows": {"total": 10}})
+        >>> fp["seed"], "train.log_every" in fp, len(fp["data.identity"])
+        (0, False, 64)
+    """
+    flat = {k: v for k, v in _flatten(config_to_dict(cfg)).items() if k not in _NOT_MODEL_KEYS}
+    volatile = {"seconds"}  # how long preprocessing took: the same data either way
+    canonical = json.dumps({k: v for k, v in metadata.items() if k not in volatile}, sort_keys=True, default=str)
+    flat["data.identity"] = hashlib.sha256(canonical.encode()).hexdigest()
+    flat["library.version"] = __version__
+    return flat
+
+
+def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
+    """``key: saved -> current`` for every key whose value differs (or exists on one side only)."""
+    keys = sorted(set(saved) | set(current))
+    missing = object()
+    return [f"{k}: {saved.get(k, missing)!r} -> {current.get(k, missing)!r}".replace(repr(missing), "(unset)")
+            for k in keys if saved.get(k, missing) != current.get(k, missing)]
+
+
+class RunDirectory:
+    """The output directory of one run, held exclusively from :meth:`open` to :meth:`close`.
+
+    Args:
+        path: the run's ``train.out_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> d = RunDirectory(tempfile.mkdtemp())
+        >>> d.open(resume=False, overwrite=False)
+        >>> d.used()
+        False
+        >>> d.close()
+    """
+
+    def __init__(self, path: os.PathLike) -> None:
+        self.path = Path(path)
+        self._fh: Optional[Any] = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def used(self) -> bool:
+        """Whether an earlier run left results here."""
+        return any((self.path / name).exists() for name in RUN_FILES)
+
+    def open(self, resume: bool, overwrite: bool) -> None:
+        """Take the lock, then check the directory for a new run (refused if used, unless ``overwrite``
+        clears it) or for ``resume``."""
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other: resume continues the run in "
+                              f"{self.path}, overwrite replaces it; pass one")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            if overwrite:
+                self._clear()
+            elif not resume and self.used():
+                found = sorted(name for name in RUN_FILES if (self.path / name).exists())
+                raise OutputDirError(
+                    f"{self.path} holds an earlier run ({', '.join(found)}); a new run would mix with it. Pass "
+                    f"--resume to continue it, --overwrite to replace it, or set another train.out_dir")
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        fh = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise OutputDirError(f"{self.path} is in use by {holder}; wait for that run to end, or set another "
+                                 f"train.out_dir") from None
+        fh.seek(0)
+        stale = fh.read().strip()
+        if stale:  # the lock is ours, so whoever wrote this is gone
+            logger.warning("%s: taking over the lock left by %s, which ended without releasing it", self.path, stale)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                 f"({' '.join(sys.argv)[:200]})\n")
+        fh.flush()
+        self._fh = fh
+
+    def _clear(self) -> None:
+        others = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES and p.name != ".lock")
+        if others:
+            raise OutputDirError(f"--overwrite: {self.path} also holds {others}, which no run wrote; it is not "
+                                 f"replaced. Move them, or set another train.out_dir")
+        for name in RUN_FILES:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        logger.info("--overwrite: removed the earlier run's results from %s", self.path)
+
+    def close(self) -> None:
+        """Release the lock. The lock file stays, emptied: a lock file with a holder in it that nobody
+        locks was left by a process that died."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.flush()
+        finally:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def write_run_json(self, cfg: RunConfig, fingerprint: Mapping[str, Any]) -> None:
+        """Record what this run is (config and fingerprint) when it starts."""
+        data = {"config": config_to_dict(cfg), "fingerprint": dict(fingerprint)}
+        tmp = self.path / ".run.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path / "run.json")
+
+    def trim_metrics(self, step: int) -> int:
+        """Drop the ``metrics.jsonl`` rows logged after ``step`` (a resumed run logs them again); returns
+        how many were dropped."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return 0
+        lines = path.read_text().splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            tmp = self.path / ".metrics.jsonl.tmp"
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            os.replace(tmp, path)
+        return len(lines) - len(kept)

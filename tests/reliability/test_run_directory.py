@@ -1,0 +1,130 @@
+"""A run's output directory is never mixed with another run's: a used directory is refused, two
+processes never write one directory, a resume takes only the run's own checkpoints, and a resumed
+run logs no step twice (real `recsys-emb train` processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recsys_emb.config import config_from_dict
+from recsys_emb.errors import ConfigError, OutputDirError
+from recsys_emb.training import FAULT_KILL_ENV, prepare_data, train
+from recsys_emb.training.rundir import RunDirectory
+
+ROOT = Path(__file__).resolve().parents[2]
+SETS = ["data.batch_size=256", "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]", "embeddings.variant=hashed",
+        "embeddings.dim=8", "embeddings.min_rows=64", "train.log_every=5", "train.progress=false",
+        "train.checkpoint_every=20", "train.epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rundir") / "cl"
+    prepare_data(config_from_dict({"data": {"path": str(path), "generate": {
+        "kind": "criteo-like", "rows": 20000, "scale": 0.001, "seed": 0}}}))
+    return path
+
+
+def cfg(data, out, **train):
+    return config_from_dict({
+        "name": "r", "seed": 0, "data": {"path": str(data), "batch_size": 256, "eval_batch_size": 4096},
+        "model": {"kind": "dlrm", "bottom_mlp": [16, 8], "top_mlp": [16]},
+        "embeddings": {"variant": "hashed", "dim": 8, "min_rows": 64},
+        "train": {"epochs": 1, "log_every": 5, "progress": False, "out_dir": str(out), **train}})
+
+
+def cli(data, out, *extra, env=None, wait=True):
+    args = [sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs" / "demo.yaml"),
+            *sum((["--set", s] for s in SETS + [f"data.path={data}", f"train.out_dir={out}"]), []), *extra]
+    full_env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", **(env or {})}
+    if not wait:
+        return subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(args, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_new_run_refuses_a_used_directory_and_overwrite_replaces_it(data, tmp_path):
+    out = tmp_path / "run"
+    first = train(cfg(data, out, max_steps=10))
+    with pytest.raises(OutputDirError, match=r"holds an earlier run \(checkpoints, metrics.jsonl, run.json, "
+                                             r"summary.json\).*--resume.*--overwrite"):
+        train(cfg(data, out, max_steps=10))
+    again = train(cfg(data, out, max_steps=10), overwrite=True)
+    assert again["test"]["auc"] == pytest.approx(first["test"]["auc"], abs=1e-9)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set((s, i) for i, s in enumerate(steps)))
+    (out / "notes.txt").write_text("mine")  # not a run's file: --overwrite must not delete it
+    with pytest.raises(OutputDirError, match=r"also holds \['notes.txt'\], which no run wrote"):
+        train(cfg(data, out, max_steps=10), overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_the_cli_refuses_in_one_line_with_exit_code_2(data, tmp_path):
+    out = tmp_path / "run"
+    assert cli(data, out, "--set", "train.max_steps=4").returncode == 0
+    proc = cli(data, out, "--set", "train.max_steps=4")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "holds an earlier run" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_processes_never_write_one_directory(data, tmp_path):
+    out = tmp_path / "run"
+    # the first run stops itself (SIGKILL) once it is well under way
+    first = cli(data, out, "--set", "train.epochs=3", env={FAULT_KILL_ENV: "150"}, wait=False)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists():  # the lock is taken before training starts
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the first run never started training"
+        time.sleep(0.1)
+    holder = (out / ".lock").read_text()
+    assert f"pid {first.pid}" in holder
+    second = cli(data, out, "--resume")
+    assert second.returncode == 2 and f"is in use by pid {first.pid}" in second.stderr, second.stderr
+    first.wait(timeout=300)
+    assert first.returncode == -signal.SIGKILL
+    # the lock died with its holder: a resume takes over, naming what it took over
+    resumed = cli(data, out, "--resume", "--set", "train.epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"taking over the lock left by pid {first.pid}" in resumed.stderr
+    assert (out / ".lock").read_text() == ""  # released at the end
+
+
+def test_resume_refuses_another_runs_settings_naming_the_keys(data, tmp_path):
+    out = tmp_path / "run"
+    killed = cli(data, out, env={FAULT_KILL_ENV: "25"})  # after the checkpoint at step 20
+    assert killed.returncode == -signal.SIGKILL
+    other = cfg(data, out, checkpoint_every=20, log_every=5)
+    other.seed = 1
+    other.optim.dense_lr = 0.01
+    with pytest.raises(ConfigError, match=r"trained by another run: .*optim.dense_lr: 0.001 -> 0.01; seed: 0 -> 1"):
+        train(other, resume=True)
+
+
+def test_a_resumed_run_logs_no_step_twice(data, tmp_path):
+    out = tmp_path / "run"
+    killed = cli(data, out, env={FAULT_KILL_ENV: "33"})  # logged steps 25 and 30 after the checkpoint at 20
+    assert killed.returncode == -signal.SIGKILL
+    before = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(before) == 30
+    assert cli(data, out, "--resume").returncode == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in rows if r["split"] == "train"]
+    assert train_steps == sorted(set(train_steps)), train_steps  # 25 and 30 once each
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    d = RunDirectory(tmp_path)
+    (tmp_path / ".lock").write_text("pid 999999 on host gone since then (recsys-emb train)\n")
+    d.open(resume=False, overwrite=False)
+    assert f"pid {os.getpid()}" in (tmp_path / ".lock").read_text()
+    with pytest.raises(OutputDirError, match=rf"is in use by pid {os.getpid()}"):
+        RunDirectory(tmp_path).open(resume=False, overwrite=False)
+    d.close()
+    with pytest.raises(ConfigError, match="--resume and --overwrite contradict"):
+        RunDirectory(tmp_path).open(resume=True, overwrite=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from recsys_emb.errors import ConfigError
 from recsys_emb.presets import VariantPreset
 from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTIMIZERS
 
-__all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "TrainLoopConfig", "RunConfig",
+__all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
            "EMBEDDING_BACKENDS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
            "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "ConfigError"]
 
@@ -89,6 +90,8 @@ class ModelConfig:
     activation: str = "dice"
     mba_lambda: float = 0.0
     jagged_pooling: str = "mean"
+    dropout: float = 0.0
+    """Dropout probability after each hidden layer of DLRM's top MLP / DIN's final MLP (training only)."""
 
     def validate(self) -> None:
         _choice("model.kind", self.kind, ["dlrm", "din"])
@@ -99,6 +102,8 @@ class ModelConfig:
             for w in getattr(self, key):
                 _positive(f"model.{key}[]", w)
         _positive("model.mba_lambda", self.mba_lambda, allow_zero=True)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
         if self.kind == "din" and not self.item_pairs:
             raise ConfigError("model.item_pairs is required for kind 'din': [[candidate, history], ...]")
         for pair in self.item_pairs:
@@ -115,6 +120,13 @@ class OptimConfig:
     dense: str = "adam"
     dense_lr: float = 1e-3
     weight_decay: float = 0.0
+    dense_warmup_steps: int = 0
+    """The dense learning rate rises linearly from ``dense_lr / dense_warmup_steps`` to ``dense_lr`` over
+    these first steps."""
+    dense_decay: str = "none"
+    """After warmup: ``none`` (constant), ``linear`` or ``cosine`` down to ``dense_final_lr_ratio * dense_lr``
+    at the run's last step."""
+    dense_final_lr_ratio: float = 0.0
 
     def validate(self) -> None:
         _choice("optim.embedding", self.embedding, sorted(EMBEDDING_OPTIMIZERS))
@@ -122,6 +134,56 @@ class OptimConfig:
         _positive("optim.embedding_lr", self.embedding_lr)
         _positive("optim.dense_lr", self.dense_lr)
         _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
+        _positive("optim.dense_warmup_steps", self.dense_warmup_steps, allow_zero=True)
+        _choice("optim.dense_decay", self.dense_decay, ["none", "linear", "cosine"])
+        if not 0.0 <= self.dense_final_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.dense_final_lr_ratio={self.dense_final_lr_ratio!r} must be in [0, 1]")
+
+    def dense_lr_factor(self, step: int, total: int) -> float:
+        """The dense learning rate at optimizer step ``step`` (0-based) of ``total``, as a factor of
+        ``dense_lr``: a function of the step alone, so a resumed run continues the same schedule.
+
+        Example:
+            >>> o = OptimConfig(dense_warmup_steps=2, dense_decay="linear")
+            >>> [round(o.dense_lr_factor(s, 6), 2) for s in range(6)]
+            [0.5, 1.0, 1.0, 0.67, 0.33, 0.0]
+        """
+        if step < self.dense_warmup_steps:
+            return (step + 1) / self.dense_warmup_steps
+        if self.dense_decay == "none":
+            return 1.0
+        span = max(1, total - 1 - self.dense_warmup_steps)
+        t = min(1.0, max(0.0, (step - self.dense_warmup_steps) / span))
+        shape = 1.0 - t if self.dense_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.dense_final_lr_ratio + (1.0 - self.dense_final_lr_ratio) * shape
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the validation metric has not improved for ``patience`` evaluations, and keep the
+    model of the best evaluation (its checkpoint stays, its test metrics are the run's)."""
+
+    monitor: str = "logloss"
+    """``logloss`` (lower is better) or ``auc`` (higher is better), on the validation split."""
+    patience: int = 3
+    """Evaluations without an improvement of more than ``min_delta`` before training stops."""
+    min_delta: float = 0.0
+
+    def validate(self) -> None:
+        _choice("train.early_stopping.monitor", self.monitor, ["logloss", "auc"])
+        _positive("train.early_stopping.patience", self.patience)
+        _positive("train.early_stopping.min_delta", self.min_delta, allow_zero=True)
+
+    def improved(self, value: float, best: Optional[float]) -> bool:
+        """Whether ``value`` beats ``best`` by more than ``min_delta``.
+
+        Example:
+            >>> EarlyStoppingConfig("auc", min_delta=0.01).improved(0.705, 0.7)
+            False
+        """
+        if best is None:
+            return True
+        return value < best - self.min_delta if self.monitor == "logloss" else value > best + self.min_delta
 
 
 @dataclass
@@ -139,6 +201,11 @@ class TrainLoopConfig:
     sharding_types: List[str] = field(default_factory=lambda: ["table_wise"])
     device: str = "cpu"
     """``cpu``, or ``cuda`` (needs ``train.embedding_backend: table_batched``)."""
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    """Early stopping on a validation metric, evaluated every ``eval_every`` steps (each epoch when
+    ``eval_every`` is 0); ``null``: train all epochs and report the last model."""
+    keep_last: Optional[int] = 2
+    """Step checkpoints kept (the newest; the best one of early stopping is kept as well); ``null``: all."""
     embedding_backend: str = "torchrec"
     """Where the tables live. ``torchrec``: TorchRec collections under DistributedModelParallel (any world
     size). ``table_batched``: the single-device table-batched kernel (:class:`recsys_emb.tables.TableBatched`),
@@ -153,6 +220,9 @@ class TrainLoopConfig:
         for key in ("eval_every", "checkpoint_every", "log_every"):
             _positive(f"train.{key}", getattr(self, key), allow_zero=True)
         _positive("train.threads", self.threads)
+        _positive("train.keep_last", self.keep_last)
+        if self.early_stopping is not None:
+            self.early_stopping.validate()
 
 
 @dataclass
@@ -221,6 +291,8 @@ def _type_words(tp: Any) -> str:
     if origin in (dict, Dict, Mapping, collections.abc.Mapping):
         _, v = typing.get_args(tp) or (Any, Any)
         return f"a mapping of names to {_plural(_type_words(v))}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of its keys"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Any: "any value"}.get(
         tp, f"a {getattr(tp, '__name__', tp)}")
 
@@ -258,6 +330,9 @@ def dataclass_from_dict(cls: Any, data: Any, prefix: str = "") -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is Union else []
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) and value is not None:
+            tp = inner[0]  # Optional[section]: a mapping builds it, null leaves it out
         if dataclasses.is_dataclass(tp):
             kwargs[name] = dataclass_from_dict(tp, value, key)
             continue

@@ -62,6 +62,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from recsys_emb.training import train
 
+    # progress: a bar on a terminal, else one log line per train.log_every steps (schedulers' logs)
+    logging.getLogger("recsys_emb.training").setLevel(min(logging.INFO, logging.getLogger().level))
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not dist.is_initialized() or dist.get_rank() == 0:
         _print_summary(summary)

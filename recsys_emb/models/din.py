@@ -73,6 +73,7 @@ class DIN(nn.Module):
         mba_lambda: weight of the mini-batch aware L2 term (0 = off; :meth:`regularization` is then 0).
         frequencies: ``{candidate name: (cardinality,) counts of each id in the training data}``
             for the MBA term (ids ``>= 0``; counts below 1 are treated as 1).
+        dropout: dropout probability after each hidden layer of the final MLP (training only).
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
@@ -99,6 +100,7 @@ class DIN(nn.Module):
         activation: str = "dice",
         mba_lambda: float = 0.0,
         frequencies: Optional[Mapping[str, torch.Tensor]] = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(sequences, SequenceEmbeddingLayer):
@@ -132,7 +134,7 @@ class DIN(nn.Module):
                                     if self.use_attention else SumPooling())
         profile_dim = self.profile.output_dim if self.profile is not None else 0
         self.mlp_in_dim = profile_dim + dense_in + 2 * self.candidate_dim
-        self.mlp = MLP(self.mlp_in_dim, hidden, activation=activation, out_dim=1)
+        self.mlp = MLP(self.mlp_in_dim, hidden, activation=activation, out_dim=1, dropout=dropout)
 
         self._inv_freq_names: Dict[str, str] = {}
         for name, counts in (frequencies or {}).items():

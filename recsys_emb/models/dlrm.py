@@ -57,6 +57,7 @@ class DLRM(nn.Module):
         interaction: ``"dot"`` or ``"cat"``.
         interaction_dim: the dot interaction's ``d`` when ``dense_in == 0`` (default: the most common
             feature output dim, the first such in feature order on ties).
+        dropout: dropout probability after each hidden layer of the top MLP (training only).
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
@@ -80,6 +81,7 @@ class DLRM(nn.Module):
         top_mlp: Sequence[int] = (64, 32),
         interaction: str = "dot",
         interaction_dim: Optional[int] = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(embeddings, EmbeddingLayer):
@@ -125,7 +127,7 @@ class DLRM(nn.Module):
         else:
             self.interact = CatInteraction()
             self.interaction_out_dim = dense_width + sum(dims)
-        self.top = MLP(self.interaction_out_dim, top, activation="relu", out_dim=1)
+        self.top = MLP(self.interaction_out_dim, top, activation="relu", out_dim=1, dropout=dropout)
         self._project: List[Optional[str]] = [f.name if f.name in self.projections else None for f in features]
         logger.debug("DLRM: %d features, interaction=%s, d=%d, projected=%s, top input=%d", len(features),
                      interaction, d, sorted(self.projections), self.interaction_out_dim)

@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = [
     "ACTIVATIONS",
@@ -108,8 +109,9 @@ def make_activation(name: str, width: int) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """Fully connected stack: ``Linear -> activation [-> Dropout]`` per hidden width, then an optional
-    output ``Linear`` without activation.
+    """Fully connected stack: ``Linear -> activation [-> dropout]`` per hidden width, then an optional
+    output ``Linear`` without activation. Dropout is applied in ``forward`` (training only), so the
+    parameters' names do not depend on it: a model trained with dropout loads into one without.
 
     Input ``(..., in_dim)``; output ``(..., out_dim)`` if ``out_dim`` is given, else
     ``(..., hidden[-1])`` (with the activation applied, as DLRM's bottom MLP has it).
@@ -148,19 +150,24 @@ class MLP(nn.Module):
         width = in_dim
         for w in widths:
             layers += [nn.Linear(width, w), make_activation(activation, w)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
             width = w
         if out_dim is not None:
             layers.append(nn.Linear(width, out_dim))
             width = out_dim
         self.in_dim = in_dim
         self.out_dim = width
+        self.dropout = float(dropout)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim) -> (..., out_dim)``."""
-        return self.net(x)
+        if not (self.dropout and self.training):
+            return self.net(x)
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i % 2 == 1:  # after each hidden activation (Linear, activation pairs come first)
+                x = F.dropout(x, self.dropout, training=True)
+        return x
 
 
 class DotInteraction(nn.Module):

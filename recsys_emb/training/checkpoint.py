@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -34,7 +35,7 @@ from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.rundir import fingerprint_differences
 
 __all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "intact_checkpoint", "verify_checkpoint",
-           "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
+           "save_checkpoint", "load_checkpoint", "load_weights", "prune_checkpoints", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
            "MANIFEST"]
 
 MANIFEST = "manifest.json"
@@ -223,6 +224,28 @@ def _load_rng(path: Path) -> Optional[Dict[str, Any]]:
         logger.warning("%s holds random number generator state in an earlier, pickled format, which is not loaded "
                        "(unpickling can run code): the run resumes, but not bit for bit", path)
         return None
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load only a checkpoint's model state (verified) into ``model`` (sharded or not)."""
+    verify_checkpoint(path)
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=str(path))
+    model.load_state_dict(state["model"])
+
+
+def prune_checkpoints(out_dir: Path, keep_last: Optional[int], keep: Optional[int] = None) -> List[Path]:
+    """Delete the run's step checkpoints older than the newest ``keep_last`` (``None``: keep all), never
+    the one of step ``keep`` (the best) nor the one ``latest`` names; returns what was deleted."""
+    if keep_last is None:
+        return []
+    ckpts = sorted(p for p in (Path(out_dir) / "checkpoints").glob("step_*") if p.is_dir())
+    protected = {checkpoint_dir(out_dir, keep).name if keep is not None else None,
+                 (latest_checkpoint(out_dir) or Path("")).name}
+    doomed = [p for p in ckpts[:-keep_last] if p.name not in protected] if keep_last else []
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return doomed
 
 
 def check_same_run(saved: Optional[Dict[str, Any]], current: Dict[str, Any], path: Path) -> None:

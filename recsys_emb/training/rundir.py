@@ -41,11 +41,13 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "run.json", "model"
 
 _NOT_MODEL_KEYS = {
     "name", "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every", "train.log_every", "train.out_dir", "train.progress",
-    "train.threads", "train.sharding_types", "train.device", "train.keep_last", "data.num_workers",
+    "train.threads", "train.sharding_types", "train.device", "train.keep_last", "train.early_stopping",
+    "data.num_workers",
     "data.eval_batch_size", "data.path", "data.generate",
 }
-"""Config keys that do not change the trained model: how long to train (a resume may extend a run),
-cadence, logging, placement, and where the data is (its identity is fingerprinted from its metadata)."""
+"""Config keys that do not change the trained model: how long to train and when to stop (a resume may
+extend a run), cadence, logging, placement, and where the data is (its identity is fingerprinted from its
+metadata)."""
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:

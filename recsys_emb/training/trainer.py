@@ -29,8 +29,11 @@ from recsys_emb.specs import FeatureSpec, Full
 from recsys_emb.training.build import attach_tables, build_model, embedding_layers, prepare_data
 from recsys_emb.training.checkpoint import (
     Position,
+    checkpoint_dir,
     intact_checkpoint,
     load_checkpoint,
+    load_weights,
+    prune_checkpoints,
     save_checkpoint,
     seed_everything,
 )
@@ -110,6 +113,8 @@ class Trainer:
         self.dense_optimizer = opt_cls(dense, lr=cfg.optim.dense_lr, weight_decay=cfg.optim.weight_decay)
         self.dense_params = sum(p.numel() for p in dense)
         self.pos = Position()
+        self.early: Dict[str, Any] = {}  # early stopping: best value, its step, evaluations since
+        self._saved_step: Optional[int] = None
         self.metrics_path = self.out / "metrics.jsonl"
         if self.rank == 0 and not resume:
             self.run_dir.write_run_json(cfg, self.fingerprint)  # type: ignore[union-attr]
@@ -143,21 +148,60 @@ class Trainer:
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
-        extra = {"fingerprint": self.fingerprint, "data_dir": str(self.data_dir.resolve())}
-        return save_checkpoint(self.model, self.dense_optimizer, self.out, self.pos, self.cfg, self.specs,
-                               self.rank, self.world, extra=extra)
+        """Save this step's checkpoint (once per step), then drop the step checkpoints past
+        ``train.keep_last`` (never the best one)."""
+        path = checkpoint_dir(self.out, self.pos.step)
+        if self._saved_step == self.pos.step:
+            return path
+        extra = {"fingerprint": self.fingerprint, "data_dir": str(self.data_dir.resolve()),
+                 "early_stopping": dict(self.early)}
+        save_checkpoint(self.model, self.dense_optimizer, self.out, self.pos, self.cfg, self.specs, self.rank,
+                        self.world, extra=extra)
+        self._saved_step = self.pos.step
+        if self.rank == 0:
+            prune_checkpoints(self.out, self.cfg.train.keep_last, keep=self.early.get("best_step"))
+        return path
 
     def load_checkpoint(self, path: Path) -> None:
         """Continue from a checkpoint of this run: its files verified, its tables and fingerprint equal to
         this config's; the metrics logged after it are dropped (they are logged again)."""
         self.pos = load_checkpoint(path, self.model, self.dense_optimizer, self.specs, self.rank, self.world,
                                    fingerprint=self.fingerprint)
+        self.early = dict(json.loads((path / "trainer.json").read_text()).get("early_stopping") or {})
         if self.run_dir is not None:
             dropped = self.run_dir.trim_metrics(self.pos.step)
             if dropped:
                 logger.info("dropped %d metrics rows logged after step %d", dropped, self.pos.step)
 
     # -- loop
+    def _evaluate_and_track(self, epoch_end: bool) -> bool:
+        """Evaluate ``valid`` when the cadence says so; track early stopping (checkpointing a new best).
+        Returns True when training should stop."""
+        cfg = self.cfg
+        es = cfg.train.early_stopping
+        due = (cfg.train.eval_every and self.pos.step % cfg.train.eval_every == 0) or \
+            (epoch_end and es is not None and not cfg.train.eval_every)
+        if not due:
+            return False
+        rec = {"step": self.pos.step, **self.evaluate("valid")}
+        self._log(rec)
+        logger.info("step %d valid auc %.4f logloss %.4f", self.pos.step, rec["auc"], rec["logloss"])
+        if self.on_eval is not None:
+            self.on_eval(self.pos.step, rec)  # may raise (e.g. optuna.TrialPruned) to stop the run
+        if es is None:
+            return False
+        value = float(rec[es.monitor])
+        if es.improved(value, self.early.get("best")):
+            self.early.update(best=value, best_step=self.pos.step, bad=0)
+            self.save_checkpoint()  # the best model stays on disk, whatever the retention
+            return False
+        self.early["bad"] = self.early.get("bad", 0) + 1
+        if self.early["bad"] >= es.patience:
+            logger.info("early stopping at step %d: valid %s has not improved on %.5f (step %d) for %d evaluations",
+                        self.pos.step, es.monitor, self.early["best"], self.early["best_step"], es.patience)
+            return True
+        return False
+
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
         train_ds, _ = self._batches()
@@ -171,12 +215,17 @@ class Trainer:
         bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
         samples, t_train, last_loss = 0, 0.0, float("nan")
         regularization = getattr(self.model.module, "regularization", None)
+        base_lrs = [g["lr"] for g in self.dense_optimizer.param_groups]
+        stopped = False
         self.model.train()
-        while self.pos.step < total:
+        while self.pos.step < total and not stopped:
             ds, loader = self._batches(start_batch=self.pos.batch_in_epoch)
             ds.set_epoch(self.pos.epoch)
             t0 = time.perf_counter()
             for batch in loader:
+                factor = cfg.optim.dense_lr_factor(self.pos.step, total)
+                for group, lr in zip(self.dense_optimizer.param_groups, base_lrs):
+                    group["lr"] = lr * factor
                 logits = forward(self.model, batch, self.device)
                 loss = loss_fn(logits, batch.labels.to(self.device, non_blocking=True))
                 total_loss = loss + regularization() if regularization is not None and cfg.model.mba_lambda > 0 else loss
@@ -190,47 +239,56 @@ class Trainer:
                 bar.update(1)
                 if cfg.train.log_every and self.pos.step % cfg.train.log_every == 0:
                     elapsed = t_train + time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{last_loss:.4f}", samples_per_s=f"{samples / max(elapsed, 1e-9):,.0f}")
-                    self._log({"step": self.pos.step, "split": "train", "loss": last_loss})
-                if cfg.train.eval_every and self.pos.step % cfg.train.eval_every == 0:
-                    t_train += time.perf_counter() - t0
-                    rec = {"step": self.pos.step, **self.evaluate("valid")}
-                    self._log(rec)
-                    logger.info("step %d valid auc %.4f", self.pos.step, rec["auc"])
-                    if self.on_eval is not None:
-                        self.on_eval(self.pos.step, rec)  # may raise (e.g. optuna.TrialPruned) to stop the run
-                    t0 = time.perf_counter()
+                    rate = samples / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", samples_per_s=f"{rate:,.0f}")
+                    if not show and self.rank == 0:  # a scheduler's log, not a terminal: one line per interval
+                        logger.info("%s: step %d/%d, loss %.4f, %.0f samples/s", cfg.name, self.pos.step, total,
+                                    last_loss, rate)
+                    self._log({"step": self.pos.step, "split": "train", "loss": last_loss,
+                               "dense_lr": self.dense_optimizer.param_groups[0]["lr"]})
+                t_train += time.perf_counter() - t0
+                epoch_end = self.pos.batch_in_epoch >= steps_per_epoch
+                stopped = self._evaluate_and_track(epoch_end)
                 if cfg.train.checkpoint_every and self.pos.step % cfg.train.checkpoint_every == 0:
-                    t_train += time.perf_counter() - t0
                     self.save_checkpoint()
-                    t0 = time.perf_counter()
+                t0 = time.perf_counter()
                 if kill_at and self.pos.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
-                if self.pos.step >= total:
+                if self.pos.step >= total or stopped:
                     break
-            t_train += time.perf_counter() - t0
             if self.pos.step < total or self.pos.batch_in_epoch >= steps_per_epoch:
                 self.pos.epoch += 1
                 self.pos.batch_in_epoch = 0
         bar.close()
+        last_step = self.pos.step
         self.save_checkpoint()
+        best_step = self.early.get("best_step")
+        if best_step is not None and best_step != last_step:
+            self._restore_weights(checkpoint_dir(self.out, best_step))
         valid = self.evaluate("valid")
         test = self.evaluate("test")
         mem = memory_from_specs(self.specs)
         summary = {
-            "name": cfg.name, "library_version": __version__, "steps": self.pos.step, "world_size": self.world,
+            "name": cfg.name, "library_version": __version__, "steps": last_step, "world_size": self.world,
             "device": str(self.device),
             "embedding_backend": cfg.train.embedding_backend,
             "embedding_params": mem.params, "embedding_bytes": mem.bytes, "dense_params": self.dense_params,
             "full_table_bytes": memory_from_specs(_full_specs(self.specs)).bytes,
+            "model_step": best_step if best_step is not None else last_step,
+            "stopped_early": bool(stopped),
             "valid": valid, "test": test, "train_loss": last_loss,
             "samples_per_s": samples / t_train if t_train > 0 else None,
         }
-        self._log({"step": self.pos.step, **valid})
-        self._log({"step": self.pos.step, **test})
+        self._log({"step": summary["model_step"], **valid})
+        self._log({"step": summary["model_step"], **test})
         if self.rank == 0:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
+
+    def _restore_weights(self, path: Path) -> None:
+        """The model of an earlier checkpoint of this run (the best one of early stopping)."""
+        logger.info("restoring the best model, %s", path.name)
+        load_weights(path, self.model)
 
 
 def _full_specs(specs: Sequence[FeatureSpec]) -> List[FeatureSpec]:

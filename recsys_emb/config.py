@@ -127,9 +127,13 @@ class OptimConfig:
     """After warmup: ``none`` (constant), ``linear`` or ``cosine`` down to ``dense_final_lr_ratio * dense_lr``
     at the run's last step."""
     dense_final_lr_ratio: float = 0.0
+    embedding_l2: float = 0.0
+    """L2 penalty on the table rows a training batch reads, added to the loss (every row read is
+    penalised once per batch; see :meth:`recsys_emb.layer.EmbeddingLayer.regularization`); 0 = off."""
 
     def validate(self) -> None:
         _choice("optim.embedding", self.embedding, sorted(EMBEDDING_OPTIMIZERS))
+        _positive("optim.embedding_l2", self.embedding_l2, allow_zero=True)
         _choice("optim.dense", self.dense, ["adam", "adagrad", "sgd"])
         _positive("optim.embedding_lr", self.embedding_lr)
         _positive("optim.dense_lr", self.dense_lr)

@@ -212,6 +212,8 @@ class EmbeddingLayer(_LayerBase):
             DistributedModelParallel (or to :class:`~recsys_emb.tables.TableBatched`).
         validate_ids: check vocabulary bounds of full / quotient-remainder / mixed ids on every forward
             (one comparison for all such features; turn off only on hot paths with trusted data).
+        l2: weight of the L2 penalty on the table rows a training batch reads (:meth:`regularization`);
+            0 = off.
 
     Example:
         >>> from recsys_emb.specs import FeatureSpec, Full, Hashed
@@ -225,8 +227,12 @@ class EmbeddingLayer(_LayerBase):
     _poolings = ("sum", "mean")
 
     def __init__(self, features: Sequence[FeatureSpec], device: Optional[torch.device] = None,
-                 validate_ids: bool = True) -> None:
+                 validate_ids: bool = True, l2: float = 0.0) -> None:
         super().__init__(features, validate_ids)
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
+            raise SpecError(f"EmbeddingLayer: l2={l2!r} must be a number >= 0 (0 = off)")
+        self.l2 = float(l2)
+        self._last_reg: Optional[torch.Tensor] = None
         self.ebc: nn.Module = bag_collection(self.table_defs, self.table_features, device)
         self._mean = [f.pooling == "mean" for f in self.features]
         # per pooled key layout: the fused combine (program and the weights its projections take), or
@@ -306,7 +312,44 @@ class EmbeddingLayer(_LayerBase):
             return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
                                values=torch.zeros(0, self.output_dim, device=features.values().device))
         kjt, lengths = self.remap(features)
-        return self.combine(self.ebc(kjt), lengths)
+        pooled = self.ebc(kjt)
+        self._last_reg = self._row_l2(kjt, pooled) if self.l2 > 0 and self.training else None
+        return self.combine(pooled, lengths)
+
+    def regularization(self) -> torch.Tensor:
+        """The L2 penalty of the last training forward on the rows it read (a scalar; 0 when ``l2`` is 0
+        or the layer is in eval mode): ``l2 * sum over virtual features v and bags b of w_vb * ||p_vb||^2``
+        where ``p_vb`` is bag ``b``'s pooled lookup of ``v``. A bag of one row has ``w_vb = 1 / n``, ``n`` the
+        number of the batch's bags of ``v`` that read the same row, so every row the batch reads is
+        penalised once, whatever its frequency (DIN's mini-batch aware form); a bag of ``k > 1`` rows
+        has ``w_vb = 1 / k^2``, the squared norm of its mean row. Add it to the loss: its gradient
+        reaches exactly the rows read, through the lookup's backward, so it works with the fused (and
+        sharded) optimizers."""
+        if self._last_reg is None:
+            return torch.zeros(())
+        return self._last_reg
+
+    def _row_l2(self, kjt: KeyedJaggedTensor, pooled: KeyedTensor) -> torch.Tensor:
+        keys = kjt.keys()
+        batch = kjt.stride()
+        lengths = kjt.lengths().view(len(keys), batch).long()  # (V, B)
+        values = kjt.values()
+        first = torch.cumsum(lengths.flatten(), 0) - lengths.flatten()  # first value of every bag
+        single = lengths.flatten() == 1
+        vf = torch.arange(len(keys), device=values.device).repeat_interleave(batch)
+        # rows of one-row bags, made distinct per virtual feature: how many bags of v read each row
+        row = values.index_select(0, first.clamp(max=max(values.numel() - 1, 0))) if values.numel() else first
+        key = torch.where(single, vf * (1 << 40) + row, -1 - torch.arange(single.numel(), device=values.device))
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        k = lengths.flatten().clamp(min=1).to(torch.float32)
+        weight = torch.where(single, 1.0 / counts.index_select(0, inverse).to(torch.float32), 1.0 / (k * k))
+        weight = torch.where(lengths.flatten() == 0, torch.zeros_like(weight), weight).view(len(keys), batch)
+        index = {name: i for i, name in enumerate(pooled.keys())}
+        cols = pooled.values().split(pooled.length_per_key(), dim=1)
+        total = pooled.values().new_zeros(())
+        for v, name in enumerate(keys):
+            total = total + (cols[index[name]].pow(2).sum(1) * weight[v].to(cols[index[name]].dtype)).sum()
+        return self.l2 * total
 
 
 class SequenceEmbeddingLayer(_LayerBase):

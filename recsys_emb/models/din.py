@@ -246,13 +246,16 @@ class DIN(nn.Module):
         return self.mba_lambda * total
 
     def regularization(self) -> torch.Tensor:
-        """The mini-batch aware L2 term of the last forward (a scalar; 0 when ``mba_lambda == 0``).
+        """The mini-batch aware L2 term of the last forward (a scalar; 0 when ``mba_lambda == 0``), plus the
+        profile layer's own row L2 (:meth:`~recsys_emb.layer.EmbeddingLayer.regularization`, when its ``l2``
+        is set).
 
         Add it to the loss before ``backward``: ``loss = bce(model(dense, kjt), y) + model.regularization()``
         (``dmp.module.regularization()`` for a DistributedModelParallel-wrapped model)."""
+        profile = self.profile.regularization() if self.profile is not None else torch.zeros(())
         if self._last_reg is None:
             if self.mba_lambda > 0:
                 raise RuntimeError("DIN.regularization() needs a forward pass first (it regularises the rows "
                                    "that forward looked up)")
-            return torch.zeros(())
-        return self._last_reg
+            return profile
+        return self._last_reg + profile

@@ -136,6 +136,11 @@ class DLRM(nn.Module):
     def feature_names(self) -> List[str]:
         return self.embeddings.feature_names
 
+    def regularization(self) -> torch.Tensor:
+        """The embedding layer's L2 penalty of the last training forward (see
+        :meth:`~recsys_emb.layer.EmbeddingLayer.regularization`): add it to the loss."""
+        return self.embeddings.regularization()
+
     def forward(self, dense: Optional[torch.Tensor], sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense (B, dense_in)`` (None when ``dense_in == 0``), ``sparse`` KJT -> logits ``(B,)``."""
         emb = self.embeddings(sparse).values()

@@ -214,7 +214,8 @@ class Trainer:
         show = cfg.train.progress and self.rank == 0 and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
         samples, t_train, last_loss = 0, 0.0, float("nan")
-        regularization = getattr(self.model.module, "regularization", None)
+        regularization = getattr(self.model.module, "regularization", None) \
+            if cfg.model.mba_lambda > 0 or cfg.optim.embedding_l2 > 0 else None
         base_lrs = [g["lr"] for g in self.dense_optimizer.param_groups]
         stopped = False
         self.model.train()
@@ -228,7 +229,7 @@ class Trainer:
                     group["lr"] = lr * factor
                 logits = forward(self.model, batch, self.device)
                 loss = loss_fn(logits, batch.labels.to(self.device, non_blocking=True))
-                total_loss = loss + regularization() if regularization is not None and cfg.model.mba_lambda > 0 else loss
+                total_loss = loss + regularization() if regularization is not None else loss
                 self.dense_optimizer.zero_grad(set_to_none=True)
                 total_loss.backward()  # the fused optimizer updates the tables inside this call
                 self.dense_optimizer.step()

@@ -108,3 +108,11 @@ def test_schedule_factors_by_hand():
     assert o.dense_lr_factor(4, 9) == 1.0 and o.dense_lr_factor(8, 9) == pytest.approx(0.2)
     assert o.dense_lr_factor(6, 9) == pytest.approx(0.2 + 0.8 * 0.5)
     assert OptimConfig().dense_lr_factor(123, 200) == 1.0
+
+
+def test_embedding_l2_enters_the_loss(data, tmp_path):
+    plain = train(config_from_dict(overfitting(data, tmp_path / "a", epochs=1, early_stopping=None)))
+    cfg = overfitting(data, tmp_path / "b", epochs=1, early_stopping=None)
+    cfg["optim"] = {**cfg["optim"], "embedding_l2": 1e-3}
+    penalised = train(config_from_dict(cfg))
+    assert penalised["train_loss"] != plain["train_loss"]  # the same data order and init: only the penalty differs

@@ -1,9 +1,15 @@
-"""Shared by the search tests (tests/test_search.py, tests/integration/test_search_*.py): the tiny
-train + search configs and their generated data."""
+"""Shared by the search tests (tests/search/, tests/integration/test_search_*.py, tests/reliability/
+test_search_trials.py): the tiny train + search configs, their generated data, and the few functions of
+the training side the tests call (imported here only, so a move of those modules is one edit)."""
 
 from pathlib import Path
 
 import yaml
+
+from recsys_emb.config import config_from_dict, load_config  # noqa: F401 (re-exported for the tests)
+from recsys_emb.data.parquet import TableSchema  # noqa: F401
+from recsys_emb.memory import memory_from_specs  # noqa: F401
+from recsys_emb.train import build_features, prepare_data, train  # noqa: F401
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -22,9 +28,6 @@ def write_configs(dst: Path, data_path: Path, **search_over) -> Path:
 
 def make_tiny_data(parent: Path) -> Path:
     """Generate the tiny search dataset under ``parent``; returns its directory."""
-    from recsys_emb.config import config_from_dict
-    from recsys_emb.train import prepare_data
-
     path = parent / "criteo-like-tiny"
     train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
     train["data"]["path"] = str(path)

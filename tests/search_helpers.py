@@ -38,3 +38,58 @@ def make_tiny_data(parent: Path) -> Path:
 def trained_trials(study):
     """Trials that trained: not over budget, and not a surplus trial stopped because the study was full."""
     return [t for t in study.get_trials() if not (t.user_attrs.get("over_budget") or t.user_attrs.get("surplus"))]
+
+
+# ---------------------------------------------------------------------------------------- worker processes
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str, verbose: bool = False):
+    """``recsys-emb search`` in a new process (module form), output on a pipe; ``verbose``: INFO logs."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "recsys_emb.cli", *(["-v"] if verbose else []), "search", "--config", str(config),
+           "--storage", storage, "--study", study, "--n-trials", str(n_trials), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout: float = 300) -> str:
+    """Wait for a worker; its output. Fails naming the exit code or the timeout, with the output's tail."""
+    import subprocess
+
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker {proc.pid} still running after {timeout:.0f} s:\n{out[-4000:]}") from None
+    assert proc.returncode == 0, f"worker {proc.pid} failed ({proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+def wait_for_trial(storage: str, study_name: str, what: str, found, procs=(), timeout: float = 240):
+    """Poll the storage until ``found(trials)`` returns a trial (not None); return it.
+
+    Fails with ``what`` in the message after ``timeout`` seconds, or as soon as one of ``procs`` exits."""
+    import time
+
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"worker {p.pid} exited ({p.returncode}) before {what}:\n"
+                                     f"{p.communicate()[0][-3000:]}")
+        try:
+            hit = found(optuna.load_study(study_name=study_name, storage=storage).get_trials())
+        except KeyError:  # the study is not created yet
+            hit = None
+        if hit is not None:
+            return hit
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what} in {storage} (study {study_name!r})")
+        time.sleep(0.2)

@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from recsys_emb.errors import ConfigError
 from recsys_emb.search.callbacks import MaxTrainedTrialsCallback
@@ -21,9 +21,15 @@ from recsys_emb.search.config import SearchConfig
 from recsys_emb.search.objective import _Objective
 from recsys_emb.search.report import search_report
 
-__all__ = ["default_storage", "normalize_storage_url", "open_study", "search"]
+__all__ = ["default_storage", "grace_period", "normalize_storage_url", "open_study", "search"]
 
 logger = logging.getLogger(__name__)
+
+
+def grace_period(config: SearchConfig) -> int:
+    """Seconds without a heartbeat after which a RUNNING trial is dead: ``config.grace_period``, default
+    ``2 * heartbeat_interval + 2``."""
+    return int(config.grace_period or 2 * config.heartbeat_interval + 2)
 
 
 def default_storage(config: SearchConfig, study_name: str) -> str:
@@ -66,6 +72,12 @@ def open_study(config: SearchConfig, storage: Optional[str] = None, study_name: 
         >>> study.study_name, [d.name for d in study.directions], type(study.sampler).__name__
         ('doc', ['MAXIMIZE'], 'TPESampler')
     """
+    return _open(config, storage, study_name, seed)[0]
+
+
+def _open(config: SearchConfig, storage: Optional[str], study_name: Optional[str],
+          seed: Optional[int]) -> Tuple[Any, Any]:
+    """(study, its RDB storage): :func:`open_study`, keeping the storage for the worker loop."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -87,7 +99,7 @@ def open_study(config: SearchConfig, storage: Optional[str] = None, study_name: 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 rdb = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-                                 grace_period=config.grace_period or 2 * config.heartbeat_interval + 2,
+                                 grace_period=grace_period(config),
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                                      max_retry=config.max_retries))
             break
@@ -105,7 +117,7 @@ def open_study(config: SearchConfig, storage: Optional[str] = None, study_name: 
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study {name!r} in {url} has directions {[d.name.lower() for d in study.directions]}; "
                           f"mode={config.mode!r} needs {directions}: use another study name")
-    return study
+    return study, rdb
 
 
 def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[str], seed: Optional[int]) -> Any:
@@ -151,16 +163,61 @@ def _fail_stale(study: Any) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+class _DeadTrials:
+    """Fails the RUNNING trials of dead workers, so that the storage's retry callback requeues them.
+
+    Optuna's rule (``fail_stale_trials``): a RUNNING trial whose last heartbeat is older than the grace
+    period is dead. A trial whose worker died between creating it and its first heartbeat has none, and
+    that rule never fails it; once this worker has watched such a trial RUNNING for a grace period, it
+    records one heartbeat for it, so that the rule applies from then on. A live trial beats on its own and
+    is unaffected.
+    """
+
+    def __init__(self, study: Any, storage: Any, grace: int) -> None:
+        self.study = study
+        self.storage = storage
+        self.grace = grace
+        self.running: Dict[int, float] = {}  # RUNNING trial number -> when this worker first saw it
+        self._beaten: Set[int] = set()
+
+    def fail(self) -> None:
+        from optuna.trial import TrialState
+
+        _fail_stale(self.study)
+        now = time.monotonic()
+        numbers = [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        self.running = {n: self.running.get(n, now) for n in numbers}
+        for n, since in self.running.items():
+            if n not in self._beaten and now - since > self.grace:
+                study_id = self.storage.get_study_id_from_name(self.study.study_name)
+                self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(study_id, n))
+                self._beaten.add(n)
+
+
 def search(config: SearchConfig, storage: Optional[str] = None, study_name: Optional[str] = None,
            n_trials: Optional[int] = None) -> Any:
-    """Run one search worker until the study holds ``n_trials`` trained trials; return the study.
+    """Run one search worker until the study holds ``n_trials`` trained trials; write the report; return the
+    study.
 
     Start the same call (or ``recsys-emb search``) in several processes or machines on one storage URL to
     add workers. ``n_trials`` counts the study's trained trials (COMPLETE, or PRUNED on AUC) across all
-    workers, running ones included; over-budget trials are not trained and not counted. A worker checks the
-    count before each trial and again once its trial is numbered: of two workers that start the last trial
-    at the same instant, the later-numbered trial is recorded as PRUNED with user attribute ``surplus`` and
-    not trained, so the study holds exactly ``n_trials`` trained trials.
+    workers; over-budget trials are not trained and not counted.
+
+    - A worker starts a trial only while trained plus RUNNING trials are fewer than ``n_trials``, and checks
+      again once its trial is numbered: of two workers that start the last trial at the same instant, the
+      later-numbered trial is recorded as PRUNED with user attribute ``surplus`` and not trained
+      (:class:`~recsys_emb.search.callbacks.MaxTrainedTrialsCallback`). So the study never holds more than
+      ``n_trials`` trained trials.
+    - A worker returns only once ``n_trials`` trials have *finished* training. While the count is reached
+      only thanks to RUNNING trials it waits, polling the storage every ``heartbeat_interval``: a RUNNING
+      trial may belong to a worker that was killed (it looks alive until ``grace_period`` seconds after its
+      last heartbeat). Such a trial is then failed and requeued with the same parameters, and this worker
+      runs it (past ``max_retries`` retries, a new trial takes its place). So a worker never ends with fewer
+      than ``n_trials`` trained trials in the study unless the user stops it or it gives up after
+      ``max_over_budget_trials`` over-budget trials (a warning says so).
+
+    The report (``best.yaml``, ``trials.csv``, plot) is written from the storage when the worker returns,
+    so it covers all ``n_trials`` trained trials.
 
     Args:
         config: the search config (:func:`load_search_config`).
@@ -179,34 +236,46 @@ def search(config: SearchConfig, storage: Optional[str] = None, study_name: Opti
 
     name = study_name or config.study_name
     total = int(n_trials or config.n_trials)
-    study = open_study(config, storage, name, seed=config.seed)
+    study, rdb = _open(config, storage, name, seed=config.seed)
     out = Path(config.out_root) / study.study_name
     out.mkdir(parents=True, exist_ok=True)
     trials = MaxTrainedTrialsCallback(total, max_over_budget=config.max_over_budget_trials)
     objective = _Objective(config, study.study_name, out, trials)
-    _fail_stale(study)
+    dead = _DeadTrials(study, rdb, grace_period(config))
     from tqdm.auto import tqdm
 
-    counts = trials.count(study)
-    bar = tqdm(total=total, initial=min(total, counts.trained + counts.running), desc=f"search {name}", unit="trial",
-               disable=not (config.progress and sys.stderr.isatty()))
+    bar = tqdm(total=total, desc=f"search {name}", unit="trial", disable=not (config.progress and sys.stderr.isatty()))
 
     def progress(study: Any, trial: Any = None) -> None:
         c = trials.count(study)
-        bar.n = min(c.trained + c.running, total)
+        bar.n = min(c.trained, total)
         best = _best_value(study)
-        if best is not None:
-            bar.set_postfix(best_auc=f"{best:.4f}")
+        bar.set_postfix({**({"best_auc": f"{best:.4f}"} if best is not None else {}), "running": c.running})
         bar.refresh()
 
+    waiting_for: Optional[List[int]] = None
     try:
-        _fail_stale(study)
-        progress(study)
-        if not trials.full(study):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                # no n_trials: the callback stops the loop once the study is full
-                study.optimize(objective, callbacks=[trials, progress], gc_after_trial=True)
+        while True:
+            dead.fail()
+            progress(study)
+            counts = trials.count(study)
+            if counts.trained >= total or trials.gave_up:
+                break
+            if counts.trained + counts.running < total:
+                waiting_for = None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    # no n_trials: the callback stops the loop once trained + running trials fill the study
+                    study.optimize(objective, callbacks=[trials, progress], gc_after_trial=True)
+                continue
+            # Full only thanks to RUNNING trials, and a RUNNING trial may belong to a dead worker (killed
+            # within the grace period: it still looks alive). Wait until each finishes or goes stale.
+            if sorted(dead.running) != waiting_for:
+                waiting_for = sorted(dead.running)
+                logger.info("waiting for %d running trial(s) %s: the study holds %d of %d trained trials; a trial "
+                            "whose worker died is failed %d s after its last heartbeat and retried here",
+                            len(waiting_for), waiting_for, counts.trained, total, dead.grace)
+            time.sleep(config.heartbeat_interval)
     finally:
         bar.close()
     search_report(study, config)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
+from recsys_emb.errors import ConfigError
+
 __all__ = ["TrialCounts", "MaxTrainedTrialsCallback", "trained"]
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class MaxTrainedTrialsCallback:
 
     def __init__(self, n_trials: int, max_over_budget: int = 1000) -> None:
         if n_trials < 1:
-            raise ValueError(f"n_trials={n_trials} must be >= 1")
+            raise ConfigError(f"n_trials={n_trials} is not allowed; a study holds at least 1 trained trial")
         self.n_trials = int(n_trials)
         self.max_over_budget = int(max_over_budget)
         self.over_budget_seen = 0

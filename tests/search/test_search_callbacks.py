@@ -2,8 +2,10 @@
 trials started at once is surplus."""
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from recsys_emb.errors import ConfigError
 from recsys_emb.search.callbacks import MaxTrainedTrialsCallback, TrialCounts
 
 
@@ -67,3 +69,8 @@ def test_later_numbered_of_two_trials_started_at_once_is_surplus(tmp_path):
     first.set_user_attr("over_budget", True)
     study.tell(first, state=TrialState.PRUNED)
     assert not stop.surplus(second)
+
+
+def test_n_trials_below_one_is_refused():
+    with pytest.raises(ConfigError, match=r"n_trials=0 is not allowed"):
+        MaxTrainedTrialsCallback(n_trials=0)

@@ -247,6 +247,8 @@ def search(config: SearchConfig, storage: Optional[str] = None, study_name: Opti
     bar = tqdm(total=total, desc=f"search {name}", unit="trial", disable=not (config.progress and sys.stderr.isatty()))
 
     def progress(study: Any, trial: Any = None) -> None:
+        if bar.disable:  # no terminal: spare the storage the reads
+            return
         c = trials.count(study)
         bar.n = min(c.trained, total)
         best = _best_value(study)

@@ -1,9 +1,15 @@
-"""Shared by the search tests (tests/test_search.py, tests/integration/test_search_*.py): the tiny
-train + search configs and their generated data."""
+"""Shared by the search tests (tests/search/, tests/integration/test_search_*.py, tests/reliability/
+test_search_trials.py): the tiny train + search configs, their generated data, and the few functions of
+the training side the tests call."""
 
 from pathlib import Path
 
 import yaml
+
+from recsys_emb.config import config_from_dict, load_config  # noqa: F401 (re-exported for the tests)
+from recsys_emb.data.parquet import TableSchema  # noqa: F401
+from recsys_emb.memory import memory_from_specs  # noqa: F401
+from recsys_emb.training import build_features, prepare_data, train  # noqa: F401
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -22,9 +28,6 @@ def write_configs(dst: Path, data_path: Path, **search_over) -> Path:
 
 def make_tiny_data(parent: Path) -> Path:
     """Generate the tiny search dataset under ``parent``; returns its directory."""
-    from recsys_emb.config import config_from_dict
-    from recsys_emb.training import prepare_data
-
     path = parent / "criteo-like-tiny"
     train = yaml.safe_load((CONFIGS / "search_tiny_train.yaml").read_text())
     train["data"]["path"] = str(path)
@@ -35,3 +38,58 @@ def make_tiny_data(parent: Path) -> Path:
 def trained_trials(study):
     """Trials that trained: not over budget, and not a surplus trial stopped because the study was full."""
     return [t for t in study.get_trials() if not (t.user_attrs.get("over_budget") or t.user_attrs.get("surplus"))]
+
+
+# ---------------------------------------------------------------------------------------- worker processes
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str, verbose: bool = False):
+    """``recsys-emb search`` in a new process (module form), output on a pipe; ``verbose``: INFO logs."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "recsys_emb.cli", *(["-v"] if verbose else []), "search", "--config", str(config),
+           "--storage", storage, "--study", study, "--n-trials", str(n_trials), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout: float = 300) -> str:
+    """Wait for a worker; its output. Fails naming the exit code or the timeout, with the output's tail."""
+    import subprocess
+
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker {proc.pid} still running after {timeout:.0f} s:\n{out[-4000:]}") from None
+    assert proc.returncode == 0, f"worker {proc.pid} failed ({proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+def wait_for_trial(storage: str, study_name: str, what: str, found, procs=(), timeout: float = 240):
+    """Poll the storage until ``found(trials)`` returns a trial (not None); return it.
+
+    Fails with ``what`` in the message after ``timeout`` seconds, or as soon as one of ``procs`` exits."""
+    import time
+
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"worker {p.pid} exited ({p.returncode}) before {what}:\n"
+                                     f"{p.communicate()[0][-3000:]}")
+        try:
+            hit = found(optuna.load_study(study_name=study_name, storage=storage).get_trials())
+        except KeyError:  # the study is not created yet
+            hit = None
+        if hit is not None:
+            return hit
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what} in {storage} (study {study_name!r})")
+        time.sleep(0.2)

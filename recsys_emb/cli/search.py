@@ -5,9 +5,7 @@ workers), or ``--report`` to write the outputs of a study from its storage.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from typing import Any, Optional, Sequence
+from typing import Any
 
 __all__ = ["add_search_command"]
 

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from search_helpers import trained_trials, write_configs
-from test_search_workers import REPO, check_two_workers_share, tiny_data  # noqa: F401 (fixture)
+from search_helpers import REPO, trained_trials, write_configs
+from test_search_workers import check_two_workers_share, tiny_data  # noqa: F401 (fixture)
 
 SCRIPT = REPO / ".ci" / "postgres.sh"
 

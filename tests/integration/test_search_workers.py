@@ -1,21 +1,19 @@
 """Search workers as real processes on one SQLite file: two share a study; one killed with SIGKILL mid-trial
-leaves a study that another worker completes, the killed trial failed and retried with the same parameters."""
+leaves a study that another worker completes, the killed trial failed and retried with the same parameters.
+
+The tests wait on what the storage shows (a trial training, owned by a given worker through its ``worker``
+user attribute), never on a fixed sleep; each wait has a generous timeout and names what it waited for.
+"""
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from recsys_emb.search import normalize_storage_url
-from search_helpers import make_tiny_data, trained_trials, write_configs
-
-REPO = Path(__file__).resolve().parents[2]
+from search_helpers import finish, make_tiny_data, trained_trials, wait_for_trial, worker, write_configs
 
 
 @pytest.fixture(scope="module")
@@ -23,36 +21,47 @@ def tiny_data(tmp_path_factory):
     return make_tiny_data(tmp_path_factory.mktemp("search-data"))
 
 
-def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str) -> subprocess.Popen:
-    """``recsys-emb search`` in a new process (the module form: works before cli.py registers it too)."""
-    cmd = [sys.executable, "-m", "recsys_emb.cli", "search", "--config", str(config), "--storage", storage,
-           "--study", study, "--n-trials", str(n_trials), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def owned_by(proc, trial) -> bool:
+    """The trial is (or was) trained by ``proc``: its worker attribute, set once training starts, names it."""
+    return trial.user_attrs.get("worker", "").endswith(f":{proc.pid}") and not trial.user_attrs.get("surplus")
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{out[-4000:]}"
-    return out
+def training_trial_of(proc):
+    """For :func:`wait_for_trial`: a RUNNING trial that ``proc`` trains."""
+    return lambda trials: next((t for t in trials if owned_by(proc, t) and t.state == TrialState.RUNNING), None)
 
 
-def check_two_workers_share(config: Path, storage: str, study_name: str, n_trials: int) -> optuna.Study:
-    procs = [worker(config, storage, study_name, n_trials) for _ in range(2)]
-    outs = [finish(p) for p in procs]
-    study = optuna.load_study(study_name=study_name, storage=normalize_storage_url(storage))
+def check_two_workers_share(config, storage: str, study_name: str, n_trials: int) -> optuna.Study:
+    # The second worker starts once the first one trains a trial; it must then get a trial of its own
+    # before the first one has finished the other n_trials - 1 (each trial is a training, each start-up a
+    # few imports: a wide margin, and a clear failure if it is not met).
+    storage = normalize_storage_url(storage)
+    first = worker(config, storage, study_name, n_trials)
+    try:
+        wait_for_trial(storage, study_name, "a trial of the first worker training", training_trial_of(first),
+                       procs=[first])
+        second = worker(config, storage, study_name, n_trials)
+        try:
+            wait_for_trial(storage, study_name, "a trial of the second worker training", training_trial_of(second),
+                           procs=[second])
+            outs = [finish(first), finish(second)]
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    study = optuna.load_study(study_name=study_name, storage=storage)
     numbers = [t.number for t in study.get_trials()]
     assert len(numbers) == len(set(numbers)) and sorted(numbers) == list(range(len(numbers)))
     done = trained_trials(study)
     assert len(done) == n_trials, outs
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials())
-    workers = {t.user_attrs["worker"] for t in study.get_trials()}
-    assert len(workers) == 2, f"one worker ran every trial: {workers}"
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in done}
+    assert pids == {first.pid, second.pid}, f"trained trials by pids {pids}; workers {first.pid}, {second.pid}"
     return study
 
 
 def test_two_workers_share_one_sqlite_study(tiny_data, tmp_path):
-    # trials long enough (60 steps) that both workers get some, with a loose budget so all are trained
+    # trials of 60 steps, with a loose budget so that all are trained
     config = write_configs(tmp_path, tiny_data, budget_bytes=10**9, train_overrides=["train.max_steps=60"],
                            pruner={"kind": "none"}, seed=None)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -64,23 +73,18 @@ def test_worker_killed_mid_trial_is_failed_and_retried(tiny_data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     # the first worker trains for ever (many epochs, no step limit) so that the kill lands mid-trial
     slow = worker(config, storage, "killed", 2, "--set", "train_overrides=[train.max_steps=100000, train.epochs=1000]")
-    deadline = time.monotonic() + 90
-    running = None
-    while running is None:
-        assert slow.poll() is None, slow.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "the first worker never started a trial"
-        try:
-            study = optuna.load_study(study_name="killed", storage=storage)
-            # a trial has started training once its worker attribute is set (after every suggestion)
-            running = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
-                            if "worker" in t.user_attrs), None)
-        except KeyError:  # study not created yet
-            pass
-        time.sleep(0.3)
-    time.sleep(2.0)  # a couple of heartbeats and some training
-    os.kill(slow.pid, signal.SIGKILL)
-    slow.wait(timeout=30)
+    try:
+        # mid-trial: training, and it has evaluated at least once (train.eval_every=10 steps)
+        running = wait_for_trial(storage, "killed", "a trial of the slow worker reporting a valid AUC",
+                                 lambda ts: next((t for t in ts if owned_by(slow, t) and t.state == TrialState.RUNNING
+                                                  and t.intermediate_values), None),
+                                 procs=[slow])
+        os.kill(slow.pid, signal.SIGKILL)
+        slow.wait(timeout=60)
+    finally:
+        slow.kill()
     assert slow.returncode == -signal.SIGKILL
+    study = optuna.load_study(study_name="killed", storage=storage)
     assert study.get_trials()[running.number].state == TrialState.RUNNING  # stuck until someone fails it
 
     finish(worker(config, storage, "killed", 2))

@@ -1,0 +1,37 @@
+"""The search space: each variant a group may choose builds valid feature specs whose bytes are known before
+anything is built."""
+
+import optuna
+
+from recsys_emb.search import SpaceConfig, load_search_config, trial_run_config
+from recsys_emb.search.space import MIXED_SEARCH_BLOCKS, _group_embeddings
+from search_helpers import CONFIGS, TableSchema, build_features, memory_from_specs
+
+
+def test_variant_choices_build_valid_specs_with_bytes():
+    cards = {"a": 10, "b": 5000, "c": 30000}
+    schema = TableSchema(sparse=tuple(cards), vocab_sizes=cards)
+    cfg = load_search_config(CONFIGS / "search_tiny.yaml")
+    base = cfg.trial_run_dict()
+    base["embeddings"]["min_rows"] = 64
+    space = SpaceConfig(dims=[8, 16], variants=["full", "hashed", "qr", "mixed", "unified"], compression=[4.0],
+                        alpha=[0.3], chunks=[2])
+    sizes = {}
+    for variant in space.variants:
+        trial = optuna.trial.FixedTrial({"dim:g": 16, "variant:g": variant, "compression:g": 4.0, "alpha:g": 0.3,
+                                         "chunks:g": 2})
+        dims, overrides = _group_embeddings(trial, space, "g", list(cards), cards, base)
+        run = trial_run_config(cfg, {"dims": dims, "overrides": overrides}, base)
+        specs, _ = build_features(run, schema)
+        kinds = {s.name: s.embedding.kind for s in specs}
+        assert kinds["a"] in ("full", "unified")  # small fields stay full, except in a unified group
+        sizes[variant] = memory_from_specs(specs).bytes
+        if variant == "mixed":  # the base is field-level (the preset default): the search's groups get blocks
+            assert len(next(s for s in specs if s.name == "c").tables()) == MIXED_SEARCH_BLOCKS
+    full = (10 + 5000 + 30000) * 16 * 4
+    assert sizes["full"] == full
+    assert sizes["hashed"] == (10 + 1250 + 7500) * 16 * 4
+    assert sizes["unified"] == (10 + 1250 + 7500) * 8 * 4  # one shared table, chunk dim 16 / 2
+    assert sizes["mixed"] < full
+    # compression is a bytes ratio for QR too: concat (the default op) keeps twice the rows at half width
+    assert sizes["qr"] == sizes["hashed"] + 2 * (2 * 8 * 4)  # + two 2-row half-width remainder tables

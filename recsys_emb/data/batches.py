@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_emb.data.parquet import TableSchema, read_metadata, split_files
+from recsys_emb.data.parquet import TableSchema, read_metadata, split_shards
+from recsys_emb.errors import DataError
 from recsys_emb.hashing import seed_from_name
 
 __all__ = ["Batch", "ParquetBatches", "make_dataloader"]
@@ -138,7 +139,9 @@ class ParquetBatches(IterableDataset):
     ``labels`` float32 ``(B,)``; ``true_prob`` only with ``with_true_prob=True``.
 
     Args:
-        directory: processed dataset directory (``metadata.json`` + ``{split}/part-*.parquet``).
+        directory: processed dataset directory (``metadata.json`` + ``{split}/part-*.parquet``); the shards
+            read are exactly those ``metadata.json`` lists (a directory that disagrees with it is refused
+            with a :class:`~recsys_emb.errors.DataError`).
         split: ``"train"``, ``"valid"`` or ``"test"``.
         batch_size: rows per batch ``B``.
         shuffle, seed: per-epoch shuffling (call :meth:`set_epoch` each epoch).
@@ -168,13 +171,15 @@ class ParquetBatches(IterableDataset):
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self.directory = Path(directory)
         self.split = split
-        self.schema = schema or TableSchema.from_dict(read_metadata(self.directory)["schema"])
+        metadata = read_metadata(self.directory)
+        self.schema = schema or TableSchema.from_dict(metadata["schema"])
         if with_true_prob and not self.schema.true_prob:
             raise ValueError(f"{self.directory} has no true_prob column (only generated data has one)")
-        self.files = split_files(self.directory, split)
-        if not self.files:
-            raise FileNotFoundError(f"{self.directory}/{split} has no part-*.parquet shards")
-        self.shard_rows = [pq.ParquetFile(f).metadata.num_rows for f in self.files]
+        shards = split_shards(self.directory, split, metadata)  # exactly the listed shards, checked
+        if not shards:
+            raise DataError(f"{self.directory}/{split} has no rows (its metadata.json lists no {split} shards)")
+        self.files = [p for p, _ in shards]
+        self.shard_rows = [n for _, n in shards]
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed

@@ -14,13 +14,16 @@ import pyarrow as pa
 
 from recsys_emb.data.criteo.reader import CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv, true_prob_path
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, criteo_schema
-from recsys_emb.data.parquet import SPLITS, ShardedParquetWriter, time_split_sizes, write_metadata
-from recsys_emb.data.vocabulary import COUNTS_FILE, Vocabulary, save_vocabularies
+from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, ShardedParquetWriter, time_split_sizes, write_metadata
+from recsys_emb.errors import DataError
+from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, save_vocabularies
 
 __all__ = ["preprocess", "load_counts"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
+PROCESSED_ENTRIES = DATASET_ENTRIES + (COUNTS_FILE, VOCAB_FILE)
 
 
 class _Counter:
@@ -82,6 +85,7 @@ def preprocess(
     missing_flags: bool = False,
     max_reported_bad_lines: int = 1000,
     progress: Optional[Callable[[str, int], None]] = None,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``.
 
@@ -100,10 +104,16 @@ def preprocess(
     Rows keep file order; the last ``test_fraction`` form the test split and the ``valid_fraction``
     (default: ``test_fraction``) before them the validation split.
 
+    The output appears whole or not at all: everything is written into a temporary sibling of ``out_dir``
+    that is renamed into place at the end (a failed or killed run leaves ``out_dir`` as it was). A
+    non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it whole.
+
     Args:
         inputs: TSV paths or glob patterns (plain or .gz), read in the order given (globs sorted).
-        out_dir: output directory (created).
+        out_dir: output directory (created; must be absent or empty unless ``overwrite``).
         progress: optional callback ``(phase, rows_done)`` after every block (the CLI draws a bar).
+        overwrite: replace an existing output directory whole (only one holding nothing but what
+            preprocess writes).
     Returns:
         The metadata dict also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``bad_lines`` report, ``schema``, counts file names.
@@ -118,8 +128,21 @@ def preprocess(
     if vocab_from not in ("train", "all"):
         raise ValueError(f"vocab_from must be 'train' or 'all', got {vocab_from!r}")
     paths = expand_inputs(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=PROCESSED_ENTRIES, command="preprocess") as tmp:
+        meta = _preprocess_into(paths, tmp, min_count=min_count, test_fraction=test_fraction,
+                                valid_fraction=valid_fraction, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
+                                rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, vocab_from=vocab_from,
+                                missing_flags=missing_flags, max_reported_bad_lines=max_reported_bad_lines,
+                                progress=progress)
+    logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
+    return meta
+
+
+def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fraction: float,
+                     valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
+                     row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
+                     progress: Optional[Callable[[str, int], None]]) -> Dict[str, Any]:
+    """The three passes of :func:`preprocess`, writing into the (temporary) directory ``out``."""
     t0 = time.perf_counter()
     report = ReadReport(max_examples=max_reported_bad_lines)
     counters = [_Counter() for _ in CAT_COLUMNS]
@@ -136,7 +159,8 @@ def preprocess(
         logger.warning("skipped %d malformed lines (%s); first: %s", report.bad_lines, report.by_reason,
                        ", ".join(f"{b.path}:{b.line}" for b in report.examples[:5]))
     if n_rows == 0:
-        raise ValueError(f"no valid rows in {[str(p) for p in paths]}")
+        raise DataError(f"no valid rows in {[str(p) for p in paths]} ({report.bad_lines} malformed lines: "
+                        f"{report.by_reason}); is it a Criteo TSV (label, 13 counts, 26 hex fields, tab-separated)?")
     n_train, n_valid, n_test = time_split_sizes(n_rows, test_fraction, valid_fraction)
     logger.info("pass 1: %d rows (%d bad lines) in %.1fs; split %d/%d/%d", n_rows, report.bad_lines,
                 time.perf_counter() - t0, n_train, n_valid, n_test)
@@ -206,8 +230,7 @@ def preprocess(
         "schema": schema.to_dict(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    write_metadata(out, meta)
-    logger.info("preprocessed %d rows into %s in %.1fs", n_rows, out, meta["seconds"])
+    write_metadata(out, meta)  # last: a directory without it is not a dataset
     return meta
 
 

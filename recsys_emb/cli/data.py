@@ -128,6 +128,9 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
             print(f"  ... all kept line numbers (up to {len(bad['examples'])}) are in {args.out}/metadata.json")
     else:
         print("malformed lines: 0")
+    for t in bad.get("truncated", []):
+        print(f"warning: {t['path']}: {t['error']}: lost everything after line {t['last_good_line']} "
+              "(the rows before it are kept)")
     return 0
 
 

@@ -158,6 +158,8 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     if report.bad_lines:
         logger.warning("skipped %d malformed lines (%s); first: %s", report.bad_lines, report.by_reason,
                        ", ".join(f"{b.path}:{b.line}" for b in report.examples[:5]))
+    for t in report.truncated:
+        logger.warning("%s: %s: the rest of the file after line %d is lost", t["path"], t["error"], t["last_good_line"])
     if n_rows == 0:
         raise DataError(f"no valid rows in {[str(p) for p in paths]} ({report.bad_lines} malformed lines: "
                         f"{report.by_reason}); is it a Criteo TSV (label, 13 counts, 26 hex fields, tab-separated)?")
@@ -168,7 +170,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     # Pass 2: frequencies over the training rows.
     if vocab_from == "train":
         seen = 0
-        for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip"):
+        for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport()):
             take = min(len(chunk), n_train - seen)
             for j, ctr in enumerate(counters):
                 ctr.add(chunk.cats[j, :take])
@@ -192,7 +194,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     if side_arrays and not with_truth:
         logger.warning("true_prob side files found for only some inputs; ignoring them")
     row = 0
-    for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip"):
+    for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport()):
         truth = np.asarray(side_arrays[chunk.path][chunk.lines - 1]) if with_truth else None
         table = _to_table(chunk, vocabs, truth, missing_flags)
         n = table.num_rows

@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recsys_emb.errors import BadLineError
+from recsys_emb.data.criteo.blocks import Block, DamagedStream, OverlongLine, iter_line_blocks
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID, TSV_COLUMNS
+from recsys_emb.errors import BadLineError, DataError
 
 __all__ = [
     "BadLineError",
@@ -26,6 +27,7 @@ __all__ = [
     "expand_inputs",
     "iter_criteo_tsv",
     "true_prob_path",
+    "MAX_LINE_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,22 @@ for _i, _c in enumerate(b"ABCDEF"):
 _INT_RE = r"^(-?[0-9]{1,18})?$"
 PathLike = Union[str, Path]
 
+MAX_LINE_BYTES = 4096
+"""Longest line read (a valid Criteo line has at most 677 bytes); a longer one is a malformed line."""
+
+# Bytes that never occur in a valid line, by class; the lowest class of a line names its reason. A valid
+# line holds only printable ASCII, tabs and its line end (\n or \r\n).
+_OVERLONG, _NUL, _CR, _NON_ASCII, _CONTROL = 1, 2, 3, 4, 5
+_BYTE_REASONS = {_NUL: "NUL byte", _CR: "carriage return inside a line", _NON_ASCII: "non-ASCII byte",
+                 _CONTROL: "control character"}
+_BYTE_CLASS = np.zeros(256, dtype=np.uint8)
+_BYTE_CLASS[:32] = _CONTROL
+_BYTE_CLASS[[9, 10]] = 0
+_BYTE_CLASS[0] = _NUL
+_BYTE_CLASS[13] = _CR
+_BYTE_CLASS[127] = _CONTROL
+_BYTE_CLASS[128:] = _NON_ASCII
+
 
 @dataclass(frozen=True)
 class BadLine:
@@ -53,13 +71,15 @@ class BadLine:
 @dataclass
 class ReadReport:
     """What a read saw: valid rows, malformed lines (counted always; the first ``max_examples`` kept with
-    their line numbers), counts per reason."""
+    their line numbers), counts per reason, and files whose compressed stream broke off (``truncated``:
+    ``{"path", "last_good_line", "error"}`` each; the rest of such a file was not read)."""
 
     rows: int = 0
     bad_lines: int = 0
     by_reason: Dict[str, int] = field(default_factory=dict)
     examples: List[BadLine] = field(default_factory=list)
     max_examples: int = 1000
+    truncated: List[Dict[str, Any]] = field(default_factory=list)
 
     def add_bad(self, path: str, lines: np.ndarray, reason: str) -> None:
         self.bad_lines += int(len(lines))
@@ -75,6 +95,7 @@ class ReadReport:
             "by_reason": dict(sorted(self.by_reason.items())),
             "examples": [{"path": b.path, "line": b.line, "reason": b.reason} for b in self.examples],
             "examples_truncated": self.bad_lines > len(self.examples),
+            "truncated": [dict(t) for t in self.truncated],
         }
 
 
@@ -115,34 +136,13 @@ def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
         if any(ch in s for ch in "*?["):
             matches = sorted(_glob.glob(s))
             if not matches:
-                raise FileNotFoundError(f"no file matches {s!r}")
+                raise DataError(f"no file matches {s!r}")
             out.extend(Path(m) for m in matches)
         else:
             if not Path(s).is_file():
-                raise FileNotFoundError(f"input file {s!r} does not exist")
+                raise DataError(f"input file {s!r} does not exist")
             out.append(Path(s))
     return out
-
-
-def _iter_blocks(path: Path, chunk_bytes: int) -> Iterator[Tuple[bytes, int]]:
-    """Blocks of whole lines (each ending in ``\\n``) and the 1-based line number of their first line."""
-    line = 1
-    rest = b""
-    with pa.input_stream(str(path), compression="detect") as stream:
-        while True:
-            data = stream.read(chunk_bytes)
-            if not data:
-                break
-            buf = rest + data
-            cut = buf.rfind(b"\n")
-            if cut < 0:  # a line longer than the block: keep reading
-                rest = buf
-                continue
-            block, rest = buf[:cut + 1], buf[cut + 1:]
-            yield block, line
-            line += block.count(b"\n")
-    if rest:
-        yield rest + b"\n", line
 
 
 def _parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
@@ -191,19 +191,75 @@ def _parse_ints(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values.to_numpy(zero_copy_only=False), missing.to_numpy(zero_copy_only=False), bad
 
 
+def _overlong(max_line_bytes: int) -> str:
+    return f"line longer than {max_line_bytes} bytes"
+
+
+def _byte_check(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_tabs: int,
+                max_line_bytes: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Per line of a block: a reason code (0 = its bytes are fine) and the position of its first offending
+    byte (-1 for an overlong line); None when every line is fine (the common case, found in two passes
+    over the block: its maximum and a count of bytes below 32)."""
+    long = (ends - starts) > max_line_bytes
+    special = np.zeros(0, np.int64)
+    if data.max() >= 127 or np.count_nonzero(data < 32) != n_tabs + len(ends):
+        special = np.flatnonzero(_BYTE_CLASS.take(data))  # rare: CRLF line ends or bad bytes
+        # A \r right before \n ends the line (CRLF). The block ends in \n, so special + 1 is in range.
+        special = special[(data[special] != 13) | (data[special + 1] != 10)]
+    if not special.size and not long.any():
+        return None
+    codes = np.zeros(len(ends), np.uint8)
+    first = np.full(len(ends), -1, np.int64)
+    if special.size:
+        line_of = np.searchsorted(ends, special)
+        cls = _BYTE_CLASS[data[special]]
+        order = np.lexsort((cls, line_of))  # stable: within a line and class, by position
+        lo = line_of[order]
+        head = order[np.flatnonzero(np.concatenate(([True], lo[1:] != lo[:-1])))]
+        codes[line_of[head]] = cls[head]
+        first[line_of[head]] = special[head]
+    codes[long] = _OVERLONG
+    first[long] = -1
+    return codes, first
+
+
+def _byte_detail(data: np.ndarray, tabs: np.ndarray, start: int, end: int, pos: int) -> str:
+    if pos < 0:
+        return f"{end - start} bytes"
+    k = int(np.searchsorted(tabs, pos) - np.searchsorted(tabs, start))
+    where = TSV_COLUMNS[k] if k < len(TSV_COLUMNS) else f"field {k + 1}"
+    return f"byte 0x{int(data[pos]):02x} at byte {pos - start + 1} of the line, in {where}"
+
+
 def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
-                 report: Optional[ReadReport]) -> Optional[CriteoChunk]:
+                 report: Optional[ReadReport], max_line_bytes: int = MAX_LINE_BYTES) -> Optional[CriteoChunk]:
     data = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(data == 10)
     starts = np.concatenate(([0], ends[:-1] + 1))
     lines = first_line + np.arange(len(ends), dtype=np.int64)
     tabs = np.flatnonzero(data == 9)
     ntabs = np.searchsorted(tabs, ends) - np.searchsorted(tabs, starts)
-    good = ntabs == _N_TABS
-    if not good.all():
-        bad_idx = np.flatnonzero(~good)
-        _bad(path, lines[bad_idx], f"wrong column count (expected {len(TSV_COLUMNS)})", on_bad_line, report,
-             detail=[f"got {int(ntabs[i]) + 1}" for i in bad_idx[:1]])
+    # Lines are checked as bytes before any is parsed as text: the CSV parser would stop the whole block
+    # at invalid UTF-8 or split a line at a stray \r.
+    groups: List[Tuple[np.ndarray, str, str]] = []  # (line indices, reason, detail of the first)
+    byte_bad = np.zeros(len(ends), dtype=bool)
+    checked = _byte_check(data, starts, ends, len(tabs), max_line_bytes)
+    if checked is not None:
+        codes, first = checked
+        byte_bad = codes > 0
+        for code in np.unique(codes[byte_bad]).tolist():
+            idx = np.flatnonzero(codes == code)
+            i = int(idx[0])
+            reason = _overlong(max_line_bytes) if code == _OVERLONG else _BYTE_REASONS[code]
+            groups.append((idx, reason, _byte_detail(data, tabs, int(starts[i]), int(ends[i]), int(first[i]))))
+    col_bad = (ntabs != _N_TABS) & ~byte_bad
+    if col_bad.any():
+        idx = np.flatnonzero(col_bad)
+        groups.append((idx, f"wrong column count (expected {len(TSV_COLUMNS)})", f"got {int(ntabs[idx[0]]) + 1}"))
+    if groups:
+        for idx, reason, detail in sorted(groups, key=lambda g: int(g[0][0])):  # "error" names the first line
+            _bad(path, lines[idx], reason, on_bad_line, report, detail=[detail])
+        good = ~(byte_bad | col_bad)
         keep = np.repeat(good, ends - starts + 1)
         data = data[keep]
         lines = lines[good]
@@ -273,37 +329,73 @@ def _bad(path: str, lines: np.ndarray, reason: str, on_bad_line: str, report: Op
 
 
 def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes: int = 64 << 20,
-                    on_bad_line: str = "error", report: Optional[ReadReport] = None) -> Iterator[CriteoChunk]:
+                    on_bad_line: str = "error", report: Optional[ReadReport] = None,
+                    max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[CriteoChunk]:
     """Stream validated rows from Criteo TSV files (plain or gzip), one block of whole lines at a time.
 
-    Memory is bounded by ``chunk_bytes`` (a few times it), whatever the file size. Lines are validated
-    vectorized: a wrong column count, a label other than 0/1, a non-integer count or a categorical that is
-    not 1-15 hex digits makes a line malformed. ``on_bad_line="error"`` raises :class:`BadLineError` naming
-    the file and line; ``"skip"`` drops it and records it in ``report`` (counted always, line numbers kept).
+    Memory is bounded by ``chunk_bytes`` (a few times it), whatever the file size. Files are read as bytes
+    and lines validated vectorized: a byte that has no place in a Criteo line (non-ASCII, as in invalid
+    UTF-8; NUL; another control character; a ``\r`` that does not end the line), a line longer than
+    ``max_line_bytes``, a wrong column count, a label other than 0/1, a non-integer count or a categorical
+    that is not 1-15 hex digits makes a line malformed. ``on_bad_line="error"`` raises
+    :class:`BadLineError` naming the file and line; ``"skip"`` drops it and records it in ``report``
+    (counted always, line numbers kept). Line ends may be LF, CRLF or CR-only (the same rows).
+
+    A ``.gz`` stream that breaks off (truncated, corrupt) raises :class:`~recsys_emb.errors.DataError` naming
+    the file and its last complete line under ``"error"``; under ``"skip"`` the rows before it are kept, the
+    loss is recorded in ``report.truncated`` and reading goes on with the next file.
 
     Args:
         inputs: file paths or glob patterns (``.gz`` decompressed on the fly).
         chunk_bytes: bytes read per block.
         on_bad_line: ``"error"`` or ``"skip"``.
-        report: a :class:`ReadReport` to fill (rows, bad lines).
+        report: a :class:`ReadReport` to fill (rows, bad lines, truncated files).
+        max_line_bytes: longest line accepted.
     Yields:
         :class:`CriteoChunk` per block, rows in file order.
 
     Example:
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=1000, scale=0.001, seed=0)
         >>> rep = ReadReport()
+        >>> sum(len(c) for c in iter_criteo_tsv(g.tsv, on_bad_line="skip", report=rep)), rep.bad_lines
+        (1000, 0)
+
+        On the real Kaggle files (not in the repository, so not run here):
+
         >>> rows = sum(len(c) for c in iter_criteo_tsv("day_0.gz", on_bad_line="skip", report=rep))  # doctest: +SKIP
     """
     if on_bad_line not in ("error", "skip"):
         raise ValueError(f"on_bad_line must be 'error' or 'skip', got {on_bad_line!r}")
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
     for path in expand_inputs(inputs):
-        for block, first_line in _iter_blocks(path, chunk_bytes):
-            chunk = _parse_block(block, first_line, str(path), on_bad_line, report)
-            if chunk is not None:
-                if report is not None:
-                    report.rows += len(chunk)
-                yield chunk
+        for event in iter_line_blocks(path, chunk_bytes, max_line_bytes):
+            if isinstance(event, Block):
+                chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes)
+                if chunk is not None:
+                    if report is not None:
+                        report.rows += len(chunk)
+                    yield chunk
+            elif isinstance(event, OverlongLine):
+                _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
+                     detail=[f"no line end within {max_line_bytes} bytes"])
+            else:
+                _damaged(path, event, on_bad_line, report)
+
+
+def _damaged(path: Path, event: DamagedStream, on_bad_line: str, report: Optional[ReadReport]) -> None:
+    where = f"{path}: {event.error}"
+    if on_bad_line == "error":
+        raise DataError(f"{where}: nothing after line {event.last_line} (the last complete line) can be read; "
+                        "re-download or re-compress the file, or pass on_bad_line='skip' (--on-bad-line skip) "
+                        "to keep the rows before it")
+    if report is None:
+        logger.warning("%s: the rest of the file after line %d is lost", where, event.last_line)
+    else:
+        report.truncated.append({"path": str(path), "last_good_line": event.last_line, "error": event.error})
 
 
 def true_prob_path(tsv_path: PathLike) -> Path:

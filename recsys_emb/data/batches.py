@@ -151,11 +151,15 @@ class ParquetBatches(IterableDataset):
         with_true_prob: also return the ground-truth probabilities (evaluation only; never a feature).
         schema: override the schema stored in the metadata.
 
-    Example:
-        >>> ds = ParquetBatches("data/criteo-like", "train", batch_size=4096, shuffle=True, seed=0)  # doctest: +SKIP
-        >>> batch = next(iter(ds))  # doctest: +SKIP
-        >>> batch.dense.shape, batch.sparse.keys()[:2]  # doctest: +SKIP
-        (torch.Size([4096, 13]), ['C1', 'C2'])
+    Example (``tmp``: any writable directory):
+        >>> from recsys_emb.data.criteo import preprocess
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=20_000, scale=0.001, seed=0)
+        >>> _ = preprocess(g.tsv, tmp / "criteo-like")
+        >>> ds = ParquetBatches(tmp / "criteo-like", "train", batch_size=4096, shuffle=True, seed=0)
+        >>> batch = next(iter(ds))
+        >>> batch.dense.shape, batch.sparse.keys()[:2], batch.sparse.stride(), len(ds)
+        (torch.Size([4096, 13]), ['C1', 'C2'], 4096, 3)
     """
 
     def __init__(self, directory: PathLike, split: str = "train", *, batch_size: int = 4096,
@@ -277,8 +281,12 @@ def make_dataloader(dataset: ParquetBatches, num_workers: int = 0, pin_memory: b
                     prefetch_factor: Optional[int] = None) -> DataLoader:
     """A ``DataLoader`` over a :class:`ParquetBatches` (``batch_size=None``: the dataset makes batches).
 
-    Example:
-        >>> loader = make_dataloader(ParquetBatches("data/cl", "train"), num_workers=2)  # doctest: +SKIP
+    Example (``tmp``: any writable directory):
+        >>> from recsys_emb.data.sequences import SequenceConfig, generate_sequences
+        >>> _ = generate_sequences(tmp / "seq", 5000, config=SequenceConfig(users=100, items=500, categories=20))
+        >>> loader = make_dataloader(ParquetBatches(tmp / "seq", "train", batch_size=1000), num_workers=2)
+        >>> [b.batch_size for b in loader]
+        [1000, 1000, 1000, 1000]
     """
     kwargs = {} if num_workers == 0 or prefetch_factor is None else {"prefetch_factor": prefetch_factor}
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)

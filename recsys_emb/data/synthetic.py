@@ -318,10 +318,12 @@ def generate_criteo_like(out_dir: PathLike, rows: int, *, scale: float = 0.01, s
         progress: optional callback with the rows written so far.
         overwrite: replace an existing generated directory whole.
 
-    Example:
-        >>> g = generate_criteo_like("/tmp/cl", rows=10_000, scale=0.001, seed=3)  # doctest: +SKIP
-        >>> g.rows  # doctest: +SKIP
-        10000
+    Example (``tmp``: any writable directory):
+        >>> g = generate_criteo_like(tmp / "cl", rows=10_000, scale=0.001, seed=3)
+        >>> g.rows, g.tsv.name, sorted(p.name for p in (tmp / "cl").iterdir())
+        (10000, 'criteo_like.tsv', ['criteo_like.labels.npy', 'criteo_like.true_prob.npy', 'criteo_like.tsv', 'generator.json'])
+        >>> len(g.tsv.read_text().splitlines()[0].split("\\t"))  # label, I1..I13, C1..C26
+        40
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")

@@ -118,7 +118,15 @@ def preprocess(
         The metadata dict also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``bad_lines`` report, ``schema``, counts file names.
 
-    Example:
+    Example (``tmp``: any writable directory):
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=5000, scale=0.001, seed=0)
+        >>> meta = preprocess(g.tsv, tmp / "processed", min_count=2)
+        >>> meta["rows"], meta["vocab_sizes"]["C9"], meta["bad_lines"]["bad_lines"]
+        ({'total': 5000, 'train': 4000, 'valid': 500, 'test': 500}, 4, 0)
+
+        On the real Kaggle file (not in the repository, so not run here; C9 has 3 values, plus OOV):
+
         >>> meta = preprocess("train.txt.gz", "data/criteo", min_count=4, on_bad_line="skip")  # doctest: +SKIP
         >>> meta["vocab_sizes"]["C9"]  # doctest: +SKIP
         4

@@ -202,7 +202,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--test-fraction", type=float, default=0.1)
     pp.add_argument("--valid-fraction", type=float, default=None, help="default: same as --test-fraction")
     pp.add_argument("--on-bad-line", choices=["error", "skip"], default="error")
-    pp.add_argument("--chunk-mb", type=float, default=64.0, help="bytes read per block (memory bound)")
+    pp.add_argument("--chunk-mb", type=float, default=8.0, help="bytes read per block (memory bound)")
     pp.add_argument("--rows-per-shard", type=int, default=1 << 21)
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
     pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")

@@ -147,7 +147,7 @@ def _pieces(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         raise _Damaged(f"the compressed stream is truncated or corrupt ({' '.join(str(e).split())})") from None
 
 
-def iter_line_blocks(path: Union[str, Path], chunk_bytes: int = 64 << 20,
+def iter_line_blocks(path: Union[str, Path], chunk_bytes: int = 8 << 20,
                      max_line_bytes: int = 4096) -> Iterator[Union[Block, OverlongLine, DamagedStream]]:
     """Blocks of whole lines of a file, in order, with the 1-based number of their first line.
 

@@ -12,7 +12,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from recsys_emb.data.criteo.reader import CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv, true_prob_path
+from recsys_emb.data.criteo.reader import (
+    CHUNK_BYTES,
+    CriteoChunk,
+    ReadReport,
+    expand_inputs,
+    iter_criteo_tsv,
+    true_prob_path,
+)
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, criteo_schema
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, ShardedParquetWriter, time_split_sizes, write_metadata
@@ -78,7 +85,7 @@ def preprocess(
     test_fraction: float = 0.1,
     valid_fraction: Optional[float] = None,
     on_bad_line: str = "error",
-    chunk_bytes: int = 64 << 20,
+    chunk_bytes: int = CHUNK_BYTES,
     rows_per_shard: int = 1 << 21,
     row_group_rows: int = 1 << 17,
     vocab_from: str = "train",

@@ -28,6 +28,7 @@ __all__ = [
     "iter_criteo_tsv",
     "true_prob_path",
     "MAX_LINE_BYTES",
+    "CHUNK_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ for _i, _c in enumerate(b"ABCDEF"):
     _HEX_LUT[_c] = 10 + _i
 _INT_RE = r"^(-?[0-9]{1,18})?$"
 PathLike = Union[str, Path]
+
+CHUNK_BYTES = 8 << 20
+"""Bytes read and validated per block. Blocks of a few MiB keep the vectorised passes over a block in the CPU
+caches: preprocessing 1M Criteo-like rows on the 2-core test machine took about twice the CPU time and
+twice the peak memory with 64 MiB blocks (the earlier default)."""
 
 MAX_LINE_BYTES = 4096
 """Longest line read (a valid Criteo line has at most 677 bytes); a longer one is a malformed line."""
@@ -328,7 +334,7 @@ def _bad(path: str, lines: np.ndarray, reason: str, on_bad_line: str, report: Op
         report.add_bad(path, lines, reason)
 
 
-def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes: int = 64 << 20,
+def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes: int = CHUNK_BYTES,
                     on_bad_line: str = "error", report: Optional[ReadReport] = None,
                     max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[CriteoChunk]:
     """Stream validated rows from Criteo TSV files (plain or gzip), one block of whole lines at a time.

@@ -1,6 +1,7 @@
 """Input files as blocks of whole lines, read as bytes: gzip decompressed on the fly (by its magic bytes or a
 ``.gz`` name), CR-only line endings read as line ends, a line longer than a limit skipped without holding it
-in memory, and a truncated or corrupt compressed stream reported with the last complete line.
+in memory, and a truncated or corrupt compressed stream reported with the last complete line; and the
+vectorised check of a block's bytes (:func:`line_byte_codes`).
 
 Example:
     >>> _ = (tmp / "a.tsv").write_bytes(b"1\\t2\\n3\\t4\\n5")
@@ -14,17 +15,34 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Set, Union
+from typing import BinaryIO, Iterator, Optional, Set, Tuple, Union
 
+import numpy as np
 import pyarrow as pa
 
-__all__ = ["Block", "OverlongLine", "DamagedStream", "iter_line_blocks"]
+__all__ = ["Block", "OverlongLine", "DamagedStream", "iter_line_blocks", "line_byte_codes", "LINE_REASONS",
+           "OVERLONG"]
 
 logger = logging.getLogger(__name__)
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_READ_BYTES = 1 << 20
 _ARROW_CODECS = (".bz2", ".zst", ".lz4", ".br")  # decompressed by pyarrow, detected by name as before
 _WARNED_CR_ONLY: Set[str] = set()
+
+
+# Bytes that never occur in a valid line, by class; the lowest class of a line names its reason. A valid
+# line holds only printable ASCII, tabs and its line end (\n or \r\n).
+OVERLONG, _NUL, _CR, _NON_ASCII, _CONTROL = 1, 2, 3, 4, 5
+LINE_REASONS = {_NUL: "NUL byte", _CR: "carriage return inside a line", _NON_ASCII: "non-ASCII byte",
+                _CONTROL: "control character"}
+"""Reasons of the byte classes (``OVERLONG`` is named by the caller, with its limit)."""
+_BYTE_CLASS = np.zeros(256, dtype=np.uint8)
+_BYTE_CLASS[:32] = _CONTROL
+_BYTE_CLASS[[9, 10]] = 0
+_BYTE_CLASS[0] = _NUL
+_BYTE_CLASS[13] = _CR
+_BYTE_CLASS[127] = _CONTROL
+_BYTE_CLASS[128:] = _NON_ASCII
 
 
 @dataclass(frozen=True)
@@ -210,3 +228,48 @@ def iter_line_blocks(path: Union[str, Path], chunk_bytes: int = 8 << 20,
         if cr_only is None and rest.endswith(b"\r") and rest.count(b"\r") == 1:
             rest = rest[:-1]  # a one-line file ending in a lone \r
         yield Block(rest + b"\n", line)
+
+
+def line_byte_codes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_tabs: int,
+                    max_line_bytes: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The bytes of each line of a block checked, vectorised.
+
+    Args:
+        data: the block, uint8, ending in ``\\n``.
+        starts, ends: each line's first byte and its ``\\n``, ``(L,)``.
+        n_tabs: tabs in the block.
+        max_line_bytes: longest line allowed.
+    Returns:
+        None when every line is fine (the common case, found in two passes over the block: its maximum
+        and a count of bytes below 32); else ``(codes, first)``, ``(L,)`` each: the line's reason
+        (0 = fine, ``OVERLONG``, or a key of :data:`LINE_REASONS`; the lowest class present wins) and
+        the position of its first byte of that class (-1 for an overlong line).
+
+    Example:
+        >>> data = np.frombuffer(b"1\\t2\\n3\\x00\\t4\\r\\n5\\t6\\r\\n", np.uint8)
+        >>> ends = np.flatnonzero(data == 10)
+        >>> codes, first = line_byte_codes(data, np.r_[0, ends[:-1] + 1], ends, 3, 100)
+        >>> [LINE_REASONS.get(int(c)) for c in codes], first.tolist()
+        ([None, 'NUL byte', None], [-1, 5, -1])
+    """
+    long = (ends - starts) > max_line_bytes
+    special = np.zeros(0, np.int64)
+    if data.max() >= 127 or np.count_nonzero(data < 32) != n_tabs + len(ends):
+        special = np.flatnonzero(_BYTE_CLASS.take(data))  # rare: CRLF line ends or bad bytes
+        # A \r right before \n ends the line (CRLF). The block ends in \n, so special + 1 is in range.
+        special = special[(data[special] != 13) | (data[special + 1] != 10)]
+    if not special.size and not long.any():
+        return None
+    codes = np.zeros(len(ends), np.uint8)
+    first = np.full(len(ends), -1, np.int64)
+    if special.size:
+        line_of = np.searchsorted(ends, special)
+        cls = _BYTE_CLASS[data[special]]
+        order = np.lexsort((cls, line_of))  # stable: within a line and class, by position
+        lo = line_of[order]
+        head = order[np.flatnonzero(np.concatenate(([True], lo[1:] != lo[:-1])))]
+        codes[line_of[head]] = cls[head]
+        first[line_of[head]] = special[head]
+    codes[long] = OVERLONG
+    first[long] = -1
+    return codes, first

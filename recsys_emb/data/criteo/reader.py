@@ -15,7 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recsys_emb.data.criteo.blocks import Block, DamagedStream, OverlongLine, iter_line_blocks
+from recsys_emb.data.criteo.blocks import (
+    LINE_REASONS,
+    OVERLONG,
+    Block,
+    DamagedStream,
+    OverlongLine,
+    iter_line_blocks,
+    line_byte_codes,
+)
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID, TSV_COLUMNS
 from recsys_emb.errors import BadLineError, DataError
 
@@ -51,18 +59,6 @@ twice the peak memory with 64 MiB blocks (the earlier default)."""
 MAX_LINE_BYTES = 4096
 """Longest line read (a valid Criteo line has at most 677 bytes); a longer one is a malformed line."""
 
-# Bytes that never occur in a valid line, by class; the lowest class of a line names its reason. A valid
-# line holds only printable ASCII, tabs and its line end (\n or \r\n).
-_OVERLONG, _NUL, _CR, _NON_ASCII, _CONTROL = 1, 2, 3, 4, 5
-_BYTE_REASONS = {_NUL: "NUL byte", _CR: "carriage return inside a line", _NON_ASCII: "non-ASCII byte",
-                 _CONTROL: "control character"}
-_BYTE_CLASS = np.zeros(256, dtype=np.uint8)
-_BYTE_CLASS[:32] = _CONTROL
-_BYTE_CLASS[[9, 10]] = 0
-_BYTE_CLASS[0] = _NUL
-_BYTE_CLASS[13] = _CR
-_BYTE_CLASS[127] = _CONTROL
-_BYTE_CLASS[128:] = _NON_ASCII
 
 
 @dataclass(frozen=True)
@@ -201,34 +197,6 @@ def _overlong(max_line_bytes: int) -> str:
     return f"line longer than {max_line_bytes} bytes"
 
 
-def _byte_check(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_tabs: int,
-                max_line_bytes: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Per line of a block: a reason code (0 = its bytes are fine) and the position of its first offending
-    byte (-1 for an overlong line); None when every line is fine (the common case, found in two passes
-    over the block: its maximum and a count of bytes below 32)."""
-    long = (ends - starts) > max_line_bytes
-    special = np.zeros(0, np.int64)
-    if data.max() >= 127 or np.count_nonzero(data < 32) != n_tabs + len(ends):
-        special = np.flatnonzero(_BYTE_CLASS.take(data))  # rare: CRLF line ends or bad bytes
-        # A \r right before \n ends the line (CRLF). The block ends in \n, so special + 1 is in range.
-        special = special[(data[special] != 13) | (data[special + 1] != 10)]
-    if not special.size and not long.any():
-        return None
-    codes = np.zeros(len(ends), np.uint8)
-    first = np.full(len(ends), -1, np.int64)
-    if special.size:
-        line_of = np.searchsorted(ends, special)
-        cls = _BYTE_CLASS[data[special]]
-        order = np.lexsort((cls, line_of))  # stable: within a line and class, by position
-        lo = line_of[order]
-        head = order[np.flatnonzero(np.concatenate(([True], lo[1:] != lo[:-1])))]
-        codes[line_of[head]] = cls[head]
-        first[line_of[head]] = special[head]
-    codes[long] = _OVERLONG
-    first[long] = -1
-    return codes, first
-
-
 def _byte_detail(data: np.ndarray, tabs: np.ndarray, start: int, end: int, pos: int) -> str:
     if pos < 0:
         return f"{end - start} bytes"
@@ -249,14 +217,14 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
     # at invalid UTF-8 or split a line at a stray \r.
     groups: List[Tuple[np.ndarray, str, str]] = []  # (line indices, reason, detail of the first)
     byte_bad = np.zeros(len(ends), dtype=bool)
-    checked = _byte_check(data, starts, ends, len(tabs), max_line_bytes)
+    checked = line_byte_codes(data, starts, ends, len(tabs), max_line_bytes)
     if checked is not None:
         codes, first = checked
         byte_bad = codes > 0
         for code in np.unique(codes[byte_bad]).tolist():
             idx = np.flatnonzero(codes == code)
             i = int(idx[0])
-            reason = _overlong(max_line_bytes) if code == _OVERLONG else _BYTE_REASONS[code]
+            reason = _overlong(max_line_bytes) if code == OVERLONG else LINE_REASONS[code]
             groups.append((idx, reason, _byte_detail(data, tabs, int(starts[i]), int(ends[i]), int(first[i]))))
     col_bad = (ntabs != _N_TABS) & ~byte_bad
     if col_bad.any():

@@ -5,12 +5,18 @@ and ``data ceiling``. Registered on the main parser by :func:`add_data_commands`
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+from recsys_emb.errors import RecsysEmbError
+
 __all__ = ["add_data_commands"]
+
+_OVERWRITE_HELP = "replace a non-empty output directory whole (without it, one is refused)"
 
 
 @contextmanager
@@ -39,15 +45,34 @@ def _bar(total: Optional[int], desc: str, enabled: bool) -> Iterator[Callable[..
         bar.close()
 
 
+def _one_line_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A data command whose library errors (bad input, a used output directory, a missing file) print as
+    one line ``error: ...`` on stderr with exit code 2; ``-v`` adds the traceback."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except (RecsysEmbError, ValueError, FileNotFoundError) as e:
+            if getattr(args, "verbose", 0):
+                traceback.print_exc()
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
+@_one_line_errors
 def _cmd_generate_criteo_like(args: argparse.Namespace) -> int:
     from recsys_emb.data.synthetic import generate_criteo_like
 
     with _bar(args.rows, "generate", _progress(args)) as tick:
-        g = generate_criteo_like(args.out, args.rows, scale=args.scale, seed=args.seed, gzip=args.gzip, progress=tick)
+        g = generate_criteo_like(args.out, args.rows, scale=args.scale, seed=args.seed, gzip=args.gzip, progress=tick,
+                                 overwrite=args.overwrite)
     print(f"wrote {g.rows:,} rows to {g.tsv} in {g.seconds:.1f}s ({g.rows / g.seconds:,.0f} rows/s); "
           f"positive rate {g.positive_rate:.4f}")
     print(f"true probabilities: {g.true_prob}; world: {g.info}")
@@ -55,40 +80,41 @@ def _cmd_generate_criteo_like(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line_errors
 def _cmd_generate_sequences(args: argparse.Namespace) -> int:
     from recsys_emb.data.sequences import SequenceConfig, generate_sequences
 
     cfg = SequenceConfig(users=args.users, items=args.items, categories=args.categories, max_len=args.max_len,
                          seed=args.seed)
     with _bar(args.rows, "generate", _progress(args)) as tick:
-        meta = generate_sequences(args.out, args.rows, config=cfg, test_fraction=args.test_fraction, progress=tick)
+        meta = generate_sequences(args.out, args.rows, config=cfg, test_fraction=args.test_fraction, progress=tick,
+                                  overwrite=args.overwrite)
     print(f"wrote {meta['rows']} examples to {args.out} in {meta['seconds']:.1f}s; "
           f"positive rate {meta['positive_rate']:.4f}")
     return 0
 
 
+@_one_line_errors
 def _cmd_generate_movielens(args: argparse.Namespace) -> int:
     from recsys_emb.data.movielens import prepare_movielens
 
     meta = prepare_movielens(args.out, args.src, rating_threshold=args.threshold, max_len=args.max_len,
-                             test_fraction=args.test_fraction, min_history=args.min_history)
+                             test_fraction=args.test_fraction, min_history=args.min_history, overwrite=args.overwrite)
     print(f"wrote MovieLens CTR set {meta['rows']} to {args.out} (positive rate {meta['positive_rate']}); "
           "GroupLens licence: research use only, see datasets/movielens.md")
     return 0
 
 
+@_one_line_errors
 def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from recsys_emb.data.criteo import BadLineError, preprocess
+    from recsys_emb.data.criteo import preprocess
 
-    try:
-        with _bar(None, "preprocess", _progress(args)) as tick:
-            meta = preprocess(args.input, args.out, min_count=args.min_count, test_fraction=args.test_fraction,
-                              valid_fraction=args.valid_fraction, on_bad_line=args.on_bad_line,
-                              chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
-                              vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick)
-    except (BadLineError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with _bar(None, "preprocess", _progress(args)) as tick:
+        meta = preprocess(args.input, args.out, min_count=args.min_count, test_fraction=args.test_fraction,
+                          valid_fraction=args.valid_fraction, on_bad_line=args.on_bad_line,
+                          chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
+                          vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick,
+                          overwrite=args.overwrite)
     bad = meta["bad_lines"]
     print(f"{meta['rows']['total']:,} rows -> {args.out} "
           f"(train {meta['rows']['train']:,}, valid {meta['rows']['valid']:,}, test {meta['rows']['test']:,}) "
@@ -102,9 +128,13 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
             print(f"  ... all kept line numbers (up to {len(bad['examples'])}) are in {args.out}/metadata.json")
     else:
         print("malformed lines: 0")
+    for t in bad.get("truncated", []):
+        print(f"warning: {t['path']}: {t['error']}: lost everything after line {t['last_good_line']} "
+              "(the rows before it are kept)")
     return 0
 
 
+@_one_line_errors
 def _cmd_ceiling(args: argparse.Namespace) -> int:
     from recsys_emb.data.metrics import ceiling_from_dir
 
@@ -137,6 +167,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     cl.add_argument("--scale", type=float, default=0.01,
                     help="cardinalities = Criteo Kaggle's times this (1.0 = real sizes; default 0.01)")
     cl.add_argument("--gzip", action="store_true", help="write criteo_like.tsv.gz")
+    cl.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     cl.add_argument("--no-progress", action="store_true")
     cl.set_defaults(func=_cmd_generate_criteo_like)
 
@@ -149,6 +180,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     sq.add_argument("--items", type=int, default=50_000)
     sq.add_argument("--categories", type=int, default=500)
     sq.add_argument("--test-fraction", type=float, default=0.1)
+    sq.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     sq.add_argument("--no-progress", action="store_true")
     sq.set_defaults(func=_cmd_generate_sequences)
 
@@ -160,6 +192,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     ml.add_argument("--max-len", type=int, default=50)
     ml.add_argument("--test-fraction", type=float, default=0.1)
     ml.add_argument("--min-history", type=int, default=0)
+    ml.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     ml.set_defaults(func=_cmd_generate_movielens)
 
     pp = subparsers.add_parser("preprocess", help="Criteo TSV (plain or .gz) -> categorified Parquet splits")
@@ -169,10 +202,11 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--test-fraction", type=float, default=0.1)
     pp.add_argument("--valid-fraction", type=float, default=None, help="default: same as --test-fraction")
     pp.add_argument("--on-bad-line", choices=["error", "skip"], default="error")
-    pp.add_argument("--chunk-mb", type=float, default=64.0, help="bytes read per block (memory bound)")
+    pp.add_argument("--chunk-mb", type=float, default=8.0, help="bytes read per block (memory bound)")
     pp.add_argument("--rows-per-shard", type=int, default=1 << 21)
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
     pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")
+    pp.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     pp.add_argument("--no-progress", action="store_true")
     pp.set_defaults(func=_cmd_preprocess)
 

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_emb.data.parquet import TableSchema, read_metadata, split_files
+from recsys_emb.data.parquet import TableSchema, read_metadata, split_shards
+from recsys_emb.errors import DataError
 from recsys_emb.hashing import seed_from_name
 
 __all__ = ["Batch", "ParquetBatches", "make_dataloader"]
@@ -138,7 +139,9 @@ class ParquetBatches(IterableDataset):
     ``labels`` float32 ``(B,)``; ``true_prob`` only with ``with_true_prob=True``.
 
     Args:
-        directory: processed dataset directory (``metadata.json`` + ``{split}/part-*.parquet``).
+        directory: processed dataset directory (``metadata.json`` + ``{split}/part-*.parquet``); the shards
+            read are exactly those ``metadata.json`` lists (a directory that disagrees with it is refused
+            with a :class:`~recsys_emb.errors.DataError`).
         split: ``"train"``, ``"valid"`` or ``"test"``.
         batch_size: rows per batch ``B``.
         shuffle, seed: per-epoch shuffling (call :meth:`set_epoch` each epoch).
@@ -148,11 +151,15 @@ class ParquetBatches(IterableDataset):
         with_true_prob: also return the ground-truth probabilities (evaluation only; never a feature).
         schema: override the schema stored in the metadata.
 
-    Example:
-        >>> ds = ParquetBatches("data/criteo-like", "train", batch_size=4096, shuffle=True, seed=0)  # doctest: +SKIP
-        >>> batch = next(iter(ds))  # doctest: +SKIP
-        >>> batch.dense.shape, batch.sparse.keys()[:2]  # doctest: +SKIP
-        (torch.Size([4096, 13]), ['C1', 'C2'])
+    Example (``tmp``: any writable directory):
+        >>> from recsys_emb.data.criteo import preprocess
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=20_000, scale=0.001, seed=0)
+        >>> _ = preprocess(g.tsv, tmp / "criteo-like")
+        >>> ds = ParquetBatches(tmp / "criteo-like", "train", batch_size=4096, shuffle=True, seed=0)
+        >>> batch = next(iter(ds))
+        >>> batch.dense.shape, batch.sparse.keys()[:2], batch.sparse.stride(), len(ds)
+        (torch.Size([4096, 13]), ['C1', 'C2'], 4096, 3)
     """
 
     def __init__(self, directory: PathLike, split: str = "train", *, batch_size: int = 4096,
@@ -168,13 +175,15 @@ class ParquetBatches(IterableDataset):
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self.directory = Path(directory)
         self.split = split
-        self.schema = schema or TableSchema.from_dict(read_metadata(self.directory)["schema"])
+        metadata = read_metadata(self.directory)
+        self.schema = schema or TableSchema.from_dict(metadata["schema"])
         if with_true_prob and not self.schema.true_prob:
             raise ValueError(f"{self.directory} has no true_prob column (only generated data has one)")
-        self.files = split_files(self.directory, split)
-        if not self.files:
-            raise FileNotFoundError(f"{self.directory}/{split} has no part-*.parquet shards")
-        self.shard_rows = [pq.ParquetFile(f).metadata.num_rows for f in self.files]
+        shards = split_shards(self.directory, split, metadata)  # exactly the listed shards, checked
+        if not shards:
+            raise DataError(f"{self.directory}/{split} has no rows (its metadata.json lists no {split} shards)")
+        self.files = [p for p, _ in shards]
+        self.shard_rows = [n for _, n in shards]
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -272,8 +281,12 @@ def make_dataloader(dataset: ParquetBatches, num_workers: int = 0, pin_memory: b
                     prefetch_factor: Optional[int] = None) -> DataLoader:
     """A ``DataLoader`` over a :class:`ParquetBatches` (``batch_size=None``: the dataset makes batches).
 
-    Example:
-        >>> loader = make_dataloader(ParquetBatches("data/cl", "train"), num_workers=2)  # doctest: +SKIP
+    Example (``tmp``: any writable directory):
+        >>> from recsys_emb.data.sequences import SequenceConfig, generate_sequences
+        >>> _ = generate_sequences(tmp / "seq", 5000, config=SequenceConfig(users=100, items=500, categories=20))
+        >>> loader = make_dataloader(ParquetBatches(tmp / "seq", "train", batch_size=1000), num_workers=2)
+        >>> [b.batch_size for b in loader]
+        [1000, 1000, 1000, 1000]
     """
     kwargs = {} if num_workers == 0 or prefetch_factor is None else {"prefetch_factor": prefetch_factor}
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)

@@ -100,9 +100,16 @@ def ceiling_from_dir(directory: PathLike, split: str = "test", test_fraction: fl
     or of a raw ``generate criteo-like`` directory (the last ``test_fraction`` of its rows, from its side
     files; ``split`` must then be ``"test"``).
 
-    Example:
-        >>> ceiling_from_dir("data/criteo-like-processed").auc  # doctest: +SKIP
-        0.81...
+    Example (``tmp``: any writable directory):
+        >>> from recsys_emb.data.criteo import preprocess
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=20_000, scale=0.001, seed=0)
+        >>> _ = preprocess(g.tsv, tmp / "processed")
+        >>> c = ceiling_from_dir(tmp / "processed")
+        >>> c.rows, 0.7 < c.auc < 1.0
+        (2000, True)
+        >>> ceiling_from_dir(tmp / "raw").rows  # the raw directory: its last 10% of rows
+        2000
     """
     d = Path(directory)
     gen = d / "generator.json"

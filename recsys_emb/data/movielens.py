@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recsys_emb.data.parquet import SPLITS, ShardedParquetWriter, TableSchema, time_split_sizes, write_metadata
+from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.parquet import (
+    DATASET_ENTRIES,
+    SPLITS,
+    ShardedParquetWriter,
+    TableSchema,
+    time_split_sizes,
+    write_metadata,
+)
 
 __all__ = ["default_movielens_dir", "load_movielens", "build_movielens_ctr", "prepare_movielens",
            "MOVIELENS_SCHEMA"]
@@ -109,10 +117,11 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     Returns:
         ``({"train": table, "valid": table, "test": table}, metadata)``.
 
-    Example:
-        >>> tables, meta = build_movielens_ctr()  # doctest: +SKIP
-        >>> meta["rows"]["total"]  # doctest: +SKIP
-        100836
+    Example (needs MovieLens ml-latest-small, which the repository does not hold: see
+    datasets/movielens.md; the test run skips it when the data is absent):
+        >>> tables, meta = build_movielens_ctr()
+        >>> meta["rows"]["total"], tables["train"].num_rows
+        (100836, 80668)
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
@@ -223,24 +232,31 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     return tables, meta
 
 
-def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, **kwargs: Any) -> Dict[str, Any]:
+def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, overwrite: bool = False,
+                      **kwargs: Any) -> Dict[str, Any]:
     """:func:`build_movielens_ctr` written as a processed dataset directory (Parquet splits +
     ``metadata.json``) that :class:`recsys_emb.data.batches.ParquetBatches` reads.
 
-    Example:
-        >>> meta = prepare_movielens("data/movielens")  # doctest: +SKIP
+    The directory appears whole or not at all (written into a temporary sibling, then renamed); a
+    non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it whole.
+
+    Example (needs MovieLens ml-latest-small, see :func:`build_movielens_ctr`; ``tmp``: any writable
+    directory):
+        >>> meta = prepare_movielens(tmp / "movielens", max_len=20)
+        >>> sorted(p.name for p in (tmp / "movielens").iterdir())
+        ['metadata.json', 'test', 'train', 'valid']
     """
     t0 = time.perf_counter()
-    tables, meta = build_movielens_ctr(src_dir, **kwargs)
-    out = Path(out_dir)
-    files = {}
-    for s in SPLITS:
-        w = ShardedParquetWriter(out / s)
-        w.write(tables[s])
-        files[s] = w.close()
-    meta["files"] = {s: [{"name": f, "rows": r} for f, r in files[s]] for s in SPLITS}
-    meta["source"] = str(Path(src_dir) if src_dir is not None else default_movielens_dir())
-    meta["seconds"] = round(time.perf_counter() - t0, 3)
-    write_metadata(out, meta)
-    logger.info("MovieLens CTR set: %s rows in %.1fs -> %s", meta["rows"], meta["seconds"], out)
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens") as out:
+        tables, meta = build_movielens_ctr(src_dir, **kwargs)
+        files = {}
+        for s in SPLITS:
+            w = ShardedParquetWriter(out / s)
+            w.write(tables[s])
+            files[s] = w.close()
+        meta["files"] = {s: [{"name": f, "rows": r} for f, r in files[s]] for s in SPLITS}
+        meta["source"] = str(Path(src_dir) if src_dir is not None else default_movielens_dir())
+        meta["seconds"] = round(time.perf_counter() - t0, 3)
+        write_metadata(out, meta)
+    logger.info("MovieLens CTR set: %s rows in %.1fs -> %s", meta["rows"], meta["seconds"], out_dir)
     return meta

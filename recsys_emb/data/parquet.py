@@ -1,5 +1,7 @@
 """Processed-dataset layout shared by every dataset: ``DIR/{train,valid,test}/part-*.parquet`` plus
-``DIR/metadata.json`` declaring the columns (:class:`TableSchema`) the batch reader turns into tensors.
+``DIR/metadata.json`` declaring the columns (:class:`TableSchema`) the batch reader turns into tensors and
+listing every shard with its row count. Readers take exactly the listed shards (:func:`split_shards`) and
+refuse a directory whose files disagree with the list.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_emb.errors import DataError
+
 __all__ = [
     "SPLITS",
     "TableSchema",
@@ -21,13 +25,22 @@ __all__ = [
     "write_metadata",
     "read_metadata",
     "split_files",
+    "split_shards",
     "schema_from_metadata",
+    "DATASET_ENTRIES",
 ]
 
 logger = logging.getLogger(__name__)
 
 SPLITS: Tuple[str, str, str] = ("train", "valid", "test")
 METADATA_FILE = "metadata.json"
+DATASET_ENTRIES: Tuple[str, ...] = SPLITS + (METADATA_FILE,)
+"""The top-level entries of every processed dataset directory (a writer may add its own)."""
+_REMAKE = {
+    "criteo": "recsys-emb preprocess ... --out {d} --overwrite",
+    "sequences": "recsys-emb generate sequences ... --out {d} --overwrite",
+    "movielens-latest-small": "recsys-emb generate movielens --out {d} --overwrite",
+}
 PathLike = Union[str, Path]
 
 
@@ -186,21 +199,95 @@ def write_metadata(directory: PathLike, metadata: Dict[str, Any]) -> Path:
 
 
 def read_metadata(directory: PathLike) -> Dict[str, Any]:
-    """Read ``directory/metadata.json``; raises ``FileNotFoundError`` naming what to run if absent."""
+    """Read ``directory/metadata.json``.
+
+    Raises:
+        DataError: the file is absent (naming the commands that make one) or is not valid JSON.
+    """
     path = Path(directory) / METADATA_FILE
     if not path.exists():
-        raise FileNotFoundError(
+        raise DataError(
             f"{path} not found: {directory} is not a processed dataset directory "
             "(make one with `recsys-emb preprocess`, `recsys-emb generate sequences` or `recsys-emb generate movielens`)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); re-create the dataset with --overwrite") from None
 
 
-def split_files(directory: PathLike, split: str) -> List[Path]:
-    """The Parquet shards of one split, in order (``part-00000`` first)."""
+def _remake(directory: Path, metadata: Dict[str, Any]) -> str:
+    cmd = _REMAKE.get(str(metadata.get("dataset")), "the command that wrote it, with --overwrite")
+    return f"the directory was changed after it was written: re-create it with `{cmd.format(d=directory)}`"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def split_shards(directory: PathLike, split: str, metadata: Optional[Dict[str, Any]] = None) -> List[Tuple[Path, int]]:
+    """The Parquet shards of one split that ``metadata.json`` lists, in order, with their row counts.
+
+    The directory must agree with the list: every listed shard present with the listed number of rows
+    (read from its Parquet footer), no other ``part-*.parquet`` in the split's folder. A stray shard
+    (say, from an earlier run written into the same folder) would otherwise be read as training data.
+
+    Args:
+        directory: processed dataset directory.
+        split: ``"train"``, ``"valid"`` or ``"test"``.
+        metadata: its ``metadata.json`` if already read.
+    Returns:
+        ``[(path, rows), ...]``, possibly empty (a split of 0 rows).
+    Raises:
+        DataError: one line naming the directory, the file and the fix.
+
+    Example:
+        >>> w = ShardedParquetWriter(tmp / "train", rows_per_shard=2)
+        >>> w.write(pa.table({"x": [1, 2, 3]}))
+        >>> _ = write_metadata(tmp, {"files": {"train": [{"name": n, "rows": r} for n, r in w.close()]}})
+        >>> [(p.name, n) for p, n in split_shards(tmp, "train")]
+        [('part-00000.parquet', 2), ('part-00001.parquet', 1)]
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    files = sorted((Path(directory) / split).glob("part-*.parquet"))
-    return files
+    d = Path(directory)
+    meta = read_metadata(d) if metadata is None else metadata
+    meta_path = d / METADATA_FILE
+    files = meta.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get(split), list):
+        raise DataError(f"{meta_path} lists no shards for split {split!r} (written by an older version?): "
+                        f"{_remake(d, meta)}")
+    listed = files[split]
+    split_dir = d / split
+    names = {str(e["name"]) for e in listed}
+    if split_dir.is_dir():
+        extra = sorted(p.name for p in split_dir.glob("part-*.parquet") if p.name not in names)
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            raise DataError(f"{split_dir / extra[0]}{more} is not listed in {meta_path}: the folder holds shards "
+                            f"of another run; {_remake(d, meta)}")
+    out: List[Tuple[Path, int]] = []
+    for e in listed:
+        p, want = split_dir / str(e["name"]), int(e["rows"])
+        if not p.is_file():
+            raise DataError(f"{p} is missing ({meta_path} lists it with {want} rows); {_remake(d, meta)}")
+        try:
+            n = pq.read_metadata(p).num_rows
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{p} is not a readable Parquet file ({_one_line(err)}); {_remake(d, meta)}") from None
+        if n != want:
+            raise DataError(f"{p} has {n} rows, but {meta_path} lists {want}; {_remake(d, meta)}")
+        out.append((p, n))
+    declared = meta.get("rows", {}).get(split) if isinstance(meta.get("rows"), dict) else None
+    if declared is not None and int(declared) != sum(n for _, n in out):
+        raise DataError(f"{meta_path} declares {declared} {split} rows but its {split} shards hold "
+                        f"{sum(n for _, n in out)}; {_remake(d, meta)}")
+    return out
+
+
+def split_files(directory: PathLike, split: str, metadata: Optional[Dict[str, Any]] = None) -> List[Path]:
+    """The Parquet shards of one split, in order (``part-00000`` first): exactly those ``metadata.json``
+    lists, checked against the directory as :func:`split_shards` does."""
+    return [p for p, _ in split_shards(directory, split, metadata)]
 
 
 def schema_from_metadata(metadata: Dict[str, Any]) -> TableSchema:

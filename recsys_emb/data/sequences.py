@@ -15,7 +15,15 @@ from typing import Any, Callable, Dict, Optional, Union
 import numpy as np
 import pyarrow as pa
 
-from recsys_emb.data.parquet import SPLITS, ShardedParquetWriter, TableSchema, time_split_sizes, write_metadata
+from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.parquet import (
+    DATASET_ENTRIES,
+    SPLITS,
+    ShardedParquetWriter,
+    TableSchema,
+    time_split_sizes,
+    write_metadata,
+)
 from recsys_emb.hashing import seed_from_name
 
 __all__ = ["SequenceConfig", "SequenceWorld", "generate_sequences", "SEQUENCE_SCHEMA_KEYS"]
@@ -218,7 +226,7 @@ def _to_table(rows: Dict[str, np.ndarray]) -> pa.Table:
 def generate_sequences(out_dir: PathLike, rows: int, *, config: Optional[SequenceConfig] = None,
                        seed: int = 0, max_len: int = 50, test_fraction: float = 0.1,
                        valid_fraction: Optional[float] = None, rows_per_shard: int = 1 << 20,
-                       progress: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
+                       progress: Optional[Callable[[int], None]] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Generate DIN behaviour-sequence examples as a processed dataset directory.
 
     Writes ``out_dir/{train,valid,test}/part-*.parquet`` (examples in generation order = time order; the
@@ -228,51 +236,55 @@ def generate_sequences(out_dir: PathLike, rows: int, *, config: Optional[Sequenc
     ``metadata.json`` (schema, vocab sizes, config). ``hist_item`` / ``cand_item`` share one id space, as
     do ``hist_cat`` / ``cand_cat``.
 
+    The directory appears whole or not at all (written into a temporary sibling, then renamed); a
+    non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it whole.
+
     Args:
-        out_dir: output directory.
+        out_dir: output directory (absent or empty unless ``overwrite``).
         rows: examples.
         config: the world (default ``SequenceConfig(seed=seed, max_len=max_len)``).
+        overwrite: replace an existing dataset directory whole.
 
-    Example:
-        >>> meta = generate_sequences("/tmp/seq", rows=10_000, max_len=20, seed=1)  # doctest: +SKIP
-        >>> meta["schema"]["jagged"]  # doctest: +SKIP
-        ['hist_item', 'hist_cat']
+    Example (``tmp``: any writable directory):
+        >>> meta = generate_sequences(tmp / "seq", rows=10_000, max_len=20, seed=1)
+        >>> meta["schema"]["jagged"], meta["rows"]
+        (['hist_item', 'hist_cat'], {'total': 10000, 'train': 8000, 'valid': 1000, 'test': 1000})
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     cfg = config or SequenceConfig(seed=seed, max_len=max_len)
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    world = SequenceWorld(cfg)
-    n_train, n_valid, n_test = time_split_sizes(rows, test_fraction, valid_fraction)
-    bounds = np.array([n_train, n_train + n_valid, rows])
-    writers = {s: ShardedParquetWriter(out / s, rows_per_shard=rows_per_shard) for s in SPLITS}
-    done = positives = 0
-    for block in range(math.ceil(rows / _BLOCK_ROWS)):
-        n = min(_BLOCK_ROWS, rows - done)
-        table = _to_table(world.sample_block(block, n))
-        positives += int(np.asarray(table.column("label")).sum())
-        which = np.searchsorted(bounds, done + np.arange(n), side="right")
-        for i, s in enumerate(SPLITS):
-            sel = np.flatnonzero(which == i)
-            if len(sel):
-                writers[s].write(table.slice(int(sel[0]), len(sel)))
-        done += n
-        if progress is not None:
-            progress(done)
-    files = {s: w.close() for s, w in writers.items()}
-    meta = {
-        "dataset": "sequences",
-        "format_version": 1,
-        "rows": {"total": rows, "train": n_train, "valid": n_valid, "test": n_test},
-        "files": {s: [{"name": f, "rows": r} for f, r in files[s]] for s in SPLITS},
-        "config": asdict(cfg),
-        "schema": world.schema().to_dict(),
-        "vocab_sizes": world.schema().vocab_sizes,
-        "positive_rate": positives / rows,
-        "bias": world.bias,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    write_metadata(out, meta)
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate sequences") as out:
+        t0 = time.perf_counter()
+        world = SequenceWorld(cfg)
+        n_train, n_valid, n_test = time_split_sizes(rows, test_fraction, valid_fraction)
+        bounds = np.array([n_train, n_train + n_valid, rows])
+        writers = {s: ShardedParquetWriter(out / s, rows_per_shard=rows_per_shard) for s in SPLITS}
+        done = positives = 0
+        for block in range(math.ceil(rows / _BLOCK_ROWS)):
+            n = min(_BLOCK_ROWS, rows - done)
+            table = _to_table(world.sample_block(block, n))
+            positives += int(np.asarray(table.column("label")).sum())
+            which = np.searchsorted(bounds, done + np.arange(n), side="right")
+            for i, s in enumerate(SPLITS):
+                sel = np.flatnonzero(which == i)
+                if len(sel):
+                    writers[s].write(table.slice(int(sel[0]), len(sel)))
+            done += n
+            if progress is not None:
+                progress(done)
+        files = {s: w.close() for s, w in writers.items()}
+        meta = {
+            "dataset": "sequences",
+            "format_version": 1,
+            "rows": {"total": rows, "train": n_train, "valid": n_valid, "test": n_test},
+            "files": {s: [{"name": f, "rows": r} for f, r in files[s]] for s in SPLITS},
+            "config": asdict(cfg),
+            "schema": world.schema().to_dict(),
+            "vocab_sizes": world.schema().vocab_sizes,
+            "positive_rate": positives / rows,
+            "bias": world.bias,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_metadata(out, meta)
     logger.info("generated %d sequence examples in %.1fs, positives %.3f", rows, meta["seconds"], positives / rows)
     return meta

@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import torch
 
 from recsys_emb.data.criteo import CAT_COLUMNS, CRITEO_KAGGLE_CARDINALITIES, INT_COLUMNS, LABEL_COLUMN, true_prob_path
+from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.hashing import hash64, seed_from_name
 
 __all__ = [
@@ -46,6 +47,10 @@ _INTERACTION_PAIRS = (("C1", "C2"), ("C5", "C8"), ("C6", "C14"), ("C7", "C19"), 
                       ("C15", "C25"), ("C17", "C23"), ("C11", "C18"))
 _INT_EFFECT_COLUMNS = ("I1", "I3", "I6", "I7", "I11", "I13")
 _BLOCK_ROWS = 1 << 16  # rows per generation block: the output does not depend on the write chunk
+GENERATOR_FILE = "generator.json"
+GENERATED_FILES = ("criteo_like.tsv", "criteo_like.tsv.gz", "criteo_like.true_prob.npy", "criteo_like.labels.npy",
+                   GENERATOR_FILE)
+"""The files of a generated Criteo-like directory (the TSV plain or gzipped)."""
 
 
 def scaled_cardinalities(scale: float, min_cardinality: int = 16) -> List[int]:
@@ -288,7 +293,8 @@ class GeneratedCriteoLike:
 
 def generate_criteo_like(out_dir: PathLike, rows: int, *, scale: float = 0.01, seed: int = 0,
                          gzip: bool = False, config: Optional[CriteoLikeConfig] = None,
-                         progress: Optional[Callable[[int], None]] = None) -> GeneratedCriteoLike:
+                         progress: Optional[Callable[[int], None]] = None,
+                         overwrite: bool = False) -> GeneratedCriteoLike:
     """Write ``rows`` Criteo-like rows to ``out_dir/criteo_like.tsv[.gz]`` with their ground truth.
 
     Files: the TSV (Criteo Kaggle schema: label, I1..I13, C1..C26 as 8 hex digits; empty = missing,
@@ -299,64 +305,68 @@ def generate_criteo_like(out_dir: PathLike, rows: int, *, scale: float = 0.01, s
     bytes; rows come in independently seeded blocks of 65,536, so a larger set starts with the full blocks
     of a smaller one.
 
+    The directory appears whole or not at all (written into a temporary sibling, then renamed); a
+    non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it whole (only a directory that
+    holds nothing but these files).
+
     Args:
-        out_dir: directory (created).
+        out_dir: directory (created; absent or empty unless ``overwrite``).
         rows: number of rows.
         scale: cardinality scale relative to Criteo Kaggle (ignored if ``config`` is given).
         seed: seed (ignored if ``config`` is given).
         gzip: write ``criteo_like.tsv.gz``.
         progress: optional callback with the rows written so far.
+        overwrite: replace an existing generated directory whole.
 
-    Example:
-        >>> g = generate_criteo_like("/tmp/cl", rows=10_000, scale=0.001, seed=3)  # doctest: +SKIP
-        >>> g.rows  # doctest: +SKIP
-        10000
+    Example (``tmp``: any writable directory):
+        >>> g = generate_criteo_like(tmp / "cl", rows=10_000, scale=0.001, seed=3)
+        >>> g.rows, g.tsv.name, sorted(p.name for p in (tmp / "cl").iterdir())
+        (10000, 'criteo_like.tsv', ['criteo_like.labels.npy', 'criteo_like.true_prob.npy', 'criteo_like.tsv', 'generator.json'])
+        >>> len(g.tsv.read_text().splitlines()[0].split("\\t"))  # label, I1..I13, C1..C26
+        40
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     cfg = config or CriteoLikeConfig(scale=scale, seed=seed)
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    world = CriteoLikeWorld(cfg)
-    tsv = out / ("criteo_like.tsv.gz" if gzip else "criteo_like.tsv")
-    for stale in (out / "criteo_like.tsv", out / "criteo_like.tsv.gz"):
-        if stale != tsv and stale.exists():
-            stale.unlink()
-    truth_path, labels_path = true_prob_path(tsv), out / "criteo_like.labels.npy"
-    truth = np.lib.format.open_memmap(truth_path, mode="w+", dtype=np.float32, shape=(rows,))
-    labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int8, shape=(rows,))
-    options = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
-    sink = pa.output_stream(str(tsv), compression="gzip" if gzip else None)
-    writer: Optional[pacsv.CSVWriter] = None
-    done, positives = 0, 0
-    try:
-        for block in range(math.ceil(rows / _BLOCK_ROWS)):
-            n = min(_BLOCK_ROWS, rows - done)
-            data = world.sample_block(block, n)
-            table = world.to_table(data)
-            if writer is None:
-                writer = pacsv.CSVWriter(sink, table.schema, write_options=options)
-            writer.write_table(table)
-            truth[done:done + n] = data["true_prob"]
-            labels[done:done + n] = data["labels"]
-            positives += int(data["labels"].sum())
-            done += n
-            if progress is not None:
-                progress(done)
-    finally:
-        if writer is not None:
-            writer.close()
-        sink.close()
-    truth.flush()
-    labels.flush()
-    del truth, labels
-    seconds = time.perf_counter() - t0
-    info = out / "generator.json"
-    desc = world.describe()
-    desc.update({"dataset": "criteo-like", "rows": rows, "tsv": tsv.name, "true_prob": truth_path.name,
-                 "labels": labels_path.name, "positive_rate": positives / rows, "seconds": round(seconds, 3)})
-    info.write_text(json.dumps(desc, indent=2, sort_keys=True) + "\n")
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=GENERATED_FILES, command="generate criteo-like") as tmp:
+        t0 = time.perf_counter()
+        world = CriteoLikeWorld(cfg)
+        tsv = tmp / ("criteo_like.tsv.gz" if gzip else "criteo_like.tsv")
+        truth_path, labels_path = true_prob_path(tsv), tmp / "criteo_like.labels.npy"
+        truth = np.lib.format.open_memmap(truth_path, mode="w+", dtype=np.float32, shape=(rows,))
+        labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int8, shape=(rows,))
+        options = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+        sink = pa.output_stream(str(tsv), compression="gzip" if gzip else None)
+        writer: Optional[pacsv.CSVWriter] = None
+        done, positives = 0, 0
+        try:
+            for block in range(math.ceil(rows / _BLOCK_ROWS)):
+                n = min(_BLOCK_ROWS, rows - done)
+                data = world.sample_block(block, n)
+                table = world.to_table(data)
+                if writer is None:
+                    writer = pacsv.CSVWriter(sink, table.schema, write_options=options)
+                writer.write_table(table)
+                truth[done:done + n] = data["true_prob"]
+                labels[done:done + n] = data["labels"]
+                positives += int(data["labels"].sum())
+                done += n
+                if progress is not None:
+                    progress(done)
+        finally:
+            if writer is not None:
+                writer.close()
+            sink.close()
+        truth.flush()
+        labels.flush()
+        del truth, labels
+        seconds = time.perf_counter() - t0
+        desc = world.describe()
+        desc.update({"dataset": "criteo-like", "rows": rows, "tsv": tsv.name, "true_prob": truth_path.name,
+                     "labels": labels_path.name, "positive_rate": positives / rows, "seconds": round(seconds, 3)})
+        (tmp / GENERATOR_FILE).write_text(json.dumps(desc, indent=2, sort_keys=True) + "\n")  # last
     logger.info("generated %d Criteo-like rows in %.1fs (%.0f rows/s), positives %.3f", rows, seconds,
                 rows / seconds, positives / rows)
-    return GeneratedCriteoLike(tsv, truth_path, labels_path, info, rows, positives / rows, seconds)
+    out = Path(out_dir)
+    return GeneratedCriteoLike(out / tsv.name, out / truth_path.name, out / labels_path.name, out / GENERATOR_FILE,
+                               rows, positives / rows, seconds)

@@ -44,17 +44,19 @@ def prepare_data(cfg: RunConfig) -> Path:
     kind = gen["kind"]
     opts = {k: v for k, v in gen.items() if k != "kind"}
     logger.info("generating %s data into %s (%s)", kind, path, opts)
+    # Without metadata.json the directory holds at most a leftover of a run that died while generating:
+    # the writers replace it (they never delete a directory holding files they did not write).
     if kind == "criteo-like":
         raw = path.with_name(path.name + "-raw")
         g = generate_criteo_like(raw, rows=int(opts.get("rows", 100_000)), scale=float(opts.get("scale", 0.01)),
-                                 seed=int(opts.get("seed", 0)))
+                                 seed=int(opts.get("seed", 0)), overwrite=True)
         preprocess(g.tsv, path, min_count=int(opts.get("min_count", 1)),
-                   test_fraction=float(opts.get("test_fraction", 0.1)))
+                   test_fraction=float(opts.get("test_fraction", 0.1)), overwrite=True)
     elif kind == "sequences":
         generate_sequences(path, rows=int(opts.get("rows", 100_000)), seed=int(opts.get("seed", 0)),
-                           max_len=int(opts.get("max_len", 50)))
+                           max_len=int(opts.get("max_len", 50)), overwrite=True)
     else:
-        prepare_movielens(path, **opts)
+        prepare_movielens(path, overwrite=True, **opts)
     return path
 
 

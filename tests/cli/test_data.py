@@ -40,3 +40,38 @@ def test_bad_line_error_exit_code(tmp_path, capsys):
     assert "bad.tsv:1" in capsys.readouterr().err
     assert main(["preprocess", "--input", str(bad), "--out", str(tmp_path / "o"), "--on-bad-line", "skip"]) == 2
     assert "no valid rows" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_used_output_directories_are_refused_unless_overwrite(tmp_path, capsys):
+    raw, out, seq = tmp_path / "raw", tmp_path / "p", tmp_path / "s"
+    gen = ["generate", "criteo-like", "--rows", "3000", "--out", str(raw), "--scale", "0.001"]
+    pre = ["preprocess", "--input", str(raw / "criteo_like.tsv"), "--out", str(out)]
+    sq = ["generate", "sequences", "--rows", "1000", "--out", str(seq), "--users", "50", "--items", "200",
+          "--categories", "10", "--max-len", "4"]
+    for cmd in (gen, pre, sq):
+        assert main(cmd) == 0
+        capsys.readouterr()
+        assert main(cmd) == 2
+        err = _one_error_line(capsys)
+        assert "is not empty" in err and "--overwrite" in err
+        assert main(cmd + ["--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["data", "ceiling", str(out), "--json"]) == 0
+
+
+def test_every_data_command_reports_library_errors_in_one_line(tmp_path, capsys):
+    assert main(["data", "ceiling", str(tmp_path)]) == 2
+    assert "metadata.json not found" in _one_error_line(capsys)
+    assert main(["generate", "movielens", "--out", str(tmp_path / "m"), "--src", str(tmp_path / "nowhere")]) == 2
+    assert "ratings.csv not found" in _one_error_line(capsys)
+    assert main(["generate", "criteo-like", "--rows", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "rows must be >= 1" in _one_error_line(capsys)
+    assert main(["generate", "sequences", "--rows", "10", "--out", str(tmp_path / "s"), "--max-len", "0"]) == 2
+    assert "min_len <= max_len" in _one_error_line(capsys)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists() and not (tmp_path / "m").exists()

@@ -1,0 +1,53 @@
+"""Criteo Kaggle (Display Advertising Challenge) data: the schema (:mod:`.schema`), a streaming TSV reader
+(:mod:`.reader`) and preprocessing into Parquet splits (:mod:`.preprocess`).
+
+Raw TSV (label, I1..I13 counts, C1..C26 hex strings; empty = missing; plain or .gz) -> validated chunks ->
+categorify by frequency (:class:`recsys_emb.data.vocabulary.Vocabulary`) -> time-ordered train / valid /
+test Parquet shards + ``metadata.json``.
+"""
+
+from __future__ import annotations
+
+from recsys_emb.data.criteo.preprocess import load_counts, preprocess
+from recsys_emb.data.criteo.reader import (
+    BadLine,
+    BadLineError,
+    CriteoChunk,
+    ReadReport,
+    expand_inputs,
+    iter_criteo_tsv,
+    true_prob_path,
+)
+from recsys_emb.data.criteo.schema import (
+    CAT_COLUMNS,
+    CRITEO_KAGGLE_CARDINALITIES,
+    CRITEO_KAGGLE_ROWS,
+    INT_COLUMNS,
+    LABEL_COLUMN,
+    MISSING_ID,
+    TSV_COLUMNS,
+    criteo_schema,
+)
+from recsys_emb.data.vocabulary import Vocabulary, load_vocabulary
+
+__all__ = [
+    "CRITEO_KAGGLE_ROWS",
+    "CRITEO_KAGGLE_CARDINALITIES",
+    "INT_COLUMNS",
+    "CAT_COLUMNS",
+    "LABEL_COLUMN",
+    "TSV_COLUMNS",
+    "MISSING_ID",
+    "BadLineError",
+    "BadLine",
+    "ReadReport",
+    "CriteoChunk",
+    "expand_inputs",
+    "iter_criteo_tsv",
+    "true_prob_path",
+    "Vocabulary",
+    "preprocess",
+    "criteo_schema",
+    "load_counts",
+    "load_vocabulary",
+]

@@ -1,0 +1,382 @@
+"""A streaming reader of Criteo TSV files (plain or gzip): blocks of whole lines, validated vectorized, with
+malformed lines raised (``on_bad_line="error"``) or counted and skipped (``"skip"``).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from recsys_emb.data.criteo.blocks import (
+    LINE_REASONS,
+    OVERLONG,
+    Block,
+    DamagedStream,
+    OverlongLine,
+    iter_line_blocks,
+    line_byte_codes,
+)
+from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID, TSV_COLUMNS
+from recsys_emb.errors import BadLineError, DataError
+
+__all__ = [
+    "BadLineError",
+    "BadLine",
+    "ReadReport",
+    "CriteoChunk",
+    "expand_inputs",
+    "iter_criteo_tsv",
+    "true_prob_path",
+    "MAX_LINE_BYTES",
+    "CHUNK_BYTES",
+]
+
+logger = logging.getLogger(__name__)
+
+_N_TABS = len(TSV_COLUMNS) - 1
+_MAX_HEX_DIGITS = 15  # keeps every raw value a non-negative int64, so MISSING_ID = -1 cannot collide
+_HEX_LUT = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_LUT[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX_LUT[_c] = 10 + _i
+_INT_RE = r"^(-?[0-9]{1,18})?$"
+PathLike = Union[str, Path]
+
+CHUNK_BYTES = 8 << 20
+"""Bytes read and validated per block. Blocks of a few MiB keep the vectorised passes over a block in the CPU
+caches: preprocessing 1M Criteo-like rows on the 2-core test machine took about twice the CPU time and
+twice the peak memory with 64 MiB blocks (the earlier default)."""
+
+MAX_LINE_BYTES = 4096
+"""Longest line read (a valid Criteo line has at most 677 bytes); a longer one is a malformed line."""
+
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """One malformed line: file, 1-based physical line number, reason."""
+
+    path: str
+    line: int
+    reason: str
+
+
+@dataclass
+class ReadReport:
+    """What a read saw: valid rows, malformed lines (counted always; the first ``max_examples`` kept with
+    their line numbers), counts per reason, and files whose compressed stream broke off (``truncated``:
+    ``{"path", "last_good_line", "error"}`` each; the rest of such a file was not read)."""
+
+    rows: int = 0
+    bad_lines: int = 0
+    by_reason: Dict[str, int] = field(default_factory=dict)
+    examples: List[BadLine] = field(default_factory=list)
+    max_examples: int = 1000
+    truncated: List[Dict[str, Any]] = field(default_factory=list)
+
+    def add_bad(self, path: str, lines: np.ndarray, reason: str) -> None:
+        self.bad_lines += int(len(lines))
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + int(len(lines))
+        room = self.max_examples - len(self.examples)
+        for ln in lines[:max(room, 0)].tolist():
+            self.examples.append(BadLine(path, int(ln), reason))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "bad_lines": self.bad_lines,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "examples": [{"path": b.path, "line": b.line, "reason": b.reason} for b in self.examples],
+            "examples_truncated": self.bad_lines > len(self.examples),
+            "truncated": [dict(t) for t in self.truncated],
+        }
+
+
+@dataclass
+class CriteoChunk:
+    """Validated rows from one block of one file (``n`` rows).
+
+    Attributes:
+        labels: int8 ``(n,)``, 0 or 1.
+        ints: int64 ``(n, 13)`` raw counts (negatives kept), 0 where missing.
+        int_missing: bool ``(n, 13)``.
+        cats: int64 ``(26, n)`` (feature-major) raw hex values, ``MISSING_ID`` where empty.
+        lines: int64 ``(n,)`` 1-based line numbers in ``path``.
+        path: the file.
+    """
+
+    labels: np.ndarray
+    ints: np.ndarray
+    int_missing: np.ndarray
+    cats: np.ndarray
+    lines: np.ndarray
+    path: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, idx: np.ndarray) -> "CriteoChunk":
+        return CriteoChunk(self.labels[idx], self.ints[idx], self.int_missing[idx], self.cats[:, idx],
+                           self.lines[idx], self.path)
+
+
+def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
+    """Files named by paths and/or glob patterns, each pattern's matches sorted; errors if none exist."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    out: List[Path] = []
+    for item in items:
+        s = str(item)
+        if any(ch in s for ch in "*?["):
+            matches = sorted(_glob.glob(s))
+            if not matches:
+                raise DataError(f"no file matches {s!r}")
+            out.extend(Path(m) for m in matches)
+        else:
+            if not Path(s).is_file():
+                raise DataError(f"input file {s!r} does not exist")
+            out.append(Path(s))
+    return out
+
+
+def _parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """Hex strings -> (int64 values with MISSING_ID for empty, bool bad mask), vectorized."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    n = len(arr)
+    offs = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + n + 1)[arr.offset:].astype(np.int64)
+    data_buf = arr.buffers()[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    lens = np.diff(offs)
+    chars = data[offs[0]:offs[-1]]
+    digits = _HEX_LUT[chars]
+    bad = lens > _MAX_HEX_DIGITS
+    values = np.full(n, MISSING_ID, dtype=np.int64)
+    if chars.size:
+        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+        invalid = digits == 255
+        if invalid.any():
+            bad |= np.bincount(rows[invalid], minlength=n) > 0
+            digits = np.where(invalid, 0, digits)
+        pos = (offs[1:] - offs[0])[rows] - 1 - np.arange(chars.size, dtype=np.int64)
+        pos = np.minimum(pos, 15)
+        contrib = digits.astype(np.uint64) << (4 * pos).astype(np.uint64)
+        nonempty = lens > 0
+        starts = (offs[:-1] - offs[0])[nonempty]
+        values[nonempty] = np.bitwise_or.reduceat(contrib, starts).view(np.int64)
+    return values, bad
+
+
+def _parse_ints(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer strings -> (int64 values, missing mask, bad mask)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    missing = pc.equal(pc.binary_length(col), 0)
+    filled = pc.if_else(missing, pa.scalar("0"), col)
+    try:
+        values = pc.cast(filled, pa.int64())
+        bad = np.zeros(len(col), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ok = pc.match_substring_regex(col, _INT_RE)
+        bad = ~ok.to_numpy(zero_copy_only=False)
+        values = pc.cast(pc.if_else(ok, filled, pa.scalar("0")), pa.int64())
+    return values.to_numpy(zero_copy_only=False), missing.to_numpy(zero_copy_only=False), bad
+
+
+def _overlong(max_line_bytes: int) -> str:
+    return f"line longer than {max_line_bytes} bytes"
+
+
+def _byte_detail(data: np.ndarray, tabs: np.ndarray, start: int, end: int, pos: int) -> str:
+    if pos < 0:
+        return f"{end - start} bytes"
+    k = int(np.searchsorted(tabs, pos) - np.searchsorted(tabs, start))
+    where = TSV_COLUMNS[k] if k < len(TSV_COLUMNS) else f"field {k + 1}"
+    return f"byte 0x{int(data[pos]):02x} at byte {pos - start + 1} of the line, in {where}"
+
+
+def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
+                 report: Optional[ReadReport], max_line_bytes: int = MAX_LINE_BYTES) -> Optional[CriteoChunk]:
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lines = first_line + np.arange(len(ends), dtype=np.int64)
+    tabs = np.flatnonzero(data == 9)
+    ntabs = np.searchsorted(tabs, ends) - np.searchsorted(tabs, starts)
+    # Lines are checked as bytes before any is parsed as text: the CSV parser would stop the whole block
+    # at invalid UTF-8 or split a line at a stray \r.
+    groups: List[Tuple[np.ndarray, str, str]] = []  # (line indices, reason, detail of the first)
+    byte_bad = np.zeros(len(ends), dtype=bool)
+    checked = line_byte_codes(data, starts, ends, len(tabs), max_line_bytes)
+    if checked is not None:
+        codes, first = checked
+        byte_bad = codes > 0
+        for code in np.unique(codes[byte_bad]).tolist():
+            idx = np.flatnonzero(codes == code)
+            i = int(idx[0])
+            reason = _overlong(max_line_bytes) if code == OVERLONG else LINE_REASONS[code]
+            groups.append((idx, reason, _byte_detail(data, tabs, int(starts[i]), int(ends[i]), int(first[i]))))
+    col_bad = (ntabs != _N_TABS) & ~byte_bad
+    if col_bad.any():
+        idx = np.flatnonzero(col_bad)
+        groups.append((idx, f"wrong column count (expected {len(TSV_COLUMNS)})", f"got {int(ntabs[idx[0]]) + 1}"))
+    if groups:
+        for idx, reason, detail in sorted(groups, key=lambda g: int(g[0][0])):  # "error" names the first line
+            _bad(path, lines[idx], reason, on_bad_line, report, detail=[detail])
+        good = ~(byte_bad | col_bad)
+        keep = np.repeat(good, ends - starts + 1)
+        data = data[keep]
+        lines = lines[good]
+        if data.size == 0:
+            return None
+        block = data.tobytes()
+    table = pacsv.read_csv(
+        pa.py_buffer(block),
+        read_options=pacsv.ReadOptions(column_names=TSV_COLUMNS, block_size=max(len(block) + 1, 1 << 20)),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
+                                         double_quote=False, newlines_in_values=False, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in TSV_COLUMNS},
+                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    n = table.num_rows
+    if n != len(lines):  # cannot happen after the tab count; guard against silent misalignment
+        raise RuntimeError(f"{path}: parsed {n} rows from a block of {len(lines)} lines at line {first_line}")
+    bad_rows = np.zeros(n, dtype=bool)
+    reasons: List[Tuple[np.ndarray, str]] = []
+
+    label_col = table.column(LABEL_COLUMN)
+    is1 = pc.equal(label_col, "1").to_numpy(zero_copy_only=False)
+    is0 = pc.equal(label_col, "0").to_numpy(zero_copy_only=False)
+    bad_label = ~(is0 | is1)
+    if bad_label.any():
+        reasons.append((bad_label, "label not 0/1"))
+    labels = is1.astype(np.int8)
+
+    ints = np.empty((n, len(INT_COLUMNS)), dtype=np.int64)
+    int_missing = np.empty((n, len(INT_COLUMNS)), dtype=bool)
+    for j, c in enumerate(INT_COLUMNS):
+        v, m, b = _parse_ints(table.column(c))
+        ints[:, j], int_missing[:, j] = v, m
+        if b.any():
+            reasons.append((b, f"non-integer {c}"))
+    cats = np.empty((len(CAT_COLUMNS), n), dtype=np.int64)
+    for j, c in enumerate(CAT_COLUMNS):
+        v, b = _parse_hex(table.column(c))
+        cats[j] = v
+        if b.any():
+            reasons.append((b, f"non-hex {c}"))
+    for mask, _ in reasons:
+        bad_rows |= mask
+    if bad_rows.any():
+        # One reason per line (the first that applies), so counts add up to bad lines.
+        claimed = np.zeros(n, dtype=bool)
+        for mask, reason in reasons:
+            mine = mask & ~claimed
+            claimed |= mine
+            if mine.any():
+                _bad(path, lines[mine], reason, on_bad_line, report)
+        keep = ~bad_rows
+        chunk = CriteoChunk(labels[keep], ints[keep], int_missing[keep], cats[:, keep], lines[keep], path)
+    else:
+        chunk = CriteoChunk(labels, ints, int_missing, cats, lines, path)
+    return chunk if len(chunk) else None
+
+
+def _bad(path: str, lines: np.ndarray, reason: str, on_bad_line: str, report: Optional[ReadReport],
+         detail: Sequence[str] = ()) -> None:
+    if on_bad_line == "error":
+        extra = f" ({detail[0]})" if detail else ""
+        raise BadLineError(f"{path}:{int(lines[0])}: malformed line: {reason}{extra}; "
+                           f"pass on_bad_line='skip' (--on-bad-line skip) to skip and count such lines")
+    if report is not None:
+        report.add_bad(path, lines, reason)
+
+
+def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes: int = CHUNK_BYTES,
+                    on_bad_line: str = "error", report: Optional[ReadReport] = None,
+                    max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[CriteoChunk]:
+    """Stream validated rows from Criteo TSV files (plain or gzip), one block of whole lines at a time.
+
+    Memory is bounded by ``chunk_bytes`` (a few times it), whatever the file size. Files are read as bytes
+    and lines validated vectorized: a byte that has no place in a Criteo line (non-ASCII, as in invalid
+    UTF-8; NUL; another control character; a ``\r`` that does not end the line), a line longer than
+    ``max_line_bytes``, a wrong column count, a label other than 0/1, a non-integer count or a categorical
+    that is not 1-15 hex digits makes a line malformed. ``on_bad_line="error"`` raises
+    :class:`BadLineError` naming the file and line; ``"skip"`` drops it and records it in ``report``
+    (counted always, line numbers kept). Line ends may be LF, CRLF or CR-only (the same rows).
+
+    A ``.gz`` stream that breaks off (truncated, corrupt) raises :class:`~recsys_emb.errors.DataError` naming
+    the file and its last complete line under ``"error"``; under ``"skip"`` the rows before it are kept, the
+    loss is recorded in ``report.truncated`` and reading goes on with the next file.
+
+    Args:
+        inputs: file paths or glob patterns (``.gz`` decompressed on the fly).
+        chunk_bytes: bytes read per block.
+        on_bad_line: ``"error"`` or ``"skip"``.
+        report: a :class:`ReadReport` to fill (rows, bad lines, truncated files).
+        max_line_bytes: longest line accepted.
+    Yields:
+        :class:`CriteoChunk` per block, rows in file order.
+
+    Example:
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=1000, scale=0.001, seed=0)
+        >>> rep = ReadReport()
+        >>> sum(len(c) for c in iter_criteo_tsv(g.tsv, on_bad_line="skip", report=rep)), rep.bad_lines
+        (1000, 0)
+
+        On the real Kaggle files (not in the repository, so not run here):
+
+        >>> rows = sum(len(c) for c in iter_criteo_tsv("day_0.gz", on_bad_line="skip", report=rep))  # doctest: +SKIP
+    """
+    if on_bad_line not in ("error", "skip"):
+        raise ValueError(f"on_bad_line must be 'error' or 'skip', got {on_bad_line!r}")
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
+    for path in expand_inputs(inputs):
+        for event in iter_line_blocks(path, chunk_bytes, max_line_bytes):
+            if isinstance(event, Block):
+                chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes)
+                if chunk is not None:
+                    if report is not None:
+                        report.rows += len(chunk)
+                    yield chunk
+            elif isinstance(event, OverlongLine):
+                _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
+                     detail=[f"no line end within {max_line_bytes} bytes"])
+            else:
+                _damaged(path, event, on_bad_line, report)
+
+
+def _damaged(path: Path, event: DamagedStream, on_bad_line: str, report: Optional[ReadReport]) -> None:
+    where = f"{path}: {event.error}"
+    if on_bad_line == "error":
+        raise DataError(f"{where}: nothing after line {event.last_line} (the last complete line) can be read; "
+                        "re-download or re-compress the file, or pass on_bad_line='skip' (--on-bad-line skip) "
+                        "to keep the rows before it")
+    if report is None:
+        logger.warning("%s: the rest of the file after line %d is lost", where, event.last_line)
+    else:
+        report.truncated.append({"path": str(path), "last_good_line": event.last_line, "error": event.error})
+
+
+def true_prob_path(tsv_path: PathLike) -> Path:
+    """The ground-truth side file of a generated TSV: ``X.tsv[.gz]`` -> ``X.true_prob.npy``."""
+    p = Path(tsv_path)
+    name = p.name
+    for suffix in (".gz", ".tsv", ".txt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return p.with_name(name + ".true_prob.npy")

@@ -1,0 +1,184 @@
+"""Output directories that are never mixed or half written.
+
+Every writer of a dataset directory (``preprocess``, ``generate_sequences``, ``prepare_movielens``,
+``generate_criteo_like``) writes into a temporary sibling ``.NAME.partial-HOST-PID-RANDOM`` and renames it
+into place at the end, so the destination holds either nothing, the previous complete output, or the new
+complete output; a killed writer leaves only its temporary, which the next writer into the same
+destination removes (when the process that owned it is gone). An existing non-empty destination is
+refused unless ``overwrite=True``, which replaces it whole, and only when everything in it is a name that
+writer produces (``--overwrite`` never deletes a folder the library did not write).
+
+The guarantee is against a writer that dies (an error, a kill): files are not fsynced, so a power loss
+can still leave a renamed directory with unwritten blocks. The examples write under ``tmp``, any empty
+directory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Collection, Iterator, Optional, Union
+
+from recsys_emb.errors import DataError
+
+__all__ = ["check_output_dir", "atomic_output_dir"]
+
+logger = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def _listing(entries: Collection[str], limit: int = 5) -> str:
+    names = sorted(entries)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_output_dir(out: PathLike, *, overwrite: bool, owned: Collection[str], command: str) -> None:
+    """Refuse ``out`` before any work is done if the writer may not fill it.
+
+    Allowed: ``out`` absent, an empty directory, or (with ``overwrite``) a directory whose every entry is
+    in ``owned`` (the names the writer produces). ``command`` names the command in the message.
+
+    Raises:
+        DataError: one line naming the directory, what is in it and the fix.
+
+    Example:
+        >>> (tmp / "d").mkdir(); _ = (tmp / "d" / "metadata.json").write_text("{}")
+        >>> check_output_dir(tmp / "d", overwrite=True, owned={"metadata.json"}, command="preprocess")
+        >>> check_output_dir(tmp / "d", overwrite=False, owned={"metadata.json"}, command="preprocess")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recsys_emb.errors.DataError: .../d is not empty (metadata.json): pass overwrite=True (--overwrite) to replace it whole, or write to another directory
+    """
+    d = Path(out)
+    if not d.exists() and not d.is_symlink():
+        return
+    if not d.is_dir():
+        raise DataError(f"{d} exists and is not a directory: {command} writes a directory there; "
+                        "remove it or choose another output path")
+    entries = {p.name for p in d.iterdir()}
+    if not entries:
+        return
+    if not overwrite:
+        raise DataError(f"{d} is not empty ({_listing(entries)}): pass overwrite=True (--overwrite) to replace "
+                        f"it whole, or write to another directory")
+    foreign = entries - set(owned)
+    if foreign:
+        raise DataError(f"{d} holds {_listing(foreign)}, which {command} does not write, so --overwrite will not "
+                        f"delete it; remove those yourself or write to another directory")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporaries of ``out`` left by dead writers on this host (a killed run), removed."""
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.iterdir():
+        m = _TEMP_RE.match(p.name)
+        if not m or m["name"] != out.name or m["host"] != _HOST:
+            continue
+        pid = int(m["pid"])
+        if pid != os.getpid() and not _pid_alive(pid):
+            logger.warning("removing %s, left by a writer (pid %d) that did not finish", p, pid)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _renameat2_exchange() -> Optional[Callable[[Path, Path], bool]]:
+    """``exchange(a, b)``: swap two paths atomically (Linux renameat2 RENAME_EXCHANGE), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+
+    def exchange(a: Path, b: Path) -> bool:
+        return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+    return exchange
+
+
+_EXCHANGE = _renameat2_exchange()
+
+
+def _temp_sibling(out: Path, kind: str) -> Path:
+    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _commit(tmp: Path, out: Path, overwrite: bool, owned: Collection[str], command: str) -> None:
+    """Move the finished ``tmp`` to ``out``: a rename, or an atomic exchange with the old output."""
+    check_output_dir(out, overwrite=overwrite, owned=owned, command=command)  # it may have changed meanwhile
+    if out.is_dir() and any(out.iterdir()):
+        if _EXCHANGE is not None and _EXCHANGE(tmp, out):
+            shutil.rmtree(tmp)  # now the old output
+            return
+        old = _temp_sibling(out, "old")  # no atomic exchange here: the old output steps aside first
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old)
+        return
+    try:
+        os.rename(tmp, out)  # replaces an empty directory in one step
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EPERM, errno.EXDEV) or not out.is_dir():
+            raise
+        # An empty mount point cannot be replaced: move the contents in, metadata.json last, so a reader
+        # never sees a dataset before it is complete.
+        for p in sorted(tmp.iterdir(), key=lambda q: q.name == "metadata.json"):
+            os.rename(p, out / p.name)
+        tmp.rmdir()
+
+
+@contextmanager
+def atomic_output_dir(out: PathLike, *, overwrite: bool = False, owned: Collection[str] = (),
+                      command: str = "this command") -> Iterator[Path]:
+    """A temporary sibling of ``out`` to write into; renamed to ``out`` when the block ends without error.
+
+    On an error (or KeyboardInterrupt) the temporary is removed and ``out`` is untouched. ``out`` is checked
+    with :func:`check_output_dir` on entry and again before the rename.
+
+    Yields:
+        The temporary directory (empty, on the same filesystem as ``out``).
+
+    Example:
+        >>> with atomic_output_dir(tmp / "ds", owned={"a.txt"}) as d:
+        ...     _ = (d / "a.txt").write_text("complete")
+        >>> (tmp / "ds" / "a.txt").read_text(), sorted(p.name for p in tmp.iterdir())
+        ('complete', ['ds'])
+    """
+    dest = Path(os.path.abspath(out))
+    if dest.parent == dest:
+        raise DataError(f"cannot write a dataset to the root directory {dest}; choose a subdirectory")
+    if dest.is_symlink() and dest.is_dir():
+        dest = Path(os.path.realpath(dest))
+    check_output_dir(dest, overwrite=overwrite, owned=owned, command=command)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(dest)
+    tmp = _temp_sibling(dest, "partial")
+    tmp.mkdir()
+    try:
+        yield tmp
+        _commit(tmp, dest, overwrite, owned, command)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

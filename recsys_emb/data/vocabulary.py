@@ -1,0 +1,107 @@
+"""Vocabularies: raw value -> frequency-rank id with an out-of-vocabulary id, per field, and the two files a
+processed dataset keeps them in (``counts.npz``, ``vocab.npz``), so new data (a new day, a serving request)
+is mapped to ids exactly as the training data was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Union
+
+import numpy as np
+
+from recsys_emb.errors import DataError
+
+__all__ = ["Vocabulary", "COUNTS_FILE", "VOCAB_FILE", "save_vocabularies", "load_vocabulary"]
+
+PathLike = Union[str, Path]
+COUNTS_FILE = "counts.npz"
+"""Per field: the count of every id by rank, the last entry counting the OOV rows."""
+VOCAB_FILE = "vocab.npz"
+"""Per field: ``{field}_keys`` (sorted raw values) and ``{field}_ids`` (their ids)."""
+
+
+@dataclass
+class Vocabulary:
+    """Raw value -> frequency-rank id for one field (id 0 = most frequent; ties by raw value).
+
+    Values seen fewer than ``min_count`` times (and values never seen) map to ``oov_id = size - 1``.
+
+    Attributes:
+        keys: sorted raw values that got an id, int64.
+        ids: their ids (aligned with ``keys``).
+        counts: count of each id by rank, ``(size,)``; the last entry counts the OOV rows.
+
+    Example:
+        >>> v = Vocabulary.from_counts(np.array([5, 7, 9]), np.array([2, 10, 1]), min_count=2)
+        >>> v.size, v.oov_id
+        (3, 2)
+        >>> v.lookup(np.array([7, 5, 9, 123])).tolist()
+        [0, 1, 2, 2]
+    """
+
+    keys: np.ndarray
+    ids: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def oov_id(self) -> int:
+        return self.size - 1
+
+    @classmethod
+    def from_counts(cls, keys: np.ndarray, counts: np.ndarray, min_count: int) -> "Vocabulary":
+        """The vocabulary of values ``keys`` (sorted, distinct, int64) seen ``counts`` times each."""
+        kept = counts >= min_count
+        k, c = keys[kept], counts[kept]
+        order = np.lexsort((k, -c))  # count descending, raw value ascending
+        ids = np.empty(len(k), np.int64)
+        ids[order] = np.arange(len(k))
+        rank_counts = np.concatenate((c[order], [int(counts[~kept].sum())])).astype(np.int64)
+        return cls(keys=k, ids=ids, counts=rank_counts)
+
+    def lookup(self, values: np.ndarray) -> np.ndarray:
+        """Ids of raw ``values`` (any shape), ``oov_id`` for unknown ones."""
+        if len(self.keys) == 0:
+            return np.full(values.shape, self.oov_id, np.int64)
+        pos = np.searchsorted(self.keys, values)
+        pos = np.minimum(pos, len(self.keys) - 1)
+        hit = self.keys[pos] == values
+        return np.where(hit, self.ids[pos], self.oov_id)
+
+
+def save_vocabularies(directory: PathLike, vocabs: Mapping[str, Vocabulary]) -> None:
+    """Write ``directory/counts.npz`` and ``directory/vocab.npz`` for the fields of ``vocabs`` (in order).
+
+    Example:
+        >>> v = Vocabulary.from_counts(np.array([5, 7]), np.array([2, 10]), min_count=1)
+        >>> save_vocabularies(tmp, {"C1": v})
+        >>> load_vocabulary(tmp)["C1"].lookup(np.array([7, 5, 6])).tolist()
+        [0, 1, 2]
+    """
+    d = Path(directory)
+    np.savez(d / COUNTS_FILE, **{c: v.counts for c, v in vocabs.items()})
+    np.savez(d / VOCAB_FILE, **{f"{c}_keys": v.keys for c, v in vocabs.items()},
+             **{f"{c}_ids": v.ids for c, v in vocabs.items()})
+
+
+def load_vocabulary(directory: PathLike) -> Dict[str, Vocabulary]:
+    """The raw-value -> id mapping of each field of a processed dataset, to categorify new data the same way.
+
+    Raises:
+        DataError: the directory lacks ``counts.npz`` / ``vocab.npz`` (only preprocessed Criteo data has them).
+    """
+    d = Path(directory)
+    for name in (COUNTS_FILE, VOCAB_FILE):
+        if not (d / name).is_file():
+            raise DataError(f"{d / name} not found: {d} holds no vocabulary "
+                            "(only `recsys-emb preprocess` output has one)")
+    with np.load(d / COUNTS_FILE) as z:
+        counts = {k: z[k] for k in z.files}
+    with np.load(d / VOCAB_FILE) as z:
+        fields = [k[: -len("_keys")] for k in z.files if k.endswith("_keys")]
+        return {c: Vocabulary(z[f"{c}_keys"], z[f"{c}_ids"], counts[c]) for c in fields}

@@ -1,0 +1,71 @@
+"""Criteo TSV reader: malformed lines (error and skip modes, plain and gzip), lines longer than a block."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_emb.data.criteo import BadLineError, ReadReport, iter_criteo_tsv, preprocess
+
+
+def _bad_file(small_raw, tmp_path, compress=False):
+    lines = (small_raw / "criteo_like.tsv").read_text().splitlines()[:3000]
+    good = lines[0].split("\t")
+    bad = {
+        101: "\t".join(good[:30]),                                  # wrong column count
+        502: "\t".join(good[:14] + ["zz12ab34"] + good[15:]),       # non-hex categorical
+        1203: "\t".join(good[:3] + ["3.5"] + good[4:]),             # non-integer count
+        1999: "\t".join(["2"] + good[1:]),                          # bad label
+        2500: "",                                                   # empty line
+    }
+    for ln, text in bad.items():
+        lines[ln - 1] = text
+    data = ("\n".join(lines)).encode()  # no final newline: the last line must still be read
+    path = tmp_path / ("bad.tsv.gz" if compress else "bad.tsv")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    np.save(tmp_path / "bad.true_prob.npy", np.load(small_raw / "criteo_like.true_prob.npy")[:3000])
+    return path, bad
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_malformed_lines_error_mode_names_the_line(small_raw, tmp_path, compress):
+    path, bad = _bad_file(small_raw, tmp_path, compress)
+    with pytest.raises(BadLineError, match=rf"{path.name}:101: malformed line: wrong column count"):
+        preprocess(path, tmp_path / "out", chunk_bytes=50_000)
+    with pytest.raises(BadLineError, match=":101:"):
+        list(iter_criteo_tsv(path, chunk_bytes=7_000))
+
+
+@pytest.mark.parametrize("chunk_bytes", [7_000, 1 << 20])
+def test_malformed_lines_skip_mode_counts_and_reports(small_raw, tmp_path, chunk_bytes):
+    path, bad = _bad_file(small_raw, tmp_path)
+    report = ReadReport()
+    rows = sum(len(c) for c in iter_criteo_tsv(path, chunk_bytes=chunk_bytes, on_bad_line="skip", report=report))
+    assert rows == report.rows == 3000 - len(bad)
+    assert report.bad_lines == len(bad)
+    assert sorted(b.line for b in report.examples) == sorted(bad)
+    reasons = {b.line: b.reason for b in report.examples}
+    assert reasons[101].startswith("wrong column count") and reasons[2500].startswith("wrong column count")
+    assert reasons[502] == "non-hex C1" and reasons[1203] == "non-integer I3" and reasons[1999] == "label not 0/1"
+    meta = preprocess(path, tmp_path / "out", on_bad_line="skip", chunk_bytes=chunk_bytes)
+    assert meta["rows"]["total"] == 3000 - len(bad) and meta["bad_lines"]["bad_lines"] == len(bad)
+    assert sorted(e["line"] for e in meta["bad_lines"]["examples"]) == sorted(bad)
+    # The true probabilities stay aligned with the lines that were kept.
+    truth = np.load(small_raw / "criteo_like.true_prob.npy")[:3000]
+    kept = np.setdiff1d(np.arange(1, 3001), list(bad)) - 1
+    got = np.concatenate([pq.read_table(tmp_path / "out" / s)["true_prob"].to_numpy() for s in ("train", "valid", "test")])
+    assert np.array_equal(got, truth[kept])
+
+
+def test_lines_longer_than_the_chunk_and_blocks_agree(small_raw, tmp_path):
+    path = tmp_path / "head.tsv"
+    path.write_text("\n".join((small_raw / "criteo_like.tsv").read_text().splitlines()[:400]) + "\n")
+    whole = list(iter_criteo_tsv(path, chunk_bytes=1 << 30))
+    tiny = list(iter_criteo_tsv(path, chunk_bytes=100))  # smaller than one line
+    assert len(whole) == 1 and len(tiny) > 100
+    assert np.array_equal(np.concatenate([c.cats for c in tiny], axis=1), whole[0].cats)
+    assert np.array_equal(np.concatenate([c.ints for c in tiny]), whole[0].ints)
+    assert np.array_equal(np.concatenate([c.lines for c in tiny]), np.arange(1, 401))

@@ -44,16 +44,18 @@ def trained_trials(study):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str, verbose: bool = False):
-    """``recsys-emb search`` in a new process (module form), output on a pipe; ``verbose``: INFO logs."""
+def worker(config: Path, storage: str, study: str, n_trials: int, *extra: str, verbose: bool = False,
+           env: dict = None):
+    """``recsys-emb search`` in a new process (module form), output on a pipe; ``verbose``: INFO logs;
+    ``env``: added to the environment (e.g. a fault injection)."""
     import os
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "recsys_emb.cli", *(["-v"] if verbose else []), "search", "--config", str(config),
            "--storage", storage, "--study", study, "--n-trials", str(n_trials), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish(proc, timeout: float = 300) -> str:

@@ -5,7 +5,7 @@ from recsys_emb.training.build import attach_tables, build_features, build_model
 from recsys_emb.training.checkpoint import Position, latest_checkpoint
 from recsys_emb.training.metrics import ctr_metrics, score_split
 from recsys_emb.training.plan import plan_run
-from recsys_emb.training.trainer import FAULT_KILL_ENV, Trainer, init_distributed, train
+from recsys_emb.training.trainer import FAULT_HOLD_ENV, FAULT_KILL_ENV, Trainer, init_distributed, train
 
 __all__ = [
     "train",
@@ -22,4 +22,5 @@ __all__ = [
     "Position",
     "init_distributed",
     "FAULT_KILL_ENV",
+    "FAULT_HOLD_ENV",
 ]

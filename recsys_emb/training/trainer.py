@@ -41,12 +41,26 @@ from recsys_emb.training.rundir import RunDirectory, run_fingerprint
 from recsys_emb.version import __version__
 from recsys_emb.training.metrics import forward, score_split
 
-__all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV"]
+__all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV", "FAULT_HOLD_ENV"]
 
 logger = logging.getLogger(__name__)
 
 FAULT_KILL_ENV = "RECSYS_EMB_FAULT_KILL_AT_STEP"
 """Fault injection for resume tests: the training process SIGKILLs itself after this step."""
+
+FAULT_HOLD_ENV = "RECSYS_EMB_FAULT_HOLD"
+"""Fault injection for tests of concurrent processes: ``"STEP:PATH"`` holds the training process after step
+STEP until the file PATH exists (the process stays alive, holding its run directory and its trial)."""
+
+
+def _fault_hold() -> Tuple[int, Optional[Path]]:
+    value = os.environ.get(FAULT_HOLD_ENV, "")
+    if not value:
+        return 0, None
+    step, sep, path = value.partition(":")
+    if not sep or not step.isdigit() or not path:
+        raise ValueError(f"{FAULT_HOLD_ENV}={value!r}: expected STEP:PATH, e.g. 30:/tmp/release")
+    return int(step), Path(path)
 
 
 def init_distributed() -> Tuple[int, int]:
@@ -210,6 +224,7 @@ class Trainer:
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
         kill_at = int(os.environ.get(FAULT_KILL_ENV, "0"))
+        hold_at, release = _fault_hold()
         loss_fn = nn.BCEWithLogitsLoss()
         show = cfg.train.progress and self.rank == 0 and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
@@ -255,6 +270,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 if kill_at and self.pos.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
+                if release is not None and self.pos.step == hold_at:
+                    while not release.exists():
+                        time.sleep(0.05)
                 if self.pos.step >= total or stopped:
                     break
             if self.pos.step < total or self.pos.batch_in_epoch >= steps_per_epoch:

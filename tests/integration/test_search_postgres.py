@@ -48,6 +48,6 @@ def test_two_workers_share_a_postgres_study(tiny_data, tmp_path, postgres_url):
     config = write_configs(tmp_path, tiny_data, budget_bytes=10**9, train_overrides=["train.max_steps=60"],
                            pruner={"kind": "none"}, seed=None)
     study_name = f"pg-{uuid.uuid4().hex[:8]}"  # the server may outlive this test (CI's, or a developer's)
-    study = check_two_workers_share(config, postgres_url, study_name, n_trials=4)
+    study = check_two_workers_share(config, postgres_url, study_name, n_trials=4, tmp_path=tmp_path)
     assert (tmp_path / "runs" / study_name / "best.yaml").exists()
     assert len(trained_trials(study)) == 4

@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from recsys_emb.search import normalize_storage_url
+from recsys_emb.training import FAULT_HOLD_ENV
 from search_helpers import finish, make_tiny_data, trained_trials, wait_for_trial, worker, write_configs
 
 
@@ -31,12 +32,12 @@ def training_trial_of(proc):
     return lambda trials: next((t for t in trials if owned_by(proc, t) and t.state == TrialState.RUNNING), None)
 
 
-def check_two_workers_share(config, storage: str, study_name: str, n_trials: int) -> optuna.Study:
-    # The second worker starts once the first one trains a trial; it must then get a trial of its own
-    # before the first one has finished the other n_trials - 1 (each trial is a training, each start-up a
-    # few imports: a wide margin, and a clear failure if it is not met).
+def check_two_workers_share(config, storage: str, study_name: str, n_trials: int, tmp_path) -> optuna.Study:
+    # The first worker is held after step 1 of its first trial until the second worker trains a trial
+    # of its own: both train, however fast one of them starts.
     storage = normalize_storage_url(storage)
-    first = worker(config, storage, study_name, n_trials)
+    release = tmp_path / "release-first-worker"
+    first = worker(config, storage, study_name, n_trials, env={FAULT_HOLD_ENV: f"1:{release}"})
     try:
         wait_for_trial(storage, study_name, "a trial of the first worker training", training_trial_of(first),
                        procs=[first])
@@ -44,6 +45,7 @@ def check_two_workers_share(config, storage: str, study_name: str, n_trials: int
         try:
             wait_for_trial(storage, study_name, "a trial of the second worker training", training_trial_of(second),
                            procs=[second])
+            release.touch()
             outs = [finish(first), finish(second)]
         finally:
             second.kill()
@@ -65,7 +67,7 @@ def test_two_workers_share_one_sqlite_study(tiny_data, tmp_path):
     config = write_configs(tmp_path, tiny_data, budget_bytes=10**9, train_overrides=["train.max_steps=60"],
                            pruner={"kind": "none"}, seed=None)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    check_two_workers_share(config, storage, "shared", n_trials=4)
+    check_two_workers_share(config, storage, "shared", n_trials=4, tmp_path=tmp_path)
 
 
 def test_worker_killed_mid_trial_is_failed_and_retried(tiny_data, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from recsys_emb.config import config_from_dict
 from recsys_emb.errors import ConfigError, OutputDirError
-from recsys_emb.training import FAULT_KILL_ENV, prepare_data, train
+from recsys_emb.training import FAULT_HOLD_ENV, FAULT_KILL_ENV, prepare_data, train
 from recsys_emb.training.rundir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,21 +75,27 @@ def test_the_cli_refuses_in_one_line_with_exit_code_2(data, tmp_path):
 
 def test_two_processes_never_write_one_directory(data, tmp_path):
     out = tmp_path / "run"
-    # the first run stops itself (SIGKILL) once it is well under way
-    first = cli(data, out, "--set", "train.epochs=3", env={FAULT_KILL_ENV: "150"}, wait=False)
-    deadline = time.monotonic() + 120
-    while not (out / "metrics.jsonl").exists():  # the lock is taken before training starts
-        assert first.poll() is None, first.communicate()[1][-2000:]
-        assert time.monotonic() < deadline, "the first run never started training"
-        time.sleep(0.1)
-    holder = (out / ".lock").read_text()
-    assert f"pid {first.pid}" in holder
-    second = cli(data, out, "--resume")
-    assert second.returncode == 2 and f"is in use by pid {first.pid}" in second.stderr, second.stderr
-    first.wait(timeout=300)
+    # the first run is held after step 30 (a checkpoint at 20 written) until the test kills it: it holds
+    # the directory however fast this machine trains
+    first = cli(data, out, "--set", "train.epochs=3", env={FAULT_HOLD_ENV: f"30:{tmp_path / 'never'}"},
+                wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while not any((out / "checkpoints").glob("step_00000020*")):
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the first run never wrote its first checkpoint"
+            time.sleep(0.1)
+        holder = (out / ".lock").read_text()
+        assert f"pid {first.pid}" in holder
+        second = cli(data, out, "--resume")
+        assert second.returncode == 2 and f"is in use by pid {first.pid}" in second.stderr, second.stderr
+        assert first.poll() is None
+    finally:
+        first.kill()
+    first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
     # the lock died with its holder: a resume takes over, naming what it took over
-    resumed = cli(data, out, "--resume", "--set", "train.epochs=3")
+    resumed = cli(data, out, "--resume", "--set", "train.epochs=3", "--set", "train.max_steps=40")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"taking over the lock left by pid {first.pid}" in resumed.stderr
     assert (out / ".lock").read_text() == ""  # released at the end

@@ -1,0 +1,56 @@
+"""bench/quality.py --quick in a real process, writing into a copy of models/dlrm/README.md: every section's
+table, the markers, the plot and the claims exist and hold every row (format only; no number is asserted:
+quality is what the full run measures)."""
+
+import json
+import shutil
+
+from bench_helpers import ROOT, block, run_script
+
+
+def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
+    readme = tmp_path / "dlrm" / "README.md"
+    readme.parent.mkdir()
+    shutil.copy(ROOT / "models" / "dlrm" / "README.md", readme)
+    before = readme.read_text()
+    out = run_script("quality.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"))
+    text = readme.read_text()
+    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality"):
+        assert block(text, marker).strip() in out  # the script prints every table it writes
+    section = block(text, "quality")
+    criteo = section.split("Real MovieLens")[0]
+    assert block(text, "search") == block(before, "search")  # the other scripts' blocks are left alone
+    rows = [line for line in criteo.splitlines() if line.startswith("| ")]
+    variants = {line.split("|")[1].strip() for line in rows[1:]}
+    assert {"ceiling (true probabilities)", "full", "hashed", "multi_hash", "qr", "mixed", "mixed_field", "unified",
+            "searched"} <= variants
+    for v in ("hashed", "qr", "unified"):
+        budgets = [line.split("|")[2].strip() for line in rows if line.split("|")[1].strip() == v]
+        assert budgets == ["1", "1/4", "1/16", "1/64"], (v, budgets)
+    assert "Full tables close" in section and "QR beats the hashing trick" in section
+    assert "Real MovieLens" in section and "| unified |" in section.split("Real MovieLens")[1]
+    assert (readme.parent / "quality_quick.png").stat().st_size > 1000
+    res = json.loads((tmp_path / "work" / "results.json").read_text())
+    ml = {r["variant"]: r for r in res["movielens"]["rows"]}
+    assert abs(ml["unified"]["params"] / ml["hashed"]["params"] - 1) < 0.01  # unified at the hashing trick's size
+    assert "Command: `.venv/bin/python bench/quality.py --quick" in section
+    init = block(text, "quality-init")
+    init_rows = [line.split("|")[1].strip() for line in init.splitlines() if line.startswith("| ") and "(" in line
+                 and "variant" not in line]
+    assert init_rows == ["full (1)", "hashed (1/4)", "unified (1/4)"]
+    assert "1/sqrt(rows) (TorchRec)" in init and "U(±0.1)" in init
+    qr_ops = block(text, "quality-qr-ops")
+    ops = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in qr_ops.splitlines()
+           if line.startswith("| ") and "op" not in line.split("|")[1]}
+    # one compression (a bytes ratio) for every op; concat's half-width tables keep twice the rows
+    assert {op: c[:2] for op, c in ops.items()} == {"mult": ["4", "1/4"], "add": ["4", "1/4"], "concat": ["4", "1/2"]}
+    nbytes = [float(c[2].split()[0]) * {"kB": 1e3, "MB": 1e6}[c[2].split()[1]] for c in ops.values()]
+    assert max(nbytes) / min(nbytes) < 1.02, ops  # the same embedding bytes (remainder tables differ a little)
+    assert "- Best at equal bytes: `" in qr_ops
+    mixed = block(text, "quality-mixed-forms")
+    forms = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:7]] for line in mixed.splitlines()
+             if line.startswith("| 3/4 |")}
+    assert forms["blocks"][0] == "4" and forms["field"][0] == "1", forms
+    ratios = [float(c[3]) for c in forms.values()]
+    assert all(0.6 < x <= 0.75 * 1.02 for x in ratios), forms  # each form's alpha fits the budget
+    assert "- Field-level minus blocks, mean test AUC: 3/4: " in mixed and "the blocks' bytes)" in mixed

@@ -13,7 +13,8 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     readme.parent.mkdir()
     shutil.copy(ROOT / "models" / "dlrm" / "README.md", readme)
     before = readme.read_text()
-    out = run_script("quality.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"))
+    out = run_script("quality.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"),
+                     timeout=1800)  # about 40 short trainings: minutes on a busy machine
     text = readme.read_text()
     for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality"):
         assert block(text, marker).strip() in out  # the script prints every table it writes

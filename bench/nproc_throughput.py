@@ -1,100 +1,12 @@
-"""Training throughput of 1 vs N local processes (TorchRec model parallel over gloo), same global batch.
-
-Runs ``recsys-emb train --nproc N`` on a config for a fixed number of steps, with per-rank batch
-``global_batch / N``, for each N; reads samples/s and validation AUC from each run's summary, and the
-plan TorchRec chose for the largest N from ``recsys-emb plan``. Writes the table into docs/sharding.md
-between ``<!-- nproc:begin -->`` and ``<!-- nproc:end -->``.
+"""Training throughput of 1 vs N local processes, same global batch
+(:mod:`recsys_emb.benchmarks.nproc_throughput`; each run re-executes itself with the malloc settings).
+Writes the table into docs/sharding.md.
 
     .venv/bin/python bench/nproc_throughput.py                 # Criteo-like DLRM, 2M rows (a few minutes)
     .venv/bin/python bench/nproc_throughput.py --quick         # CI-sized, checks the plumbing only
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
-
-from recsys_emb.benchmarks import command_line, publish
-
-REPO = Path(__file__).resolve().parents[1]
-
-DEFAULT = dict(config="configs/dlrm_criteo_like_full.yaml", steps=120, global_batch=4096, nprocs="1,2")
-QUICK_SETS = ["data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}", "model.bottom_mlp=[16, 8]",
-              "model.top_mlp=[16]", "embeddings.dim=8"]
-
-
-def _cli(args: List[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if proc.returncode != 0:
-        raise RuntimeError(f"recsys-emb {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    nprocs = [int(n) for n in args.nprocs.split(",")]
-    work = Path(args.out_dir or tempfile.mkdtemp(prefix="nproc_bench_"))
-    sets = list(args.set)
-    if args.quick:
-        sets += [f"data.path={work / 'data'}", *QUICK_SETS]
-    rows = []
-    for n in nprocs:
-        if args.global_batch % n:
-            raise ValueError(f"--global-batch={args.global_batch} is not divisible by nproc={n}")
-        run_sets = sets + [f"data.batch_size={args.global_batch // n}", f"train.max_steps={args.steps}",
-                           "train.checkpoint_every=0", "train.eval_every=0", "train.progress=false",
-                           "train.log_every=0", f"train.out_dir={work / f'run{n}'}"]
-        _cli(["train", "--config", args.config, "--nproc", str(n), *sum((["--set", s] for s in run_sets), [])])
-        s = json.loads((work / f"run{n}" / "summary.json").read_text())
-        rows.append({"nproc": n, "samples_per_s": s["samples_per_s"], "steps": s["steps"],
-                     "valid_auc": s["valid"]["auc"], "embedding_bytes": s["embedding_bytes"]})
-    base = rows[0]["samples_per_s"]
-    for r in rows:
-        r["ratio"] = r["samples_per_s"] / base
-    plan = _cli(["plan", "--config", args.config, "--world-size", str(max(nprocs)),
-                 *sum((["--set", s] for s in sets), [])]).stdout
-    return {"rows": rows, "plan": plan, "config": args.config, "steps": args.steps,
-            "global_batch": args.global_batch, "cpus": os.cpu_count()}
-
-
-def table(res: Dict[str, Any], command: str) -> str:
-    lines = [f"`{res['config']}`: {res['steps']} steps at global batch {res['global_batch']} (per-rank batch = "
-             f"global / N), fused row-wise Adagrad, gloo on loopback, {res['cpus']} CPU cores "
-             f"({platform.machine()}). Measured in one run:", "",
-             "| processes | samples/s | vs 1 process | valid AUC |", "|---:|---:|---:|---:|"]
-    for r in res["rows"]:
-        lines.append(f"| {r['nproc']} | {r['samples_per_s']:,.0f} | {r['ratio']:.2f} | {r['valid_auc']:.4f} |")
-    lines += ["", "Plan for the largest world size (`recsys-emb plan`):", "", "```text", res["plan"].rstrip(), "```",
-              "", f"Command: `{command}`"]
-    return "\n".join(lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny generated data, few steps")
-    p.add_argument("--config", default=DEFAULT["config"])
-    p.add_argument("--steps", type=int, default=None, help=f"default {DEFAULT['steps']} (quick: 10)")
-    p.add_argument("--global-batch", type=int, default=None, help=f"default {DEFAULT['global_batch']} (quick: 256)")
-    p.add_argument("--nprocs", default=DEFAULT["nprocs"], help="comma-separated process counts; the first is the baseline")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--out-dir", default=None, help="work directory (default: a temporary one)")
-    p.add_argument("--readme", default=str(REPO / "docs" / "sharding.md"))
-    p.add_argument("--no-readme", action="store_true")
-    args = p.parse_args(argv)
-    args.steps = args.steps or (10 if args.quick else DEFAULT["steps"])
-    args.global_batch = args.global_batch or (256 if args.quick else DEFAULT["global_batch"])
-    res = run(args)
-    text = table(res, command_line("bench/nproc_throughput.py", argv))
-    print(publish(text, None if args.no_readme else Path(args.readme), "nproc", "## Throughput: 1 vs N processes"))
-    return 0
-
+from recsys_emb.benchmarks.nproc_throughput import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    print(main())

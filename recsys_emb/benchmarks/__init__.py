@@ -1,75 +1,24 @@
-"""Throughput benchmarks (run them with ``recsys-emb bench ...`` or the scripts in ``bench/``)."""
+"""The benchmarks: each one a module that runs, returns its results as data, and renders them as a table
+(text); ``recsys-emb bench NAME``, ``recsys-emb demo`` and the scripts in ``bench/`` print what they return.
 
-from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+- :mod:`~recsys_emb.benchmarks.common`: interleaved timing, README blocks, command lines, the
+  Criteo-shaped workload (cardinalities, skewed batches, every variant's specs).
+- :mod:`~recsys_emb.benchmarks.demo`: every variant's memory and one fused step (``recsys-emb demo``).
+- :mod:`~recsys_emb.benchmarks.embedding_throughput`: embeddings-only train step against TorchRec.
+- :mod:`~recsys_emb.benchmarks.lookup_throughput`: the single-device table-batched kernel against one
+  ``nn.EmbeddingBag`` per field.
+- :mod:`~recsys_emb.benchmarks.train_throughput`: end-to-end DLRM training against TorchRec's DLRM.
+- :mod:`~recsys_emb.benchmarks.data_throughput`: Parquet batches per second, generation and preprocessing.
+- :mod:`~recsys_emb.benchmarks.nproc_throughput`: training on 1 against N processes.
+- :mod:`~recsys_emb.benchmarks.search_dims`: searched per-field dims against the best uniform dim.
+- :mod:`~recsys_emb.benchmarks.din_attention`: DIN's attention against sum pooling.
+- :mod:`~recsys_emb.benchmarks.quality`: test AUC of every variant at parameter budgets (a package:
+  the runs, the sections, the report).
 
-__all__ = ["write_section", "quiet", "command_line", "publish", "interleaved_seconds"]
+Every module has a ``main(argv) -> str`` that parses the script's arguments, runs, writes the README
+block and JSON it is asked for, and returns the text to print.
+"""
 
+from typing import List
 
-def quiet() -> None:
-    """Benchmark scripts: warnings and TorchRec's planner chatter off, library warnings on stderr."""
-    import logging
-    import warnings
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("torchrec").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-
-
-def interleaved_seconds(steps_of: Sequence[Callable[[int], None]], steps: int, rounds: int, warmup: int,
-                        sync: Optional[Callable[[], None]] = None) -> List[float]:
-    """Median seconds of ``steps`` steps for each run, the runs interleaved round by round so that
-    machine noise hits them alike. ``steps_of[r](i)`` performs step ``i`` of run ``r``; ``sync``
-    (e.g. ``torch.cuda.synchronize``) is called around every timed round."""
-    import statistics
-    import time
-
-    sync = sync or (lambda: None)
-    for step in steps_of:
-        for i in range(warmup):
-            step(i)
-    sync()
-    times: List[List[float]] = [[] for _ in steps_of]
-    for _ in range(rounds):
-        for r, step in enumerate(steps_of):
-            sync()
-            t0 = time.perf_counter()
-            for i in range(steps):
-                step(i)
-            sync()
-            times[r].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
-
-
-def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
-    """The command that reproduces a run, as written under its table."""
-    import shlex
-    import sys
-
-    return " ".join([f".venv/bin/python {script}", *map(shlex.quote, list(sys.argv[1:] if argv is None else argv))])
-
-
-def publish(text: str, readme: Optional[Path], marker: str, title: str) -> str:
-    """Write a result table into ``readme``'s block (unless ``readme`` is None); returns the table for the
-    caller (a script or the CLI) to print."""
-    if readme is not None:
-        write_section(readme, marker, text, title)
-    return text
-
-
-def write_section(readme: Path, marker: str, body: str, title: str) -> None:
-    """Write a benchmark's result block into ``readme`` between ``<!-- marker:begin -->`` and
-    ``<!-- marker:end -->``, replacing the old block (the file is re-read first: several scripts
-    write into one README); append ``title`` and a new block at the end when the markers are absent.
-    """
-    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = readme.read_text() if readme.exists() else ""
-    if begin in text and end in text and text.index(begin) < text.index(end):
-        pre, rest = text.split(begin, 1)
-        _, post = rest.split(end, 1)
-        text = pre + block + post
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + f"{title}\n\n{block}\n"
-    readme.parent.mkdir(parents=True, exist_ok=True)
-    readme.write_text(text)
+__all__: List[str] = []

@@ -21,42 +21,17 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_emb.benchmarks import interleaved_seconds
+from recsys_emb.benchmarks.common import (command_line, criteo_shaped_cardinalities, field_cardinalities,
+                                         interleaved_seconds, skewed_batch, variant_specs, write_section)
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
+from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
 from recsys_emb.sharding import init_single_process_group, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
-from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
-from recsys_emb.specs import FeatureSpec
 
-__all__ = ["criteo_shaped_cardinalities", "variant_specs", "parse_preset", "skewed_batch", "run", "format_table",
-           "main"]
+__all__ = ["PRESET_KNOBS", "parse_preset", "run", "format_table", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-def criteo_shaped_cardinalities(cap: int) -> List[int]:
-    """Criteo Kaggle's 26 real categorical cardinalities, each capped at ``cap``."""
-    from recsys_emb.data.criteo import CRITEO_KAGGLE_CARDINALITIES
-
-    return [min(c, cap) for c in CRITEO_KAGGLE_CARDINALITIES]
-
-
-def variant_specs(cards: Sequence[int], dim: int, compression: int = 4) -> Dict[str, List[FeatureSpec]]:
-    """Feature specs per variant at the benchmark's default settings (:mod:`recsys_emb.presets`).
-
-    These are the preset defaults (:class:`~recsys_emb.presets.VariantPreset`). The compressed
-    variants keep about ``1/compression`` of the bytes of every field with at least
-    ``16 * compression`` ids (smaller fields stay full tables, as in practice); the unified variant
-    multiplexes every field into one shared table with the same total rows; mixed dimension is the
-    field-level form (one table per large field, its dim by DLRM's ``md_solver`` rule with alpha 0.3,
-    projected to ``dim``); multi-hash uses 2 probes, QR the ``concat`` op (twice the quotient rows at
-    half width). ``--preset`` measures other knobs (e.g. ``qr_op=mult``, ``num_blocks=4``).
-    """
-    cardinalities = {f"C{i + 1}": c for i, c in enumerate(cards)}
-    return {v: feature_specs(cardinalities, VariantPreset(v, dim=dim, compression=compression,
-                                                          min_rows=16 * compression))
-            for v in VARIANTS}
 
 
 PRESET_KNOBS = ("compression", "min_rows", "num_hashes", "qr_op", "alpha", "num_blocks", "chunks")
@@ -88,21 +63,6 @@ def parse_preset(text: str, dim: int, compression: float = 4) -> Tuple[str, Vari
     return name, VariantPreset(**kwargs)  # type: ignore[arg-type]
 
 
-def skewed_batch(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> KeyedJaggedTensor:
-    """One id per field and sample, power-law skewed towards small ids (id = floor(N * u**skew))."""
-    cols = []
-    for c in cards:
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
-        cols.append((u.pow(skew) * c).long().clamp_(max=c - 1))
-    return KeyedJaggedTensor(
-        keys=[f"C{i + 1}" for i in range(len(cards))],
-        values=torch.cat(cols),
-        lengths=torch.ones(batch * len(cards), dtype=torch.int32),
-        stride=batch,
-        length_per_key=[batch] * len(cards),
-    )
-
-
 @dataclass
 class _Run:
     name: str
@@ -128,7 +88,7 @@ def run(cap: int = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
     for name, preset in (presets or {}).items():
         if name in all_specs:
             raise ValueError(f"--preset name {name!r} is a built-in variant; pick another name")
-        all_specs[name] = feature_specs({f"C{i + 1}": c for i, c in enumerate(cards)}, preset)
+        all_specs[name] = feature_specs(field_cardinalities(cards), preset)
     chosen = list(variants or all_specs)
     unknown = [v for v in chosen if v not in all_specs]
     if unknown:
@@ -209,8 +169,6 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         with open(a.json, "w") as fh:
             json.dump({"settings": vars(a), "results": results}, fh, indent=2)
     if a.readme:
-        from recsys_emb.benchmarks import command_line, write_section
-
         body = f"```text\n{table}\n```\n\nCommand: `{command_line('bench/embedding_throughput.py', argv)}`"
         write_section(Path(a.readme), "embedding_throughput", body, "## Measured")
     return table

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_emb.benchmarks import interleaved_seconds
+from recsys_emb.benchmarks.common import (command_line, criteo_shaped_cardinalities, interleaved_seconds,
+                                         skewed_batch, variant_specs, write_section)
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
-__all__ = ["run", "format_table", "main"]
+__all__ = ["VARIANTS", "PerFieldEmbeddingBags", "run", "format_table", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,13 @@ class _Run:
 
 
 def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device: torch.device) -> KeyedJaggedTensor:
-    from recsys_emb.benchmarks.embedding_throughput import skewed_batch
-
-    kjt = skewed_batch(cards, batch, generator)
-    return kjt.to(device)
+    return skewed_batch(cards, batch, generator).to(device)
 
 
 def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
         warmup: int = 3, rounds: int = 5, lr: float = 0.01, variants: Sequence[str] = VARIANTS, compression: float = 4.0,
         seed: int = 0) -> Dict[str, Any]:
     """Measure the baseline and each variant with the table-batched kernel; returns settings and results."""
-    from recsys_emb.benchmarks.embedding_throughput import criteo_shaped_cardinalities, variant_specs
-
     dev = torch.device(device)
     torch.manual_seed(seed)
     cards = criteo_shaped_cardinalities(cap if cap else 10**12)
@@ -159,8 +155,6 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         Path(a.json).write_text(json.dumps(res, indent=2))
     table = format_table(res)
     if a.readme:
-        from recsys_emb.benchmarks import command_line, write_section
-
         body = f"```text\n{table}\n```\n\nCommand: `{command_line('bench/lookup_throughput.py', argv)}`"
         key = "lookup_cuda" if device.startswith("cuda") else "lookup_cpu"
         title = "### On CUDA" if key == "lookup_cuda" else "### On CPU"

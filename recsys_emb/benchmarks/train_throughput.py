@@ -15,13 +15,15 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
+
+from recsys_emb.benchmarks.common import command_line, write_section
 
 __all__ = ["run", "format_table", "main"]
 
@@ -197,12 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             json.dump(res, fh, indent=2)
     table = format_table(res)
     if a.readme:
-        import shlex
-        from pathlib import Path
-
-        from recsys_emb.benchmarks import write_section
-
-        command = " ".join([".venv/bin/python bench/train_throughput.py", *map(shlex.quote, argv or sys.argv[1:])])
+        command = command_line("bench/train_throughput.py", argv)
         write_section(Path(a.readme), "train_throughput", f"```text\n{table}\n```\n\nCommand: `{command}`",
                       "## End-to-end training throughput against TorchRec's DLRM")
     return table

@@ -17,17 +17,10 @@ def emit(text: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from recsys_emb.demo import run_demo
-    from recsys_emb.memory import format_bytes
+    from recsys_emb.benchmarks.demo import format_table, run_demo
 
     rows = run_demo(cap=args.cap, dim=args.dim, batch=args.batch, compression=args.compression)
-    print(f"recsys_emb demo: 26 Criteo-shaped fields (real Kaggle cardinalities capped at {args.cap:,}), "
-          f"dim {args.dim}, compressed variants at about 1/{args.compression} of the bytes per large field")
-    print(f"{'variant':<16}{'params':>14}{'memory':>12}{'vs full':>9}   one fused SGD step on batch {args.batch}")
-    for r in rows:
-        print(f"{r['variant']:<16}{r['params']:>14,}{format_bytes(r['bytes']):>12}{r['ratio_to_full']:>8.1%}   "
-              f"output {r['output_shape']}, mse {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
-              f"({r['step_s'] * 1000:.0f} ms)")
+    emit(format_table(rows, cap=args.cap, dim=args.dim, batch=args.batch, compression=args.compression))
     return 0
 
 

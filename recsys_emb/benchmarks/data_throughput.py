@@ -1,0 +1,104 @@
+"""Data-path throughput: samples/s of Criteo-schema batches (dense (B, 13), KJT of 26 keys, labels)
+built from Parquet shards on one core, plus the generation and preprocessing speeds on the way.
+
+    .venv/bin/python bench/data_throughput.py --rows 1000000 --json bench/out/data_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+__all__ = ["TARGET_SAMPLES_PER_S", "run", "format_table", "main"]
+
+TARGET_SAMPLES_PER_S = 500_000
+"""What one core should deliver to keep a CPU training step fed."""
+
+
+def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: float = 0.01,
+        epochs: int = 2) -> Dict[str, Any]:
+    """Generate and preprocess ``rows`` Criteo-like rows under ``workdir`` (reused when present; the
+    generation and preprocessing speeds are reported only when they ran), then read the train split
+    ``epochs`` times in order and shuffled; returns settings, speeds and the best pass per order."""
+    from recsys_emb.data.batches import ParquetBatches
+    from recsys_emb.data.criteo import preprocess
+    from recsys_emb.data.synthetic import generate_criteo_like
+
+    work = Path(workdir) / f"rows{rows}-scale{scale}"
+    raw, processed = work / "raw", work / "processed"
+    results: Dict[str, Any] = {"rows": rows, "batch_size": batch_size, "scale": scale,
+                               "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                               "python": sys.version.split()[0], "torch": torch.__version__}
+    if not (processed / "metadata.json").exists():
+        g = generate_criteo_like(raw, rows, scale=scale, seed=0)
+        results["generate_rows_per_s"] = round(g.rows / g.seconds)
+        results["tsv_bytes"] = g.tsv.stat().st_size
+        t0 = time.perf_counter()
+        preprocess(g.tsv, processed, rows_per_shard=1 << 20)
+        dt = time.perf_counter() - t0
+        results["preprocess_rows_per_s"] = round(rows / dt)
+        results["preprocess_mb_per_s"] = round(g.tsv.stat().st_size / dt / 1e6, 1)
+
+    table = []
+    for shuffle in (False, True):
+        warm = ParquetBatches(processed, "train", batch_size=batch_size, shuffle=shuffle, seed=0)
+        next(iter(warm))  # warm-up: imports, page cache
+        del warm
+        best = 0.0
+        for epoch in range(epochs):
+            t0 = time.perf_counter()  # a fresh reader per epoch: Parquet decoding is timed too
+            ds = ParquetBatches(processed, "train", batch_size=batch_size, shuffle=shuffle, seed=0)
+            ds.set_epoch(epoch)
+            n = batches = 0
+            for b in ds:
+                n += b.batch_size
+                batches += 1
+            dt = time.perf_counter() - t0
+            best = max(best, n / dt)
+        table.append({"shuffle": shuffle, "batches": batches, "samples": n, "samples_per_s": round(best),
+                      "batches_per_s": round(best / batch_size, 1)})
+    results["iterate"] = table
+    results["target_samples_per_s"] = TARGET_SAMPLES_PER_S
+    return results
+
+
+def format_table(results: Dict[str, Any]) -> str:
+    """The results of :func:`run` as the text the script prints."""
+    lines = [f"{'shuffle':>8} {'batches':>8} {'samples/s':>12} {'batches/s':>10}   "
+             f"(batch {results['batch_size']}, 1 thread)"]
+    for r in results["iterate"]:
+        lines.append(f"{str(r['shuffle']):>8} {r['batches']:>8} {r['samples_per_s']:>12,} {r['batches_per_s']:>10}")
+    for k in ("generate_rows_per_s", "preprocess_rows_per_s", "preprocess_mb_per_s"):
+        if k in results:
+            lines.append(f"{k}: {results[k]:,}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Parse arguments, run on one thread, write ``--json``; returns the table (the caller prints it)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000, help="Criteo-like rows to generate")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--scale", type=float, default=0.01)
+    p.add_argument("--workdir", default="bench/out/data_throughput", help="generated data (reused if present)")
+    p.add_argument("--epochs", type=int, default=2, help="timed passes over the train split")
+    p.add_argument("--json", default=None, help="write results here")
+    p.add_argument("--quick", action="store_true", help="200k rows, 1 epoch (smoke test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.epochs = 200_000, 1
+    torch.set_num_threads(1)  # the figure is per core
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results = run(Path(args.workdir), rows=args.rows, batch_size=args.batch_size, scale=args.scale, epochs=args.epochs)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return format_table(results)

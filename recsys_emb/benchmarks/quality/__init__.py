@@ -1,0 +1,143 @@
+"""Quality against memory: DLRM with every embedding variant at parameter budgets 1, 1/4, 1/16, 1/64.
+
+One Criteo-like dataset (2M generated rows by default, with its true click probabilities), one training
+budget for every run (the base config: one epoch, batch 4096, seed 0), and for each variant the
+largest configuration within each budget (budget = a fraction of the full tables' bytes):
+
+- ``full``: all rows; below budget 1 only by a smaller dim (16 -> 4 at 1/4; no smaller dim exists).
+- ``hashed``, ``multi_hash`` (2 probes), ``qr`` (the ``mult`` op, the paper's; the preset default
+  ``concat`` is compared with it in ``--section qr-ops``), ``unified`` (one multiplexed table): large
+  fields keep ``budget`` of their rows (fields under ``min_rows`` ids stay whole).
+- ``mixed``: 4 frequency blocks per field from the data's counts, with the smallest power ``alpha`` whose bytes fit
+  (bisection); budgets below what dims >= 4 allow are reported as out of reach.
+- ``mixed_field``: the field-level form (``num_blocks: 1``: one table per field, DLRM's ``md_solver``
+  dims across fields, projected to the common dim), its ``alpha`` found the same way.
+- ``searched``: an Optuna search (TPE, short trainings) of one dim, variant (full / hashed) and row
+  share per vocabulary-size group under the budget, then its best config trained like every other row.
+
+Also on real MovieLens (``../shared/data``): full tables, the hashing trick, and unified at the hashing
+trick's parameter count. Writes the tables and a plot (test AUC against bytes, log scale) into
+models/dlrm/README.md between ``<!-- quality:begin -->`` and ``<!-- quality:end -->``.
+
+Sections beside the main table (``--section``, each its own block in the README): ``init`` (the
+initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) and ``mixed-forms``
+(mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
+preset defaults (QR ``concat``, field-level mixed dimension).
+
+    .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
+    .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
+
+The package: :mod:`~recsys_emb.benchmarks.quality.runs` (settings, each variant's configuration within a
+budget, training one run), :mod:`~recsys_emb.benchmarks.quality.sections` (the trainings of each
+section) and :mod:`~recsys_emb.benchmarks.quality.report` (the tables, the claims, the plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from recsys_emb.benchmarks.common import REPO, command_line, write_section
+from recsys_emb.benchmarks.quality.report import init_report, mixed_forms_report, plot, qr_ops_report, report
+from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
+from recsys_emb.benchmarks.quality.sections import (run_criteo, run_init_sweep, run_mixed_forms, run_movielens,
+                                                    run_qr_ops)
+
+__all__ = ["QualitySettings", "SECTIONS", "VARIANT_ORDER", "run", "main"]
+
+SectionRunner = Callable[[QualitySettings], Dict[str, Any]]
+SectionReport = Callable[[Dict[str, Any], str], str]
+
+SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
+    ("init", run_init_sweep, init_report, "quality-init", "## Initialisation scale, per variant"),
+    ("qr-ops", run_qr_ops, qr_ops_report, "quality-qr-ops", "## Quotient-remainder: which op, at equal bytes"),
+    ("mixed-forms", run_mixed_forms, mixed_forms_report, "quality-mixed-forms",
+     "## Mixed dimension: frequency blocks or one table per field, at equal bytes"),
+)
+"""The sections beside the main table: (name, trainings, report, README marker, title if the block is new)."""
+
+
+def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
+        command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
+    """Run ``section`` (``main``, ``init``, ``qr-ops``, ``mixed-forms`` or ``all``); returns each section's
+    Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
+    (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
+    section's plot beside it). ``command`` is written under every table."""
+    out = Path(settings.out_dir)
+    texts: Dict[str, str] = {}
+    for name, run_section, report_section, marker, title in SECTIONS:
+        if section not in (name, "all"):
+            continue
+        section_res = run_section(settings)
+        texts[name] = report_section(section_res, command)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name.replace('-', '_')}_results.json").write_text(json.dumps(section_res, indent=1, default=str))
+        if readme is not None:
+            write_section(readme, marker, texts[name], title)
+    if section not in ("main", "all"):
+        return texts
+    res = run_criteo(settings)
+    ml = run_movielens(settings) if settings.movielens else None
+    plot_dir = readme.parent if readme is not None else out
+    plot_path = plot_dir / ("quality_quick.png" if settings.quick else "quality.png")
+    plot(res, plot_path)
+    texts["main"] = report(res, ml, command, plot_path.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"criteo": res, "movielens": ml}, indent=1, default=str))
+    if readme is not None:
+        write_section(readme, "quality", texts["main"], "## Quality against memory, every variant")
+    return texts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Parse the script's arguments and :func:`run`; returns the tables (the caller prints them)."""
+    default = QualitySettings(out_dir="")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny generated data, few steps, 2 search trials")
+    p.add_argument("--config", default=default.config, help="base DLRM config (its variant is ignored)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
+    p.add_argument("--budgets", default=default.budgets, help="comma-separated fractions of the full bytes")
+    p.add_argument("--variants", default=",".join(VARIANT_ORDER), help="comma-separated subset of " + ",".join(VARIANT_ORDER))
+    p.add_argument("--search-trials", type=int, default=None, help=f"default {default.search_trials} (quick: 2)")
+    p.add_argument("--search-steps", type=int, default=None, help=f"default {default.search_steps} (quick: 10)")
+    p.add_argument("--movielens-config", default=default.movielens_config)
+    p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
+    p.add_argument("--no-movielens", action="store_true")
+    p.add_argument("--section", default="all", choices=["all", "main", "init", "qr-ops", "mixed-forms"],
+                   help="main: the budget table; init: the initialisation-scale sweep; qr-ops: QR's combining "
+                        "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
+                        "bytes; all: every section")
+    p.add_argument("--qr-seeds", type=int, default=None,
+                   help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
+    p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
+                                                        "3/4). The field-level form reaches down to about 0.26 at dim 16")
+    p.add_argument("--init-variants", default=default.init_variants, help="variants of the init sweep")
+    p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
+    p.add_argument("--init-budget", default=default.init_budget, help="budget of the init sweep (full tables always at 1) "
+                                                                      "and of the qr-ops section")
+    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
+    p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
+    p.add_argument("--no-readme", action="store_true", help="print the table only")
+    args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in variants if v not in VARIANT_ORDER]
+    if bad:
+        p.error(f"--variants: unknown {bad}; choose from {list(VARIANT_ORDER)}")
+    q = args.quick
+    settings = QualitySettings(
+        out_dir=args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if q else "quality")), quick=q,
+        config=args.config, overrides=list(args.set), budgets=args.budgets, variants=variants,
+        search_trials=args.search_trials or (2 if q else default.search_trials),
+        search_steps=args.search_steps or (10 if q else default.search_steps),
+        movielens_config=args.movielens_config,
+        movielens_overrides=(["data.batch_size=256"] if q else []) + list(args.movielens_set),
+        movielens_compression=args.movielens_compression, movielens=not args.no_movielens,
+        seeds=args.qr_seeds or (1 if q else default.seeds),
+        mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
+        init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget)
+    texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
+                command_line("bench/quality.py", argv))
+    return "\n".join(texts.values())

@@ -1,0 +1,235 @@
+"""The quality benchmark's text: the main table with the papers' claims checked on its rows, the plot of
+test AUC against bytes, and the tables of the init, qr-ops and mixed-forms sections (Markdown, as
+written into models/dlrm/README.md)."""
+
+from __future__ import annotations
+
+import platform
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from recsys_emb.benchmarks.common import format_mb
+from recsys_emb.benchmarks.quality.runs import VARIANT_ORDER
+from recsys_emb.benchmarks.quality.sections import MIXED_FORMS, QR_OPS
+
+__all__ = ["report", "plot", "init_report", "qr_ops_report", "mixed_forms_report"]
+
+
+def init_report(res: Dict[str, Any], command: str) -> str:
+    """The init section (:func:`~recsys_emb.benchmarks.quality.sections.run_init_sweep`) as Markdown: test AUC per
+    variant and scale, the best scale in bold, ``command`` under it."""
+    scales = res["scales"]
+    head = ["variant (budget)", *["1/sqrt(rows) (TorchRec)" if s is None else f"U(±{s:g})" for s in scales]]
+    lines = ["Test AUC of runs like those of the table above (same data, model, training) with every table drawn from `U(-s, s)` "
+             "(`embeddings.init_scale: s`) instead of TorchRec's default `U(±1/sqrt(rows))` per table.", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * len(scales)]
+    for v in dict.fromkeys(r["variant"] for r in res["rows"]):
+        rs = {r["init_scale"]: r for r in res["rows"] if r["variant"] == v}
+        best = max(rs.values(), key=lambda r: r["test_auc"])
+        cells = [(f"**{rs[s]['test_auc']:.4f}**" if rs[s] is best else f"{rs[s]['test_auc']:.4f}") for s in scales]
+        lines.append(f"| {v} ({next(iter(rs.values()))['budget']}) | " + " | ".join(cells) + " |")
+    best = {v: max((r for r in res["rows"] if r["variant"] == v), key=lambda r: r["test_auc"])
+            for v in dict.fromkeys(r["variant"] for r in res["rows"])}
+
+    def name(r: Dict[str, Any]) -> str:
+        return f"{r['variant']} ({r['budget']}, {'default' if r['init_scale'] is None else 'U(±%g)' % r['init_scale']})"
+
+    if "unified" in best and "hashed" in best:
+        u, h = best["unified"], best["hashed"]
+        d = u["test_auc"] - h["test_auc"]
+        lines += ["", f"- Each at its best scale: {name(u)} {u['test_auc']:.4f} vs {name(h)} {h['test_auc']:.4f} "
+                  f"({d:+.4f}): unified {'is' if d >= 0 else 'is not'} on the Pareto front against the hashing "
+                  "trick at equal parameters."]
+        if "full" in best:
+            f = best["full"]
+            lines.append(f"- {name(u)} {u['test_auc']:.4f} vs full tables {name(f)} {f['test_auc']:.4f} "
+                         f"({u['test_auc'] - f['test_auc']:+.4f}) at {u['bytes'] / f['bytes']:.2f}x the bytes.")
+    lines += ["", "The default bound shrinks with the table: a unified table (every field in one) starts "
+              "orders of magnitude smaller than the per-field tables it replaces, so compare variants at "
+              "their own best scale as well as at the default.", "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def _seed_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and range of test AUC, mean train speed, of one form's seeded runs."""
+    aucs = [r["test_auc"] for r in rows]
+    return {"mean": sum(aucs) / len(aucs), "range": f"{min(aucs):.4f}-{max(aucs):.4f}",
+            "speed": sum(r["samples_per_s"] for r in rows) / len(rows), "first": rows[0]}
+
+
+def qr_ops_report(res: Dict[str, Any], command: str) -> str:
+    """The qr-ops section (:func:`~recsys_emb.benchmarks.quality.sections.run_qr_ops`) as Markdown: each op's
+    bytes and mean test AUC over the seeds, ``command`` under it."""
+    lines = [f"Quotient-remainder at {res['budget']} of the full tables' bytes with each combining op (the same "
+             f"data, model and training as the tables above; seeds {res['seeds']}, test AUC mean and range). "
+             "`concat` joins two half-width lookups, so at the same bytes it keeps twice the quotient rows.", "",
+             "| op | compression | quotient rows kept | embedding bytes | test AUC | range | train samples/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    means = {}
+    for op in QR_OPS:
+        sm = _seed_summary([r for r in res["rows"] if r["op"] == op])
+        means[op] = sm["mean"]
+        first = sm["first"]
+        rows_kept = Fraction(2 if op == "concat" else 1) / Fraction(first["compression"]).limit_denominator(1000)
+        lines.append(f"| {op} | {first['compression']:g} | {rows_kept} | {format_mb(first['bytes'])} | {sm['mean']:.4f} | "
+                     f"{sm['range']} | {sm['speed']:,.0f} |")
+    best = max(means, key=means.__getitem__)
+    lines += ["", f"- Best at equal bytes: `{best}` ({means[best]:.4f}); "
+              + ", ".join(f"`{op}` {means[op] - means[best]:+.4f}" for op in QR_OPS if op != best) + ".",
+              "- Speed of the embeddings alone: [`docs/performance.md`](../../docs/performance.md) (`concat` needs no "
+              "arithmetic after the lookups; `mult` and `add` do one elementwise pass per field forward and two backward).",
+              "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def mixed_forms_report(res: Dict[str, Any], command: str) -> str:
+    """The mixed-forms section (:func:`~recsys_emb.benchmarks.quality.sections.run_mixed_forms`) as Markdown:
+    each form's alpha, bytes and mean test AUC per budget, ``command`` under it."""
+    lines = [f"Mixed dimension at equal bytes: 4 frequency blocks per field against the field-level form (one table "
+             f"per field, dims by DLRM's `md_solver` rule), each with the alpha that fits the budget (the same data, "
+             f"model and training as the tables above; seeds {res['seeds']}, test AUC mean and range).", "",
+             "| budget | form | num_blocks | alpha | embedding bytes | x full | test AUC | range | train samples/s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
+    for budget in res["budgets"]:
+        means, nbytes = {}, {}
+        for name, _ in MIXED_FORMS:
+            rs = [r for r in res["rows"] if r["budget"] == budget and r["form"] == name]
+            if not rs:
+                lines.append(f"| {budget} | {name} | | | out of reach | | | | |")
+                continue
+            sm = _seed_summary(rs)
+            means[name] = sm["mean"]
+            f = sm["first"]
+            nbytes[name] = f["bytes"]
+            lines.append(f"| {budget} | {name} | {f['num_blocks']} | {f['alpha']:g} | {format_mb(f['bytes'])} | "
+                         f"{f['bytes'] / res['full_bytes']:.3f} | {sm['mean']:.4f} | {sm['range']} | {sm['speed']:,.0f} |")
+        if len(means) == 2:
+            notes.append(f"{budget}: {means['field'] - means['blocks']:+.4f} (field-level at "
+                         f"{nbytes['field'] / nbytes['blocks']:.2f}x the blocks' bytes)")
+    lines += ["", "- Field-level minus blocks, mean test AUC: " + (", ".join(notes) if notes else "no budget reachable "
+              "by both") + ". The field-level dims move in steps of 4, so its bytes jump with alpha and can land "
+              "well below the budget.",
+              "- Speed of the embeddings alone: [`docs/performance.md`](../../docs/performance.md) (the blocks project "
+              "every block of every bag; the field-level form one table per field).", "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def plot(res: Dict[str, Any], path: Path) -> None:
+    """Test AUC against embedding bytes (log scale), one line per variant of the main section, as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in VARIANT_ORDER:
+        pts = sorted((r["bytes"], r["test_auc"]) for r in res["rows"] if r["variant"] == v and r.get("reachable"))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+    if res.get("ceiling_auc"):
+        ax.axhline(res["ceiling_auc"], color="k", ls="--", lw=1, label="ceiling (true probabilities)")
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding parameter bytes (log scale)")
+    ax.set_ylabel("test AUC")
+    ax.set_title("DLRM on Criteo-like data: quality against memory")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _verdicts(res: Dict[str, Any]) -> List[str]:
+    """The papers' claims against the measured rows (None where a comparison is missing)."""
+    by = {(r["variant"], r["budget"]): r for r in res["rows"] if r.get("reachable")}
+    budgets = sorted({r["budget"] for r in res["rows"]}, key=lambda b: -Fraction(b))
+    out = []
+    full = by.get(("full", "1"))
+    ceiling = res.get("ceiling_auc")
+    if full and ceiling:
+        gap = (full["test_auc"] - 0.5) / (ceiling - 0.5)
+        out.append(f"- Full tables close **{gap:.1%}** of the gap between AUC 0.5 and the ceiling "
+                   f"({full['test_auc']:.4f} vs {ceiling:.4f}); target 90%: **{'met' if gap >= 0.9 else 'not met'}**.")
+    md = [by[("mixed", b)] for b in budgets if ("mixed", b) in by and b != "1"]
+    if full and md:
+        best = max(md, key=lambda r: r["test_auc"])
+        d = best["test_auc"] - full["test_auc"]
+        out.append(f"- Mixed dimension matches full tables at a fraction of the parameters: at "
+                   f"{best['bytes_ratio']:.2f}x the bytes its test AUC is {d:+.4f} vs full "
+                   f"-> **{'holds' if d >= -0.002 else 'does not hold'}** (within 0.002).")
+    both = [(b, by[("mixed_field", b)], by[("mixed", b)]) for b in budgets
+            if ("mixed", b) in by and ("mixed_field", b) in by and b != "1"]
+    if both:
+        out.append("- Field-level mixed dimension (one table per field) against 4 frequency blocks per field, "
+                   "test AUC at each budget: " + ", ".join(
+                       f"{b}: {f['test_auc'] - m['test_auc']:+.4f} ({f['bytes'] / m['bytes']:.2f}x the bytes)"
+                       for b, f, m in both) + ".")
+    for v, claim, strict in (("unified", "Unified is on the Pareto front against the hashing trick (AUC >= at equal "
+                                            "parameters)", False),
+                             ("qr", "QR beats the hashing trick at equal parameters", True)):
+        pairs = [(b, by[(v, b)], by[("hashed", b)]) for b in budgets if (v, b) in by and ("hashed", b) in by and b != "1"]
+        if not pairs:
+            continue
+        # "equal parameters" only where the two hold within 15% of each other's bytes
+        fair = [(b, x["test_auc"] - h["test_auc"]) for b, x, h in pairs if abs(x["bytes"] / h["bytes"] - 1) <= 0.15]
+        unfair = [f"{b} ({x['bytes'] / h['bytes']:.1f}x the bytes, {x['test_auc'] - h['test_auc']:+.4f})"
+                  for b, x, h in pairs if abs(x["bytes"] / h["bytes"] - 1) > 0.15]
+        held = sum(1 for _, d in fair if (d > 0 if strict else d >= 0))
+        verdict = "holds" if fair and held == len(fair) else f"holds at {held} of {len(fair)} budgets"
+        out.append(f"- {claim}: " + ", ".join(f"{b}: {d:+.4f}" for b, d in fair) + f" -> **{verdict}**"
+                   + (f"; not comparable at {', '.join(unfair)}" if unfair else "") + ".")
+    return out
+
+
+def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot_name: str) -> str:
+    """The main section as Markdown: every variant at every budget with the ceiling, the plot (``plot_name``,
+    beside the README), the papers' claims checked on the rows, the searched configs, MovieLens (``ml``,
+    None: left out) and ``command`` under it."""
+    b = res["base"]
+    gen = res["data"]["generate"] or {}
+    rows_meta = res["data"]["rows"] or {}
+    lines = [
+        f"DLRM (bottom {b['model']['bottom_mlp']}, top {b['model']['top_mlp']}, {b['model']['interaction']}), "
+        f"dim {b['embeddings']['dim']}, on generated Criteo-like data ({gen.get('rows', '?'):,} rows, cardinality scale "
+        f"{gen.get('scale', '?')}; train/valid/test {rows_meta.get('train', '?'):,}/{rows_meta.get('valid', '?'):,}/"
+        f"{rows_meta.get('test', '?'):,}). Every run: {b['train']['epochs']} epoch(s)"
+        + (f", at most {b['train']['max_steps']} steps" if b['train'].get('max_steps') else "")
+        + f", batch {b['data']['batch_size']}, seed {b['seed']}, {b['optim']['embedding']} {b['optim']['embedding_lr']} "
+        f"+ {b['optim']['dense']} {b['optim']['dense_lr']}. Budget = fraction of the full tables' "
+        f"{format_mb(res['full_bytes'])}; `bytes` is what each run actually holds (small fields stay whole, so "
+        "compressed variants sit a little above their budget).", "",
+        "| variant | budget | test AUC | test log loss | params | bytes | x full |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    if res.get("ceiling_auc"):
+        lines.append(f"| ceiling (true probabilities) | | {res['ceiling_auc']:.4f} | {res['ceiling_logloss']:.4f} | | | |")
+    for r in sorted(res["rows"], key=lambda r: (VARIANT_ORDER.index(r["variant"]), -Fraction(r["budget"]))):
+        if not r.get("reachable"):
+            lines.append(f"| {r['variant']} | {r['budget']} | out of reach | | | | |")
+            continue
+        lines.append(f"| {r['variant']} | {r['budget']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} | "
+                     f"{r['params']:,} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} |")
+    lines += ["", f"![test AUC against bytes]({plot_name})", "", "Claims checked on these rows:", "", *_verdicts(res)]
+    searched = [r for r in res["rows"] if r["variant"] == "searched" and r.get("reachable")]
+    if searched:
+        lines += ["", "Searched configs (per vocabulary-size group: dim, and variant/rows where not full):", ""]
+        for r in searched:
+            e = r["embeddings"]
+            parts = {f: f"d{d}" for f, d in (e.get("dims") or {}).items()}
+            for f, o in (e.get("overrides") or {}).items():
+                parts[f] = f"{o.get('type')} d{o.get('dim')}" + (f" {o['buckets']} rows" if "buckets" in o else "")
+            lines.append(f"- {r['budget']}: " + ", ".join(f"{f} {parts[f]}" for f in sorted(parts, key=lambda f: (len(f), f))))
+    if ml:
+        lines += ["", f"Real MovieLens latest-small (rating >= 4 = click), `{ml['config']}`: full tables, "
+                  f"the hashing trick keeping 1/{ml['compression']:g} of the rows of fields with >= {ml['min_rows']} ids, "
+                  "and one unified table with the hashing trick's parameter count.", "",
+                  "| variant | test AUC | test log loss | params | bytes |", "|---|---:|---:|---:|---:|"]
+        for r in ml["rows"]:
+            lines.append(f"| {r['variant']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} | {r['params']:,} | {format_mb(r['bytes'])} |")
+    secs = sum(r.get("seconds", 0) for r in res["rows"])
+    lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
+              f"Command: `{command}`"]
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""The runs of the quality benchmark: its settings, the base config, each variant's largest
+configuration within a budget, the searched configuration, and training one run."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from recsys_emb.benchmarks.common import size_groups
+
+__all__ = ["VARIANT_ORDER", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
+           "parse_budget", "base_dict", "section_base", "with_embeddings", "bytes_of", "variant_runs", "searched_run",
+           "train_run", "seeded_runs"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INIT_SCALES = "0.05,0.1,0.2,0.3,0.5"
+SEARCH_COMPRESSION = (1.0, 4.0, 16.0, 64.0, 256.0)
+VARIANT_ORDER = ("full", "hashed", "multi_hash", "qr", "mixed", "mixed_field", "unified", "searched")
+QUICK_OVERRIDES = ["data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}", "data.batch_size=512",
+                   "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]", "embeddings.dim=8", "embeddings.min_rows=64",
+                   "train.checkpoint_every=0", "train.max_steps=20"]
+
+
+@dataclass
+class QualitySettings:
+    """What the quality benchmark runs (the script's options; the defaults are the full run's).
+
+    Attributes:
+        out_dir: work directory (runs, searches, results JSON).
+        quick: tiny generated data and short trainings (checks the plumbing only).
+        config, overrides: the Criteo-like base config and its ``KEY=VALUE`` overrides (its variant is ignored).
+        budgets: comma-separated fractions of the full tables' bytes (main section).
+        variants: the rows of the main section, a subset of :data:`VARIANT_ORDER`.
+        search_trials, search_steps: the ``searched`` row's Optuna trials and steps per trial.
+        movielens_config, movielens_overrides, movielens_compression, movielens: the MovieLens table
+            (``movielens=False`` skips it).
+        seeds: seeds per form of the qr-ops and mixed-forms sections.
+        mixed_budgets: budgets of the mixed-forms section.
+        init_variants, init_scales, init_budget: the init sweep (``init_scales`` None: the default grid,
+            or ``0.1`` when quick); ``init_budget`` is also the qr-ops section's budget.
+    """
+
+    out_dir: str
+    quick: bool = False
+    config: str = "configs/dlrm_criteo_like_full.yaml"
+    overrides: List[str] = field(default_factory=list)
+    budgets: str = "1,1/4,1/16,1/64"
+    variants: Sequence[str] = VARIANT_ORDER
+    search_trials: int = 10
+    search_steps: int = 150
+    movielens_config: str = "configs/dlrm_movielens.yaml"
+    movielens_overrides: List[str] = field(default_factory=list)
+    movielens_compression: float = 4.0
+    movielens: bool = True
+    seeds: int = 3
+    mixed_budgets: str = "1/2,1/3"
+    init_variants: str = "full,hashed,unified"
+    init_scales: Optional[str] = None
+    init_budget: str = "1/4"
+
+
+def parse_budget(text: str) -> Fraction:
+    """A budget as a fraction in (0, 1].
+
+    Example:
+        >>> parse_budget("1/16")
+        Fraction(1, 16)
+    """
+    f = Fraction(text)
+    if not 0 < f <= 1:
+        raise ValueError(f"--budgets: {text!r} must lie in (0, 1]")
+    return f
+
+
+def base_dict(config: str, overrides: Sequence[str]) -> Dict[str, Any]:
+    """``config`` with ``overrides`` as a run dict, without checkpoints, evaluation during training or progress."""
+    from recsys_emb.config import config_to_dict, load_config
+
+    d = config_to_dict(load_config(config, list(overrides)))
+    d["train"].update(checkpoint_every=0, eval_every=0, progress=False, log_every=0)
+    return d
+
+
+def section_base(s: QualitySettings) -> Dict[str, Any]:
+    """The Criteo-like base config of the runs (``config``, ``overrides``, and when quick the tiny data)."""
+    out = Path(s.out_dir)
+    overrides = list(s.overrides) + (QUICK_OVERRIDES + [f"data.path={out / 'criteo-like-quick'}"] if s.quick else [])
+    return base_dict(s.config, overrides)
+
+
+def bytes_of(run: Dict[str, Any], schema: Any) -> int:
+    """Embedding bytes of a run dict's features on ``schema``."""
+    from recsys_emb.config import config_from_dict
+    from recsys_emb.memory import memory_from_specs
+    from recsys_emb.training import build_features
+
+    specs, _ = build_features(config_from_dict(run), schema)
+    return int(memory_from_specs(specs).bytes)
+
+
+def with_embeddings(base: Dict[str, Any], **emb: Any) -> Dict[str, Any]:
+    """A copy of the run dict ``base`` with its ``embeddings`` section updated by ``emb``."""
+    run = copy.deepcopy(base)
+    run["embeddings"].update(emb)
+    return run
+
+
+def variant_runs(base: Dict[str, Any], schema: Any, budget: Fraction, full_bytes: int) -> Dict[str, Optional[Dict[str, Any]]]:
+    """The run dict of each fixed variant at ``budget`` (None: the variant cannot get within it)."""
+    dim = int(base["embeddings"]["dim"])
+    share = float(budget)
+    out: Dict[str, Optional[Dict[str, Any]]] = {}
+    full_dim = int(dim * share) // 4 * 4
+    out["full"] = with_embeddings(base, variant="full", dim=full_dim) if full_dim >= 4 and full_dim * budget.denominator \
+        == dim * budget.numerator else None
+    for v in ("hashed", "multi_hash", "qr", "unified"):
+        # qr: the paper's mult op (the preset default is concat; the qr-ops section compares them)
+        out[v] = with_embeddings(base, variant=v, compression=float(1 / budget), **({"qr_op": "mult"} if v == "qr" else {}))
+    # mixed dimension, 4 frequency blocks per field and field-level (one table per field, DLRM's
+    # md_solver dims): the smallest alpha within the budget (bytes fall as alpha grows)
+    cap = full_bytes * share * 1.02
+    for name, blocks in (("mixed", 4), ("mixed_field", 1)):
+        def mixed(alpha: float, blocks: int = blocks) -> Dict[str, Any]:
+            return with_embeddings(base, variant="mixed", alpha=round(alpha, 4), num_blocks=blocks)
+
+        if bytes_of(mixed(0.0), schema) <= cap:
+            out[name] = mixed(0.0)
+        elif bytes_of(mixed(2.0), schema) > cap:
+            out[name] = None
+        else:
+            lo, hi = 0.0, 2.0
+            for _ in range(14):
+                mid = (lo + hi) / 2
+                lo, hi = (lo, mid) if bytes_of(mixed(mid), schema) <= cap else (mid, hi)
+            out[name] = mixed(hi)
+    return out
+
+
+def searched_run(base: Dict[str, Any], vocab: Dict[str, int], budget_bytes: int, smallest_bytes: int, work: Path,
+                 trials: int, steps: int) -> Optional[Dict[str, Any]]:
+    """Search dims + variant per vocabulary group under ``budget_bytes``; the best trial's run dict."""
+    from recsys_emb.config import config_to_dict
+    from recsys_emb.search import best_trial, load_search_config, search, trial_run_config
+
+    work.mkdir(parents=True, exist_ok=True)
+    if smallest_bytes > budget_bytes:  # even dim 4 and 1/256 of the rows everywhere is over: nothing to search
+        return None
+    (work / "train.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    db = work / "study.db"
+    if db.exists():
+        db.unlink()
+    dim = int(base["embeddings"]["dim"])
+    spec = {
+        "base_config": "train.yaml",
+        "train_overrides": [f"train.max_steps={steps}", f"train.eval_every={max(1, steps // 2)}"],
+        "study_name": "quality", "storage": f"sqlite:///{db}", "out_root": str(work / "runs"),
+        "n_trials": trials, "mode": "single", "budget_bytes": int(budget_bytes),
+        "space": {"dims": sorted({d for d in (4, 8, 12, 16, 24, 32) if d <= 2 * dim}),
+                  "groups": size_groups(vocab), "ungrouped": "fixed", "variants": ["full", "hashed"],
+                  "compression": list(SEARCH_COMPRESSION)},
+        "sampler": "tpe", "pruner": {"kind": "median", "startup_trials": 4, "warmup_steps": max(1, steps // 2)},
+        "seed": 0, "progress": False, "max_over_budget_trials": 50 * trials,
+    }
+    (work / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    scfg = load_search_config(work / "search.yaml")
+    study = search(scfg)
+    best = best_trial(study, scfg)
+    if best is None:
+        return None
+    run = config_to_dict(trial_run_config(scfg, best.user_attrs["embeddings"], run_dict=copy.deepcopy(base)))
+    run["train"] = copy.deepcopy(base["train"])  # the full training budget, not the trial's
+    return run
+
+
+def train_run(run: Dict[str, Any], name: str, out: Path) -> Dict[str, Any]:
+    """Train the run dict as ``name`` under ``out``; its test and valid metrics, bytes, speed and embeddings."""
+    from recsys_emb.config import config_from_dict
+    from recsys_emb.training import train
+
+    run = copy.deepcopy(run)
+    run["name"] = name
+    run["train"]["out_dir"] = str(out / name)
+    t0 = time.perf_counter()
+    s = train(config_from_dict(run))
+    return {"name": name, "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
+            "valid_auc": s["valid"]["auc"], "params": s["embedding_params"], "bytes": s["embedding_bytes"],
+            "ceiling_auc": s["test"].get("ceiling_auc"), "ceiling_logloss": s["test"].get("ceiling_logloss"),
+            "samples_per_s": s.get("samples_per_s"), "seconds": time.perf_counter() - t0,
+            "embeddings": run["embeddings"]}
+
+
+def seeded_runs(forms: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]], seeds: Sequence[int], out: Path,
+                tag: str) -> List[Dict[str, Any]]:
+    """Train every ``(name, run dict, fields to record)`` form once per seed."""
+    rows = []
+    for name, run, fields in forms:
+        for seed in seeds:
+            seeded = copy.deepcopy(run)
+            seeded["seed"] = seed
+            r = train_run(seeded, f"{tag}_{name}_seed{seed}", out)
+            r.update(form=name, seed=seed, **fields)
+            rows.append(r)
+            logger.info("%s %s seed %s: test AUC %.4f", tag, name, seed, r["test_auc"])
+    return rows

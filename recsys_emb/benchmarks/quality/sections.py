@@ -1,0 +1,151 @@
+"""The sections of the quality benchmark, each a set of trainings returning its rows: ``main`` (every
+variant at every budget on Criteo-like data, and MovieLens), ``init`` (the initialisation scale),
+``qr-ops`` (QR's ops at equal bytes) and ``mixed-forms`` (mixed dimension's two forms at equal bytes)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List
+
+from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
+                                                QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
+                                                section_base, seeded_runs, train_run, variant_runs, with_embeddings)
+
+__all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms"]
+
+logger = logging.getLogger(__name__)
+
+QR_OPS = ("mult", "add", "concat")
+MIXED_FORMS = (("blocks", 4), ("field", 1))
+"""Mixed-dimension forms of the mixed-forms section: (name, ``num_blocks``)."""
+
+
+def _schema(base: Dict[str, Any]) -> Any:
+    """The prepared data's schema and metadata of a run dict (the data is generated when missing)."""
+    from recsys_emb.config import config_from_dict
+    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.training import prepare_data
+
+    data_dir = prepare_data(config_from_dict(base))
+    meta = read_metadata(data_dir)
+    return data_dir, meta, TableSchema.from_dict(meta["schema"])
+
+
+def run_criteo(s: QualitySettings) -> Dict[str, Any]:
+    """Every variant of ``s.variants`` at every budget of ``s.budgets``, on the Criteo-like base config."""
+    out = Path(s.out_dir)
+    base = section_base(s)
+    data_dir, meta, schema = _schema(base)
+    vocab = {k: int(v) for k, v in schema.vocab_sizes.items()}
+    full_bytes = bytes_of(with_embeddings(base, variant="full"), schema)
+    budgets = [parse_budget(b) for b in s.budgets.split(",")]
+    # the search space's smallest point: dim 4 everywhere, large fields hashed to 1/256 of their rows
+    smallest = bytes_of(with_embeddings(base, variant="hashed", dim=4, compression=max(SEARCH_COMPRESSION)), schema)
+    rows: List[Dict[str, Any]] = []
+    for budget in budgets:
+        runs = variant_runs(base, schema, budget, full_bytes)
+        if "searched" in s.variants:
+            runs["searched"] = searched_run(base, vocab, int(full_bytes * budget), smallest,
+                                            out / f"search_{budget}".replace("/", "_"), s.search_trials,
+                                            s.search_steps)
+        for v in VARIANT_ORDER:
+            if v not in s.variants:
+                continue
+            run = runs.get(v)
+            if run is None:
+                rows.append({"variant": v, "budget": str(budget), "reachable": False})
+                logger.info("%s @ %s: out of reach", v, budget)
+                continue
+            r = train_run(run, f"{v}_{str(budget).replace('/', '_')}", out)
+            r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
+            rows.append(r)
+            logger.info("%s @ %s: test AUC %.4f, %s bytes (%.3f), %.0f s", v, budget, r["test_auc"],
+                        f"{r['bytes']:,}", r["bytes_ratio"], r["seconds"])
+    ceiling = next((r["ceiling_auc"] for r in rows if r.get("ceiling_auc")), None)
+    ceiling_ll = next((r["ceiling_logloss"] for r in rows if r.get("ceiling_logloss")), None)
+    return {"rows": rows, "full_bytes": full_bytes, "ceiling_auc": ceiling, "ceiling_logloss": ceiling_ll,
+            "data": {"path": str(data_dir), "rows": meta.get("rows"), "generate": base["data"].get("generate")},
+            "base": base}
+
+
+def run_movielens(s: QualitySettings) -> Dict[str, Any]:
+    """Full tables, the hashing trick at 1/compression rows, unified at the hashing trick's parameters."""
+    out = Path(s.out_dir)
+    overrides = list(s.movielens_overrides) + (["train.max_steps=20", "train.epochs=1"] if s.quick else [])
+    base = base_dict(s.movielens_config, overrides)
+    _, _, schema = _schema(base)
+    min_rows = min(1024, max(64, sorted(schema.vocab_sizes.values())[-2]))  # compress the large fields only
+    base["embeddings"]["min_rows"] = min_rows
+    c = float(s.movielens_compression)
+    hashed = with_embeddings(base, variant="hashed", compression=c)
+    target = bytes_of(hashed, schema)
+    # unified: the compression whose single table has the hashing trick's parameter count (bisection)
+    lo, hi = 1.0, 4 * c
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if bytes_of(with_embeddings(base, variant="unified", compression=mid), schema) > target \
+            else (lo, mid)
+    unified = with_embeddings(base, variant="unified", compression=round(hi, 4))
+    rows = []
+    for v, run in (("full", with_embeddings(base, variant="full")), ("hashed", hashed), ("unified", unified)):
+        r = train_run(run, f"movielens_{v}", out)
+        r.update(variant=v)
+        rows.append(r)
+        logger.info("movielens %s: test AUC %.4f, %s params", v, r["test_auc"], f"{r['params']:,}")
+    return {"rows": rows, "compression": c, "min_rows": min_rows, "vocab": dict(schema.vocab_sizes),
+            "config": s.movielens_config}
+
+
+def run_init_sweep(s: QualitySettings) -> Dict[str, Any]:
+    """The same runs with every table drawn from ``U(-s, s)`` for a grid of ``s`` (``embeddings.init_scale``),
+    against TorchRec's default ``1/sqrt(rows)`` per table."""
+    out = Path(s.out_dir)
+    base = section_base(s)
+    budget = parse_budget(s.init_budget)
+    scales = [None] + [float(x) for x in (s.init_scales or ("0.1" if s.quick else DEFAULT_INIT_SCALES)).split(",")]
+    rows = []
+    for v in [x for x in s.init_variants.split(",") if x]:
+        comp = 1.0 if v == "full" else float(1 / budget)
+        for sc in scales:
+            r = train_run(with_embeddings(base, variant=v, compression=comp, init_scale=sc),
+                          f"init_{v}_{sc or 'default'}", out)
+            r.update(variant=v, init_scale=sc, budget="1" if v == "full" else str(budget))
+            rows.append(r)
+            logger.info("init %s %s: test AUC %.4f", v, sc or "default", r["test_auc"])
+    return {"rows": rows, "scales": scales, "base": base}
+
+
+def run_qr_ops(s: QualitySettings) -> Dict[str, Any]:
+    """Quotient-remainder with each combining op at the same bytes (``compression`` is a bytes ratio:
+    ``mult`` and ``add`` keep ``budget`` of the rows at full width; ``concat`` has two half-width
+    tables, so twice the rows)."""
+    base = section_base(s)
+    budget = parse_budget(s.init_budget)
+    comp = float(1 / budget)
+    seeds = list(range(s.seeds))
+    forms = [(op, with_embeddings(base, variant="qr", compression=comp, qr_op=op), {"op": op, "compression": comp})
+             for op in QR_OPS]
+    return {"rows": seeded_runs(forms, seeds, Path(s.out_dir), "qr"), "budget": str(budget), "seeds": seeds}
+
+
+def run_mixed_forms(s: QualitySettings) -> Dict[str, Any]:
+    """Mixed dimension with 4 frequency blocks per field against the field-level form (one table per
+    field), each with the alpha that fits the budget, at each of ``s.mixed_budgets``."""
+    base = section_base(s)
+    _, _, schema = _schema(base)
+    full_bytes = bytes_of(with_embeddings(base, variant="full"), schema)
+    seeds = list(range(s.seeds))
+    rows, budgets = [], [parse_budget(b) for b in s.mixed_budgets.split(",")]
+    for budget in budgets:
+        runs = variant_runs(base, schema, budget, full_bytes)
+        forms = []
+        for name, blocks in MIXED_FORMS:
+            run = runs["mixed" if blocks > 1 else "mixed_field"]
+            if run is None:
+                logger.info("mixed %s @ %s: out of reach", name, budget)
+                continue
+            forms.append((name, run, {"budget": str(budget), "num_blocks": blocks,
+                                      "alpha": run["embeddings"]["alpha"]}))
+        rows += seeded_runs(forms, seeds, Path(s.out_dir), f"mixed_{str(budget).replace('/', '_')}")
+    return {"rows": rows, "budgets": [str(b) for b in budgets], "seeds": seeds, "full_bytes": full_bytes}

@@ -1,0 +1,66 @@
+"""The quality benchmark's tables and claims, rendered from given rows (no training): row order, out-of-reach
+rows, and which claims hold, do not hold or are not comparable."""
+
+import pytest
+
+from recsys_emb.benchmarks.quality import main
+from recsys_emb.benchmarks.quality.report import qr_ops_report, report
+from recsys_emb.benchmarks.quality.runs import parse_budget
+
+FULL = 1_000_000
+
+
+def row(variant, budget, auc, nbytes, **extra):
+    return {"variant": variant, "budget": budget, "reachable": True, "test_auc": auc, "test_logloss": 0.45,
+            "params": nbytes // 4, "bytes": nbytes, "bytes_ratio": nbytes / FULL, "seconds": 60.0, **extra}
+
+
+def main_result(rows):
+    base = {"model": {"bottom_mlp": [64, 16], "top_mlp": [64], "interaction": "dot"}, "embeddings": {"dim": 16},
+            "train": {"epochs": 1, "max_steps": None}, "data": {"batch_size": 4096}, "seed": 0,
+            "optim": {"embedding": "rowwise_adagrad", "embedding_lr": 0.05, "dense": "adam", "dense_lr": 0.001}}
+    return {"rows": rows, "full_bytes": FULL, "ceiling_auc": 0.79, "ceiling_logloss": 0.40, "base": base,
+            "data": {"rows": {"train": 800, "valid": 100, "test": 100}, "generate": {"rows": 1000, "scale": 0.01}}}
+
+
+def test_main_table_orders_rows_and_checks_the_claims():
+    rows = [row("unified", "1/4", 0.760, 260_000), row("qr", "1/4", 0.750, 255_000),
+            row("hashed", "1/4", 0.755, 250_000), row("hashed", "1/16", 0.740, 70_000),
+            row("qr", "1/16", 0.745, 200_000),  # 2.9x the hashed bytes: not comparable
+            row("mixed", "1/4", 0.769, 240_000), row("full", "1", 0.770, FULL),
+            {"variant": "full", "budget": "1/16", "reachable": False}]
+    text = report(main_result(rows), None, ".venv/bin/python bench/quality.py", "quality.png")
+    table = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [(v.strip(), b.strip()) for v, b in table] == [
+        ("ceiling (true probabilities)", ""), ("full", "1"), ("full", "1/16"), ("hashed", "1/4"), ("hashed", "1/16"),
+        ("qr", "1/4"), ("qr", "1/16"), ("mixed", "1/4"), ("unified", "1/4")]
+    assert "| full | 1/16 | out of reach |" in text
+    assert "- Full tables close **93.1%** of the gap" in text and "target 90%: **met**" in text
+    assert "its test AUC is -0.0010 vs full -> **holds**" in text
+    assert "- Unified is on the Pareto front against the hashing trick (AUC >= at equal parameters): 1/4: +0.0050 " \
+           "-> **holds**." in text
+    assert "- QR beats the hashing trick at equal parameters: 1/4: -0.0050 -> **holds at 0 of 1 budgets**; " \
+           "not comparable at 1/16 (2.9x the bytes, +0.0050)." in text
+    assert "Real MovieLens" not in text and text.endswith("Command: `.venv/bin/python bench/quality.py`")
+
+
+def test_qr_ops_table_names_the_best_op_at_equal_bytes():
+    rows = [{"op": op, "compression": 4.0, "bytes": 50_000, "test_auc": auc, "samples_per_s": 1000.0}
+            for op, auc in (("mult", 0.75), ("mult", 0.77), ("add", 0.74), ("concat", 0.755))]
+    text = qr_ops_report({"rows": rows, "budget": "1/4", "seeds": [0, 1]}, "cmd")
+    assert "| mult | 4 | 1/4 | 50.0 kB | 0.7600 | 0.7500-0.7700 | 1,000 |" in text
+    assert "| concat | 4 | 1/2 | 50.0 kB | 0.7550 |" in text  # two half-width tables: twice the rows
+    assert "- Best at equal bytes: `mult` (0.7600); `add` -0.0200, `concat` -0.0050." in text
+
+
+@pytest.mark.parametrize("text", ["0", "3/2", "-1/4"])
+def test_budget_outside_zero_one_is_refused(text):
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
+        parse_budget(text)
+
+
+def test_unknown_variant_is_refused_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--variants", "full,nope", "--out-dir", str(tmp_path)])
+    assert "--variants: unknown ['nope']" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

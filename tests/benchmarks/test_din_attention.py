@@ -1,0 +1,15 @@
+"""bench/din.py --quick in a real process: both datasets, attention and sum pooling, in the README block
+(format only; no number is asserted)."""
+
+from bench_helpers import block, run_script
+
+
+def test_din_quick_compares_attention_with_sum_pooling(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# DIN\n")
+    out = run_script("din.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"))
+    section = block(readme.read_text(), "din")
+    assert out.strip() == section.strip()  # the script prints the table it writes
+    for ds in ("sequences", "movielens"):
+        assert sum(1 for line in section.splitlines() if line.startswith(f"| {ds} ")) == 2
+        assert f"- {ds}: attention " in section

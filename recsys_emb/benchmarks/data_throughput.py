@@ -38,11 +38,11 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
                                "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                                "python": sys.version.split()[0], "torch": torch.__version__}
     if not (processed / "metadata.json").exists():
-        g = generate_criteo_like(raw, rows, scale=scale, seed=0)
+        g = generate_criteo_like(raw, rows, scale=scale, seed=0, overwrite=True)
         results["generate_rows_per_s"] = round(g.rows / g.seconds)
         results["tsv_bytes"] = g.tsv.stat().st_size
         t0 = time.perf_counter()
-        preprocess(g.tsv, processed, rows_per_shard=1 << 20)
+        preprocess(g.tsv, processed, rows_per_shard=1 << 20, overwrite=True)
         dt = time.perf_counter() - t0
         results["preprocess_rows_per_s"] = round(rows / dt)
         results["preprocess_mb_per_s"] = round(g.tsv.stat().st_size / dt / 1e6, 1)

@@ -57,7 +57,7 @@ def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), sets: Sequence
                                   f"train.out_dir={out / f'{ds}_{label.replace(chr(32), chr(95))}'}"]
             cfg = load_config(DATASETS[ds], run_sets)
             t0 = time.perf_counter()
-            s = train(cfg)
+            s = train(cfg, overwrite=True)  # a rerun replaces its own earlier runs
             rows.append({"dataset": ds, "config": DATASETS[ds], "pooling": label, "test_auc": s["test"]["auc"],
                          "test_logloss": s["test"]["logloss"], "valid_auc": s["valid"]["auc"],
                          "ceiling_auc": s["test"].get("ceiling_auc"), "steps": s["steps"],

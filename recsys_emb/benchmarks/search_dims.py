@@ -87,7 +87,7 @@ def run(out_dir: Path, data_dir: Optional[Path] = None, rows: int = DEFAULT["row
         cfg = yaml.safe_load(yaml.safe_dump(cfg))
         cfg["embeddings"]["dim"] = d
         cfg["train"]["out_dir"] = str(out / f"uniform_{d}")
-        s = train(config_from_dict(cfg))
+        s = train(config_from_dict(cfg), overwrite=True)  # a rerun replaces its own earlier runs
         uniform.append({"setting": f"uniform dim {d}", "dim": d, "bytes": s["embedding_bytes"],
                         "valid_auc": s["valid"]["auc"], "test_auc": s["test"]["auc"],
                         "ceiling": s["test"].get("ceiling_auc")})

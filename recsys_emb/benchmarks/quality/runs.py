@@ -189,7 +189,7 @@ def train_run(run: Dict[str, Any], name: str, out: Path) -> Dict[str, Any]:
     run["name"] = name
     run["train"]["out_dir"] = str(out / name)
     t0 = time.perf_counter()
-    s = train(config_from_dict(run))
+    s = train(config_from_dict(run), overwrite=True)  # a rerun replaces its own earlier runs
     return {"name": name, "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
             "valid_auc": s["valid"]["auc"], "params": s["embedding_params"], "bytes": s["embedding_bytes"],
             "ceiling_auc": s["test"].get("ceiling_auc"), "ceiling_logloss": s["test"].get("ceiling_logloss"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List
+from typing import List, Tuple, TypedDict
 
 import torch
 
@@ -15,13 +15,26 @@ from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import init_single_process_group, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
 
-__all__ = ["run_demo"]
+__all__ = ["DemoRow", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 
+class DemoRow(TypedDict):
+    """One variant's row of :func:`run_demo`."""
+
+    variant: str
+    params: int
+    bytes: int
+    ratio_to_full: float
+    loss_before: float
+    loss_after: float
+    step_s: float
+    output_shape: Tuple[int, ...]
+
+
 def run_demo(cap: int = 1_000_000, dim: int = 16, batch: int = 2048, compression: int = 4,
-             seed: int = 0) -> List[Dict[str, object]]:
+             seed: int = 0) -> List[DemoRow]:
     """Build each variant, account its memory from specs, and train one fused step.
 
     Returns one row per variant: params, bytes, ratio to full, loss before/after the step, step seconds.
@@ -34,7 +47,7 @@ def run_demo(cap: int = 1_000_000, dim: int = 16, batch: int = 2048, compression
     gen = torch.Generator().manual_seed(seed)
     kjt = skewed_batch(cards, batch, gen)
     target = torch.randn(batch, len(cards) * dim, generator=gen)
-    rows = []
+    rows: List[DemoRow] = []
     for name, specs in variants.items():
         mem = memory_from_specs(specs)
         # Tables are allocated by DistributedModelParallel, with the optimizer fused into backward.

@@ -562,9 +562,11 @@ def preprocess(
     files = {s: w.close() for s, w in writers.items()}
 
     vocab_sizes = {c: v.size for c, v in zip(CAT_COLUMNS, vocabs)}
-    np.savez(out / "counts.npz", **{c: v.counts for c, v in zip(CAT_COLUMNS, vocabs)})
-    np.savez(out / "vocab.npz", **{f"{c}_keys": v.keys for c, v in zip(CAT_COLUMNS, vocabs)},
-             **{f"{c}_ids": v.ids for c, v in zip(CAT_COLUMNS, vocabs)})
+    counts: Dict[str, Any] = {c: v.counts for c, v in zip(CAT_COLUMNS, vocabs)}
+    vocab: Dict[str, Any] = {**{f"{c}_keys": v.keys for c, v in zip(CAT_COLUMNS, vocabs)},
+                             **{f"{c}_ids": v.ids for c, v in zip(CAT_COLUMNS, vocabs)}}
+    np.savez(out / "counts.npz", **counts)
+    np.savez(out / "vocab.npz", **vocab)
     schema = criteo_schema(vocab_sizes, with_true_prob=with_truth)
     meta: Dict[str, Any] = {
         "dataset": "criteo",

@@ -4,32 +4,47 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+# pyproject.toml's requires-python: the pinned numpy, pandas, pyarrow, scikit-learn and matplotlib need 3.11
+CHECK_PYTHON := import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"recsys_emb needs Python >= 3.11, $(VENV) has {v.major}.{v.minor}: rm -rf $(VENV) and run make PYTHON=python3.11 ...")
+
+.PHONY: venv demo test typecheck bench clean
 
 venv: $(STAMP)
 
-# Order matters: the CPU torch and fbgemm-gpu-cpu first, then torchrec without its declared
-# dependency on the CUDA-only fbgemm-gpu, then everything else pinned, then this package.
+# Order matters: the CPU torch and fbgemm-gpu-cpu first (with what torchrec imports), then torchrec
+# without its declared dependency on the CUDA-only fbgemm-gpu, then everything else pinned, then this
+# package (editable).
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c '$(CHECK_PYTHON)'
 	$(PIP) install -q -r requirements-torch.txt
 	$(PIP) install -q --no-deps torchrec==1.8.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
-	$(PY) -c "import torch, fbgemm_gpu, torchrec; print('torch', torch.__version__, '| torchrec ok')"
+	$(PY) -c "import recsys_emb; print('recsys_emb', recsys_emb.__version__, '| torch, FBGEMM and TorchRec load')"
 	touch $(STAMP)
+
+# The test runner and the pinned type checker.
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PIP) install -q -r requirements-test.txt
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/recsys-emb demo
 	$(VENV)/bin/recsys-emb train --config configs/demo.yaml
 
-test: $(STAMP)
+# mypy (configured in pyproject.toml) checks the whole package before the tests run.
+typecheck: $(TEST_STAMP)
+	$(PY) -m mypy
+
+test: typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/recsys-emb bench embeddings
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build dist *.egg-info

@@ -1,5 +1,11 @@
 """recsys_emb: memory-efficient feature embeddings for CTR models, every variant behind one interface."""
 
+from recsys_emb.torch_stack import check_torch_stack
+
+# First, before anything imports torchrec: a missing or mismatched torch / FBGEMM / TorchRec fails here
+# with one ImportError that says what to install, not deep inside TorchRec.
+check_torch_stack()
+
 from recsys_emb.errors import (
     BadLineError,
     CheckpointError,
@@ -8,6 +14,7 @@ from recsys_emb.errors import (
     InvalidInputError,
     RecsysEmbError,
     SpecError,
+    TorchStackError,
 )
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
 from recsys_emb.memory import memory_from_specs
@@ -40,5 +47,6 @@ __all__ = [
     "BadLineError",
     "DataError",
     "CheckpointError",
+    "TorchStackError",
     "__version__",
 ]

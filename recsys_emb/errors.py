@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "OutputDirError",
+    "TorchStackError",
 ]
 
 
@@ -51,3 +52,8 @@ class CheckpointError(RecsysEmbError, ValueError):
 class OutputDirError(RecsysEmbError, FileExistsError):
     """An output directory that is in use by another process, or holds earlier results that this run
     would mix with or overwrite (names the directory, what is there and the fix)."""
+
+
+class TorchStackError(RecsysEmbError, ImportError):
+    """torch, FBGEMM or TorchRec missing, failing to load, or in versions that do not load together; raised
+    when ``recsys_emb`` is imported (names what is wrong, the versions found and the install commands)."""

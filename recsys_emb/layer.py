@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import nn
@@ -52,25 +52,36 @@ class _LayerBase(nn.Module):
         self.variants = nn.ModuleDict({f.name: build_variant(f, validate_ids=validate_ids) for f in features})
         for f in features:
             if f.shared_with is not None:
-                _share_dense_parameters(self.variants[f.name], self.variants[f.shared_with])
-        self._virtual: List[List[VirtualFeature]] = [self.variants[f.name].virtual_features() for f in features]
+                _share_dense_parameters(self.variant(f.name), self.variant(f.shared_with))
+        self._virtual: List[List[VirtualFeature]] = [self.variant(f.name).virtual_features() for f in features]
         tables: "OrderedDict[str, TableDef]" = OrderedDict()
         for f in features:
             if f.shared_with is None:
-                for t in self.variants[f.name].tables():
+                for t in self.variant(f.name).tables():
                     tables.setdefault(t.name, t)
         self.table_defs: List[TableDef] = list(tables.values())
         self.virtual_tables: Dict[str, str] = {vf.name: vf.table for vfs in self._virtual for vf in vfs}
         """``{virtual feature (collection key): table name}``."""
         self.table_features: Dict[str, List[str]] = {t: [] for t in tables}
         """``{table name: [virtual features that read it]}``, in feature order."""
-        for vf, t in self.virtual_tables.items():
-            self.table_features[t].append(vf)
+        for vf, table in self.virtual_tables.items():
+            self.table_features[table].append(vf)
         # A variant's plan runs in the shared program only when the variant does not define its own
         # remap (a subclass overriding remap keeps it, whatever plan it inherits).
         self.remap_program = RemapProgram([
-            self.variants[n].remap_plan() if type(self.variants[n]).remap is EmbeddingVariant.remap else None
+            self.variant(n).remap_plan() if type(self.variant(n)).remap is EmbeddingVariant.remap else None
             for n in self.feature_names])
+
+    def variant(self, name: str) -> EmbeddingVariant:
+        """The variant module that serves feature ``name`` (``self.variants[name]``, typed for callers).
+
+        Example:
+            >>> from recsys_emb.specs import Full
+            >>> layer = EmbeddingLayer([FeatureSpec("a", Full(8), cardinality=10)])
+            >>> [vf.table for vf in layer.variant("a").virtual_features()]
+            ['a']
+        """
+        return cast(EmbeddingVariant, self.variants[name])
 
     @property
     def output_dim(self) -> int:
@@ -141,7 +152,7 @@ class _LayerBase(nn.Module):
         for i, (name, vfs) in enumerate(zip(self.feature_names, self._virtual)):
             pairs = planned.get(i)
             if pairs is None:  # a variant without a plan, remapped by its own code
-                pairs = [(v, l, None) for v, l in self.variants[name].remap(ids[i], lengths[i])]
+                pairs = [(v, l, None) for v, l in self.variant(name).remap(ids[i], lengths[i])]
             for vf, (v, l, n) in zip(vfs, pairs):
                 parts.append((vf.name, v, l, n))
         return parts, ids, lengths, batch
@@ -264,7 +275,7 @@ class EmbeddingLayer(_LayerBase):
         weights: List[Tuple[str, Tuple[str, ...]]] = []
         dst, fused = 0, None
         for name, vfs, mean, dim in zip(self.feature_names, self._virtual, self._mean, self.output_dims):
-            plan = None if mean else self.variants[name].combine_plan([starts[vf.name] for vf in vfs], dst)
+            plan = None if mean else self.variant(name).combine_plan([starts[vf.name] for vf in vfs], dst)
             if plan is None:
                 break
             for op in plan:
@@ -291,7 +302,7 @@ class EmbeddingLayer(_LayerBase):
             index = {k: i for i, k in enumerate(pooled.keys())}
             outs: List[torch.Tensor] = []
             for name, vfs, mean, f_len in zip(self.feature_names, self._virtual, self._mean, lengths):
-                y = self.variants[name].combine([parts_all[index[vf.name]] for vf in vfs])
+                y = self.variant(name).combine([parts_all[index[vf.name]] for vf in vfs])
                 if mean:
                     y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
                 outs.append(y)
@@ -300,8 +311,8 @@ class EmbeddingLayer(_LayerBase):
 
     def _weight(self, feature: str, names: Tuple[str, ...]) -> torch.Tensor:
         """The projection weight a column plan names: the variant's parameters, side by side."""
-        variant = self.variants[feature]
-        ws = [variant.get_parameter(n) for n in names]
+        variant = self.variant(feature)
+        ws: List[torch.Tensor] = [variant.get_parameter(n) for n in names]
         return ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
@@ -404,7 +415,7 @@ class SequenceEmbeddingLayer(_LayerBase):
                 rows[vf] = jt.values()
         out: Dict[str, JaggedTensor] = {}
         for name, vfs, f_ids, f_len in zip(self.feature_names, self._virtual, ids, lengths):
-            values = self.variants[name].combine_sequence([rows[vf.name] for vf in vfs], f_ids)
+            values = self.variant(name).combine_sequence([rows[vf.name] for vf in vfs], f_ids)
             out[name] = JaggedTensor(values=values, lengths=f_len)
         return out
 

@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from torch import nn
 
-from recsys_emb.specs import FeatureSpec, Unified, validate_feature_set
+from recsys_emb.specs import FeatureSpec, TableDef, Unified, validate_feature_set
 
 __all__ = ["OPTIMIZER_STATE_PER_ROW", "TableMemory", "MemoryReport", "memory_from_specs", "memory_from_module",
            "format_bytes"]
@@ -123,7 +123,7 @@ def memory_from_specs(
     """
     validate_feature_set(features)
     readers: "OrderedDict[str, List[str]]" = OrderedDict()
-    defs = {}
+    defs: Dict[str, TableDef] = {}
     for f in features:
         for t in f.tables():
             if f.shared_with is None:
@@ -147,6 +147,7 @@ def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryRepo
     call it on each layer.
     """
     from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer  # local: memory.py stays importable without torchrec
+    from recsys_emb.tables.table_batched import TableBatchedEmbeddingBags
 
     if not isinstance(module, (EmbeddingLayer, SequenceEmbeddingLayer)):
         raise TypeError(f"memory_from_module expects an EmbeddingLayer or SequenceEmbeddingLayer, "
@@ -154,15 +155,14 @@ def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryRepo
     unified = {f.embedding.group.name for f in module.features if isinstance(f.embedding, Unified)}
     readers: Dict[str, List[str]] = {}
     for f in module.features:
-        variant = module.variants[f.name]
-        for vf in variant.virtual_features():  # type: ignore[operator]
+        for vf in module.variant(f.name).virtual_features():
             names = readers.setdefault(vf.table, [])
             if f.name not in names:
                 names.append(f.name)
     found: Dict[str, TableMemory] = {}
     bytes_per_param = 4
     for collection in module.collections():
-        named = collection.named_tables() if hasattr(collection, "named_tables") else [
+        named = collection.named_tables() if isinstance(collection, TableBatchedEmbeddingBags) else [
             (name.split(".")[-2], p) for name, p in collection.named_parameters()]
         for table, p in named:
             rows, dim = p.shape

@@ -25,6 +25,7 @@ def resolve_frequencies(specs: Sequence[FeatureSpec], counts: Mapping[str, Seque
     out = []
     for f in specs:
         if isinstance(f.embedding, MixedDimension) and f.embedding.block_dims is None and f.name in counts:
+            assert f.cardinality is not None  # FeatureSpec refuses a mixed-dimension feature without one
             f = dataclasses.replace(f, embedding=f.embedding.resolve(int(f.cardinality), counts[f.name]))
         out.append(f)
     return out

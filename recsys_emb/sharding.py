@@ -12,7 +12,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import BoundsCheckMode, ShardingPlan
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -51,6 +53,10 @@ _TORCH_OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
 }
 """The optimizer classes TorchRec maps to FBGEMM's fused kernels, by :class:`EmbeddingOptimizer` name."""
+
+_HBM_RESERVED = 0.15
+"""Share of each GPU's memory the planner leaves to dense tensors, inputs and activations (the share
+TorchRec's default policy keeps as its margin)."""
 
 SHARDING_TYPES_BY_DEVICE: Dict[str, Tuple[str, ...]] = {
     # FBGEMM's CPU kernels and gloo serve these; TorchRec refuses row-wise layouts on CPU.
@@ -143,15 +149,25 @@ def _planner(
     per_table_sharding: Optional[Mapping[str, Sequence[str]]],
     compute_kernel: str,
 ) -> EmbeddingShardingPlanner:
-    """The planner :func:`shard_model` and :func:`plan_model` share (fused optimizer applied to ``model``)."""
+    """The planner :func:`shard_model` and :func:`plan_model` share (fused optimizer applied to ``model``).
+
+    Built as TorchRec asks, so that planning prints nothing: the topology through its factory (the default
+    capacities and bandwidths of the ``Topology`` built directly before), and a fixed share of each device's
+    HBM kept free instead of the default heuristic policy, which warns on every construction and
+    reserves a guess of the dense tensors (an over-estimate, TorchRec says, for a model planned on
+    ``meta``).
+    """
     optimizer = optimizer or EmbeddingOptimizer()
     if device_type == "cpu" and optimizer.name not in CPU_FUSED_OPTIMIZERS:
         raise ValueError(f"embedding optimizer {optimizer.name!r} has no fused FBGEMM kernel on CPU; "
                          f"use one of {list(CPU_FUSED_OPTIMIZERS)} there (adam is GPU-only)")
     apply_fused_optimizer(model, optimizer)
-    topology = Topology(world_size=world_size, compute_device=device_type, local_world_size=local_world_size)
+    topology = TopologyFactory.create_topology(
+        trainer_config=TrainerConfig(world_size=world_size, local_world_size=local_world_size),
+        kernel_config=KernelConfig(compute_device=device_type))
     constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device_type, world_size)
-    return EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    return EmbeddingShardingPlanner(topology=topology, constraints=constraints,
+                                    storage_reservation=FixedPercentageStorageReservation(_HBM_RESERVED))
 
 
 def shard_model(
@@ -239,7 +255,7 @@ def plan_model(
         raise ValueError(f"world_size={world_size} must be >= 1")
     planner = _planner(model, optimizer, device_type, world_size, local_world_size or world_size,
                        sharding_types, per_table_sharding, compute_kernel)
-    return planner.plan(model, get_default_sharders())  # type: ignore[arg-type]
+    return planner.plan(model, get_default_sharders())
 
 
 def table_shapes(module: nn.Module) -> Dict[str, Tuple[int, int]]:
@@ -289,7 +305,7 @@ def plan_report(
 
     rows_out: List[Dict[str, Any]] = []
     for module_path, module_plan in plan.plan.items():
-        for table, ps in module_plan.items():  # type: ignore[union-attr]
+        for table, ps in module_plan.items():
             shards = []
             if ps.sharding_spec is not None:
                 for sh in ps.sharding_spec.shards:

@@ -338,8 +338,10 @@ class MixedDimension(EmbeddingSpec):
         return dataclasses.replace(self, num_blocks=None, boundaries=bounds, block_dims=tuple(dims))
 
     def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
-        r = self if self.block_dims is not None else self.resolve(int(cardinality))  # type: ignore[arg-type]
-        edges = (0, *r.boundaries, int(cardinality))  # type: ignore[misc]
+        assert cardinality is not None  # FeatureSpec refuses a mixed-dimension feature without one
+        r = self if self.block_dims is not None else self.resolve(int(cardinality))
+        assert r.boundaries is not None and r.block_dims is not None  # explicit, or set by resolve()
+        edges = (0, *r.boundaries, int(cardinality))
         return [TableDef(f"{owner}@b{i}", b - a, d) for i, (a, b, d) in enumerate(zip(edges, edges[1:], r.block_dims))]
 
     def dense_params(self, cardinality: Optional[int]) -> int:

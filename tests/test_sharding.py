@@ -147,3 +147,24 @@ def test_fbgemm_bounds_check_is_off_only_where_the_layer_checks_ids(single_proce
     assert [t.bounds_check_mode_int for t in tbes] == [BoundsCheckMode.NONE.value]
     with pytest.raises(InvalidInputError, match=r"'a'.*10"):  # the layer's own check still refuses a bad id
         dmp(kjt_from_lists({"a": [[3], [10]]}))
+
+
+def test_planning_and_sharding_print_no_planner_warning(single_process_group, caplog):
+    """The planner is built as TorchRec asks (topology factory, a fixed storage reservation), so neither a
+    plan on meta for CPU or CUDA nor sharding a built or meta model warns; conftest's quieting of TorchRec
+    is lifted here."""
+    import logging
+    import warnings
+
+    from recsys_emb.sharding import plan_model
+
+    specs = [FeatureSpec("a", Full(8), cardinality=100), FeatureSpec("b", Hashed(8, buckets=50))]
+    caplog.set_level(logging.WARNING, logger="torchrec")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for device in ("cpu", "cuda"):
+            plan_model(EmbeddingLayer(specs, device=torch.device("meta")), world_size=2, device_type=device)
+        shard_model(EmbeddingLayer(specs), EmbeddingOptimizer("sgd", lr=0.1))
+        shard_model(EmbeddingLayer(specs, device=torch.device("meta")), EmbeddingOptimizer("sgd", lr=0.1), init_seed=0)
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("torchrec") and r.levelno >= logging.WARNING]
+    assert not [str(w.message) for w in caught if "torchrec/distributed/planner" in w.filename.replace("\\", "/")]

@@ -166,7 +166,7 @@ def variant_specs(cards: Sequence[int], dim: int, compression: float = 4) -> Dic
     """
     cardinalities = field_cardinalities(cards)
     return {v: feature_specs(cardinalities, VariantPreset(v, dim=dim, compression=compression,
-                                                          min_rows=16 * compression))
+                                                          min_rows=int(16 * compression)))
             for v in VARIANTS}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Sequence
+from typing import List, Sequence, Tuple, TypedDict
 
 import torch
 
@@ -15,13 +15,26 @@ from recsys_emb.memory import format_bytes, memory_from_specs
 from recsys_emb.sharding import init_single_process_group, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
 
-__all__ = ["run_demo", "format_table"]
+__all__ = ["DemoRow", "run_demo", "format_table"]
 
 logger = logging.getLogger(__name__)
 
 
+class DemoRow(TypedDict):
+    """One variant's row of :func:`run_demo`."""
+
+    variant: str
+    params: int
+    bytes: int
+    ratio_to_full: float
+    loss_before: float
+    loss_after: float
+    step_s: float
+    output_shape: Tuple[int, ...]
+
+
 def run_demo(cap: int = 1_000_000, dim: int = 16, batch: int = 2048, compression: int = 4,
-             seed: int = 0) -> List[Dict[str, object]]:
+             seed: int = 0) -> List[DemoRow]:
     """Build each variant, account its memory from specs, and train one fused step.
 
     Returns one row per variant: params, bytes, ratio to full, loss before/after the step, step seconds,
@@ -40,7 +53,7 @@ def run_demo(cap: int = 1_000_000, dim: int = 16, batch: int = 2048, compression
     gen = torch.Generator().manual_seed(seed)
     kjt = skewed_batch(cards, batch, gen)
     target = torch.randn(batch, len(cards) * dim, generator=gen)
-    rows = []
+    rows: List[DemoRow] = []
     for name, specs in variants.items():
         mem = memory_from_specs(specs)
         # Tables are allocated by DistributedModelParallel, with the optimizer fused into backward.
@@ -59,7 +72,7 @@ def run_demo(cap: int = 1_000_000, dim: int = 16, batch: int = 2048, compression
     return rows
 
 
-def format_table(rows: Sequence[Dict[str, object]], cap: int, dim: int, batch: int, compression: int) -> str:
+def format_table(rows: Sequence[DemoRow], cap: int, dim: int, batch: int, compression: int) -> str:
     """The demo's rows (:func:`run_demo` with these settings) as the text table ``recsys-emb demo`` shows."""
     lines = [f"recsys_emb demo: 26 Criteo-shaped fields (real Kaggle cardinalities capped at {cap:,}), "
              f"dim {dim}, compressed variants at about 1/{compression} of the bytes per large field",
@@ -67,5 +80,5 @@ def format_table(rows: Sequence[Dict[str, object]], cap: int, dim: int, batch: i
     for r in rows:
         lines.append(f"{r['variant']:<16}{r['params']:>14,}{format_bytes(r['bytes']):>12}{r['ratio_to_full']:>8.1%}   "
                      f"output {r['output_shape']}, mse {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
-                     f"({r['step_s'] * 1000:.0f} ms)")  # type: ignore[operator]
+                     f"({r['step_s'] * 1000:.0f} ms)")
     return "\n".join(lines)

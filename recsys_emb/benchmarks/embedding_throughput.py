@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -111,8 +111,10 @@ def run(cap: int = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
     gen = torch.Generator().manual_seed(seed)
     batches = [skewed_batch(cards, batch, gen) for _ in range(8)]
     weight = torch.randn(len(cards) * dim, generator=gen)
-    seconds = interleaved_seconds(
-        [lambda i, m=r.module: _step(m, batches[i % len(batches)], weight) for r in runs], steps, rounds, warmup)
+    def step_of(m: nn.Module) -> Callable[[int], None]:
+        return lambda i: _step(m, batches[i % len(batches)], weight)
+
+    seconds = interleaved_seconds([step_of(r.module) for r in runs], steps, rounds, warmup)
     base = batch * steps / seconds[0]
     results = []
     for r, sec in zip(runs, seconds):

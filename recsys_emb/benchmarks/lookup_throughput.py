@@ -60,7 +60,7 @@ def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device:
 
 
 def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
-        warmup: int = 3, rounds: int = 5, lr: float = 0.01, variants: Sequence[str] = VARIANTS, compression: float = 4.0,
+        warmup: int = 3, rounds: int = 5, lr: float = 0.01, variants: Sequence[str] = VARIANTS, compression: int = 4,
         seed: int = 0) -> Dict[str, Any]:
     """Measure the baseline and each variant with the table-batched kernel; returns settings and results."""
     dev = torch.device(device)
@@ -88,7 +88,7 @@ def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batc
         dense = [p for p in layer.parameters() if p.requires_grad]
         opt = torch.optim.SGD(dense, lr=lr) if dense else None
 
-        def step(kjt: KeyedJaggedTensor, layer: EmbeddingLayer = layer, opt: Optional[torch.optim.Optimizer] = opt) -> None:
+        def step(kjt: KeyedJaggedTensor, layer: nn.Module = layer, opt: Optional[torch.optim.Optimizer] = opt) -> None:
             out = layer(kjt).values()
             (out * weight[: out.shape[1]]).sum().backward()
             if opt is not None:
@@ -100,8 +100,10 @@ def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batc
     gen = torch.Generator().manual_seed(seed)
     batches = [_batch(cards, batch, gen, dev) for _ in range(4)]
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    seconds = interleaved_seconds([lambda i, f=r.step: f(batches[i % len(batches)]) for r in runs], steps, rounds,
-                                  warmup, sync)
+    def step_of(f: Callable[[KeyedJaggedTensor], None]) -> Callable[[int], None]:
+        return lambda i: f(batches[i % len(batches)])
+
+    seconds = interleaved_seconds([step_of(r.step) for r in runs], steps, rounds, warmup, sync)
     base_sps = batch * steps / seconds[0]
     results = []
     for r, sec in zip(runs, seconds):

@@ -25,7 +25,7 @@ from recsys_emb.benchmarks.common import REPO, command_line, publish
 
 __all__ = ["DEFAULT", "QUICK_SETS", "run", "format_table", "main"]
 
-DEFAULT = dict(config="configs/dlrm_criteo_like_full.yaml", steps=120, global_batch=4096, nprocs="1,2")
+DEFAULT: Dict[str, Any] = dict(config="configs/dlrm_criteo_like_full.yaml", steps=120, global_batch=4096, nprocs="1,2")
 QUICK_SETS = ["data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}", "model.bottom_mlp=[16, 8]",
               "model.top_mlp=[16]", "embeddings.dim=8"]
 

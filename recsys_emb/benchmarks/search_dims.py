@@ -32,9 +32,9 @@ BEGIN, END = "<!-- search:begin -->", "<!-- search:end -->"
 UNIFORM_DIMS = (8, 16, 32, 64)
 SEARCH_DIMS = [4, 8, 12, 16, 24, 32, 48, 64]
 
-DEFAULT = dict(rows=500_000, scale=0.01, steps=240, batch_size=2048, eval_every=80, n_trials=24)
+DEFAULT: Dict[str, Any] = dict(rows=500_000, scale=0.01, steps=240, batch_size=2048, eval_every=80, n_trials=24)
 """The full run's settings (the keyword arguments of :func:`run`); ``--quick`` uses :data:`QUICK`."""
-QUICK = dict(rows=20_000, scale=0.001, steps=20, batch_size=512, eval_every=10, n_trials=4)
+QUICK: Dict[str, Any] = dict(rows=20_000, scale=0.001, steps=20, batch_size=512, eval_every=10, n_trials=4)
 
 
 def base_train_config(data_path: Path, rows: int, scale: float, steps: int, batch_size: int) -> Dict[str, Any]:
@@ -194,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     preset = QUICK if args.quick else DEFAULT
     settings = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}
     out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("search_dims_quick" if args.quick else "search_dims"))
-    res = run(out_dir, Path(args.data_dir) if args.data_dir else None, **settings)  # type: ignore[arg-type]
+    res = run(out_dir, Path(args.data_dir) if args.data_dir else None, **settings)
     text = format_table(res, command_line("bench/search_dims.py", argv))
     (out_dir / "results.json").write_text(json.dumps(res, indent=1, default=str))
     if not args.no_readme:

@@ -179,13 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # force: importing fbgemm_gpu logs through the root logger, which installs a WARNING handler first
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     if args.verbose == 0:
-        # TorchRec's planner warns about topology and storage estimates on every plan; they do not
-        # apply to these single-host runs.
-        logging.getLogger("torchrec").setLevel(logging.ERROR)
-        import warnings
-
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        # torch 2.13 logs, once per process, that torch.fx's is_fx_tracing() changed meaning: its own
+        # ProxyableClassMeta calls it when the first KeyedJaggedTensor is built. Nothing a user can act on;
+        # every other warning stays visible.
+        logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     if getattr(args, "reexec", False) and argv is None:
         from recsys_emb.runtime import reexec_with_malloc_settings
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -79,9 +79,10 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 
 def _load_shard(path: Path, schema: TableSchema, with_true_prob: bool) -> _Shard:
+    truth_col = schema.true_prob if with_true_prob else None  # ParquetBatches refuses with_true_prob without it
     cols = list(schema.dense) + list(schema.sparse) + list(schema.jagged) + [schema.label]
-    if with_true_prob:
-        cols.append(schema.true_prob)
+    if truth_col is not None:
+        cols.append(truth_col)
     table = pq.read_table(path, columns=cols, memory_map=True)
     n = table.num_rows
     dense = np.empty((n, len(schema.dense)), dtype=np.float32)
@@ -97,7 +98,8 @@ def _load_shard(path: Path, schema: TableSchema, with_true_prob: bool) -> _Shard
         values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         jagged.append((values, offsets))  # offsets index ``values`` directly (slices keep their base)
     labels = _column(table, schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
-    truth = _column(table, schema.true_prob).to_numpy(zero_copy_only=False).astype(np.float32) if with_true_prob else None
+    truth = (_column(table, truth_col).to_numpy(zero_copy_only=False).astype(np.float32) if truth_col is not None
+             else None)
     return _Shard(dense, sparse, jagged, labels, truth)
 
 
@@ -210,7 +212,7 @@ class ParquetBatches(IterableDataset):
         order = np.arange(len(self.files))
         if self.shuffle:
             order = np.random.default_rng(seed_from_name("batches/shards", self.seed, self.epoch)).permutation(order)
-        out = []
+        out: List[Tuple[int, int, int]] = []
         B = self.batch_size
         for s in order.tolist():
             n = self.shard_rows[s]
@@ -288,5 +290,5 @@ def make_dataloader(dataset: ParquetBatches, num_workers: int = 0, pin_memory: b
         >>> [b.batch_size for b in loader]
         [1000, 1000, 1000, 1000]
     """
-    kwargs = {} if num_workers == 0 or prefetch_factor is None else {"prefetch_factor": prefetch_factor}
+    kwargs: Dict[str, Any] = {} if num_workers == 0 or prefetch_factor is None else {"prefetch_factor": prefetch_factor}
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)

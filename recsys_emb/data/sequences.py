@@ -121,10 +121,10 @@ class SequenceWorld:
         lo, hi = c.interests
         self.user_interest_count = rng.integers(lo, hi + 1, c.users)
         cat_pop = self._zipf_weights(c.categories, 1.0)
-        self.user_interests = np.stack([rng.choice(c.categories, size=hi, replace=False, p=cat_pop)
-                                        for _ in range(c.users)]) if c.users <= 200_000 else None
-        if self.user_interests is None:
+        if c.users > 200_000:
             raise ValueError("users > 200000 not supported by this generator")
+        self.user_interests = np.stack([rng.choice(c.categories, size=hi, replace=False, p=cat_pop)
+                                        for _ in range(c.users)])
         self._match_stats = (0.0, 1.0)
         self.bias = 0.0
         self._calibrate()

@@ -156,7 +156,7 @@ class CriteoLikeWorld:
         self.int_weights = rng.choice([-1.0, 1.0], size=len(_INT_EFFECT_COLUMNS)) * rng.uniform(0.5, 1.0, len(_INT_EFFECT_COLUMNS))
         self.hex_keys = [seed_from_name("criteo-like/hex", config.seed, c) for c in CAT_COLUMNS]
         self.effect_seeds = [seed_from_name("criteo-like/effect", config.seed, c) for c in CAT_COLUMNS]
-        self._scales = (1.0, 1.0, 1.0)
+        self._scales: Tuple[float, ...] = (1.0, 1.0, 1.0)
         self.bias = 0.0
         self._int_stats = np.zeros((len(_INT_EFFECT_COLUMNS), 2))
         self._int_stats[:, 1] = 1.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 
@@ -84,9 +84,11 @@ def save_vocabularies(directory: PathLike, vocabs: Mapping[str, Vocabulary]) -> 
         [0, 1, 2]
     """
     d = Path(directory)
-    np.savez(d / COUNTS_FILE, **{c: v.counts for c, v in vocabs.items()})
-    np.savez(d / VOCAB_FILE, **{f"{c}_keys": v.keys for c, v in vocabs.items()},
-             **{f"{c}_ids": v.ids for c, v in vocabs.items()})
+    counts: Dict[str, Any] = {c: v.counts for c, v in vocabs.items()}
+    arrays: Dict[str, Any] = {**{f"{c}_keys": v.keys for c, v in vocabs.items()},
+                              **{f"{c}_ids": v.ids for c, v in vocabs.items()}}
+    np.savez(d / COUNTS_FILE, **counts)
+    np.savez(d / VOCAB_FILE, **arrays)
 
 
 def load_vocabulary(directory: PathLike) -> Dict[str, Vocabulary]:

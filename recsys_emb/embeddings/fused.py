@@ -105,6 +105,14 @@ class RemapProgram(nn.Module):
         [[2], [1]]
     """
 
+    # buffers (registered only for the plan kinds present)
+    _identity_card: torch.Tensor
+    _divmod_card: torch.Tensor
+    _divmod_modulus: torch.Tensor
+    _block_starts: torch.Tensor
+    _block_card: torch.Tensor
+    _block_offset: torch.Tensor
+
     def __init__(self, plans: Sequence[Optional[RemapPlan]]) -> None:
         super().__init__()
         self.plans = list(plans)
@@ -374,14 +382,14 @@ class ColumnProgram:
 
 class _ColumnCombine(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pooled: torch.Tensor, program: ColumnProgram, *weights: torch.Tensor  # type: ignore[override]
+    def forward(ctx, pooled: torch.Tensor, program: ColumnProgram, *weights: torch.Tensor
                 ) -> torch.Tensor:
         ctx.program = program
         ctx.save_for_backward(pooled if program.needs_input else None, *weights)
         return program.forward(pooled, weights)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         program: ColumnProgram = ctx.program
         pooled, *weights = ctx.saved_tensors
         g_in, g_weights = program.backward(grad, pooled, weights)

@@ -34,6 +34,8 @@ class HashedEmbedding(EmbeddingVariant):
         (torch.Size([4]), [4])
     """
 
+    _keys: torch.Tensor  # buffer
+
     def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__(feature, validate_ids)  # any int64 id hashes to a valid row: nothing to validate
         spec = feature.embedding

@@ -31,6 +31,8 @@ class MixedDimensionEmbedding(EmbeddingVariant):
         [(2, 8), (8, 4)]
     """
 
+    _bounds: torch.Tensor  # buffer
+
     def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__(feature, validate_ids)
         spec = feature.embedding
@@ -62,7 +64,7 @@ class MixedDimensionEmbedding(EmbeddingVariant):
         proj = [x for x, p in zip(pooled, self.projected) if p]
         out = None
         if proj:
-            weight = torch.cat([m.weight.t() for m, p in zip(self.projections, self.projected) if p], dim=0)
+            weight = torch.cat([m.weight.t() for m in self.projections if isinstance(m, nn.Linear)], dim=0)
             out = (proj[0] if len(proj) == 1 else torch.cat(proj, dim=1)) @ weight
         for x, p in zip(pooled, self.projected):
             if not p:

@@ -29,6 +29,9 @@ class UnifiedEmbedding(EmbeddingVariant):
         ['u', 'u']
     """
 
+    salts: torch.Tensor  # buffers
+    _keys: torch.Tensor
+
     def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__(feature, validate_ids)  # any int64 id hashes to a valid row: nothing to validate
         spec = feature.embedding

@@ -65,6 +65,9 @@ class Dice(nn.Module):
         (torch.Size([8, 4]), torch.Size([2, 5, 4]))
     """
 
+    running_mean: torch.Tensor  # buffers
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
         super().__init__()
         self.num_features = num_features
@@ -181,6 +184,8 @@ class DotInteraction(nn.Module):
         >>> DotInteraction(4)(torch.randn(2, 4, 8)).shape
         torch.Size([2, 6])
     """
+
+    _flat_index: torch.Tensor  # buffer
 
     def __init__(self, num_vectors: int) -> None:
         super().__init__()

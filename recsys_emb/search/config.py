@@ -254,20 +254,20 @@ class SearchConfig:
 def search_config_from_dict(data: Mapping[str, Any], source: str = "") -> SearchConfig:
     """A validated :class:`SearchConfig` from a plain dict; unknown keys and bad values raise
     :class:`~recsys_emb.config.ConfigError` naming the key, the value and what is allowed."""
-    data = copy.deepcopy(dict(data))
-    space = data.get("space")
+    values = copy.deepcopy(dict(data))
+    space = values.get("space")
     if isinstance(space, Mapping) and isinstance(space.get("dims"), Mapping):
         space = dict(space)
         space["dims"] = dataclass_from_dict(DimRange, space["dims"], "space.dims")
-        data["space"] = space
-        cfg = dataclass_from_dict(SearchConfig, {k: v for k, v in data.items() if k != "space"}, "")
+        values["space"] = space
+        cfg = dataclass_from_dict(SearchConfig, {k: v for k, v in values.items() if k != "space"}, "")
         rest = {k: v for k, v in space.items() if k != "dims"}
         cfg.space = dataclass_from_dict(SpaceConfig, rest, "space")
         cfg.space.dims = space["dims"]
     else:
         if isinstance(space, Mapping) and "dims" in space and not isinstance(space["dims"], list):
             _fail("space.dims", space["dims"], "give a list of dims or {low, high, log}")
-        cfg = dataclass_from_dict(SearchConfig, data, "")
+        cfg = dataclass_from_dict(SearchConfig, values, "")
     cfg.source = source or cfg.source
     return cfg.validate()
 

@@ -1,10 +1,11 @@
 """Figures of a study (matplotlib, imported when a figure is drawn): ``history.png`` (single mode: AUC per
 trial with the best so far, and AUC against bytes) or ``pareto.png`` (multi mode: AUC against bytes with
-the Pareto front).
+the Pareto front). matplotlib is the ``[plot]`` extra; without it the report has no figure and says so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
@@ -12,6 +13,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 from recsys_emb.search.config import SearchConfig
 
 __all__ = ["plot_study"]
+
+logger = logging.getLogger(__name__)
 
 
 def _pareto(points: Sequence[Tuple[float, float]]) -> List[int]:
@@ -24,7 +27,8 @@ def _pareto(points: Sequence[Tuple[float, float]]) -> List[int]:
 
 
 def plot_study(study: Any, config: SearchConfig, out: Path) -> Optional[str]:
-    """Draw the study's figure into ``out``; returns its path, or ``None`` while no trial has completed.
+    """Draw the study's figure into ``out``; returns its path, or ``None`` while no trial has completed or
+    when matplotlib is not installed (logged with the command that installs it).
 
     Example:
         >>> import tempfile
@@ -39,8 +43,12 @@ def plot_study(study: Any, config: SearchConfig, out: Path) -> Optional[str]:
         'history.png'
         >>> tmp.cleanup()
     """
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("no figure for study %r: matplotlib is not installed (pip install 'recsys_emb[plot]')",
+                       study.study_name)
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.trial import TrialState

@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Literal, Optional, Set, Tuple
 
 from recsys_emb.errors import ConfigError
 from recsys_emb.search.callbacks import MaxTrainedTrialsCallback
@@ -24,6 +24,8 @@ from recsys_emb.search.report import search_report
 __all__ = ["default_storage", "grace_period", "normalize_storage_url", "open_study", "search"]
 
 logger = logging.getLogger(__name__)
+
+_Direction = Literal["minimize", "maximize"]  # what optuna.create_study accepts
 
 
 def grace_period(config: SearchConfig) -> int:
@@ -110,7 +112,7 @@ def _open(config: SearchConfig, storage: Optional[str], study_name: Optional[str
                 raise
             logger.info("storage set-up raced another worker (%s); retrying", type(e).__name__)
             time.sleep(0.5 + random.random() * (attempt + 1))
-    directions = ["maximize", "minimize"] if config.mode == "multi" else ["maximize"]
+    directions: List[_Direction] = ["maximize", "minimize"] if config.mode == "multi" else ["maximize"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # TPE's group, metric names
         study = _create_study(config, rdb, name, directions, seed)
@@ -120,10 +122,11 @@ def _open(config: SearchConfig, storage: Optional[str], study_name: Optional[str
     return study, rdb
 
 
-def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[str], seed: Optional[int]) -> Any:
+def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[_Direction], seed: Optional[int]) -> Any:
     import optuna
 
     kind = config.sampler if config.sampler != "auto" else ("nsga2" if config.mode == "multi" else "tpe")
+    sampler: optuna.samplers.BaseSampler
     if kind == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                              n_startup_trials=max(4, min(10, config.n_trials // 3)))
@@ -132,6 +135,7 @@ def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[st
     else:
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, config.n_trials // 3)))
     p = config.pruner
+    pruner: optuna.pruners.BasePruner
     if config.mode == "multi" or p.kind == "none":
         pruner = optuna.pruners.NopPruner()
     elif p.kind == "median":

@@ -247,7 +247,7 @@ class _Lookup(torch.autograd.Function):
     or returns its gradient."""
 
     @staticmethod
-    def forward(ctx, placeholder: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor,  # type: ignore[override]
+    def forward(ctx, placeholder: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor,
                 lengths: torch.Tensor, state: Optional[torch.Tensor], optimizer: Optional["_Update"]
                 ) -> torch.Tensor:
         n_keys, batch = lengths.shape
@@ -264,7 +264,7 @@ class _Lookup(torch.autograd.Function):
         return out.view(batch, n_keys * dim)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         ids, bags = ctx.saved_tensors
         weight, opt = ctx.weight, ctx.optimizer
         grad = grad.reshape(-1, weight.shape[1])  # (B * K, dim), sample-major like the bags
@@ -378,6 +378,6 @@ class TableBatched(nn.Module):
     def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:  # type: ignore[override]
         return self.module.state_dict(*args, **kwargs)
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
 

@@ -159,7 +159,12 @@ def intact_checkpoint(out_dir: Path) -> Optional[Path]:
 def _state(model: nn.Module) -> Dict[str, Any]:
     # The dense optimizer is saved beside (torch.save): a fresh Adam's state_dict has no entries
     # yet, and DCP only loads keys the target already has.
-    return {"model": model.state_dict(), "fused": model.fused_optimizer.state_dict()}
+    return {"model": model.state_dict(), "fused": _fused_optimizer(model).state_dict()}
+
+
+def _fused_optimizer(model: nn.Module) -> Any:
+    """The tables' fused optimizer (DistributedModelParallel and TableBatched both expose one)."""
+    return model.fused_optimizer
 
 
 def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, out_dir: Path, pos: Position,
@@ -201,7 +206,7 @@ def load_checkpoint(path: Path, model: nn.Module, dense_optimizer: torch.optim.O
     state = _state(model)
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])
-    model.fused_optimizer.load_state_dict(state["fused"])
+    _fused_optimizer(model).load_state_dict(state["fused"])
     try:
         dense_state = torch.load(path / "dense_optimizer.pt", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -209,9 +214,9 @@ def load_checkpoint(path: Path, model: nn.Module, dense_optimizer: torch.optim.O
                               f"(unpickling it could run code): {str(e).splitlines()[0]}") from None
     dense_optimizer.load_state_dict(dense_state)
     rng = path / f"rng_rank{rank}.pt"
-    state = _load_rng(rng) if meta["world_size"] == world_size and rng.exists() else None
-    if state is not None:
-        set_rng_state(state)
+    rng_state = _load_rng(rng) if meta["world_size"] == world_size and rng.exists() else None
+    if rng_state is not None:
+        set_rng_state(rng_state)
     pos = Position(meta["step"], meta["epoch"], meta["batch_in_epoch"])
     logger.info("resumed from %s at step %d", path, pos.step)
     return pos

@@ -12,11 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+PLANNER_WARNINGS = ("TopologyFactory", "StorageReservation", "dense_tensor_estimate", "torchrec.distributed.planner",
+                    "torchrec/distributed/planner")
+
+
 def run_cli(*args, timeout=300):
+    """stdout of a successful command; a plain run (no -v) prints no TorchRec planner warning."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    noise = [line for line in proc.stderr.splitlines() if any(w in line for w in PLANNER_WARNINGS)]
+    assert not noise, "\n".join(noise)
     return proc.stdout
 
 

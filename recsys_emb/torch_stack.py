@@ -1,0 +1,144 @@
+"""The PyTorch stack under recsys_emb (torch, FBGEMM, TorchRec), checked when ``recsys_emb`` is imported.
+
+The package cannot declare these three as dependencies: the CPU and CUDA builds come from different
+package indexes, and TorchRec's metadata names the CUDA ``fbgemm-gpu`` even next to a CPU torch, so they
+are installed first, in order (README.md, "Install"). Importing the library without a working set fails
+here, with one :class:`~recsys_emb.errors.TorchStackError` (an ``ImportError``) that names what is missing
+or mismatched, the versions found and the commands that install a matching set, instead of a bare
+``ModuleNotFoundError`` or a failed shared-library load somewhere inside TorchRec.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from typing import Dict, Optional
+
+from recsys_emb.errors import TorchStackError
+
+__all__ = ["TESTED", "INSTALL_COMMANDS", "check_torch_stack", "stack_problem"]
+
+TESTED: Dict[str, str] = {"torch": "2.13", "fbgemm_gpu": "1.8", "torchrec": "1.8"}
+"""The release series the library is tested with (``make`` installs exactly these)."""
+
+_TORCH_OF_FBGEMM: Dict[str, str] = {"1.8": "2.13"}
+"""FBGEMM release -> the torch release its kernels are built against (FBGEMM's compatibility table;
+fbgemm_gpu carries the full table, read from it when it loads)."""
+
+INSTALL_COMMANDS = """\
+Install a matching set first, then recsys_emb (README.md, section "Install"):
+  CPU:
+    pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    pip install fbgemm-gpu-cpu==1.8.0 tensordict torchmetrics pyre-extensions
+    pip install --no-deps torchrec==1.8.0
+  CUDA 12.8:
+    pip install torch==2.13.0 fbgemm-gpu==1.8.0 --index-url https://download.pytorch.org/whl/cu128
+    pip install torchrec==1.8.0"""
+"""Shown with every :class:`~recsys_emb.errors.TorchStackError`; the same commands as README.md's table."""
+
+
+def _series(version: str) -> Optional[str]:
+    """``"2.13.0+cpu"`` -> ``"2.13"``; ``None`` for a nightly (dated) or local build, which is not judged."""
+    m = re.match(r"(\d{1,2})\.(\d+)(\.\d+)*([+]cpu|[+]cu\d+|[+]rocm[\d.]+)?$", version)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def _installed(distribution: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _found() -> str:
+    parts = []
+    for dist in ("torch", "fbgemm-gpu-cpu", "fbgemm-gpu", "torchrec"):
+        version = _installed(dist)
+        if version is not None or dist in ("torch", "torchrec"):
+            parts.append(f"{dist} {version or 'not installed'}")
+    if not any(p.startswith("fbgemm") for p in parts):
+        parts.insert(1, "fbgemm-gpu(-cpu) not installed")
+    return ", ".join(parts)
+
+
+def stack_problem(torch_version: str, fbgemm_version: str, torchrec_version: str,
+                  torch_of_fbgemm: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """What is mismatched between the three versions, or ``None`` when they belong together.
+
+    TorchRec and FBGEMM are released in pairs of the same ``major.minor``; each FBGEMM release is built
+    against one torch release (``torch_of_fbgemm``, default the tested pair; a release missing from it is
+    not judged, nor are nightly or local builds).
+
+    Example:
+        >>> stack_problem("2.13.0+cpu", "1.8.0", "1.8.0") is None
+        True
+        >>> stack_problem("2.12.1", "1.8.0", "1.8.0")
+        'fbgemm_gpu 1.8.0 is built for torch 2.13, not torch 2.12.1'
+    """
+    table = {**_TORCH_OF_FBGEMM, **(torch_of_fbgemm or {})}
+    torch_series, fbgemm_series, torchrec_series = map(_series, (torch_version, fbgemm_version, torchrec_version))
+    wanted_torch = table.get(fbgemm_series) if fbgemm_series else None
+    if wanted_torch is not None and torch_series is not None and torch_series != wanted_torch:
+        return f"fbgemm_gpu {fbgemm_version} is built for torch {wanted_torch}, not torch {torch_version}"
+    if fbgemm_series and torchrec_series and torchrec_series != fbgemm_series:
+        return f"torchrec {torchrec_version} goes with fbgemm_gpu {torchrec_series}.x, not fbgemm_gpu {fbgemm_version}"
+    return None
+
+
+def _fail(problem: str) -> TorchStackError:
+    tested = f"torch {TESTED['torch']} + fbgemm-gpu(-cpu) {TESTED['fbgemm_gpu']} + torchrec {TESTED['torchrec']}"
+    return TorchStackError(f"recsys_emb needs torch, FBGEMM and TorchRec in versions that load together "
+                           f"(tested: {tested}): {problem}. Found: {_found()}.\n{INSTALL_COMMANDS}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def check_torch_stack() -> Dict[str, str]:
+    """Import torch, fbgemm_gpu and torchrec and check that their versions belong together.
+
+    Returns:
+        ``{"torch": version, "fbgemm_gpu": version, "torchrec": version}``.
+
+    Raises:
+        TorchStackError: (an ``ImportError``) one of them is missing, fails to load, or does not match the
+            others; the message has the versions found and the install commands for CPU and CUDA.
+
+    Example:
+        >>> sorted(check_torch_stack())
+        ['fbgemm_gpu', 'torch', 'torchrec']
+    """
+    try:
+        import torch
+    except ImportError as e:  # torch's own import errors (a broken install) land here too
+        missing = getattr(e, "name", None) == "torch"
+        raise _fail("torch is not installed" if missing
+                    else f"torch fails to import ({_first_line(e)})") from (None if missing else e)
+    if _installed("fbgemm-gpu") and _installed("fbgemm-gpu-cpu"):
+        raise _fail("both fbgemm-gpu (CUDA) and fbgemm-gpu-cpu are installed, into the same fbgemm_gpu package "
+                    "(installing torchrec with its dependencies adds the CUDA one); uninstall both and "
+                    f"reinstall the one that matches torch {torch.__version__}")
+    try:
+        import fbgemm_gpu
+    except Exception as e:  # a kernel library that does not load raises OSError or RuntimeError, not ImportError
+        missing = getattr(e, "name", None) == "fbgemm_gpu"
+        raise _fail("fbgemm_gpu is not installed" if missing
+                    else f"fbgemm_gpu does not load next to torch {torch.__version__} ({_first_line(e)})"
+                    ) from (None if missing else e)
+    try:
+        import torchrec
+    except Exception as e:
+        missing = getattr(e, "name", None) == "torchrec"
+        raise _fail("torchrec is not installed" if missing
+                    else f"torchrec does not import ({_first_line(e)})") from (None if missing else e)
+    versions = {"torch": str(torch.__version__),
+                "fbgemm_gpu": str(getattr(fbgemm_gpu, "__version__", None) or _installed("fbgemm-gpu-cpu")
+                                  or _installed("fbgemm-gpu")),
+                "torchrec": str(getattr(torchrec, "__version__", None) or _installed("torchrec"))}
+    problem = stack_problem(versions["torch"], versions["fbgemm_gpu"], versions["torchrec"],
+                            getattr(fbgemm_gpu, "_fbgemm_torch_compat_table", None))
+    if problem is not None:
+        raise _fail(problem)
+    return versions

@@ -1,0 +1,103 @@
+"""`import recsys_emb` checks torch / FBGEMM / TorchRec first: a missing or mismatched one fails with one
+ImportError that names it and the install commands (real interpreters that lack a piece of the stack)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from recsys_emb.errors import RecsysEmbError, TorchStackError
+from recsys_emb.torch_stack import INSTALL_COMMANDS, check_torch_stack, stack_problem
+from venv_helpers import SITE, clean_env, closure, fresh_venv, link_distributions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRY_IMPORT = """
+import recsys_emb, sys
+print("imported", recsys_emb.__version__)
+"""
+
+
+def test_the_installed_stack_passes_and_reports_its_versions():
+    versions = check_torch_stack()
+    assert versions["torch"].startswith("2.13.") and versions["fbgemm_gpu"].startswith("1.8.")
+    assert versions["torchrec"].startswith("1.8.")
+
+
+@pytest.mark.parametrize("torch_v, fbgemm_v, torchrec_v, problem", [
+    ("2.13.0+cpu", "1.8.0", "1.8.0", None),
+    ("2.13.1+cu128", "1.8.2", "1.8.0", None),
+    ("2.12.1", "1.8.0", "1.8.0", "fbgemm_gpu 1.8.0 is built for torch 2.13, not torch 2.12.1"),
+    ("2.13.0", "1.8.0", "1.7.1", "torchrec 1.7.1 goes with fbgemm_gpu 1.7.x, not fbgemm_gpu 1.8.0"),
+    ("2.13.0", "INTERNAL", "1.8.0", None),  # a local FBGEMM build is not judged
+    ("2.14.0.dev20260101+cpu", "2026.1.1", "2026.1.1", None),  # nor nightlies
+])
+def test_stack_problem_names_the_mismatch(torch_v, fbgemm_v, torchrec_v, problem):
+    assert stack_problem(torch_v, fbgemm_v, torchrec_v) == problem
+
+
+def test_fbgemm_pairs_beyond_the_tested_one_come_from_fbgemm():
+    table = {"1.7": "2.12"}
+    assert stack_problem("2.12.0", "1.7.0", "1.7.0", table) is None
+    assert stack_problem("2.13.0", "1.7.0", "1.7.0", table) == "fbgemm_gpu 1.7.0 is built for torch 2.12, not torch 2.13.0"
+
+
+def test_the_error_is_an_import_error_of_the_library():
+    assert issubclass(TorchStackError, ImportError) and issubclass(TorchStackError, RecsysEmbError)
+
+
+def test_readme_lists_the_same_install_commands():
+    readme = (ROOT / "README.md").read_text()
+    commands = [line.strip() for line in INSTALL_COMMANDS.splitlines() if line.strip().startswith("pip install")]
+    assert len(commands) == 5
+    for command in commands:
+        assert f"`{command}`" in readme, f"README.md's install table lacks `{command}`"
+
+
+def _import_in(tmp_path: Path, dists, torchrec_version=None):
+    """``import recsys_emb`` (the source tree) in a fresh interpreter that sees only ``dists``' closure;
+    ``torchrec_version``: the linked torchrec package reports this version instead (its version.py)."""
+    shared = link_distributions(closure(dists), tmp_path / "shared")
+    if torchrec_version is not None:
+        (shared / "torchrec").unlink()
+        (shared / "torchrec").mkdir()
+        for entry in (SITE / "torchrec").iterdir():
+            if entry.name not in ("version.py", "__pycache__"):
+                (shared / "torchrec" / entry.name).symlink_to(entry)
+        (shared / "torchrec" / "version.py").write_text(
+            (SITE / "torchrec" / "version.py").read_text().replace("1.8.0", torchrec_version))
+    python = fresh_venv(tmp_path / "venv", shared)
+    return subprocess.run([str(python), "-c", TRY_IMPORT], capture_output=True, text=True, cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), timeout=300)
+
+
+def _assert_fails_with(proc, problem: str) -> None:
+    assert proc.returncode != 0 and "imported" not in proc.stdout
+    last = proc.stderr[proc.stderr.index("recsys_emb.errors.TorchStackError"):]
+    assert problem in last, proc.stderr[-3000:]
+    assert "pip install fbgemm-gpu-cpu==1.8.0" in last and "--index-url https://download.pytorch.org/whl/cu128" in last
+    assert 'README.md, section "Install"' in last
+
+
+def test_import_without_fbgemm_names_it_and_the_commands(tmp_path):
+    proc = _import_in(tmp_path, ["torch"])
+    _assert_fails_with(proc, "fbgemm_gpu is not installed. Found: torch 2.13")
+
+
+def test_import_without_torchrec_names_it(tmp_path):
+    proc = _import_in(tmp_path, ["torch", "fbgemm-gpu-cpu"])
+    _assert_fails_with(proc, "torchrec is not installed. Found: torch 2.13")
+
+
+def test_import_with_a_torchrec_of_another_release_names_the_mismatch(tmp_path):
+    proc = _import_in(tmp_path, ["torch", "fbgemm-gpu-cpu", "torchrec"], torchrec_version="1.7.0")
+    _assert_fails_with(proc, "torchrec 1.7.0 goes with fbgemm_gpu 1.7.x, not fbgemm_gpu 1.8.0")
+
+
+def test_import_without_torch_names_it(tmp_path):
+    python = fresh_venv(tmp_path / "venv")
+    proc = subprocess.run([str(python), "-c", TRY_IMPORT], capture_output=True, text=True, cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), timeout=120)
+    _assert_fails_with(proc, "torch is not installed. Found: torch not installed, fbgemm-gpu(-cpu) not installed, "
+                             "torchrec not installed")
+

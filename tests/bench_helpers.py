@@ -8,13 +8,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONUNBUFFERED": "1"}
+PLANNER_WARNINGS = ("TopologyFactory", "StorageReservation", "dense_tensor_estimate", "torchrec.distributed.planner",
+                    "torchrec/distributed/planner")
 
 
 def run(args, timeout=600, ok=True):
-    """``python ARGS`` in the checkout; the finished process (asserted to succeed unless ``ok`` is False)."""
+    """``python ARGS`` in the checkout; the finished process (asserted to succeed unless ``ok`` is False, and
+    then to print no TorchRec planner warning: the demo and every benchmark plan quietly)."""
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=ENV)
     if ok:
         assert proc.returncode == 0, proc.stderr[-3000:]
+        noise = [line for line in proc.stderr.splitlines() if any(w in line for w in PLANNER_WARNINGS)]
+        assert not noise, "\n".join(noise)
     return proc
 
 

@@ -9,6 +9,7 @@ their own ``remap``) and one combine (all features' column plans in one pass, el
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, cast
@@ -21,7 +22,7 @@ from recsys_emb.embeddings import EmbeddingVariant, VirtualFeature, build_varian
 from recsys_emb.embeddings.fused import ColumnProgram, RemapProgram
 from recsys_emb.embeddings.plans import ColumnOp
 from recsys_emb.errors import InvalidInputError, SpecError
-from recsys_emb.specs import FeatureSpec, TableDef, validate_feature_set
+from recsys_emb.specs import FeatureSpec, TableDef, init_bounds, validate_feature_set
 from recsys_emb.tables.collections import bag_collection, sequence_collections
 
 __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
@@ -59,7 +60,10 @@ class _LayerBase(nn.Module):
             if f.shared_with is None:
                 for t in self.variant(f.name).tables():
                     tables.setdefault(t.name, t)
-        self.table_defs: List[TableDef] = list(tables.values())
+        bounds = init_bounds(features)  # a shared (unified) table starts as the per-field tables it replaces
+        self.table_defs: List[TableDef] = [
+            t if t.init_bound is not None or bounds.get(t.name, t.bound) == t.bound
+            else dataclasses.replace(t, init_bound=bounds[t.name]) for t in tables.values()]
         self.virtual_tables: Dict[str, str] = {vf.name: vf.table for vfs in self._virtual for vf in vfs}
         """``{virtual feature (collection key): table name}``."""
         self.table_features: Dict[str, List[str]] = {t: [] for t in tables}

@@ -27,6 +27,7 @@ __all__ = [
     "Unified",
     "FeatureSpec",
     "validate_feature_set",
+    "init_bounds",
 ]
 
 DIM_MULTIPLE = 4
@@ -51,15 +52,26 @@ def _check_int(cls: str, name: str, value: Any, low: int = 1, multiple: int = 1,
 
 @dataclass(frozen=True)
 class TableDef:
-    """One physical table: ``rows x dim`` trainable parameters, named after its owning feature."""
+    """One physical table: ``rows x dim`` trainable parameters, named after its owning feature.
+
+    ``init_bound``: new tables start as ``U(-init_bound, init_bound)``; ``None`` (a variant's own tables):
+    TorchRec's default ``1/sqrt(rows)``. A layer sets it for a table that several features share
+    (:func:`init_bounds`).
+    """
 
     name: str
     rows: int
     dim: int
+    init_bound: Optional[float] = None
 
     @property
     def params(self) -> int:
         return self.rows * self.dim
+
+    @property
+    def bound(self) -> float:
+        """The uniform bound new weights are drawn from (``init_bound``, else ``1/sqrt(rows)``)."""
+        return self.rows ** -0.5 if self.init_bound is None else self.init_bound
 
 
 class EmbeddingSpec:
@@ -539,3 +551,41 @@ def validate_feature_set(specs: Sequence[FeatureSpec]) -> None:
                 f"feature {s.name!r}: shared_with={s.shared_with!r} needs the same embedding and cardinality; "
                 f"got {s.embedding} / {s.cardinality} vs {owner.embedding} / {owner.cardinality}"
             )
+
+
+def init_bounds(specs: Sequence[FeatureSpec]) -> Dict[str, float]:
+    """The default uniform bound of every table the features read, ``{table name: bound}``.
+
+    A table read by one feature (full, hashed, QR, multi-hash, mixed-dimension: each variant's own
+    tables) keeps TorchRec's default ``1/sqrt(rows)``. A table shared by several features (a unified
+    table) starts as the per-field full tables it replaces would have: the root mean square of their
+    bounds, ``sqrt(mean_f 1/cardinality_f)`` (a feature without a cardinality counts as one of the
+    table's rows). So the start does not depend on how many features share the table: ``1/sqrt(rows)``
+    of one large shared table would be orders of magnitude smaller, and measured on the Criteo-like
+    benchmark it left the unified embeddings contributing nothing (docs/embeddings.md, "Initialisation").
+    ``embeddings.init_scale`` overrides every bound.
+
+    Example:
+        >>> from recsys_emb.specs import Unified, UnifiedTable
+        >>> g = UnifiedTable("u", rows=10_000, chunk_dim=8)
+        >>> b = init_bounds([FeatureSpec("a", Unified(g), cardinality=100),
+        ...                  FeatureSpec("b", Unified(g), cardinality=10_000),
+        ...                  FeatureSpec("c", Full(8), cardinality=400)])
+        >>> round(b["u"], 4), b["c"]    # sqrt((1/100 + 1/10000) / 2); 1/sqrt(400)
+        (0.0711, 0.05)
+    """
+    readers: Dict[str, List[FeatureSpec]] = {}
+    rows: Dict[str, int] = {}
+    for f in specs:
+        if f.shared_with is not None:  # reads its owner's tables, with the owner's ids
+            continue
+        for t in f.tables():
+            readers.setdefault(t.name, []).append(f)
+            rows[t.name] = t.rows
+    out: Dict[str, float] = {}
+    for name, fs in readers.items():
+        if len(fs) == 1:
+            out[name] = rows[name] ** -0.5
+        else:
+            out[name] = math.sqrt(sum(1.0 / (f.cardinality or rows[name]) for f in fs) / len(fs))
+    return out

@@ -29,7 +29,8 @@ def bag_collection(tables: Sequence[TableDef], features: Mapping[str, Sequence[s
     """
     return EmbeddingBagCollection(
         tables=[EmbeddingBagConfig(name=t.name, embedding_dim=t.dim, num_embeddings=t.rows,
-                                   feature_names=list(features[t.name]), pooling=PoolingType.SUM) for t in tables],
+                                   feature_names=list(features[t.name]), pooling=PoolingType.SUM,
+                                   weight_init_min=-t.bound, weight_init_max=t.bound) for t in tables],
         device=device)
 
 
@@ -45,7 +46,8 @@ def sequence_collections(tables: Sequence[TableDef], features: Mapping[str, Sequ
     by_dim: "OrderedDict[int, List[EmbeddingConfig]]" = OrderedDict()
     for t in tables:
         by_dim.setdefault(t.dim, []).append(
-            EmbeddingConfig(name=t.name, embedding_dim=t.dim, num_embeddings=t.rows, feature_names=list(features[t.name])))
+            EmbeddingConfig(name=t.name, embedding_dim=t.dim, num_embeddings=t.rows, feature_names=list(features[t.name]),
+                            weight_init_min=-t.bound, weight_init_max=t.bound))
     return OrderedDict((f"d{d}", EmbeddingCollection(tables=cfgs, device=device)) for d, cfgs in by_dim.items())
 
 

@@ -5,12 +5,13 @@ the table-batched kernel) start from the same weights."""
 from __future__ import annotations
 
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 from recsys_emb.hashing import hash64, seed_from_name
+from recsys_emb.specs import TableDef
 
 __all__ = ["init_tables", "TABLE_STATE_KEY"]
 
@@ -29,8 +30,8 @@ def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24,
                 scale: Optional[float] = None) -> List[str]:
     """Fill every embedding table of ``module`` (sharded or not) with placement-independent values.
 
-    Element ``(r, c)`` of table ``t`` (``R`` rows) is ``U(-1/sqrt(R), 1/sqrt(R))`` (TorchRec's default
-    range) drawn from ``hash64(r * cols + c, seed_from_name("init", seed, t))``: a function of the
+    Element ``(r, c)`` of table ``t`` is ``U(-b, b)`` drawn from
+    ``hash64(r * cols + c, seed_from_name("init", seed, t))``: a function of the
     seed, the table and the element alone. Each rank fills only its local shards, in row chunks of
     about ``chunk_elements`` values, so memory stays bounded, and a model trained at world size 1 and at
     world size N with the same seed starts from the same tables whatever the sharding types.
@@ -38,8 +39,10 @@ def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24,
     Args:
         module: an EmbeddingLayer / model, or its DistributedModelParallel wrapper.
         seed: the run's seed.
-        scale: the uniform bound for every table instead of ``1/sqrt(R)``. One bound for all makes a
-            large shared table (unified) start like the small per-field tables it replaces.
+        scale: the uniform bound ``b`` for every table. ``None``: each table's default bound, the
+            ``TableDef.bound`` of the layers in ``module`` (``1/sqrt(R)`` for a table of ``R`` rows read
+            by one feature; a shared unified table as the per-field tables it replaces,
+            :func:`~recsys_emb.specs.init_bounds`), and ``1/sqrt(R)`` for a table no layer describes.
     Returns:
         The table names filled.
 
@@ -52,6 +55,11 @@ def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24,
     """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
+    bounds: Dict[str, float] = {}
+    for sub in module.modules():
+        for t in getattr(sub, "table_defs", None) or ():
+            if isinstance(t, TableDef):
+                bounds.setdefault(t.name, t.bound)
     done: List[str] = []
     with torch.no_grad():
         for key, value in module.state_dict().items():
@@ -76,6 +84,6 @@ def init_tables(module: nn.Module, seed: int, chunk_elements: int = 1 << 24,
                 for i in range(0, t.shape[0], step):
                     n = min(step, t.shape[0] - i)
                     t[i:i + n].copy_(_uniform_block(hkey, row0 + i, n, col0, t.shape[1], cols,
-                                                    rows ** -0.5 if scale is None else scale))
+                                                    bounds.get(table, rows ** -0.5) if scale is None else scale))
             done.append(table)
     return done

@@ -89,10 +89,11 @@ class TableBatchedEmbeddingBags(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Each table U(-1/sqrt(rows), 1/sqrt(rows)), as TorchRec initialises its tables."""
+        """Each table ``U(-bound, bound)`` (:attr:`TableDef.bound`: ``1/sqrt(rows)`` unless the layer set
+        one), as TorchRec initialises its tables."""
         with torch.no_grad():
             for t in self.table_defs:
-                self.table_weight(t.name).uniform_(-(t.rows ** -0.5), t.rows ** -0.5)
+                self.table_weight(t.name).uniform_(-t.bound, t.bound)
 
     def materialize(self, device: torch.device) -> None:
         """Allocate a module built on ``meta`` on ``device`` without touching the random number generator

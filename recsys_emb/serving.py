@@ -15,16 +15,27 @@ from recsys_emb.data.parquet import TableSchema, read_metadata
 from recsys_emb.errors import CheckpointError, DataError
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.build import build_model, embedding_layers
-from recsys_emb.training.checkpoint import latest_checkpoint, verify_checkpoint
+from recsys_emb.training.checkpoint import checkpoint_dir, latest_checkpoint, verify_checkpoint
 from recsys_emb.training.metrics import score_split
 
 __all__ = ["load_model", "evaluate_checkpoint"]
 
 
 def _resolve(checkpoint: os.PathLike) -> Path:
+    """A checkpoint directory as given; for a run directory, the model its ``summary.json`` reports (the
+    best checkpoint under early stopping), else (a run still training, or killed) its latest checkpoint."""
     path = Path(checkpoint)
     if (path / "trainer.json").exists():
         return path
+    summary = path / "summary.json"
+    if summary.exists():
+        step = json.loads(summary.read_text()).get("model_step")
+        if step is not None:
+            reported = checkpoint_dir(path, int(step))
+            if not (reported / "trainer.json").exists():
+                raise CheckpointError(f"{path}: summary.json reports the model of step {step}, but {reported} is "
+                                      f"missing; pass one of the run's checkpoints/step_* directories instead")
+            return reported
     latest = latest_checkpoint(path)
     if latest is None:
         raise CheckpointError(f"{path} is neither a checkpoint (no trainer.json) nor a run directory with "
@@ -36,7 +47,9 @@ def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], D
     """An unsharded model with a checkpoint's weights, for scoring in a ranking pipeline.
 
     Args:
-        checkpoint: a checkpoint directory (``.../checkpoints/step_N``) or a run directory (its latest).
+        checkpoint: a checkpoint directory (``.../checkpoints/step_N``) or a run directory: the model its
+            ``summary.json`` reports (``model_step``: the best checkpoint under early stopping), or, for a
+            run that has not finished, its latest checkpoint.
     Returns:
         ``(model, features, data_config)``: the model in eval mode (``model(dense, kjt) -> logits (B,)``),
         the feature specs it expects (KJT keys and vocabularies), and the run's data config (the dataset

@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_plan, reexec=False)
 
     e = sub.add_parser("evaluate", help="metrics of a saved checkpoint on a split")
-    e.add_argument("--checkpoint", required=True, help="checkpoint directory or run directory (its latest)")
+    e.add_argument("--checkpoint", required=True,
+                   help="checkpoint directory, or run directory (the model its summary reports, else its latest)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.set_defaults(func=_cmd_evaluate, reexec=False)
 

@@ -17,9 +17,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-warnings.filterwarnings("ignore")
-logging.disable(logging.WARNING)
-
 from recsys_emb.training.launch import exit_worker  # noqa: E402
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists  # noqa: E402
 from recsys_emb.sharding import plan_report, shard_model  # noqa: E402
@@ -86,5 +83,9 @@ def main():
 
 
 if __name__ == "__main__":
+    # here, not at import: pytest's --doctest-modules imports this file, and a process-wide
+    # logging.disable there silenced the INFO logs other tests read
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
     main()
     exit_worker(0)  # skip finalisers: gloo threads torn down there can abort a finished worker

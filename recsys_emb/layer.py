@@ -226,7 +226,12 @@ class EmbeddingLayer(_LayerBase):
         device: where to allocate the tables; ``torch.device("meta")`` to leave allocation to
             DistributedModelParallel (or to :class:`~recsys_emb.tables.TableBatched`).
         validate_ids: check vocabulary bounds of full / quotient-remainder / mixed ids on every forward
-            (one comparison for all such features; turn off only on hot paths with trusted data).
+            (one comparison for all such features; an id outside ``[0, cardinality)`` raises
+            :class:`~recsys_emb.errors.InvalidInputError` naming the feature and the ids). Turn off
+            only on hot paths with trusted data: nothing then checks ids before the lookup, where an
+            unsharded layer's kernel raises a ``RuntimeError`` that names no feature, a sharded one
+            clamps to row 0 (docs/sharding.md), and a quotient-remainder id just past the vocabulary
+            reads valid rows without any error.
         l2: weight of the L2 penalty on the table rows a training batch reads (:meth:`regularization`);
             0 = off.
 

@@ -7,7 +7,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.errors import InvalidInputError
-from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder
+from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder
 
 
 def mixed_specs():
@@ -81,9 +81,41 @@ def test_values_must_be_int64(dtype):
         layer(kjt)
 
 
-def test_validation_can_be_turned_off_for_trusted_hot_paths():
-    layer = EmbeddingLayer([FeatureSpec("item", Full(dim=8), cardinality=20)], validate_ids=False)
-    layer(kjt_from_lists({"item": [[19]]}))
+VOCAB_SPECS = {"full": Full(dim=8), "qr": QuotientRemainder(dim=8, collisions=4),
+               "mixed": MixedDimension(8, 0.5, boundaries=(5, 10), block_dims=(8, 4, 4))}
+
+
+@pytest.mark.parametrize("kind", sorted(VOCAB_SPECS))
+def test_validate_ids_on_refuses_out_of_range_ids_and_off_leaves_them_to_the_table_lookup(kind):
+    features = [FeatureSpec("item", VOCAB_SPECS[kind], cardinality=20)]
+    torch.manual_seed(0)
+    on = EmbeddingLayer(features)
+    torch.manual_seed(0)
+    off = EmbeddingLayer(features, validate_ids=False)
+    good = kjt_from_lists({"item": [[19], [0, 7], []]})
+    torch.testing.assert_close(on(good).values(), off(good).values(), rtol=0, atol=0)
+    for bad_id in (20, -1):
+        bad = kjt_from_lists({"item": [[19], [bad_id]]})
+        with pytest.raises(InvalidInputError, match=rf"feature 'item': 1 id\(s\) break 0 <= id < cardinality=20: "
+                                                    rf"{bad_id} \(value #1\)"):
+            on(bad)
+        # off: nothing checks the id before the lookup; the table kernel meets a row it does not have
+        with pytest.raises(RuntimeError):
+            off(bad)
+
+
+def test_validate_ids_off_lets_a_quotient_remainder_id_past_the_vocabulary_read_valid_rows():
+    """What the docstring warns of: with the check off, id 19 of a vocabulary of 18 (quotient 4 of a
+    5-row table, remainder 3) reads real rows and no error is raised."""
+    spec = QuotientRemainder(dim=8, collisions=4, op="add")
+    torch.manual_seed(0)
+    off = EmbeddingLayer([FeatureSpec("item", spec, cardinality=18)], validate_ids=False)
+    out = off(kjt_from_lists({"item": [[19]]})).values()[0]
+    q, r = (off.ebc.embedding_bags[t].weight.detach() for t in ("item@q", "item@r"))
+    assert q.shape[0] == 5
+    torch.testing.assert_close(out, q[4] + r[3])
+    with pytest.raises(InvalidInputError, match="cardinality=18: 19"):
+        EmbeddingLayer([FeatureSpec("item", spec, cardinality=18)])(kjt_from_lists({"item": [[19]]}))
 
 
 def test_empty_layer_refused():

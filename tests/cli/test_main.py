@@ -59,3 +59,48 @@ def test_verbose_shows_info_logs(tmp_path):
                            str(tmp_path / "d")], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "INFO recsys_emb.data.synthetic: generated 500 Criteo-like rows" in proc.stderr
+
+
+
+def test_evaluate_matches_sklearn_on_the_models_own_logits(tmp_path):
+    """`recsys-emb evaluate` against an independent score: the split read straight from its Parquet
+    files, the loaded model's logits on it in one forward, sklearn's AUC and log loss."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from sklearn.metrics import log_loss, roc_auc_score
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from recsys_emb.config import config_from_dict
+    from recsys_emb.serving import load_model
+    from recsys_emb.training import prepare_data, train
+
+    data, run, split = tmp_path / "cl", tmp_path / "run", "valid"
+    cfg = config_from_dict({
+        "name": "e", "seed": 0,
+        "data": {"path": str(data), "batch_size": 256, "eval_batch_size": 700,
+                 "generate": {"kind": "criteo-like", "rows": 3000, "scale": 0.001, "seed": 0}},
+        "model": {"kind": "dlrm", "bottom_mlp": [16, 8], "top_mlp": [16]},
+        "embeddings": {"variant": "hashed", "dim": 8, "min_rows": 64},
+        "train": {"epochs": 1, "max_steps": 8, "log_every": 0, "progress": False, "out_dir": str(run)}})
+    prepare_data(cfg)
+    train(cfg)
+    got = json.loads(run_cli("evaluate", "--checkpoint", str(run), "--split", split))
+
+    meta = json.loads((data / "metadata.json").read_text())
+    schema = meta["schema"]
+    table = pa.concat_tables([pq.read_table(data / split / f["name"]) for f in meta["files"][split]])
+    n = table.num_rows
+    dense = torch.tensor(np.stack([table.column(c).to_numpy() for c in schema["dense"]], axis=1), dtype=torch.float32)
+    ids = torch.tensor(np.concatenate([table.column(c).to_numpy() for c in schema["sparse"]]), dtype=torch.int64)
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(schema["sparse"]), values=ids,
+                                              lengths=torch.ones(len(schema["sparse"]) * n, dtype=torch.int32))
+    model, _, _ = load_model(run)
+    with torch.no_grad():
+        p = torch.sigmoid(model(dense, kjt).double()).numpy()
+    y = table.column(schema["label"]).to_numpy().astype(np.float64)
+    assert 0 < y.sum() < n
+    assert got["split"] == split and got["rows"] == n == meta["rows"][split]
+    assert got["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+    assert got["logloss"] == pytest.approx(log_loss(y, p, labels=[0, 1]), abs=1e-6)

@@ -8,7 +8,7 @@ import torch
 from recsys_emb.embeddings.fused import ColumnProgram
 from recsys_emb.hashing import bucket_reference, seed_from_name
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
-from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder
+from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder, Unified, UnifiedTable
 
 B = 6
 
@@ -18,8 +18,9 @@ def weight(layer, table):
 
 
 def random_bags(rng, card, max_len=3, allow_negative=False, single=False):
-    lo = -10**12 if allow_negative else 0
-    hi = 10**12 if allow_negative else card - 1
+    """``B`` bags of ids in ``[0, card)``; ``allow_negative``: any int64 id."""
+    lo = -2**63 if allow_negative else 0
+    hi = 2**63 - 1 if allow_negative else card - 1
     if single:
         return [[rng.randint(lo, hi)] for _ in range(B)]
     return [[rng.randint(lo, hi) for _ in range(rng.randint(0, max_len))] for _ in range(B)]
@@ -34,6 +35,11 @@ def reference(layer, bags):
         for bag in bags[f.name]:
             if isinstance(spec, Full):
                 v = sum((weight(layer, owner)[i] for i in bag), torch.zeros(spec.dim))
+            elif isinstance(spec, Unified):  # chunk j: row hash(id, seed_from_name(group, feature, j)) of the group
+                group = spec.group
+                v = torch.cat([sum((weight(layer, group.name)[bucket_reference(i, seed_from_name(group.name, f.name, j),
+                                                                               group.rows)] for i in bag),
+                                   torch.zeros(group.chunk_dim)) for j in range(spec.chunks)])
             elif isinstance(spec, Hashed):
                 probes = []
                 for j in range(spec.num_hashes):
@@ -84,6 +90,35 @@ def test_variant_matches_reference(variant, pooling):
     out = layer(kjt_from_lists(bags))
     assert out.keys() == ["x", "y"]
     assert out.length_per_key() == [8, 4]
+    torch.testing.assert_close(out.values(), reference(layer, bags), rtol=1e-5, atol=1e-6)
+
+
+HASHED_VARIANTS = {
+    "hashed": lambda: Hashed(dim=8, buckets=17),
+    "multi_hash_sum": lambda: Hashed(dim=8, buckets=17, num_hashes=3),
+    "multi_hash_weighted": lambda: Hashed(dim=8, buckets=17, num_hashes=2, combiner="weighted"),
+    "unified": lambda: Unified(UnifiedTable("u", rows=29, chunk_dim=4), chunks=2),
+}
+# negative ids, the int64 extremes, and ids a float64 round trip or a 32-bit cast would change
+EXTREME_IDS = [-1, -2, -(2**62), -(2**62) - 1, -(2**63), 2**63 - 1, 2**63 - 2, 2**62 + 1, 2**53 + 1, 2**32 + 5]
+
+
+@pytest.mark.parametrize("variant", sorted(HASHED_VARIANTS))
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_hashed_variants_match_reference_on_negative_and_extreme_ids(variant, pooling):
+    torch.manual_seed(0)
+    rng = random.Random(2)
+    # two hashed features: the layer hashes all features of a kind in one pass
+    layer = EmbeddingLayer([FeatureSpec("x", HASHED_VARIANTS[variant](), pooling=pooling),
+                            FeatureSpec("y", Full(dim=4), cardinality=7),
+                            FeatureSpec("w", HASHED_VARIANTS[variant]())])
+    if variant == "multi_hash_weighted":
+        with torch.no_grad():
+            layer.variants["x"].probe_weights.copy_(torch.tensor([0.5, -2.0]))
+    x = [[i] for i in EXTREME_IDS] + [EXTREME_IDS[:4], EXTREME_IDS[4:], []]
+    x += random_bags(rng, 0, allow_negative=True)
+    bags = {"x": x, "y": [[i % 7] for i in range(len(x))], "w": list(reversed(x))}
+    out = layer(kjt_from_lists(bags))
     torch.testing.assert_close(out.values(), reference(layer, bags), rtol=1e-5, atol=1e-6)
 
 

@@ -52,10 +52,12 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     one, two = runs["one"], runs["two"]
     assert one["world_size"] == 1 and two["world_size"] == 2
     assert one["steps"] == two["steps"]
-    assert abs(one["valid"]["auc"] - two["valid"]["auc"]) < 1e-3, (one["valid"], two["valid"])
-    assert abs(one["test"]["auc"] - two["test"]["auc"]) < 1e-3, (one["test"], two["test"])
-    # measured: equal to ~1e-9 (only the order of float sums differs)
-    assert abs(one["valid"]["logloss"] - two["valid"]["logloss"]) < 1e-4, (one["valid"], two["valid"])
+    # what docs/sharding.md states. Only the order of float sums differs, so a few logits differ in their
+    # last bits and can swap a near-tied pair (one pair moves the AUC by 1 / (positives * negatives),
+    # about 1.6e-6 here). Measured over seeds 0-2: AUC equal or 7e-7 apart, log loss within 1e-9.
+    for split in ("valid", "test"):
+        assert abs(one[split]["auc"] - two[split]["auc"]) < 1e-5, (split, one[split], two[split])
+        assert abs(one[split]["logloss"] - two[split]["logloss"]) < 1e-8, (split, one[split], two[split])
 
 
 def test_checkpoint_saved_by_two_processes_scores_the_same_in_one(runs):

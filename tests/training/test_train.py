@@ -138,9 +138,12 @@ def test_table_batched_kernel_trains_the_model_torchrec_trains(data, tmp_path, o
         runs[kernel] = train(cfg.validate())
     a, b = runs["torchrec"], runs["table_batched"]
     assert b["embedding_backend"] == "table_batched" and b["device"] == "cpu"
+    # what models/dlrm/README.md states; measured over seeds 0-2: SGD AUC identical and log loss within
+    # 4e-9, row-wise Adagrad AUC within 1.5e-5 to 5.8e-5 and log loss within 2e-6 to 4e-5
+    tol = {"sgd": 1e-6, "rowwise_adagrad": 1e-4}[optimizer]
     for split in ("valid", "test"):
-        assert abs(a[split]["auc"] - b[split]["auc"]) < 1e-4, (split, a[split]["auc"], b[split]["auc"])
-        assert abs(a[split]["logloss"] - b[split]["logloss"]) < 1e-4
+        for key in ("auc", "logloss"):
+            assert abs(a[split][key] - b[split][key]) < tol, (split, key, a[split][key], b[split][key])
     m = evaluate_checkpoint(tmp_path / "table_batched", split="test")
     assert abs(m["auc"] - b["test"]["auc"]) < 1e-6 and abs(m["logloss"] - b["test"]["logloss"]) < 1e-6
 

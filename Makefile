@@ -40,8 +40,9 @@ demo: $(STAMP)
 typecheck: $(TEST_STAMP)
 	$(PY) -m mypy
 
+# The suite in parallel: one pytest process per core, at most 4 (many tests start real processes themselves).
 test: typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses=4 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/recsys-emb bench embeddings

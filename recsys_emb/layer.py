@@ -62,8 +62,8 @@ class _LayerBase(nn.Module):
                     tables.setdefault(t.name, t)
         bounds = init_bounds(features)  # a shared (unified) table starts as the per-field tables it replaces
         self.table_defs: List[TableDef] = [
-            t if t.init_bound is not None or bounds.get(t.name, t.bound) == t.bound
-            else dataclasses.replace(t, init_bound=bounds[t.name]) for t in tables.values()]
+            t if bounds[t.name] == t.bound else dataclasses.replace(t, init_bound=bounds[t.name])
+            for t in tables.values()]
         self.virtual_tables: Dict[str, str] = {vf.name: vf.table for vfs in self._virtual for vf in vfs}
         """``{virtual feature (collection key): table name}``."""
         self.table_features: Dict[str, List[str]] = {t: [] for t in tables}

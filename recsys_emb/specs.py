@@ -557,7 +557,7 @@ def init_bounds(specs: Sequence[FeatureSpec]) -> Dict[str, float]:
     """The default uniform bound of every table the features read, ``{table name: bound}``.
 
     A table read by one feature (full, hashed, QR, multi-hash, mixed-dimension: each variant's own
-    tables) keeps TorchRec's default ``1/sqrt(rows)``. A table shared by several features (a unified
+    tables) keeps its :attr:`TableDef.bound` (TorchRec's default ``1/sqrt(rows)`` unless the variant sets one). A table shared by several features (a unified
     table) starts as the per-field full tables it replaces would have: the root mean square of their
     bounds, ``sqrt(mean_f 1/cardinality_f)`` (a feature without a cardinality counts as one of the
     table's rows). So the start does not depend on how many features share the table: ``1/sqrt(rows)``
@@ -575,17 +575,16 @@ def init_bounds(specs: Sequence[FeatureSpec]) -> Dict[str, float]:
         (0.0711, 0.05)
     """
     readers: Dict[str, List[FeatureSpec]] = {}
-    rows: Dict[str, int] = {}
+    tables: Dict[str, TableDef] = {}
     for f in specs:
         if f.shared_with is not None:  # reads its owner's tables, with the owner's ids
             continue
         for t in f.tables():
             readers.setdefault(t.name, []).append(f)
-            rows[t.name] = t.rows
+            tables[t.name] = t
     out: Dict[str, float] = {}
     for name, fs in readers.items():
-        if len(fs) == 1:
-            out[name] = rows[name] ** -0.5
-        else:
-            out[name] = math.sqrt(sum(1.0 / (f.cardinality or rows[name]) for f in fs) / len(fs))
+        rows = tables[name].rows
+        out[name] = tables[name].bound if len(fs) == 1 else \
+            math.sqrt(sum(1.0 / (f.cardinality or rows) for f in fs) / len(fs))
     return out

@@ -53,7 +53,8 @@ def run(configs: Sequence[str], out_dir: Optional[Path] = None, quick: bool = Fa
     for config in configs:
         sets = list(QUICK_SETS.get(config, [])) if quick else []
         if quick and sets:
-            assert out_dir is not None, "--quick writes its data under out_dir"
+            if out_dir is None:
+                raise ValueError("quick=True generates its data under out_dir; pass out_dir")
             sets.append(f"data.path={Path(out_dir) / Path(config).stem}")
         data_dir = Path(prepare_data(load_config(str(REPO / config), sets)))
         key = str(data_dir.resolve())

@@ -12,6 +12,7 @@ import collections.abc
 import copy
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,6 +311,11 @@ def _plural(words: str) -> str:
             "any value": "values"}.get(words, words + "s")
 
 
+_YAML11_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+"""A number in exponent notation, which YAML 1.1 (PyYAML) leaves a string unless it has both a dot and a
+signed exponent (``1e-4``, ``1.0e4``: strings; ``1.0e-4``: a number)."""
+
+
 def dataclass_from_dict(cls: Any, data: Any, prefix: str = "") -> Any:
     """An instance of the (config) dataclass ``cls`` from a plain mapping, nested dataclasses included.
 
@@ -342,6 +348,8 @@ def dataclass_from_dict(cls: Any, data: Any, prefix: str = "") -> Any:
             continue
         if isinstance(value, int) and tp is float:
             value = float(value)
+        if isinstance(value, str) and float in (tp, *inner) and _YAML11_EXPONENT.match(value):
+            value = float(value)  # PyYAML (YAML 1.1) reads 1e-4 as a string: it needs 1.0e-4
         if not _type_ok(value, tp):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_words(tp)}")
         kwargs[name] = copy.deepcopy(value)

@@ -58,3 +58,13 @@ def test_logistic_regression_matches_scikit_learn_directly(data):
     assert lr.auc == pytest.approx(roc_auc_score(test["label"], p), abs=1e-4)
     assert lr.logloss == pytest.approx(log_loss(test["label"], p), abs=1e-4)
     assert lr.auc > 0.6 and lr.logloss < got["constant"].logloss
+
+
+def test_a_large_training_split_chooses_c_on_a_subset_and_refits_on_all(data):
+    """With ``select_rows`` below the training rows, the grid is fitted on a subset; the chosen C is the
+    subset's choice and the scored model is the full refit (the same as a grid of that one C)."""
+    sub = baselines(data, c_grid=(0.01, 1.0), select_rows=1000)["logistic_regression"]
+    full_refit = baselines(data, c_grid=(sub.C,), select_rows=None)["logistic_regression"]
+    assert sub.C in (0.01, 1.0)
+    assert (sub.auc, sub.logloss) == pytest.approx((full_refit.auc, full_refit.logloss), abs=1e-9)
+    assert sub.valid_logloss != pytest.approx(full_refit.valid_logloss, abs=1e-9)  # chosen on the subset fit

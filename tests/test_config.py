@@ -91,3 +91,16 @@ def test_a_saved_config_of_the_earlier_layout_migrates():
 
     old = {"data": {"path": "x"}, "embeddings": {"variant": "full", "kernel": "concat"}, "train": {}}
     assert config_from_dict(migrate_config_dict(old)).train.embedding_backend == "table_batched"
+
+
+def test_exponent_notation_is_a_number(tmp_path):
+    """PyYAML reads ``1e-4`` as a string; a number field takes it as the number it reads as, a string
+    field keeps it, and text that is no number is still refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text("name: 1e-4\ndata: {path: d}\noptim: {embedding_l2: 1e-4, dense_lr: 2E3}\n")
+    cfg = load_config(path)
+    assert cfg.optim.embedding_l2 == pytest.approx(1e-4) and cfg.optim.dense_lr == 2000.0
+    assert cfg.name == "1e-4"
+    path.write_text("data: {path: d}\noptim: {embedding_l2: 1e-x}\n")
+    with pytest.raises(ConfigError, match=r"optim.embedding_l2='1e-x' has the wrong type; expected a number"):
+        load_config(path)

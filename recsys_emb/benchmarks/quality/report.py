@@ -142,30 +142,56 @@ def plot(res: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _cell(r: Dict[str, Any], key: str) -> str:
+    """A metric of a row: the mean, with the range over its seeds when there are several."""
+    per_seed = r.get(f"seed_{key}") or [r[key]]
+    if len(per_seed) == 1:
+        return f"{r[key]:.4f}"
+    return f"{r[key]:.4f} [{min(per_seed):.4f}-{max(per_seed):.4f}]"
+
+
+def _paired(x: Dict[str, Any], y: Dict[str, Any]) -> List[float]:
+    """Test AUC of ``x`` minus ``y``, seed by seed (rows trained with the same seeds)."""
+    xs, ys = x.get("seed_test_auc") or [x["test_auc"]], y.get("seed_test_auc") or [y["test_auc"]]
+    return [a - b for a, b in zip(xs, ys)]
+
+
+def _diff(d: List[float]) -> str:
+    """A paired difference: its mean, and its range over the seeds when there are several."""
+    mean = sum(d) / len(d)
+    return f"{mean:+.4f}" + (f" [{min(d):+.4f} to {max(d):+.4f}]" if len(d) > 1 else "")
+
+
 def _verdicts(res: Dict[str, Any]) -> List[str]:
-    """The papers' claims against the measured rows (None where a comparison is missing)."""
+    """The papers' claims against the measured rows (None where a comparison is missing). With several
+    seeds a claim is judged on the mean, and said to hold at every seed only where each seed's paired
+    difference agrees: a mean inside the seeds' spread is reported as such, not as a win."""
     by = {(r["variant"], r["budget"]): r for r in res["rows"] if r.get("reachable")}
     budgets = sorted({r["budget"] for r in res["rows"]}, key=lambda b: -Fraction(b))
     out = []
     full = by.get(("full", "1"))
     ceiling = res.get("ceiling_auc")
     if full and ceiling:
+        gaps = [(a - 0.5) / (ceiling - 0.5) for a in full.get("seed_test_auc") or [full["test_auc"]]]
         gap = (full["test_auc"] - 0.5) / (ceiling - 0.5)
+        spread = f", {min(gaps):.1%} to {max(gaps):.1%} over the seeds" if len(gaps) > 1 else ""
         out.append(f"- Full tables close **{gap:.1%}** of the gap between AUC 0.5 and the ceiling "
-                   f"({full['test_auc']:.4f} vs {ceiling:.4f}); target 90%: **{'met' if gap >= 0.9 else 'not met'}**.")
+                   f"({full['test_auc']:.4f} vs {ceiling:.4f}{spread}); target 90%: "
+                   f"**{'met' if gap >= 0.9 else 'not met'}**.")
     md = [by[("mixed", b)] for b in budgets if ("mixed", b) in by and b != "1"]
     if full and md:
         best = max(md, key=lambda r: r["test_auc"])
-        d = best["test_auc"] - full["test_auc"]
+        d = _paired(best, full)
+        mean = sum(d) / len(d)
         out.append(f"- Mixed dimension matches full tables at a fraction of the parameters: at "
-                   f"{best['bytes_ratio']:.2f}x the bytes its test AUC is {d:+.4f} vs full "
-                   f"-> **{'holds' if d >= -0.002 else 'does not hold'}** (within 0.002).")
+                   f"{best['bytes_ratio']:.2f}x the bytes its test AUC is {_diff(d)} vs full "
+                   f"-> **{'holds' if mean >= -0.002 else 'does not hold'}** (within 0.002 on the mean).")
     both = [(b, by[("mixed_field", b)], by[("mixed", b)]) for b in budgets
             if ("mixed", b) in by and ("mixed_field", b) in by and b != "1"]
     if both:
         out.append("- Field-level mixed dimension (one table per field) against 4 frequency blocks per field, "
                    "test AUC at each budget: " + ", ".join(
-                       f"{b}: {f['test_auc'] - m['test_auc']:+.4f} ({f['bytes'] / m['bytes']:.2f}x the bytes)"
+                       f"{b}: {_diff(_paired(f, m))} ({f['bytes'] / m['bytes']:.2f}x the bytes)"
                        for b, f, m in both) + ".")
     for v, claim, strict in (("unified", "Unified is on the Pareto front against the hashing trick (AUC >= at equal "
                                             "parameters)", False),
@@ -174,14 +200,31 @@ def _verdicts(res: Dict[str, Any]) -> List[str]:
         if not pairs:
             continue
         # "equal parameters" only where the two hold within 15% of each other's bytes
-        fair = [(b, x["test_auc"] - h["test_auc"]) for b, x, h in pairs if abs(x["bytes"] / h["bytes"] - 1) <= 0.15]
-        unfair = [f"{b} ({x['bytes'] / h['bytes']:.1f}x the bytes, {x['test_auc'] - h['test_auc']:+.4f})"
+        fair = [(b, _paired(x, h)) for b, x, h in pairs if abs(x["bytes"] / h["bytes"] - 1) <= 0.15]
+        unfair = [f"{b} ({x['bytes'] / h['bytes']:.1f}x the bytes, {_diff(_paired(x, h))})"
                   for b, x, h in pairs if abs(x["bytes"] / h["bytes"] - 1) > 0.15]
-        held = sum(1 for _, d in fair if (d > 0 if strict else d >= 0))
+
+        def wins(d: float) -> bool:
+            return d > 0 if strict else d >= 0
+
+        held = sum(1 for _, d in fair if wins(sum(d) / len(d)))
+        every = sum(1 for _, d in fair if all(wins(x) for x in d))
         verdict = "holds" if fair and held == len(fair) else f"holds at {held} of {len(fair)} budgets"
-        out.append(f"- {claim}: " + ", ".join(f"{b}: {d:+.4f}" for b, d in fair) + f" -> **{verdict}**"
+        seeds = len(fair[0][1]) if fair else 1
+        if seeds > 1:
+            verdict += f" on the mean of {seeds} seeds; at every seed at {every} of {len(fair)}"
+        out.append(f"- {claim}: " + ", ".join(f"{b}: {_diff(d)}" for b, d in fair) + f" -> **{verdict}**"
                    + (f"; not comparable at {', '.join(unfair)}" if unfair else "") + ".")
     return out
+
+
+def _n_seeds(res: Dict[str, Any]) -> int:
+    return max((len(r.get("seeds") or [0]) for r in res["rows"] if r.get("reachable", True)), default=1)
+
+
+def _seeds_text(res: Dict[str, Any]) -> str:
+    seeds = next((r.get("seeds") for r in res["rows"] if r.get("seeds")), None) or [res.get("base", {}).get("seed", 0)]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean and range over them)"
 
 
 def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot_name: str) -> str:
@@ -197,11 +240,12 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
         f"{gen.get('scale', '?')}; train/valid/test {rows_meta.get('train', '?'):,}/{rows_meta.get('valid', '?'):,}/"
         f"{rows_meta.get('test', '?'):,}). Every run: {b['train']['epochs']} epoch(s)"
         + (f", at most {b['train']['max_steps']} steps" if b['train'].get('max_steps') else "")
-        + f", batch {b['data']['batch_size']}, seed {b['seed']}, {b['optim']['embedding']} {b['optim']['embedding_lr']} "
+        + f", batch {b['data']['batch_size']}, {_seeds_text(res)}, {b['optim']['embedding']} {b['optim']['embedding_lr']} "
         f"+ {b['optim']['dense']} {b['optim']['dense_lr']}. Budget = fraction of the full tables' "
         f"{format_mb(res['full_bytes'])}; `bytes` is what each run actually holds (small fields stay whole, so "
         "compressed variants sit a little above their budget).", "",
-        "| variant | budget | test AUC | test log loss | params | bytes | x full |",
+        "| variant | budget | test AUC | test log loss | params | bytes | x full |" if _n_seeds(res) == 1 else
+        "| variant | budget | test AUC, mean [range] | test log loss, mean [range] | params | bytes | x full |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     if res.get("ceiling_auc"):
@@ -210,7 +254,7 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
         if not r.get("reachable"):
             lines.append(f"| {r['variant']} | {r['budget']} | out of reach | | | | |")
             continue
-        lines.append(f"| {r['variant']} | {r['budget']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} | "
+        lines.append(f"| {r['variant']} | {r['budget']} | {_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | "
                      f"{r['params']:,} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} |")
     lines += ["", f"![test AUC against bytes]({plot_name})", "", "Claims checked on these rows:", "", *_verdicts(res)]
     searched = [r for r in res["rows"] if r["variant"] == "searched" and r.get("reachable")]
@@ -226,10 +270,16 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
         lines += ["", f"Real MovieLens latest-small (rating >= 4 = click), `{ml['config']}`: full tables, "
                   f"the hashing trick keeping 1/{ml['compression']:g} of the rows of fields with >= {ml['min_rows']} ids, "
                   "and one unified table with the hashing trick's parameter count.", "",
+                  f"{_seeds_text(ml).capitalize()}.", "",
                   "| variant | test AUC | test log loss | params | bytes |", "|---|---:|---:|---:|---:|"]
         for r in ml["rows"]:
-            lines.append(f"| {r['variant']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} | {r['params']:,} | {format_mb(r['bytes'])} |")
-    secs = sum(r.get("seconds", 0) for r in res["rows"])
+            lines.append(f"| {r['variant']} | {_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | {r['params']:,} | "
+                         f"{format_mb(r['bytes'])} |")
+        by = {r["variant"]: r for r in ml["rows"]}
+        if "unified" in by and "hashed" in by:
+            d = _paired(by["unified"], by["hashed"])
+            lines += ["", f"- Unified minus the hashing trick at equal parameters, test AUC: {_diff(d)}."]
+    secs = sum(r.get("seconds", 0) for r in res["rows"]) + sum(r.get("seconds", 0) for r in (ml or {}).get("rows", []))
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
               f"Command: `{command}`"]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from recsys_emb.benchmarks.common import size_groups
 
 __all__ = ["VARIANT_ORDER", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
            "parse_budget", "base_dict", "section_base", "with_embeddings", "bytes_of", "variant_runs", "searched_run",
-           "train_run", "seeded_runs"]
+           "train_run", "seeded_runs", "train_seeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class QualitySettings:
         movielens_config, movielens_overrides, movielens_compression, movielens: the MovieLens table
             (``movielens=False`` skips it).
         seeds: seeds per form of the qr-ops and mixed-forms sections.
+        main_seeds: seeds per row of the main section (Criteo-like and MovieLens): each row reports the
+            mean and range over ``seed``, ``seed + 1``, ... of the base config.
         mixed_budgets: budgets of the mixed-forms section.
         init_variants, init_scales, init_budget: the init sweep (``init_scales`` None: the default grid,
             or ``0.1`` when quick); ``init_budget`` is also the qr-ops section's budget.
@@ -61,6 +63,7 @@ class QualitySettings:
     movielens_compression: float = 4.0
     movielens: bool = True
     seeds: int = 3
+    main_seeds: int = 3
     mixed_budgets: str = "1/2,1/3"
     init_variants: str = "full,hashed,unified"
     init_scales: Optional[str] = None
@@ -81,11 +84,12 @@ def parse_budget(text: str) -> Fraction:
 
 
 def base_dict(config: str, overrides: Sequence[str]) -> Dict[str, Any]:
-    """``config`` with ``overrides`` as a run dict, without checkpoints, evaluation during training or progress."""
+    """``config`` with ``overrides`` as a run dict, without periodic checkpoints, logging or progress. The
+    config's ``eval_every`` stays: with early stopping it decides which model the run reports."""
     from recsys_emb.config import config_to_dict, load_config
 
     d = config_to_dict(load_config(config, list(overrides)))
-    d["train"].update(checkpoint_every=0, eval_every=0, progress=False, log_every=0)
+    d["train"].update(checkpoint_every=0, progress=False, log_every=0)
     return d
 
 
@@ -210,3 +214,26 @@ def seeded_runs(forms: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]], see
             rows.append(r)
             logger.info("%s %s seed %s: test AUC %.4f", tag, name, seed, r["test_auc"])
     return rows
+
+
+def train_seeds(run: Dict[str, Any], name: str, out: Path, n_seeds: int) -> Dict[str, Any]:
+    """Train the run dict with ``n_seeds`` seeds (its own ``seed`` and the next ones); one row of means.
+
+    The row has :func:`train_run`'s keys with test AUC and log loss averaged over the seeds, plus
+    ``seeds``, ``seed_test_auc`` / ``seed_test_logloss`` (per seed, in order: comparisons between rows
+    pair runs of the same seed) and ``seconds`` summed over the runs.
+    """
+    first = int(run.get("seed", 0))
+    seeds = list(range(first, first + max(1, n_seeds)))
+    runs = []
+    for seed in seeds:
+        seeded = copy.deepcopy(run)
+        seeded["seed"] = seed
+        runs.append(train_run(seeded, name if len(seeds) == 1 else f"{name}_seed{seed}", out))
+    row = dict(runs[0])
+    for key in ("test_auc", "test_logloss", "valid_auc"):
+        row[key] = sum(r[key] for r in runs) / len(runs)
+    row.update(seeds=seeds, seed_test_auc=[r["test_auc"] for r in runs],
+               seed_test_logloss=[r["test_logloss"] for r in runs], seconds=sum(r["seconds"] for r in runs),
+               samples_per_s=sum(r["samples_per_s"] or 0.0 for r in runs) / len(runs))
+    return row

@@ -10,7 +10,8 @@ from typing import Any, Dict, List
 
 from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
                                                 QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
-                                                section_base, seeded_runs, train_run, variant_runs, with_embeddings)
+                                                section_base, seeded_runs, train_run, train_seeds, variant_runs,
+                                                with_embeddings)
 
 __all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms"]
 
@@ -57,7 +58,7 @@ def run_criteo(s: QualitySettings) -> Dict[str, Any]:
                 rows.append({"variant": v, "budget": str(budget), "reachable": False})
                 logger.info("%s @ %s: out of reach", v, budget)
                 continue
-            r = train_run(run, f"{v}_{str(budget).replace('/', '_')}", out)
+            r = train_seeds(run, f"{v}_{str(budget).replace('/', '_')}", out, s.main_seeds)
             r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
             rows.append(r)
             logger.info("%s @ %s: test AUC %.4f, %s bytes (%.3f), %.0f s", v, budget, r["test_auc"],
@@ -89,7 +90,7 @@ def run_movielens(s: QualitySettings) -> Dict[str, Any]:
     unified = with_embeddings(base, variant="unified", compression=round(hi, 4))
     rows = []
     for v, run in (("full", with_embeddings(base, variant="full")), ("hashed", hashed), ("unified", unified)):
-        r = train_run(run, f"movielens_{v}", out)
+        r = train_seeds(run, f"movielens_{v}", out, s.main_seeds)
         r.update(variant=v)
         rows.append(r)
         logger.info("movielens %s: test AUC %.4f, %s params", v, r["test_auc"], f"{r['params']:,}")

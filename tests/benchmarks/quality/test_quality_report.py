@@ -64,3 +64,20 @@ def test_unknown_variant_is_refused_before_any_work(capsys, tmp_path):
         main(["--variants", "full,nope", "--out-dir", str(tmp_path)])
     assert "--variants: unknown ['nope']" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_seeded_rows_show_their_range_and_claims_are_judged_seed_by_seed():
+    """Rows over 3 seeds show mean [min-max]; a claim that holds on the mean but not at one seed says so."""
+    def seeded(variant, budget, aucs, nbytes):
+        return row(variant, budget, sum(aucs) / 3, nbytes, seeds=[0, 1, 2], seed_test_auc=aucs,
+                   seed_test_logloss=[0.45, 0.46, 0.44])
+
+    rows = [seeded("full", "1", [0.770, 0.772, 0.768], FULL),
+            seeded("hashed", "1/4", [0.750, 0.752, 0.760], 250_000),
+            seeded("unified", "1/4", [0.756, 0.758, 0.757], 250_000)]
+    text = report(main_result(rows), None, "cmd", "quality.png")
+    assert "| variant | budget | test AUC, mean [range] | test log loss, mean [range] |" in text
+    assert "| hashed | 1/4 | 0.7540 [0.7500-0.7600] | 0.4500 [0.4400-0.4600] |" in text
+    assert "seeds 0-2 (mean and range over them)" in text
+    assert "(0.7700 vs 0.7900, 92.4% to 93.8% over the seeds)" in text
+    assert "1/4: +0.0030 [-0.0030 to +0.0060] -> **holds on the mean of 3 seeds; at every seed at 0 of 1**" in text

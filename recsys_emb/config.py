@@ -206,9 +206,10 @@ class TrainLoopConfig:
     sharding_types: List[str] = field(default_factory=lambda: ["table_wise"])
     device: str = "cpu"
     """``cpu``, or ``cuda`` (needs ``train.embedding_backend: table_batched``)."""
-    early_stopping: Optional[EarlyStoppingConfig] = None
+    early_stopping: Optional[EarlyStoppingConfig] = field(default_factory=EarlyStoppingConfig)
     """Early stopping on a validation metric, evaluated every ``eval_every`` steps (each epoch when
-    ``eval_every`` is 0); ``null``: train all epochs and report the last model."""
+    ``eval_every`` is 0); on by default (validation log loss, patience 3): a run reports the model of its
+    best evaluation, not the last one. ``null``: train all epochs and report the last model."""
     keep_last: Optional[int] = 2
     """Step checkpoints kept (the newest; the best one of early stopping is kept as well); ``null``: all."""
     embedding_backend: str = "torchrec"

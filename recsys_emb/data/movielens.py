@@ -70,11 +70,13 @@ def load_movielens(src_dir: Optional[PathLike] = None) -> Tuple[pd.DataFrame, pd
     return ratings, movies
 
 
-def _rank_ids(raw: np.ndarray, train_mask: np.ndarray) -> Tuple[np.ndarray, int, np.ndarray]:
-    """Frequency ranks over the training rows (0 = most frequent, ties by raw id); unseen -> OOV = last.
+def _rank_ids(raw: np.ndarray, train_mask: np.ndarray, min_count: int = 1) -> Tuple[np.ndarray, int, np.ndarray]:
+    """Frequency ranks over the training rows (0 = most frequent, ties by raw id); ids unseen in training,
+    or seen fewer than ``min_count`` times -> OOV = last.
 
     Returns ``(lookup function result for raw, vocab size, sorted known raw ids)``."""
     keys, counts = np.unique(raw[train_mask], return_counts=True)
+    keys, counts = keys[counts >= min_count], counts[counts >= min_count]
     order = np.lexsort((keys, -counts))
     ids = np.empty(len(keys), np.int64)
     ids[order] = np.arange(len(keys))
@@ -93,7 +95,7 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0,
                         max_len: int = 50, test_fraction: float = 0.1, valid_fraction: Optional[float] = None,
-                        min_history: int = 0) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
+                        min_history: int = 0, min_count: int = 1) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
     """MovieLens ratings -> a time-ordered CTR dataset with behaviour histories, in memory.
 
     Rows are all ratings ordered by ``(timestamp, userId, movieId)``; the last ``test_fraction`` form the
@@ -114,6 +116,9 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     Args:
         src_dir: the ml-latest-small directory (default :func:`default_movielens_dir`).
         min_history: drop examples with fewer previous ratings (0 keeps every rating; empty bags are fine).
+        min_count: users and movies with fewer training ratings share the OOV id, so the OOV row is
+            trained on rare ids and is not an untrained row when a later split brings new users or
+            movies (1: only ids unseen in training are OOV).
     Returns:
         ``({"train": table, "valid": table, "test": table}, metadata)``.
 
@@ -125,6 +130,8 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
     ratings, movies = load_movielens(src_dir)
     ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
 
@@ -175,8 +182,8 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     train_mask = np.zeros(n_all, bool)
     train_mask[kept_rows[:n_train]] = True
 
-    user_ids, user_vocab, _ = _rank_ids(users, train_mask)
-    movie_ids, movie_vocab, _ = _rank_ids(movie, train_mask)
+    user_ids, user_vocab, _ = _rank_ids(users, train_mask, min_count)
+    movie_ids, movie_vocab, _ = _rank_ids(movie, train_mask, min_count)
     movie_ids_by_user = movie_ids[by_user]
     genre_by_user = first_genre[movie_row][by_user]
 
@@ -219,6 +226,7 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         "rating_threshold": rating_threshold,
         "max_len": max_len,
         "min_history": min_history,
+        "min_count": min_count,
         "positive_rate": {s: float(np.asarray(t.column("label")).mean()) if t.num_rows else float("nan")
                           for s, t in tables.items()},
         "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if len(r) else None for s, r in splits.items()},

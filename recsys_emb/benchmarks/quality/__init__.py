@@ -112,6 +112,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                         "bytes; all: every section")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per row of the main section (default {default.main_seeds}; quick: 1)")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="read back finished runs of the same config and data from the work directory instead of "
+                        "training them again (main section)")
     p.add_argument("--qr-seeds", type=int, default=None,
                    help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
     p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
@@ -138,7 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         movielens_overrides=(["data.batch_size=256"] if q else []) + list(args.movielens_set),
         movielens_compression=args.movielens_compression, movielens=not args.no_movielens,
         seeds=args.qr_seeds or (1 if q else default.seeds),
-        main_seeds=args.seeds or (1 if q else default.main_seeds),
+        main_seeds=args.seeds or (1 if q else default.main_seeds), reuse=args.reuse_runs,
         mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
         init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),

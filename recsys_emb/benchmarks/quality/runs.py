@@ -4,6 +4,7 @@ configuration within a budget, the searched configuration, and training one run.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class QualitySettings:
         movielens_config, movielens_overrides, movielens_compression, movielens: the MovieLens table
             (``movielens=False`` skips it).
         seeds: seeds per form of the qr-ops and mixed-forms sections.
+        reuse: read back finished runs of the same fingerprint from ``out_dir`` instead of training them
+            again (:func:`train_run`), so an interrupted or extended benchmark trains only what is missing.
         main_seeds: seeds per row of the main section (Criteo-like and MovieLens): each row reports the
             mean and range over ``seed``, ``seed + 1``, ... of the base config.
         mixed_budgets: budgets of the mixed-forms section.
@@ -64,6 +67,7 @@ class QualitySettings:
     movielens: bool = True
     seeds: int = 3
     main_seeds: int = 3
+    reuse: bool = False
     mixed_budgets: str = "1/2,1/3"
     init_variants: str = "full,hashed,unified"
     init_scales: Optional[str] = None
@@ -149,8 +153,9 @@ def variant_runs(base: Dict[str, Any], schema: Any, budget: Fraction, full_bytes
 
 
 def searched_run(base: Dict[str, Any], vocab: Dict[str, int], budget_bytes: int, smallest_bytes: int, work: Path,
-                 trials: int, steps: int) -> Optional[Dict[str, Any]]:
-    """Search dims + variant per vocabulary group under ``budget_bytes``; the best trial's run dict."""
+                 trials: int, steps: int, reuse: bool = False) -> Optional[Dict[str, Any]]:
+    """Search dims + variant per vocabulary group under ``budget_bytes``; the best trial's run dict.
+    ``reuse``: the result of an earlier search in ``work`` with the same specification, if there is one."""
     from recsys_emb.config import config_to_dict
     from recsys_emb.search import best_trial, load_search_config, search, trial_run_config
 
@@ -173,32 +178,69 @@ def searched_run(base: Dict[str, Any], vocab: Dict[str, int], budget_bytes: int,
         "sampler": "tpe", "pruner": {"kind": "median", "startup_trials": 4, "warmup_steps": max(1, steps // 2)},
         "seed": 0, "progress": False, "max_over_budget_trials": 50 * trials,
     }
+    result = work / "searched.json"
+    if reuse and result.exists():
+        saved = json.loads(result.read_text())
+        if saved.get("spec") == _plain(spec) and saved.get("base") == _plain(base):
+            logger.info("reusing the search in %s", work)
+            run_or_none: Optional[Dict[str, Any]] = saved["run"]
+            return run_or_none
     (work / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scfg = load_search_config(work / "search.yaml")
     study = search(scfg)
     best = best_trial(study, scfg)
-    if best is None:
-        return None
-    run = config_to_dict(trial_run_config(scfg, best.user_attrs["embeddings"], run_dict=copy.deepcopy(base)))
-    run["train"] = copy.deepcopy(base["train"])  # the full training budget, not the trial's
+    run = None
+    if best is not None:
+        run = config_to_dict(trial_run_config(scfg, best.user_attrs["embeddings"], run_dict=copy.deepcopy(base)))
+        run["train"] = copy.deepcopy(base["train"])  # the full training budget, not the trial's
+    result.write_text(json.dumps({"spec": spec, "base": base, "run": run}, default=str))
     return run
 
 
-def train_run(run: Dict[str, Any], name: str, out: Path) -> Dict[str, Any]:
-    """Train the run dict as ``name`` under ``out``; its test and valid metrics, bytes, speed and embeddings."""
+def train_run(run: Dict[str, Any], name: str, out: Path, reuse: bool = False) -> Dict[str, Any]:
+    """Train the run dict as ``name`` under ``out``; its test and valid metrics, bytes, speed and embeddings.
+
+    ``reuse``: a finished run already in ``out / name`` whose recorded fingerprint (config, dataset,
+    library version: :func:`recsys_emb.training.rundir.run_fingerprint`) equals this one's is read back
+    instead of trained again; any difference trains it anew."""
     from recsys_emb.config import config_from_dict
-    from recsys_emb.training import train
+    from recsys_emb.data.parquet import read_metadata
+    from recsys_emb.training import prepare_data, train
+    from recsys_emb.training.rundir import run_fingerprint
 
     run = copy.deepcopy(run)
     run["name"] = name
     run["train"]["out_dir"] = str(out / name)
+    cfg = config_from_dict(run)
     t0 = time.perf_counter()
-    s = train(config_from_dict(run), overwrite=True)  # a rerun replaces its own earlier runs
+    s = _finished(out / name, run_fingerprint(cfg, read_metadata(prepare_data(cfg)))) if reuse else None
+    if s is not None:
+        logger.info("%s: reusing the finished run in %s", name, out / name)
+    else:
+        s = train(cfg, overwrite=True)  # a rerun replaces its own earlier runs
+        s["seconds"] = time.perf_counter() - t0
+        (out / f"{name}.seconds.json").write_text(json.dumps(s["seconds"]))
     return {"name": name, "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
             "valid_auc": s["valid"]["auc"], "params": s["embedding_params"], "bytes": s["embedding_bytes"],
             "ceiling_auc": s["test"].get("ceiling_auc"), "ceiling_logloss": s["test"].get("ceiling_logloss"),
-            "samples_per_s": s.get("samples_per_s"), "seconds": time.perf_counter() - t0,
+            "samples_per_s": s.get("samples_per_s"), "seconds": s.get("seconds", 0.0),
             "embeddings": run["embeddings"]}
+
+
+def _finished(run_dir: Path, fingerprint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The summary of a finished run in ``run_dir`` with this fingerprint, else None."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text())["fingerprint"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["seconds"] = float(json.loads(run_dir.with_name(run_dir.name + ".seconds.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return summary if recorded == _plain(fingerprint) else None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, other objects as strings)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def seeded_runs(forms: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]], seeds: Sequence[int], out: Path,
@@ -216,7 +258,7 @@ def seeded_runs(forms: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]], see
     return rows
 
 
-def train_seeds(run: Dict[str, Any], name: str, out: Path, n_seeds: int) -> Dict[str, Any]:
+def train_seeds(run: Dict[str, Any], name: str, out: Path, n_seeds: int, reuse: bool = False) -> Dict[str, Any]:
     """Train the run dict with ``n_seeds`` seeds (its own ``seed`` and the next ones); one row of means.
 
     The row has :func:`train_run`'s keys with test AUC and log loss averaged over the seeds, plus
@@ -229,7 +271,7 @@ def train_seeds(run: Dict[str, Any], name: str, out: Path, n_seeds: int) -> Dict
     for seed in seeds:
         seeded = copy.deepcopy(run)
         seeded["seed"] = seed
-        runs.append(train_run(seeded, name if len(seeds) == 1 else f"{name}_seed{seed}", out))
+        runs.append(train_run(seeded, name if len(seeds) == 1 else f"{name}_seed{seed}", out, reuse))
     row = dict(runs[0])
     for key in ("test_auc", "test_logloss", "valid_auc"):
         row[key] = sum(r[key] for r in runs) / len(runs)

@@ -49,7 +49,7 @@ def run_criteo(s: QualitySettings) -> Dict[str, Any]:
         if "searched" in s.variants:
             runs["searched"] = searched_run(base, vocab, int(full_bytes * budget), smallest,
                                             out / f"search_{budget}".replace("/", "_"), s.search_trials,
-                                            s.search_steps)
+                                            s.search_steps, s.reuse)
         for v in VARIANT_ORDER:
             if v not in s.variants:
                 continue
@@ -58,7 +58,7 @@ def run_criteo(s: QualitySettings) -> Dict[str, Any]:
                 rows.append({"variant": v, "budget": str(budget), "reachable": False})
                 logger.info("%s @ %s: out of reach", v, budget)
                 continue
-            r = train_seeds(run, f"{v}_{str(budget).replace('/', '_')}", out, s.main_seeds)
+            r = train_seeds(run, f"{v}_{str(budget).replace('/', '_')}", out, s.main_seeds, s.reuse)
             r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
             rows.append(r)
             logger.info("%s @ %s: test AUC %.4f, %s bytes (%.3f), %.0f s", v, budget, r["test_auc"],
@@ -90,7 +90,7 @@ def run_movielens(s: QualitySettings) -> Dict[str, Any]:
     unified = with_embeddings(base, variant="unified", compression=round(hi, 4))
     rows = []
     for v, run in (("full", with_embeddings(base, variant="full")), ("hashed", hashed), ("unified", unified)):
-        r = train_seeds(run, f"movielens_{v}", out, s.main_seeds)
+        r = train_seeds(run, f"movielens_{v}", out, s.main_seeds, s.reuse)
         r.update(variant=v)
         rows.append(r)
         logger.info("movielens %s: test AUC %.4f, %s params", v, r["test_auc"], f"{r['params']:,}")

@@ -55,3 +55,10 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     ratios = [float(c[3]) for c in forms.values()]
     assert all(0.6 < x <= 0.75 * 1.02 for x in ratios), forms  # each form's alpha fits the budget
     assert "- Field-level minus blocks, mean test AUC: 3/4: " in mixed and "the blocks' bytes)" in mixed
+    # --reuse-runs reads the finished runs back (none is trained again) and gives the same table
+    summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/summary.json")}
+    again = run_script("quality.py", "--quick", "--section", "main", "--reuse-runs", "--no-readme", "--out-dir",
+                       str(tmp_path / "work"), timeout=1800)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/summary.json")} == summaries
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert table == [line for line in again.splitlines() if line.startswith("| ")]

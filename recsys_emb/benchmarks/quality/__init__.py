@@ -44,6 +44,7 @@ from recsys_emb.benchmarks.quality.report import init_report, mixed_forms_report
 from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
 from recsys_emb.benchmarks.quality.sections import (run_criteo, run_init_sweep, run_mixed_forms, run_movielens,
                                                     run_qr_ops)
+from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
 __all__ = ["QualitySettings", "SECTIONS", "VARIANT_ORDER", "run", "main"]
 
@@ -118,6 +119,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
     p.add_argument("--init-budget", default=default.init_budget, help="budget of the init sweep (full tables always at 1) "
                                                                       "and of the qr-ops section")
+    p.add_argument("--table-dtypes", default=",".join(STORAGE_DTYPES),
+                   help="score each trained model of the main section with its tables stored in these too (no "
+                        "retraining): comma-separated subset of " + ",".join(STORAGE_DTYPES) + "; '' for none")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -126,6 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     bad = [v for v in variants if v not in VARIANT_ORDER]
     if bad:
         p.error(f"--variants: unknown {bad}; choose from {list(VARIANT_ORDER)}")
+    try:
+        table_dtypes = parse_table_dtypes(args.table_dtypes)
+    except ValueError as e:
+        p.error(str(e))
     q = args.quick
     settings = QualitySettings(
         out_dir=args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if q else "quality")), quick=q,
@@ -137,7 +145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         movielens_compression=args.movielens_compression, movielens=not args.no_movielens,
         seeds=args.qr_seeds or (1 if q else default.seeds),
         mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
-        init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget)
+        init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
+        table_dtypes=table_dtypes)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
                 command_line("bench/quality.py", argv))
     return "\n".join(texts.values())

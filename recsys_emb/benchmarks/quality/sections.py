@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
                                                 QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
                                                 section_base, seeded_runs, train_run, variant_runs, with_embeddings)
+from recsys_emb.benchmarks.quality.storage import score_storage
 
 __all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms"]
 
@@ -59,6 +60,8 @@ def run_criteo(s: QualitySettings) -> Dict[str, Any]:
                 continue
             r = train_run(run, f"{v}_{str(budget).replace('/', '_')}", out)
             r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
+            if s.table_dtypes:
+                r["storage"] = score_storage(out / r["name"], s.table_dtypes, int(base["data"]["batch_size"]))
             rows.append(r)
             logger.info("%s @ %s: test AUC %.4f, %s bytes (%.3f), %.0f s", v, budget, r["test_auc"],
                         f"{r['bytes']:,}", r["bytes_ratio"], r["seconds"])

@@ -2,6 +2,9 @@
 rows as fp16 rounds them, the bytes each storage holds equal to what memory_from_specs counts, an int8
 module exported and loaded, and int8 scores near the fp32 ones."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from inference_cases import din_case, dlrm_case
@@ -74,3 +77,9 @@ def test_int8_module_exports_and_scores_near_fp32(tmp_path):
 def test_stored_table_refuses_a_non_matrix():
     with pytest.raises(ValueError, match=r"takes a \(rows, dim\) table; got shape \(4,\)"):
         StoredTable(torch.zeros(4))
+
+
+def test_table_storage_example_of_the_docs_runs():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "embeddings.md").read_text()
+    (code,) = re.findall(r"## Table storage\n.*?```python\n(.*?)```", text, flags=re.S)
+    exec(compile(code, "docs/embeddings.md", "exec"), {})

@@ -19,6 +19,10 @@ Also on real MovieLens (``../shared/data``): full tables, the hashing trick, and
 trick's parameter count. Writes the tables and a plot (test AUC against bytes, log scale) into
 models/dlrm/README.md between ``<!-- quality:begin -->`` and ``<!-- quality:end -->``.
 
+Every trained model of the main table is also scored on the test split with its tables stored in int8
+(row-wise) and fp16 through :mod:`recsys_emb.inference`, without retraining (``--table-dtypes``; '' for none):
+the bytes as stored and the test AUC delta against fp32 tables, as columns of the main table.
+
 Sections beside the main table (``--section``, each its own block in the README): ``init`` (the
 initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) and ``mixed-forms``
 (mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
@@ -29,7 +33,8 @@ preset defaults (QR ``concat``, field-level mixed dimension).
 
 The package: :mod:`~recsys_emb.benchmarks.quality.runs` (settings, each variant's configuration within a
 budget, training one run), :mod:`~recsys_emb.benchmarks.quality.sections` (the trainings of each
-section) and :mod:`~recsys_emb.benchmarks.quality.report` (the tables, the claims, the plot).
+section), :mod:`~recsys_emb.benchmarks.quality.storage` (scoring a trained model with compressed tables)
+and :mod:`~recsys_emb.benchmarks.quality.report` (the tables, the claims, the plot).
 """
 
 from __future__ import annotations

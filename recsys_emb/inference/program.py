@@ -70,7 +70,12 @@ def export_program(module: InferenceModule, path: os.PathLike,
         raise ConfigError(f"torch.export could not export the inference module ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); its features' remaps: {kinds}. A variant "
                           f"without a remap plan ('own') must avoid data-dependent Python control flow") from e
-    torch.export.save(program, str(path))
+    tmp = path.with_name(f".{path.name}.tmp")  # written beside, then renamed: never a half-written program
+    try:
+        torch.export.save(program, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("exported %s (%s tables, %d table bytes) to %s", module.model_kind, module.table_dtype,
                 module.table_bytes, path)
     return path
@@ -136,7 +141,9 @@ def write_exported(model: nn.Module, features: Sequence[FeatureSpec], out_dir: o
         raise DataError(f"{out}: the export directory does not exist; create it (or write the model directory) first")
     module = inference_module(model, features, table_dtype)
     path = export_program(module, out / PROGRAM_FILE)
-    (out / SIGNATURE_FILE).write_text(json.dumps(signature(module), indent=1) + "\n")
+    tmp = out / f".{SIGNATURE_FILE}.tmp"
+    tmp.write_text(json.dumps(signature(module), indent=1) + "\n")
+    os.replace(tmp, out / SIGNATURE_FILE)
     return path
 
 

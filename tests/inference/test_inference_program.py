@@ -39,6 +39,7 @@ def test_exported_modules_score_like_eager_in_a_fresh_process(tmp_path):
         d.mkdir()
         path = write_exported(model, specs, d)
         assert path == d / PROGRAM_FILE
+        assert sorted(p.name for p in d.iterdir()) == [SIGNATURE_FILE, PROGRAM_FILE]  # no temporary file left
         sig = json.loads((d / SIGNATURE_FILE).read_text())
         assert sig["features"] == [s.name for s in specs] and sig["table_dtype"] == "fp32"
         assert [i["name"] for i in sig["inputs"]] == ["dense", "values", "lengths"]

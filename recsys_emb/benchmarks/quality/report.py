@@ -185,12 +185,17 @@ def _verdicts(res: Dict[str, Any]) -> List[str]:
     return out
 
 
+def _delta(d: float) -> str:
+    """A signed AUC delta to 4 decimals; one that rounds to zero reads +0.0000."""
+    return f"{round(d, 4) + 0.0:+.4f}"
+
+
 def _storage_cells(r: Dict[str, Any], dtypes: Sequence[str]) -> str:
     st = r.get("storage") or {}
     cells = ""
     for d in dtypes:
         if d in st:
-            cells += f" {format_mb(st[d]['bytes'])} | {st[d]['test_auc'] - st['fp32']['test_auc']:+.4f} |"
+            cells += f" {format_mb(st[d]['bytes'])} | {_delta(st[d]['test_auc'] - st['fp32']['test_auc'])} |"
         else:
             cells += " | |"
     return cells
@@ -203,8 +208,8 @@ def _storage_verdicts(res: Dict[str, Any], dtypes: Sequence[str]) -> List[str]:
     for d in dtypes:
         deltas = [r["storage"][d]["test_auc"] - r["storage"]["fp32"]["test_auc"] for r in rows if d in r["storage"]]
         if deltas:
-            out.append(f"- {d} tables move test AUC by {min(deltas):+.4f} to {max(deltas):+.4f} across {len(deltas)} "
-                       "rows.")
+            out.append(f"- {d} tables move test AUC by {_delta(min(deltas))} to {_delta(max(deltas))} across "
+                       f"{len(deltas)} rows.")
     full = next((r for r in rows if r["variant"] == "full" and r["budget"] == "1" and "int8" in r["storage"]), None)
     quarter = [r for r in res["rows"] if r.get("reachable") and r["budget"] == "1/4"]
     if full is not None and quarter:

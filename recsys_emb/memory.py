@@ -12,8 +12,8 @@ from torch import nn
 
 from recsys_emb.specs import FeatureSpec, TableDef, Unified, validate_feature_set
 
-__all__ = ["OPTIMIZER_STATE_PER_ROW", "TABLE_DTYPES", "TableMemory", "MemoryReport", "memory_from_specs", "memory_from_module",
-           "format_bytes"]
+__all__ = ["OPTIMIZER_STATE_PER_ROW", "TABLE_DTYPES", "TableMemory", "MemoryReport", "memory_from_specs",
+           "memory_from_module", "format_bytes"]
 
 OPTIMIZER_STATE_PER_ROW: Dict[str, Tuple[int, int]] = {
     # (extra floats per row, extra floats per parameter) of optimizer state for embedding tables

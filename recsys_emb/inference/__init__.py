@@ -8,5 +8,5 @@ from recsys_emb.inference.program import (PROGRAM_FILE, SIGNATURE_FILE, KJTScore
 from recsys_emb.inference.tables import StoredTable, dequantize_rowwise, quantize_rowwise
 
 __all__ = ["InferenceModule", "inference_module", "bag_sum", "StoredTable", "quantize_rowwise", "dequantize_rowwise",
-           "PROGRAM_FILE", "SIGNATURE_FILE", "KJTScorer", "example_inputs", "export_program", "load_program", "signature",
-           "write_exported"]
+           "PROGRAM_FILE", "SIGNATURE_FILE", "KJTScorer", "example_inputs", "export_program", "load_program",
+           "signature", "write_exported"]

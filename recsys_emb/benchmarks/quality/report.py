@@ -216,7 +216,8 @@ def _storage_verdicts(res: Dict[str, Any], dtypes: Sequence[str]) -> List[str]:
         best = max(quarter, key=lambda r: r["test_auc"])
         i8 = full["storage"]["int8"]
         d = i8["test_auc"] - best["test_auc"]
-        out.append(f"- All rows in int8 against 1/4 of the bytes in fp32: full tables in int8 hold {format_mb(i8['bytes'])} "
+        out.append("- All rows in int8 against 1/4 of the bytes in fp32: full tables in int8 hold "
+                   f"{format_mb(i8['bytes'])} "
                    f"at test AUC {i8['test_auc']:.4f}; the best fp32 row at 1/4, {best['variant']}, holds "
                    f"{format_mb(best['bytes'])} at {best['test_auc']:.4f} -> int8 full tables are "
                    f"**{'ahead' if d > 0 else 'behind'}** by {abs(d):.4f}.")

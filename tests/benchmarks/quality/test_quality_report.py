@@ -45,7 +45,8 @@ def test_main_table_orders_rows_and_checks_the_claims():
 
 
 def storage(auc, nbytes, int8_delta, fp16_delta):
-    return {"fp32": {"test_auc": auc, "bytes": nbytes}, "int8": {"test_auc": auc + int8_delta, "bytes": nbytes * 3 // 8},
+    return {"fp32": {"test_auc": auc, "bytes": nbytes},
+            "int8": {"test_auc": auc + int8_delta, "bytes": nbytes * 3 // 8},
             "fp16": {"test_auc": auc + fp16_delta, "bytes": nbytes // 2}}
 
 
@@ -55,8 +56,8 @@ def test_main_table_has_storage_columns_and_compares_int8_full_tables_with_fp32_
             row("mixed", "1/4", 0.769, 240_000),  # scored without storage: empty cells
             {"variant": "qr", "budget": "1/64", "reachable": False}]
     text = report(main_result(rows), None, "cmd", "quality.png")
-    assert "| variant | budget | test AUC | test log loss | params | bytes | x full | int8 bytes | int8 Δ AUC | fp16 bytes " \
-           "| fp16 Δ AUC |" in text
+    assert "| variant | budget | test AUC | test log loss | params | bytes | x full | int8 bytes | int8 Δ AUC " \
+           "| fp16 bytes | fp16 Δ AUC |" in text
     assert "| full | 1 | 0.7700 | 0.4500 | 250,000 | 1.00 MB | 1.000 | 0.38 MB | -0.0012 | 0.50 MB | +0.0000 |" in text
     assert "| mixed | 1/4 | 0.7690 | 0.4500 | 60,000 | 0.24 MB | 0.240 | | | | |" in text
     assert "| qr | 1/64 | out of reach | | | | | | | | |" in text

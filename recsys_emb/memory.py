@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 from recsys_emb.specs import FeatureSpec, TableDef, Unified, validate_feature_set
 
-__all__ = ["OPTIMIZER_STATE_PER_ROW", "TableMemory", "MemoryReport", "memory_from_specs", "memory_from_module",
-           "format_bytes"]
+__all__ = ["OPTIMIZER_STATE_PER_ROW", "TABLE_DTYPES", "TableMemory", "MemoryReport", "memory_from_specs",
+           "memory_from_module", "format_bytes"]
 
 OPTIMIZER_STATE_PER_ROW: Dict[str, Tuple[int, int]] = {
     # (extra floats per row, extra floats per parameter) of optimizer state for embedding tables
@@ -23,6 +23,15 @@ OPTIMIZER_STATE_PER_ROW: Dict[str, Tuple[int, int]] = {
     "adagrad": (0, 1),
     "adam": (0, 2),
 }
+
+
+TABLE_DTYPES: Dict[str, Tuple[int, int]] = {
+    # (bytes per element, extra bytes per row) of a table's storage for inference
+    "fp32": (4, 0),
+    "fp16": (2, 0),
+    "int8": (1, 8),  # row-wise: uint8 codes, and an fp32 scale and bias per row (FBGEMM's inference layout)
+}
+"""Table storage for inference (:func:`recsys_emb.inference.inference_module`): bytes per element and per row."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,8 @@ class TableMemory:
     optimizer_floats: int = 0
     owner: str = ""
     """Who the table's memory is attributed to: its first feature, or the unified group's name."""
+    row_bytes: int = 0
+    """Bytes stored per row beside the elements (8 for int8 row-wise tables: a scale and a bias)."""
 
     @property
     def params(self) -> int:
@@ -44,8 +55,8 @@ class TableMemory:
 
     @property
     def bytes(self) -> int:
-        """Weight bytes (``params * bytes_per_param``), without optimizer state."""
-        return self.params * self.bytes_per_param
+        """Weight bytes (``params * bytes_per_param + rows * row_bytes``), without optimizer state."""
+        return self.params * self.bytes_per_param + self.rows * self.row_bytes
 
     @property
     def optimizer_bytes(self) -> int:
@@ -73,8 +84,9 @@ class MemoryReport:
 
     @property
     def bytes(self) -> int:
-        """Weight bytes of all trainable parameters."""
-        return self.params * self.bytes_per_param
+        """Weight bytes of all trainable parameters: every table as stored (its own ``bytes``) and the dense
+        parameters at ``bytes_per_param``."""
+        return sum(t.bytes for t in self.tables) + sum(self.dense_params.values()) * self.bytes_per_param
 
     @property
     def optimizer_bytes(self) -> int:
@@ -91,7 +103,12 @@ class MemoryReport:
 
     @property
     def per_feature_bytes(self) -> Dict[str, int]:
-        return {k: v * self.bytes_per_param for k, v in self.per_feature_params.items()}
+        out: Dict[str, int] = OrderedDict((name, 0) for name in self.dense_params)
+        for t in self.tables:
+            out[t.owner] = out.get(t.owner, 0) + t.bytes
+        for name, n in self.dense_params.items():
+            out[name] = out.get(name, 0) + n * self.bytes_per_param
+        return dict(out)
 
     def summary(self) -> Dict[str, object]:
         return {"params": self.params, "bytes": self.bytes, "tables": len(self.tables),
@@ -106,22 +123,34 @@ def _optimizer_floats(rows: int, dim: int, optimizer: str) -> int:
 
 
 def memory_from_specs(
-    features: Sequence[FeatureSpec], bytes_per_param: int = 4, optimizer: str = "none"
+    features: Sequence[FeatureSpec], bytes_per_param: int = 4, optimizer: str = "none",
+    table_dtype: Optional[str] = None,
 ) -> MemoryReport:
     """Memory of the layer these specs would build, computed without building anything.
 
     Args:
         features: the layer's feature specs.
-        bytes_per_param: 4 for fp32 tables, 2 for fp16/bf16.
+        bytes_per_param: 4 for fp32 tables, 2 for fp16/bf16 (tables and dense parameters alike).
         optimizer: embedding optimizer whose state to count in ``optimizer_bytes``
             (``none``, ``sgd``, ``rowwise_adagrad``, ``adagrad``, ``adam``).
+        table_dtype: the tables' storage for inference, one of :data:`TABLE_DTYPES` (``fp32``: 4 bytes per
+            element; ``fp16``: 2; ``int8``: 1 byte per element and 8 per row, row-wise quantised); dense
+            parameters stay at ``bytes_per_param``. None: tables at ``bytes_per_param`` too.
 
     Example:
         >>> from recsys_emb.specs import Full
         >>> memory_from_specs([FeatureSpec("a", Full(dim=8), cardinality=100)]).bytes
         3200
+        >>> memory_from_specs([FeatureSpec("a", Full(dim=8), cardinality=100)], table_dtype="int8").bytes
+        1600
     """
     validate_feature_set(features)
+    if table_dtype is None:
+        element, row_bytes = bytes_per_param, 0
+    elif table_dtype in TABLE_DTYPES:
+        element, row_bytes = TABLE_DTYPES[table_dtype]
+    else:
+        raise ValueError(f"table_dtype={table_dtype!r} is not one of {sorted(TABLE_DTYPES)} (or None)")
     readers: "OrderedDict[str, List[str]]" = OrderedDict()
     defs: Dict[str, TableDef] = {}
     for f in features:
@@ -131,9 +160,9 @@ def memory_from_specs(
             readers.setdefault(t.name, []).append(f.name)
     unified = {f.embedding.group.name for f in features if isinstance(f.embedding, Unified)}
     tables = tuple(
-        TableMemory(t.name, t.rows, t.dim, tuple(readers[t.name]), bytes_per_param,
+        TableMemory(t.name, t.rows, t.dim, tuple(readers[t.name]), element,
                     _optimizer_floats(t.rows, t.dim, optimizer),
-                    owner=t.name if t.name in unified else readers[t.name][0])
+                    owner=t.name if t.name in unified else readers[t.name][0], row_bytes=row_bytes)
         for t in defs.values()
     )
     dense = {f.name: f.embedding.dense_params(f.cardinality) if f.shared_with is None else 0 for f in features}

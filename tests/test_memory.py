@@ -29,6 +29,20 @@ def test_from_specs_known_numbers():
         memory_from_specs(specs(), optimizer="lamb")
 
 
+def test_from_specs_counts_the_stored_bytes_of_each_table_dtype():
+    # tables: a 1000x8, b 100x16, c@q 100x8, c@r 10x8 (1210 rows, 10480 elements); dense: b's 3 probe weights
+    elements, rows, dense = 10480, 1210, 3
+    got = {dtype: memory_from_specs(specs(), table_dtype=dtype) for dtype in ("fp32", "fp16", "int8")}
+    assert got["fp32"].bytes == 4 * elements + 4 * dense == memory_from_specs(specs()).bytes
+    assert got["fp16"].bytes == 2 * elements + 4 * dense
+    assert got["int8"].bytes == elements + 8 * rows + 4 * dense  # a byte per element, a scale and a bias per row
+    assert [t.bytes for t in got["int8"].tables] == [8000 + 8000, 1600 + 800, 800 + 800, 80 + 80]
+    assert got["int8"].per_feature_bytes == {"a": 16000, "b": 2400 + 12, "c": 1600 + 160, "d": 0}
+    assert got["int8"].params == got["fp32"].params  # the parameters stay; only their storage shrinks
+    with pytest.raises(ValueError, match=r"table_dtype='bf16' is not one of \['fp16', 'fp32', 'int8'\]"):
+        memory_from_specs(specs(), table_dtype="bf16")
+
+
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_specs_and_module_agree(device):
     a = memory_from_specs(specs())

@@ -213,9 +213,21 @@ class DIN(nn.Module):
         else:
             profile_kjt, (seq_kjt,) = None, split_by_keys(sparse, [seq_keys])
         candidate, history, lengths, rows = self._lookup(seq_kjt)
+        profile = self.profile(profile_kjt).values() if self.profile is not None else None
+        logits = self.head(dense, profile, candidate, history, lengths)
+        self._last_reg = self._mba(seq_kjt, rows) if self.mba_lambda > 0 else None
+        return logits
+
+    def head(self, dense: Optional[torch.Tensor], profile: Optional[torch.Tensor], candidate: torch.Tensor,
+             history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The dense part after the embedding lookups: ``dense (B, dense_in)`` (None when ``dense_in == 0``),
+        ``profile (B, P)`` (the profile layer's output; None without profile features), ``candidate (B, Dc)``,
+        ``history (N, Dc)`` rows grouped by sample with ``lengths (B,)`` -> logits ``(B,)``. It reads no
+        embedding table, so an inference module that looks rows up its own way
+        (:func:`recsys_emb.inference.inference_module`) scores with the model's own dense part."""
         parts: List[torch.Tensor] = []
-        if self.profile is not None:
-            parts.append(self.profile(profile_kjt).values())
+        if profile is not None:
+            parts.append(profile)
         if self.dense_in > 0:
             if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_in:
                 shape = None if dense is None else tuple(dense.shape)
@@ -225,7 +237,6 @@ class DIN(nn.Module):
             raise ValueError(f"DIN was built with dense_in=0 but got dense features of shape {tuple(dense.shape)}; "
                              f"pass None (or rebuild with dense_in={dense.shape[-1]})")
         parts += [candidate, self.pooling.forward_jagged(history, lengths, candidate)]
-        self._last_reg = self._mba(seq_kjt, rows) if self.mba_lambda > 0 else None
         return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
 
     # ------------------------------------------------------------------ regularisation

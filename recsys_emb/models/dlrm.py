@@ -100,6 +100,7 @@ class DLRM(nn.Module):
         self.interaction = interaction
         self.dense_in = dense_in
         dims = self.embeddings.output_dims
+        self.output_dims: List[int] = list(dims)
         self.bottom: Optional[MLP] = None
         if dense_in > 0:
             bottom = check_widths("bottom_mlp", bottom_mlp)
@@ -143,8 +144,14 @@ class DLRM(nn.Module):
 
     def forward(self, dense: Optional[torch.Tensor], sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense (B, dense_in)`` (None when ``dense_in == 0``), ``sparse`` KJT -> logits ``(B,)``."""
-        emb = self.embeddings(sparse).values()
-        parts = list(emb.split(self.embeddings.output_dims, dim=1))
+        return self.head(dense, self.embeddings(sparse).values())
+
+    def head(self, dense: Optional[torch.Tensor], embedded: torch.Tensor) -> torch.Tensor:
+        """The dense part after the embedding lookup: ``dense (B, dense_in)`` (None when ``dense_in == 0``)
+        and ``embedded (B, sum d_f)`` (every feature's output columns side by side, in feature order) ->
+        logits ``(B,)``. It reads no embedding table, so an inference module that looks rows up its own way
+        (:func:`recsys_emb.inference.inference_module`) scores with the model's own dense part."""
+        parts = list(embedded.split(self.output_dims, dim=1))
         vectors: List[torch.Tensor] = []
         if self.bottom is not None:
             if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_in:

@@ -87,3 +87,22 @@ def test_prepared_directory_feeds_batches(tmp_path):
     assert int(batch.sparse["movie_id"].values().max()) < meta["vocab_sizes"]["movie_id"]
     with pytest.raises(ValueError, match="true_prob"):
         ParquetBatches(tmp_path, "train", with_true_prob=True)
+
+
+def test_min_count_sends_rare_training_ids_to_the_oov_id(ml):
+    """Users and movies rated fewer than ``min_count`` times in training share the OOV id (which training
+    then covers); every other id keeps its frequency rank, and histories use the same movie ids."""
+    tables, meta = ml
+    rare_tables, rare = build_movielens_ctr(max_len=20, min_count=5)
+    for field in ("user_id", "movie_id"):
+        ids = tables["train"][field].to_numpy()
+        counts = np.bincount(ids, minlength=meta["vocab_sizes"][field])
+        kept = int((counts >= 5).sum())
+        assert rare["vocab_sizes"][field] == kept + 1 and rare["oov_ids"][field] == kept
+        new = rare_tables["train"][field].to_numpy()
+        np.testing.assert_array_equal(new == kept, counts[ids] < 5)  # ranks: frequent ids keep theirs
+        np.testing.assert_array_equal(new[new < kept], ids[new < kept])
+    hist = rare_tables["test"]["hist_movie"].combine_chunks().values.to_numpy()
+    assert hist.max() == rare["oov_ids"]["movie_id"] and rare["min_count"] == 5
+    with pytest.raises(ValueError, match="min_count must be >= 1"):
+        build_movielens_ctr(min_count=0)

@@ -19,6 +19,10 @@ Also on real MovieLens (``../shared/data``): full tables, the hashing trick, and
 trick's parameter count. Writes the tables and a plot (test AUC against bytes, log scale) into
 models/dlrm/README.md between ``<!-- quality:begin -->`` and ``<!-- quality:end -->``.
 
+Every trained model of the main table is also scored on the test split with its tables stored in int8
+(row-wise) and fp16 through :mod:`recsys_emb.inference`, without retraining (``--table-dtypes``; '' for none):
+the bytes as stored and the test AUC delta against fp32 tables, as columns of the main table.
+
 Sections beside the main table (``--section``, each its own block in the README): ``init`` (the
 initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) and ``mixed-forms``
 (mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
@@ -29,7 +33,8 @@ preset defaults (QR ``concat``, field-level mixed dimension).
 
 The package: :mod:`~recsys_emb.benchmarks.quality.runs` (settings, each variant's configuration within a
 budget, training one run), :mod:`~recsys_emb.benchmarks.quality.sections` (the trainings of each
-section) and :mod:`~recsys_emb.benchmarks.quality.report` (the tables, the claims, the plot).
+section), :mod:`~recsys_emb.benchmarks.quality.storage` (scoring a trained model with compressed tables)
+and :mod:`~recsys_emb.benchmarks.quality.report` (the tables, the claims, the plot).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from recsys_emb.benchmarks.quality.report import init_report, mixed_forms_report
 from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
 from recsys_emb.benchmarks.quality.sections import (run_criteo, run_init_sweep, run_mixed_forms, run_movielens,
                                                     run_qr_ops)
+from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
 __all__ = ["QualitySettings", "SECTIONS", "VARIANT_ORDER", "run", "main"]
 
@@ -123,6 +129,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
     p.add_argument("--init-budget", default=default.init_budget, help="budget of the init sweep (full tables always at 1) "
                                                                       "and of the qr-ops section")
+    p.add_argument("--table-dtypes", default=",".join(STORAGE_DTYPES),
+                   help="score each trained model of the main section with its tables stored in these too (no "
+                        "retraining): comma-separated subset of " + ",".join(STORAGE_DTYPES) + "; '' for none")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -131,6 +140,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     bad = [v for v in variants if v not in VARIANT_ORDER]
     if bad:
         p.error(f"--variants: unknown {bad}; choose from {list(VARIANT_ORDER)}")
+    try:
+        table_dtypes = parse_table_dtypes(args.table_dtypes)
+    except ValueError as e:
+        p.error(str(e))
     q = args.quick
     settings = QualitySettings(
         out_dir=args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if q else "quality")), quick=q,
@@ -143,7 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         seeds=args.qr_seeds or (1 if q else default.seeds),
         main_seeds=args.seeds or (1 if q else default.main_seeds), reuse=args.reuse_runs,
         mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
-        init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget)
+        init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
+        table_dtypes=table_dtypes)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
                 command_line("bench/quality.py", argv))
     return "\n".join(texts.values())

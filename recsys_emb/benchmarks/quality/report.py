@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from recsys_emb.benchmarks.common import format_mb
 from recsys_emb.benchmarks.quality.runs import VARIANT_ORDER
 from recsys_emb.benchmarks.quality.sections import MIXED_FORMS, QR_OPS
+from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES
 
 __all__ = ["report", "plot", "init_report", "qr_ops_report", "mixed_forms_report"]
 
@@ -222,9 +223,53 @@ def _n_seeds(res: Dict[str, Any]) -> int:
     return max((len(r.get("seeds") or [0]) for r in res["rows"] if r.get("reachable", True)), default=1)
 
 
+def _first_seed(res: Dict[str, Any]) -> int:
+    return int(next((r["seeds"][0] for r in res["rows"] if r.get("seeds")), res.get("base", {}).get("seed", 0)))
+
+
 def _seeds_text(res: Dict[str, Any]) -> str:
     seeds = next((r.get("seeds") for r in res["rows"] if r.get("seeds")), None) or [res.get("base", {}).get("seed", 0)]
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean and range over them)"
+
+
+def _delta(d: float) -> str:
+    """A signed AUC delta to 4 decimals; one that rounds to zero reads +0.0000."""
+    return f"{round(d, 4) + 0.0:+.4f}"
+
+
+def _storage_cells(r: Dict[str, Any], dtypes: Sequence[str]) -> str:
+    st = r.get("storage") or {}
+    cells = ""
+    for d in dtypes:
+        if d in st:
+            cells += f" {format_mb(st[d]['bytes'])} | {_delta(st[d]['test_auc'] - st['fp32']['test_auc'])} |"
+        else:
+            cells += " | |"
+    return cells
+
+
+def _storage_verdicts(res: Dict[str, Any], dtypes: Sequence[str]) -> List[str]:
+    """How much each storage moves test AUC, and full tables in int8 against the best fp32 row at 1/4."""
+    rows = [r for r in res["rows"] if r.get("reachable") and r.get("storage")]
+    out = []
+    for d in dtypes:
+        deltas = [r["storage"][d]["test_auc"] - r["storage"]["fp32"]["test_auc"] for r in rows if d in r["storage"]]
+        if deltas:
+            out.append(f"- {d} tables move test AUC by {_delta(min(deltas))} to {_delta(max(deltas))} across "
+                       f"{len(deltas)} rows.")
+    full = next((r for r in rows if r["variant"] == "full" and r["budget"] == "1" and "int8" in r["storage"]), None)
+    quarter = [r for r in res["rows"] if r.get("reachable") and r["budget"] == "1/4"]
+    if full is not None and quarter:
+        best = max(quarter, key=lambda r: r["test_auc"])
+        i8 = full["storage"]["int8"]
+        best_auc = (best.get("seed_test_auc") or [best["test_auc"]])[0]  # the scored model's seed
+        d = i8["test_auc"] - best_auc
+        out.append("- All rows in int8 against 1/4 of the bytes in fp32: full tables in int8 hold "
+                   f"{format_mb(i8['bytes'])} "
+                   f"at test AUC {i8['test_auc']:.4f}; the best fp32 row at 1/4, {best['variant']}, holds "
+                   f"{format_mb(best['bytes'])} at {best_auc:.4f} -> int8 full tables are "
+                   f"**{'ahead' if d > 0 else 'behind'}** by {abs(d):.4f}.")
+    return out
 
 
 def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot_name: str) -> str:
@@ -232,6 +277,7 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
     beside the README), the papers' claims checked on the rows, the searched configs, MovieLens (``ml``,
     None: left out) and ``command`` under it."""
     b = res["base"]
+    dtypes = [d for d in STORAGE_DTYPES if any(d in (r.get("storage") or {}) for r in res["rows"])]
     gen = res["data"]["generate"] or {}
     rows_meta = res["data"]["rows"] or {}
     lines = [
@@ -244,19 +290,29 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
         f"+ {b['optim']['dense']} {b['optim']['dense_lr']}. Budget = fraction of the full tables' "
         f"{format_mb(res['full_bytes'])}; `bytes` is what each run actually holds (small fields stay whole, so "
         "compressed variants sit a little above their budget).", "",
-        "| variant | budget | test AUC | test log loss | params | bytes | x full |" if _n_seeds(res) == 1 else
-        "| variant | budget | test AUC, mean [range] | test log loss, mean [range] | params | bytes | x full |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        ("| variant | budget | test AUC | test log loss | params | bytes | x full |" if _n_seeds(res) == 1 else
+         "| variant | budget | test AUC, mean [range] | test log loss, mean [range] | params | bytes | x full |")
+        + "".join(f" {d} bytes | {d} Δ AUC |" for d in dtypes),
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(dtypes),
     ]
+    blank = " |" * (2 * len(dtypes))
     if res.get("ceiling_auc"):
-        lines.append(f"| ceiling (true probabilities) | | {res['ceiling_auc']:.4f} | {res['ceiling_logloss']:.4f} | | | |")
+        lines.append(f"| ceiling (true probabilities) | | {res['ceiling_auc']:.4f} | {res['ceiling_logloss']:.4f} | | | |"
+                     + blank)
     for r in sorted(res["rows"], key=lambda r: (VARIANT_ORDER.index(r["variant"]), -Fraction(r["budget"]))):
         if not r.get("reachable"):
-            lines.append(f"| {r['variant']} | {r['budget']} | out of reach | | | | |")
+            lines.append(f"| {r['variant']} | {r['budget']} | out of reach | | | | |" + blank)
             continue
         lines.append(f"| {r['variant']} | {r['budget']} | {_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | "
-                     f"{r['params']:,} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} |")
-    lines += ["", f"![test AUC against bytes]({plot_name})", "", "Claims checked on these rows:", "", *_verdicts(res)]
+                     f"{r['params']:,} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} |" + _storage_cells(r, dtypes))
+    if dtypes:
+        lines += ["", "Storage columns: the same trained model scored on the test split with its tables stored in "
+                  + " and ".join(dtypes) + " (int8: row-wise, a byte per element and an fp32 scale and bias per row, "
+                  "dequantised on lookup; no retraining) through `recsys_emb.inference`; Δ AUC against the same "
+                  "scoring with fp32 tables; bytes as stored (dense parameters in fp32)"
+                  + (f"; the model of seed {_first_seed(res)}." if _n_seeds(res) > 1 else ".")]
+    lines += ["", f"![test AUC against bytes]({plot_name})", "", "Claims checked on these rows:", "", *_verdicts(res),
+              *_storage_verdicts(res, dtypes)]
     searched = [r for r in res["rows"] if r["variant"] == "searched" and r.get("reachable")]
     if searched:
         lines += ["", "Searched configs (per vocabulary-size group: dim, and variant/rows where not full):", ""]

@@ -51,6 +51,8 @@ class QualitySettings:
         mixed_budgets: budgets of the mixed-forms section.
         init_variants, init_scales, init_budget: the init sweep (``init_scales`` None: the default grid,
             or ``0.1`` when quick); ``init_budget`` is also the qr-ops section's budget.
+        table_dtypes: the main section's trained models are also scored with their tables stored in these
+            (``int8``, ``fp16``; empty: none), without retraining.
     """
 
     out_dir: str
@@ -72,6 +74,7 @@ class QualitySettings:
     init_variants: str = "full,hashed,unified"
     init_scales: Optional[str] = None
     init_budget: str = "1/4"
+    table_dtypes: Sequence[str] = ("int8", "fp16")
 
 
 def parse_budget(text: str) -> Fraction:

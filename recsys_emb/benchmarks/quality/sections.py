@@ -12,6 +12,7 @@ from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, SEARCH_COMP
                                                 QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
                                                 section_base, seeded_runs, train_run, train_seeds, variant_runs,
                                                 with_embeddings)
+from recsys_emb.benchmarks.quality.storage import score_storage
 
 __all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms"]
 
@@ -60,6 +61,8 @@ def run_criteo(s: QualitySettings) -> Dict[str, Any]:
                 continue
             r = train_seeds(run, f"{v}_{str(budget).replace('/', '_')}", out, s.main_seeds, s.reuse)
             r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
+            if s.table_dtypes:
+                r["storage"] = score_storage(out / r["name"], s.table_dtypes, int(base["data"]["batch_size"]))
             rows.append(r)
             logger.info("%s @ %s: test AUC %.4f, %s bytes (%.3f), %.0f s", v, budget, r["test_auc"],
                         f"{r['bytes']:,}", r["bytes_ratio"], r["seconds"])

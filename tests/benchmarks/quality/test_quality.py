@@ -34,6 +34,14 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     res = json.loads((tmp_path / "work" / "results.json").read_text())
     ml = {r["variant"]: r for r in res["movielens"]["rows"]}
     assert abs(ml["unified"]["params"] / ml["hashed"]["params"] - 1) < 0.01  # unified at the hashing trick's size
+    # every trained model of the main table also scored with int8 and fp16 tables through the inference module
+    assert rows[0].endswith("| x full | int8 bytes | int8 Δ AUC | fp16 bytes | fp16 Δ AUC |")
+    assert "- int8 tables move test AUC by" in section and "All rows in int8 against 1/4 of the bytes" in section
+    for r in (r for r in res["criteo"]["rows"] if r["reachable"]):
+        st = r["storage"]
+        assert abs(st["fp32"]["test_auc"] - r["test_auc"]) < 1e-6, r["name"]  # the module scores like the model
+        assert st["fp32"]["bytes"] == r["bytes"] and st["fp16"]["table_bytes"] * 2 == st["fp32"]["table_bytes"]
+        assert st["int8"]["table_bytes"] < st["fp32"]["table_bytes"]
     assert "Command: `.venv/bin/python bench/quality.py --quick" in section
     init = block(text, "quality-init")
     init_rows = [line.split("|")[1].strip() for line in init.splitlines() if line.startswith("| ") and "(" in line

@@ -44,6 +44,40 @@ def test_main_table_orders_rows_and_checks_the_claims():
     assert "Real MovieLens" not in text and text.endswith("Command: `.venv/bin/python bench/quality.py`")
 
 
+def storage(auc, nbytes, int8_delta, fp16_delta):
+    return {"fp32": {"test_auc": auc, "bytes": nbytes},
+            "int8": {"test_auc": auc + int8_delta, "bytes": nbytes * 3 // 8},
+            "fp16": {"test_auc": auc + fp16_delta, "bytes": nbytes // 2}}
+
+
+def test_main_table_has_storage_columns_and_compares_int8_full_tables_with_fp32_at_a_quarter():
+    rows = [row("full", "1", 0.770, FULL, storage=storage(0.7701, FULL, -0.0012, -0.00001)),  # -0.00001 reads +0.0000
+            row("hashed", "1/4", 0.755, 250_000, storage=storage(0.755, 250_000, 0.0003, -0.0001)),
+            row("mixed", "1/4", 0.769, 240_000),  # scored without storage: empty cells
+            {"variant": "qr", "budget": "1/64", "reachable": False}]
+    text = report(main_result(rows), None, "cmd", "quality.png")
+    assert "| variant | budget | test AUC | test log loss | params | bytes | x full | int8 bytes | int8 Δ AUC " \
+           "| fp16 bytes | fp16 Δ AUC |" in text
+    assert "| full | 1 | 0.7700 | 0.4500 | 250,000 | 1.00 MB | 1.000 | 0.38 MB | -0.0012 | 0.50 MB | +0.0000 |" in text
+    assert "| mixed | 1/4 | 0.7690 | 0.4500 | 60,000 | 0.24 MB | 0.240 | | | | |" in text
+    assert "| qr | 1/64 | out of reach | | | | | | | | |" in text
+    assert "| ceiling (true probabilities) | | 0.7900 | 0.4000 | | | | | | | |" in text
+    assert "- int8 tables move test AUC by -0.0012 to +0.0003 across 2 rows." in text
+    assert "- fp16 tables move test AUC by -0.0001 to +0.0000 across 2 rows." in text
+    # 0.7701 - 0.0012 = 0.7689 against mixed at 1/4 (0.769): behind by 0.0001
+    assert "full tables in int8 hold 0.38 MB at test AUC 0.7689; the best fp32 row at 1/4, mixed, holds 0.24 MB " \
+           "at 0.7690 -> int8 full tables are **behind** by 0.0001." in text
+    plain = report(main_result([row("full", "1", 0.770, FULL)]), None, "cmd", "quality.png")
+    assert "Δ AUC" not in plain and "Storage columns" not in plain
+
+
+def test_table_dtypes_option_is_checked_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--table-dtypes", "int8,int4", "--out-dir", str(tmp_path)])
+    assert "--table-dtypes: unknown ['int4']; choose from int8, fp16" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_qr_ops_table_names_the_best_op_at_equal_bytes():
     rows = [{"op": op, "compression": 4.0, "bytes": 50_000, "test_auc": auc, "samples_per_s": 1000.0}
             for op, auc in (("mult", 0.75), ("mult", 0.77), ("add", 0.74), ("concat", 0.755))]

@@ -25,7 +25,7 @@ from recsys_emb.errors import InvalidInputError, SpecError
 from recsys_emb.specs import FeatureSpec, TableDef, init_bounds, validate_feature_set
 from recsys_emb.tables.collections import bag_collection, sequence_collections
 
-__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
+__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "RemapStage", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +210,13 @@ class RemapStage(nn.Module):
     It holds no parameter (the layer's variants stay the layer's children), so TorchRec's sparse-dist
     train pipeline may run it on the next batch before the sharded collection's input all-to-all, and
     the layer's forward then reads that result (``training/pipeline.py``).
+
+    Example (QR: id ``x`` reads row ``x // 3`` of ``a@q`` and ``x % 3`` of ``a@r``):
+        >>> from recsys_emb.specs import FeatureSpec, QuotientRemainder
+        >>> layer = EmbeddingLayer([FeatureSpec("a", QuotientRemainder(dim=4, buckets=4), cardinality=10)])
+        >>> kjt, lengths = layer.remap_stage(kjt_from_lists({"a": [[7], [3, 9]]}))
+        >>> kjt.keys(), kjt.values().tolist(), lengths[0].tolist()
+        (['a@q', 'a@r'], [2, 1, 3, 1, 0, 0], [1, 2])
     """
 
     def __init__(self, layer: "EmbeddingLayer") -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from itertools import islice
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ class _SparseView(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # a DLRM (checked by sparse_dist_unsupported)
 
     def forward(self, batch: Batch) -> Any:
         remapped = self.model.embeddings.remap_stage(batch.sparse)
@@ -100,6 +100,24 @@ class SparseDistSteps:
     """Steps through TorchRec's ``TrainPipelineSparseDist``: the same updates as :class:`PlainSteps`, in the
     same order, with the copy, remap and id all-to-all of the next batch done ahead of its step.
 
+    Example (four steps of a tiny DLRM on random batches; the trainer feeds its Parquet batches the same way):
+        >>> from torchrec.optim.optimizers import in_backward_optimizer_filter
+        >>> from recsys_emb.layer import kjt_from_lists
+        >>> from recsys_emb.sharding import init_single_process_group, shard_model
+        >>> from recsys_emb.specs import FeatureSpec, Full
+        >>> init_single_process_group()
+        >>> layer = EmbeddingLayer([FeatureSpec("a", Full(4), cardinality=10)], device=torch.device("meta"))
+        >>> dmp = shard_model(DLRM(layer, dense_in=2, bottom_mlp=[4], top_mlp=[4]), init_seed=0)
+        >>> opt = torch.optim.SGD([p for _, p in in_backward_optimizer_filter(dmp.named_parameters())], lr=0.1)
+        >>> def step_loss(b):
+        ...     loss = nn.functional.binary_cross_entropy_with_logits(dmp(b.dense, b.sparse), b.labels)
+        ...     return loss, loss
+        >>> batches = iter([Batch(torch.randn(2, 2), kjt_from_lists({"a": [[i % 10], [3]]}), torch.ones(2))
+        ...                 for i in range(4)])
+        >>> steps = SparseDistSteps(dmp, opt, step_loss, torch.device("cpu"))
+        >>> [size for _, size in steps.run(batches, 4, lambda: None)], steps.pipelined_modules
+        ([2, 2, 2, 2], ['model.embeddings.ebc'])
+
     Args:
         model: the DistributedModelParallel model (see :func:`sparse_dist_unsupported`).
         optimizer: the dense optimizer (the tables' fused optimizer runs inside backward).
@@ -112,7 +130,7 @@ class SparseDistSteps:
         self.model = model
         self.step_loss = step_loss
         self.view = _SparseView(model.module)
-        self.pipelined_modules: list = []
+        self.pipelined_modules: List[str] = []
         """The sharded modules whose input the pipeline distributes ahead (set by the first step)."""
         if device.type == "cpu":
             logging.getLogger("torchrec.distributed.train_pipeline.postproc").addFilter(_CPU_FILTER)
@@ -169,6 +187,6 @@ def make_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step_loss: St
     if pipeline == "sparse_dist":
         why = sparse_dist_unsupported(model, backend)
         if why is None:
-            return SparseDistSteps(model, optimizer, step_loss, device), "sparse_dist"  # type: ignore[arg-type]
+            return SparseDistSteps(cast(DistributedModelParallel, model), optimizer, step_loss, device), "sparse_dist"
         logger.info("train.pipeline=sparse_dist does not apply (%s): training with the plain loop", why)
     return PlainSteps(optimizer, step_loss, device), "none"

@@ -293,7 +293,7 @@ class Trainer:
                             time.sleep(0.05)
                     if stopped:
                         break
-                if done < n:
+                if done < n and not stopped:
                     raise RuntimeError(f"the train split gave {done} of the {n} batches planned from step "
                                        f"{self.pos.step - done} (epoch {self.pos.epoch})")
             if self.pos.step < total or self.pos.batch_in_epoch >= steps_per_epoch:

@@ -25,11 +25,14 @@ from recsys_emb.presets import VariantPreset
 from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTIMIZERS
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
-           "EMBEDDING_BACKENDS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
+           "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
            "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "ConfigError"]
 
 EMBEDDING_BACKENDS = ("torchrec", "table_batched")
 """``train.embedding_backend`` values: where the tables live (see :class:`TrainLoopConfig`)."""
+
+TRAIN_PIPELINES = ("sparse_dist", "none")
+"""``train.pipeline`` values: how the train loop feeds batches (see :class:`TrainLoopConfig`)."""
 
 
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -217,9 +220,15 @@ class TrainLoopConfig:
     size). ``table_batched``: the single-device table-batched kernel (:class:`recsys_emb.tables.TableBatched`),
     the way to train on a GPU without FBGEMM's GPU kernels; DLRM only, one process, optimizer sgd or
     rowwise_adagrad."""
+    pipeline: str = "sparse_dist"
+    """How the loop feeds batches. ``sparse_dist``: TorchRec's ``TrainPipelineSparseDist`` (the next batch's
+    copy to the device, remap and id all-to-all run ahead of its step) where it applies: the ``torchrec``
+    backend and DLRM; other runs take the plain loop. ``none``: the plain loop, one batch at a time. Both
+    give the same model."""
 
     def validate(self) -> None:
         _choice("train.device", self.device, ["cpu", "cuda"])
+        _choice("train.pipeline", self.pipeline, list(TRAIN_PIPELINES))
         _choice("train.embedding_backend", self.embedding_backend, list(EMBEDDING_BACKENDS))
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)

@@ -25,7 +25,7 @@ from recsys_emb.errors import InvalidInputError, SpecError
 from recsys_emb.specs import FeatureSpec, TableDef, init_bounds, validate_feature_set
 from recsys_emb.tables.collections import bag_collection, sequence_collections
 
-__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
+__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "RemapStage", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,30 @@ def _share_dense_parameters(sharer: nn.Module, owner: nn.Module) -> None:
         setattr(sharer, name, p)
 
 
+class RemapStage(nn.Module):
+    """A pooled layer's remap as a module of its own: ``features`` -> (the collection's input KJT, each
+    feature's bag lengths), what :meth:`EmbeddingLayer.remap` returns.
+
+    It holds no parameter (the layer's variants stay the layer's children), so TorchRec's sparse-dist
+    train pipeline may run it on the next batch before the sharded collection's input all-to-all, and
+    the layer's forward then reads that result (``training/pipeline.py``).
+
+    Example (QR: id ``x`` reads row ``x // 3`` of ``a@q`` and ``x % 3`` of ``a@r``):
+        >>> from recsys_emb.specs import FeatureSpec, QuotientRemainder
+        >>> layer = EmbeddingLayer([FeatureSpec("a", QuotientRemainder(dim=4, buckets=4), cardinality=10)])
+        >>> kjt, lengths = layer.remap_stage(kjt_from_lists({"a": [[7], [3, 9]]}))
+        >>> kjt.keys(), kjt.values().tolist(), lengths[0].tolist()
+        (['a@q', 'a@r'], [2, 1, 3, 1, 0, 0], [1, 2])
+    """
+
+    def __init__(self, layer: "EmbeddingLayer") -> None:
+        super().__init__()
+        self._layer = [layer]  # a list: the layer is not a child (no cycle in the module tree)
+
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, List[torch.Tensor]]:
+        return self._layer[0].remap(features)
+
+
 class EmbeddingLayer(_LayerBase):
     """Pooled embeddings for ``F`` categorical features, each with its own variant.
 
@@ -254,6 +278,7 @@ class EmbeddingLayer(_LayerBase):
         self.l2 = float(l2)
         self._last_reg: Optional[torch.Tensor] = None
         self.ebc: nn.Module = bag_collection(self.table_defs, self.table_features, device)
+        self.remap_stage = RemapStage(self)
         self._mean = [f.pooling == "mean" for f in self.features]
         # per pooled key layout: the fused combine (program and the weights its projections take), or
         # None when some combine needs autograd
@@ -331,7 +356,7 @@ class EmbeddingLayer(_LayerBase):
             self._split(features)  # the same input checks
             return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
                                values=torch.zeros(0, self.output_dim, device=features.values().device))
-        kjt, lengths = self.remap(features)
+        kjt, lengths = self.remap_stage(features)
         pooled = self.ebc(kjt)
         self._last_reg = self._row_l2(kjt, pooled) if self.l2 > 0 and self.training else None
         return self.combine(pooled, lengths)

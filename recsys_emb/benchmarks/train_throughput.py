@@ -7,6 +7,10 @@ optimizer. Every variant is our DLRM built from the same config with ``embedding
 All are sharded by DistributedModelParallel (world size 1, fused FBGEMM kernels) and read their own
 shuffled Parquet batches through the same loader. Steps of all runs are interleaved round by round so
 that machine noise hits them alike; the figure per run is the median round.
+
+``--pipelined VARIANT ...`` adds a run per named variant trained through TorchRec's
+``TrainPipelineSparseDist`` (:class:`recsys_emb.training.pipeline.SparseDistSteps`, named
+``VARIANT+sparse_dist``): each round is one pipeline segment, as between two evaluations of the trainer.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ class _Run:
     params: int
     times: List[float] = field(default_factory=list)
     rows: int = 0
+    pipeline: Any = None  # SparseDistSteps, for the pipelined runs
+
+
+def _steps(r: "_Run", loss_fn: nn.Module, steps: int) -> int:
+    """Rows trained in ``steps`` steps of ``r`` (one pipeline segment for a pipelined run)."""
+    if r.pipeline is not None:
+        return sum(size for _, size in r.pipeline.run(r.batches, steps, lambda: None))
+    return sum(_step(r, loss_fn) for _ in range(steps))
 
 
 def _endless(loader_factory) -> Iterator[Any]:
@@ -65,8 +77,21 @@ def _step(r: _Run, loss_fn: nn.Module) -> int:
     return int(batch.labels.shape[0])
 
 
+def _sparse_dist(r: _Run) -> Any:
+    """TorchRec's sparse-dist pipeline over the run's model, with the plain step's loss."""
+    from recsys_emb.training.pipeline import SparseDistSteps
+
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def step_loss(batch: Any) -> Any:
+        loss = loss_fn(r.model(batch.dense, batch.sparse), batch.labels)
+        return loss, loss
+
+    return SparseDistSteps(r.model, r.dense_opt, step_loss, torch.device("cpu"))
+
+
 def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[str]] = None, steps: int = 20,
-        warmup: int = 3, rounds: int = 5, compression: float = 4.0) -> Dict[str, Any]:
+        warmup: int = 3, rounds: int = 5, compression: float = 4.0, pipelined: Sequence[str] = ()) -> Dict[str, Any]:
     """Measure TorchRec's DLRM and ours with each variant; returns settings and one result per run.
 
     The compressed variants keep about ``1/compression`` of the bytes of the config's large fields
@@ -94,7 +119,7 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
         raise ValueError(f"model.bottom_mlp ends in {cfg.model.bottom_mlp[-1]} but embeddings.dim={cfg.embeddings.dim}; "
                          "TorchRec's DLRM needs them equal")
     chosen = list(variants or VARIANTS)
-    unknown = [v for v in chosen if v not in VARIANTS]
+    unknown = [v for v in [*chosen, *pipelined] if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     torch.manual_seed(cfg.seed)
@@ -127,22 +152,26 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
     from recsys_emb.memory import memory_from_specs
 
     mem: Dict[str, int] = {"torchrec_dlrm": 4 * sum(int(schema.vocab_sizes[k]) * cfg.embeddings.dim for k in schema.keys)}
-    for v in chosen:
+    for v in [*chosen, *(f"{p}+sparse_dist" for p in pipelined)]:
+        v, _, pipe = v.partition("+")
         d = config_to_dict(cfg)
         d["embeddings"]["variant"] = v
         d["embeddings"]["compression"] = 1.0 if v == "full" else compression
         vcfg = config_from_dict(d)
-        runs.append(wrap(v, build_model(vcfg, schema, embedding_device=torch.device("meta")), squeeze=False))
-        mem[v] = int(memory_from_specs(build_features(vcfg, schema)[0]).bytes)
+        r = wrap(f"{v}+{pipe}" if pipe else v, build_model(vcfg, schema, embedding_device=torch.device("meta")),
+                 squeeze=False)
+        if pipe:
+            r.pipeline = _sparse_dist(r)
+        runs.append(r)
+        mem[r.name] = int(memory_from_specs(build_features(vcfg, schema)[0]).bytes)
         logger.info("built %s", v)
     loss_fn = nn.BCEWithLogitsLoss()
     for r in runs:
-        for _ in range(warmup):
-            _step(r, loss_fn)
+        _steps(r, loss_fn, warmup)
     for _ in range(rounds):
         for r in runs:
             t0 = time.perf_counter()
-            n = sum(_step(r, loss_fn) for _ in range(steps))
+            n = _steps(r, loss_fn, steps)
             r.times.append(time.perf_counter() - t0)
             r.rows = n
     base = runs[0].rows / statistics.median(runs[0].times)
@@ -178,6 +207,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--config", default="configs/dlrm_criteo_like_full.yaml", help="a DLRM train config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--variants", nargs="*", default=None)
+    p.add_argument("--pipelined", nargs="*", default=[], metavar="VARIANT",
+                   help="also train these variants through TorchRec's TrainPipelineSparseDist")
     p.add_argument("--steps", type=int, default=20, help="steps per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--compression", type=float, default=4.0, help="bytes kept by the compressed variants: about 1/C")
@@ -193,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         overrides = [*QUICK_OVERRIDES, f"data.path={a.data_dir or tempfile.mkdtemp(prefix='train_tp_')}/cl", *overrides]
         a.steps, a.rounds = 2, 1
     res = run(a.config, overrides, variants=a.variants, steps=a.steps, rounds=a.rounds, warmup=1 if a.quick else 3,
-              compression=a.compression)
+              compression=a.compression, pipelined=a.pipelined)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
 
 from recsys_emb.data.parquet import TableSchema, read_metadata, split_shards
 from recsys_emb.errors import DataError
@@ -27,8 +28,8 @@ PathLike = Union[str, Path]
 
 
 @dataclass
-class Batch:
-    """One batch.
+class Batch(Pipelineable):
+    """One batch; TorchRec's train pipelines move it between devices and streams (``Pipelineable``).
 
     Attributes:
         dense: float32 ``(B, D)`` (``D`` = number of dense columns, may be 0).
@@ -55,6 +56,14 @@ class Batch:
             self.labels.to(device, non_blocking=non_blocking),
             None if self.true_prob is None else self.true_prob.to(device, non_blocking=non_blocking),
         )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        """Mark every tensor as in use by ``stream`` (a CUDA batch read on a stream that did not copy it)."""
+        self.dense.record_stream(stream)
+        self.sparse.record_stream(stream)
+        self.labels.record_stream(stream)
+        if self.true_prob is not None:
+            self.true_prob.record_stream(stream)
 
     def pin_memory(self) -> "Batch":
         """Page-locked copy (called by ``DataLoader(pin_memory=True)``)."""

@@ -42,6 +42,7 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "run.json", "model"
 _NOT_MODEL_KEYS = {
     "name", "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every", "train.log_every", "train.out_dir", "train.progress",
     "train.threads", "train.sharding_types", "train.device", "train.keep_last", "train.early_stopping",
+    "train.pipeline",
     "data.num_workers",
     "data.eval_batch_size", "data.path", "data.generate",
 }

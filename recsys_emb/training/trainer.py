@@ -39,7 +39,8 @@ from recsys_emb.training.checkpoint import (
 )
 from recsys_emb.training.rundir import RunDirectory, run_fingerprint
 from recsys_emb.version import __version__
-from recsys_emb.training.metrics import forward, score_split
+from recsys_emb.training.metrics import score_split
+from recsys_emb.training.pipeline import make_steps
 
 __all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV", "FAULT_HOLD_ENV"]
 
@@ -127,6 +128,7 @@ class Trainer:
         self.dense_optimizer = opt_cls(dense, lr=cfg.optim.dense_lr, weight_decay=cfg.optim.weight_decay)
         self.dense_params = sum(p.numel() for p in dense)
         self.pos = Position()
+        self.pipeline = "none"  # the train loop fit() runs: "sparse_dist" or "none"
         self.early: Dict[str, Any] = {}  # early stopping: best value, its step, evaluations since
         self._saved_step: Optional[int] = None
         self.metrics_path = self.out / "metrics.jsonl"
@@ -216,6 +218,14 @@ class Trainer:
             return True
         return False
 
+    def _segment_end(self, total: int, steps_per_epoch: int, hooks: Sequence[int]) -> int:
+        """The first step after the current one at which the loop does more than train: it evaluates,
+        checkpoints, ends the epoch or the run, or a fault hook fires. A pipelined segment ends empty there."""
+        step, t = self.pos.step, self.cfg.train
+        ends = [total, step + steps_per_epoch - self.pos.batch_in_epoch, *(h for h in hooks if h > step)]
+        ends += [(step // every + 1) * every for every in (t.eval_every, t.checkpoint_every) if every]
+        return min(ends)
+
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
         train_ds, _ = self._batches()
@@ -228,53 +238,64 @@ class Trainer:
         loss_fn = nn.BCEWithLogitsLoss()
         show = cfg.train.progress and self.rank == 0 and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
-        samples, t_train, last_loss = 0, 0.0, float("nan")
+        samples, t_train, last_loss = 0, 0.0, torch.tensor(float("nan"))
         regularization = getattr(self.model.module, "regularization", None) \
             if cfg.model.mba_lambda > 0 or cfg.optim.embedding_l2 > 0 else None
         base_lrs = [g["lr"] for g in self.dense_optimizer.param_groups]
+
+        def step_loss(batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+            loss = loss_fn(self.model(batch.dense, batch.sparse), batch.labels)
+            return (loss + regularization() if regularization is not None else loss), loss
+
+        def schedule() -> None:
+            factor = cfg.optim.dense_lr_factor(self.pos.step, total)
+            for group, lr in zip(self.dense_optimizer.param_groups, base_lrs):
+                group["lr"] = lr * factor
+
+        steps, self.pipeline = make_steps(self.model, self.dense_optimizer, step_loss, self.device,
+                                          cfg.train.pipeline, cfg.train.embedding_backend)
         stopped = False
         self.model.train()
         while self.pos.step < total and not stopped:
             ds, loader = self._batches(start_batch=self.pos.batch_in_epoch)
             ds.set_epoch(self.pos.epoch)
+            batches = iter(loader)
             t0 = time.perf_counter()
-            for batch in loader:
-                factor = cfg.optim.dense_lr_factor(self.pos.step, total)
-                for group, lr in zip(self.dense_optimizer.param_groups, base_lrs):
-                    group["lr"] = lr * factor
-                logits = forward(self.model, batch, self.device)
-                loss = loss_fn(logits, batch.labels.to(self.device, non_blocking=True))
-                total_loss = loss + regularization() if regularization is not None else loss
-                self.dense_optimizer.zero_grad(set_to_none=True)
-                total_loss.backward()  # the fused optimizer updates the tables inside this call
-                self.dense_optimizer.step()
-                self.pos.step += 1
-                self.pos.batch_in_epoch += 1
-                samples += batch.batch_size * self.world
-                last_loss = float(loss.detach())
-                bar.update(1)
-                if cfg.train.log_every and self.pos.step % cfg.train.log_every == 0:
-                    elapsed = t_train + time.perf_counter() - t0
-                    rate = samples / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", samples_per_s=f"{rate:,.0f}")
-                    if not show and self.rank == 0:  # a scheduler's log, not a terminal: one line per interval
-                        logger.info("%s: step %d/%d, loss %.4f, %.0f samples/s", cfg.name, self.pos.step, total,
-                                    last_loss, rate)
-                    self._log({"step": self.pos.step, "split": "train", "loss": last_loss,
-                               "dense_lr": self.dense_optimizer.param_groups[0]["lr"]})
-                t_train += time.perf_counter() - t0
-                epoch_end = self.pos.batch_in_epoch >= steps_per_epoch
-                stopped = self._evaluate_and_track(epoch_end)
-                if cfg.train.checkpoint_every and self.pos.step % cfg.train.checkpoint_every == 0:
-                    self.save_checkpoint()
-                t0 = time.perf_counter()
-                if kill_at and self.pos.step == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if release is not None and self.pos.step == hold_at:
-                    while not release.exists():
-                        time.sleep(0.05)
-                if self.pos.step >= total or stopped:
-                    break
+            while self.pos.step < total and self.pos.batch_in_epoch < steps_per_epoch and not stopped:
+                n = self._segment_end(total, steps_per_epoch, (kill_at, hold_at)) - self.pos.step
+                done = 0
+                for loss, size in steps.run(batches, n, schedule):
+                    done += 1
+                    self.pos.step += 1
+                    self.pos.batch_in_epoch += 1
+                    samples += size * self.world
+                    last_loss = loss
+                    bar.update(1)
+                    if cfg.train.log_every and self.pos.step % cfg.train.log_every == 0:
+                        elapsed = t_train + time.perf_counter() - t0
+                        rate = samples / max(elapsed, 1e-9)
+                        bar.set_postfix(loss=f"{float(last_loss):.4f}", samples_per_s=f"{rate:,.0f}")
+                        if not show and self.rank == 0:  # a scheduler's log, not a terminal: one line per interval
+                            logger.info("%s: step %d/%d, loss %.4f, %.0f samples/s", cfg.name, self.pos.step, total,
+                                        float(last_loss), rate)
+                        self._log({"step": self.pos.step, "split": "train", "loss": float(last_loss),
+                                   "dense_lr": self.dense_optimizer.param_groups[0]["lr"]})
+                    t_train += time.perf_counter() - t0
+                    epoch_end = self.pos.batch_in_epoch >= steps_per_epoch
+                    stopped = self._evaluate_and_track(epoch_end)
+                    if cfg.train.checkpoint_every and self.pos.step % cfg.train.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    t0 = time.perf_counter()
+                    if kill_at and self.pos.step == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    if release is not None and self.pos.step == hold_at:
+                        while not release.exists():
+                            time.sleep(0.05)
+                    if stopped:
+                        break
+                if done < n and not stopped:
+                    raise RuntimeError(f"the train split gave {done} of the {n} batches planned from step "
+                                       f"{self.pos.step - done} (epoch {self.pos.epoch})")
             if self.pos.step < total or self.pos.batch_in_epoch >= steps_per_epoch:
                 self.pos.epoch += 1
                 self.pos.batch_in_epoch = 0
@@ -295,7 +316,8 @@ class Trainer:
             "full_table_bytes": memory_from_specs(_full_specs(self.specs)).bytes,
             "model_step": best_step if best_step is not None else last_step,
             "stopped_early": bool(stopped),
-            "valid": valid, "test": test, "train_loss": last_loss,
+            "train_pipeline": self.pipeline,
+            "valid": valid, "test": test, "train_loss": float(last_loss),
             "samples_per_s": samples / t_train if t_train > 0 else None,
         }
         self._log({"step": summary["model_step"], **valid})

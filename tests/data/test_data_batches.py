@@ -116,3 +116,18 @@ def test_jagged_columns_equal_reference(tmp_path):
     assert n == 2400
     with pytest.raises(ValueError, match="rank"):
         ParquetBatches(tmp_path, "train", rank=2, world_size=2)
+
+
+def test_batch_is_pipelineable_and_moves_whole(small_processed):
+    # TorchRec's train pipelines accept only Pipelineable batches (to, record_stream)
+    from torchrec.streamable import Pipelineable
+
+    batch = next(iter(ParquetBatches(small_processed, "train", batch_size=64)))
+    assert isinstance(batch, Pipelineable)
+    moved = batch.to(torch.device("cpu"), non_blocking=True)
+    assert moved is not batch and moved.batch_size == 64
+    torch.testing.assert_close(moved.dense, batch.dense)
+    torch.testing.assert_close(moved.labels, batch.labels)
+    assert moved.sparse.keys() == batch.sparse.keys()
+    torch.testing.assert_close(moved.sparse.values(), batch.sparse.values())
+    torch.testing.assert_close(moved.sparse.lengths(), batch.sparse.lengths())

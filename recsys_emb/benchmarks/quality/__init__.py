@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from recsys_emb.benchmarks.common import REPO, command_line, write_section
-from recsys_emb.benchmarks.quality.report import init_report, mixed_forms_report, plot, qr_ops_report, report
+from recsys_emb.benchmarks.quality.report import (init_report, mixed_forms_report, movielens_report, plot,
+                                                  qr_ops_report, report)
 from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
 from recsys_emb.benchmarks.quality.sections import (run_criteo, run_init_sweep, run_mixed_forms, run_movielens,
                                                     run_qr_ops)
@@ -67,7 +68,7 @@ SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
 
 def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
         command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
-    """Run ``section`` (``main``, ``init``, ``qr-ops``, ``mixed-forms`` or ``all``); returns each section's
+    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms`` or ``all``); returns each section's
     Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
     (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
     section's plot beside it). ``command`` is written under every table."""
@@ -82,6 +83,12 @@ def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] 
         (out / f"{name.replace('-', '_')}_results.json").write_text(json.dumps(section_res, indent=1, default=str))
         if readme is not None:
             write_section(readme, marker, texts[name], title)
+    if section == "movielens":  # the MovieLens table alone, printed (the README block is the main section's)
+        ml = run_movielens(settings)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "movielens_results.json").write_text(json.dumps(ml, indent=1, default=str))
+        texts["movielens"] = movielens_report(ml, command)
+        return texts
     if section not in ("main", "all"):
         return texts
     res = run_criteo(settings)
@@ -112,8 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--section", default="all", choices=["all", "main", "init", "qr-ops", "mixed-forms"],
-                   help="main: the budget table; init: the initialisation-scale sweep; qr-ops: QR's combining "
+    p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms"],
+                   help="main: the budget table (Criteo-like and MovieLens); movielens: the MovieLens table alone, printed; init: the initialisation-scale sweep; qr-ops: QR's combining "
                         "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
                         "bytes; all: every section")
     p.add_argument("--seeds", type=int, default=None,

@@ -14,7 +14,7 @@ from recsys_emb.benchmarks.quality.runs import VARIANT_ORDER
 from recsys_emb.benchmarks.quality.sections import MIXED_FORMS, QR_OPS
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES
 
-__all__ = ["report", "plot", "init_report", "qr_ops_report", "mixed_forms_report"]
+__all__ = ["report", "movielens_report", "plot", "init_report", "qr_ops_report", "mixed_forms_report"]
 
 
 def init_report(res: Dict[str, Any], command: str) -> str:
@@ -272,6 +272,30 @@ def _storage_verdicts(res: Dict[str, Any], dtypes: Sequence[str]) -> List[str]:
     return out
 
 
+def _movielens_lines(ml: Dict[str, Any]) -> List[str]:
+    """The MovieLens table: full tables, the hashing trick and unified at its parameters, over seeds."""
+    lines = [f"Real MovieLens latest-small (rating >= 4 = click), `{ml['config']}`: full tables, "
+             f"the hashing trick keeping 1/{ml['compression']:g} of the rows of fields with >= {ml['min_rows']} ids, "
+             "and one unified table with the hashing trick's parameter count.", "",
+             f"{_seeds_text(ml).capitalize()}.", "",
+             "| variant | test AUC | test log loss | params | bytes |", "|---|---:|---:|---:|---:|"]
+    for r in ml["rows"]:
+        lines.append(f"| {r['variant']} | {_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | {r['params']:,} | "
+                     f"{format_mb(r['bytes'])} |")
+    by = {r["variant"]: r for r in ml["rows"]}
+    if "unified" in by and "hashed" in by:
+        d = _paired(by["unified"], by["hashed"])
+        lines += ["", f"- Unified minus the hashing trick at equal parameters, test AUC: {_diff(d)}."]
+    return lines
+
+
+def movielens_report(ml: Dict[str, Any], command: str) -> str:
+    """The MovieLens table alone (``--section movielens``), ``command`` under it."""
+    secs = sum(r.get("seconds", 0) for r in ml["rows"])
+    return "\n".join([*_movielens_lines(ml), "", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of "
+                      "training.", "", f"Command: `{command}`"])
+
+
 def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot_name: str) -> str:
     """The main section as Markdown: every variant at every budget with the ceiling, the plot (``plot_name``,
     beside the README), the papers' claims checked on the rows, the searched configs, MovieLens (``ml``,
@@ -323,18 +347,7 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
                 parts[f] = f"{o.get('type')} d{o.get('dim')}" + (f" {o['buckets']} rows" if "buckets" in o else "")
             lines.append(f"- {r['budget']}: " + ", ".join(f"{f} {parts[f]}" for f in sorted(parts, key=lambda f: (len(f), f))))
     if ml:
-        lines += ["", f"Real MovieLens latest-small (rating >= 4 = click), `{ml['config']}`: full tables, "
-                  f"the hashing trick keeping 1/{ml['compression']:g} of the rows of fields with >= {ml['min_rows']} ids, "
-                  "and one unified table with the hashing trick's parameter count.", "",
-                  f"{_seeds_text(ml).capitalize()}.", "",
-                  "| variant | test AUC | test log loss | params | bytes |", "|---|---:|---:|---:|---:|"]
-        for r in ml["rows"]:
-            lines.append(f"| {r['variant']} | {_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | {r['params']:,} | "
-                         f"{format_mb(r['bytes'])} |")
-        by = {r["variant"]: r for r in ml["rows"]}
-        if "unified" in by and "hashed" in by:
-            d = _paired(by["unified"], by["hashed"])
-            lines += ["", f"- Unified minus the hashing trick at equal parameters, test AUC: {_diff(d)}."]
+        lines += ["", *_movielens_lines(ml)]
     secs = sum(r.get("seconds", 0) for r in res["rows"]) + sum(r.get("seconds", 0) for r in (ml or {}).get("rows", []))
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
               f"Command: `{command}`"]

@@ -18,13 +18,16 @@ from recsys_emb.training.build import build_model, embedding_layers
 from recsys_emb.training.checkpoint import checkpoint_dir, latest_checkpoint, verify_checkpoint
 from recsys_emb.training.metrics import score_split
 
-__all__ = ["load_model", "evaluate_checkpoint"]
+__all__ = ["load_model", "evaluate_checkpoint", "resolve_checkpoint"]
 
 
-def _resolve(checkpoint: os.PathLike) -> Path:
+def resolve_checkpoint(checkpoint: os.PathLike) -> Path:
     """A checkpoint directory as given; for a run directory, the model its ``summary.json`` reports (the
     best checkpoint under early stopping), else (a run still training, or killed) its latest checkpoint."""
     path = Path(checkpoint)
+    if (path / "model.json").exists() and not (path / "trainer.json").exists():
+        raise CheckpointError(f"{path} is a model directory, not a run or checkpoint; load it with "
+                              f"recsys_emb.load_model({str(path)!r})")
     if (path / "trainer.json").exists():
         return path
     summary = path / "summary.json"
@@ -49,7 +52,9 @@ def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], D
     Args:
         checkpoint: a checkpoint directory (``.../checkpoints/step_N``) or a run directory: the model its
             ``summary.json`` reports (``model_step``: the best checkpoint under early stopping), or, for a
-            run that has not finished, its latest checkpoint.
+            run that has not finished, its latest checkpoint. This needs the run's dataset (its schema,
+            and its counts for mixed dimension); a self-contained model directory (``<run>/model``,
+            ``recsys-emb export``) loads without it through :func:`recsys_emb.load_model`.
     Returns:
         ``(model, features, data_config)``: the model in eval mode (``model(dense, kjt) -> logits (B,)``),
         the feature specs it expects (KJT keys and vocabularies), and the run's data config (the dataset
@@ -61,7 +66,7 @@ def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], D
         model, features, _ = load_model("runs/dlrm-criteo-like-full")
         logits = model(dense, kjt)
     """
-    path = _resolve(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     verify_checkpoint(path)
     meta = json.loads((path / "trainer.json").read_text())
     cfg = config_from_dict(migrate_config_dict(meta["config"]))

@@ -302,7 +302,16 @@ class Trainer:
         self._log({"step": summary["model_step"], **test})
         if self.rank == 0:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        _on_rank0(lambda: self._write_model_dir(summary["model_step"]), self.rank, self.world)
         return summary
+
+    def _write_model_dir(self, step: int) -> None:
+        """``<out_dir>/model``: the reported model as a self-contained model directory (atomic)."""
+        # imported here: model_dir reaches this package through serving, so a module-level import would
+        # run while recsys_emb.training is still initialising
+        from recsys_emb.model_dir import model_from_checkpoint, save_model_dir
+
+        save_model_dir(model_from_checkpoint(checkpoint_dir(self.out, step)), self.out / "model", overwrite=True)
 
     def _restore_weights(self, path: Path) -> None:
         """The model of an earlier checkpoint of this run (the best one of early stopping)."""

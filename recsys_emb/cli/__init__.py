@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     from recsys_emb.cli.data import add_data_commands
 
     add_data_commands(sub)
+
+    from recsys_emb.cli.serving import add_serving_commands
+
+    add_serving_commands(sub)
     return p
 
 

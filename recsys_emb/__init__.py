@@ -25,8 +25,8 @@ from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 from recsys_emb.version import __version__
 
 _SERVING = {"load_model": "recsys_emb.model_dir", "SavedModel": "recsys_emb.model_dir",
-            "export_model": "recsys_emb.model_dir", "predict": "recsys_emb.predict",
-            "score_frame": "recsys_emb.predict"}
+            "export_model": "recsys_emb.model_dir", "predict": "recsys_emb.scoring",
+            "score_frame": "recsys_emb.scoring"}
 
 
 def __getattr__(name: str):  # noqa: ANN201 - PEP 562: the serving API loads the trainer's stack on first use

@@ -230,7 +230,7 @@ def load_model(path: PathLike) -> SavedModel:
     Args:
         path: ``models/NAME`` (``recsys-emb export``), ``runs/NAME`` or ``runs/NAME/checkpoints/step_N``.
     Returns:
-        A :class:`SavedModel`; score raw rows with :func:`recsys_emb.predict.score_frame`.
+        A :class:`SavedModel`; score raw rows with :func:`recsys_emb.scoring.score_frame`.
 
     For the ``(model, features, data_config)`` tuple of a run or checkpoint, see
     :func:`recsys_emb.serving.load_model`.

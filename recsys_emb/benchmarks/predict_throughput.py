@@ -63,7 +63,7 @@ def run(workdir: Path, rows: int = 200_000, variant: str = "qr", dim: int = 16, 
     from recsys_emb.data.criteo import preprocess
     from recsys_emb.data.parquet import SPLITS
     from recsys_emb.data.synthetic import generate_criteo_like
-    from recsys_emb.predict import predict, score_batch
+    from recsys_emb.scoring import predict, score_batch
 
     work = Path(workdir) / f"rows{rows}-scale{scale}"
     raw, processed = work / "raw", work / "processed"

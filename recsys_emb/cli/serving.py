@@ -25,7 +25,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 @_one_line_errors
 def _cmd_predict(args: argparse.Namespace) -> int:
     from recsys_emb.model_dir import load_model
-    from recsys_emb.predict import predict
+    from recsys_emb.scoring import predict
 
     model = load_model(args.model)
     with _bar(None, "predict", _progress(args)) as tick:

@@ -22,7 +22,7 @@ from recsys_emb.data.batches import ParquetBatches, batch_from_table
 from recsys_emb.data.criteo import CAT_COLUMNS, INT_COLUMNS, preprocess
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import InvalidInputError
-from recsys_emb.predict import score_batch, score_frame
+from recsys_emb.scoring import score_batch, score_frame
 from recsys_emb.serving import evaluate_checkpoint
 from recsys_emb.training import train
 from recsys_emb.training.metrics import ctr_metrics

@@ -138,3 +138,28 @@ def test_score_frame_takes_raw_values_or_ids(trained):
         score_frame(model, df)
     with pytest.raises(InvalidInputError, match=r"missing \['C26'\]"):
         score_frame(model, df.drop(columns="C26"))
+
+
+def test_predict_reads_processed_parquet_with_an_id_column(trained, tmp_path):
+    from recsys_emb.errors import DataError
+    from recsys_emb.scoring import predict
+
+    model, ref = trained["model"], trained["ref"]
+    table = trained["test"].append_column("request", pa.array([f"r{i}" for i in range(trained["test"].num_rows)]))
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=100)
+    r = predict(model, tmp_path / "a.parquet", tmp_path / "s.parquet", id_column="request", batch_rows=64)
+    got = pq.read_table(tmp_path / "s.parquet").to_pandas()
+    assert r.rows == len(ref) and r.bad_lines is None and r.labelled == len(ref)
+    assert got.request.tolist() == [f"r{i}" for i in range(len(ref))]
+    np.testing.assert_allclose(got.logit.values, ref, rtol=0, atol=1e-6)
+    with pytest.raises(DataError, match="s.parquet exists; pass overwrite=True"):
+        predict(model, tmp_path / "a.parquet", tmp_path / "s.parquet")
+    with pytest.raises(DataError, match="--id-column 'nope' is not a column"):
+        predict(model, tmp_path / "a.parquet", tmp_path / "t.parquet", id_column="nope")
+    (tmp_path / "d.tsv").write_text(trained["lines"][0] + "\n")
+    with pytest.raises(DataError, match="a Criteo TSV has no named columns"):
+        predict(model, tmp_path / "d.tsv", tmp_path / "t.parquet", id_column="request")
+    with pytest.raises(DataError, match="inputs mix Parquet and TSV"):
+        predict(model, [tmp_path / "d.tsv", tmp_path / "a.parquet"], tmp_path / "t.parquet")
+    assert not (tmp_path / "t.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "d.tsv", "s.parquet"]  # no temporaries

@@ -22,7 +22,8 @@ import torch
 
 from recsys_emb.data.batches import Batch, batch_from_table
 from recsys_emb.data.criteo.preprocess import chunk_table
-from recsys_emb.data.criteo.reader import CHUNK_BYTES, CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv, parse_hex
+from recsys_emb.data.criteo.reader import (CHUNK_BYTES, CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv,
+                                          parse_hex)
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID
 from recsys_emb.errors import DataError, InvalidInputError
 from recsys_emb.model_dir import SavedModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import torch.distributed.checkpoint as dcp
 from torch import nn
@@ -21,7 +21,7 @@ from recsys_emb.training.metrics import score_split
 __all__ = ["load_model", "evaluate_checkpoint", "resolve_checkpoint"]
 
 
-def resolve_checkpoint(checkpoint: os.PathLike) -> Path:
+def resolve_checkpoint(checkpoint: Union[str, os.PathLike]) -> Path:
     """A checkpoint directory as given; for a run directory, the model its ``summary.json`` reports (the
     best checkpoint under early stopping), else (a run still training, or killed) its latest checkpoint."""
     path = Path(checkpoint)
@@ -46,7 +46,7 @@ def resolve_checkpoint(checkpoint: os.PathLike) -> Path:
     return latest
 
 
-def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], Dict[str, Any]]:
+def load_model(checkpoint: Union[str, os.PathLike]) -> Tuple[nn.Module, List[FeatureSpec], Dict[str, Any]]:
     """An unsharded model with a checkpoint's weights, for scoring in a ranking pipeline.
 
     Args:
@@ -95,7 +95,8 @@ def _data_dir(path: str, recorded: Any, checkpoint: Path) -> Path:
                     f"from the directory training ran in, or move the dataset back")
 
 
-def evaluate_checkpoint(checkpoint: os.PathLike, split: str = "test", batch_size: int = 16384) -> Dict[str, Any]:
+def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], split: str = "test",
+                        batch_size: int = 16384) -> Dict[str, Any]:
     """Metrics of a saved model on a split of its dataset (unsharded, one process)."""
     model, _, data = load_model(checkpoint)
     return score_split(model, data["path"], split, batch_size)

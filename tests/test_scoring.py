@@ -114,7 +114,8 @@ def test_predict_scores_raw_rows_of_a_model_whose_data_is_gone(trained):
     assert not np.allclose(expected[:5], ref[:5])  # the unseen values do change those scores
 
     # OOV: rows whose raw value maps to the OOV id, in both files; the five unseen C3 values among them
-    per_file = {c: int((trained["test"].column(c).to_numpy() == model.dataset["oov_ids"][c]).sum()) for c in CAT_COLUMNS}
+    oov_ids = model.dataset["oov_ids"]
+    per_file = {c: int((trained["test"].column(c).to_numpy() == oov_ids[c]).sum()) for c in CAT_COLUMNS}
     assert report["oov"]["C3"] == per_file["C3"] + int((ids["C3"] == oov_c3).sum())
     assert int((ids["C3"] == oov_c3).sum()) >= 5
     assert all(report["oov"][c] == 2 * per_file[c] for c in CAT_COLUMNS if c != "C3")

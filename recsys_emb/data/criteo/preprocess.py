@@ -165,7 +165,8 @@ def preprocess(
 def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fraction: float,
                      valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
                      row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
-                     progress: Optional[Callable[[str, int], None]], vocab: Optional[PathLike] = None) -> Dict[str, Any]:
+                     progress: Optional[Callable[[str, int], None]],
+                     vocab: Optional[PathLike] = None) -> Dict[str, Any]:
     """The three passes of :func:`preprocess`, writing into the (temporary) directory ``out``."""
     t0 = time.perf_counter()
     report = ReadReport(max_examples=max_reported_bad_lines)

@@ -57,6 +57,7 @@ def trained(tmp_path_factory):
     })
     train(cfg)
     model = load_model(base / "run")
+    assert model.path == base / "run" / "model"  # written by training, not rebuilt from the checkpoint
     ref = np.concatenate([score_batch(model, b) for b in ParquetBatches(base / "data", "test", batch_size=97)])
     test = pq.read_table(sorted((base / "data" / "test").glob("*.parquet")))
     lines = g.tsv.read_text().splitlines()[-len(ref):]

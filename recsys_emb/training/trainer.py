@@ -311,7 +311,13 @@ class Trainer:
         # run while recsys_emb.training is still initialising
         from recsys_emb.model_dir import model_from_checkpoint, save_model_dir
 
-        save_model_dir(model_from_checkpoint(checkpoint_dir(self.out, step)), self.out / "model", overwrite=True)
+        try:
+            save_model_dir(model_from_checkpoint(checkpoint_dir(self.out, step)), self.out / "model", overwrite=True)
+        except Exception as e:  # noqa: BLE001 - the run itself is complete; say how to finish the export
+            raise CheckpointError(f"training finished ({self.out}/summary.json and checkpoints are written), but writing "
+                                  f"{self.out}/model failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}; write "
+                                  f"it later with `recsys-emb export --checkpoint {self.out} --out {self.out}/model "
+                                  "--overwrite`") from e
 
     def _restore_weights(self, path: Path) -> None:
         """The model of an earlier checkpoint of this run (the best one of early stopping)."""

@@ -314,9 +314,9 @@ class Trainer:
         try:
             save_model_dir(model_from_checkpoint(checkpoint_dir(self.out, step)), self.out / "model", overwrite=True)
         except Exception as e:  # noqa: BLE001 - the run itself is complete; say how to finish the export
-            raise CheckpointError(f"training finished ({self.out}/summary.json and checkpoints are written), but writing "
-                                  f"{self.out}/model failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}; write "
-                                  f"it later with `recsys-emb export --checkpoint {self.out} --out {self.out}/model "
+            raise CheckpointError(f"training finished ({self.out}/summary.json and checkpoints are written), but "
+                                  f"writing {self.out}/model failed: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}; write it later with `recsys-emb export --checkpoint {self.out} --out {self.out}/model "
                                   "--overwrite`") from e
 
     def _restore_weights(self, path: Path) -> None:

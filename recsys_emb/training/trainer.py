@@ -316,8 +316,8 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - the run itself is complete; say how to finish the export
             raise CheckpointError(f"training finished ({self.out}/summary.json and checkpoints are written), but "
                                   f"writing {self.out}/model failed: {type(e).__name__}: "
-                                  f"{' '.join(str(e).split())[:300]}; write it later with `recsys-emb export --checkpoint {self.out} --out {self.out}/model "
-                                  "--overwrite`") from e
+                                  f"{' '.join(str(e).split())[:300]}; write it later with `recsys-emb export "
+                                  f"--checkpoint {self.out} --out {self.out}/model --overwrite`") from e
 
     def _restore_weights(self, path: Path) -> None:
         """The model of an earlier checkpoint of this run (the best one of early stopping)."""

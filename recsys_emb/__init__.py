@@ -24,6 +24,19 @@ from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
 from recsys_emb.version import __version__
 
+_SERVING = {"load_model": "recsys_emb.model_dir", "SavedModel": "recsys_emb.model_dir",
+            "export_model": "recsys_emb.model_dir", "predict": "recsys_emb.scoring",
+            "score_frame": "recsys_emb.scoring"}
+
+
+def __getattr__(name: str):  # noqa: ANN201 - PEP 562: the serving API loads the trainer's stack on first use
+    if name in _SERVING:
+        import importlib
+
+        return getattr(importlib.import_module(_SERVING[name]), name)
+    raise AttributeError(f"module 'recsys_emb' has no attribute {name!r}")
+
+
 __all__ = [
     "FeatureSpec",
     "Full",
@@ -48,5 +61,10 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "TorchStackError",
+    "load_model",
+    "SavedModel",
+    "export_model",
+    "predict",
+    "score_frame",
     "__version__",
 ]

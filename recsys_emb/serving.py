@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import torch.distributed.checkpoint as dcp
 from torch import nn
@@ -18,13 +18,16 @@ from recsys_emb.training.build import build_model, embedding_layers
 from recsys_emb.training.checkpoint import checkpoint_dir, latest_checkpoint, verify_checkpoint
 from recsys_emb.training.metrics import score_split
 
-__all__ = ["load_model", "evaluate_checkpoint"]
+__all__ = ["load_model", "evaluate_checkpoint", "resolve_checkpoint"]
 
 
-def _resolve(checkpoint: os.PathLike) -> Path:
+def resolve_checkpoint(checkpoint: Union[str, os.PathLike]) -> Path:
     """A checkpoint directory as given; for a run directory, the model its ``summary.json`` reports (the
     best checkpoint under early stopping), else (a run still training, or killed) its latest checkpoint."""
     path = Path(checkpoint)
+    if (path / "model.json").exists() and not (path / "trainer.json").exists():
+        raise CheckpointError(f"{path} is a model directory, not a run or checkpoint; load it with "
+                              f"recsys_emb.load_model({str(path)!r})")
     if (path / "trainer.json").exists():
         return path
     summary = path / "summary.json"
@@ -43,13 +46,15 @@ def _resolve(checkpoint: os.PathLike) -> Path:
     return latest
 
 
-def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], Dict[str, Any]]:
+def load_model(checkpoint: Union[str, os.PathLike]) -> Tuple[nn.Module, List[FeatureSpec], Dict[str, Any]]:
     """An unsharded model with a checkpoint's weights, for scoring in a ranking pipeline.
 
     Args:
         checkpoint: a checkpoint directory (``.../checkpoints/step_N``) or a run directory: the model its
             ``summary.json`` reports (``model_step``: the best checkpoint under early stopping), or, for a
-            run that has not finished, its latest checkpoint.
+            run that has not finished, its latest checkpoint. This needs the run's dataset (its schema,
+            and its counts for mixed dimension); a self-contained model directory (``<run>/model``,
+            ``recsys-emb export``) loads without it through :func:`recsys_emb.load_model`.
     Returns:
         ``(model, features, data_config)``: the model in eval mode (``model(dense, kjt) -> logits (B,)``),
         the feature specs it expects (KJT keys and vocabularies), and the run's data config (the dataset
@@ -61,7 +66,7 @@ def load_model(checkpoint: os.PathLike) -> Tuple[nn.Module, List[FeatureSpec], D
         model, features, _ = load_model("runs/dlrm-criteo-like-full")
         logits = model(dense, kjt)
     """
-    path = _resolve(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     verify_checkpoint(path)
     meta = json.loads((path / "trainer.json").read_text())
     cfg = config_from_dict(migrate_config_dict(meta["config"]))
@@ -90,7 +95,8 @@ def _data_dir(path: str, recorded: Any, checkpoint: Path) -> Path:
                     f"from the directory training ran in, or move the dataset back")
 
 
-def evaluate_checkpoint(checkpoint: os.PathLike, split: str = "test", batch_size: int = 16384) -> Dict[str, Any]:
+def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], split: str = "test",
+                        batch_size: int = 16384) -> Dict[str, Any]:
     """Metrics of a saved model on a split of its dataset (unsharded, one process)."""
     model, _, data = load_model(checkpoint)
     return score_split(model, data["path"], split, batch_size)

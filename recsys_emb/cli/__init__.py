@@ -31,6 +31,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from recsys_emb.benchmarks.train_throughput import main as bench_main
     elif args.what == "lookup":
         from recsys_emb.benchmarks.lookup_throughput import main as bench_main
+    elif args.what == "predict":
+        from recsys_emb.benchmarks.predict_throughput import main as bench_main
     else:
         raise SystemExit(f"unknown benchmark {args.what!r}")
     emit(bench_main(args.rest))
@@ -130,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo, reexec=True)
 
     b = sub.add_parser("bench", help="benchmarks (see bench/)")
-    b.add_argument("what", choices=["embeddings", "train", "lookup"],
+    b.add_argument("what", choices=["embeddings", "train", "lookup", "predict"],
                    help="embeddings: embeddings-only train step vs TorchRec; train: end-to-end DLRM training "
                         "(data + model + update) vs TorchRec's DLRM; lookup: the single-device plain-PyTorch "
-                        "kernel (the GPU path) vs per-field nn.EmbeddingBag")
+                        "kernel (the GPU path) vs per-field nn.EmbeddingBag; predict: scoring raw TSV and "
+                        "Parquet files vs the eager forward")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help after it)")
     b.set_defaults(func=_cmd_bench, reexec=True)
 
@@ -171,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     from recsys_emb.cli.data import add_data_commands
 
     add_data_commands(sub)
+
+    from recsys_emb.cli.serving import add_serving_commands
+
+    add_serving_commands(sub)
     return p
 
 

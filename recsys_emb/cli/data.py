@@ -114,12 +114,16 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
                           valid_fraction=args.valid_fraction, on_bad_line=args.on_bad_line,
                           chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
                           vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, vocab=args.vocab)
     bad = meta["bad_lines"]
     print(f"{meta['rows']['total']:,} rows -> {args.out} "
           f"(train {meta['rows']['train']:,}, valid {meta['rows']['valid']:,}, test {meta['rows']['test']:,}) "
           f"in {meta['seconds']:.1f}s")
     print("vocab sizes: " + ", ".join(f"{k}={v}" for k, v in meta["vocab_sizes"].items()))
+    if args.vocab:
+        unseen = {k: v for k, v in meta["oov_rows"].items() if v}
+        print(f"vocabulary of {args.vocab}; values mapped to the OOV id (unseen, or rarer than its min_count): "
+              + (", ".join(f"{k}={v:,}" for k, v in unseen.items()) if unseen else "none"))
     if bad["bad_lines"]:
         print(f"skipped {bad['bad_lines']:,} malformed lines: {bad['by_reason']}")
         for ex in bad["examples"][:20]:
@@ -206,6 +210,9 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--rows-per-shard", type=int, default=1 << 21)
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
     pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")
+    pp.add_argument("--vocab", default=None, metavar="DIR",
+                    help="map with this vocabulary instead of counting one: a model directory or a processed "
+                         "dataset (a new day gets the ids a model was trained with; --min-count is unused)")
     pp.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     pp.add_argument("--no-progress", action="store_true")
     pp.set_defaults(func=_cmd_preprocess)

@@ -21,7 +21,7 @@ from recsys_emb.data.parquet import TableSchema, read_metadata, split_shards
 from recsys_emb.errors import DataError
 from recsys_emb.hashing import seed_from_name
 
-__all__ = ["Batch", "ParquetBatches", "make_dataloader"]
+__all__ = ["Batch", "ParquetBatches", "make_dataloader", "batch_from_table"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -92,7 +92,10 @@ def _load_shard(path: Path, schema: TableSchema, with_true_prob: bool) -> _Shard
     cols = list(schema.dense) + list(schema.sparse) + list(schema.jagged) + [schema.label]
     if truth_col is not None:
         cols.append(truth_col)
-    table = pq.read_table(path, columns=cols, memory_map=True)
+    return _shard_of(pq.read_table(path, columns=cols, memory_map=True), schema, truth_col)
+
+
+def _shard_of(table: pa.Table, schema: TableSchema, truth_col: Optional[str]) -> _Shard:
     n = table.num_rows
     dense = np.empty((n, len(schema.dense)), dtype=np.float32)
     for j, c in enumerate(schema.dense):
@@ -106,7 +109,8 @@ def _load_shard(path: Path, schema: TableSchema, with_true_prob: bool) -> _Shard
         offsets = arr.offsets.to_numpy().astype(np.int64)
         values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         jagged.append((values, offsets))  # offsets index ``values`` directly (slices keep their base)
-    labels = _column(table, schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
+    labels = (_column(table, schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
+              if schema.label in table.column_names else np.full(n, np.nan, np.float32))
     truth = (_column(table, truth_col).to_numpy(zero_copy_only=False).astype(np.float32) if truth_col is not None
              else None)
     return _Shard(dense, sparse, jagged, labels, truth)
@@ -126,6 +130,46 @@ def _gather_jagged(values: np.ndarray, offsets: np.ndarray, rows: Union[slice, n
     out_start = np.cumsum(lengths) - lengths
     pos = np.arange(total, dtype=np.int64) + np.repeat(starts - out_start, lengths)
     return values[pos], lengths
+
+
+def _build(shard: _Shard, rows: Union[slice, np.ndarray], keys: Tuple[str, ...]) -> Batch:
+    """The batch of ``rows`` of a shard: dense, a KJT with ``keys``, labels (and truth)."""
+    dense = shard.dense[rows]
+    sparse = shard.sparse[rows]
+    B = int(sparse.shape[0]) if sparse.shape[1] else int(shard.labels[rows].shape[0])
+    S = sparse.shape[1]
+    values = [np.ascontiguousarray(sparse.T).reshape(-1)]
+    lengths = [np.ones(S * B, dtype=np.int32)]
+    length_per_key = [B] * S
+    for vals, offs in shard.jagged:
+        v, ln = _gather_jagged(vals, offs, rows)
+        values.append(v)
+        lengths.append(ln.astype(np.int32))
+        length_per_key.append(int(v.shape[0]))
+    values_t = torch.from_numpy(np.concatenate(values) if len(values) > 1 else values[0])
+    lengths_t = torch.from_numpy(np.concatenate(lengths) if len(lengths) > 1 else lengths[0])
+    offset_per_key = np.concatenate(([0], np.cumsum(length_per_key))).tolist()
+    kjt = KeyedJaggedTensor(keys=list(keys), values=values_t, lengths=lengths_t, stride=B,
+                            length_per_key=length_per_key, offset_per_key=offset_per_key)
+    labels = torch.from_numpy(np.ascontiguousarray(shard.labels[rows]))
+    truth = torch.from_numpy(np.ascontiguousarray(shard.true_prob[rows])) if shard.true_prob is not None else None
+    return Batch(torch.from_numpy(np.ascontiguousarray(dense)), kjt, labels, truth)
+
+
+def batch_from_table(table: pa.Table, schema: TableSchema) -> Batch:
+    """One batch of every row of ``table`` (processed columns: the schema's dense, sparse and jagged
+    columns; the label when present, else labels are NaN), as :class:`ParquetBatches` builds them.
+
+    Example:
+        >>> s = TableSchema(dense=("I1",), sparse=("C1",), vocab_sizes={"C1": 10})
+        >>> b = batch_from_table(pa.table({"I1": pa.array([0.5, 1.0], pa.float32()), "C1": [3, 4]}), s)
+        >>> b.dense.shape, b.sparse.values().tolist(), b.labels.isnan().all().item()
+        (torch.Size([2, 1]), [3, 4], True)
+    """
+    missing = [c for c in (*schema.dense, *schema.keys) if c not in table.column_names]
+    if missing:
+        raise DataError(f"the table lacks the model's columns {missing}; it has {table.column_names}")
+    return _build(_shard_of(table, schema, None), slice(0, table.num_rows), schema.keys)
 
 
 class ParquetBatches(IterableDataset):
@@ -257,26 +301,7 @@ class ParquetBatches(IterableDataset):
         return self._cache[1]
 
     def _build(self, shard: _Shard, rows: Union[slice, np.ndarray]) -> Batch:
-        dense = shard.dense[rows]
-        sparse = shard.sparse[rows]
-        B = int(sparse.shape[0]) if sparse.shape[1] else int(shard.labels[rows].shape[0])
-        S = sparse.shape[1]
-        values = [np.ascontiguousarray(sparse.T).reshape(-1)]
-        lengths = [np.ones(S * B, dtype=np.int32)]
-        length_per_key = [B] * S
-        for vals, offs in shard.jagged:
-            v, ln = _gather_jagged(vals, offs, rows)
-            values.append(v)
-            lengths.append(ln.astype(np.int32))
-            length_per_key.append(int(v.shape[0]))
-        values_t = torch.from_numpy(np.concatenate(values) if len(values) > 1 else values[0])
-        lengths_t = torch.from_numpy(np.concatenate(lengths) if len(lengths) > 1 else lengths[0])
-        offset_per_key = np.concatenate(([0], np.cumsum(length_per_key))).tolist()
-        kjt = KeyedJaggedTensor(keys=list(self.schema.keys), values=values_t, lengths=lengths_t, stride=B,
-                                length_per_key=length_per_key, offset_per_key=offset_per_key)
-        labels = torch.from_numpy(np.ascontiguousarray(shard.labels[rows]))
-        truth = torch.from_numpy(np.ascontiguousarray(shard.true_prob[rows])) if shard.true_prob is not None else None
-        return Batch(torch.from_numpy(np.ascontiguousarray(dense)), kjt, labels, truth)
+        return _build(shard, rows, self.schema.keys)
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self.rank_batches()

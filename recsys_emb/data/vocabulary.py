@@ -95,13 +95,14 @@ def load_vocabulary(directory: PathLike) -> Dict[str, Vocabulary]:
     """The raw-value -> id mapping of each field of a processed dataset, to categorify new data the same way.
 
     Raises:
-        DataError: the directory lacks ``counts.npz`` / ``vocab.npz`` (only preprocessed Criteo data has them).
+        DataError: the directory lacks ``counts.npz`` / ``vocab.npz`` (preprocessed Criteo data has them, and
+            so does the model directory of a model trained on it).
     """
     d = Path(directory)
     for name in (COUNTS_FILE, VOCAB_FILE):
         if not (d / name).is_file():
-            raise DataError(f"{d / name} not found: {d} holds no vocabulary "
-                            "(only `recsys-emb preprocess` output has one)")
+            raise DataError(f"{d / name} not found: {d} holds no vocabulary (a dataset written by "
+                            "`recsys-emb preprocess` has one, and so does the model directory of a model trained on it)")
     with np.load(d / COUNTS_FILE) as z:
         counts = {k: z[k] for k in z.files}
     with np.load(d / VOCAB_FILE) as z:

@@ -169,7 +169,8 @@ class SearchConfig:
         max_retries: retries of one killed trial.
         max_over_budget_trials: over-budget trials (free: not trained) a worker tolerates before it
             gives up, so a space whose every point breaks the budget cannot spin forever.
-        keep_checkpoints: keep the trials' training checkpoints (default: deleted after the trial).
+        keep_checkpoints: keep the trials' training checkpoints and model directories (default: deleted after
+            the trial).
         progress: tqdm bar over trials on a TTY.
     """
 

@@ -144,6 +144,7 @@ class _Objective:
         finally:
             if not self.config.keep_checkpoints:
                 shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+                shutil.rmtree(trial_dir / "model", ignore_errors=True)
         auc = float(summary["valid"]["auc"])
         trial.set_user_attr("test_auc", float(summary["test"]["auc"]))
         trial.set_user_attr("valid_logloss", float(summary["valid"]["logloss"]))

@@ -92,10 +92,14 @@ def build_features(cfg: RunConfig, schema: Any, counts: Optional[Dict[str, Any]]
 
 
 def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None,
-                counts: Optional[Dict[str, Any]] = None) -> nn.Module:
+                counts: Optional[Dict[str, Any]] = None, specs: Optional[List[FeatureSpec]] = None) -> nn.Module:
     """The DLRM or DIN of the config for a dataset schema, its tables on ``embedding_device`` (``meta``:
-    allocated by the backend, :func:`attach_tables`)."""
-    specs, pairs = build_features(cfg, schema, counts)
+    allocated by the backend, :func:`attach_tables`). ``specs``: the features as already resolved (a model
+    directory keeps them), instead of deriving them from the config, the schema and ``counts``."""
+    if specs is None:
+        specs, pairs = build_features(cfg, schema, counts)
+    else:
+        pairs = [(c, h) for c, h in cfg.model.item_pairs]
     dense_in = len(schema.dense)
     m = cfg.model
     if m.kind == "dlrm":

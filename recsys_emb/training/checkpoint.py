@@ -36,7 +36,7 @@ from recsys_emb.training.rundir import fingerprint_differences
 
 __all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "intact_checkpoint", "verify_checkpoint",
            "save_checkpoint", "load_checkpoint", "load_weights", "prune_checkpoints", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
-           "MANIFEST"]
+           "MANIFEST", "sha256_file", "write_manifest", "verify_manifest"]
 
 MANIFEST = "manifest.json"
 
@@ -91,7 +91,8 @@ def latest_checkpoint(out_dir: Path) -> Optional[Path]:
     return marker.parent / marker.read_text().strip() if marker.exists() else None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -99,12 +100,36 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_manifest(path: Path) -> None:
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(path.iterdir()) if p.is_file() and p.name != MANIFEST}
+def write_manifest(path: Path) -> None:
+    """Write ``path/manifest.json``: the size and sha256 of every file directly in ``path``."""
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(Path(path).iterdir()) if p.is_file() and p.name != MANIFEST}
     tmp = path / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps({"files": files}, indent=1))
     os.replace(tmp, path / MANIFEST)
+
+
+def verify_manifest(path: Path, what: str = "checkpoint") -> None:
+    """Check every file ``path/manifest.json`` lists (present, same size, same sha256); raise
+    :class:`~recsys_emb.errors.CheckpointError` naming the first that is missing, truncated or altered.
+    ``what`` names the directory's kind in the messages (``"checkpoint"``, ``"model directory"``)."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.exists():
+        raise CheckpointError(f"{manifest} is missing: {path} is not a complete {what}")
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{manifest} is unreadable ({e}); the {what} is damaged") from None
+    for name, want in files.items():
+        f = Path(path) / name
+        if not f.exists():
+            raise CheckpointError(f"{f} is missing (listed in {manifest}); the {what} is incomplete")
+        size = f.stat().st_size
+        if size != want["bytes"]:
+            raise CheckpointError(f"{f} has {size} bytes, {manifest} lists {want['bytes']}: the file is truncated "
+                                  f"or altered")
+        if sha256_file(f) != want["sha256"]:
+            raise CheckpointError(f"{f} does not match its sha256 in {manifest}: the file is corrupt or altered")
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -115,24 +140,10 @@ def verify_checkpoint(path: Path) -> None:
     path = Path(path)
     if not (path / "trainer.json").exists() and not (path / MANIFEST).exists():
         raise CheckpointError(f"{path} is not a checkpoint (no trainer.json, no {MANIFEST})")
-    manifest = path / MANIFEST
-    if not manifest.exists():
+    if not (path / MANIFEST).exists():
         logger.warning("%s has no %s (written by an earlier version): its files are not verified", path, MANIFEST)
         return
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{manifest} is unreadable ({e}); the checkpoint is damaged") from None
-    for name, want in files.items():
-        f = path / name
-        if not f.exists():
-            raise CheckpointError(f"{f} is missing (listed in {manifest}); the checkpoint is incomplete")
-        size = f.stat().st_size
-        if size != want["bytes"]:
-            raise CheckpointError(f"{f} has {size} bytes, {manifest} lists {want['bytes']}: the file is truncated "
-                                  f"or altered")
-        if _sha256(f) != want["sha256"]:
-            raise CheckpointError(f"{f} does not match its sha256 in {manifest}: the file is corrupt or altered")
+    verify_manifest(path, "checkpoint")
 
 
 def intact_checkpoint(out_dir: Path) -> Optional[Path]:
@@ -183,7 +194,7 @@ def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, ou
         meta = {"step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch, "world_size": world_size,
                 "config": config_to_dict(cfg), "features": [f.to_dict() for f in features], **(extra or {})}
         (path / "trainer.json").write_text(json.dumps(meta, indent=1))
-        _write_manifest(path)
+        write_manifest(path)
         marker = Path(out_dir) / "checkpoints" / "latest"
         tmp = marker.with_name(".latest.tmp")
         tmp.write_text(path.name)

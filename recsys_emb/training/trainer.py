@@ -324,7 +324,22 @@ class Trainer:
         self._log({"step": summary["model_step"], **test})
         if self.rank == 0:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        _on_rank0(lambda: self._write_model_dir(summary["model_step"]), self.rank, self.world)
         return summary
+
+    def _write_model_dir(self, step: int) -> None:
+        """``<out_dir>/model``: the reported model as a self-contained model directory (atomic)."""
+        # imported here: model_dir reaches this package through serving, so a module-level import would
+        # run while recsys_emb.training is still initialising
+        from recsys_emb.model_dir import model_from_checkpoint, save_model_dir
+
+        try:
+            save_model_dir(model_from_checkpoint(checkpoint_dir(self.out, step)), self.out / "model", overwrite=True)
+        except Exception as e:  # noqa: BLE001 - the run itself is complete; say how to finish the export
+            raise CheckpointError(f"training finished ({self.out}/summary.json and checkpoints are written), but "
+                                  f"writing {self.out}/model failed: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}; write it later with `recsys-emb export "
+                                  f"--checkpoint {self.out} --out {self.out}/model --overwrite`") from e
 
     def _restore_weights(self, path: Path) -> None:
         """The model of an earlier checkpoint of this run (the best one of early stopping)."""

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_emb.errors import DataError
 from recsys_emb.data.criteo import (
     INT_COLUMNS,
     TSV_COLUMNS,
@@ -74,3 +75,27 @@ def test_missing_flags_and_vocab_from_all(small_raw, tmp_path):
         list(iter_criteo_tsv(small_raw / "criteo_like.tsv", on_bad_line="ignore"))
     with pytest.raises(FileNotFoundError):
         preprocess(tmp_path / "nope*.tsv", tmp_path / "q")
+
+
+def test_a_new_day_maps_through_an_existing_vocabulary(small_raw, small_processed, tmp_path):
+    lines = (small_raw / "criteo_like.tsv").read_text().splitlines()[-2000:]  # the test split of small_processed
+    (tmp_path / "day.tsv").write_text("\n".join(lines) + "\n")
+    meta = preprocess(tmp_path / "day.tsv", tmp_path / "day", vocab=small_processed, test_fraction=0.5,
+                      valid_fraction=0.0, min_count=1000)  # min_count is unused with a vocabulary
+    assert meta["vocab_source"] == str(small_processed.resolve())
+    old = json.loads((small_processed / "metadata.json").read_text())
+    assert meta["vocab_sizes"] == old["vocab_sizes"] and meta["oov_ids"] == old["oov_ids"]
+    new = pq.read_table([*sorted((tmp_path / "day" / "train").glob("*.parquet")),
+                         *sorted((tmp_path / "day" / "test").glob("*.parquet"))])
+    ref = pq.read_table(sorted((small_processed / "test").glob("*.parquet")))
+    for c in ("C1", "C3", "C26", "I2"):
+        np.testing.assert_array_equal(new.column(c).to_numpy(), ref.column(c).to_numpy())
+    for c in ("C3", "C12"):
+        assert meta["oov_rows"][c] == int((ref.column(c).to_numpy() == old["oov_ids"][c]).sum()) > 0
+
+
+def test_a_vocabulary_directory_without_one_is_refused(small_raw, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"counts.npz not found: .*empty holds no vocabulary"):
+        preprocess(small_raw / "criteo_like.tsv", tmp_path / "out", vocab=tmp_path / "empty")
+    assert not (tmp_path / "out").exists()

@@ -69,3 +69,26 @@ def test_lines_longer_than_the_chunk_and_blocks_agree(small_raw, tmp_path):
     assert np.array_equal(np.concatenate([c.cats for c in tiny], axis=1), whole[0].cats)
     assert np.array_equal(np.concatenate([c.ints for c in tiny]), whole[0].ints)
     assert np.array_equal(np.concatenate([c.lines for c in tiny]), np.arange(1, 401))
+
+
+@pytest.mark.parametrize("chunk_bytes", [7_000, 1 << 20])
+def test_the_label_column_is_optional_per_file(small_raw, tmp_path, chunk_bytes):
+    lines = (small_raw / "criteo_like.tsv").read_text().splitlines()[:300]
+    unlabelled = [ln.split("\t", 1)[1] for ln in lines]
+    unlabelled[100] = lines[100]  # a labelled line in an unlabelled file has one column too many
+    (tmp_path / "test_day.tsv").write_text("\n".join(unlabelled) + "\n")
+    (tmp_path / "train_day.tsv").write_text("\n".join(lines) + "\n")
+    report = ReadReport()
+    chunks = list(iter_criteo_tsv([tmp_path / "test_day.tsv", tmp_path / "train_day.tsv"], chunk_bytes=chunk_bytes,
+                                  on_bad_line="skip", report=report, label="optional"))
+    test = [c for c in chunks if c.path.endswith("test_day.tsv")]
+    train = [c for c in chunks if c.path.endswith("train_day.tsv")]
+    assert [(b.line, b.reason) for b in report.examples] == [(101, "wrong column count (expected 39)")]
+    assert all((c.labels == -1).all() for c in test) and all(((c.labels == 0) | (c.labels == 1)).all() for c in train)
+    cats_test = np.concatenate([c.cats for c in test], axis=1)
+    cats_train = np.concatenate([c.cats for c in train], axis=1)
+    keep = np.r_[0:100, 101:300]
+    np.testing.assert_array_equal(cats_test, cats_train[:, keep])
+    np.testing.assert_array_equal(np.concatenate([c.lines for c in test]), keep + 1)
+    with pytest.raises(BadLineError, match=r"test_day.tsv:1: malformed line: wrong column count \(expected 40\)"):
+        list(iter_criteo_tsv(tmp_path / "test_day.tsv"))

@@ -13,7 +13,7 @@ from recsys_emb.config import config_from_dict
 from recsys_emb.errors import CheckpointError
 from recsys_emb.serving import load_model
 from recsys_emb.training import prepare_data, train
-from recsys_emb.training.checkpoint import MANIFEST, _write_manifest, intact_checkpoint, verify_checkpoint
+from recsys_emb.training.checkpoint import MANIFEST, write_manifest, intact_checkpoint, verify_checkpoint
 
 MARKER = "payload-ran"
 
@@ -91,7 +91,7 @@ def test_a_pickled_payload_never_runs(run, tmp_path, name):
     torch.save({"state": Payload(marker)}, ckpt / name, _use_new_zipfile_serialization=True)
     with pytest.raises(CheckpointError, match=rf"{name} (has \d+ bytes|does not match its sha256)"):
         verify_checkpoint(ckpt)
-    _write_manifest(ckpt)  # a forger rewrites the manifest too: the loader still does not unpickle
+    write_manifest(ckpt)  # a forger rewrites the manifest too: the loader still does not unpickle
     if name == "dense_optimizer.pt":
         with pytest.raises(CheckpointError, match="dense_optimizer.pt is not a tensors-only file"):
             train(cfg, resume=True)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_emb.data.criteo.reader import (
     CHUNK_BYTES,
@@ -24,9 +25,9 @@ from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, ShardedParquetWriter, time_split_sizes, write_metadata
 from recsys_emb.errors import DataError
-from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, save_vocabularies
+from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
 
-__all__ = ["preprocess", "load_counts"]
+__all__ = ["preprocess", "load_counts", "chunk_table"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -61,8 +62,11 @@ class _Counter:
         self._pending, self._pending_size = [], 0
 
 
-def _to_table(chunk: CriteoChunk, vocabs: Sequence[Vocabulary], true_prob: Optional[np.ndarray],
-              missing_flags: bool) -> pa.Table:
+def chunk_table(chunk: CriteoChunk, vocabs: Sequence[Vocabulary], true_prob: Optional[np.ndarray] = None,
+                missing_flags: bool = False) -> pa.Table:
+    """The processed columns of a chunk: ``label`` int8, ``I1..I13`` float32 ``log(1 + max(x, 0))``
+    (``M1..M13`` if ``missing_flags``), ``C1..C26`` int64 ids through ``vocabs`` (one per field, in
+    ``CAT_COLUMNS`` order; unknown values -> OOV id), ``true_prob`` when given."""
     dense = np.log1p(np.maximum(chunk.ints, 0).astype(np.float64)).astype(np.float32)
     cols: Dict[str, pa.Array] = {LABEL_COLUMN: pa.array(chunk.labels, pa.int8())}
     for j, c in enumerate(INT_COLUMNS):
@@ -93,6 +97,7 @@ def preprocess(
     max_reported_bad_lines: int = 1000,
     progress: Optional[Callable[[str, int], None]] = None,
     overwrite: bool = False,
+    vocab: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``.
 
@@ -121,6 +126,10 @@ def preprocess(
         progress: optional callback ``(phase, rows_done)`` after every block (the CLI draws a bar).
         overwrite: replace an existing output directory whole (only one holding nothing but what
             preprocess writes).
+        vocab: map with an existing vocabulary instead of counting one (``min_count`` and ``vocab_from``
+            are then unused): a model directory (``recsys-emb export``, ``<run>/model``) or a processed
+            dataset directory. A new day then gets the ids the model was trained with; values the
+            vocabulary lacks map to the OOV id, counted per field in ``oov_rows``.
     Returns:
         The metadata dict also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``bad_lines`` report, ``schema``, counts file names.
@@ -148,7 +157,7 @@ def preprocess(
                                 valid_fraction=valid_fraction, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
                                 rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, vocab_from=vocab_from,
                                 missing_flags=missing_flags, max_reported_bad_lines=max_reported_bad_lines,
-                                progress=progress)
+                                progress=progress, vocab=vocab)
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
 
@@ -156,16 +165,18 @@ def preprocess(
 def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fraction: float,
                      valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
                      row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
-                     progress: Optional[Callable[[str, int], None]]) -> Dict[str, Any]:
+                     progress: Optional[Callable[[str, int], None]],
+                     vocab: Optional[PathLike] = None) -> Dict[str, Any]:
     """The three passes of :func:`preprocess`, writing into the (temporary) directory ``out``."""
     t0 = time.perf_counter()
     report = ReadReport(max_examples=max_reported_bad_lines)
     counters = [_Counter() for _ in CAT_COLUMNS]
     tick = progress or (lambda phase, rows: None)
 
+    given = _given_vocabulary(vocab) if vocab is not None else None
     # Pass 1: validation and row count (and the vocabulary if it comes from all rows).
     for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report):
-        if vocab_from == "all":
+        if vocab_from == "all" and given is None:
             for j, ctr in enumerate(counters):
                 ctr.add(chunk.cats[j])
         tick("validate", report.rows)
@@ -183,7 +194,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
                 time.perf_counter() - t0, n_train, n_valid, n_test)
 
     # Pass 2: frequencies over the training rows.
-    if vocab_from == "train":
+    if vocab_from == "train" and given is None:
         seen = 0
         for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport()):
             take = min(len(chunk), n_train - seen)
@@ -198,6 +209,9 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
         ctr.compact()
         vocabs.append(Vocabulary.from_counts(ctr.keys, ctr.counts, min_count))
     del counters
+    if given is not None:
+        vocabs = [given[c] for c in CAT_COLUMNS]
+    oov_rows = [0] * len(CAT_COLUMNS)
 
     # Pass 3: map and write.
     bounds = np.array([n_train, n_train + n_valid, n_rows])
@@ -211,7 +225,9 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     row = 0
     for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport()):
         truth = np.asarray(side_arrays[chunk.path][chunk.lines - 1]) if with_truth else None
-        table = _to_table(chunk, vocabs, truth, missing_flags)
+        table = chunk_table(chunk, vocabs, truth, missing_flags)
+        for j, c in enumerate(CAT_COLUMNS):
+            oov_rows[j] += int(pc.sum(pc.equal(table.column(c), vocabs[j].oov_id)).as_py() or 0)
         n = table.num_rows
         split_of_row = np.searchsorted(bounds, row + np.arange(n), side="right")
         for s_idx, s in enumerate(SPLITS):
@@ -238,6 +254,8 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
         "vocab_sizes": vocab_sizes,
         "oov_ids": {c: v.oov_id for c, v in zip(CAT_COLUMNS, vocabs)},
         "oov_rows_train": {c: int(v.counts[-1]) for c, v in zip(CAT_COLUMNS, vocabs)},
+        "oov_rows": dict(zip(CAT_COLUMNS, oov_rows)),
+        "vocab_source": None if vocab is None else str(Path(vocab).resolve()),
         "counts_file": "counts.npz",
         "vocab_file": "vocab.npz",
         "missing_value": "empty categorical = raw value -1, ranked like any other value",
@@ -249,6 +267,16 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     }
     write_metadata(out, meta)  # last: a directory without it is not a dataset
     return meta
+
+
+def _given_vocabulary(directory: PathLike) -> Dict[str, Vocabulary]:
+    """The vocabulary of a model directory or processed dataset, checked to cover every Criteo field."""
+    vocabs = load_vocabulary(directory)
+    missing = [c for c in CAT_COLUMNS if c not in vocabs]
+    if missing:
+        raise DataError(f"{directory}: its vocabulary lacks fields {missing}; pass the model directory or the "
+                        "processed Criteo dataset the model was trained on")
+    return vocabs
 
 
 def load_counts(directory: PathLike) -> Dict[str, np.ndarray]:

@@ -37,11 +37,12 @@ __all__ = [
     "true_prob_path",
     "MAX_LINE_BYTES",
     "CHUNK_BYTES",
+    "parse_hex",
 ]
 
 logger = logging.getLogger(__name__)
 
-_N_TABS = len(TSV_COLUMNS) - 1
+_UNLABELLED_COLUMNS = TSV_COLUMNS[1:]  # the real test day: no label column
 _MAX_HEX_DIGITS = 15  # keeps every raw value a non-negative int64, so MISSING_ID = -1 cannot collide
 _HEX_LUT = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
@@ -106,7 +107,7 @@ class CriteoChunk:
     """Validated rows from one block of one file (``n`` rows).
 
     Attributes:
-        labels: int8 ``(n,)``, 0 or 1.
+        labels: int8 ``(n,)``, 0 or 1; -1 in a file without a label column (``label="optional"``).
         ints: int64 ``(n, 13)`` raw counts (negatives kept), 0 where missing.
         int_missing: bool ``(n, 13)``.
         cats: int64 ``(26, n)`` (feature-major) raw hex values, ``MISSING_ID`` where empty.
@@ -147,8 +148,14 @@ def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
     return out
 
 
-def _parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
-    """Hex strings -> (int64 values with MISSING_ID for empty, bool bad mask), vectorized."""
+def parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """Hex strings -> (int64 values with MISSING_ID for empty, bool bad mask), vectorized.
+
+    Example:
+        >>> values, bad = parse_hex(pa.array(["0a", "", "zz"]))
+        >>> values.tolist()[:2], bad.tolist()
+        ([10, -1], [False, False, True])
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if arr.type != pa.string():
@@ -197,16 +204,28 @@ def _overlong(max_line_bytes: int) -> str:
     return f"line longer than {max_line_bytes} bytes"
 
 
-def _byte_detail(data: np.ndarray, tabs: np.ndarray, start: int, end: int, pos: int) -> str:
+def _byte_detail(data: np.ndarray, tabs: np.ndarray, start: int, end: int, pos: int, columns: Sequence[str]) -> str:
     if pos < 0:
         return f"{end - start} bytes"
     k = int(np.searchsorted(tabs, pos) - np.searchsorted(tabs, start))
-    where = TSV_COLUMNS[k] if k < len(TSV_COLUMNS) else f"field {k + 1}"
+    where = columns[k] if k < len(columns) else f"field {k + 1}"
     return f"byte 0x{int(data[pos]):02x} at byte {pos - start + 1} of the line, in {where}"
 
 
+def _columns_of(block: bytes) -> List[str]:
+    """The columns of a file whose label column is optional, from its first block: 39 (no label) when
+    more of its lines have 38 tabs than 39, else 40."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    tabs = np.flatnonzero(data == 9)
+    ntabs = np.searchsorted(tabs, ends) - np.searchsorted(tabs, np.concatenate(([0], ends[:-1] + 1)))
+    unlabelled = int((ntabs == len(_UNLABELLED_COLUMNS) - 1).sum())
+    return _UNLABELLED_COLUMNS if unlabelled > int((ntabs == len(TSV_COLUMNS) - 1).sum()) else TSV_COLUMNS
+
+
 def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
-                 report: Optional[ReadReport], max_line_bytes: int = MAX_LINE_BYTES) -> Optional[CriteoChunk]:
+                 report: Optional[ReadReport], max_line_bytes: int = MAX_LINE_BYTES,
+                 columns: Sequence[str] = TSV_COLUMNS) -> Optional[CriteoChunk]:
     data = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(data == 10)
     starts = np.concatenate(([0], ends[:-1] + 1))
@@ -225,11 +244,12 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
             idx = np.flatnonzero(codes == code)
             i = int(idx[0])
             reason = _overlong(max_line_bytes) if code == OVERLONG else LINE_REASONS[code]
-            groups.append((idx, reason, _byte_detail(data, tabs, int(starts[i]), int(ends[i]), int(first[i]))))
-    col_bad = (ntabs != _N_TABS) & ~byte_bad
+            groups.append((idx, reason, _byte_detail(data, tabs, int(starts[i]), int(ends[i]), int(first[i]),
+                                                     columns)))
+    col_bad = (ntabs != len(columns) - 1) & ~byte_bad
     if col_bad.any():
         idx = np.flatnonzero(col_bad)
-        groups.append((idx, f"wrong column count (expected {len(TSV_COLUMNS)})", f"got {int(ntabs[idx[0]]) + 1}"))
+        groups.append((idx, f"wrong column count (expected {len(columns)})", f"got {int(ntabs[idx[0]]) + 1}"))
     if groups:
         for idx, reason, detail in sorted(groups, key=lambda g: int(g[0][0])):  # "error" names the first line
             _bad(path, lines[idx], reason, on_bad_line, report, detail=[detail])
@@ -242,10 +262,10 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
         block = data.tobytes()
     table = pacsv.read_csv(
         pa.py_buffer(block),
-        read_options=pacsv.ReadOptions(column_names=TSV_COLUMNS, block_size=max(len(block) + 1, 1 << 20)),
+        read_options=pacsv.ReadOptions(column_names=list(columns), block_size=max(len(block) + 1, 1 << 20)),
         parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
                                          double_quote=False, newlines_in_values=False, ignore_empty_lines=False),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in TSV_COLUMNS},
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
                                              strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
     n = table.num_rows
@@ -254,13 +274,16 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
     bad_rows = np.zeros(n, dtype=bool)
     reasons: List[Tuple[np.ndarray, str]] = []
 
-    label_col = table.column(LABEL_COLUMN)
-    is1 = pc.equal(label_col, "1").to_numpy(zero_copy_only=False)
-    is0 = pc.equal(label_col, "0").to_numpy(zero_copy_only=False)
-    bad_label = ~(is0 | is1)
-    if bad_label.any():
-        reasons.append((bad_label, "label not 0/1"))
-    labels = is1.astype(np.int8)
+    if LABEL_COLUMN in columns:
+        label_col = table.column(LABEL_COLUMN)
+        is1 = pc.equal(label_col, "1").to_numpy(zero_copy_only=False)
+        is0 = pc.equal(label_col, "0").to_numpy(zero_copy_only=False)
+        bad_label = ~(is0 | is1)
+        if bad_label.any():
+            reasons.append((bad_label, "label not 0/1"))
+        labels = is1.astype(np.int8)
+    else:
+        labels = np.full(n, -1, dtype=np.int8)
 
     ints = np.empty((n, len(INT_COLUMNS)), dtype=np.int64)
     int_missing = np.empty((n, len(INT_COLUMNS)), dtype=bool)
@@ -271,7 +294,7 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
             reasons.append((b, f"non-integer {c}"))
     cats = np.empty((len(CAT_COLUMNS), n), dtype=np.int64)
     for j, c in enumerate(CAT_COLUMNS):
-        v, b = _parse_hex(table.column(c))
+        v, b = parse_hex(table.column(c))
         cats[j] = v
         if b.any():
             reasons.append((b, f"non-hex {c}"))
@@ -304,7 +327,7 @@ def _bad(path: str, lines: np.ndarray, reason: str, on_bad_line: str, report: Op
 
 def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes: int = CHUNK_BYTES,
                     on_bad_line: str = "error", report: Optional[ReadReport] = None,
-                    max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[CriteoChunk]:
+                    max_line_bytes: int = MAX_LINE_BYTES, label: str = "required") -> Iterator[CriteoChunk]:
     """Stream validated rows from Criteo TSV files (plain or gzip), one block of whole lines at a time.
 
     Memory is bounded by ``chunk_bytes`` (a few times it), whatever the file size. Files are read as bytes
@@ -325,6 +348,9 @@ def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes:
         on_bad_line: ``"error"`` or ``"skip"``.
         report: a :class:`ReadReport` to fill (rows, bad lines, truncated files).
         max_line_bytes: longest line accepted.
+        label: ``"required"`` (40 columns) or ``"optional"``: each file may also come without its label
+            column (39 columns, as Criteo's test day), decided by the majority of its first block's lines;
+            its rows get label -1, and lines of the other width are malformed.
     Yields:
         :class:`CriteoChunk` per block, rows in file order.
 
@@ -345,10 +371,15 @@ def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
+    if label not in ("required", "optional"):
+        raise ValueError(f"label must be 'required' or 'optional', got {label!r}")
     for path in expand_inputs(inputs):
+        columns: Optional[List[str]] = None if label == "optional" else TSV_COLUMNS
         for event in iter_line_blocks(path, chunk_bytes, max_line_bytes):
             if isinstance(event, Block):
-                chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes)
+                columns = columns or _columns_of(event.data)
+                chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes,
+                                     columns)
                 if chunk is not None:
                     if report is not None:
                         report.rows += len(chunk)

@@ -1,0 +1,273 @@
+"""A self-contained model directory: everything needed to score new data with a trained model, and
+nothing that runs code when loaded.
+
+A run's checkpoint needs the training dataset to be rebuilt (its schema, and for mixed dimension its
+frequency counts) and holds DCP's pickled ``.metadata``. A model directory holds instead:
+
+- ``weights.pt``: the unsharded model's state dict, plain tensors (``torch.load(weights_only=True)``);
+- ``model.json``: the format, the resolved feature specs (mixed-dimension blocks included, so no counts
+  are needed to rebuild), the dataset schema and facts (dense transform, OOV ids), and provenance
+  (library, torch, TorchRec, FBGEMM versions, the git commit of the library's checkout when it has one,
+  the command line, the checkpoint it came from);
+- ``config.json``: the run config;
+- ``vocab.npz`` / ``counts.npz``: the raw value -> id vocabulary of each field, where the dataset has one;
+- ``manifest.json``: the size and sha256 of every file, checked on every load.
+
+It is written at the end of training into ``<run>/model`` and by ``recsys-emb export``; it is read by
+:func:`load_model` from any working directory, with the training data moved or deleted.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+
+from recsys_emb.config import config_from_dict, migrate_config_dict
+from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
+from recsys_emb.errors import CheckpointError, RecsysEmbError
+from recsys_emb.serving import load_model as load_checkpoint_model, resolve_checkpoint
+from recsys_emb.spec_io import specs_from_dicts
+from recsys_emb.specs import FeatureSpec
+from recsys_emb.training.build import build_model
+from recsys_emb.training.checkpoint import MANIFEST, verify_manifest, write_manifest
+from recsys_emb.version import __version__
+
+__all__ = ["SavedModel", "load_model", "model_from_checkpoint", "save_model_dir", "load_model_dir",
+           "export_model", "EXPORT_FORMATS", "is_model_dir", "MODEL_FORMAT", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+MODEL_FORMAT = "recsys-emb-model"
+FORMAT_VERSION = 1
+"""Bumped when a reader of the previous version could not read the directory; readers refuse newer ones."""
+WEIGHTS_FILE = "weights.pt"
+MODEL_FILE = "model.json"
+CONFIG_FILE = "config.json"
+MODEL_DIR_ENTRIES = (WEIGHTS_FILE, MODEL_FILE, CONFIG_FILE, COUNTS_FILE, VOCAB_FILE, MANIFEST)
+_DATASET_KEYS = ("dataset", "format_version", "min_count", "vocab_from", "vocab_sizes", "oov_ids", "missing_value",
+                 "dense_transform", "missing_flags")
+
+
+@dataclass
+class SavedModel:
+    """A trained model ready to score, with what it needs to map new data to its inputs.
+
+    Attributes:
+        module: the DLRM or DIN in eval mode: ``module(dense (B, D) float32, kjt) -> logits (B,)``.
+        features: the feature specs (KJT keys in ``schema.keys`` order).
+        schema: the dataset schema (dense columns, sparse / jagged keys, label, vocab sizes).
+        config: the run config, as a dict.
+        dataset: facts of the training dataset: ``dataset`` (e.g. ``"criteo"``), ``dense_transform``,
+            ``oov_ids``, ``vocab_sizes``, ``min_count``.
+        vocabulary: raw value -> id per field, or ``None`` when the dataset came without one (generated
+            sequences, MovieLens: their Parquet files hold ids).
+        provenance: versions, git commit, command line and source checkpoint of the export.
+        path: the model directory it was loaded from (``None`` when built from a checkpoint).
+    """
+
+    module: nn.Module
+    features: List[FeatureSpec]
+    schema: TableSchema
+    config: Dict[str, Any]
+    dataset: Dict[str, Any]
+    vocabulary: Optional[Dict[str, Vocabulary]] = None
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = None
+
+
+def _installed(distribution: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> Optional[Dict[str, Any]]:
+    """The commit of the checkout the library runs from (``None`` for an installed package)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def provenance(source: Optional[str] = None) -> Dict[str, Any]:
+    """Versions, git commit and command line of this process (recorded in ``model.json``)."""
+    return {
+        "library_version": __version__,
+        "torch": torch.__version__,
+        "torchrec": _installed("torchrec"),
+        "fbgemm_gpu": _installed("fbgemm-gpu-cpu") or _installed("fbgemm-gpu"),
+        "python": platform.python_version(),
+        "git": _git_commit(),
+        "command": list(sys.argv),
+        "source": source,
+    }
+
+
+def model_from_checkpoint(checkpoint: PathLike) -> SavedModel:
+    """A :class:`SavedModel` from a run or checkpoint directory; needs the run's dataset (its schema and
+    vocabulary), found as :func:`recsys_emb.serving.load_model` finds it."""
+    module, features, data = load_checkpoint_model(checkpoint)
+    data_dir = Path(data["path"])
+    meta = read_metadata(data_dir)
+    ckpt = resolve_checkpoint(checkpoint)
+    config = json.loads((ckpt / "trainer.json").read_text())["config"]
+    vocab = load_vocabulary(data_dir) if (data_dir / VOCAB_FILE).is_file() else None
+    dataset = {k: meta[k] for k in _DATASET_KEYS if k in meta}
+    dataset["source"] = str(data_dir.resolve())
+    return SavedModel(module, list(features), TableSchema.from_dict(meta["schema"]), migrate_config_dict(config),
+                      dataset, vocab, provenance(str(ckpt.resolve())))
+
+
+def save_model_dir(model: SavedModel, out: PathLike, overwrite: bool = False) -> Path:
+    """Write ``model`` as a model directory at ``out``, whole or not at all (a temporary sibling renamed
+    into place); an existing ``out`` is refused unless ``overwrite`` (and holds only model files)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()}
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"the model's state dict holds non-tensor entries {bad[:5]}; a model directory "
+                              "holds tensors only")
+    with atomic_output_dir(out, overwrite=overwrite, owned=MODEL_DIR_ENTRIES, command="export") as tmp:
+        torch.save(state, tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.config, indent=1))
+        if model.vocabulary is not None:
+            save_vocabularies(tmp, model.vocabulary)
+        doc = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "model": model.config["model"]["kind"],
+               "features": [f.to_dict() for f in model.features], "schema": model.schema.to_dict(),
+               "dataset": model.dataset, "has_vocabulary": model.vocabulary is not None,
+               "provenance": model.provenance}
+        (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=1))
+        write_manifest(tmp)  # last: a directory without it is not a model
+    logger.info("wrote model directory %s", out)
+    return Path(out)
+
+
+def is_model_dir(path: PathLike) -> bool:
+    """Whether ``path`` is (or claims to be) a model directory: it has ``model.json``."""
+    return (Path(path) / MODEL_FILE).is_file()
+
+
+def load_model_dir(path: PathLike) -> SavedModel:
+    """Read a model directory written by :func:`save_model_dir`.
+
+    Raises:
+        CheckpointError: a file is missing, truncated or altered (checked against the manifest), the
+            format is not a model directory or is newer than this library reads, or the weights do not
+            fit the model the specs describe (the message names the parameter).
+        SpecError: a feature names a variant type not registered in this process.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise CheckpointError(f"model directory {p} does not exist (resolved from {Path.cwd()})")
+    if not is_model_dir(p):
+        raise CheckpointError(f"{p} is not a model directory (no {MODEL_FILE}); write one with "
+                              f"`recsys-emb export --checkpoint RUN --out {p}`")
+    verify_manifest(p, "model directory")
+    doc = json.loads((p / MODEL_FILE).read_text())
+    if doc.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{p / MODEL_FILE}: format {doc.get('format')!r}, expected {MODEL_FORMAT!r}")
+    version = int(doc.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        written = (doc.get("provenance") or {}).get("library_version", "?")
+        raise CheckpointError(f"{p}: model directory format {version} (written by recsys_emb {written}) is newer "
+                              f"than this recsys_emb {__version__} reads (format {FORMAT_VERSION}); upgrade recsys_emb")
+    try:
+        features = specs_from_dicts(doc["features"])
+    except RecsysEmbError as e:
+        raise type(e)(f"{p / MODEL_FILE}: {e} (a custom variant must be registered, by importing its module, "
+                      "before the model is loaded)") from None
+    config = json.loads((p / CONFIG_FILE).read_text())
+    cfg = config_from_dict(migrate_config_dict(config))
+    schema = TableSchema.from_dict(doc["schema"])
+    module = build_model(cfg, schema, specs=features)
+    _load_weights(p / WEIGHTS_FILE, module)
+    module.eval()
+    vocab = load_vocabulary(p) if doc.get("has_vocabulary") else None
+    return SavedModel(module, features, schema, config, doc.get("dataset", {}), vocab, doc.get("provenance", {}), p)
+
+
+def _load_weights(path: Path, module: nn.Module) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError for foreign content
+        raise CheckpointError(f"{path}: not a tensors-only state dict ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
+    want = module.state_dict()
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    if missing or extra:
+        raise CheckpointError(f"{path}: the weights do not fit the model model.json describes: missing {missing[:5]}, "
+                              f"unexpected {extra[:5]}")
+    for k, v in want.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}")
+    module.load_state_dict(state)
+
+
+def load_model(path: PathLike) -> SavedModel:
+    """A trained model ready to score, from a model directory (self-contained), a run directory (its
+    ``model/`` directory when training wrote one) or a checkpoint directory (which needs the run's dataset).
+
+    Args:
+        path: ``models/NAME`` (``recsys-emb export``), ``runs/NAME`` or ``runs/NAME/checkpoints/step_N``.
+    Returns:
+        A :class:`SavedModel`; score raw rows with :func:`recsys_emb.scoring.score_frame`.
+
+    For the ``(model, features, data_config)`` tuple of a run or checkpoint, see
+    :func:`recsys_emb.serving.load_model`.
+
+    Example (``run``: a trained run directory)::
+
+        model = load_model(run / "model")
+        model.module(dense, kjt)  # logits (B,)
+    """
+    p = Path(path)
+    if is_model_dir(p):
+        return load_model_dir(p)
+    if is_model_dir(p / "model"):
+        return load_model_dir(p / "model")
+    if not p.exists():
+        raise CheckpointError(f"{p} does not exist (resolved from {Path.cwd()}); pass a model directory "
+                              "(recsys-emb export), a run directory or a checkpoint directory")
+    return model_from_checkpoint(p)
+
+
+def _export_model_dir(checkpoint: PathLike, out: PathLike, overwrite: bool, **_: Any) -> Path:
+    return save_model_dir(model_from_checkpoint(checkpoint), out, overwrite=overwrite)
+
+
+EXPORT_FORMATS: Dict[str, Callable[..., Path]] = {"model-dir": _export_model_dir}
+"""``recsys-emb export --format`` choices: ``format -> f(checkpoint, out, overwrite, **options) -> path``."""
+
+
+def export_model(checkpoint: PathLike, out: PathLike, format: str = "model-dir", overwrite: bool = False,
+                 **options: Any) -> Path:
+    """Export a trained run or checkpoint: ``format="model-dir"`` writes a self-contained model directory.
+
+    Example (``run``: a trained run directory)::
+
+        export_model(run, "models/ctr-v1")
+        model = load_model("models/ctr-v1")
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"export format {format!r} is not one of {sorted(EXPORT_FORMATS)}")
+    return EXPORT_FORMATS[format](checkpoint, out, overwrite=overwrite, **options)

@@ -1,0 +1,167 @@
+"""From a trained run to scores of new raw rows: train a tiny mixed-dimension DLRM, export it with the CLI,
+delete the dataset, and score raw Criteo TSV lines (with and without the label column, gzip, unseen
+values, a malformed line) with ``recsys-emb predict`` from another working directory. Real processes,
+real files; the scores equal the eager model's on the processed rows, and the metrics ``evaluate``'s."""
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_emb.config import config_from_dict
+from recsys_emb.data.batches import ParquetBatches, batch_from_table
+from recsys_emb.data.criteo import CAT_COLUMNS, INT_COLUMNS, preprocess
+from recsys_emb.data.synthetic import generate_criteo_like
+from recsys_emb.errors import InvalidInputError
+from recsys_emb.scoring import score_batch, score_frame
+from recsys_emb.serving import evaluate_checkpoint
+from recsys_emb.training import train
+from recsys_emb.training.metrics import ctr_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+UNSEEN = "fedcba987654321"  # 15 hex digits: a valid raw value no generated row has
+
+
+def cli(*args, cwd):
+    env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env=env)
+    assert proc.returncode == 0, f"recsys-emb {' '.join(map(str, args))}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run on tiny data (mixed dimension: its blocks come from the data's counts), with the eager model's
+    logits and ids of the test split and ``evaluate``'s metrics, taken while the data still exists."""
+    from recsys_emb.model_dir import load_model
+
+    base = tmp_path_factory.mktemp("predict")
+    g = generate_criteo_like(base / "raw", rows=3000, scale=0.001, seed=1)
+    preprocess(g.tsv, base / "data", min_count=2)
+    cfg = config_from_dict({
+        "name": "tiny", "seed": 0,
+        "data": {"path": str(base / "data"), "batch_size": 256, "eval_batch_size": 4096},
+        "model": {"kind": "dlrm", "bottom_mlp": [16, 8], "top_mlp": [16]},
+        "embeddings": {"variant": "mixed", "dim": 8, "min_rows": 16, "compression": 4},
+        "train": {"epochs": 1, "log_every": 0, "progress": False, "out_dir": str(base / "run")},
+    })
+    train(cfg)
+    model = load_model(base / "run")
+    assert model.path == base / "run" / "model"  # written by training, not rebuilt from the checkpoint
+    ref = np.concatenate([score_batch(model, b) for b in ParquetBatches(base / "data", "test", batch_size=97)])
+    test = pq.read_table(sorted((base / "data" / "test").glob("*.parquet")))
+    lines = g.tsv.read_text().splitlines()[-len(ref):]
+    return {"base": base, "ref": ref, "test": test, "lines": lines, "model": model,
+            "evaluate": evaluate_checkpoint(base / "run", "test")}
+
+
+def test_predict_scores_raw_rows_of_a_model_whose_data_is_gone(trained):
+    base, ref, lines, model = trained["base"], trained["ref"], trained["lines"], trained["model"]
+    n = len(lines)
+    day = base / "new" / "day.tsv"
+    day.parent.mkdir()
+    bad_at = n // 2  # a malformed line between two good ones: line bad_at + 1 of the file
+    day.write_text("\n".join(lines[:bad_at] + ["1\t2\tthree"] + lines[bad_at:]) + "\n")
+    # the test day without its label column, gzipped, with values the vocabulary never saw in C3 of five rows
+    unlabelled = [ln.split("\t", 1)[1].split("\t") for ln in lines]
+    c3 = 13 + CAT_COLUMNS.index("C3")
+    for row in unlabelled[:5]:
+        row[c3] = UNSEEN
+    with gzip.open(base / "new" / "day39.tsv.gz", "wt") as fh:
+        fh.write("".join("\t".join(r) + "\n" for r in unlabelled))
+
+    cli("export", "--checkpoint", base / "run", "--out", base / "models" / "tiny", cwd=base)
+    shutil.rmtree(base / "data")
+    shutil.rmtree(base / "raw")
+    elsewhere = base / "elsewhere"
+    elsewhere.mkdir()
+    out = cli("predict", "--model", "../models/tiny", "--input", "../new/day.tsv", "../new/day39.tsv.gz",
+              "--out", "scores.parquet", "--on-bad-line", "skip", "--json", cwd=elsewhere)
+    report = json.loads(out.stdout)
+    scores = pq.read_table(elsewhere / "scores.parquet").to_pandas()
+
+    assert report["rows"] == 2 * n and report["labelled"] == n
+    assert report["bad_lines"]["bad_lines"] == 1
+    assert report["bad_lines"]["examples"][0]["line"] == bad_at + 1
+    assert report["bad_lines"]["examples"][0]["path"].endswith("day.tsv")
+
+    labelled = scores[scores.file.astype(str).str.endswith("day.tsv")]
+    assert labelled.line.tolist() == list(range(1, bad_at + 1)) + list(range(bad_at + 2, n + 2))
+    np.testing.assert_allclose(labelled.logit.values, ref, rtol=0, atol=1e-6)
+    m = ctr_metrics(labelled.label.values.astype(int), labelled.logit.values)
+    assert abs(m["auc"] - trained["evaluate"]["auc"]) < 1e-6
+    assert abs(m["logloss"] - trained["evaluate"]["logloss"]) < 1e-6
+
+    # the eager model on the processed rows, C3 set to its OOV id where the raw value was unseen
+    ids = {c: trained["test"].column(c).to_numpy().copy() for c in CAT_COLUMNS}
+    oov_c3 = model.dataset["oov_ids"]["C3"]
+    ids["C3"][:5] = oov_c3
+    processed = pa.table({**{c: trained["test"].column(c) for c in INT_COLUMNS}, **ids})
+    expected = score_batch(model, batch_from_table(processed, model.schema))
+    unl = scores[scores.file.astype(str).str.endswith("day39.tsv.gz")]
+    assert unl.label.isna().all() and unl.line.tolist() == list(range(1, n + 1))
+    np.testing.assert_allclose(unl.logit.values, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(unl.score.values, 1 / (1 + np.exp(-expected)), rtol=0, atol=1e-6)
+    assert not np.allclose(expected[:5], ref[:5])  # the unseen values do change those scores
+
+    # OOV: rows whose raw value maps to the OOV id, in both files; the five unseen C3 values among them
+    oov_ids = model.dataset["oov_ids"]
+    per_file = {c: int((trained["test"].column(c).to_numpy() == oov_ids[c]).sum()) for c in CAT_COLUMNS}
+    assert report["oov"]["C3"] == per_file["C3"] + int((ids["C3"] == oov_c3).sum())
+    assert int((ids["C3"] == oov_c3).sum()) >= 5
+    assert all(report["oov"][c] == 2 * per_file[c] for c in CAT_COLUMNS if c != "C3")
+
+
+def test_score_frame_takes_raw_values_or_ids(trained):
+    model, lines, ref = trained["model"], trained["lines"], trained["ref"]
+    cols = ["label", *INT_COLUMNS, *CAT_COLUMNS]
+    rows = [ln.split("\t") for ln in lines[:50]]
+    df = pd.DataFrame(rows, columns=cols).drop(columns="label")
+    for c in INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c].replace("", None))
+    oov = {}
+    p = score_frame(model, df, oov=oov)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-ref[:50])), rtol=0, atol=1e-6)
+    assert set(oov) == set(CAT_COLUMNS)
+    p_ids = score_frame(model, trained["test"].slice(0, 50), raw=False)
+    np.testing.assert_allclose(p_ids, p, rtol=0, atol=1e-6)
+    df.loc[3, "C7"] = "not-hex"
+    with pytest.raises(InvalidInputError, match=r"column C7, row 3: 'not-hex'"):
+        score_frame(model, df)
+    with pytest.raises(InvalidInputError, match=r"missing \['C26'\]"):
+        score_frame(model, df.drop(columns="C26"))
+
+
+def test_predict_reads_processed_parquet_with_an_id_column(trained, tmp_path):
+    from recsys_emb.errors import DataError
+    from recsys_emb.scoring import predict
+
+    model, ref = trained["model"], trained["ref"]
+    table = trained["test"].append_column("request", pa.array([f"r{i}" for i in range(trained["test"].num_rows)]))
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=100)
+    r = predict(model, tmp_path / "a.parquet", tmp_path / "s.parquet", id_column="request", batch_rows=64)
+    got = pq.read_table(tmp_path / "s.parquet").to_pandas()
+    assert r.rows == len(ref) and r.bad_lines is None and r.labelled == len(ref)
+    assert got.request.tolist() == [f"r{i}" for i in range(len(ref))]
+    np.testing.assert_allclose(got.logit.values, ref, rtol=0, atol=1e-6)
+    with pytest.raises(DataError, match="s.parquet exists; pass overwrite=True"):
+        predict(model, tmp_path / "a.parquet", tmp_path / "s.parquet")
+    with pytest.raises(DataError, match="--id-column 'nope' is not a column"):
+        predict(model, tmp_path / "a.parquet", tmp_path / "t.parquet", id_column="nope")
+    (tmp_path / "d.tsv").write_text(trained["lines"][0] + "\n")
+    with pytest.raises(DataError, match="a Criteo TSV has no named columns"):
+        predict(model, tmp_path / "d.tsv", tmp_path / "t.parquet", id_column="request")
+    with pytest.raises(DataError, match="inputs mix Parquet and TSV"):
+        predict(model, [tmp_path / "d.tsv", tmp_path / "a.parquet"], tmp_path / "t.parquet")
+    assert not (tmp_path / "t.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "d.tsv", "s.parquet"]  # no temporaries

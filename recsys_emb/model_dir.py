@@ -255,13 +255,27 @@ def _export_model_dir(checkpoint: PathLike, out: PathLike, overwrite: bool, **_:
     return save_model_dir(model_from_checkpoint(checkpoint), out, overwrite=overwrite)
 
 
-EXPORT_FORMATS: Dict[str, Callable[..., Path]] = {"model-dir": _export_model_dir}
+def _export_torch(checkpoint: PathLike, out: PathLike, overwrite: bool, table_dtype: str = "fp32", **_: Any) -> Path:
+    from recsys_emb.inference import PROGRAM_FILE, SIGNATURE_FILE, write_exported
+
+    saved = load_model(checkpoint)  # a model directory, a run or a checkpoint
+    with atomic_output_dir(out, overwrite=overwrite, owned=(PROGRAM_FILE, SIGNATURE_FILE),
+                           command="recsys-emb export --format torch-export") as tmp:
+        write_exported(saved.module, saved.features, tmp, table_dtype=table_dtype)
+    return Path(out) / PROGRAM_FILE
+
+
+EXPORT_FORMATS: Dict[str, Callable[..., Path]] = {"model-dir": _export_model_dir, "torch-export": _export_torch}
 """``recsys-emb export --format`` choices: ``format -> f(checkpoint, out, overwrite, **options) -> path``."""
 
 
 def export_model(checkpoint: PathLike, out: PathLike, format: str = "model-dir", overwrite: bool = False,
                  **options: Any) -> Path:
-    """Export a trained run or checkpoint: ``format="model-dir"`` writes a self-contained model directory.
+    """Export a trained run or checkpoint: ``format="model-dir"`` writes a self-contained model directory;
+    ``format="torch-export"`` (``checkpoint`` may also be a model directory) writes a directory with the
+    inference module as a ``torch.export`` program (``model.pt2``, ``export.json``: feature order, inputs,
+    table storage), its tables stored as ``table_dtype`` (``fp32``, ``fp16`` or ``int8`` row-wise), loadable
+    with :func:`recsys_emb.inference.load_program` (docs/inference.md).
 
     Example (``run``: a trained run directory)::
 

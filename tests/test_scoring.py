@@ -165,3 +165,29 @@ def test_predict_reads_processed_parquet_with_an_id_column(trained, tmp_path):
         predict(model, [tmp_path / "d.tsv", tmp_path / "a.parquet"], tmp_path / "t.parquet")
     assert not (tmp_path / "t.parquet").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "d.tsv", "s.parquet"]  # no temporaries
+
+
+def test_export_torch_export_from_the_model_directory_alone(trained, tmp_path):
+    """``recsys-emb export --format torch-export`` takes the run's model directory (no dataset needed) and
+    writes the program; fp32 tables give the eager logits, int8 tables stay within the quantisation error,
+    and --table-dtype with the model-dir format is refused in one line."""
+    import torch
+
+    from recsys_emb.inference import KJTScorer, load_program
+
+    base, model = trained["base"], trained["model"]
+    batch = batch_from_table(pa.table({c: trained["test"].column(c) for c in (*INT_COLUMNS, *CAT_COLUMNS)}),
+                             model.schema)
+    for dtype in ("fp32", "int8"):
+        cli("export", "--checkpoint", base / "run" / "model", "--out", tmp_path / dtype, "--format", "torch-export",
+            "--table-dtype", dtype, cwd=tmp_path)
+        meta = json.loads((tmp_path / dtype / "export.json").read_text())
+        program = load_program(tmp_path / dtype)
+        with torch.no_grad():
+            got = KJTScorer(program, meta["features"], batch.dense.shape[1])(batch.dense, batch.sparse).numpy()
+        np.testing.assert_allclose(got, trained["ref"], rtol=0, atol=1e-6 if dtype == "fp32" else 0.05)
+    env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "export", "--checkpoint", str(base / "run"),
+                           "--out", str(tmp_path / "m"), "--table-dtype", "int8"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2 and "--table-dtype int8 applies to --format torch-export" in proc.stderr

@@ -17,7 +17,11 @@ __all__ = ["add_serving_commands"]
 def _cmd_export(args: argparse.Namespace) -> int:
     from recsys_emb.model_dir import export_model
 
-    out = export_model(args.checkpoint, args.out, format=args.format, overwrite=args.overwrite)
+    options = {"table_dtype": args.table_dtype} if args.format == "torch-export" else {}
+    if args.format != "torch-export" and args.table_dtype != "fp32":
+        raise ValueError(f"--table-dtype {args.table_dtype} applies to --format torch-export; a model directory "
+                         "keeps the trained fp32 weights")
+    out = export_model(args.checkpoint, args.out, format=args.format, overwrite=args.overwrite, **options)
     print(f"wrote {args.format} {out}")
     return 0
 
@@ -62,10 +66,14 @@ def add_serving_commands(subparsers: "argparse._SubParsersAction") -> None:
 
     ex = subparsers.add_parser("export", help="a trained run -> a self-contained model directory")
     ex.add_argument("--checkpoint", required=True,
-                    help="run directory (the model its summary reports) or checkpoint directory; needs the run's data")
+                    help="run directory (the model its summary reports) or checkpoint directory, which need the "
+                         "run's data; torch-export also takes a model directory")
     ex.add_argument("--out", required=True, help="output directory (e.g. models/NAME)")
     ex.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="model-dir",
-                    help="model-dir: weights (tensors only), specs, config, schema, vocabulary, provenance")
+                    help="model-dir: weights (tensors only), specs, config, schema, vocabulary, provenance; "
+                         "torch-export: the inference module as a torch.export program (model.pt2, export.json)")
+    ex.add_argument("--table-dtype", choices=["fp32", "fp16", "int8"], default="fp32",
+                    help="torch-export: how the tables are stored (int8: row-wise, a scale and bias per row)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     ex.set_defaults(func=_cmd_export)
 

@@ -44,6 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from recsys_emb.config import ConfigError, load_config
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any work, on a bad config
+    cfg.check_device()  # and here when the installed stack cannot run train.device (before any process starts)
     if args.nproc > 1 or args.nnodes > 1 or args.rdzv_endpoint:
         if "TORCHELASTIC_RUN_ID" in os.environ:
             raise ConfigError("--nproc/--nnodes inside a torchrun worker: torchrun started the processes already; "

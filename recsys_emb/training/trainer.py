@@ -41,7 +41,7 @@ from recsys_emb.training.rundir import RunDirectory, run_fingerprint
 from recsys_emb.version import __version__
 from recsys_emb.training.metrics import forward, score_split
 
-__all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV", "FAULT_HOLD_ENV"]
+__all__ = ["Trainer", "train", "init_distributed", "train_device", "FAULT_KILL_ENV", "FAULT_HOLD_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,35 @@ def _fault_hold() -> Tuple[int, Optional[Path]]:
     return int(step), Path(path)
 
 
-def init_distributed() -> Tuple[int, int]:
-    """(rank, world size): from torchrun's environment, else a one-process group."""
+def init_distributed(device: Optional[torch.device] = None) -> Tuple[int, int]:
+    """(rank, world size): from torchrun's environment, else a one-process group. Gloo on CPU; on a CUDA
+    ``device`` NCCL, with this process's GPU (:func:`train_device`) made current first."""
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        dist.init_process_group("gloo")
+        if cuda:
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
         return dist.get_rank(), dist.get_world_size()
-    init_single_process_group()
+    init_single_process_group("nccl" if cuda else "gloo")
     return 0, 1
+
+
+def train_device(cfg: RunConfig) -> torch.device:
+    """This process's device: the CPU, or one GPU per process, ``cuda:LOCAL_RANK`` (torchrun's local
+    rank; 0 outside torchrun). Checks first that the install can run it (:meth:`RunConfig.check_device`)."""
+    cfg.check_device()
+    if cfg.train.device != "cuda":
+        return torch.device(cfg.train.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"LOCAL_RANK={local_rank} but PyTorch sees {torch.cuda.device_count()} GPU(s) on this "
+                          f"node; start at most that many processes per node (--nproc)")
+    return torch.device("cuda", local_rank)
 
 
 def _on_rank0(work: Callable[[], None], rank: int, world: int) -> None:
@@ -105,7 +125,8 @@ class Trainer:
         self.resume = resume
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.rank, self.world = init_distributed()
+        self.device = train_device(cfg)
+        self.rank, self.world = init_distributed(self.device)
         self.out = cfg.out_dir
         self.run_dir = RunDirectory(self.out) if self.rank == 0 else None
         self.data_dir = Path(cfg.data.path)
@@ -114,9 +135,6 @@ class Trainer:
         self.fingerprint = run_fingerprint(cfg, self.metadata)
         self.schema = TableSchema.from_dict(self.metadata["schema"])
         seed_everything(cfg.seed)
-        self.device = torch.device(cfg.train.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device='cuda' but PyTorch sees no CUDA device; set train.device: cpu")
         # tables on meta: the backend allocates and fills them without touching the random number
         # generator, so every backend and world size starts from the same model
         model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))

@@ -124,7 +124,7 @@ def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_
             raise ConfigError(f"train.embedding_backend='table_batched' trains in one process (world size "
                               f"{world_size} asked); use train.embedding_backend: torchrec to shard across processes")
         return TableBatched(model, optimizer, device=device, init_seed=cfg.seed, init_scale=cfg.embeddings.init_scale)
-    return shard_model(model, optimizer, sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
+    return shard_model(model, optimizer, device=device, sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
                        init_scale=cfg.embeddings.init_scale)
 
 

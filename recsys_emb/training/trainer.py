@@ -63,21 +63,20 @@ def _fault_hold() -> Tuple[int, Optional[Path]]:
     return int(step), Path(path)
 
 
-def init_distributed(device: Optional[torch.device] = None) -> Tuple[int, int]:
-    """(rank, world size): from torchrun's environment, else a one-process group. Gloo on CPU; on a CUDA
-    ``device`` NCCL, with this process's GPU (:func:`train_device`) made current first."""
+def init_distributed(device: Optional[torch.device] = None, backend: str = "gloo") -> Tuple[int, int]:
+    """(rank, world size): from torchrun's environment, else a one-process group. ``backend`` ``nccl``
+    (TorchRec on GPUs) makes this process's GPU ``device`` (:func:`train_device`) current first."""
     if dist.is_initialized():
+        if dist.get_backend() != backend:
+            raise ConfigError(f"this process already has a {dist.get_backend()} process group; a run that needs "
+                              f"{backend} (train.device, train.embedding_backend) must start in a new process")
         return dist.get_rank(), dist.get_world_size()
-    cuda = device is not None and device.type == "cuda"
-    if cuda:
+    if backend == "nccl" and device is not None:
         torch.cuda.set_device(device)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        if cuda:
-            dist.init_process_group("nccl", device_id=device)
-        else:
-            dist.init_process_group("gloo")
+        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
         return dist.get_rank(), dist.get_world_size()
-    init_single_process_group("nccl" if cuda else "gloo")
+    init_single_process_group(backend)
     return 0, 1
 
 
@@ -126,7 +125,9 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = train_device(cfg)
-        self.rank, self.world = init_distributed(self.device)
+        # NCCL for TorchRec's sharded CUDA kernels; the single-device table-batched kernel needs no collective
+        backend = "nccl" if self.device.type == "cuda" and cfg.train.embedding_backend == "torchrec" else "gloo"
+        self.rank, self.world = init_distributed(self.device, backend)
         self.out = cfg.out_dir
         self.run_dir = RunDirectory(self.out) if self.rank == 0 else None
         self.data_dir = Path(cfg.data.path)

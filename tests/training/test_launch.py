@@ -31,7 +31,7 @@ def test_exit_worker_flushes_output_and_keeps_the_exit_code(tmp_path):
         logging.getLogger("w").info("log line")
         exit_worker(3)
     """)
-    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 3
     assert done.stdout == "result line without newline"
     assert "log line" in done.stderr

@@ -208,7 +208,11 @@ class TrainLoopConfig:
     threads: Optional[int] = None
     sharding_types: List[str] = field(default_factory=lambda: ["table_wise"])
     device: str = "cpu"
-    """``cpu``, or ``cuda`` (needs ``train.embedding_backend: table_batched``)."""
+    """``cpu``, or ``cuda``: one process per GPU (``LOCAL_RANK`` -> ``cuda:LOCAL_RANK``), NCCL, and with
+    ``embedding_backend: torchrec`` FBGEMM's CUDA build (checked by :meth:`RunConfig.check_device`)."""
+    mixed_precision: str = "none"
+    """``bf16``: the dense part of the model (MLPs, interaction, attention) runs under bfloat16 autocast,
+    the tables and the loss in float32; ``none``: float32 throughout."""
     early_stopping: Optional[EarlyStoppingConfig] = field(default_factory=EarlyStoppingConfig)
     """Early stopping on a validation metric, evaluated every ``eval_every`` steps (each epoch when
     ``eval_every`` is 0); on by default (validation log loss, patience 3): a run reports the model of its
@@ -230,6 +234,7 @@ class TrainLoopConfig:
         _choice("train.device", self.device, ["cpu", "cuda"])
         _choice("train.pipeline", self.pipeline, list(TRAIN_PIPELINES))
         _choice("train.embedding_backend", self.embedding_backend, list(EMBEDDING_BACKENDS))
+        _choice("train.mixed_precision", self.mixed_precision, ["none", "bf16"])
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)
         for key in ("eval_every", "checkpoint_every", "log_every"):
@@ -255,16 +260,28 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for part in (self.data, self.model, self.embeddings, self.optim, self.train):
             part.validate()
-        if self.train.device == "cuda" and self.train.embedding_backend != "table_batched":
-            raise ConfigError("train.device='cuda' needs train.embedding_backend='table_batched': TorchRec's sharded "
-                              "kernels need FBGEMM's GPU build, which this install lacks; set "
-                              "train.embedding_backend: table_batched")
         if self.train.embedding_backend == "table_batched":
             if self.model.kind != "dlrm":
                 raise ConfigError(f"train.embedding_backend='table_batched' serves model.kind 'dlrm' only (got "
                                   f"{self.model.kind!r}); use train.embedding_backend: torchrec")
             _choice("optim.embedding (with train.embedding_backend: table_batched)", self.optim.embedding,
                     list(TABLE_BATCHED_OPTIMIZERS))
+        return self
+
+    def check_device(self) -> "RunConfig":
+        """Check that this machine's install can run ``train.device`` (a run checks it before any process
+        or data is made; :meth:`validate` does not, so a CUDA run's saved config still loads on a CPU
+        machine). Raises :class:`ConfigError` with the fix: the install command of FBGEMM's CUDA build
+        for ``embedding_backend: torchrec``, or a GPU that PyTorch can see."""
+        if self.train.device == "cuda":
+            from recsys_emb.torch_stack import cuda_problem
+
+            problem = cuda_problem(fbgemm_kernels=self.train.embedding_backend == "torchrec")
+            if problem is not None:
+                alt = "; or set train.embedding_backend: table_batched (one GPU, plain PyTorch, DLRM)" \
+                    if self.train.embedding_backend == "torchrec" and "CPU build (" in problem else ""
+                raise ConfigError(f"train.device='cuda' with train.embedding_backend="
+                                  f"{self.train.embedding_backend!r}: {problem}{alt}")
         return self
 
     @property

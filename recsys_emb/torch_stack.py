@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 from recsys_emb.errors import TorchStackError
 
-__all__ = ["TESTED", "INSTALL_COMMANDS", "check_torch_stack", "stack_problem"]
+__all__ = ["TESTED", "INSTALL_COMMANDS", "check_torch_stack", "stack_problem", "cuda_problem", "cuda_install_command"]
 
 TESTED: Dict[str, str] = {"torch": "2.13", "fbgemm_gpu": "1.8", "torchrec": "1.8"}
 """The release series the library is tested with (``make`` installs exactly these)."""
@@ -142,3 +142,44 @@ def check_torch_stack() -> Dict[str, str]:
     if problem is not None:
         raise _fail(problem)
     return versions
+
+
+def cuda_install_command(cuda_version: Optional[str]) -> str:
+    """The commands that replace the CPU set by the tested CUDA set, for PyTorch's CUDA ``cuda_version``
+    (``torch.version.cuda``; ``None`` for a CPU torch: the tested CUDA 12.8, README.md's table).
+
+    Example:
+        >>> cuda_install_command("12.6").split(" && ")[1]
+        'pip install torch==2.13.0 fbgemm-gpu==1.8.0 --index-url https://download.pytorch.org/whl/cu126'
+    """
+    tag = "cu" + (cuda_version or "12.8").replace(".", "")
+    return (f"pip uninstall -y fbgemm-gpu-cpu && pip install torch=={TESTED['torch']}.0 fbgemm-gpu=={TESTED['fbgemm_gpu']}.0 "
+            f"--index-url https://download.pytorch.org/whl/{tag} && pip install torchrec=={TESTED['torchrec']}.0")
+
+
+def cuda_problem(fbgemm_kernels: bool = True) -> Optional[str]:
+    """Why training on CUDA cannot run with this install, with the fix; ``None`` when it can.
+
+    Checks what is installed and loaded, not what is wanted: FBGEMM's build variant
+    (``fbgemm_gpu.__variant__``; ``cpu`` for fbgemm-gpu-cpu, whose kernels TorchRec cannot shard on
+    GPUs; checked when ``fbgemm_kernels``), whether torch is a CUDA build, and whether it sees a GPU.
+
+    Example:
+        >>> cuda_problem() is None or "pip install" in cuda_problem() or "no GPU" in cuda_problem()
+        True
+    """
+    import fbgemm_gpu
+    import torch
+
+    cuda = torch.version.cuda
+    fix = f"install the CUDA set ({cuda_install_command(cuda)})"
+    variant = str(getattr(fbgemm_gpu, "__variant__", "")).lower()
+    if fbgemm_kernels and (variant == "cpu" or _installed("fbgemm-gpu-cpu")):
+        version = getattr(fbgemm_gpu, "__version__", None) or _installed("fbgemm-gpu-cpu")
+        return f"fbgemm_gpu {version} is FBGEMM's CPU build (fbgemm-gpu-cpu), without the CUDA kernels; {fix}"
+    if cuda is None:
+        return f"torch {torch.__version__} is a CPU build; {fix}"
+    if not torch.cuda.is_available():
+        return (f"torch {torch.__version__} (CUDA {cuda}) sees no GPU (check the driver with nvidia-smi and "
+                f"CUDA_VISIBLE_DEVICES)")
+    return None

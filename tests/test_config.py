@@ -36,8 +36,7 @@ def test_overrides_apply_and_validate():
      r"train.embedding_backend='fbgemm' is not allowed; choose one of \['torchrec', 'table_batched'\]"),
     ({"embeddings": {"kernel": "concat"}}, r"embeddings.kernel is now train.embedding_backend \(with 'concat' renamed"),
     ({"train": {"device": "tpu"}}, r"train.device='tpu' is not allowed; choose one of \['cpu', 'cuda'\]"),
-    ({"train": {"device": "cuda"}},
-     r"train.device='cuda' needs train.embedding_backend='table_batched'.*set train.embedding_backend: table_batched"),
+    ({"train": {"mixed_precision": "fp16"}}, r"train.mixed_precision='fp16' is not allowed; choose one of \['none', 'bf16'\]"),
     ({"train": {"embedding_backend": "table_batched"}, "model": {"kind": "din", "item_pairs": [["a", "b"]]}},
      r"train.embedding_backend='table_batched' serves model.kind 'dlrm' only \(got 'din'\)"),
     ({"train": {"embedding_backend": "table_batched"}, "optim": {"embedding": "adam"}},
@@ -104,3 +103,26 @@ def test_exponent_notation_is_a_number(tmp_path):
     path.write_text("data: {path: d}\noptim: {embedding_l2: 1e-x}\n")
     with pytest.raises(ConfigError, match=r"optim.embedding_l2='1e-x' has the wrong type; expected a number"):
         load_config(path)
+
+
+def test_a_cuda_config_validates_anywhere_and_is_checked_against_the_install_when_it_runs():
+    """TorchRec on CUDA is a valid config (a CUDA run's saved config loads on a CPU machine); whether this
+    machine can run it is :meth:`RunConfig.check_device`, which checks the real installed stack."""
+    import fbgemm_gpu
+    import torch
+
+    cfg = config_from_dict({"data": {"path": "x"}, "train": {"device": "cuda", "mixed_precision": "bf16"}})
+    assert (cfg.train.embedding_backend, cfg.train.mixed_precision) == ("torchrec", "bf16")
+    assert config_from_dict({"data": {"path": "x"}}).check_device().train.device == "cpu"
+    if fbgemm_gpu.__variant__ != "cpu" and torch.cuda.is_available():
+        pytest.skip("this machine has FBGEMM's CUDA build and a GPU: the check passes")
+    with pytest.raises(ConfigError) as err:
+        cfg.check_device()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("train.device='cuda' with train.embedding_backend='torchrec': ")
+    if fbgemm_gpu.__variant__ == "cpu":
+        assert "FBGEMM's CPU build (fbgemm-gpu-cpu)" in message
+        cu = "cu" + (torch.version.cuda or "12.8").replace(".", "")
+        assert (f"pip uninstall -y fbgemm-gpu-cpu && pip install torch==2.13.0 fbgemm-gpu==1.8.0 --index-url "
+                f"https://download.pytorch.org/whl/{cu} && pip install torchrec==1.8.0") in message
+        assert "or set train.embedding_backend: table_batched" in message

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recsys_emb.errors import RecsysEmbError, TorchStackError
-from recsys_emb.torch_stack import INSTALL_COMMANDS, check_torch_stack, stack_problem
+from recsys_emb.torch_stack import INSTALL_COMMANDS, check_torch_stack, cuda_install_command, cuda_problem, stack_problem
 from venv_helpers import SITE, clean_env, closure, fresh_venv, link_distributions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,29 @@ def test_readme_lists_the_same_install_commands():
     assert len(commands) == 5
     for command in commands:
         assert f"`{command}`" in readme, f"README.md's install table lacks `{command}`"
+
+
+def test_cuda_install_command_follows_torchs_cuda_and_the_readme_for_a_cpu_torch():
+    readme = (ROOT / "README.md").read_text()
+    # a CPU torch gets README.md's CUDA row (the tested CUDA 12.8 set)
+    for command in cuda_install_command(None).split(" && ")[1:]:
+        assert f"`{command}`" in readme, command
+    assert "/whl/cu126 " in cuda_install_command("12.6")
+
+
+def test_the_cuda_check_reads_the_installed_fbgemm_build():
+    """The real installed FBGEMM, not a stand-in: its build variant decides."""
+    import fbgemm_gpu
+    import torch
+
+    problem = cuda_problem()
+    if fbgemm_gpu.__variant__ == "cpu":
+        assert problem is not None and "is FBGEMM's CPU build (fbgemm-gpu-cpu)" in problem
+        assert cuda_install_command(torch.version.cuda) in problem
+    elif torch.cuda.is_available():
+        assert problem is None
+    # the table-batched kernel needs a CUDA torch and a GPU only
+    assert (cuda_problem(fbgemm_kernels=False) is None) == torch.cuda.is_available()
 
 
 def _import_in(tmp_path: Path, dists, torchrec_version=None):

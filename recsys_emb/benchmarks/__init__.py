@@ -10,6 +10,8 @@
 - :mod:`~recsys_emb.benchmarks.train_throughput`: end-to-end DLRM training against TorchRec's DLRM.
 - :mod:`~recsys_emb.benchmarks.data_throughput`: Parquet batches per second, generation and preprocessing.
 - :mod:`~recsys_emb.benchmarks.nproc_throughput`: training on 1 against N processes.
+- :mod:`~recsys_emb.benchmarks.gpu_train`: end-to-end DLRM training on one GPU (table-batched kernel,
+  float32 and bf16 autocast).
 - :mod:`~recsys_emb.benchmarks.search_dims`: searched per-field dims against the best uniform dim.
 - :mod:`~recsys_emb.benchmarks.din_attention`: DIN's attention against sum pooling.
 - :mod:`~recsys_emb.benchmarks.quality`: test AUC of every variant at parameter budgets (a package:

@@ -43,16 +43,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from recsys_emb.config import load_config
+    from recsys_emb.config import ConfigError, load_config
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any work, on a bad config
-    if args.nproc > 1:
-        from recsys_emb.training.launch import launch_local
+    cfg.check_device()  # and here when the installed stack cannot run train.device (before any process starts)
+    if args.nproc > 1 or args.nnodes > 1 or args.rdzv_endpoint:
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            raise ConfigError("--nproc/--nnodes inside a torchrun worker: torchrun started the processes already; "
+                              "drop --nproc/--nnodes/--rdzv-endpoint there")
+        from recsys_emb.training.launch import launch
+        from recsys_emb.training.rundir import LOGS_DIR
 
-        return launch_local(args.nproc, ["-m", "recsys_emb.cli", "train", "--config", args.config,
-                                         *sum((["--set", o] for o in args.overrides), []),
-                                         *(["--resume"] if args.resume else []), *(["--json"] if args.json else []),
-                                         *(["--overwrite"] if args.overwrite else [])])
+        worker = ["-m", "recsys_emb.cli", *(["-" + "v" * args.verbose] if args.verbose else []), "train",
+                  "--config", args.config, *sum((["--set", o] for o in args.overrides), []),
+                  *(["--resume"] if args.resume else []), *(["--json"] if args.json else []),
+                  *(["--overwrite"] if args.overwrite else [])]
+        return launch(worker, nproc=args.nproc, log_dir=cfg.out_dir / LOGS_DIR, nnodes=args.nnodes,
+                      node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
     import torch.distributed as dist
 
     from recsys_emb.training import train
@@ -147,8 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in train.out_dir (a used directory is refused otherwise)")
-    t.add_argument("--nproc", type=int, default=1, help="local worker processes (TorchRec model parallel, gloo); "
-                   "under torchrun (torchrun --nproc-per-node N -m recsys_emb.cli train ...) each process is one rank")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="worker processes on this node, started by torchrun's elastic agent (one per GPU with "
+                        "train.device: cuda); each rank's output and error file are kept in <out_dir>/logs/")
+    t.add_argument("--nnodes", type=int, default=1, help="nodes of a multi-node run (torchrun's --nnodes)")
+    t.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nnodes-1 (torchrun's --node-rank)")
+    t.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="node 0's address and a free port, the same on every node (torchrun's --rdzv-endpoint, "
+                        "static rendezvous). Plain torchrun works too: torchrun ... -m recsys_emb.cli train ...")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
     t.set_defaults(func=_cmd_train, reexec=True)
 
@@ -202,8 +215,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RecsysEmbError as e:
         # the library's errors name the file or key, the value and the fix: one line is the message,
         # the traceback is for -v
+        _record_for_launcher(e)
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        _record_for_launcher(e)
+        raise
+
+
+def _record_for_launcher(error: BaseException) -> None:
+    """A worker of ``--nproc`` / torchrun: the error and its traceback into the error file the elastic
+    agent reports (nothing to do, and nothing imported, in a plain run)."""
+    import os
+
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from recsys_emb.training.launch import record_worker_error
+
+        record_worker_error(error)
 

@@ -11,7 +11,17 @@ __all__ = ["add_search_command"]
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    import os
+
+    from recsys_emb.errors import ConfigError
     from recsys_emb.search import load_search_config, open_study, search, search_report
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not args.report:
+        # each process would be an Optuna worker of its own, training its own trial in a process group
+        # shared with the others' different trials (docs/search.md, "Trials on several processes")
+        raise ConfigError(f"recsys-emb search runs as one process per worker (WORLD_SIZE={world} here, a torchrun "
+                          f"worker?); start it without torchrun/--nproc, once per worker")
 
     overrides = list(args.overrides)
     if args.budget_bytes is not None:

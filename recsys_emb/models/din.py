@@ -13,7 +13,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from recsys_emb.errors import InvalidInputError
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, split_by_keys
-from recsys_emb.models.layers import ACTIVATIONS, MLP, AttentionPooling, SumPooling, check_widths
+from recsys_emb.models.layers import ACTIVATIONS, MLP, AttentionPooling, SumPooling, check_widths, dense_autocast
 from recsys_emb.specs import FeatureSpec
 
 __all__ = ["DIN"]
@@ -74,6 +74,8 @@ class DIN(nn.Module):
         frequencies: ``{candidate name: (cardinality,) counts of each id in the training data}``
             for the MBA term (ids ``>= 0``; counts below 1 are treated as 1).
         dropout: dropout probability after each hidden layer of the final MLP (training only).
+        autocast: e.g. ``torch.bfloat16``: attention pooling and the final MLP run under ``torch.autocast``
+            in that dtype (the lookups stay float32, the logits are returned in float32); ``None``: float32.
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
@@ -101,8 +103,10 @@ class DIN(nn.Module):
         mba_lambda: float = 0.0,
         frequencies: Optional[Mapping[str, torch.Tensor]] = None,
         dropout: float = 0.0,
+        autocast: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        self.autocast = autocast
         if not isinstance(sequences, SequenceEmbeddingLayer):
             raise TypeError(f"DIN takes its candidate and history features as a built SequenceEmbeddingLayer; got "
                             f"{type(sequences).__name__}")
@@ -236,8 +240,10 @@ class DIN(nn.Module):
         elif dense is not None and dense.numel() > 0:
             raise ValueError(f"DIN was built with dense_in=0 but got dense features of shape {tuple(dense.shape)}; "
                              f"pass None (or rebuild with dense_in={dense.shape[-1]})")
-        parts += [candidate, self.pooling.forward_jagged(history, lengths, candidate)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        with dense_autocast(candidate, self.autocast):  # attention and MLP; the lookups stay float32
+            parts += [candidate, self.pooling.forward_jagged(history, lengths, candidate)]
+            logits = self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        return logits.float()
 
     # ------------------------------------------------------------------ regularisation
     def _mba(self, seq: KeyedJaggedTensor, rows: Dict[str, JaggedTensor]) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.layer import EmbeddingLayer
-from recsys_emb.models.layers import MLP, CatInteraction, DotInteraction, check_widths
+from recsys_emb.models.layers import MLP, CatInteraction, DotInteraction, check_widths, dense_autocast
 
 __all__ = ["DLRM", "INTERACTIONS"]
 
@@ -58,6 +58,9 @@ class DLRM(nn.Module):
         interaction_dim: the dot interaction's ``d`` when ``dense_in == 0`` (default: the most common
             feature output dim, the first such in feature order on ties).
         dropout: dropout probability after each hidden layer of the top MLP (training only).
+        autocast: e.g. ``torch.bfloat16``: the dense part (bottom MLP, projections, interaction, top MLP)
+            runs under ``torch.autocast`` in that dtype; the lookups stay float32 and the logits are
+            returned in float32. ``None``: float32 throughout.
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
@@ -82,8 +85,10 @@ class DLRM(nn.Module):
         interaction: str = "dot",
         interaction_dim: Optional[int] = None,
         dropout: float = 0.0,
+        autocast: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        self.autocast = autocast
         if not isinstance(embeddings, EmbeddingLayer):
             raise TypeError(f"DLRM takes a built EmbeddingLayer (EmbeddingLayer(feature specs)); got "
                             f"{type(embeddings).__name__}")
@@ -150,22 +155,26 @@ class DLRM(nn.Module):
         """The dense part after the embedding lookup: ``dense (B, dense_in)`` (None when ``dense_in == 0``)
         and ``embedded (B, sum d_f)`` (every feature's output columns side by side, in feature order) ->
         logits ``(B,)``. It reads no embedding table, so an inference module that looks rows up its own way
-        (:func:`recsys_emb.inference.inference_module`) scores with the model's own dense part."""
+        (:func:`recsys_emb.inference.inference_module`) scores with the model's own dense part. Under
+        ``autocast`` it runs in bfloat16; the logits are float32."""
         parts = list(embedded.split(self.output_dims, dim=1))
-        vectors: List[torch.Tensor] = []
-        if self.bottom is not None:
-            if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_in:
-                shape = None if dense is None else tuple(dense.shape)
-                raise ValueError(f"DLRM expects dense features of shape (B, {self.dense_in}); got {shape}")
-            vectors.append(self.bottom(dense))
-        elif dense is not None and dense.numel() > 0:
-            raise ValueError(f"DLRM was built with dense_in=0 but got dense features of shape {tuple(dense.shape)}; "
-                             f"pass None (or rebuild with dense_in={dense.shape[-1]})")
-        if self.interaction == "dot":
-            vectors += [e if name is None else self.projections[name](e) for name, e in zip(self._project, parts)]
-            out = self.interact(torch.stack(vectors, dim=1))
+        with dense_autocast(embedded, self.autocast):  # the dense part; the lookups stay float32
+            vectors: List[torch.Tensor] = []
             if self.bottom is not None:
-                out = torch.cat([vectors[0], out], dim=1)
-        else:
-            out = self.interact(vectors + parts)
-        return self.top(out).squeeze(1)
+                if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_in:
+                    shape = None if dense is None else tuple(dense.shape)
+                    raise ValueError(f"DLRM expects dense features of shape (B, {self.dense_in}); got {shape}")
+                vectors.append(self.bottom(dense))
+            elif dense is not None and dense.numel() > 0:
+                raise ValueError(f"DLRM was built with dense_in=0 but got dense features of shape "
+                                 f"{tuple(dense.shape)}; pass None (or rebuild with dense_in={dense.shape[-1]})")
+            if self.interaction == "dot":
+                vectors += [e if name is None else self.projections[name](e)
+                            for name, e in zip(self._project, parts)]
+                out = self.interact(torch.stack(vectors, dim=1))
+                if self.bottom is not None:
+                    out = torch.cat([vectors[0], out], dim=1)
+            else:
+                out = self.interact(vectors + parts)
+            logits = self.top(out).squeeze(1)
+        return logits.float()

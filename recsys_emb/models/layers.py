@@ -4,14 +4,16 @@ DIN's local activation unit (attention pooling over a behaviour history).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
+    "dense_autocast",
     "ACTIVATIONS",
     "Dice",
     "MLP",
@@ -89,8 +91,9 @@ class Dice(nn.Module):
             with torch.no_grad():
                 n = flat.shape[0]
                 unbiased = var * (n / (n - 1)) if n > 1 else var
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(unbiased.detach(), self.momentum)
+                # the running statistics stay float32 when the activations are bf16 (autocast)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
         p = torch.sigmoid((x - mean) * torch.rsqrt(var + self.eps))
@@ -288,3 +291,19 @@ class AttentionPooling(SumPooling):
     def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         w = self.weights_jagged(values, lengths, candidate)
         return _segment_sum(values * w.unsqueeze(1), lengths, candidate.shape[0])
+
+
+def dense_autocast(like: torch.Tensor, dtype: Optional[torch.dtype]) -> Any:
+    """A context that runs the dense layers under ``torch.autocast`` on ``like``'s device in ``dtype``
+    (e.g. ``torch.bfloat16``); a no-op for ``None``. The models open it after the table lookups, so the
+    tables and their fused optimizers stay in float32.
+
+    Example:
+        >>> x = torch.ones(2, 3)
+        >>> with dense_autocast(x, torch.bfloat16):
+        ...     (x @ x.T).dtype
+        torch.bfloat16
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=like.device.type, dtype=dtype)

@@ -102,16 +102,19 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
         pairs = [(c, h) for c, h in cfg.model.item_pairs]
     dense_in = len(schema.dense)
     m = cfg.model
+    autocast = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else None
     if m.kind == "dlrm":
         return DLRM(EmbeddingLayer(specs, device=embedding_device, l2=cfg.optim.embedding_l2), dense_in=dense_in,
-                    bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp, interaction=m.interaction, dropout=m.dropout)
+                    bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp, interaction=m.interaction, dropout=m.dropout,
+                    autocast=autocast)
     item_names = {n for p in pairs for n in p}
     profile = [s for s in specs if s.name not in item_names]
     by_name = {s.name: s for s in specs}
     sequences = SequenceEmbeddingLayer([by_name[n] for p in pairs for n in p], device=embedding_device)
     profile_layer = EmbeddingLayer(profile, device=embedding_device, l2=cfg.optim.embedding_l2) if profile else None
     return DIN(sequences, pairs, profile=profile_layer, dense_in=dense_in, attention_mlp=m.attention_mlp, mlp=m.mlp,
-               use_attention=m.use_attention, activation=m.activation, mba_lambda=m.mba_lambda, dropout=m.dropout)
+               use_attention=m.use_attention, activation=m.activation, mba_lambda=m.mba_lambda, dropout=m.dropout,
+               autocast=autocast)
 
 
 def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_size: int = 1) -> nn.Module:
@@ -125,7 +128,7 @@ def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_
             raise ConfigError(f"train.embedding_backend='table_batched' trains in one process (world size "
                               f"{world_size} asked); use train.embedding_backend: torchrec to shard across processes")
         return TableBatched(model, optimizer, device=device, init_seed=cfg.seed, init_scale=cfg.embeddings.init_scale)
-    return shard_model(model, optimizer, sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
+    return shard_model(model, optimizer, device=device, sharding_types=cfg.train.sharding_types, init_seed=cfg.seed,
                        init_scale=cfg.embeddings.init_scale)
 
 

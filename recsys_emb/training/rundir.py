@@ -32,12 +32,17 @@ from recsys_emb.config import RunConfig, config_to_dict
 from recsys_emb.errors import ConfigError, OutputDirError
 from recsys_emb.version import __version__
 
-__all__ = ["RunDirectory", "RUN_FILES", "run_fingerprint", "fingerprint_differences"]
+__all__ = ["RunDirectory", "RUN_FILES", "LOGS_DIR", "run_fingerprint", "fingerprint_differences"]
 
 logger = logging.getLogger(__name__)
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", "summary.json", "run.json", "model")
 """What a run writes into its directory (besides the lock): what ``--overwrite`` removes."""
+
+LOGS_DIR = "logs"
+"""The launcher's per-rank logs (``--nproc``, :class:`~recsys_emb.training.launch.RankLogs`), one folder per
+launch: written before rank 0 opens the directory, so neither a result (a directory holding only logs is
+unused) nor removed by ``--overwrite`` (the current launch is writing into it)."""
 
 _NOT_MODEL_KEYS = {
     "name", "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every", "train.log_every", "train.out_dir", "train.progress",
@@ -158,7 +163,7 @@ class RunDirectory:
         self._fh = fh
 
     def _clear(self) -> None:
-        others = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES and p.name != ".lock")
+        others = sorted(p.name for p in self.path.iterdir() if p.name not in (*RUN_FILES, LOGS_DIR, ".lock"))
         if others:
             raise OutputDirError(f"--overwrite: {self.path} also holds {others}, which no run wrote; it is not "
                                  f"replaced. Move them, or set another train.out_dir")

@@ -42,7 +42,7 @@ from recsys_emb.version import __version__
 from recsys_emb.training.metrics import score_split
 from recsys_emb.training.pipeline import make_steps
 
-__all__ = ["Trainer", "train", "init_distributed", "FAULT_KILL_ENV", "FAULT_HOLD_ENV"]
+__all__ = ["Trainer", "train", "init_distributed", "train_device", "FAULT_KILL_ENV", "FAULT_HOLD_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,34 @@ def _fault_hold() -> Tuple[int, Optional[Path]]:
     return int(step), Path(path)
 
 
-def init_distributed() -> Tuple[int, int]:
-    """(rank, world size): from torchrun's environment, else a one-process group."""
+def init_distributed(device: Optional[torch.device] = None, backend: str = "gloo") -> Tuple[int, int]:
+    """(rank, world size): from torchrun's environment, else a one-process group. ``backend`` ``nccl``
+    (TorchRec on GPUs) makes this process's GPU ``device`` (:func:`train_device`) current first."""
     if dist.is_initialized():
+        if dist.get_backend() != backend:
+            raise ConfigError(f"this process already has a {dist.get_backend()} process group; a run that needs "
+                              f"{backend} (train.device, train.embedding_backend) must start in a new process")
         return dist.get_rank(), dist.get_world_size()
+    if backend == "nccl" and device is not None:
+        torch.cuda.set_device(device)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
         return dist.get_rank(), dist.get_world_size()
-    init_single_process_group()
+    init_single_process_group(backend)
     return 0, 1
+
+
+def train_device(cfg: RunConfig) -> torch.device:
+    """This process's device: the CPU, or one GPU per process, ``cuda:LOCAL_RANK`` (torchrun's local
+    rank; 0 outside torchrun). Checks first that the install can run it (:meth:`RunConfig.check_device`)."""
+    cfg.check_device()
+    if cfg.train.device != "cuda":
+        return torch.device(cfg.train.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"LOCAL_RANK={local_rank} but PyTorch sees {torch.cuda.device_count()} GPU(s) on this "
+                          f"node; start at most that many processes per node (--nproc)")
+    return torch.device("cuda", local_rank)
 
 
 def _on_rank0(work: Callable[[], None], rank: int, world: int) -> None:
@@ -106,7 +125,10 @@ class Trainer:
         self.resume = resume
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.rank, self.world = init_distributed()
+        self.device = train_device(cfg)
+        # NCCL for TorchRec's sharded CUDA kernels; the single-device table-batched kernel needs no collective
+        backend = "nccl" if self.device.type == "cuda" and cfg.train.embedding_backend == "torchrec" else "gloo"
+        self.rank, self.world = init_distributed(self.device, backend)
         self.out = cfg.out_dir
         self.run_dir = RunDirectory(self.out) if self.rank == 0 else None
         self.data_dir = Path(cfg.data.path)
@@ -115,9 +137,6 @@ class Trainer:
         self.fingerprint = run_fingerprint(cfg, self.metadata)
         self.schema = TableSchema.from_dict(self.metadata["schema"])
         seed_everything(cfg.seed)
-        self.device = torch.device(cfg.train.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device='cuda' but PyTorch sees no CUDA device; set train.device: cpu")
         # tables on meta: the backend allocates and fills them without touching the random number
         # generator, so every backend and world size starts from the same model
         model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))

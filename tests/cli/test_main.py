@@ -33,6 +33,25 @@ def test_bad_arguments_fail_clearly():
     assert "invalid choice: 'nope'" in proc.stderr
 
 
+def test_train_on_cuda_without_fbgemms_cuda_build_fails_before_any_work(tmp_path):
+    """Checked against the installed stack (here fbgemm-gpu-cpu): one line with the install command, and no
+    data generated, no run directory, no process started."""
+    import fbgemm_gpu
+
+    if fbgemm_gpu.__variant__ != "cpu":
+        pytest.skip("FBGEMM's CUDA build is installed")
+    for nproc in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", "configs/demo.yaml",
+                               "--nproc", nproc, "--set", "train.device=cuda", "--set", f"data.path={tmp_path / 'd'}",
+                               "--set", f"train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("error: train.device='cuda' with train.embedding_backend='torchrec': fbgemm_gpu ")
+        assert "pip install torch==2.13.0 fbgemm-gpu==1.8.0 --index-url https://download.pytorch.org/whl/cu" in line
+        assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()
+
+
 def test_plan_prints_placement_and_bytes_per_rank(tmp_path):
     sets = [f"data.path={tmp_path / 'cl'}", "data.generate={kind: criteo-like, rows: 3000, scale: 0.001, seed: 0}",
             "embeddings.variant=unified", "train.sharding_types=[column_wise]"]

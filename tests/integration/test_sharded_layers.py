@@ -1,11 +1,13 @@
 """Every variant sharded by TorchRec across 2 real processes (gloo on loopback) equals unsharded."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from recsys_emb.training.launch import launch_local
 
 WORKER = Path(__file__).with_name("sharded_worker.py")
 
@@ -13,8 +15,17 @@ WORKER = Path(__file__).with_name("sharded_worker.py")
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded") / "res"
-    code = launch_local(2, [str(WORKER), str(out)], timeout_s=240)
-    assert code == 0, f"workers failed with exit code {code}"
+    # plain torchrun, as a user runs a script of their own; its own session, so a hang is cleaned up whole
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(WORKER), str(out)], start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        log, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, log[-3000:]
     return [[json.loads(line) for line in open(f"{out}.rank{r}")] for r in range(2)]
 
 

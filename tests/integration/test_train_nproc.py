@@ -1,36 +1,20 @@
-"""`recsys-emb train --nproc 2`: two real processes on loopback, tables sharded by TorchRec.
+"""`recsys-emb train --nproc 2` and two "nodes": real processes on loopback under torchrun's elastic agent,
+tables sharded by TorchRec.
 
-One run at world size 2 (per-rank batch 128) and one at world size 1 (batch 256), same seed: the same
-global batches, the same initial tables (placement-independent init), so the same validation AUC; the
-world-2 metrics cover every evaluation row; its checkpoint loads in one process and scores the same.
-Both train through TorchRec's sparse-dist pipeline (the default); a third run at world size 2 with the
-plain loop gives the same losses, metrics and weights.
+One run at world size 1 (batch 256), one at world size 2 on one node (`--nproc 2`, per-rank batch 128) and
+one at world size 2 on two nodes (two launchers, `--nnodes 2 --node-rank K --rdzv-endpoint 127.0.0.1:PORT`,
+one rank each), same seed: the same global batches, the same initial tables (placement-independent init),
+so the same validation AUC; the world-2 metrics cover every evaluation row; its checkpoint loads in one
+process and scores the same; every rank's log is kept in the run directory. These train through
+TorchRec's sparse-dist pipeline (the default); a fourth run at world size 2 with the plain loop gives the
+same losses, metrics and weights.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_train(data: Path, out: Path, nproc: int, batch_size: int, pipeline: str = "sparse_dist") -> dict:
-    sets = [f"train.pipeline={pipeline}", "train.eval_every=25", "train.checkpoint_every=20", "train.log_every=1",
-            f"data.path={data}", "data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}",
-            f"data.batch_size={batch_size}", "data.eval_batch_size=1500", "model.bottom_mlp=[16, 8]",
-            "model.top_mlp=[16]", "embeddings.variant=hashed", "embeddings.dim=8", "embeddings.min_rows=64",
-            "train.sharding_types=[table_wise]", "train.progress=false",
-            f"train.out_dir={out}"]
-    args = [sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs" / "demo.yaml"),
-            "--nproc", str(nproc), *sum((["--set", s] for s in sets), [])]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "summary.json").read_text())
+from launch_helpers import run_train, two_nodes
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +24,12 @@ def runs(tmp_path_factory):
     one = run_train(data, tmp / "run1", nproc=1, batch_size=256)  # also generates the data
     two = run_train(data, tmp / "run2", nproc=2, batch_size=128)
     plain = run_train(data, tmp / "plain2", nproc=2, batch_size=128, pipeline="none")
-    return {"data": data, "one": one, "two": two, "dir2": tmp / "run2", "plain": plain, "plain_dir": tmp / "plain2"}
+    nodes = two_nodes(data, tmp / "nodes", batch_size=128)
+    for k, p in enumerate(nodes):
+        assert p.returncode == 0, (k, p.stderr[-3000:])
+    return {"data": data, "one": one, "two": two, "dir2": tmp / "run2", "plain": plain, "plain_dir": tmp / "plain2",
+            "nodes": nodes, "dir_nodes": tmp / "nodes",
+            "two_nodes": json.loads((tmp / "nodes" / "summary.json").read_text())}
 
 
 def test_two_processes_gather_every_evaluation_row(runs):
@@ -52,8 +41,9 @@ def test_two_processes_gather_every_evaluation_row(runs):
     assert s["valid"]["auc"] > 0.6
 
 
-def test_two_processes_match_one_with_the_same_global_batch(runs):
-    one, two = runs["one"], runs["two"]
+@pytest.mark.parametrize("layout", ["two", "two_nodes"])
+def test_two_processes_match_one_with_the_same_global_batch(runs, layout):
+    one, two = runs["one"], runs[layout]
     assert one["world_size"] == 1 and two["world_size"] == 2
     assert one["steps"] == two["steps"]
     # what docs/sharding.md states. Only the order of float sums differs, so a few logits differ in their
@@ -62,6 +52,21 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     for split in ("valid", "test"):
         assert abs(one[split]["auc"] - two[split]["auc"]) < 1e-5, (split, one[split], two[split])
         assert abs(one[split]["logloss"] - two[split]["logloss"]) < 1e-8, (split, one[split], two[split])
+
+
+def test_every_rank_keeps_its_log_in_the_run_directory(runs):
+    (launch,) = (runs["dir2"] / "logs").iterdir()
+    assert sorted(p.name for p in launch.iterdir()) == ["rank0", "rank1"]
+    # rank 0 prints the summary; every rank logs TorchRec's plan through the library's warnings, if any:
+    # what matters is that each rank's streams are files of their own
+    assert "steps on 2 process(es)" in (launch / "rank0" / "stdout.log").read_text()
+    assert (launch / "rank1" / "stderr.log").is_file() and (launch / "rank1" / "stdout.log").read_text() == ""
+    # two nodes sharing the run directory: one folder per node, each with its own rank
+    nodes = sorted(p.name.rsplit("-", 1)[1] + "/" + r.name for p in (runs["dir_nodes"] / "logs").iterdir()
+                   for r in p.iterdir())
+    assert nodes == ["node0/rank0", "node1/rank1"]
+    # the launcher shows local rank 0's output on its terminal, prefixed with the global rank
+    assert "[rank0]: " in runs["nodes"][0].stdout and "[rank1]: " not in runs["nodes"][0].stdout
 
 
 def test_checkpoint_saved_by_two_processes_scores_the_same_in_one(runs):

@@ -260,3 +260,17 @@ def test_sharded_training_with_fused_sequence_tables(single_process_group):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+
+
+def test_bf16_autocast_runs_attention_and_mlp_in_bf16_with_float32_logits():
+    torch.manual_seed(0)
+    fp32 = din([USER], item_pairs(), dense_in=2, attention_mlp=(8,), mlp=(16,))
+    bf16 = din([USER], item_pairs(), dense_in=2, attention_mlp=(8,), mlp=(16,), autocast=torch.bfloat16)
+    bf16.load_state_dict(fp32.state_dict())
+    seen = {}
+    bf16.mlp.register_forward_hook(lambda m, i, o: seen.update(mlp=o.dtype))
+    dense, kjt = torch.randn(4, 2), kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3]))
+    ref, out = fp32(dense, kjt), bf16(dense, kjt)
+    assert seen == {"mlp": torch.bfloat16} and out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=0.05, rtol=0.05), (out - ref).abs().max()
+    out.sum().backward()

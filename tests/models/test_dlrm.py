@@ -209,3 +209,23 @@ def test_table_batched_kernel_learns_with_fused_tables_and_a_dense_optimizer():
     with torch.no_grad():
         auc = roc_auc_score(y.numpy(), model(dense, kjt_ab(a, b)).numpy())
     assert auc > 0.9
+
+
+def test_bf16_autocast_runs_the_dense_part_in_bf16_and_keeps_tables_and_logits_float32():
+    """``autocast=torch.bfloat16`` (``train.mixed_precision: bf16``), here on CPU autocast: the MLPs compute in
+    bfloat16, the lookups and the returned logits stay float32, and the logits stay within bf16's rounding
+    of the float32 model with the same weights."""
+    torch.manual_seed(0)
+    specs = [FeatureSpec(n, Full(dim=8), cardinality=30) for n in ("x", "y")]
+    fp32 = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
+    bf16 = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), autocast=torch.bfloat16)
+    bf16.load_state_dict(fp32.state_dict())
+    seen = {}
+    bf16.top.register_forward_hook(lambda m, i, o: seen.update(top=o.dtype))
+    bf16.embeddings.register_forward_hook(lambda m, i, o: seen.update(lookup=o.values().dtype))
+    dense, kjt = batch(["x", "y"], b=64)
+    ref, out = fp32(dense, kjt), bf16(dense, kjt)
+    assert seen == {"top": torch.bfloat16, "lookup": torch.float32} and out.dtype == torch.float32
+    assert not torch.equal(out, ref) and torch.allclose(out, ref, atol=0.05, rtol=0.05), (out - ref).abs().max()
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in bf16.top.parameters())

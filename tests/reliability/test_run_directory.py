@@ -134,3 +134,18 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     d.close()
     with pytest.raises(ConfigError, match="--resume and --overwrite contradict"):
         RunDirectory(tmp_path).open(resume=True, overwrite=True)
+
+
+def test_the_launchers_logs_neither_make_a_directory_used_nor_are_removed_by_overwrite(tmp_path):
+    from recsys_emb.training.rundir import LOGS_DIR, RunDirectory
+
+    log = tmp_path / LOGS_DIR / "20260101-000000-node0" / "rank0" / "stderr.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("the current launch writes here before rank 0 opens the directory\n")
+    d = RunDirectory(tmp_path)
+    d.open(resume=False, overwrite=False)  # only logs: a new run is welcome
+    (tmp_path / "summary.json").write_text("{}")
+    d.close()
+    d.open(resume=False, overwrite=True)  # the earlier result goes, the logs stay
+    d.close()
+    assert not (tmp_path / "summary.json").exists() and log.read_text().startswith("the current launch")

@@ -1,5 +1,8 @@
-"""recsys_emb.training.launch: local multi-process launch and worker exit (real processes on loopback)."""
+"""recsys_emb.training.launch: workers under torchrun's elastic agent (real processes on loopback), their
+logs and error files, failure propagation, worker exit."""
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -7,7 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from recsys_emb.training.launch import launch_local
+import pytest
+
+from recsys_emb.errors import ConfigError
+from recsys_emb.training.launch import launch
 
 
 def _script(tmp_path, body: str) -> str:
@@ -25,22 +31,10 @@ def test_exit_worker_flushes_output_and_keeps_the_exit_code(tmp_path):
         logging.getLogger("w").info("log line")
         exit_worker(3)
     """)
-    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 3
     assert done.stdout == "result line without newline"
     assert "log line" in done.stderr
-
-
-def test_launch_local_gives_every_rank_torchrun_variables(tmp_path):
-    out = tmp_path / "ranks"
-    script = _script(tmp_path, f"""
-        import os
-        with open({str(out)!r} + os.environ["RANK"], "w") as fh:
-            fh.write(" ".join(os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")))
-    """)
-    assert launch_local(2, [script], timeout_s=60) == 0
-    assert (tmp_path / "ranks0").read_text() == "0 2 0 127.0.0.1"
-    assert (tmp_path / "ranks1").read_text() == "1 2 1 127.0.0.1"
 
 
 def _alive(pid: int) -> bool:
@@ -60,7 +54,30 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def test_launch_local_returns_the_failed_workers_code_and_stops_the_rest(tmp_path):
+def _rank_dirs(log_dir: Path) -> dict:
+    (launch_dir,) = log_dir.iterdir()  # one launch, one node
+    assert launch_dir.name.endswith("-node0"), launch_dir.name
+    return {p.name: p for p in launch_dir.iterdir()}
+
+
+def test_launch_gives_every_rank_torchrun_variables_and_keeps_its_output(tmp_path):
+    script = _script(tmp_path, """
+        import os, sys
+        print(" ".join(os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "OMP_NUM_THREADS")))
+        print("stderr of rank", os.environ["RANK"], file=sys.stderr)
+    """)
+    logs = tmp_path / "logs"
+    assert launch([script], nproc=2, log_dir=logs, env={"OMP_NUM_THREADS": "3"}) == 0
+    ranks = _rank_dirs(logs)
+    assert sorted(ranks) == ["rank0", "rank1"]
+    for r in (0, 1):
+        rank, world, local, addr, threads = (ranks[f"rank{r}"] / "stdout.log").read_text().split()
+        assert (rank, world, local, threads) == (str(r), "2", str(r), "3") and addr
+        assert (ranks[f"rank{r}"] / "stderr.log").read_text().strip() == f"stderr of rank {r}"
+    assert "OMP_NUM_THREADS" not in os.environ or os.environ["OMP_NUM_THREADS"] != "3"
+
+
+def test_a_failed_rank_stops_the_others_and_its_traceback_is_reported(tmp_path, caplog):
     pid_file = tmp_path / "pid0"
     script = _script(tmp_path, f"""
         import os, sys, time
@@ -68,34 +85,55 @@ def test_launch_local_returns_the_failed_workers_code_and_stops_the_rest(tmp_pat
         if os.environ["RANK"] == "1":
             while not os.path.exists(pid_file):  # fail only once rank 0 is up and has said who it is
                 time.sleep(0.05)
-            sys.exit(7)
+            from recsys_emb.training.launch import record_worker_error
+            def load_shard():
+                raise ValueError("shard 3 is unreadable")
+            try:
+                load_shard()
+            except ValueError as e:
+                record_worker_error(e)
+                sys.exit(7)
         with open(pid_file + ".tmp", "w") as fh:
             fh.write(str(os.getpid()))
         os.replace(pid_file + ".tmp", pid_file)
-        time.sleep(120)  # rank 0 would outlive the test unless launch_local stops it
+        time.sleep(120)  # rank 0 would outlive the test unless the agent stops it
     """)
+    logs = tmp_path / "logs"
     try:
-        assert launch_local(2, [script], timeout_s=60) == 7
+        with caplog.at_level(logging.ERROR, logger="recsys_emb.training.launch"):
+            assert launch([script], nproc=2, log_dir=logs) == 7
         pid = int(pid_file.read_text())
-        assert not _alive(pid), f"rank 0 (pid {pid}) still runs after launch_local returned"
+        assert not _alive(pid), f"rank 0 (pid {pid}) still runs after launch returned"
     finally:
         if pid_file.exists():
             _stop(int(pid_file.read_text()))
+    report = caplog.text
+    assert "rank 1 (local rank 1" in report and "exit code 7" in report
+    assert "Traceback" in report and "in load_shard" in report and "ValueError: shard 3 is unreadable" in report
+    error = json.loads((_rank_dirs(logs)["rank1"] / "error.json").read_text())
+    assert "in load_shard" in error["message"]["extraInfo"]["py_callstack"]
 
 
-def test_launch_local_times_out_and_stops_the_worker(tmp_path):
-    pid_file = tmp_path / "pid0"
-    script = _script(tmp_path, f"""
-        import os, time
-        with open({str(pid_file)!r} + ".tmp", "w") as fh:
-            fh.write(str(os.getpid()))
-        os.replace({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
-        time.sleep(120)
+def test_a_crash_without_error_file_is_reported_with_the_end_of_its_stderr(tmp_path, caplog):
+    script = _script(tmp_path, """
+        import os, sys
+        if os.environ["RANK"] == "0":
+            print("last words before the crash", file=sys.stderr, flush=True)
+            os.abort()
     """)
-    try:
-        assert launch_local(1, [script], timeout_s=3) == 124
-        pid = int(pid_file.read_text())
-        assert not _alive(pid), f"the worker (pid {pid}) still runs after launch_local timed out"
-    finally:
-        if pid_file.exists():
-            _stop(int(pid_file.read_text()))
+    with caplog.at_level(logging.ERROR, logger="recsys_emb.training.launch"):
+        code = launch([script], nproc=1, log_dir=tmp_path / "logs")
+    assert code == 128 + signal.SIGABRT
+    assert "signal 6 (SIGABRT)" in caplog.text and "last words before the crash" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"nnodes": 2}, "needs --rdzv-endpoint HOST:PORT"),
+    ({"nnodes": 2, "node_rank": 2, "rdzv_endpoint": "127.0.0.1:1"}, "--node-rank 2 must be in [0, 1]"),
+    ({"nnodes": 2, "rdzv_endpoint": "somehost"}, "must be HOST:PORT"),
+    ({"nproc": 0}, "both must be >= 1"),
+])
+def test_bad_launch_arguments_are_refused_before_anything_starts(tmp_path, kwargs, words):
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        launch(["-c", "pass"], log_dir=tmp_path / "logs", **{"nproc": 1, **kwargs})
+    assert not (tmp_path / "logs").exists()

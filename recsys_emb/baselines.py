@@ -153,8 +153,8 @@ def logistic_regression(directory: PathLike, split: str = "test", c_grid: Sequen
     x_valid, y_valid = encode(valid_cols), valid_cols[schema.label].to_numpy().astype(np.int64)
     x_sel, y_sel = x_train, y_train
     subset = select_rows is not None and x_train.shape[0] > select_rows
-    if subset:
-        pick = np.sort(np.random.default_rng(0).choice(x_train.shape[0], int(select_rows), replace=False))
+    if select_rows is not None and subset:
+        pick = np.sort(np.random.default_rng(0).choice(x_train.shape[0], select_rows, replace=False))
         x_sel, y_sel = x_train[pick], y_train[pick]
     best: Optional[Tuple[float, float, LogisticRegression]] = None
     for c in c_grid:

@@ -84,10 +84,10 @@ def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] 
         if readme is not None:
             write_section(readme, marker, texts[name], title)
     if section == "movielens":  # the MovieLens table alone, printed (the README block is the main section's)
-        ml = run_movielens(settings)
+        alone = run_movielens(settings)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "movielens_results.json").write_text(json.dumps(ml, indent=1, default=str))
-        texts["movielens"] = movielens_report(ml, command)
+        (out / "movielens_results.json").write_text(json.dumps(alone, indent=1, default=str))
+        texts["movielens"] = movielens_report(alone, command)
         return texts
     if section not in ("main", "all"):
         return texts

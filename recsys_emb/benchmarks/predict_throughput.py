@@ -1,5 +1,6 @@
 """Scoring throughput: samples/s of ``predict`` from raw Criteo TSV and from processed Parquet (reading,
-parsing, the vocabulary, the forward and writing the scores), against the eager model's forward alone on
+parsing, the vocabulary, the forward and writing the scores) and of the exported program
+(``torch.export``, fp32 and int8 tables) on prebuilt batches, against the eager model's forward alone on
 the same rows (batches built beforehand), measured in the same run.
 
     .venv/bin/python bench/predict.py --rows 200000 --json bench/out/predict.json
@@ -58,11 +59,13 @@ def run(workdir: Path, rows: int = 200_000, variant: str = "qr", dim: int = 16, 
         scale: float = 0.01, repeats: int = 2) -> Dict[str, Any]:
     """Generate and preprocess ``rows`` Criteo-like rows under ``workdir`` (reused when present), save a
     model directory, and time, over all rows: the eager forward on prebuilt batches of ``batch_size``
-    (the baseline), ``predict`` from the TSV and ``predict`` from the Parquet files; best of ``repeats``."""
+    (the baseline), the exported program (``torch.export``, fp32 and int8 tables, loaded from its file) on
+    the same batches, ``predict`` from the TSV and ``predict`` from the Parquet files; best of ``repeats``."""
     from recsys_emb.data.batches import ParquetBatches
     from recsys_emb.data.criteo import preprocess
     from recsys_emb.data.parquet import SPLITS
     from recsys_emb.data.synthetic import generate_criteo_like
+    from recsys_emb.inference import KJTScorer, load_program, write_exported
     from recsys_emb.scoring import predict, score_batch
 
     work = Path(workdir) / f"rows{rows}-scale{scale}"
@@ -78,11 +81,27 @@ def run(workdir: Path, rows: int = 200_000, variant: str = "qr", dim: int = 16, 
     def eager() -> int:
         return sum(len(score_batch(model, b)) for b in batches)
 
+    def exported(table_dtype: str) -> Callable[[], int]:
+        out = work / f"export-{variant}-{dim}-{table_dtype}"
+        out.mkdir(parents=True, exist_ok=True)
+        write_exported(model.module, model.features, out, table_dtype=table_dtype)
+        program = KJTScorer(load_program(out), json.loads((out / "export.json").read_text())["features"],
+                            len(model.schema.dense))
+
+        def score() -> int:
+            with torch.no_grad():
+                return sum(len(program(b.dense, b.sparse)) for b in batches)
+
+        score()  # warm-up
+        return score
+
     def from_file(inputs: Any) -> Callable[[], int]:
         return lambda: predict(model, inputs, scores, batch_rows=batch_size, overwrite=True).rows
 
     eager()  # warm-up: first-call allocations
     measured: List[Dict[str, Any]] = [{"path": "eager forward (baseline)", **_best(eager, repeats)}]
+    for table_dtype in ("fp32", "int8"):
+        measured.append({"path": f"exported, {table_dtype} tables", **_best(exported(table_dtype), repeats)})
     measured.append({"path": "predict, raw TSV", **_best(from_file(raw / "criteo_like.tsv"), repeats)})
     measured.append({"path": "predict, Parquet", **_best(from_file(parquet), repeats)})
     base = measured[0]["samples_per_s"]

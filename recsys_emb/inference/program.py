@@ -70,7 +70,7 @@ def export_program(module: InferenceModule, path: os.PathLike,
         raise ConfigError(f"torch.export could not export the inference module ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); its features' remaps: {kinds}. A variant "
                           f"without a remap plan ('own') must avoid data-dependent Python control flow") from e
-    tmp = path.with_name(f".{path.name}.tmp")  # written beside, then renamed: never a half-written program
+    tmp = path.with_name(f".partial-{path.name}")  # written beside, then renamed: never a half-written program
     try:
         torch.export.save(program, str(tmp))
         os.replace(tmp, path)

@@ -274,7 +274,7 @@ def train_seeds(run: Dict[str, Any], name: str, out: Path, n_seeds: int, reuse: 
     for seed in seeds:
         seeded = copy.deepcopy(run)
         seeded["seed"] = seed
-        runs.append(train_run(seeded, name if len(seeds) == 1 else f"{name}_seed{seed}", out, reuse))
+        runs.append(train_run(seeded, f"{name}_seed{seed}", out, reuse))  # a later run with more seeds reuses it
     row = dict(runs[0])
     for key in ("test_auc", "test_logloss", "valid_auc"):
         row[key] = sum(r[key] for r in runs) / len(runs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -188,6 +189,7 @@ def searched_run(base: Dict[str, Any], vocab: Dict[str, int], budget_bytes: int,
             logger.info("reusing the search in %s", work)
             run_or_none: Optional[Dict[str, Any]] = saved["run"]
             return run_or_none
+    shutil.rmtree(work / "runs", ignore_errors=True)  # trials of an earlier, interrupted search of this work dir
     (work / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scfg = load_search_config(work / "search.yaml")
     study = search(scfg)

@@ -80,18 +80,24 @@ def wait_for_trial(storage: str, study_name: str, what: str, found, procs=(), ti
 
     import optuna
 
+    # one storage (one connection pool) for the whole wait: a study loaded from the URL at every poll
+    # opens a new pool each time, and a long wait on a loaded machine ran PostgreSQL out of connections
+    store = optuna.storages.RDBStorage(storage)
     deadline = time.monotonic() + timeout
-    while True:
-        for p in procs:
-            if p.poll() is not None:
-                raise AssertionError(f"worker {p.pid} exited ({p.returncode}) before {what}:\n"
-                                     f"{p.communicate()[0][-3000:]}")
-        try:
-            hit = found(optuna.load_study(study_name=study_name, storage=storage).get_trials())
-        except KeyError:  # the study is not created yet
-            hit = None
-        if hit is not None:
-            return hit
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:.0f} s for {what} in {storage} (study {study_name!r})")
-        time.sleep(0.2)
+    try:
+        while True:
+            for p in procs:
+                if p.poll() is not None:
+                    raise AssertionError(f"worker {p.pid} exited ({p.returncode}) before {what}:\n"
+                                         f"{p.communicate()[0][-3000:]}")
+            try:
+                hit = found(optuna.load_study(study_name=study_name, storage=store).get_trials())
+            except KeyError:  # the study is not created yet
+                hit = None
+            if hit is not None:
+                return hit
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited {timeout:.0f} s for {what} in {storage} (study {study_name!r})")
+            time.sleep(0.2)
+    finally:
+        store.engine.dispose()

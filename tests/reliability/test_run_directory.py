@@ -51,7 +51,7 @@ def cli(data, out, *extra, env=None, wait=True):
 def test_a_new_run_refuses_a_used_directory_and_overwrite_replaces_it(data, tmp_path):
     out = tmp_path / "run"
     first = train(cfg(data, out, max_steps=10))
-    with pytest.raises(OutputDirError, match=r"holds an earlier run \(checkpoints, metrics.jsonl, run.json, "
+    with pytest.raises(OutputDirError, match=r"holds an earlier run \(checkpoints, metrics.jsonl, model, run.json, "
                                              r"summary.json\).*--resume.*--overwrite"):
         train(cfg(data, out, max_steps=10))
     again = train(cfg(data, out, max_steps=10), overwrite=True)

@@ -88,9 +88,10 @@ def test_kill_and_resume_equals_uninterrupted(data, tmp_path, backend):
 
     whole = run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run(tmp_path / "killed", kill=75)  # after the checkpoint at step 60, in the 2nd epoch
+    killed = run(tmp_path / "killed", kill=75)  # in the 2nd epoch, after the checkpoints at steps 60 and 62
     assert killed.returncode == -9
-    assert (tmp_path / "killed" / "checkpoints" / "latest").read_text() == "step_00000060"
+    # 62: the end of epoch 1, where early stopping (on by default) evaluates and keeps its best model
+    assert (tmp_path / "killed" / "checkpoints" / "latest").read_text() == "step_00000062"
     resumed = run(tmp_path / "killed", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "whole" / "summary.json").read_text())

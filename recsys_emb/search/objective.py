@@ -140,11 +140,11 @@ class _Objective:
                 raise optuna.TrialPruned(f"valid AUC {auc:.4f} at step {step}")
 
         try:
-            summary = train(cfg, on_eval=on_eval)
+            # a trial that keeps no checkpoints keeps no model either: none is written
+            summary = train(cfg, on_eval=on_eval, write_model=self.config.keep_checkpoints)
         finally:
             if not self.config.keep_checkpoints:
                 shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-                shutil.rmtree(trial_dir / "model", ignore_errors=True)
         auc = float(summary["valid"]["auc"])
         trial.set_user_attr("test_auc", float(summary["test"]["auc"]))
         trial.set_user_attr("valid_logloss", float(summary["valid"]["logloss"]))

@@ -119,9 +119,10 @@ class Trainer:
     to :meth:`close`: a used directory is refused unless ``resume`` or ``overwrite``."""
 
     def __init__(self, cfg: RunConfig, on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None,
-                 resume: bool = False, overwrite: bool = False) -> None:
+                 resume: bool = False, overwrite: bool = False, write_model: bool = True) -> None:
         self.cfg = cfg
         self.on_eval = on_eval
+        self.write_model = write_model
         self.resume = resume
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -343,7 +344,8 @@ class Trainer:
         self._log({"step": summary["model_step"], **test})
         if self.rank == 0:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        _on_rank0(lambda: self._write_model_dir(summary["model_step"]), self.rank, self.world)
+        if self.write_model:
+            _on_rank0(lambda: self._write_model_dir(summary["model_step"]), self.rank, self.world)
         return summary
 
     def _write_model_dir(self, step: int) -> None:
@@ -373,7 +375,8 @@ def _full_specs(specs: Sequence[FeatureSpec]) -> List[FeatureSpec]:
 
 
 def train(cfg: RunConfig, resume: bool = False,
-          on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None, overwrite: bool = False) -> Dict[str, Any]:
+          on_eval: Optional[Callable[[int, Dict[str, Any]], None]] = None, overwrite: bool = False,
+          write_model: bool = True) -> Dict[str, Any]:
     """Train the config's model; returns the summary (also written to ``<out_dir>/summary.json``).
 
     Args:
@@ -384,13 +387,15 @@ def train(cfg: RunConfig, resume: bool = False,
             directory is refused).
         on_eval: called as ``on_eval(step, valid_metrics)`` after every ``train.eval_every`` steps;
             an exception it raises ends the run (a search prunes trials this way).
+        write_model: end by writing the reported model as ``<out_dir>/model`` (a model directory);
+            False for runs whose model nobody serves (a search trial that keeps no checkpoints).
 
     Example::
 
         summary = train(load_config("configs/demo.yaml"))
         summary["test"]["auc"]
     """
-    trainer = Trainer(cfg, on_eval=on_eval, resume=resume, overwrite=overwrite)
+    trainer = Trainer(cfg, on_eval=on_eval, resume=resume, overwrite=overwrite, write_model=write_model)
     try:
         if resume:
             ckpt = intact_checkpoint(trainer.out)

@@ -25,6 +25,10 @@ def test_tiny_search_under_budget_and_best_config_trains(tiny_data, tmp_path):
             assert not (tmp_path / "runs" / "tiny" / f"trial_{t.number}").exists()
 
     out = tmp_path / "runs" / "tiny"
+    for t in complete:  # a trial keeps its summary; without keep_checkpoints, no checkpoints and no model
+        assert (out / f"trial_{t.number}" / "summary.json").exists()
+        assert not (out / f"trial_{t.number}" / "model").exists()
+        assert not (out / f"trial_{t.number}" / "checkpoints").exists()
     assert (out / "history.png").stat().st_size > 1000
     assert len((out / "trials.csv").read_text().strip().splitlines()) == len(trials) + 1
     best_cfg = load_config(out / "best.yaml")

@@ -4,7 +4,6 @@ malformed lines raised (``on_bad_line="error"``) or counted and skipped (``"skip
 
 from __future__ import annotations
 
-import glob as _glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from recsys_emb.data.criteo.blocks import (
     iter_line_blocks,
     line_byte_codes,
 )
+from recsys_emb.data.criteo.inputs import expand_inputs, true_prob_path
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID, TSV_COLUMNS
 from recsys_emb.errors import BadLineError, DataError
 
@@ -34,6 +34,7 @@ __all__ = [
     "CriteoChunk",
     "expand_inputs",
     "iter_criteo_tsv",
+    "iter_file_chunks",
     "true_prob_path",
     "MAX_LINE_BYTES",
     "CHUNK_BYTES",
@@ -82,6 +83,8 @@ class ReadReport:
     examples: List[BadLine] = field(default_factory=list)
     max_examples: int = 1000
     truncated: List[Dict[str, Any]] = field(default_factory=list)
+    lines: int = 0
+    """Physical lines read (not in :meth:`to_dict`): numbers the lines of the next piece of a file."""
 
     def add_bad(self, path: str, lines: np.ndarray, reason: str) -> None:
         self.bad_lines += int(len(lines))
@@ -127,24 +130,6 @@ class CriteoChunk:
     def take(self, idx: np.ndarray) -> "CriteoChunk":
         return CriteoChunk(self.labels[idx], self.ints[idx], self.int_missing[idx], self.cats[:, idx],
                            self.lines[idx], self.path)
-
-
-def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
-    """Files named by paths and/or glob patterns, each pattern's matches sorted; errors if none exist."""
-    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    out: List[Path] = []
-    for item in items:
-        s = str(item)
-        if any(ch in s for ch in "*?["):
-            matches = sorted(_glob.glob(s))
-            if not matches:
-                raise DataError(f"no file matches {s!r}")
-            out.extend(Path(m) for m in matches)
-        else:
-            if not Path(s).is_file():
-                raise DataError(f"input file {s!r} does not exist")
-            out.append(Path(s))
-    return out
 
 
 def _parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
@@ -346,18 +331,42 @@ def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes:
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
     for path in expand_inputs(inputs):
-        for event in iter_line_blocks(path, chunk_bytes, max_line_bytes):
-            if isinstance(event, Block):
-                chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes)
-                if chunk is not None:
-                    if report is not None:
-                        report.rows += len(chunk)
-                    yield chunk
-            elif isinstance(event, OverlongLine):
-                _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
-                     detail=[f"no line end within {max_line_bytes} bytes"])
-            else:
-                _damaged(path, event, on_bad_line, report)
+        yield from iter_file_chunks(path, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report,
+                                    max_line_bytes=max_line_bytes)
+
+
+def iter_file_chunks(path: PathLike, *, chunk_bytes: int = CHUNK_BYTES, on_bad_line: str = "error",
+                     report: Optional[ReadReport] = None, max_line_bytes: int = MAX_LINE_BYTES,
+                     byte_range: Optional[Tuple[int, Optional[int]]] = None,
+                     first_line: int = 1) -> Iterator[CriteoChunk]:
+    """:func:`iter_criteo_tsv` for one file, or for the byte range ``byte_range=(start, end)`` of a plain
+    file cut at line starts (:func:`recsys_emb.data.criteo.blocks.iter_line_blocks`), its first line
+    numbered ``first_line``: the reading of one work unit of a parallel preprocess.
+
+    Example:
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=100, scale=0.001, seed=0)
+        >>> data = g.tsv.read_bytes(); cut = data.index(b"\\n", len(data) // 2) + 1
+        >>> [len(c) for c in iter_file_chunks(g.tsv, byte_range=(cut, None), first_line=51)][0]
+        50
+    """
+    path = Path(path)
+    for event in iter_line_blocks(path, chunk_bytes, max_line_bytes, byte_range=byte_range, first_line=first_line):
+        if isinstance(event, Block):
+            if report is not None:
+                report.lines += event.data.count(b"\n")
+            chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes)
+            if chunk is not None:
+                if report is not None:
+                    report.rows += len(chunk)
+                yield chunk
+        elif isinstance(event, OverlongLine):
+            if report is not None:
+                report.lines += 1
+            _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
+                 detail=[f"no line end within {max_line_bytes} bytes"])
+        else:
+            _damaged(path, event, on_bad_line, report)
 
 
 def _damaged(path: Path, event: DamagedStream, on_bad_line: str, report: Optional[ReadReport]) -> None:
@@ -370,13 +379,3 @@ def _damaged(path: Path, event: DamagedStream, on_bad_line: str, report: Optiona
         logger.warning("%s: the rest of the file after line %d is lost", where, event.last_line)
     else:
         report.truncated.append({"path": str(path), "last_good_line": event.last_line, "error": event.error})
-
-
-def true_prob_path(tsv_path: PathLike) -> Path:
-    """The ground-truth side file of a generated TSV: ``X.tsv[.gz]`` -> ``X.true_prob.npy``."""
-    p = Path(tsv_path)
-    name = p.name
-    for suffix in (".gz", ".tsv", ".txt"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return p.with_name(name + ".true_prob.npy")

@@ -20,7 +20,9 @@ from recsys_emb.data.criteo.reader import (
     true_prob_path,
 )
 from recsys_emb.data.criteo.schema import (
+    CARDINALITY_PRESETS,
     CAT_COLUMNS,
+    CRITEO_1TB_CARDINALITIES,
     CRITEO_KAGGLE_CARDINALITIES,
     CRITEO_KAGGLE_ROWS,
     INT_COLUMNS,
@@ -34,6 +36,8 @@ from recsys_emb.data.vocabulary import Vocabulary, load_vocabulary
 __all__ = [
     "CRITEO_KAGGLE_ROWS",
     "CRITEO_KAGGLE_CARDINALITIES",
+    "CRITEO_1TB_CARDINALITIES",
+    "CARDINALITY_PRESETS",
     "INT_COLUMNS",
     "CAT_COLUMNS",
     "LABEL_COLUMN",

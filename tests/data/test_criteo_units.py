@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -51,18 +52,24 @@ def test_units_cut_at_line_starts_and_cover_the_file(inputs):
 
 
 def test_workers_give_the_same_bytes(inputs, tmp_path):
-    """1 and 2 workers over 3 inputs (bad lines, gzip, CRLF) cut into ~12 units: every output file equal."""
+    """1 and 2 workers, and a ProcessPoolExecutor's map, over 3 inputs (bad lines, gzip, CRLF) cut into ~12
+    units: every output file equal."""
     kw = dict(on_bad_line="skip", unit_bytes=UNIT, rows_per_shard=700, row_group_rows=300, min_count=2)
     one = preprocess(inputs, tmp_path / "one", workers=1, **kw)
     two = preprocess(inputs, tmp_path / "two", workers=2, **kw)
+    with ProcessPoolExecutor(2) as engine:  # another engine over the same per-unit functions
+        other = preprocess(inputs, tmp_path / "other", map_units=engine.map, **kw)
     assert len(plan_units(sorted(inputs.iterdir()), unit_bytes=UNIT)) >= 8
-    a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
-    assert sorted(a) == sorted(b) and any(k.endswith(".parquet") for k in a)
-    for name in a:
-        if name != "metadata.json":
-            assert a[name] == b[name], name
-    one.pop("seconds"), two.pop("seconds")
-    assert one == two
+    a = _files(tmp_path / "one")
+    assert any(k.endswith(".parquet") for k in a)
+    for b in (_files(tmp_path / "two"), _files(tmp_path / "other")):
+        assert sorted(a) == sorted(b)
+        for name in a:
+            if name != "metadata.json":
+                assert a[name] == b[name], name
+    for meta in (one, two, other):
+        meta.pop("seconds")
+    assert one == two == other
     assert one["inputs"] == [str(inputs / n) for n in ("day_0", "day_1.gz", "day_2")]
     assert one["bad_lines"]["bad_lines"] == 5 and one["rows"]["total"] == 3995
 

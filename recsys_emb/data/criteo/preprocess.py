@@ -12,7 +12,7 @@ import shutil
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -36,11 +36,13 @@ from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, time_split_sizes, w
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, save_vocabularies
 from recsys_emb.errors import DataError, RecsysEmbError
 
-__all__ = ["preprocess", "load_counts", "default_workers"]
+__all__ = ["preprocess", "load_counts", "default_workers", "MapUnits"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 PROCESSED_ENTRIES = DATASET_ENTRIES + (COUNTS_FILE, VOCAB_FILE)
+MapUnits = Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]]
+"""``map_units(fn, items)``: ``fn(item)`` for every item, in order."""
 
 
 def preprocess(
@@ -61,6 +63,7 @@ def preprocess(
     overwrite: bool = False,
     workers: Optional[int] = None,
     unit_bytes: int = UNIT_BYTES,
+    map_units: Optional[MapUnits] = None,
 ) -> Dict[str, Any]:
     """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``.
 
@@ -101,6 +104,11 @@ def preprocess(
         workers: processes that read the units (default :func:`default_workers`: every core this
             process may use; 1 reads them here, in order).
         unit_bytes: bytes of a plain file per work unit (it sets the shard layout, not ``workers``).
+        map_units: runs the passes' per-unit work on another engine: ``map_units(fn, items)`` returns
+            ``fn(item)`` for every item, in order (``fn`` is picklable: a ``functools.partial`` of a
+            module-level function). E.g. ``concurrent.futures.ProcessPoolExecutor(8).map``, or a cluster's
+            map (datasets/criteo.md: Ray) where every machine sees the inputs and ``out_dir``'s parent at
+            the same paths. ``workers`` is then unused.
     Returns:
         The metadata dict also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``bad_lines`` report, ``schema``, counts file names.
@@ -131,7 +139,8 @@ def preprocess(
                                 valid_fraction=valid_fraction, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
                                 rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, vocab_from=vocab_from,
                                 missing_flags=missing_flags, max_reported_bad_lines=max_reported_bad_lines,
-                                progress=progress, workers=workers, unit_bytes=unit_bytes)
+                                progress=progress, unit_bytes=unit_bytes,
+                                mapper=map_units or partial(_map_ordered, workers=workers))
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
 
@@ -160,7 +169,7 @@ def _map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -
         yield from pool.imap(fn, items, chunksize=1)
 
 
-def _scan_all(units: List[Unit], workers: int, count_values: bool, on_bad_line: str, chunk_bytes: int,
+def _scan_all(units: List[Unit], mapper: MapUnits, count_values: bool, on_bad_line: str, chunk_bytes: int,
               max_line_bytes: int, max_examples: int, tick: Callable[[str, int], None]
               ) -> Tuple[List[UnitScan], ValueCounts]:
     """Pass 1 over every unit; value counts merged as they arrive. A unit that raises is read again here
@@ -169,7 +178,7 @@ def _scan_all(units: List[Unit], workers: int, count_values: bool, on_bad_line: 
                    max_line_bytes=max_line_bytes, max_examples=max_examples)
     scans: List[UnitScan] = []
     total = ValueCounts()
-    results = _map_ordered(scan, units, workers)
+    results = iter(mapper(scan, units))
     for unit in units:
         try:
             s = next(results)
@@ -188,15 +197,16 @@ def _scan_all(units: List[Unit], workers: int, count_values: bool, on_bad_line: 
 def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fraction: float,
                      valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
                      row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
-                     progress: Optional[Callable[[str, int], None]], workers: int, unit_bytes: int) -> Dict[str, Any]:
+                     progress: Optional[Callable[[str, int], None]], mapper: MapUnits, unit_bytes: int
+                     ) -> Dict[str, Any]:
     """The three passes of :func:`preprocess` over the units of the inputs, writing into ``out``."""
     t0 = time.perf_counter()
     tick = progress or (lambda phase, rows: None)
     units = plan_units(paths, unit_bytes=unit_bytes, chunk_bytes=chunk_bytes)
-    logger.info("%d input file(s) in %d unit(s), %d worker(s)", len(paths), len(units), min(workers, len(units)))
+    logger.info("%d input file(s) in %d unit(s)", len(paths), len(units))
 
     # Pass 1: validation, row and line counts, and the value counts of all rows.
-    scans, counts = _scan_all(units, workers, True, on_bad_line, chunk_bytes, MAX_LINE_BYTES,
+    scans, counts = _scan_all(units, mapper, True, on_bad_line, chunk_bytes, MAX_LINE_BYTES,
                               max_reported_bad_lines, tick)
     report, first_lines, first_rows = merge_scans(scans, max_reported_bad_lines)
     n_rows = report.rows
@@ -215,12 +225,12 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     # Pass 2: training counts = all counts - the counts of the rows after the training split, so only the
     # validation and test rows are read again.
     if vocab_from == "train" and n_train < n_rows:
-        tail = [(u, max(n_train - r0, 0), fl) for u, r0, fl, s in zip(units, first_rows, first_lines, scans)
-                if r0 + s.rows > n_train]
+        tail = [(u, max(n_train - r0, 0), fl, _shifted(s.resume_at(max(n_train - r0, 0)), fl - s.first_line))
+                for u, r0, fl, s in zip(units, first_rows, first_lines, scans) if r0 + s.rows > n_train]
         count = partial(_count_tail, chunk_bytes=chunk_bytes)
         later = ValueCounts()
         done = 0
-        for (u, skip, _), part in zip(tail, _map_ordered(count, tail, workers)):
+        for (u, skip, _, _), part in zip(tail, mapper(count, tail)):
             later.add(part)
             done += scans[u.index].rows - skip
             tick("count", done)
@@ -242,7 +252,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     jobs = [(u, fl, r0, truth_of.get(u.path)) for u, fl, r0 in zip(units, first_lines, first_rows)]
     files: Dict[str, List[Tuple[str, int]]] = {s: [] for s in SPLITS}
     written = 0
-    for job, parts in zip(jobs, _map_ordered(write, jobs, workers)):
+    for job, parts in zip(jobs, mapper(write, jobs)):
         for s, shards in parts.items():
             files[s].extend(shards)
         written += scans[job[0].index].rows
@@ -279,9 +289,13 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     return meta
 
 
-def _count_tail(job: Tuple[Unit, int, int], chunk_bytes: int) -> ValueCounts:
-    unit, skip, first_line = job
-    return count_unit(unit, skip, first_line=first_line, chunk_bytes=chunk_bytes)
+def _shifted(resume: Tuple[int, int], by: int) -> Tuple[int, int]:
+    return resume[0] + by, resume[1]
+
+
+def _count_tail(job: Tuple[Unit, int, int, Tuple[int, int]], chunk_bytes: int) -> ValueCounts:
+    unit, skip, first_line, resume = job
+    return count_unit(unit, skip, first_line=first_line, resume=resume, chunk_bytes=chunk_bytes)
 
 
 def _write_one(job: Tuple[Unit, int, int, Optional[str]], **kwargs: Any) -> Dict[str, List[Tuple[str, int]]]:

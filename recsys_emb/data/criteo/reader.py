@@ -143,6 +143,13 @@ def _parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
     data_buf = arr.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     lens = np.diff(offs)
+    eight = lens == 8
+    if data.size >= 8 and not (lens[~eight] > 0).any():  # Criteo's values: 8 hex digits (32-bit hashes) or empty
+        values = np.full(n, MISSING_ID, dtype=np.int64)
+        bad = np.zeros(n, dtype=bool)
+        values[eight], ok = _hex8(data, offs[:-1][eight])
+        bad[eight] = ~ok
+        return values, bad
     chars = data[offs[0]:offs[-1]]
     digits = _HEX_LUT[chars]
     bad = lens > _MAX_HEX_DIGITS
@@ -160,6 +167,28 @@ def _parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
         starts = (offs[:-1] - offs[0])[nonempty]
         values[nonempty] = np.bitwise_or.reduceat(contrib, starts).view(np.int64)
     return values, bad
+
+
+_B = np.uint64(0x0101010101010101)
+
+
+def _hex8(data: np.ndarray, starts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The 8-character hex strings at ``starts`` of ``data`` -> (int64 values, bool valid), eight bytes
+    at a time as one uint64 per value instead of one element per character (about 5x fewer operations).
+    Only printable ASCII reaches here (``line_byte_codes`` drops other lines), so per-byte sums below
+    never carry into the next byte."""
+    view = np.lib.stride_tricks.as_strided(data, shape=(data.size - 7, 8), strides=(1, 1), writeable=False)
+    w = np.ascontiguousarray(view[starts]).view("<u8").ravel()  # byte k = character k
+    high = _B * np.uint64(0x80)
+    digit = ((w + _B * np.uint64(0x50)) & ~(w + _B * np.uint64(0x46))) & high  # 0x30 <= c < 0x3a
+    low = w | (_B * np.uint64(0x20))  # A-F -> a-f
+    alpha = ((low + _B * np.uint64(0x1F)) & ~(low + _B * np.uint64(0x19))) & high  # 0x61 <= c < 0x67
+    valid = (digit | alpha) == high
+    nib = (w & (_B * np.uint64(0x0F))) + np.uint64(9) * ((w >> np.uint64(6)) & _B)
+    v = ((nib & np.uint64(0x000F000F000F000F)) << np.uint64(4)) | ((nib >> np.uint64(8)) & np.uint64(0x000F000F000F000F))
+    v = ((v & np.uint64(0x000000FF000000FF)) << np.uint64(8)) | ((v >> np.uint64(16)) & np.uint64(0x000000FF000000FF))
+    v = ((v & np.uint64(0xFFFF)) << np.uint64(16)) | ((v >> np.uint64(32)) & np.uint64(0xFFFF))
+    return v.view(np.int64), valid
 
 
 def _parse_ints(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -338,10 +367,11 @@ def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes:
 def iter_file_chunks(path: PathLike, *, chunk_bytes: int = CHUNK_BYTES, on_bad_line: str = "error",
                      report: Optional[ReadReport] = None, max_line_bytes: int = MAX_LINE_BYTES,
                      byte_range: Optional[Tuple[int, Optional[int]]] = None,
-                     first_line: int = 1) -> Iterator[CriteoChunk]:
+                     first_line: int = 1, skip_before_line: int = 0) -> Iterator[CriteoChunk]:
     """:func:`iter_criteo_tsv` for one file, or for the byte range ``byte_range=(start, end)`` of a plain
     file cut at line starts (:func:`recsys_emb.data.criteo.blocks.iter_line_blocks`), its first line
-    numbered ``first_line``: the reading of one work unit of a parallel preprocess.
+    numbered ``first_line``: the reading of one work unit of a parallel preprocess. Blocks whose lines
+    all come before line ``skip_before_line`` are read but not parsed (their lines are not checked).
 
     Example:
         >>> from recsys_emb.data.synthetic import generate_criteo_like
@@ -353,8 +383,11 @@ def iter_file_chunks(path: PathLike, *, chunk_bytes: int = CHUNK_BYTES, on_bad_l
     path = Path(path)
     for event in iter_line_blocks(path, chunk_bytes, max_line_bytes, byte_range=byte_range, first_line=first_line):
         if isinstance(event, Block):
+            n_lines = event.data.count(b"\n")
             if report is not None:
-                report.lines += event.data.count(b"\n")
+                report.lines += n_lines
+            if event.first_line + n_lines <= skip_before_line:
+                continue
             chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes)
             if chunk is not None:
                 if report is not None:
@@ -363,6 +396,8 @@ def iter_file_chunks(path: PathLike, *, chunk_bytes: int = CHUNK_BYTES, on_bad_l
         elif isinstance(event, OverlongLine):
             if report is not None:
                 report.lines += 1
+            if event.line < skip_before_line:
+                continue
             _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
                  detail=[f"no line end within {max_line_bytes} bytes"])
         else:

@@ -27,6 +27,7 @@ Example (``tmp``: any writable directory):
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import shutil
@@ -191,6 +192,14 @@ class UnitScan:
     lines: int
     report: ReadReport
     counts: Optional[ValueCounts] = field(default=None, repr=False)
+    chunk_starts: List[Tuple[int, int]] = field(default_factory=list, repr=False)
+    """Per chunk read: its first row's line (from ``first_line``) and the unit's rows before it."""
+
+    def resume_at(self, row: int) -> Tuple[int, int]:
+        """``(line, rows before it)`` of the chunk holding the unit's row ``row`` (0-based), with line
+        numbers from ``first_line``: where :func:`count_unit` starts parsing to reach that row."""
+        k = max(bisect.bisect_right([r for _, r in self.chunk_starts], row) - 1, 0)
+        return self.chunk_starts[k] if self.chunk_starts else (self.first_line, 0)
 
 
 def _next_line_start(f, offset: int, size: int) -> int:
@@ -248,13 +257,16 @@ def scan_unit(unit: Unit, *, first_line: int = 1, count_values: bool = True, on_
     with ``count_values`` the values of every field over all rows."""
     report = ReadReport(max_examples=max_examples)
     counts = ValueCounts() if count_values else None
+    starts: List[Tuple[int, int]] = []
     for chunk in iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report,
                                   max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line):
+        starts.append((int(chunk.lines[0]), report.rows - len(chunk)))
         if counts is not None:
             for j in range(len(CAT_COLUMNS)):
                 counts.add_values(j, chunk.cats[j])
     lines = report.lines
-    return UnitScan(unit, first_line, report.rows, lines, report, counts.compact() if counts is not None else None)
+    return UnitScan(unit, first_line, report.rows, lines, report, counts.compact() if counts is not None else None,
+                    starts)
 
 
 def merge_scans(scans: Sequence[UnitScan], max_examples: int = 1000) -> Tuple[ReadReport, List[int], List[int]]:
@@ -281,14 +293,17 @@ def merge_scans(scans: Sequence[UnitScan], max_examples: int = 1000) -> Tuple[Re
     return report, first_lines, first_rows
 
 
-def count_unit(unit: Unit, skip_rows: int, *, first_line: int = 1, chunk_bytes: int = CHUNK_BYTES,
-               max_line_bytes: int = MAX_LINE_BYTES) -> ValueCounts:
+def count_unit(unit: Unit, skip_rows: int, *, first_line: int = 1, resume: Optional[Tuple[int, int]] = None,
+               chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES) -> ValueCounts:
     """Pass 2 over one unit: the value counts of its valid rows from row ``skip_rows`` (0-based, within
-    the unit) on; malformed lines are skipped as pass 1 counted them."""
+    the unit) on; malformed lines are skipped as pass 1 counted them. ``resume=(line, rows before it)``
+    (:meth:`UnitScan.resume_at`, lines numbered from ``first_line``): the blocks before that line are
+    read without being parsed."""
     counts = ValueCounts()
-    seen = 0
+    line, seen = resume if resume is not None else (first_line, 0)
     for chunk in iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport(),
-                                  max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line):
+                                  max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line,
+                                  skip_before_line=line):
         lo = max(skip_rows - seen, 0)
         seen += len(chunk)
         if lo < len(chunk):

@@ -18,8 +18,8 @@ __all__ = ["DATASETS", "run", "format_table", "main"]
 logger = logging.getLogger(__name__)
 
 DATASETS: Dict[str, Dict[str, Any]] = {
-    "kaggle": {"dim": 16, "note": "dim 16, the DLRM reference for Kaggle (configs/dlrm_criteo_kaggle.yaml)"},
-    "1tb": {"dim": 128, "note": "dim 128, the DLRM reference (MLPerf) for Criteo 1TB"},
+    "kaggle": {"dim": 16, "note": "dim 16 as in configs/dlrm_criteo_kaggle.yaml, the DLRM reference model for Kaggle"},
+    "1tb": {"dim": 128, "note": "dim 128 as in the DLRM reference model for Criteo 1TB (MLPerf)"},
 }
 """Each dataset's embedding dim in the table: its DLRM reference model's."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from recsys_emb.data.criteo.reader import _parse_hex
+from recsys_emb.data.criteo.fields import parse_hex as _parse_hex
 
 
 def test_eight_digit_fields_against_int():

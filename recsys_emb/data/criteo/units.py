@@ -95,7 +95,7 @@ class ValueCounts:
     Example:
         >>> a = ValueCounts(1); a.add_values(0, np.array([5, 3, 5]))
         >>> b = ValueCounts(1); b.add_values(0, np.array([3, 9]))
-        >>> m = ValueCounts.merged([a, b]); m.keys[0].tolist(), m.counts[0].tolist()
+        >>> m = ValueCounts.merged([a, b], n_fields=1); m.keys[0].tolist(), m.counts[0].tolist()
         ([3, 5, 9], [2, 2, 1])
         >>> d = m.subtract(b); d.keys[0].tolist(), d.counts[0].tolist()
         ([3, 5], [1, 2])

@@ -14,7 +14,7 @@ from torch import nn
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
-from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
+from torchrec.distributed.planner.types import HardwareConfig, KernelConfig, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import BoundsCheckMode, ShardingPlan
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -31,6 +31,7 @@ from recsys_emb.tables import (
 from recsys_emb.tables.init import TABLE_STATE_KEY
 
 __all__ = [
+    "HBM_RESERVED",
     "SHARDING_TYPES_BY_DEVICE",
     "collections_of",
     "checked_tables",
@@ -54,7 +55,7 @@ _TORCH_OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
 }
 """The optimizer classes TorchRec maps to FBGEMM's fused kernels, by :class:`EmbeddingOptimizer` name."""
 
-_HBM_RESERVED = 0.15
+HBM_RESERVED = 0.15
 """Share of each GPU's memory the planner leaves to dense tensors, inputs and activations (the share
 TorchRec's default policy keeps as its margin)."""
 
@@ -148,6 +149,7 @@ def _planner(
     sharding_types: Optional[Sequence[str]],
     per_table_sharding: Optional[Mapping[str, Sequence[str]]],
     compute_kernel: str,
+    hbm_bytes: Optional[int] = None,
 ) -> EmbeddingShardingPlanner:
     """The planner :func:`shard_model` and :func:`plan_model` share (fused optimizer applied to ``model``).
 
@@ -164,10 +166,11 @@ def _planner(
     apply_fused_optimizer(model, optimizer)
     topology = TopologyFactory.create_topology(
         trainer_config=TrainerConfig(world_size=world_size, local_world_size=local_world_size),
+        hardware_config=HardwareConfig(hbm_cap_bytes=hbm_bytes) if hbm_bytes is not None else None,
         kernel_config=KernelConfig(compute_device=device_type))
     constraints = _constraints(model, sharding_types, compute_kernel, per_table_sharding, device_type, world_size)
     return EmbeddingShardingPlanner(topology=topology, constraints=constraints,
-                                    storage_reservation=FixedPercentageStorageReservation(_HBM_RESERVED))
+                                    storage_reservation=FixedPercentageStorageReservation(HBM_RESERVED))
 
 
 def shard_model(
@@ -235,11 +238,15 @@ def plan_model(
     per_table_sharding: Optional[Mapping[str, Sequence[str]]] = None,
     compute_kernel: str = "fused",
     local_world_size: Optional[int] = None,
+    hbm_bytes: Optional[int] = None,
 ) -> ShardingPlan:
     """TorchRec's sharding plan for ``model`` on ``world_size`` ranks, without processes or a group.
 
     The same planner, topology and constraints as :func:`shard_model`, so ``recsys-emb plan`` shows the
-    placement a run of that size gets. Build the model on ``meta`` to plan tables of any size.
+    placement a run of that size gets. Build the model on ``meta`` to plan tables of any size: planning
+    for ``device_type="cuda"`` needs no GPU. ``hbm_bytes``: each GPU's memory (TorchRec's default
+    otherwise); the planner keeps 15% of it free and raises TorchRec's ``PlannerError`` when the tables
+    do not fit.
 
     Example:
         >>> from recsys_emb.layer import EmbeddingLayer
@@ -254,7 +261,7 @@ def plan_model(
     if world_size < 1:
         raise ValueError(f"world_size={world_size} must be >= 1")
     planner = _planner(model, optimizer, device_type, world_size, local_world_size or world_size,
-                       sharding_types, per_table_sharding, compute_kernel)
+                       sharding_types, per_table_sharding, compute_kernel, hbm_bytes)
     return planner.plan(model, get_default_sharders())
 
 

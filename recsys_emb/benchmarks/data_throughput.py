@@ -1,5 +1,6 @@
 """Data-path throughput: samples/s of Criteo-schema batches (dense (B, 13), KJT of 26 keys, labels)
-built from Parquet shards on one core, plus the generation and preprocessing speeds on the way.
+built from Parquet shards on one core, plus the generation speed and the preprocessing speed with 1 and 2
+worker processes (MB/s of input text, per worker, and the speed-up).
 
     .venv/bin/python bench/data_throughput.py --rows 1000000 --json bench/out/data_throughput.json
 """
@@ -24,10 +25,12 @@ TARGET_SAMPLES_PER_S = 500_000
 
 
 def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: float = 0.01,
-        epochs: int = 2) -> Dict[str, Any]:
-    """Generate and preprocess ``rows`` Criteo-like rows under ``workdir`` (reused when present; the
-    generation and preprocessing speeds are reported only when they ran), then read the train split
-    ``epochs`` times in order and shuffled; returns settings, speeds and the best pass per order."""
+        epochs: int = 2, workers: Sequence[int] = (1, 2), unit_mb: float = 32.0) -> Dict[str, Any]:
+    """Generate ``rows`` Criteo-like rows under ``workdir`` (reused when present; the generation speed is
+    reported only when it ran), preprocess them with each number of ``workers`` (the input cut into units
+    of ``unit_mb`` MiB), then read the train split ``epochs`` times in order and shuffled; returns
+    settings, speeds (``preprocess``: one entry per worker count, MB/s of input text) and the best pass
+    per order."""
     from recsys_emb.data.batches import ParquetBatches
     from recsys_emb.data.criteo import preprocess
     from recsys_emb.data.synthetic import generate_criteo_like
@@ -36,16 +39,25 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
     raw, processed = work / "raw", work / "processed"
     results: Dict[str, Any] = {"rows": rows, "batch_size": batch_size, "scale": scale,
                                "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                               "python": sys.version.split()[0], "torch": torch.__version__}
-    if not (processed / "metadata.json").exists():
+                               "cores": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__}
+    tsv = raw / "criteo_like.tsv"
+    if not (raw / "generator.json").exists() or not tsv.exists():
         g = generate_criteo_like(raw, rows, scale=scale, seed=0, overwrite=True)
         results["generate_rows_per_s"] = round(g.rows / g.seconds)
-        results["tsv_bytes"] = g.tsv.stat().st_size
-        t0 = time.perf_counter()
-        preprocess(g.tsv, processed, rows_per_shard=1 << 20, overwrite=True)
-        dt = time.perf_counter() - t0
-        results["preprocess_rows_per_s"] = round(rows / dt)
-        results["preprocess_mb_per_s"] = round(g.tsv.stat().st_size / dt / 1e6, 1)
+    results["tsv_bytes"] = tsv.stat().st_size
+    results["preprocess"] = []
+    for w in workers:
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        preprocess(tsv, processed, rows_per_shard=1 << 20, overwrite=True, workers=w,
+                   unit_bytes=int(unit_mb * (1 << 20)))
+        dt, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        mb = tsv.stat().st_size / 1e6
+        # CPU seconds (this process and its finished workers) give the speed per core even on a busy machine
+        results["preprocess"].append({"workers": w, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+                                      "rows_per_s": round(rows / dt), "mb_per_s": round(mb / dt, 1),
+                                      "mb_per_s_per_worker": round(mb / dt / w, 1),
+                                      "mb_per_cpu_s": round(mb / cpu, 1)})
+    results["unit_mb"] = unit_mb
 
     table = []
     for shuffle in (False, True):
@@ -70,15 +82,27 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
     return results
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def format_table(results: Dict[str, Any]) -> str:
     """The results of :func:`run` as the text the script prints."""
     lines = [f"{'shuffle':>8} {'batches':>8} {'samples/s':>12} {'batches/s':>10}   "
              f"(batch {results['batch_size']}, 1 thread)"]
     for r in results["iterate"]:
         lines.append(f"{str(r['shuffle']):>8} {r['batches']:>8} {r['samples_per_s']:>12,} {r['batches_per_s']:>10}")
-    for k in ("generate_rows_per_s", "preprocess_rows_per_s", "preprocess_mb_per_s"):
-        if k in results:
-            lines.append(f"{k}: {results[k]:,}")
+    if "generate_rows_per_s" in results:
+        lines.append(f"generate_rows_per_s: {results['generate_rows_per_s']:,}")
+    base = results["preprocess"][0] if results.get("preprocess") else None
+    for r in results.get("preprocess", []):
+        speedup = base["seconds"] / r["seconds"] * base["workers"] if base else 1.0
+        lines.append(f"preprocess, {r['workers']} worker(s): {r['seconds']:.1f}s, {r['rows_per_s']:,} rows/s, "
+                     f"{r['mb_per_s']} MB/s ({r['mb_per_s_per_worker']} MB/s per worker; x{speedup:.2f} vs 1); "
+                     f"{r['cpu_seconds']:.1f} CPU s, {r['mb_per_cpu_s']} MB per CPU second")
     return "\n".join(lines)
 
 
@@ -90,6 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--scale", type=float, default=0.01)
     p.add_argument("--workdir", default="bench/out/data_throughput", help="generated data (reused if present)")
     p.add_argument("--epochs", type=int, default=2, help="timed passes over the train split")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="preprocess with each of these")
+    p.add_argument("--unit-mb", type=float, default=32.0, help="MiB per work unit of the preprocess")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--quick", action="store_true", help="200k rows, 1 epoch (smoke test)")
     args = p.parse_args(argv)
@@ -97,7 +123,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         args.rows, args.epochs = 200_000, 1
     torch.set_num_threads(1)  # the figure is per core
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    results = run(Path(args.workdir), rows=args.rows, batch_size=args.batch_size, scale=args.scale, epochs=args.epochs)
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)  # Arrow's thread pool too: one worker = one core
+    results = run(Path(args.workdir), rows=args.rows, batch_size=args.batch_size, scale=args.scale, epochs=args.epochs,
+                  workers=args.workers, unit_mb=args.unit_mb)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

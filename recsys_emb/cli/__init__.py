@@ -111,14 +111,19 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from recsys_emb.training import plan_run
 
     cfg = load_config(args.config, args.overrides)
-    out = plan_run(cfg, args.world_size, args.device)
+    out = plan_run(cfg, args.world_size, args.device, cardinalities=args.cardinalities, hbm_gb=args.hbm_gb)
     if args.json:
         emit(json.dumps({k: v for k, v in out.items() if k != "text"}, indent=1))
-        return 0
-    emit(f"{cfg.name}: TorchRec plan for {args.world_size} rank(s) on {args.device} "
-         f"(sharding types {cfg.train.sharding_types}, bytes = float32 weights + {cfg.optim.embedding} state)")
+        return 0 if out["fits"] else 1
+    source = f"{args.cardinalities} cardinalities" if args.cardinalities else f"data {cfg.data.path}"
+    memory = f", {format_bytes(out['hbm_bytes'])} HBM per GPU" if out["hbm_bytes"] else ""
+    emit(f"{cfg.name}: TorchRec plan for {args.world_size} rank(s) on {args.device}{memory} ({source}, "
+         f"sharding types {cfg.train.sharding_types}, bytes = float32 weights + {cfg.optim.embedding} state)")
     emit(out["text"])
-    emit(f"total: {format_bytes(sum(out['rank_bytes']))}")
+    if not out["fits"]:
+        return 1
+    emit(f"total: {format_bytes(sum(out['rank_bytes']))}; largest rank: {format_bytes(max(out['rank_bytes']))}"
+         + (" (fits)" if out["hbm_bytes"] else ""))
     return 0
 
 
@@ -166,11 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train, reexec=True)
 
     pl = sub.add_parser("plan", help="the sharding plan and memory per rank of a config, without training")
-    pl.add_argument("--config", required=True, help="configs/NAME.yaml (its data is prepared if missing)")
+    pl.add_argument("--config", required=True,
+                    help="configs/NAME.yaml (its data is prepared if missing, unless --cardinalities)")
     pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.sharding_types=[column_wise]")
     pl.add_argument("--world-size", type=int, default=2, help="ranks to plan for")
-    pl.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="compute device of the ranks")
+    pl.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="compute device of the ranks (cuda plans for GPUs on any machine, without one)")
+    pl.add_argument("--cardinalities", default=None, choices=["kaggle", "1tb"],
+                    help="size the tables from Criteo's published cardinalities (Kaggle 33.8M ids, 1TB 882.8M) "
+                         "instead of the config's data, which then need not exist")
+    pl.add_argument("--hbm-gb", type=float, default=None,
+                    help="memory of each GPU in GB (--device cuda; default TorchRec's); exit 1 if the tables do not fit")
     pl.add_argument("--json", action="store_true", help="the report as JSON")
     pl.set_defaults(func=_cmd_plan, reexec=False)
 

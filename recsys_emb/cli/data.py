@@ -114,7 +114,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
                           valid_fraction=args.valid_fraction, on_bad_line=args.on_bad_line,
                           chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
                           vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick,
-                          overwrite=args.overwrite, vocab=args.vocab)
+                          overwrite=args.overwrite, vocab=args.vocab, workers=args.workers,
+                          unit_bytes=int(args.unit_mb * (1 << 20)))
     bad = meta["bad_lines"]
     print(f"{meta['rows']['total']:,} rows -> {args.out} "
           f"(train {meta['rows']['train']:,}, valid {meta['rows']['valid']:,}, test {meta['rows']['test']:,}) "
@@ -200,7 +201,8 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     ml.set_defaults(func=_cmd_generate_movielens)
 
     pp = subparsers.add_parser("preprocess", help="Criteo TSV (plain or .gz) -> categorified Parquet splits")
-    pp.add_argument("--input", nargs="+", required=True, help="files or glob patterns, in time order")
+    pp.add_argument("--input", nargs="+", required=True,
+                    help="files, glob patterns or a directory of day_0 .. day_23 (Criteo 1TB), in time order")
     pp.add_argument("--out", required=True)
     pp.add_argument("--min-count", type=int, default=1, help="ids seen fewer times map to the field's OOV id")
     pp.add_argument("--test-fraction", type=float, default=0.1)
@@ -208,6 +210,10 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--on-bad-line", choices=["error", "skip"], default="error")
     pp.add_argument("--chunk-mb", type=float, default=8.0, help="bytes read per block (memory bound)")
     pp.add_argument("--rows-per-shard", type=int, default=1 << 21)
+    pp.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: every core this process may use); the output is the same for any")
+    pp.add_argument("--unit-mb", type=float, default=256.0,
+                    help="MiB of a plain input file per work unit (a .gz file is one unit)")
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
     pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")
     pp.add_argument("--vocab", default=None, metavar="DIR",

@@ -5,6 +5,7 @@ is mapped to ids exactly as the training data was.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
@@ -87,8 +88,18 @@ def save_vocabularies(directory: PathLike, vocabs: Mapping[str, Vocabulary]) -> 
     counts: Dict[str, Any] = {c: v.counts for c, v in vocabs.items()}
     arrays: Dict[str, Any] = {**{f"{c}_keys": v.keys for c, v in vocabs.items()},
                               **{f"{c}_ids": v.ids for c, v in vocabs.items()}}
-    np.savez(d / COUNTS_FILE, **counts)
-    np.savez(d / VOCAB_FILE, **arrays)
+    _savez(d / COUNTS_FILE, counts)
+    _savez(d / VOCAB_FILE, arrays)
+
+
+def _savez(path: Path, arrays: Mapping[str, Any]) -> None:
+    """``np.savez`` with a fixed time stamp on every entry: the same arrays give the same bytes (np.savez
+    stamps the current time, so two runs of a preprocess would differ)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def load_vocabulary(directory: PathLike) -> Dict[str, Vocabulary]:

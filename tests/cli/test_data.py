@@ -75,3 +75,25 @@ def test_every_data_command_reports_library_errors_in_one_line(tmp_path, capsys)
     assert main(["generate", "sequences", "--rows", "10", "--out", str(tmp_path / "s"), "--max-len", "0"]) == 2
     assert "min_len <= max_len" in _one_error_line(capsys)
     assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists() and not (tmp_path / "m").exists()
+
+
+def test_preprocess_a_directory_of_days_with_workers(tmp_path, capsys):
+    """The Criteo 1TB layout (day_0, day_1.gz, ...) as --input, read by 2 workers; a missing day is refused."""
+    import gzip
+
+    raw, days = tmp_path / "raw", tmp_path / "days"
+    assert main(["generate", "criteo-like", "--rows", "3000", "--out", str(raw), "--scale", "0.001"]) == 0
+    lines = (raw / "criteo_like.tsv").read_bytes().splitlines(keepends=True)
+    days.mkdir()
+    (days / "day_0").write_bytes(b"".join(lines[:1000]))
+    (days / "day_1.gz").write_bytes(gzip.compress(b"".join(lines[1000:2000])))
+    (days / "day_2").write_bytes(b"".join(lines[2000:]))
+    capsys.readouterr()
+    assert main(["preprocess", "--input", str(days), "--out", str(tmp_path / "p"), "--workers", "2",
+                 "--unit-mb", "0.1"]) == 0
+    assert "3,000 rows" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    assert [p.rsplit("/", 1)[-1] for p in meta["inputs"]] == ["day_0", "day_1.gz", "day_2"]
+    (days / "day_1.gz").unlink()
+    assert main(["preprocess", "--input", str(days), "--out", str(tmp_path / "q")]) == 2
+    assert "lacks day_1" in capsys.readouterr().err

@@ -80,8 +80,10 @@ def test_missing_flags_and_vocab_from_all(small_raw, tmp_path):
 def test_a_new_day_maps_through_an_existing_vocabulary(small_raw, small_processed, tmp_path):
     lines = (small_raw / "criteo_like.tsv").read_text().splitlines()[-2000:]  # the test split of small_processed
     (tmp_path / "day.tsv").write_text("\n".join(lines) + "\n")
+    # several units on 2 workers: the OOV counts of the units add up
     meta = preprocess(tmp_path / "day.tsv", tmp_path / "day", vocab=small_processed, test_fraction=0.5,
-                      valid_fraction=0.0, min_count=1000)  # min_count is unused with a vocabulary
+                      valid_fraction=0.0, min_count=1000,  # min_count is unused with a vocabulary
+                      workers=2, unit_bytes=40_000)
     assert meta["vocab_source"] == str(small_processed.resolve())
     old = json.loads((small_processed / "metadata.json").read_text())
     assert meta["vocab_sizes"] == old["vocab_sizes"] and meta["oov_ids"] == old["oov_ids"]

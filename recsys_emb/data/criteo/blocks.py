@@ -20,8 +20,8 @@ from typing import BinaryIO, Iterator, Optional, Set, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Block", "OverlongLine", "DamagedStream", "iter_line_blocks", "line_byte_codes", "LINE_REASONS",
-           "OVERLONG"]
+__all__ = ["Block", "OverlongLine", "DamagedStream", "iter_line_blocks", "line_byte_codes", "is_compressed",
+           "LINE_REASONS", "OVERLONG"]
 
 logger = logging.getLogger(__name__)
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -141,7 +141,29 @@ def _gunzip(f: BinaryIO, out_bytes: int) -> Iterator[bytes]:
             yield out
 
 
-def _pieces(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+def is_compressed(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is read through a decompressor (gzip by its magic bytes or name; bz2, zstd, lz4,
+    brotli by name): such a file can only be read from its start."""
+    path = Path(path)
+    if path.name.lower().endswith((".gz",) + _ARROW_CODECS):
+        return True
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _pieces(path: Path, chunk_bytes: int, start: int = 0, end: Optional[int] = None) -> Iterator[bytes]:
+    if start or end is not None:  # a byte range of a plain file
+        with open(path, "rb") as f:
+            f.seek(start)
+            left = None if end is None else end - start
+            while left is None or left > 0:
+                data = f.read(chunk_bytes if left is None else min(chunk_bytes, left))
+                if not data:
+                    return
+                if left is not None:
+                    left -= len(data)
+                yield data
+        return
     with open(path, "rb") as f:
         gz = f.read(2) == _GZIP_MAGIC or path.name.lower().endswith(".gz")
         f.seek(0)
@@ -165,9 +187,15 @@ def _pieces(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         raise _Damaged(f"the compressed stream is truncated or corrupt ({' '.join(str(e).split())})") from None
 
 
-def iter_line_blocks(path: Union[str, Path], chunk_bytes: int = 8 << 20,
-                     max_line_bytes: int = 4096) -> Iterator[Union[Block, OverlongLine, DamagedStream]]:
+def iter_line_blocks(path: Union[str, Path], chunk_bytes: int = 8 << 20, max_line_bytes: int = 4096,
+                     byte_range: Optional[Tuple[int, Optional[int]]] = None,
+                     first_line: int = 1) -> Iterator[Union[Block, OverlongLine, DamagedStream]]:
     """Blocks of whole lines of a file, in order, with the 1-based number of their first line.
+
+    ``byte_range=(start, end)`` (``end`` None: to the end of the file) reads only those bytes of a plain
+    file whose line ends are ``\\n``; ``start`` must be the first byte of a line and ``end`` the byte after
+    a ``\\n`` (``recsys_emb.data.criteo.units.plan_units`` cuts files so), and ``first_line`` is the number
+    of the range's first line in the file.
 
     Line ends are ``\\n`` (``\\r\\n`` stays in the block: the ``\\r`` is a line end's, not a field's) or, in a
     file whose first line ends in a lone ``\\r`` and that has no ``\\n`` before it, ``\\r`` (translated to
@@ -179,10 +207,14 @@ def iter_line_blocks(path: Union[str, Path], chunk_bytes: int = 8 << 20,
     Memory: ``chunk_bytes`` (decompressed) plus ``max_line_bytes``.
     """
     path = Path(path)
-    line, rest = 1, b""
+    line, rest = first_line, b""
     skipping = False  # inside an overlong line: drop bytes up to its end
     cr_only = None  # unknown until the first line end is seen
-    pieces = _pieces(path, chunk_bytes)
+    if byte_range is not None:
+        cr_only = False  # ranges are cut only in files whose first block holds a \n
+        pieces = _pieces(path, chunk_bytes, int(byte_range[0]), byte_range[1])
+    else:
+        pieces = _pieces(path, chunk_bytes)
     while True:
         try:
             data = next(pieces, None)

@@ -1,84 +1,50 @@
-"""Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``: three streaming
-passes (validate, count, write) over the reader of :mod:`recsys_emb.data.criteo.reader`.
+"""Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``: three passes
+(validate and count, count the rows after the training split, write) over the work units of
+:mod:`recsys_emb.data.criteo.units`, in a pool of worker processes.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
+import shutil
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from recsys_emb.data.criteo.reader import (
-    CHUNK_BYTES,
-    CriteoChunk,
-    ReadReport,
-    expand_inputs,
-    iter_criteo_tsv,
-    true_prob_path,
+from recsys_emb.data.criteo.reader import CHUNK_BYTES, MAX_LINE_BYTES, ReadReport, expand_inputs, true_prob_path
+from recsys_emb.data.criteo.schema import CAT_COLUMNS, criteo_schema
+from recsys_emb.data.criteo.units import (
+    UNIT_BYTES,
+    Unit,
+    UnitOutput,
+    UnitScan,
+    ValueCounts,
+    chunk_table,
+    count_unit,
+    merge_scans,
+    plan_units,
+    save_vocab_arrays,
+    scan_unit,
+    write_unit,
 )
-from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, criteo_schema
 from recsys_emb.data.outdir import atomic_output_dir
-from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, ShardedParquetWriter, time_split_sizes, write_metadata
-from recsys_emb.errors import DataError
+from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, time_split_sizes, write_metadata
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
+from recsys_emb.errors import DataError, RecsysEmbError
 
-__all__ = ["preprocess", "load_counts", "chunk_table"]
+__all__ = ["preprocess", "load_counts", "default_workers", "MapUnits", "chunk_table"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 PROCESSED_ENTRIES = DATASET_ENTRIES + (COUNTS_FILE, VOCAB_FILE)
-
-
-class _Counter:
-    """Exact value counts of int64 values, merged in sorted arrays (memory ~ distinct values)."""
-
-    def __init__(self) -> None:
-        self.keys = np.zeros(0, np.int64)
-        self.counts = np.zeros(0, np.int64)
-        self._pending: List[Tuple[np.ndarray, np.ndarray]] = []
-        self._pending_size = 0
-
-    def add(self, values: np.ndarray) -> None:
-        k, c = np.unique(values, return_counts=True)
-        self._pending.append((k, c.astype(np.int64)))
-        self._pending_size += len(k)
-        if self._pending_size > max(len(self.keys), 1 << 16):
-            self.compact()
-
-    def compact(self) -> None:
-        if not self._pending:
-            return
-        keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
-        counts = np.concatenate([self.counts] + [c for _, c in self._pending])
-        order = np.argsort(keys, kind="stable")
-        keys, counts = keys[order], counts[order]
-        first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        self.keys, self.counts = keys[first], np.add.reduceat(counts, first) if len(first) else counts
-        self._pending, self._pending_size = [], 0
-
-
-def chunk_table(chunk: CriteoChunk, vocabs: Sequence[Vocabulary], true_prob: Optional[np.ndarray] = None,
-                missing_flags: bool = False) -> pa.Table:
-    """The processed columns of a chunk: ``label`` int8, ``I1..I13`` float32 ``log(1 + max(x, 0))``
-    (``M1..M13`` if ``missing_flags``), ``C1..C26`` int64 ids through ``vocabs`` (one per field, in
-    ``CAT_COLUMNS`` order; unknown values -> OOV id), ``true_prob`` when given."""
-    dense = np.log1p(np.maximum(chunk.ints, 0).astype(np.float64)).astype(np.float32)
-    cols: Dict[str, pa.Array] = {LABEL_COLUMN: pa.array(chunk.labels, pa.int8())}
-    for j, c in enumerate(INT_COLUMNS):
-        cols[c] = pa.array(dense[:, j])
-    if missing_flags:
-        for j, c in enumerate(INT_COLUMNS):
-            cols[f"M{c[1:]}"] = pa.array(chunk.int_missing[:, j].astype(np.int8))
-    for j, c in enumerate(CAT_COLUMNS):
-        cols[c] = pa.array(vocabs[j].lookup(chunk.cats[j]))
-    if true_prob is not None:
-        cols["true_prob"] = pa.array(true_prob.astype(np.float32))
-    return pa.table(cols)
+MapUnits = Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]]
+"""``map_units(fn, items)``: ``fn(item)`` for every item, in order."""
 
 
 def preprocess(
@@ -98,20 +64,30 @@ def preprocess(
     progress: Optional[Callable[[str, int], None]] = None,
     overwrite: bool = False,
     vocab: Optional[PathLike] = None,
+    workers: Optional[int] = None,
+    unit_bytes: int = UNIT_BYTES,
+    map_units: Optional[MapUnits] = None,
 ) -> Dict[str, Any]:
     """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``.
 
-    Three streaming passes (two with ``vocab_from="all"``), memory bounded by ``chunk_bytes`` plus the
-    distinct values per field (never by the number of rows):
+    The inputs are cut into work units (:func:`~recsys_emb.data.criteo.units.plan_units`: a compressed
+    file whole, a plain file in pieces of ``unit_bytes`` at line starts) that ``workers`` processes read
+    independently; their results merge exactly, so the output (vocabulary, counts, Parquet files, byte for
+    byte) depends on the inputs and settings only, never on ``workers``. Memory per worker: a few times
+    ``chunk_bytes`` plus one unit's distinct values; in this process: the distinct values per field
+    (exact counts; never the number of rows).
 
-    1. validate and count rows (malformed lines per ``on_bad_line``, always counted with line numbers);
-    2. count each field's values over the training rows (``vocab_from="train"``: valid/test ids unseen in
-       training become OOV, so no future leaks into the vocabulary) or over all rows;
-    3. write ``out_dir/{train,valid,test}/part-*.parquet``: ``label`` int8, ``I1..I13`` float32
-       ``log(1 + max(x, 0))`` (missing = 0; ``M1..M13`` int8 flags if ``missing_flags``), ``C1..C26`` int64
-       ids (0 = most frequent; the empty value is its own category; values seen < ``min_count`` times map
-       to the field's OOV id = vocab size - 1), and ``true_prob`` if a ``X.true_prob.npy`` side file from
-       the generator lies beside the input ``X.tsv[.gz]``.
+    1. every unit: validate and count rows (malformed lines per ``on_bad_line``, always counted with line
+       numbers), and count each field's values over all rows;
+    2. ``vocab_from="train"`` (default; valid/test ids unseen in training become OOV, so no future leaks
+       into the vocabulary): the units holding rows after the training split count those rows, and their
+       counts are subtracted (only the validation and test rows are read again); ``"all"`` skips this;
+    3. every unit: write its rows to ``out_dir/{train,valid,test}/part-*.parquet`` (shards of at most
+       ``rows_per_shard`` rows, never across units; numbered in time order): ``label`` int8, ``I1..I13``
+       float32 ``log(1 + max(x, 0))`` (missing = 0; ``M1..M13`` int8 flags if ``missing_flags``),
+       ``C1..C26`` int64 ids (0 = most frequent; the empty value is its own category; values seen <
+       ``min_count`` times map to the field's OOV id = vocab size - 1), and ``true_prob`` if a
+       ``X.true_prob.npy`` side file from the generator lies beside the input ``X.tsv[.gz]``.
 
     Rows keep file order; the last ``test_fraction`` form the test split and the ``valid_fraction``
     (default: ``test_fraction``) before them the validation split.
@@ -121,18 +97,28 @@ def preprocess(
     non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it whole.
 
     Args:
-        inputs: TSV paths or glob patterns (plain or .gz), read in the order given (globs sorted).
+        inputs: TSV paths, glob patterns (matches sorted, numbers by value: ``day_2`` before ``day_10``)
+            or a directory of Criteo 1TB days (``day_0`` .. ``day_23``, plain or .gz), plain or .gz,
+            read in the order given.
         out_dir: output directory (created; must be absent or empty unless ``overwrite``).
-        progress: optional callback ``(phase, rows_done)`` after every block (the CLI draws a bar).
+        progress: optional callback ``(phase, rows_done)`` after every unit (the CLI draws a bar).
         overwrite: replace an existing output directory whole (only one holding nothing but what
             preprocess writes).
         vocab: map with an existing vocabulary instead of counting one (``min_count`` and ``vocab_from``
-            are then unused): a model directory (``recsys-emb export``, ``<run>/model``) or a processed
-            dataset directory. A new day then gets the ids the model was trained with; values the
-            vocabulary lacks map to the OOV id, counted per field in ``oov_rows``.
+            are then unused, and pass 2 is skipped): a model directory (``recsys-emb export``,
+            ``<run>/model``) or a processed dataset directory. A new day then gets the ids the model was
+            trained with; values the vocabulary lacks map to the OOV id, counted per field in ``oov_rows``.
+        workers: processes that read the units (default :func:`default_workers`: every core this
+            process may use; 1 reads them here, in order).
+        unit_bytes: bytes of a plain file per work unit (it sets the shard layout, not ``workers``).
+        map_units: runs the passes' per-unit work on another engine: ``map_units(fn, items)`` returns
+            ``fn(item)`` for every item, in order (``fn`` is picklable: a ``functools.partial`` of a
+            module-level function). E.g. ``concurrent.futures.ProcessPoolExecutor(8).map``, or a cluster's
+            map (datasets/criteo.md: Ray) where every machine sees the inputs and ``out_dir``'s parent at
+            the same paths. ``workers`` is then unused.
     Returns:
         The metadata dict also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
-        ``oov_ids``, ``bad_lines`` report, ``schema``, counts file names.
+        ``oov_ids``, ``oov_rows`` (rows per field whose value mapped to the OOV id), ``bad_lines`` report, ``schema``, counts file names.
 
     Example (``tmp``: any writable directory):
         >>> from recsys_emb.data.synthetic import generate_criteo_like
@@ -151,35 +137,88 @@ def preprocess(
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     if vocab_from not in ("train", "all"):
         raise ValueError(f"vocab_from must be 'train' or 'all', got {vocab_from!r}")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     paths = expand_inputs(inputs)
+    given = _given_vocabulary(vocab) if vocab is not None else None
     with atomic_output_dir(out_dir, overwrite=overwrite, owned=PROCESSED_ENTRIES, command="preprocess") as tmp:
         meta = _preprocess_into(paths, tmp, min_count=min_count, test_fraction=test_fraction,
                                 valid_fraction=valid_fraction, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
                                 rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, vocab_from=vocab_from,
                                 missing_flags=missing_flags, max_reported_bad_lines=max_reported_bad_lines,
-                                progress=progress, vocab=vocab)
+                                progress=progress, unit_bytes=unit_bytes, given=given,
+                                vocab_source=None if vocab is None else str(Path(vocab).resolve()),
+                                mapper=map_units or partial(_map_ordered, workers=workers))
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
+
+
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def _init_worker() -> None:
+    # One process per core: Arrow's own thread pool would make each worker fight the others for cores.
+    pa.set_cpu_count(1)
+
+
+def _map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``fn`` over ``items``, results in order: in this process for one worker or item, else in a pool."""
+    if workers <= 1 or len(items) <= 1:
+        yield from (fn(x) for x in items)
+        return
+    # fork where there is one: the workers inherit the imported modules instead of importing torch again
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(min(workers, len(items)), initializer=_init_worker) as pool:
+        yield from pool.imap(fn, items, chunksize=1)
+
+
+def _scan_all(units: List[Unit], mapper: MapUnits, count_values: bool, on_bad_line: str, chunk_bytes: int,
+              max_line_bytes: int, max_examples: int, tick: Callable[[str, int], None]
+              ) -> Tuple[List[UnitScan], ValueCounts]:
+    """Pass 1 over every unit; value counts merged as they arrive. A unit that raises is read again here
+    with its true first line, so the error names the same line a one-process run names."""
+    scan = partial(scan_unit, count_values=count_values, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
+                   max_line_bytes=max_line_bytes, max_examples=max_examples)
+    scans: List[UnitScan] = []
+    total = ValueCounts()
+    results = iter(mapper(scan, units))
+    for unit in units:
+        try:
+            s = next(results)
+        except RecsysEmbError:
+            _, first_lines, _ = merge_scans(scans + [UnitScan(unit, 1, 0, 0, ReadReport())], max_examples)
+            scan(unit, first_line=first_lines[-1])
+            raise
+        if s.counts is not None:
+            total.add(s.counts)
+            s.counts = None
+        scans.append(s)
+        tick("validate", sum(x.rows for x in scans))
+    return scans, total.compact()
 
 
 def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fraction: float,
                      valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
                      row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
-                     progress: Optional[Callable[[str, int], None]],
-                     vocab: Optional[PathLike] = None) -> Dict[str, Any]:
-    """The three passes of :func:`preprocess`, writing into the (temporary) directory ``out``."""
+                     progress: Optional[Callable[[str, int], None]], mapper: MapUnits, unit_bytes: int,
+                     given: Optional[Dict[str, Vocabulary]] = None, vocab_source: Optional[str] = None
+                     ) -> Dict[str, Any]:
+    """The three passes of :func:`preprocess` over the units of the inputs, writing into ``out``."""
     t0 = time.perf_counter()
-    report = ReadReport(max_examples=max_reported_bad_lines)
-    counters = [_Counter() for _ in CAT_COLUMNS]
     tick = progress or (lambda phase, rows: None)
+    units = plan_units(paths, unit_bytes=unit_bytes, chunk_bytes=chunk_bytes)
+    logger.info("%d input file(s) in %d unit(s)", len(paths), len(units))
 
-    given = _given_vocabulary(vocab) if vocab is not None else None
-    # Pass 1: validation and row count (and the vocabulary if it comes from all rows).
-    for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report):
-        if vocab_from == "all" and given is None:
-            for j, ctr in enumerate(counters):
-                ctr.add(chunk.cats[j])
-        tick("validate", report.rows)
+    # Pass 1: validation, row and line counts, and the value counts of all rows (none with a given vocabulary).
+    scans, counts = _scan_all(units, mapper, given is None, on_bad_line, chunk_bytes, MAX_LINE_BYTES,
+                              max_reported_bad_lines, tick)
+    report, first_lines, first_rows = merge_scans(scans, max_reported_bad_lines)
     n_rows = report.rows
     if report.bad_lines:
         logger.warning("skipped %d malformed lines (%s); first: %s", report.bad_lines, report.by_reason,
@@ -193,50 +232,49 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     logger.info("pass 1: %d rows (%d bad lines) in %.1fs; split %d/%d/%d", n_rows, report.bad_lines,
                 time.perf_counter() - t0, n_train, n_valid, n_test)
 
-    # Pass 2: frequencies over the training rows.
-    if vocab_from == "train" and given is None:
-        seen = 0
-        for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport()):
-            take = min(len(chunk), n_train - seen)
-            for j, ctr in enumerate(counters):
-                ctr.add(chunk.cats[j, :take])
-            seen += take
-            tick("count", seen)
-            if seen >= n_train:
-                break
-    vocabs = []
-    for ctr in counters:
-        ctr.compact()
-        vocabs.append(Vocabulary.from_counts(ctr.keys, ctr.counts, min_count))
-    del counters
-    if given is not None:
+    # Pass 2: training counts = all counts - the counts of the rows after the training split, so only the
+    # validation and test rows are read again.
+    if given is None and vocab_from == "train" and n_train < n_rows:
+        tail = [(u, max(n_train - r0, 0), fl, _shifted(s.resume_at(max(n_train - r0, 0)), fl - s.first_line))
+                for u, r0, fl, s in zip(units, first_rows, first_lines, scans) if r0 + s.rows > n_train]
+        count = partial(_count_tail, chunk_bytes=chunk_bytes)
+        later = ValueCounts()
+        done = 0
+        for (u, skip, _, _), part in zip(tail, mapper(count, tail)):
+            later.add(part)
+            done += scans[u.index].rows - skip
+            tick("count", done)
+        counts = counts.subtract(later)
+    if given is None:
+        vocabs = [Vocabulary.from_counts(counts.keys[j], counts.counts[j], min_count)
+                  for j in range(len(CAT_COLUMNS))]
+    else:
         vocabs = [given[c] for c in CAT_COLUMNS]
-    oov_rows = [0] * len(CAT_COLUMNS)
+    del counts
 
-    # Pass 3: map and write.
-    bounds = np.array([n_train, n_train + n_valid, n_rows])
-    writers = {s: ShardedParquetWriter(out / s, rows_per_shard=rows_per_shard, row_group_rows=row_group_rows)
-               for s in SPLITS}
-    side = {str(p): true_prob_path(p) for p in paths}
-    side_arrays = {k: np.load(v, mmap_mode="r") for k, v in side.items() if v.exists()}
-    with_truth = len(side_arrays) == len(paths)
-    if side_arrays and not with_truth:
+    # Pass 3: map and write, each unit into its own shards, renamed in order at the end.
+    side = [true_prob_path(p) for p in paths]
+    with_truth = all(p.exists() for p in side)
+    if any(p.exists() for p in side) and not with_truth:
         logger.warning("true_prob side files found for only some inputs; ignoring them")
-    row = 0
-    for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport()):
-        truth = np.asarray(side_arrays[chunk.path][chunk.lines - 1]) if with_truth else None
-        table = chunk_table(chunk, vocabs, truth, missing_flags)
-        for j, c in enumerate(CAT_COLUMNS):
-            oov_rows[j] += int(pc.sum(pc.equal(table.column(c), vocabs[j].oov_id)).as_py() or 0)
-        n = table.num_rows
-        split_of_row = np.searchsorted(bounds, row + np.arange(n), side="right")
-        for s_idx, s in enumerate(SPLITS):
-            sel = np.flatnonzero(split_of_row == s_idx)
-            if len(sel):
-                writers[s].write(table.slice(int(sel[0]), len(sel)))  # rows of a split are contiguous
-        row += n
-        tick("write", row)
-    files = {s: w.close() for s, w in writers.items()}
+    truth_of = {str(p): str(t) for p, t in zip(paths, side)} if with_truth else {}
+    scratch = out / ".vocab-arrays"
+    save_vocab_arrays(scratch, vocabs)
+    write = partial(_write_one, bounds=(n_train, n_train + n_valid, n_rows), vocab_dir=str(scratch),
+                    out_dir=str(out), missing_flags=missing_flags, rows_per_shard=rows_per_shard,
+                    row_group_rows=row_group_rows, chunk_bytes=chunk_bytes)
+    jobs = [(u, fl, r0, truth_of.get(u.path)) for u, fl, r0 in zip(units, first_lines, first_rows)]
+    files: Dict[str, List[Tuple[str, int]]] = {s: [] for s in SPLITS}
+    written = 0
+    oov_rows = [0] * len(CAT_COLUMNS)
+    for job, part in zip(jobs, mapper(write, jobs)):
+        for s, shards in part.shards.items():
+            files[s].extend(shards)
+        oov_rows = [a + b for a, b in zip(oov_rows, part.oov_rows)]
+        written += scans[job[0].index].rows
+        tick("write", written)
+    shutil.rmtree(scratch)
+    files = {s: _rename_in_order(out, s, shards) for s, shards in files.items()}
 
     vocab_sizes = {c: v.size for c, v in zip(CAT_COLUMNS, vocabs)}
     save_vocabularies(out, dict(zip(CAT_COLUMNS, vocabs)))
@@ -255,7 +293,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
         "oov_ids": {c: v.oov_id for c, v in zip(CAT_COLUMNS, vocabs)},
         "oov_rows_train": {c: int(v.counts[-1]) for c, v in zip(CAT_COLUMNS, vocabs)},
         "oov_rows": dict(zip(CAT_COLUMNS, oov_rows)),
-        "vocab_source": None if vocab is None else str(Path(vocab).resolve()),
+        "vocab_source": vocab_source,
         "counts_file": "counts.npz",
         "vocab_file": "vocab.npz",
         "missing_value": "empty categorical = raw value -1, ranked like any other value",
@@ -267,6 +305,33 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     }
     write_metadata(out, meta)  # last: a directory without it is not a dataset
     return meta
+
+
+def _shifted(resume: Tuple[int, int], by: int) -> Tuple[int, int]:
+    return resume[0] + by, resume[1]
+
+
+def _count_tail(job: Tuple[Unit, int, int, Tuple[int, int]], chunk_bytes: int) -> ValueCounts:
+    unit, skip, first_line, resume = job
+    return count_unit(unit, skip, first_line=first_line, resume=resume, chunk_bytes=chunk_bytes)
+
+
+def _write_one(job: Tuple[Unit, int, int, Optional[str]], **kwargs: Any) -> UnitOutput:
+    unit, first_line, first_row, truth = job
+    return write_unit(unit, first_line=first_line, first_row=first_row, true_prob=truth, **kwargs)
+
+
+def _rename_in_order(out: Path, split: str, shards: List[Tuple[str, int]]) -> List[Tuple[str, int]]:
+    """Move the units' shards of a split to ``part-00000.parquet``, ``part-00001...`` in unit order."""
+    (out / split).mkdir(parents=True, exist_ok=True)
+    named = []
+    for k, (rel, rows) in enumerate(shards):
+        name = f"part-{k:05d}.parquet"
+        os.replace(out / rel, out / split / name)
+        named.append((name, rows))
+    for d in (out / split).glob(".unit-*"):
+        d.rmdir()
+    return named
 
 
 def _given_vocabulary(directory: PathLike) -> Dict[str, Vocabulary]:

@@ -4,7 +4,6 @@ malformed lines raised (``on_bad_line="error"``) or counted and skipped (``"skip
 
 from __future__ import annotations
 
-import glob as _glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,9 @@ from recsys_emb.data.criteo.blocks import (
     iter_line_blocks,
     line_byte_codes,
 )
+from recsys_emb.data.criteo.fields import parse_hex
+from recsys_emb.data.criteo.fields import parse_ints as _parse_ints
+from recsys_emb.data.criteo.inputs import expand_inputs, true_prob_path
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID, TSV_COLUMNS
 from recsys_emb.errors import BadLineError, DataError
 
@@ -34,6 +36,7 @@ __all__ = [
     "CriteoChunk",
     "expand_inputs",
     "iter_criteo_tsv",
+    "iter_file_chunks",
     "true_prob_path",
     "MAX_LINE_BYTES",
     "CHUNK_BYTES",
@@ -43,13 +46,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _UNLABELLED_COLUMNS = TSV_COLUMNS[1:]  # the real test day: no label column
-_MAX_HEX_DIGITS = 15  # keeps every raw value a non-negative int64, so MISSING_ID = -1 cannot collide
-_HEX_LUT = np.full(256, 255, dtype=np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX_LUT[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX_LUT[_c] = 10 + _i
-_INT_RE = r"^(-?[0-9]{1,18})?$"
 PathLike = Union[str, Path]
 
 CHUNK_BYTES = 8 << 20
@@ -83,6 +79,8 @@ class ReadReport:
     examples: List[BadLine] = field(default_factory=list)
     max_examples: int = 1000
     truncated: List[Dict[str, Any]] = field(default_factory=list)
+    lines: int = 0
+    """Physical lines read (not in :meth:`to_dict`): numbers the lines of the next piece of a file."""
 
     def add_bad(self, path: str, lines: np.ndarray, reason: str) -> None:
         self.bad_lines += int(len(lines))
@@ -128,76 +126,6 @@ class CriteoChunk:
     def take(self, idx: np.ndarray) -> "CriteoChunk":
         return CriteoChunk(self.labels[idx], self.ints[idx], self.int_missing[idx], self.cats[:, idx],
                            self.lines[idx], self.path)
-
-
-def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
-    """Files named by paths and/or glob patterns, each pattern's matches sorted; errors if none exist."""
-    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    out: List[Path] = []
-    for item in items:
-        s = str(item)
-        if any(ch in s for ch in "*?["):
-            matches = sorted(_glob.glob(s))
-            if not matches:
-                raise DataError(f"no file matches {s!r}")
-            out.extend(Path(m) for m in matches)
-        else:
-            if not Path(s).is_file():
-                raise DataError(f"input file {s!r} does not exist")
-            out.append(Path(s))
-    return out
-
-
-def parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
-    """Hex strings -> (int64 values with MISSING_ID for empty, bool bad mask), vectorized.
-
-    Example:
-        >>> values, bad = parse_hex(pa.array(["0a", "", "zz"]))
-        >>> values.tolist()[:2], bad.tolist()
-        ([10, -1], [False, False, True])
-    """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.type != pa.string():
-        arr = arr.cast(pa.string())
-    n = len(arr)
-    offs = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + n + 1)[arr.offset:].astype(np.int64)
-    data_buf = arr.buffers()[2]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    lens = np.diff(offs)
-    chars = data[offs[0]:offs[-1]]
-    digits = _HEX_LUT[chars]
-    bad = lens > _MAX_HEX_DIGITS
-    values = np.full(n, MISSING_ID, dtype=np.int64)
-    if chars.size:
-        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
-        invalid = digits == 255
-        if invalid.any():
-            bad |= np.bincount(rows[invalid], minlength=n) > 0
-            digits = np.where(invalid, 0, digits)
-        pos = (offs[1:] - offs[0])[rows] - 1 - np.arange(chars.size, dtype=np.int64)
-        pos = np.minimum(pos, 15)
-        contrib = digits.astype(np.uint64) << (4 * pos).astype(np.uint64)
-        nonempty = lens > 0
-        starts = (offs[:-1] - offs[0])[nonempty]
-        values[nonempty] = np.bitwise_or.reduceat(contrib, starts).view(np.int64)
-    return values, bad
-
-
-def _parse_ints(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer strings -> (int64 values, missing mask, bad mask)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    missing = pc.equal(pc.binary_length(col), 0)
-    filled = pc.if_else(missing, pa.scalar("0"), col)
-    try:
-        values = pc.cast(filled, pa.int64())
-        bad = np.zeros(len(col), dtype=bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        ok = pc.match_substring_regex(col, _INT_RE)
-        bad = ~ok.to_numpy(zero_copy_only=False)
-        values = pc.cast(pc.if_else(ok, filled, pa.scalar("0")), pa.int64())
-    return values.to_numpy(zero_copy_only=False), missing.to_numpy(zero_copy_only=False), bad
 
 
 def _overlong(max_line_bytes: int) -> str:
@@ -374,21 +302,55 @@ def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes:
     if label not in ("required", "optional"):
         raise ValueError(f"label must be 'required' or 'optional', got {label!r}")
     for path in expand_inputs(inputs):
-        columns: Optional[List[str]] = None if label == "optional" else TSV_COLUMNS
-        for event in iter_line_blocks(path, chunk_bytes, max_line_bytes):
-            if isinstance(event, Block):
-                columns = columns or _columns_of(event.data)
-                chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes,
-                                     columns)
-                if chunk is not None:
-                    if report is not None:
-                        report.rows += len(chunk)
-                    yield chunk
-            elif isinstance(event, OverlongLine):
-                _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
-                     detail=[f"no line end within {max_line_bytes} bytes"])
-            else:
-                _damaged(path, event, on_bad_line, report)
+        yield from iter_file_chunks(path, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report,
+                                    max_line_bytes=max_line_bytes, label=label)
+
+
+def iter_file_chunks(path: PathLike, *, chunk_bytes: int = CHUNK_BYTES, on_bad_line: str = "error",
+                     report: Optional[ReadReport] = None, max_line_bytes: int = MAX_LINE_BYTES,
+                     byte_range: Optional[Tuple[int, Optional[int]]] = None,
+                     first_line: int = 1, skip_before_line: int = 0,
+                     label: str = "required") -> Iterator[CriteoChunk]:
+    """:func:`iter_criteo_tsv` for one file, or for the byte range ``byte_range=(start, end)`` of a plain
+    file cut at line starts (:func:`recsys_emb.data.criteo.blocks.iter_line_blocks`), its first line
+    numbered ``first_line``: the reading of one work unit of a parallel preprocess. Blocks whose lines
+    all come before line ``skip_before_line`` are read but not parsed (their lines are not checked).
+``label="optional"`` takes the columns (39 or 40) from the first block read, as :func:`iter_criteo_tsv`.
+
+    Example:
+        >>> from recsys_emb.data.synthetic import generate_criteo_like
+        >>> g = generate_criteo_like(tmp / "raw", rows=100, scale=0.001, seed=0)
+        >>> data = g.tsv.read_bytes(); cut = data.index(b"\\n", len(data) // 2) + 1
+        >>> first = data[:cut].count(b"\\n") + 1  # the number of the range's first line
+        >>> chunks = list(iter_file_chunks(g.tsv, byte_range=(cut, None), first_line=first))
+        >>> sum(len(c) for c in chunks) == 100 - (first - 1), int(chunks[0].lines[0]) == first
+        (True, True)
+    """
+    path = Path(path)
+    columns: Optional[List[str]] = None if label == "optional" else TSV_COLUMNS
+    for event in iter_line_blocks(path, chunk_bytes, max_line_bytes, byte_range=byte_range, first_line=first_line):
+        if isinstance(event, Block):
+            n_lines = event.data.count(b"\n")
+            if report is not None:
+                report.lines += n_lines
+            if event.first_line + n_lines <= skip_before_line:
+                continue
+            columns = columns or _columns_of(event.data)
+            chunk = _parse_block(event.data, event.first_line, str(path), on_bad_line, report, max_line_bytes,
+                                 columns)
+            if chunk is not None:
+                if report is not None:
+                    report.rows += len(chunk)
+                yield chunk
+        elif isinstance(event, OverlongLine):
+            if report is not None:
+                report.lines += 1
+            if event.line < skip_before_line:
+                continue
+            _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
+                 detail=[f"no line end within {max_line_bytes} bytes"])
+        else:
+            _damaged(path, event, on_bad_line, report)
 
 
 def _damaged(path: Path, event: DamagedStream, on_bad_line: str, report: Optional[ReadReport]) -> None:
@@ -401,13 +363,3 @@ def _damaged(path: Path, event: DamagedStream, on_bad_line: str, report: Optiona
         logger.warning("%s: the rest of the file after line %d is lost", where, event.last_line)
     else:
         report.truncated.append({"path": str(path), "last_good_line": event.last_line, "error": event.error})
-
-
-def true_prob_path(tsv_path: PathLike) -> Path:
-    """The ground-truth side file of a generated TSV: ``X.tsv[.gz]`` -> ``X.true_prob.npy``."""
-    p = Path(tsv_path)
-    name = p.name
-    for suffix in (".gz", ".tsv", ".txt"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return p.with_name(name + ".true_prob.npy")

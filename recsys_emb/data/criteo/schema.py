@@ -15,6 +15,8 @@ from recsys_emb.data.parquet import TableSchema
 __all__ = [
     "CRITEO_KAGGLE_ROWS",
     "CRITEO_KAGGLE_CARDINALITIES",
+    "CRITEO_1TB_CARDINALITIES",
+    "CARDINALITY_PRESETS",
     "INT_COLUMNS",
     "CAT_COLUMNS",
     "LABEL_COLUMN",
@@ -31,6 +33,17 @@ CRITEO_KAGGLE_CARDINALITIES: List[int] = [
     27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
 ]
 """Distinct values of C1..C26 in the Kaggle ``train.txt`` (45,840,617 rows)."""
+
+CRITEO_1TB_CARDINALITIES: List[int] = [
+    227605432, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 130229467, 3067956, 405282, 10, 2209, 11938,
+    155, 4, 976, 14, 292775614, 40790948, 187188510, 590152, 12973, 108, 36,
+]
+"""Distinct values of C1..C26 in the 24 days of Criteo 1TB (Terabyte Click Logs), 882,774,559 in all:
+the sizes of the DLRM reference's tables for that dataset."""
+
+CARDINALITY_PRESETS: Dict[str, List[int]] = {"kaggle": CRITEO_KAGGLE_CARDINALITIES, "1tb": CRITEO_1TB_CARDINALITIES}
+"""The published per-field cardinalities by name, to size tables without the data (``recsys-emb plan
+--cardinalities``)."""
 
 LABEL_COLUMN = "label"
 INT_COLUMNS: List[str] = [f"I{i}" for i in range(1, 14)]

@@ -1,0 +1,129 @@
+"""Parallel preprocess: work units cut at line starts, the same output for any number of workers (byte for
+byte), the same as one unit per file (counts, vocabulary, rows, bad-line report), and errors that name the
+same line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_emb.data.criteo import BadLineError, preprocess
+from recsys_emb.data.criteo.units import ValueCounts, plan_units, scan_unit
+
+UNIT = 60_000  # bytes: each plain input below is cut into several units
+
+
+@pytest.fixture(scope="module")
+def inputs(small_raw, tmp_path_factory):
+    """Three days: plain with malformed lines (no final newline), gzip, plain with CRLF line ends."""
+    d = tmp_path_factory.mktemp("days")
+    lines = (small_raw / "criteo_like.tsv").read_text().splitlines()
+    good = lines[0].split("\t")
+    day0 = lines[:1500]
+    for ln, text in {7: "\t".join(good[:30]), 300: "\t".join(good[:14] + ["zz12ab34"] + good[15:]),
+                     301: "", 899: "\t".join(["2"] + good[1:]), 1400: "\t".join(good[:3] + ["3.5"] + good[4:])}.items():
+        day0[ln - 1] = text
+    (d / "day_0").write_bytes("\n".join(day0).encode())
+    (d / "day_1.gz").write_bytes(gzip.compress(("\n".join(lines[1500:2500]) + "\n").encode()))
+    (d / "day_2").write_bytes(("\r\n".join(lines[2500:4000]) + "\r\n").encode())
+    return d
+
+
+def _files(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_units_cut_at_line_starts_and_cover_the_file(inputs):
+    path = inputs / "day_2"
+    units = plan_units([path], unit_bytes=UNIT)
+    assert len(units) >= 4 and [u.index for u in units] == list(range(len(units)))
+    data = path.read_bytes()
+    assert units[0].start == 0 and units[-1].end is None
+    assert all(a.end == b.start and data[b.start - 1:b.start] == b"\n" for a, b in zip(units, units[1:]))
+    scans = [scan_unit(u) for u in units]
+    assert sum(s.rows for s in scans) == 1500 and sum(s.lines for s in scans) == 1500
+    assert plan_units([inputs / "day_1.gz"], unit_bytes=UNIT)[0].byte_range is None  # one unit: gzip
+
+
+def test_workers_give_the_same_bytes(inputs, tmp_path):
+    """1 and 2 workers, and a ProcessPoolExecutor's map, over 3 inputs (bad lines, gzip, CRLF) cut into ~12
+    units: every output file equal."""
+    kw = dict(on_bad_line="skip", unit_bytes=UNIT, rows_per_shard=700, row_group_rows=300, min_count=2)
+    one = preprocess(inputs, tmp_path / "one", workers=1, **kw)
+    two = preprocess(inputs, tmp_path / "two", workers=2, **kw)
+    with ProcessPoolExecutor(2) as engine:  # another engine over the same per-unit functions
+        other = preprocess(inputs, tmp_path / "other", map_units=engine.map, **kw)
+    assert len(plan_units(sorted(inputs.iterdir()), unit_bytes=UNIT)) >= 8
+    a = _files(tmp_path / "one")
+    assert any(k.endswith(".parquet") for k in a)
+    for b in (_files(tmp_path / "two"), _files(tmp_path / "other")):
+        assert sorted(a) == sorted(b)
+        for name in a:
+            if name != "metadata.json":
+                assert a[name] == b[name], name
+    for meta in (one, two, other):
+        meta.pop("seconds")
+    assert one == two == other
+    assert one["inputs"] == [str(inputs / n) for n in ("day_0", "day_1.gz", "day_2")]
+    assert one["bad_lines"]["bad_lines"] == 5 and one["rows"]["total"] == 3995
+
+
+def test_units_equal_one_unit_per_file(inputs, tmp_path):
+    """Cutting files into units changes the shard layout only: counts, vocabulary, rows and the bad-line
+    report (with each line's number in its file) are those of whole files."""
+    kw = dict(on_bad_line="skip", rows_per_shard=700, min_count=2, workers=2)
+    cut = preprocess(inputs, tmp_path / "cut", unit_bytes=UNIT, **kw)
+    whole = preprocess(inputs, tmp_path / "whole", **kw)
+    for name in ("counts.npz", "vocab.npz"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    for split in ("train", "valid", "test"):
+        t_cut = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "cut" / split).glob("*.parquet"))])
+        t_whole = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "whole" / split).glob("*.parquet"))])
+        assert t_cut.equals(t_whole), split
+    key = lambda e: (e["path"], e["line"])  # noqa: E731
+    bc, bw = cut["bad_lines"], whole["bad_lines"]
+    assert sorted(bc["examples"], key=key) == sorted(bw["examples"], key=key)
+    assert [e["line"] for e in sorted(bc["examples"], key=key)] == [7, 300, 301, 899, 1400]
+    assert bc["by_reason"] == bw["by_reason"] and cut["rows"] == whole["rows"]
+    assert len(cut["files"]["train"]) > len(whole["files"]["train"])
+
+
+def test_error_names_the_line_in_its_file(inputs, tmp_path):
+    """A malformed line in a later unit is named with its number in the file, as one process names it."""
+    lines = (inputs / "day_2").read_bytes().split(b"\r\n")
+    lines[1234] = b"1\t2"
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"\r\n".join(lines))
+    for workers in (1, 2):
+        with pytest.raises(BadLineError, match=r"bad\.tsv:1235: malformed line: wrong column count"):
+            preprocess([inputs / "day_1.gz", bad], tmp_path / f"o{workers}", unit_bytes=UNIT, workers=workers)
+        assert not (tmp_path / f"o{workers}").exists()
+
+
+def test_value_counts_subtract_refuses_values_it_lacks():
+    a, b = ValueCounts(1), ValueCounts(1)
+    a.add_values(0, np.array([1, 2, 2]))
+    b.add_values(0, np.array([3]))
+    with pytest.raises(ValueError, match="lack"):
+        a.subtract(b)
+    b = ValueCounts(1)
+    b.add_values(0, np.array([1, 1]))
+    with pytest.raises(ValueError, match="exceed"):
+        a.subtract(b)
+
+
+def test_metadata_lists_shards_in_time_order(inputs, tmp_path):
+    meta = preprocess(inputs, tmp_path / "o", on_bad_line="skip", unit_bytes=UNIT, rows_per_shard=700, workers=1)
+    on_disk = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    names = [f["name"] for f in on_disk["files"]["train"]]
+    assert names == [f"part-{k:05d}.parquet" for k in range(len(names))]
+    label = np.concatenate([pq.read_table(tmp_path / "o" / "train" / n, columns=["label"])["label"].to_numpy()
+                            for n in names])
+    assert len(label) == meta["rows"]["train"]
+    assert not list((tmp_path / "o").rglob(".unit-*")) and not (tmp_path / "o" / ".vocab-arrays").exists()

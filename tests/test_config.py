@@ -32,6 +32,8 @@ def test_overrides_apply_and_validate():
     ({"model": {"interaction": "sum"}}, r"model.interaction='sum' is not allowed; choose one of \['dot', 'cat'\]"),
     ({"optim": {"embedding": "lamb"}}, r"optim.embedding='lamb' is not allowed"),
     ({"data": {"path": ""}}, r"data.path is required"),
+    ({"data": {"path": "x", "id_dropout": {"user_id": 1.0}}}, r"data.id_dropout.user_id=1.0 must be a probability in \[0, 1\)"),
+    ({"data": {"path": "x", "id_dropout": {"user_id": "a"}}}, r"data.id_dropout=\{'user_id': 'a'\} has the wrong type; expected a mapping of names to numbers"),
     ({"train": {"embedding_backend": "fbgemm"}},
      r"train.embedding_backend='fbgemm' is not allowed; choose one of \['torchrec', 'table_batched'\]"),
     ({"embeddings": {"kernel": "concat"}}, r"embeddings.kernel is now train.embedding_backend \(with 'concat' renamed"),

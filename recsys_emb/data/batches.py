@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -205,6 +205,10 @@ class ParquetBatches(IterableDataset):
         start_batch: index in this rank's batch list to start from.
         with_true_prob: also return the ground-truth probabilities (evaluation only; never a feature).
         schema: override the schema stored in the metadata.
+        id_dropout: ``{field: p}``: each id of ``field`` becomes the field's OOV id (``metadata.json``'s
+            ``oov_ids``) with probability ``p``, drawn per batch from ``(seed, epoch, shard, first row)``, so a
+            batch is the same with or without loader workers and after a resume (training only; see
+            :class:`~recsys_emb.config.DataConfig`).
 
     Example (``tmp``: any writable directory):
         >>> from recsys_emb.data.criteo import preprocess
@@ -220,7 +224,7 @@ class ParquetBatches(IterableDataset):
     def __init__(self, directory: PathLike, split: str = "train", *, batch_size: int = 4096,
                  shuffle: bool = False, seed: int = 0, drop_last: Optional[bool] = None, rank: int = 0,
                  world_size: int = 1, start_batch: int = 0, with_true_prob: bool = False,
-                 schema: Optional[TableSchema] = None) -> None:
+                 schema: Optional[TableSchema] = None, id_dropout: Optional[Mapping[str, float]] = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -248,6 +252,7 @@ class ParquetBatches(IterableDataset):
         self.start_batch = start_batch
         self.with_true_prob = with_true_prob
         self.epoch = 0
+        self.id_dropout = _dropout_plan(self.directory, metadata, self.schema, id_dropout or {})
         self._cache: Optional[Tuple[int, _Shard]] = None
         self._perm_cache: Optional[Tuple[Tuple[int, int], np.ndarray]] = None
 
@@ -309,8 +314,47 @@ class ParquetBatches(IterableDataset):
         if info is not None and info.num_workers > 1:
             plan = plan[info.id::info.num_workers]
         for s, a, b in plan:
-            yield self._build(self._shard(s), self.batch_rows(s, a, b))
+            batch = self._build(self._shard(s), self.batch_rows(s, a, b))
+            if self.id_dropout:
+                rng = np.random.default_rng(seed_from_name("batches/id_dropout", self.seed, self.epoch, s, a))
+                batch = _drop_ids(batch, self.id_dropout, rng)
+            yield batch
         self._cache = None
+
+
+def _dropout_plan(directory: Path, metadata: Dict[str, Any], schema: TableSchema,
+                  id_dropout: Mapping[str, float]) -> List[Tuple[str, float, int]]:
+    """``(field, p, OOV id)`` per field with ``p > 0``, checked against the dataset."""
+    oov_ids = metadata.get("oov_ids") or {}
+    plan = []
+    for name, p in id_dropout.items():
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"id_dropout[{name!r}]={p!r} must be a probability in [0, 1)")
+        if name not in schema.keys:
+            raise DataError(f"data.id_dropout names {name!r}, which {directory} does not have; its id fields: "
+                            f"{list(schema.keys)}")
+        if name not in oov_ids:
+            raise DataError(f"data.id_dropout names {name!r}, but {directory}/metadata.json gives no OOV id for it "
+                            f"(oov_ids has {sorted(oov_ids)}); drop it from data.id_dropout")
+        if p > 0:
+            plan.append((name, float(p), int(oov_ids[name])))
+    return plan
+
+
+def _drop_ids(batch: Batch, plan: List[Tuple[str, float, int]], rng: np.random.Generator) -> Batch:
+    """``batch`` with each id of the planned fields replaced by the OOV id with its probability."""
+    kjt = batch.sparse
+    values = kjt.values().clone()  # the batch may share memory with the cached shard
+    offsets = kjt.offset_per_key()
+    keys = kjt.keys()
+    for name, p, oov in plan:
+        k = keys.index(name)
+        lo, hi = offsets[k], offsets[k + 1]
+        drop = torch.from_numpy(rng.random(hi - lo) < p)
+        values[lo:hi][drop] = oov
+    sparse = KeyedJaggedTensor(keys=keys, values=values, lengths=kjt.lengths(), stride=kjt.stride(),
+                               length_per_key=kjt.length_per_key(), offset_per_key=offsets)
+    return Batch(batch.dense, sparse, batch.labels, batch.true_prob)
 
 
 def make_dataloader(dataset: ParquetBatches, num_workers: int = 0, pin_memory: bool = False,

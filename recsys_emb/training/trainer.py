@@ -168,7 +168,8 @@ class Trainer:
     # -- data
     def _batches(self, start_batch: int = 0) -> Tuple[ParquetBatches, Any]:
         ds = ParquetBatches(self.data_dir, "train", batch_size=self.cfg.data.batch_size, shuffle=True,
-                            seed=self.cfg.seed, rank=self.rank, world_size=self.world, start_batch=start_batch)
+                            seed=self.cfg.seed, rank=self.rank, world_size=self.world, start_batch=start_batch,
+                            id_dropout=self.cfg.data.id_dropout)
         return ds, make_dataloader(ds, num_workers=self.cfg.data.num_workers)
 
     # -- metrics

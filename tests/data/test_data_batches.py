@@ -131,3 +131,59 @@ def test_batch_is_pipelineable_and_moves_whole(small_processed):
     assert moved.sparse.keys() == batch.sparse.keys()
     torch.testing.assert_close(moved.sparse.values(), batch.sparse.values())
     torch.testing.assert_close(moved.sparse.lengths(), batch.sparse.lengths())
+
+
+def _field(batch, name):
+    return batch.sparse[name].values()
+
+
+def test_id_dropout_replaces_ids_by_the_oov_id_at_its_rate_and_nothing_else(small_processed):
+    import json
+
+    oov = json.loads((small_processed / "metadata.json").read_text())["oov_ids"]
+    kw = dict(batch_size=512, shuffle=True, seed=3)
+    plain = list(ParquetBatches(small_processed, "train", **kw))
+    dropped = list(ParquetBatches(small_processed, "train", id_dropout={"C3": 0.25, "C9": 0.0}, **kw))
+    assert len(plain) == len(dropped)
+    changed = kept_oov = total = 0
+    for x, y in zip(plain, dropped):
+        assert torch.equal(x.dense, y.dense) and torch.equal(x.labels, y.labels)
+        for c in CAT_COLUMNS:
+            if c != "C3":
+                assert torch.equal(_field(x, c), _field(y, c))
+        a, b = _field(x, "C3"), _field(y, "C3")
+        diff = a != b
+        assert bool((b[diff] == oov["C3"]).all())  # a changed id became the OOV id, never anything else
+        changed += int(diff.sum())
+        kept_oov += int(((a == oov["C3"]) & ~diff).sum())
+        total += a.numel()
+    # ids already OOV cannot change: the rate of replaced-or-already-OOV ids, over the ids not OOV before
+    rate = changed / (total - kept_oov)
+    assert 0.23 < rate < 0.27, rate
+    # the cached shards are not changed: the plain reader still gives the original ids afterwards
+    again = list(ParquetBatches(small_processed, "train", **kw))
+    assert all(torch.equal(x.sparse.values(), z.sparse.values()) for x, z in zip(plain, again))
+
+
+def test_id_dropout_is_the_same_with_loader_workers_and_after_a_resume(small_processed):
+    kw = dict(batch_size=400, shuffle=True, seed=5, id_dropout={"C1": 0.3, "C20": 0.5})
+    ds = ParquetBatches(small_processed, "train", **kw)
+    direct = list(ds)
+    loaded = list(make_dataloader(ParquetBatches(small_processed, "train", **kw), num_workers=2))
+    assert len(loaded) == len(direct)
+    assert all(torch.equal(x.sparse.values(), y.sparse.values()) for x, y in zip(direct, loaded))
+    resumed = list(ParquetBatches(small_processed, "train", start_batch=4, **kw))
+    assert all(torch.equal(x.sparse.values(), y.sparse.values()) for x, y in zip(direct[4:], resumed))
+    ds.set_epoch(1)  # a new epoch draws anew
+    assert not torch.equal(next(iter(ds)).sparse.values(), direct[0].sparse.values())
+
+
+def test_id_dropout_refuses_a_field_it_cannot_drop(small_processed, tmp_path):
+    from recsys_emb.errors import DataError
+
+    with pytest.raises(DataError, match=r"names 'I1', which .* does not have; its id fields: \['C1'"):
+        ParquetBatches(small_processed, "train", id_dropout={"I1": 0.1})
+    cfg = SequenceConfig(users=50, items=100, categories=5, max_len=4, seed=1)
+    generate_sequences(tmp_path, 300, config=cfg, rows_per_shard=1000)  # no oov_ids in its metadata
+    with pytest.raises(DataError, match=r"gives no OOV id for it .*drop it from data.id_dropout"):
+        ParquetBatches(tmp_path, "train", id_dropout={"user_id": 0.1})

@@ -75,6 +75,7 @@ def test_retention_keeps_the_newest_and_the_best(data, tmp_path):
 
 def test_resume_with_early_stopping_and_retention_is_exact(data, tmp_path):
     cfg = overfitting(data, tmp_path / "x", keep_last=1, checkpoint_every=30)
+    cfg["data"]["id_dropout"] = {"C1": 0.2, "C3": 0.3}  # drawn per batch: the resumed run must draw the same
     whole = train(config_from_dict({**cfg, "train": {**cfg["train"], "out_dir": str(tmp_path / "whole")}}))
     path = tmp_path / "killed.yaml"
     path.write_text(json.dumps({**cfg, "train": {**cfg["train"], "out_dir": str(tmp_path / "killed")}}))

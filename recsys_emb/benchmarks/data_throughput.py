@@ -1,6 +1,7 @@
 """Data-path throughput: samples/s of Criteo-schema batches (dense (B, 13), KJT of 26 keys, labels)
-built from Parquet shards on one core, plus the generation speed and the preprocessing speed with 1 and 2
-worker processes (MB/s of input text, per worker, and the speed-up).
+built from Parquet shards on one core, plus the generation speed and the preprocessing speed: one worker
+parsing the text in every pass (the baseline), then 1 and 2 worker processes with the parse cache (MB/s
+of input text, per worker, and the speed-ups).
 
     .venv/bin/python bench/data_throughput.py --rows 1000000 --json bench/out/data_throughput.json
 """
@@ -29,8 +30,8 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
     """Generate ``rows`` Criteo-like rows under ``workdir`` (reused when present; the generation speed is
     reported only when it ran), preprocess them with each number of ``workers`` (the input cut into units
     of ``unit_mb`` MiB), then read the train split ``epochs`` times in order and shuffled; returns
-    settings, speeds (``preprocess``: one entry per worker count, MB/s of input text) and the best pass
-    per order."""
+    settings, speeds (``preprocess``: the first worker count without the parse cache, then one entry per
+    worker count with it; MB/s of input text) and the best pass per order."""
     from recsys_emb.data.batches import ParquetBatches
     from recsys_emb.data.criteo import preprocess
     from recsys_emb.data.synthetic import generate_criteo_like
@@ -46,14 +47,15 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
         results["generate_rows_per_s"] = round(g.rows / g.seconds)
     results["tsv_bytes"] = tsv.stat().st_size
     results["preprocess"] = []
-    for w in workers:
+    # the baseline: one worker parsing the text in every pass (no parse cache)
+    for w, cache in [(workers[0], False), *((w, True) for w in workers)]:
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         preprocess(tsv, processed, rows_per_shard=1 << 20, overwrite=True, workers=w,
-                   unit_bytes=int(unit_mb * (1 << 20)))
+                   unit_bytes=int(unit_mb * (1 << 20)), parse_cache=cache)
         dt, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         mb = tsv.stat().st_size / 1e6
         # CPU seconds (this process and its finished workers) give the speed per core even on a busy machine
-        results["preprocess"].append({"workers": w, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+        results["preprocess"].append({"workers": w, "parse_cache": cache, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
                                       "rows_per_s": round(rows / dt), "mb_per_s": round(mb / dt, 1),
                                       "mb_per_s_per_worker": round(mb / dt / w, 1),
                                       "mb_per_cpu_s": round(mb / cpu, 1)})
@@ -97,12 +99,17 @@ def format_table(results: Dict[str, Any]) -> str:
         lines.append(f"{str(r['shuffle']):>8} {r['batches']:>8} {r['samples_per_s']:>12,} {r['batches_per_s']:>10}")
     if "generate_rows_per_s" in results:
         lines.append(f"generate_rows_per_s: {results['generate_rows_per_s']:,}")
-    base = results["preprocess"][0] if results.get("preprocess") else None
-    for r in results.get("preprocess", []):
-        speedup = base["seconds"] / r["seconds"] * base["workers"] if base else 1.0
-        lines.append(f"preprocess, {r['workers']} worker(s): {r['seconds']:.1f}s, {r['rows_per_s']:,} rows/s, "
-                     f"{r['mb_per_s']} MB/s ({r['mb_per_s_per_worker']} MB/s per worker; x{speedup:.2f} vs 1); "
-                     f"{r['cpu_seconds']:.1f} CPU s, {r['mb_per_cpu_s']} MB per CPU second")
+    runs = results.get("preprocess", [])
+    cached = next((r for r in runs if r.get("parse_cache")), None)
+    for r in runs:
+        base = runs[0]
+        vs = [f"x{base['seconds'] / r['seconds'] * base['workers']:.2f} vs 1 worker without"]
+        if r.get("parse_cache") and cached is not None:
+            vs.append(f"x{cached['seconds'] / r['seconds'] * cached['workers']:.2f} vs 1 worker with")
+        mode = "with" if r.get("parse_cache") else "without"
+        lines.append(f"preprocess, {r['workers']} worker(s), {mode} parse cache: {r['seconds']:.1f}s, "
+                     f"{r['rows_per_s']:,} rows/s, {r['mb_per_s']} MB/s ({r['mb_per_s_per_worker']} MB/s per worker; "
+                     f"{', '.join(vs)}); {r['cpu_seconds']:.1f} CPU s, {r['mb_per_cpu_s']} MB per CPU second")
     return "\n".join(lines)
 
 

@@ -11,6 +11,11 @@ that machine noise hits them alike; the figure per run is the median round.
 ``--pipelined VARIANT ...`` adds a run per named variant trained through TorchRec's
 ``TrainPipelineSparseDist`` (:class:`recsys_emb.training.pipeline.SparseDistSteps`, named
 ``VARIANT+sparse_dist``): each round is one pipeline segment, as between two evaluations of the trainer.
+
+``--cardinalities kaggle`` (or ``1tb``) gives every Criteo field at least its published number of rows, so
+the tables have the memory of the full dataset (the Kaggle tables: 33.8M rows, 2.0 GiB at dim 16) while the
+ids still come from the data given; a Criteo-like dataset touches fewer distinct rows per batch than the
+real one, so the figure is an upper bound of the real data's speed.
 """
 
 from __future__ import annotations
@@ -90,12 +95,34 @@ def _sparse_dist(r: _Run) -> Any:
     return SparseDistSteps(r.model, r.dense_opt, step_loss, torch.device("cpu"))
 
 
+def _widened(schema: Any, cardinalities: str, data_dir: Any) -> Any:
+    """``schema`` with each Criteo field's vocabulary at least its published cardinality."""
+    import dataclasses
+
+    from recsys_emb.data.criteo import CAT_COLUMNS
+    from recsys_emb.data.criteo.schema import CARDINALITY_PRESETS
+
+    if cardinalities not in CARDINALITY_PRESETS:
+        raise ValueError(f"--cardinalities {cardinalities!r} is not a preset; choose one of {sorted(CARDINALITY_PRESETS)}")
+    lacking = [c for c in CAT_COLUMNS if c not in schema.vocab_sizes]
+    if lacking:
+        raise ValueError(f"--cardinalities {cardinalities}: {data_dir} lacks the Criteo fields {lacking[:3]}...; "
+                         "give a Criteo-format dataset (recsys-emb preprocess or data.generate kind criteo-like)")
+    sizes = dict(schema.vocab_sizes)
+    for c, n in zip(CAT_COLUMNS, CARDINALITY_PRESETS[cardinalities]):
+        sizes[c] = max(int(sizes[c]), int(n))
+    return dataclasses.replace(schema, vocab_sizes=sizes)
+
+
 def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[str]] = None, steps: int = 20,
-        warmup: int = 3, rounds: int = 5, compression: float = 4.0, pipelined: Sequence[str] = ()) -> Dict[str, Any]:
+        warmup: int = 3, rounds: int = 5, compression: float = 4.0, pipelined: Sequence[str] = (),
+        cardinalities: Optional[str] = None) -> Dict[str, Any]:
     """Measure TorchRec's DLRM and ours with each variant; returns settings and one result per run.
 
     The compressed variants keep about ``1/compression`` of the bytes of the config's large fields
-    (preset defaults: QR ``concat``, field-level mixed dimension).
+    (preset defaults: QR ``concat``, field-level mixed dimension). ``cardinalities``: a key of
+    :data:`~recsys_emb.data.criteo.schema.CARDINALITY_PRESETS`; each field's table gets at least that many
+    rows (the data's ids stay as they are).
     """
     from torchrec.models.dlrm import DLRM as TorchRecDLRM
     from torchrec.modules.embedding_configs import EmbeddingBagConfig
@@ -115,6 +142,8 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
         raise ValueError(f"{config}: model.kind={cfg.model.kind!r}; this benchmark compares DLRMs (kind: dlrm)")
     data_dir = prepare_data(cfg)
     schema = TableSchema.from_dict(read_metadata(data_dir)["schema"])
+    if cardinalities is not None:
+        schema = _widened(schema, cardinalities, data_dir)
     if cfg.model.bottom_mlp[-1] != cfg.embeddings.dim:
         raise ValueError(f"model.bottom_mlp ends in {cfg.model.bottom_mlp[-1]} but embeddings.dim={cfg.embeddings.dim}; "
                          "TorchRec's DLRM needs them equal")
@@ -182,7 +211,7 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
                         "embedding_bytes": mem[r.name], "dense_params": r.params})
     return {"settings": {"config": config, "overrides": list(overrides), "batch_size": cfg.data.batch_size,
                          "dim": cfg.embeddings.dim, "compression": compression, "steps": steps, "rounds": rounds, "warmup": warmup,
-                         "num_workers": cfg.data.num_workers, "threads": torch.get_num_threads(),
+                         "num_workers": cfg.data.num_workers, "cardinalities": cardinalities, "threads": torch.get_num_threads(),
                          "embedding_optimizer": cfg.optim.embedding, "dense_optimizer": cfg.optim.dense},
             "results": results}
 
@@ -190,7 +219,8 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
 def format_table(res: Dict[str, Any]) -> str:
     """The results as a text table."""
     s = res["settings"]
-    lines = [f"DLRM train step incl. data loading, {s['config']}, batch {s['batch_size']}, dim {s['dim']}, "
+    tables = f", tables at the {s['cardinalities']} cardinalities" if s.get("cardinalities") else ""
+    lines = [f"DLRM train step incl. data loading, {s['config']}{tables}, batch {s['batch_size']}, dim {s['dim']}, "
              f"compressed variants at 1/{s['compression']:g} bytes, {s['embedding_optimizer']} (fused) + "
              f"{s['dense_optimizer']}, torch threads {s['threads']}, "
              f"median of {s['rounds']} rounds of {s['steps']} steps",
@@ -212,6 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--steps", type=int, default=20, help="steps per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--compression", type=float, default=4.0, help="bytes kept by the compressed variants: about 1/C")
+    p.add_argument("--cardinalities", default=None, choices=["kaggle", "1tb"],
+                   help="tables at least as large as the published Criteo cardinalities (ids from the data)")
     p.add_argument("--quick", action="store_true", help="tiny generated data, few steps (format check)")
     p.add_argument("--data-dir", default=None, help="quick mode: where to generate the tiny data")
     p.add_argument("--json", default=None, help="write results as JSON here")
@@ -224,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         overrides = [*QUICK_OVERRIDES, f"data.path={a.data_dir or tempfile.mkdtemp(prefix='train_tp_')}/cl", *overrides]
         a.steps, a.rounds = 2, 1
     res = run(a.config, overrides, variants=a.variants, steps=a.steps, rounds=a.rounds, warmup=1 if a.quick else 3,
-              compression=a.compression, pipelined=a.pipelined)
+              compression=a.compression, pipelined=a.pipelined, cardinalities=a.cardinalities)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(res, fh, indent=2)

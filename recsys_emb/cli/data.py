@@ -115,7 +115,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
                           chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
                           vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick,
                           overwrite=args.overwrite, vocab=args.vocab, workers=args.workers,
-                          unit_bytes=int(args.unit_mb * (1 << 20)))
+                          unit_bytes=int(args.unit_mb * (1 << 20)),
+                          parse_cache={"auto": None, "on": True, "off": False}[args.parse_cache])
     bad = meta["bad_lines"]
     print(f"{meta['rows']['total']:,} rows -> {args.out} "
           f"(train {meta['rows']['train']:,}, valid {meta['rows']['valid']:,}, test {meta['rows']['test']:,}) "
@@ -214,6 +215,9 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
                     help="worker processes (default: every core this process may use); the output is the same for any")
     pp.add_argument("--unit-mb", type=float, default=256.0,
                     help="MiB of a plain input file per work unit (a .gz file is one unit)")
+    pp.add_argument("--parse-cache", choices=["auto", "on", "off"], default="auto",
+                    help="keep the parsed rows of pass 1 on disk (about 0.75x the text) for passes 2 and 3; "
+                         "auto: when the output's disk has room for twice that")
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
     pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")
     pp.add_argument("--vocab", default=None, metavar="DIR",

@@ -18,11 +18,13 @@ def test_small_run_reports_both_orders_and_reuses_its_data(tmp_path):
     assert ordered["samples"] == 16000 and ordered["batches"] >= 16
     assert shuffled["batches"] <= 15 and shuffled["samples"] == shuffled["batches"] * 1024  # full batches only
     assert res["generate_rows_per_s"] > 0 and res["tsv_bytes"] > 0
-    assert [r["workers"] for r in res["preprocess"]] == [1, 2] and all(r["mb_per_s"] > 0 for r in res["preprocess"])
+    assert [(r["workers"], r["parse_cache"]) for r in res["preprocess"]] == [(1, False), (1, True), (2, True)]
+    assert all(r["mb_per_s"] > 0 for r in res["preprocess"])
     lines = first.splitlines()
     assert lines[0].split()[:4] == ["shuffle", "batches", "samples/s", "batches/s"] and "(batch 1024, 1 thread)" in lines[0]
     assert [line.split()[0] for line in lines[1:3]] == ["False", "True"]
-    assert [line.split(":")[0] for line in lines[3:]] == ["generate_rows_per_s", "preprocess, 1 worker(s)",
-                                                           "preprocess, 2 worker(s)"]
+    assert [line.split(":")[0] for line in lines[3:]] == [
+        "generate_rows_per_s", "preprocess, 1 worker(s), without parse cache", "preprocess, 1 worker(s), with parse cache",
+        "preprocess, 2 worker(s), with parse cache"]
     second = run_script("data_throughput.py", *args, "--workers", "1", "--json", str(out))  # the data is reused
-    assert "generate_rows_per_s" not in json.loads(out.read_text()) and len(second.splitlines()) == 4
+    assert "generate_rows_per_s" not in json.loads(out.read_text()) and len(second.splitlines()) == 5

@@ -37,3 +37,23 @@ def test_non_dlrm_config_is_refused():
                            "configs/din_sequences.yaml"], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
     assert proc.returncode != 0 and "model.kind='din'" in proc.stderr
+
+
+def test_cardinalities_widen_each_criteo_table_to_its_published_size():
+    import pytest
+
+    from recsys_emb.benchmarks.train_throughput import _widened
+    from recsys_emb.data.criteo import CAT_COLUMNS, CRITEO_KAGGLE_CARDINALITIES
+    from recsys_emb.data.parquet import TableSchema
+
+    small = {c: 10 for c in CAT_COLUMNS}
+    small["C1"] = 5_000  # a field the data already makes larger than published (1460) keeps its size
+    schema = TableSchema(dense=("I1",), sparse=tuple(CAT_COLUMNS), vocab_sizes=small)
+    wide = _widened(schema, "kaggle", "data/x").vocab_sizes
+    assert wide["C1"] == 5_000
+    assert [wide[c] for c in CAT_COLUMNS[1:]] == [max(10, n) for n in CRITEO_KAGGLE_CARDINALITIES[1:]]
+    assert sum(wide.values()) > 33_000_000
+    with pytest.raises(ValueError, match="lacks the Criteo fields"):
+        _widened(TableSchema(dense=(), sparse=("user_id",), vocab_sizes={"user_id": 5}), "kaggle", "data/ml")
+    with pytest.raises(ValueError, match="not a preset"):
+        _widened(schema, "avazu", "data/x")

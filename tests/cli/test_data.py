@@ -94,6 +94,10 @@ def test_preprocess_a_directory_of_days_with_workers(tmp_path, capsys):
     assert "3,000 rows" in capsys.readouterr().out
     meta = json.loads((tmp_path / "p" / "metadata.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p in meta["inputs"]] == ["day_0", "day_1.gz", "day_2"]
+    assert main(["preprocess", "--input", str(days), "--out", str(tmp_path / "r"), "--workers", "2",
+                 "--unit-mb", "0.1", "--parse-cache", "off"]) == 0  # parsing the text in every pass: same files
+    for f in sorted((tmp_path / "p").rglob("*.parquet")):
+        assert f.read_bytes() == (tmp_path / "r" / f.relative_to(tmp_path / "p")).read_bytes()
     (days / "day_1.gz").unlink()
     assert main(["preprocess", "--input", str(days), "--out", str(tmp_path / "q")]) == 2
     assert "lacks day_1" in capsys.readouterr().err

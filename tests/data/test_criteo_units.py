@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_emb.data.criteo import BadLineError, preprocess
-from recsys_emb.data.criteo.units import ValueCounts, plan_units, scan_unit
+from recsys_emb.data.criteo.reader import CriteoChunk
+from recsys_emb.data.criteo.units import ValueCounts, load_chunk, plan_units, save_chunk, scan_unit
 
 UNIT = 60_000  # bytes: each plain input below is cut into several units
 
@@ -59,17 +60,20 @@ def test_workers_give_the_same_bytes(inputs, tmp_path):
     two = preprocess(inputs, tmp_path / "two", workers=2, **kw)
     with ProcessPoolExecutor(2) as engine:  # another engine over the same per-unit functions
         other = preprocess(inputs, tmp_path / "other", map_units=engine.map, **kw)
+    # passes 2 and 3 parsing the text again instead of reading pass 1's parsed rows: the same bytes
+    parsed = preprocess(inputs, tmp_path / "parsed", workers=2, parse_cache=False, **kw)
     assert len(plan_units(sorted(inputs.iterdir()), unit_bytes=UNIT)) >= 8
     a = _files(tmp_path / "one")
     assert any(k.endswith(".parquet") for k in a)
-    for b in (_files(tmp_path / "two"), _files(tmp_path / "other")):
+    assert not any(".parse-cache" in k for k in a)
+    for b in (_files(tmp_path / "two"), _files(tmp_path / "other"), _files(tmp_path / "parsed")):
         assert sorted(a) == sorted(b)
         for name in a:
             if name != "metadata.json":
                 assert a[name] == b[name], name
-    for meta in (one, two, other):
+    for meta in (one, two, other, parsed):
         meta.pop("seconds")
-    assert one == two == other
+    assert one == two == other == parsed
     assert one["inputs"] == [str(inputs / n) for n in ("day_0", "day_1.gz", "day_2")]
     assert one["bad_lines"]["bad_lines"] == 5 and one["rows"]["total"] == 3995
 
@@ -127,3 +131,54 @@ def test_metadata_lists_shards_in_time_order(inputs, tmp_path):
                             for n in names])
     assert len(label) == meta["rows"]["train"]
     assert not list((tmp_path / "o").rglob(".unit-*")) and not (tmp_path / "o" / ".vocab-arrays").exists()
+
+
+def test_parse_cache_gives_the_bytes_of_parsing_again(small_raw, tmp_path):
+    """With the generator's true_prob side file (read by line number), a split inside a unit (pass 2
+    reads part of one), one worker: the cached run writes the files of the uncached one, and leaves no
+    cache behind."""
+    kw = dict(unit_bytes=300_000, rows_per_shard=4000, workers=1)
+    on = preprocess(small_raw / "criteo_like.tsv", tmp_path / "on", parse_cache=True, **kw)
+    off = preprocess(small_raw / "criteo_like.tsv", tmp_path / "off", parse_cache=False, **kw)
+    assert len(plan_units([small_raw / "criteo_like.tsv"], unit_bytes=300_000)) >= 5
+    a, b = _files(tmp_path / "on"), _files(tmp_path / "off")
+    assert sorted(a) == sorted(b) and not any("cache" in k for k in a)
+    assert all(a[k] == b[k] for k in a if k != "metadata.json")
+    assert "true_prob" in pq.read_schema(tmp_path / "on" / "test" / "part-00000.parquet").names
+    on.pop("seconds"), off.pop("seconds")
+    assert on == off
+
+
+def test_saved_chunks_load_equal_including_values_too_wide_for_the_narrow_form(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 50
+    cats = rng.integers(-1, 2**32 - 1, size=(26, n))
+    ints = rng.integers(-5, 2**31 - 1, size=(n, 13))
+    base = CriteoChunk(rng.integers(0, 2, n).astype(np.int8), ints, rng.random((n, 13)) < 0.3, cats,
+                       np.arange(1000, 1000 + 2 * n, 2, dtype=np.int64), "x.tsv")
+    wide_cats = cats.copy()
+    wide_cats[3, 7] = 2**32 - 1  # "ffffffff": value + 1 no longer fits 32 bits
+    wide_ints = ints.copy()
+    wide_ints[4, 2] = 2**40
+    for k, chunk in enumerate([base, CriteoChunk(base.labels, wide_ints, base.int_missing, wide_cats, base.lines, "x.tsv")]):
+        save_chunk(tmp_path / f"c{k}.npz", chunk)
+        back = load_chunk(tmp_path / f"c{k}.npz", "x.tsv")
+        for name in ("labels", "ints", "int_missing", "cats", "lines"):
+            x, y = getattr(chunk, name), getattr(back, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y), (k, name)
+    assert (tmp_path / "c0.npz").stat().st_size < (tmp_path / "c1.npz").stat().st_size
+
+
+def test_parse_cache_is_off_when_the_disk_lacks_room(small_raw, tmp_path, monkeypatch, caplog):
+    import importlib
+    import logging
+    import shutil as _shutil
+
+    pp_module = importlib.import_module("recsys_emb.data.criteo.preprocess")  # the module, not the function
+    real = _shutil.disk_usage
+    monkeypatch.setattr(pp_module.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=1000))  # a full disk cannot be made here for real
+    with caplog.at_level(logging.INFO, logger="recsys_emb.data.criteo.preprocess"):
+        meta = preprocess(small_raw / "criteo_like.tsv", tmp_path / "o", workers=1)
+    assert meta["rows"]["total"] == 20_000
+    assert any("parse cache off" in r.getMessage() and "GB free" in r.getMessage() for r in caplog.records)

@@ -19,7 +19,9 @@ import pyarrow as pa
 
 from recsys_emb.data.criteo.reader import CHUNK_BYTES, MAX_LINE_BYTES, ReadReport, expand_inputs, true_prob_path
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, criteo_schema
+from recsys_emb.data.criteo.blocks import is_compressed
 from recsys_emb.data.criteo.units import (
+    CACHE_BYTES_PER_INPUT_BYTE,
     UNIT_BYTES,
     Unit,
     UnitOutput,
@@ -67,6 +69,7 @@ def preprocess(
     workers: Optional[int] = None,
     unit_bytes: int = UNIT_BYTES,
     map_units: Optional[MapUnits] = None,
+    parse_cache: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``.
 
@@ -116,6 +119,11 @@ def preprocess(
             module-level function). E.g. ``concurrent.futures.ProcessPoolExecutor(8).map``, or a cluster's
             map (datasets/criteo.md: Ray) where every machine sees the inputs and ``out_dir``'s parent at
             the same paths. ``workers`` is then unused.
+        parse_cache: keep pass 1's parsed rows on disk (inside the output's temporary directory, about
+            0.75 bytes per byte of text; each unit's part deleted once written) so that passes 2 and 3
+            read them instead of parsing the text again (about 1.7x faster in all). None (default): on
+            when the output's file system has room for twice that, else off (logged). The output is
+            the same either way.
     Returns:
         The metadata dict also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``oov_rows`` (rows per field whose value mapped to the OOV id), ``bad_lines`` report, ``schema``, counts file names.
@@ -149,7 +157,7 @@ def preprocess(
                                 missing_flags=missing_flags, max_reported_bad_lines=max_reported_bad_lines,
                                 progress=progress, unit_bytes=unit_bytes, given=given,
                                 vocab_source=None if vocab is None else str(Path(vocab).resolve()),
-                                mapper=map_units or partial(_map_ordered, workers=workers))
+                                mapper=map_units or partial(_map_ordered, workers=workers), parse_cache=parse_cache)
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
 
@@ -179,12 +187,12 @@ def _map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -
 
 
 def _scan_all(units: List[Unit], mapper: MapUnits, count_values: bool, on_bad_line: str, chunk_bytes: int,
-              max_line_bytes: int, max_examples: int, tick: Callable[[str, int], None]
-              ) -> Tuple[List[UnitScan], ValueCounts]:
+              max_line_bytes: int, max_examples: int, tick: Callable[[str, int], None],
+              cache_dir: Optional[str] = None) -> Tuple[List[UnitScan], ValueCounts]:
     """Pass 1 over every unit; value counts merged as they arrive. A unit that raises is read again here
     with its true first line, so the error names the same line a one-process run names."""
     scan = partial(scan_unit, count_values=count_values, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
-                   max_line_bytes=max_line_bytes, max_examples=max_examples)
+                   max_line_bytes=max_line_bytes, max_examples=max_examples, cache_dir=cache_dir)
     scans: List[UnitScan] = []
     total = ValueCounts()
     results = iter(mapper(scan, units))
@@ -193,7 +201,7 @@ def _scan_all(units: List[Unit], mapper: MapUnits, count_values: bool, on_bad_li
             s = next(results)
         except RecsysEmbError:
             _, first_lines, _ = merge_scans(scans + [UnitScan(unit, 1, 0, 0, ReadReport())], max_examples)
-            scan(unit, first_line=first_lines[-1])
+            scan(unit, first_line=first_lines[-1], cache_dir=None)
             raise
         if s.counts is not None:
             total.add(s.counts)
@@ -207,17 +215,18 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
                      valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
                      row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
                      progress: Optional[Callable[[str, int], None]], mapper: MapUnits, unit_bytes: int,
-                     given: Optional[Dict[str, Vocabulary]] = None, vocab_source: Optional[str] = None
-                     ) -> Dict[str, Any]:
+                     given: Optional[Dict[str, Vocabulary]] = None, vocab_source: Optional[str] = None,
+                     parse_cache: Optional[bool] = None) -> Dict[str, Any]:
     """The three passes of :func:`preprocess` over the units of the inputs, writing into ``out``."""
     t0 = time.perf_counter()
     tick = progress or (lambda phase, rows: None)
     units = plan_units(paths, unit_bytes=unit_bytes, chunk_bytes=chunk_bytes)
     logger.info("%d input file(s) in %d unit(s)", len(paths), len(units))
+    cache_dir = str(out / ".parse-cache") if _use_parse_cache(parse_cache, paths, out) else None
 
     # Pass 1: validation, row and line counts, and the value counts of all rows (none with a given vocabulary).
     scans, counts = _scan_all(units, mapper, given is None, on_bad_line, chunk_bytes, MAX_LINE_BYTES,
-                              max_reported_bad_lines, tick)
+                              max_reported_bad_lines, tick, cache_dir)
     report, first_lines, first_rows = merge_scans(scans, max_reported_bad_lines)
     n_rows = report.rows
     if report.bad_lines:
@@ -235,12 +244,12 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     # Pass 2: training counts = all counts - the counts of the rows after the training split, so only the
     # validation and test rows are read again.
     if given is None and vocab_from == "train" and n_train < n_rows:
-        tail = [(u, max(n_train - r0, 0), fl, _shifted(s.resume_at(max(n_train - r0, 0)), fl - s.first_line))
+        tail = [(u, max(n_train - r0, 0), fl, _shifted(s.resume_at(max(n_train - r0, 0)), fl - s.first_line), s.cache)
                 for u, r0, fl, s in zip(units, first_rows, first_lines, scans) if r0 + s.rows > n_train]
         count = partial(_count_tail, chunk_bytes=chunk_bytes)
         later = ValueCounts()
         done = 0
-        for (u, skip, _, _), part in zip(tail, mapper(count, tail)):
+        for (u, skip, _, _, _), part in zip(tail, mapper(count, tail)):
             later.add(part)
             done += scans[u.index].rows - skip
             tick("count", done)
@@ -263,7 +272,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     write = partial(_write_one, bounds=(n_train, n_train + n_valid, n_rows), vocab_dir=str(scratch),
                     out_dir=str(out), missing_flags=missing_flags, rows_per_shard=rows_per_shard,
                     row_group_rows=row_group_rows, chunk_bytes=chunk_bytes)
-    jobs = [(u, fl, r0, truth_of.get(u.path)) for u, fl, r0 in zip(units, first_lines, first_rows)]
+    jobs = [(u, fl, r0, truth_of.get(u.path), s.cache) for u, fl, r0, s in zip(units, first_lines, first_rows, scans)]
     files: Dict[str, List[Tuple[str, int]]] = {s: [] for s in SPLITS}
     written = 0
     oov_rows = [0] * len(CAT_COLUMNS)
@@ -274,6 +283,8 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
         written += scans[job[0].index].rows
         tick("write", written)
     shutil.rmtree(scratch)
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
     files = {s: _rename_in_order(out, s, shards) for s, shards in files.items()}
 
     vocab_sizes = {c: v.size for c, v in zip(CAT_COLUMNS, vocabs)}
@@ -311,14 +322,32 @@ def _shifted(resume: Tuple[int, int], by: int) -> Tuple[int, int]:
     return resume[0] + by, resume[1]
 
 
-def _count_tail(job: Tuple[Unit, int, int, Tuple[int, int]], chunk_bytes: int) -> ValueCounts:
-    unit, skip, first_line, resume = job
-    return count_unit(unit, skip, first_line=first_line, resume=resume, chunk_bytes=chunk_bytes)
+def _count_tail(job: Tuple[Unit, int, int, Tuple[int, int], Optional[str]], chunk_bytes: int) -> ValueCounts:
+    unit, skip, first_line, resume, cache = job
+    return count_unit(unit, skip, first_line=first_line, resume=resume, chunk_bytes=chunk_bytes, cache=cache)
 
 
-def _write_one(job: Tuple[Unit, int, int, Optional[str]], **kwargs: Any) -> UnitOutput:
-    unit, first_line, first_row, truth = job
-    return write_unit(unit, first_line=first_line, first_row=first_row, true_prob=truth, **kwargs)
+def _write_one(job: Tuple[Unit, int, int, Optional[str], Optional[str]], **kwargs: Any) -> UnitOutput:
+    unit, first_line, first_row, truth, cache = job
+    return write_unit(unit, first_line=first_line, first_row=first_row, true_prob=truth, cache=cache, **kwargs)
+
+
+_GZIP_RATIO = 4.0
+"""Bytes of text per byte of a compressed input, for planning the parse cache (Criteo's days: about 3.5)."""
+
+
+def _use_parse_cache(parse_cache: Optional[bool], paths: Sequence[Path], out: Path) -> bool:
+    """``parse_cache`` when given; else whether ``out``'s file system has room for twice the cache."""
+    if parse_cache is not None:
+        return parse_cache
+    text = sum(p.stat().st_size * (_GZIP_RATIO if is_compressed(p) else 1.0) for p in paths)
+    need = CACHE_BYTES_PER_INPUT_BYTE * text
+    free = shutil.disk_usage(out).free
+    if free < 2 * need:
+        logger.info("parse cache off: %.1f GB free in %s, the cache needs about %.1f GB (twice that kept free); "
+                    "passes 2 and 3 parse the text again", free / 1e9, out, need / 1e9)
+        return False
+    return True
 
 
 def _rename_in_order(out: Path, split: str, shards: List[Tuple[str, int]]) -> List[Tuple[str, int]]:

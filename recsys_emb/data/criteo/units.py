@@ -13,6 +13,11 @@ One function per pass, each a function of its arguments only (files in, a small 
 The plan (:func:`plan_units`) depends on the files, ``unit_bytes`` and ``chunk_bytes`` only, never on the
 number of workers, so the output is the same whichever machine or pool runs the units.
 
+With a ``cache_dir``, pass 1 also saves each chunk it parsed (the unit's valid rows as narrow binary
+arrays, about 0.7 bytes per byte of Criteo text: :func:`save_chunk`), and passes 2 and 3 read those
+arrays instead of parsing the text again; :func:`write_unit` deletes its unit's cache once written. The
+rows are the same either way (the cache holds what the parser returned), so the output is too.
+
 Example (``tmp``: any writable directory):
     >>> from recsys_emb.data.synthetic import generate_criteo_like
     >>> g = generate_criteo_like(tmp / "raw", rows=2000, scale=0.001, seed=0)
@@ -33,7 +38,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +69,9 @@ __all__ = [
     "chunk_table",
     "merge_scans",
     "save_vocab_arrays",
+    "save_chunk",
+    "load_chunk",
+    "CACHE_BYTES_PER_INPUT_BYTE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +81,65 @@ UNIT_BYTES = 256 << 20
 """Bytes of a plain input file per work unit (a compressed file is one unit: it can only be read from its
 start). 256 MiB, about a million Criteo rows: the Kaggle file makes 43 units, enough for 16 cores, and a
 unit's Parquet shards stay large."""
+
+
+CACHE_BYTES_PER_INPUT_BYTE = 0.75
+"""Parse-cache bytes per byte of plain Criteo text (about 170 bytes per row against about 240 of text),
+rounded up: what :func:`~recsys_emb.data.criteo.preprocess` plans disk space with."""
+
+
+def save_chunk(path: PathLike, chunk: CriteoChunk) -> None:
+    """Write ``chunk``'s rows to ``path`` (an uncompressed ``.npz``) in the narrowest exact form: raw
+    categorical values as ``uint32`` of value + 1 when they fit (Criteo's 8-digit hex values and the
+    empty value -1 do), counts as ``int32`` when they fit, missing flags as bits, line numbers as
+    offsets from the first. :func:`load_chunk` gives back equal arrays.
+
+    Example:
+        >>> c = CriteoChunk(np.array([1, 0], np.int8), np.array([[5] * 13, [-2] * 13]),
+        ...                 np.zeros((2, 13), bool), np.full((26, 2), -1), np.array([7, 9]), "a.tsv")
+        >>> save_chunk(tmp / "c.npz", c)
+        >>> d = load_chunk(tmp / "c.npz", "a.tsv")
+        >>> d.cats.dtype, d.lines.tolist(), bool((d.ints == c.ints).all())
+        (dtype('int64'), [7, 9], True)
+    """
+    arrays: Dict[str, np.ndarray] = {"labels": chunk.labels, "missing": np.packbits(chunk.int_missing, axis=1)}
+    cats, ints, lines = chunk.cats, chunk.ints, chunk.lines
+    if cats.size == 0 or (cats.min() >= -1 and cats.max() < np.iinfo(np.uint32).max):
+        arrays["cats_u32"] = (cats + 1).astype(np.uint32)
+    else:
+        arrays["cats"] = cats
+    i32 = np.iinfo(np.int32)
+    arrays["ints"] = ints.astype(np.int32) if ints.size == 0 or (ints.min() >= i32.min and ints.max() <= i32.max) else ints
+    first = int(lines[0]) if len(lines) else 0
+    arrays["first_line"] = np.array([first], np.int64)
+    arrays["line_offsets"] = (lines - first).astype(np.uint32)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # mypy matches the unpacked dict against allow_pickle
+
+
+def load_chunk(path: PathLike, source: str) -> CriteoChunk:
+    """The chunk :func:`save_chunk` wrote to ``path``, with ``source`` (the text file) as its path."""
+    with np.load(path) as z:
+        cats = z["cats_u32"].astype(np.int64) - 1 if "cats_u32" in z.files else z["cats"]
+        missing = np.unpackbits(z["missing"], axis=1, count=len(INT_COLUMNS)).astype(bool)
+        lines = z["line_offsets"].astype(np.int64) + int(z["first_line"][0])
+        return CriteoChunk(z["labels"], z["ints"].astype(np.int64), missing, cats, lines, source)
+
+
+def _cached_chunks(cache: str, source: str, first_line: int, skip_rows: int = 0) -> Iterator[Tuple[int, CriteoChunk]]:
+    """``(rows before it, chunk)`` for the cached chunks of a unit, in order, with line numbers counted
+    from ``first_line`` (pass 1 may have numbered them from another start); chunks that end at or before
+    ``skip_rows`` are skipped without reading their values."""
+    d = Path(cache)
+    shift = first_line - int((d / "first_line").read_text())
+    seen = 0
+    for f in sorted(d.glob("chunk-*.npz")):
+        with np.load(f) as z:
+            n = len(z["labels"])
+        if seen + n > skip_rows:
+            chunk = load_chunk(f, source)
+            chunk.lines += shift
+            yield seen, chunk
+        seen += n
 
 
 @dataclass(frozen=True)
@@ -196,6 +263,8 @@ class UnitScan:
     counts: Optional[ValueCounts] = field(default=None, repr=False)
     chunk_starts: List[Tuple[int, int]] = field(default_factory=list, repr=False)
     """Per chunk read: its first row's line (from ``first_line``) and the unit's rows before it."""
+    cache: Optional[str] = None
+    """The directory of the unit's parsed chunks (:func:`save_chunk`), when pass 1 was given a cache."""
 
     def resume_at(self, row: int) -> Tuple[int, int]:
         """``(line, rows before it)`` of the chunk holding the unit's row ``row`` (0-based), with line
@@ -252,23 +321,33 @@ def plan_units(paths: Sequence[PathLike], unit_bytes: int = UNIT_BYTES, chunk_by
 
 def scan_unit(unit: Unit, *, first_line: int = 1, count_values: bool = True, on_bad_line: str = "skip",
               chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES,
-              max_examples: int = 1000) -> UnitScan:
+              max_examples: int = 1000, cache_dir: Optional[PathLike] = None) -> UnitScan:
     """Pass 1 over one unit: validate every line (``on_bad_line`` as in
     :func:`~recsys_emb.data.criteo.iter_criteo_tsv`; line numbers start at ``first_line``, 1 when the
     lines before the unit are not known yet: :func:`merge_scans` renumbers), count rows and lines, and
-    with ``count_values`` the values of every field over all rows."""
+    with ``count_values`` the values of every field over all rows. With ``cache_dir``, each parsed chunk
+    is also saved under ``cache_dir/unit-{index}/`` for the later passes (:attr:`UnitScan.cache`)."""
     report = ReadReport(max_examples=max_examples)
     counts = ValueCounts() if count_values else None
     starts: List[Tuple[int, int]] = []
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"unit-{unit.index:06d}"
+        if cache.exists():  # a leftover of an earlier try of this unit
+            shutil.rmtree(cache)
+        cache.mkdir(parents=True)
+        (cache / "first_line").write_text(str(first_line))
     for chunk in iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report,
                                   max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line):
+        if cache is not None:
+            save_chunk(cache / f"chunk-{len(starts):06d}.npz", chunk)
         starts.append((int(chunk.lines[0]), report.rows - len(chunk)))
         if counts is not None:
             for j in range(len(CAT_COLUMNS)):
                 counts.add_values(j, chunk.cats[j])
     lines = report.lines
     return UnitScan(unit, first_line, report.rows, lines, report, counts.compact() if counts is not None else None,
-                    starts)
+                    starts, None if cache is None else str(cache))
 
 
 def merge_scans(scans: Sequence[UnitScan], max_examples: int = 1000) -> Tuple[ReadReport, List[int], List[int]]:
@@ -296,22 +375,35 @@ def merge_scans(scans: Sequence[UnitScan], max_examples: int = 1000) -> Tuple[Re
 
 
 def count_unit(unit: Unit, skip_rows: int, *, first_line: int = 1, resume: Optional[Tuple[int, int]] = None,
-               chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES) -> ValueCounts:
+               chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES,
+               cache: Optional[str] = None) -> ValueCounts:
     """Pass 2 over one unit: the value counts of its valid rows from row ``skip_rows`` (0-based, within
     the unit) on; malformed lines are skipped as pass 1 counted them. ``resume=(line, rows before it)``
     (:meth:`UnitScan.resume_at`, lines numbered from ``first_line``): the blocks before that line are
-    read without being parsed."""
+    read without being parsed. ``cache`` (:attr:`UnitScan.cache`): read pass 1's parsed chunks instead
+    of the text."""
     counts = ValueCounts()
-    line, seen = resume if resume is not None else (first_line, 0)
-    for chunk in iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport(),
-                                  max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line,
-                                  skip_before_line=line):
-        lo = max(skip_rows - seen, 0)
-        seen += len(chunk)
+    if cache is not None:
+        chunks: Iterable[Tuple[int, CriteoChunk]] = _cached_chunks(cache, unit.path, first_line, skip_rows)
+    else:
+        line, seen = resume if resume is not None else (first_line, 0)
+        chunks = _numbered(iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line="skip",
+                                            report=ReadReport(), max_line_bytes=max_line_bytes,
+                                            byte_range=unit.byte_range, first_line=first_line,
+                                            skip_before_line=line), seen)
+    for before, chunk in chunks:
+        lo = max(skip_rows - before, 0)
         if lo < len(chunk):
             for j in range(len(CAT_COLUMNS)):
                 counts.add_values(j, chunk.cats[j, lo:])
     return counts.compact()
+
+
+def _numbered(chunks: Iterable[CriteoChunk], seen: int = 0) -> Iterator[Tuple[int, CriteoChunk]]:
+    """``(rows before it, chunk)`` for each chunk, counting from ``seen``."""
+    for chunk in chunks:
+        yield seen, chunk
+        seen += len(chunk)
 
 
 def save_vocab_arrays(directory: PathLike, vocabs: Sequence[Vocabulary]) -> None:
@@ -380,11 +472,13 @@ class UnitOutput(NamedTuple):
 def write_unit(unit: Unit, *, first_line: int, first_row: int, bounds: Sequence[int], vocab_dir: PathLike,
                out_dir: PathLike, true_prob: Optional[PathLike] = None, missing_flags: bool = False,
                rows_per_shard: int = 1 << 21, row_group_rows: int = 1 << 17, chunk_bytes: int = CHUNK_BYTES,
-               max_line_bytes: int = MAX_LINE_BYTES) -> UnitOutput:
+               max_line_bytes: int = MAX_LINE_BYTES, cache: Optional[str] = None) -> UnitOutput:
     """Pass 3 over one unit: its rows (overall rows ``first_row`` on) categorified with the vocabularies
     of ``vocab_dir`` (:func:`save_vocab_arrays`) and written to
     ``out_dir/{split}/.unit-{index}/part-*.parquet``; a row's split follows from ``bounds`` (the ends of
     train, valid and test in overall rows). ``true_prob``: the input's side file of true probabilities.
+    ``cache`` (:attr:`UnitScan.cache`): read pass 1's parsed chunks instead of the text, and delete them
+    once the unit is written.
 
     Returns:
         :class:`UnitOutput`: the shards written and the OOV rows per field.
@@ -396,8 +490,12 @@ def write_unit(unit: Unit, *, first_line: int, first_row: int, bounds: Sequence[
     edges = np.asarray(bounds, np.int64)
     row = first_row
     oov_rows = [0] * len(CAT_COLUMNS)
-    for chunk in iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport(),
-                                  max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line):
+    if cache is not None:
+        chunks: Iterable[CriteoChunk] = (c for _, c in _cached_chunks(cache, unit.path, first_line))
+    else:
+        chunks = iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport(),
+                                  max_line_bytes=max_line_bytes, byte_range=unit.byte_range, first_line=first_line)
+    for chunk in chunks:
         tp = np.asarray(truth[chunk.lines - 1]) if truth is not None else None
         table = chunk_table(chunk, vocabs, tp, missing_flags)
         for j, c in enumerate(CAT_COLUMNS):
@@ -414,4 +512,6 @@ def write_unit(unit: Unit, *, first_line: int, first_row: int, bounds: Sequence[
                 writers[s].write(table.slice(int(sel[0]), len(sel)))  # rows of a split are contiguous
         row += table.num_rows
     shards = {s: [(f"{s}/.unit-{unit.index:06d}/{name}", n) for name, n in w.close()] for s, w in writers.items()}
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     return UnitOutput(shards, oov_rows)

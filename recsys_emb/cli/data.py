@@ -216,7 +216,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--unit-mb", type=float, default=256.0,
                     help="MiB of a plain input file per work unit (a .gz file is one unit)")
     pp.add_argument("--parse-cache", choices=["auto", "on", "off"], default="auto",
-                    help="keep the parsed rows of pass 1 on disk (about 0.75x the text) for passes 2 and 3; "
+                    help="keep the parsed rows of pass 1 on disk (about 0.7x the text) for passes 2 and 3; "
                          "auto: when the output's disk has room for twice that")
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
     pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")

@@ -120,7 +120,7 @@ def preprocess(
             map (datasets/criteo.md: Ray) where every machine sees the inputs and ``out_dir``'s parent at
             the same paths. ``workers`` is then unused.
         parse_cache: keep pass 1's parsed rows on disk (inside the output's temporary directory, about
-            0.75 bytes per byte of text; each unit's part deleted once written) so that passes 2 and 3
+            0.67 bytes per byte of Criteo text; each unit's part deleted once written) so that passes 2 and 3
             read them instead of parsing the text again (about 1.7x faster in all). None (default): on
             when the output's file system has room for twice that, else off (logged). The output is
             the same either way.

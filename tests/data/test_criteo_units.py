@@ -182,3 +182,24 @@ def test_parse_cache_is_off_when_the_disk_lacks_room(small_raw, tmp_path, monkey
         meta = preprocess(small_raw / "criteo_like.tsv", tmp_path / "o", workers=1)
     assert meta["rows"]["total"] == 20_000
     assert any("parse cache off" in r.getMessage() and "GB free" in r.getMessage() for r in caplog.records)
+
+
+def test_a_unit_written_again_after_its_cache_is_gone_parses_the_text(small_raw, tmp_path):
+    """An engine that retries a finished write (the first one deleted the unit's cache) gets the same
+    shards from the text."""
+    from recsys_emb.data.criteo.units import save_vocab_arrays, write_unit
+    from recsys_emb.data.vocabulary import Vocabulary
+
+    (unit,) = plan_units([small_raw / "criteo_like.tsv"])
+    scan = scan_unit(unit, cache_dir=tmp_path / "cache")
+    assert scan.cache is not None and len(list((tmp_path / "cache").rglob("chunk-*.npz"))) >= 1
+    vocabs = [Vocabulary.from_counts(scan.counts.keys[j], scan.counts.counts[j], 1) for j in range(26)]
+    save_vocab_arrays(tmp_path / "vocab", vocabs)
+    kw = dict(first_line=1, first_row=0, bounds=(16_000, 18_000, 20_000), vocab_dir=tmp_path / "vocab")
+    first = write_unit(unit, out_dir=tmp_path / "a", cache=scan.cache, **kw)
+    assert not (tmp_path / "cache" / "unit-000000").exists()  # deleted once written
+    again = write_unit(unit, out_dir=tmp_path / "b", cache=scan.cache, **kw)
+    assert first == again and set(first.shards) == {"train", "valid", "test"}
+    for shards in first.shards.values():
+        for rel, _ in shards:
+            assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()

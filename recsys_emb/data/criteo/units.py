@@ -126,6 +126,12 @@ def load_chunk(path: PathLike, source: str) -> CriteoChunk:
         return CriteoChunk(z["labels"], z["ints"].astype(np.int64), missing, cats, lines, source)
 
 
+def _cache_present(cache: Optional[str]) -> bool:
+    """Whether pass 1's cache of a unit is there (a unit written again, e.g. retried by an engine after
+    its first write deleted the cache, parses the text instead)."""
+    return cache is not None and (Path(cache) / "first_line").exists()
+
+
 def _cached_chunks(cache: str, source: str, first_line: int, skip_rows: int = 0) -> Iterator[Tuple[int, CriteoChunk]]:
     """``(rows before it, chunk)`` for the cached chunks of a unit, in order, with line numbers counted
     from ``first_line`` (pass 1 may have numbered them from another start); chunks that end at or before
@@ -384,7 +390,8 @@ def count_unit(unit: Unit, skip_rows: int, *, first_line: int = 1, resume: Optio
     read without being parsed. ``cache`` (:attr:`UnitScan.cache`): read pass 1's parsed chunks instead
     of the text."""
     counts = ValueCounts()
-    if cache is not None:
+    if _cache_present(cache):
+        assert cache is not None
         chunks: Iterable[Tuple[int, CriteoChunk]] = _cached_chunks(cache, unit.path, first_line, skip_rows)
     else:
         line, seen = resume if resume is not None else (first_line, 0)
@@ -478,8 +485,8 @@ def write_unit(unit: Unit, *, first_line: int, first_row: int, bounds: Sequence[
     of ``vocab_dir`` (:func:`save_vocab_arrays`) and written to
     ``out_dir/{split}/.unit-{index}/part-*.parquet``; a row's split follows from ``bounds`` (the ends of
     train, valid and test in overall rows). ``true_prob``: the input's side file of true probabilities.
-    ``cache`` (:attr:`UnitScan.cache`): read pass 1's parsed chunks instead of the text, and delete them
-    once the unit is written.
+    ``cache`` (:attr:`UnitScan.cache`): read pass 1's parsed chunks instead of the text (the text when
+    they are gone), and delete them once the unit is written.
 
     Returns:
         :class:`UnitOutput`: the shards written and the OOV rows per field.
@@ -491,7 +498,8 @@ def write_unit(unit: Unit, *, first_line: int, first_row: int, bounds: Sequence[
     edges = np.asarray(bounds, np.int64)
     row = first_row
     oov_rows = [0] * len(CAT_COLUMNS)
-    if cache is not None:
+    if _cache_present(cache):
+        assert cache is not None
         chunks: Iterable[CriteoChunk] = (c for _, c in _cached_chunks(cache, unit.path, first_line))
     else:
         chunks = iter_file_chunks(unit.path, chunk_bytes=chunk_bytes, on_bad_line="skip", report=ReadReport(),

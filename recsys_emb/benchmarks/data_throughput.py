@@ -100,9 +100,10 @@ def format_table(results: Dict[str, Any]) -> str:
     if "generate_rows_per_s" in results:
         lines.append(f"generate_rows_per_s: {results['generate_rows_per_s']:,}")
     runs = results.get("preprocess", [])
+    base = runs[0] if runs else None
     cached = next((r for r in runs if r.get("parse_cache")), None)
     for r in runs:
-        base = runs[0]
+        assert base is not None
         vs = [f"x{base['seconds'] / r['seconds'] * base['workers']:.2f} vs 1 worker without"]
         if r.get("parse_cache") and cached is not None:
             vs.append(f"x{cached['seconds'] / r['seconds'] * cached['workers']:.2f} vs 1 worker with")

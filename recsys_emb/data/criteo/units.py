@@ -120,10 +120,14 @@ def save_chunk(path: PathLike, chunk: CriteoChunk) -> None:
 def load_chunk(path: PathLike, source: str) -> CriteoChunk:
     """The chunk :func:`save_chunk` wrote to ``path``, with ``source`` (the text file) as its path."""
     with np.load(path) as z:
-        cats = z["cats_u32"].astype(np.int64) - 1 if "cats_u32" in z.files else z["cats"]
-        missing = np.unpackbits(z["missing"], axis=1, count=len(INT_COLUMNS)).astype(bool)
-        lines = z["line_offsets"].astype(np.int64) + int(z["first_line"][0])
-        return CriteoChunk(z["labels"], z["ints"].astype(np.int64), missing, cats, lines, source)
+        return _chunk_of(z, source)
+
+
+def _chunk_of(z: "np.lib.npyio.NpzFile", source: str) -> CriteoChunk:
+    cats = z["cats_u32"].astype(np.int64) - 1 if "cats_u32" in z.files else z["cats"]
+    missing = np.unpackbits(z["missing"], axis=1, count=len(INT_COLUMNS)).astype(bool)
+    lines = z["line_offsets"].astype(np.int64) + int(z["first_line"][0])
+    return CriteoChunk(z["labels"], z["ints"].astype(np.int64), missing, cats, lines, source)
 
 
 def _cache_present(cache: Optional[str]) -> bool:
@@ -140,10 +144,10 @@ def _cached_chunks(cache: str, source: str, first_line: int, skip_rows: int = 0)
     shift = first_line - int((d / "first_line").read_text())
     seen = 0
     for f in sorted(d.glob("chunk-*.npz")):
-        with np.load(f) as z:
+        with np.load(f) as z:  # members are read on access: a skipped chunk reads its labels only
             n = len(z["labels"])
-        if seen + n > skip_rows:
-            chunk = load_chunk(f, source)
+            chunk = _chunk_of(z, source) if seen + n > skip_rows else None
+        if chunk is not None:
             chunk.lines += shift
             yield seen, chunk
         seen += n

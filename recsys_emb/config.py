@@ -410,15 +410,22 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
     """A run config dict saved by an earlier version (a checkpoint's ``trainer.json``), in today's keys.
 
+    A saved ``embeddings`` section (it names its ``variant``) without ``oov_row`` was written before
+    OOV ids had rows of their own: it gets ``oov_row: false``, the layout its tables were trained in.
+
     Example:
         >>> migrate_config_dict({"embeddings": {"kernel": "concat"}, "train": {}})
         {'embeddings': {}, 'train': {'embedding_backend': 'table_batched'}}
+        >>> migrate_config_dict({"embeddings": {"variant": "hashed"}})
+        {'embeddings': {'variant': 'hashed', 'oov_row': False}}
     """
     out = copy.deepcopy(dict(data))
     emb = out.get("embeddings")
     if isinstance(emb, dict) and "kernel" in emb:
         kernel = emb.pop("kernel")
         out.setdefault("train", {})["embedding_backend"] = "table_batched" if kernel == "concat" else kernel
+    if isinstance(emb, dict) and "variant" in emb and "oov_row" not in emb:
+        emb["oov_row"] = False
     return out
 
 

@@ -9,6 +9,7 @@ fields from their vocabulary sizes and a compression (``1/compression`` of the f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
@@ -29,7 +30,7 @@ from recsys_emb.specs import (
     validate_feature_set,
 )
 
-__all__ = ["VARIANTS", "VariantPreset", "variant_choice", "group_specs", "feature_specs", "qr_buckets"]
+__all__ = ["VARIANTS", "VariantPreset", "variant_choice", "group_specs", "feature_specs", "qr_buckets", "with_oov_rows"]
 
 VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
 """The variant names of :class:`VariantPreset` (``multi_hash`` is the hashing trick with several probes)."""
@@ -158,6 +159,10 @@ class VariantPreset:
         overrides: per-field embedding dicts (``{type: ..., ...}``) used verbatim.
         init_scale: every table starts as ``U(-init_scale, init_scale)``; ``None``: the default
             per-table bound (:func:`recsys_emb.tables.init_tables`).
+        oov_row: a hashed or unified field whose dataset names an OOV id (``metadata.json``'s
+            ``oov_ids``) reads that id from a row of its own instead of hashing it
+            (:func:`with_oov_rows`): one more row per field. ``False``: the OOV id is hashed like any id
+            (the layout of runs written before this option).
 
     Example:
         >>> VariantPreset("qr", dim=8).choice()
@@ -176,6 +181,7 @@ class VariantPreset:
     dims: Dict[str, int] = field(default_factory=dict)
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     init_scale: Optional[float] = None
+    oov_row: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -205,9 +211,57 @@ class VariantPreset:
                               self.alpha, self.num_blocks, self.chunks)
 
 
+def with_oov_rows(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int],
+                  cardinalities: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
+    """``specs`` with a row of its own for each field's OOV id where the variant would hash it.
+
+    A vocabulary maps every value it lacks (unseen in training, or rarer than ``min_count``) to the
+    field's OOV id. A hashed table would send that id to a row trained for other ids, so at test time
+    unseen values read another id's embedding; a full table already gives it a row of its own. Here
+    a :class:`~recsys_emb.specs.Hashed` field gets ``oov_id`` (its table grows by one row) and each
+    unified table gets one reserved row per member field with an OOV id (:class:`~recsys_emb.specs.Unified`'s
+    ``oov_id`` / ``oov_row``, in field order). Fields without an OOV id, other variants, specs that
+    already set ``oov_id`` and unified tables that already reserve rows are returned unchanged.
+
+    Args:
+        specs: ``{field: spec}`` of table-owning fields.
+        oov_ids: ``{field: OOV id}`` (``metadata.json``'s ``oov_ids``); fields it lacks are unchanged.
+        cardinalities: ``{field: vocabulary size}``; each OOV id must lie below its field's.
+
+    Example:
+        >>> out = with_oov_rows({"a": Hashed(dim=8, buckets=10), "b": Full(8)}, {"a": 99, "b": 9}, {"a": 100, "b": 10})
+        >>> out["a"], out["b"]
+        (Hashed(dim=8, buckets=10, num_hashes=1, combiner='sum', oov_id=99), Full(dim=8))
+    """
+    out = dict(specs)
+    groups: Dict[str, List[str]] = {}
+    for f, spec in specs.items():
+        if f not in oov_ids:
+            continue
+        oov = oov_ids[f]
+        if isinstance(oov, bool) or not isinstance(oov, int) or not 0 <= oov < cardinalities.get(f, oov + 1):
+            raise ConfigError(f"field {f!r}: OOV id {oov!r} must be an int in [0, {cardinalities.get(f)}) (its vocabulary "
+                              f"size); check metadata.json's oov_ids")
+        if isinstance(spec, Hashed) and spec.oov_id is None:
+            out[f] = dataclasses.replace(spec, oov_id=oov)
+        elif isinstance(spec, Unified) and spec.oov_id is None and spec.group.reserved == 0:
+            groups.setdefault(spec.group.name, []).append(f)
+    for fields in groups.values():
+        if any(specs[f].group != specs[fields[0]].group for f in fields):  # type: ignore[attr-defined]
+            continue  # one name, two tables: validate_feature_set reports it
+        group = dataclasses.replace(specs[fields[0]].group, reserved=len(fields))  # type: ignore[attr-defined]
+        new = {f: dataclasses.replace(specs[f], group=group, oov_id=oov_ids[f], oov_row=group.rows + j)
+               for j, f in enumerate(fields)}
+        for f, spec in specs.items():  # members without an OOV id read the same, larger table
+            if isinstance(spec, Unified) and spec.group.name == group.name:
+                out[f] = new.get(f, dataclasses.replace(spec, group=group))
+    return out
+
+
 def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
                   poolings: Optional[Mapping[str, str]] = None,
-                  shared: Optional[Mapping[str, str]] = None) -> List[FeatureSpec]:
+                  shared: Optional[Mapping[str, str]] = None,
+                  oov_ids: Optional[Mapping[str, int]] = None) -> List[FeatureSpec]:
     """Specs for every field, in the order of ``cardinalities``.
 
     Args:
@@ -216,6 +270,8 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
         poolings: ``{field: "sum" | "mean" | "none"}`` (default ``sum``).
         shared: ``{field: owner field}``: fields that read another field's tables (DIN histories);
             they get the owner's spec.
+        oov_ids: ``{field: OOV id}`` of the dataset: with ``preset.oov_row`` (default), hashed and
+            unified fields read their OOV id from a row of its own (:func:`with_oov_rows`).
 
     Example:
         >>> specs = feature_specs({"a": 10, "b": 100_000}, VariantPreset("hashed", dim=8, compression=10))
@@ -240,6 +296,8 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
             if choice["type"] in ("unified", "mixed") and (choice["type"] == "unified" or preset.num_blocks == 1):
                 choice = {"type": "hashed" if choice["type"] == "unified" else "full", "dim": int(preset.dims[f])}
             chosen[f] = group_specs(choice, {f: owners[f]}, preset.compression, preset.min_rows)[f]
+    if oov_ids and preset.oov_row:
+        chosen = with_oov_rows(chosen, {f: oov_ids[f] for f in owners if f in oov_ids}, owners)
     specs = []
     for name, card in cardinalities.items():
         owner = shared.get(name)

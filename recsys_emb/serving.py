@@ -11,7 +11,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys_emb.config import config_from_dict, migrate_config_dict
-from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.data.parquet import read_metadata, schema_from_metadata
 from recsys_emb.errors import CheckpointError, DataError
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.build import build_model, embedding_layers
@@ -72,7 +72,7 @@ def load_model(checkpoint: Union[str, os.PathLike]) -> Tuple[nn.Module, List[Fea
     cfg = config_from_dict(migrate_config_dict(meta["config"]))
     data_dir = _data_dir(cfg.data.path, meta.get("data_dir"), path)
     cfg.data.path = str(data_dir)
-    schema = TableSchema.from_dict(read_metadata(data_dir)["schema"])
+    schema = schema_from_metadata(read_metadata(data_dir))
     model = build_model(cfg, schema)
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(path), no_dist=True)

@@ -141,15 +141,23 @@ class Hashed(EmbeddingSpec):
     ``combiner="weighted"`` learns one weight per probe (initialised to 1). Any int64 id is accepted,
     negative ids included, and ``cardinality`` may be ``None`` (open vocabulary).
 
+    ``oov_id``: the id that stands for "a value not in the vocabulary" (the dataset's OOV id,
+    ``metadata.json``'s ``oov_ids``). It is not hashed: every probe of it reads one extra row,
+    ``buckets``, so the table has ``buckets + 1`` rows and unseen values do not share a row that was
+    trained for another id. ``None``: no such row (every id is hashed).
+
     Example:
         >>> Hashed(dim=16, buckets=1000, num_hashes=2).output_dim
         16
+        >>> Hashed(dim=16, buckets=1000, oov_id=99_999).tables("C1", 100_000)[0].rows
+        1001
     """
 
     dim: int
     buckets: int
     num_hashes: int = 1
     combiner: str = "sum"
+    oov_id: Optional[int] = None
     kind: ClassVar[str] = "hashed"
 
     def __post_init__(self) -> None:
@@ -160,13 +168,15 @@ class Hashed(EmbeddingSpec):
             raise SpecError(f"Hashed.num_hashes={self.num_hashes} must be <= 16")
         if self.combiner not in HASH_COMBINERS:
             raise SpecError(f"Hashed.combiner={self.combiner!r} must be one of {HASH_COMBINERS}")
+        if self.oov_id is not None:
+            _check_int("Hashed", "oov_id", self.oov_id, low=0)
 
     @property
     def output_dim(self) -> int:
         return self.dim
 
     def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
-        return [TableDef(owner, self.buckets, self.dim)]
+        return [TableDef(owner, self.buckets + (self.oov_id is not None), self.dim)]
 
     def dense_params(self, cardinality: Optional[int]) -> int:
         return self.num_hashes if self.combiner == "weighted" and self.num_hashes > 1 else 0
@@ -365,27 +375,42 @@ class MixedDimension(EmbeddingSpec):
 class UnifiedTable:
     """One table shared by a group of features (Unified Embedding / feature multiplexing).
 
+    Ids hash into its first ``rows`` rows; ``reserved`` more rows follow them, one per feature whose
+    OOV id has its own row (:attr:`Unified.oov_row`). The table holds ``rows + reserved`` rows.
+
     Example:
         >>> UnifiedTable("shared", rows=100_000, chunk_dim=16).params
         1600000
+        >>> UnifiedTable("shared", rows=100_000, chunk_dim=16, reserved=2).total_rows
+        100002
     """
 
     name: str
     rows: int
     chunk_dim: int
+    reserved: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "@. "):
             raise SpecError(f"UnifiedTable.name={self.name!r} must be a non-empty string without '@', '.' or spaces")
         _check_int("UnifiedTable", "rows", self.rows)
         _check_int("UnifiedTable", "chunk_dim", self.chunk_dim, multiple=DIM_MULTIPLE)
+        _check_int("UnifiedTable", "reserved", self.reserved, low=0)
+
+    @property
+    def total_rows(self) -> int:
+        """Hashed rows plus reserved rows."""
+        return self.rows + self.reserved
 
     @property
     def params(self) -> int:
-        return self.rows * self.chunk_dim
+        return self.total_rows * self.chunk_dim
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "rows": self.rows, "chunk_dim": self.chunk_dim}
+        out: Dict[str, Any] = {"name": self.name, "rows": self.rows, "chunk_dim": self.chunk_dim}
+        if self.reserved:
+            out["reserved"] = self.reserved
+        return out
 
 
 @dataclass(frozen=True)
@@ -399,6 +424,11 @@ class Unified(EmbeddingSpec):
     ``seed_from_name(group, feature, j)``; :class:`FeatureSpec` fills them in, so a dumped config
     carries them and a loaded one reproduces the same rows.
 
+    ``oov_id`` and ``oov_row``: the feature's OOV id (``metadata.json``'s ``oov_ids``) is not hashed;
+    every chunk of it reads the reserved row ``oov_row`` (in ``[group.rows, group.total_rows)``, one
+    per feature), so unseen values do not share a row trained for another id of any field. Give both
+    or neither.
+
     Example:
         >>> Unified(UnifiedTable("u", rows=1000, chunk_dim=8), chunks=3).output_dim
         24
@@ -407,6 +437,8 @@ class Unified(EmbeddingSpec):
     group: UnifiedTable
     chunks: int = 1
     salts: Optional[Tuple[int, ...]] = None
+    oov_id: Optional[int] = None
+    oov_row: Optional[int] = None
     kind: ClassVar[str] = "unified"
 
     def __post_init__(self) -> None:
@@ -417,13 +449,24 @@ class Unified(EmbeddingSpec):
             if len(self.salts) != self.chunks or not all(isinstance(s, int) and not isinstance(s, bool)
                                                          for s in self.salts):
                 raise SpecError(f"Unified.salts={self.salts} must be {self.chunks} ints (one per chunk)")
+        if (self.oov_id is None) != (self.oov_row is None):
+            raise SpecError(f"Unified: give oov_id ({self.oov_id}) and oov_row ({self.oov_row}) together, or neither")
+        if self.oov_id is not None:
+            _check_int("Unified", "oov_id", self.oov_id, low=0)
+            _check_int("Unified", "oov_row", self.oov_row, low=self.group.rows,
+                       hint=f" and < {self.group.total_rows} (a reserved row of table {self.group.name!r}: "
+                            f"rows={self.group.rows}, reserved={self.group.reserved})")
+            if self.oov_row >= self.group.total_rows:  # type: ignore[operator]
+                raise SpecError(f"Unified.oov_row={self.oov_row} must be < {self.group.total_rows}: table "
+                                f"{self.group.name!r} has rows={self.group.rows} and reserved={self.group.reserved}; "
+                                f"raise its reserved rows")
 
     @property
     def output_dim(self) -> int:
         return self.chunks * self.group.chunk_dim
 
     def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
-        return [TableDef(self.group.name, self.group.rows, self.group.chunk_dim)]
+        return [TableDef(self.group.name, self.group.total_rows, self.group.chunk_dim)]
 
     def with_salts(self, owner: str) -> "Unified":
         """This spec with its salts filled in from (group, owner feature, chunk index)."""

@@ -27,7 +27,7 @@ __all__ = ["run", "format_table", "main"]
 
 def _model(processed: Path, variant: str, dim: int, out: Path) -> Any:
     from recsys_emb.config import config_from_dict, config_to_dict
-    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.data.parquet import read_metadata, schema_from_metadata
     from recsys_emb.data.vocabulary import load_vocabulary
     from recsys_emb.model_dir import SavedModel, load_model, provenance, save_model_dir
     from recsys_emb.training.build import build_model, embedding_layers
@@ -35,7 +35,7 @@ def _model(processed: Path, variant: str, dim: int, out: Path) -> Any:
     meta = read_metadata(processed)
     cfg = config_from_dict({"data": {"path": str(processed)}, "model": {"kind": "dlrm"},
                             "embeddings": {"variant": variant, "dim": dim}})
-    schema = TableSchema.from_dict(meta["schema"])
+    schema = schema_from_metadata(meta)
     torch.manual_seed(0)
     module = build_model(cfg, schema).eval()
     features = [f for layer in embedding_layers(module) for f in layer.features]

@@ -131,7 +131,7 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
 
     from recsys_emb.config import config_from_dict, config_to_dict, load_config
     from recsys_emb.data.batches import ParquetBatches, make_dataloader
-    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.data.parquet import read_metadata, schema_from_metadata
     from recsys_emb.presets import VARIANTS
     from recsys_emb.sharding import init_single_process_group, shard_model
     from recsys_emb.tables import EmbeddingOptimizer
@@ -141,7 +141,7 @@ def run(config: str, overrides: Sequence[str] = (), variants: Optional[Sequence[
     if cfg.model.kind != "dlrm":
         raise ValueError(f"{config}: model.kind={cfg.model.kind!r}; this benchmark compares DLRMs (kind: dlrm)")
     data_dir = prepare_data(cfg)
-    schema = TableSchema.from_dict(read_metadata(data_dir)["schema"])
+    schema = schema_from_metadata(read_metadata(data_dir))
     if cardinalities is not None:
         schema = _widened(schema, cardinalities, data_dir)
     if cfg.model.bottom_mlp[-1] != cfg.embeddings.dim:

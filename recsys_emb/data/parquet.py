@@ -6,6 +6,8 @@ refuse a directory whose files disagree with the list.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -56,6 +58,8 @@ class TableSchema:
         true_prob: the ground-truth click probability column, if the data has one; never a feature,
             returned only when a reader asks for it.
         vocab_sizes: ids per sparse / jagged key (every id lies in ``[0, vocab_size)``).
+        oov_ids: per key, the id its vocabulary gives to values it lacks (``metadata.json``'s
+            ``oov_ids``); empty when the data names none.
 
     Example:
         >>> s = TableSchema(dense=("I1",), sparse=("C1",), vocab_sizes={"C1": 10})
@@ -69,6 +73,7 @@ class TableSchema:
     label: str = "label"
     true_prob: Optional[str] = None
     vocab_sizes: Dict[str, int] = field(default_factory=dict)
+    oov_ids: Dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("dense", "sparse", "jagged"):
@@ -92,6 +97,8 @@ class TableSchema:
         d = asdict(self)
         for k in ("dense", "sparse", "jagged"):
             d[k] = list(d[k])
+        if not d["oov_ids"]:  # kept out of the dict when empty, so schemas written before it read the same
+            del d["oov_ids"]
         return d
 
     @classmethod
@@ -103,6 +110,7 @@ class TableSchema:
             label=d.get("label", "label"),
             true_prob=d.get("true_prob"),
             vocab_sizes={k: int(v) for k, v in d.get("vocab_sizes", {}).items()},
+            oov_ids={k: int(v) for k, v in (d.get("oov_ids") or {}).items()},
         )
 
 
@@ -291,6 +299,11 @@ def split_files(directory: PathLike, split: str, metadata: Optional[Dict[str, An
 
 
 def schema_from_metadata(metadata: Dict[str, Any]) -> TableSchema:
-    """The :class:`TableSchema` stored under ``metadata["schema"]``."""
-    return TableSchema.from_dict(metadata["schema"])
+    """The :class:`TableSchema` stored under ``metadata["schema"]``, with ``metadata["oov_ids"]`` (the
+    keys of the schema) as its ``oov_ids`` when the schema itself names none."""
+    schema = TableSchema.from_dict(metadata["schema"])
+    oov = metadata.get("oov_ids") or {}
+    if not schema.oov_ids and isinstance(oov, dict) and oov:
+        schema = dataclasses.replace(schema, oov_ids={k: int(v) for k, v in oov.items() if k in schema.keys})
+    return schema
 

@@ -239,6 +239,8 @@ class RemapProgram(nn.Module):
         rows = bucket_rows(_cat(mine), keys, buckets).split(counts)  # each (n_f, probes)
         for i, r, n in zip(members, rows, counts):
             plan: Hash = self.plans[i]  # type: ignore[assignment]
+            if plan.oov_id is not None:
+                r = _oov_to_row(r, ids[i], plan)
             if probes == 1:
                 out[i] = [(r.view(-1), lengths[i], n)]
             elif plan.split:
@@ -261,11 +263,18 @@ def _hash_one(plan: Hash, ids: torch.Tensor, lengths: torch.Tensor) -> List[Part
     keys = plan.keys.unsqueeze(0).expand(n, -1)
     buckets = torch.full((n,), plan.buckets, dtype=torch.int64, device=ids.device)
     rows = bucket_rows(ids, keys, buckets)
+    if plan.oov_id is not None:
+        rows = _oov_to_row(rows, ids, plan)
     if plan.probes == 1:
         return [(rows.view(-1), lengths, n)]
     if plan.split:
         return [(rows[:, j].contiguous(), lengths, n) for j in range(plan.probes)]
     return [(rows.reshape(-1), lengths * plan.probes, n * plan.probes)]
+
+
+def _oov_to_row(rows: torch.Tensor, ids: torch.Tensor, plan: Hash) -> torch.Tensor:
+    """``rows (n, probes)`` with every probe of the plan's OOV id sent to its ``oov_row``."""
+    return torch.where((ids == plan.oov_id).unsqueeze(1), plan.oov_row, rows)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------- combine

@@ -21,7 +21,8 @@ def probe_seeds(table_owner: str, num_hashes: int) -> List[int]:
 
 
 class HashedEmbedding(EmbeddingVariant):
-    """``buckets x dim`` table; probe ``j`` of id ``x`` reads row ``hash(x, seed_j) mod buckets``.
+    """``buckets x dim`` table; probe ``j`` of id ``x`` reads row ``hash(x, seed_j) mod buckets``
+    (the spec's ``oov_id`` reads the extra row ``buckets`` instead).
 
     With ``combiner="sum"`` the ``k`` probes of every id go into the same bag (one lookup call,
     ``k * L`` rows summed per bag); with ``"weighted"`` each probe is its own virtual feature and the
@@ -54,7 +55,9 @@ class HashedEmbedding(EmbeddingVariant):
         return [VirtualFeature(self.feature.name, self._table_name())]
 
     def remap_plan(self) -> Optional[RemapPlan]:
-        return Hash(self.feature.name, self._keys, self.spec.buckets, split=self.weighted)
+        s = self.spec
+        return Hash(self.feature.name, self._keys, s.buckets, split=self.weighted, oov_id=s.oov_id,
+                    oov_row=None if s.oov_id is None else s.buckets)
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         if not self.weighted:

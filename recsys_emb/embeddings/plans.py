@@ -13,7 +13,7 @@ plan          values of each virtual feature                            virtual 
 ============  ========================================================  ===============================
 Identity      ``ids`` (checked ``< cardinality`` unless it is None)     1
 Hash          ``hash(id, key_j) mod buckets`` for each seed key         ``k`` (``split``), else 1 with
-                                                                        the ``k`` rows of an id in its bag
+              (``oov_row`` in every probe for ``id == oov_id``)         the ``k`` rows of an id in its bag
 DivMod        ``id // modulus`` and ``id % modulus``                    2
 Blocks        ``id - starts[i]`` for the ids in ``[starts[i], starts[i+1])``  one per block
 ============  ========================================================  ===============================
@@ -45,12 +45,16 @@ class Hash:
     ``keys``: int64 ``(k,)`` seed keys (:func:`recsys_emb.hashing.seed_keys`), a buffer of the variant.
     ``split=True``: probe ``j`` is virtual feature ``j`` (``n`` values each); ``False``: one virtual
     feature whose bags hold the ``k`` rows of each id in a row (``n * k`` values, lengths ``* k``).
+    ``oov_id``, ``oov_row``: that id is not hashed; every probe of it reads row ``oov_row`` (a row
+    past the hashed ones). ``None``: every id is hashed.
     """
 
     feature: str
     keys: torch.Tensor
     buckets: int
     split: bool
+    oov_id: Optional[int] = None
+    oov_row: Optional[int] = None
 
     @property
     def probes(self) -> int:

@@ -16,7 +16,8 @@ __all__ = ["UnifiedEmbedding"]
 
 
 class UnifiedEmbedding(EmbeddingVariant):
-    """Chunk ``j`` of id ``x`` reads row ``hash(x, salt_j) mod rows`` of the group's shared table;
+    """Chunk ``j`` of id ``x`` reads row ``hash(x, salt_j) mod rows`` of the group's shared table
+    (the spec's ``oov_id`` reads its reserved ``oov_row`` in every chunk);
     the output concatenates the ``chunks`` rows (``chunks * chunk_dim`` columns).
 
     The salts come from the spec (a saved config carries them) and also travel in the state dict
@@ -45,7 +46,8 @@ class UnifiedEmbedding(EmbeddingVariant):
         return [VirtualFeature(f"{self.feature.name}@u{j}", self.spec.group.name) for j in range(self.spec.chunks)]
 
     def remap_plan(self) -> Optional[RemapPlan]:
-        return Hash(self.feature.name, self._keys, self.spec.group.rows, split=True)
+        s = self.spec
+        return Hash(self.feature.name, self._keys, s.group.rows, split=True, oov_id=s.oov_id, oov_row=s.oov_row)
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         return pooled[0] if len(pooled) == 1 else torch.cat(list(pooled), dim=1)

@@ -69,6 +69,7 @@ class _Feature(nn.Module):
         if isinstance(plan, Hash):
             self.register_buffer("keys", plan.keys.detach().clone(), persistent=False)
             self.buckets, self.split = int(plan.buckets), bool(plan.split)
+            self.oov = None if plan.oov_id is None else (int(plan.oov_id), int(plan.oov_row))  # type: ignore[arg-type]
         elif isinstance(plan, DivMod):
             self.modulus = int(plan.modulus)
         elif isinstance(plan, Blocks):
@@ -87,6 +88,8 @@ class _Feature(nn.Module):
             k = int(self.keys.numel())
             rows = bucket_rows(ids, self.keys.unsqueeze(0).expand(n, k),
                                torch.full((n,), self.buckets, dtype=torch.int64, device=ids.device))
+            if self.oov is not None:
+                rows = torch.where((ids == self.oov[0]).unsqueeze(1), self.oov[1], rows)
             if k == 1:
                 return [(rows.view(-1), lengths, None)]
             if self.split:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from recsys_emb.config import RunConfig, config_from_dict
-from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.data.parquet import read_metadata, schema_from_metadata
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.training import build_features, prepare_data, train
 from recsys_emb.search.callbacks import MaxTrainedTrialsCallback
@@ -68,7 +68,7 @@ def _load_schema(cfg: RunConfig) -> Any:
         with open(str(path) + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             prepare_data(cfg)
-    return TableSchema.from_dict(read_metadata(path)["schema"])
+    return schema_from_metadata(read_metadata(path))
 
 
 class _Objective:

@@ -81,7 +81,7 @@ def build_features(cfg: RunConfig, schema: Any, counts: Optional[Dict[str, Any]]
             poolings[c] = poolings[h] = "none"
             shared[h] = c
             cards[h] = cards[c] = max(cards[c], cards[h])
-    specs = feature_specs(cards, cfg.embeddings, poolings=poolings, shared=shared)
+    specs = feature_specs(cards, cfg.embeddings, poolings=poolings, shared=shared, oov_ids=schema.oov_ids)
     if any(isinstance(s.embedding, MixedDimension) for s in specs):
         if counts is None and (Path(cfg.data.path) / "counts.npz").exists():
             counts = load_counts(cfg.data.path)

@@ -10,7 +10,7 @@ import torch
 
 from recsys_emb.config import RunConfig
 from recsys_emb.data.criteo.schema import CARDINALITY_PRESETS, CAT_COLUMNS, criteo_schema
-from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.data.parquet import read_metadata, schema_from_metadata
 from recsys_emb.errors import ConfigError
 from recsys_emb.sharding import format_plan, plan_model, plan_report, rank_bytes, table_shapes
 from recsys_emb.tables import EmbeddingOptimizer
@@ -56,7 +56,7 @@ def plan_run(cfg: RunConfig, world_size: int, device_type: str = "cpu", cardinal
         schema = criteo_schema(dict(zip(CAT_COLUMNS, CARDINALITY_PRESETS[cardinalities])))
         counts: Optional[Dict[str, Any]] = {}  # the data's counts are not there: mixed dims follow Zipf's law
     else:
-        schema = TableSchema.from_dict(read_metadata(prepare_data(cfg))["schema"])
+        schema = schema_from_metadata(read_metadata(prepare_data(cfg)))
         counts = None
     if hbm_gb is not None and hbm_gb <= 0:
         raise ConfigError(f"hbm_gb={hbm_gb} must be > 0")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from recsys_emb.config import RunConfig
 from recsys_emb.data.batches import ParquetBatches, make_dataloader
-from recsys_emb.data.parquet import TableSchema, read_metadata
+from recsys_emb.data.parquet import read_metadata, schema_from_metadata
 from recsys_emb.errors import CheckpointError, ConfigError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import init_single_process_group
@@ -136,7 +136,7 @@ class Trainer:
         _on_rank0(lambda: self._open_rank0(resume, overwrite), self.rank, self.world)
         self.metadata = read_metadata(self.data_dir)
         self.fingerprint = run_fingerprint(cfg, self.metadata)
-        self.schema = TableSchema.from_dict(self.metadata["schema"])
+        self.schema = schema_from_metadata(self.metadata)
         seed_everything(cfg.seed)
         # tables on meta: the backend allocates and fills them without touching the random number
         # generator, so every backend and world size starts from the same model

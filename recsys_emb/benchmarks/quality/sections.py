@@ -26,12 +26,12 @@ MIXED_FORMS = (("blocks", 4), ("field", 1))
 def _schema(base: Dict[str, Any]) -> Any:
     """The prepared data's schema and metadata of a run dict (the data is generated when missing)."""
     from recsys_emb.config import config_from_dict
-    from recsys_emb.data.parquet import TableSchema, read_metadata
+    from recsys_emb.data.parquet import read_metadata, schema_from_metadata
     from recsys_emb.training import prepare_data
 
     data_dir = prepare_data(config_from_dict(base))
     meta = read_metadata(data_dir)
-    return data_dir, meta, TableSchema.from_dict(meta["schema"])
+    return data_dir, meta, schema_from_metadata(meta)
 
 
 def run_criteo(s: QualitySettings) -> Dict[str, Any]:

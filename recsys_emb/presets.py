@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from recsys_emb.errors import ConfigError
 from recsys_emb.mixed_dims import mixed_field_dims
@@ -83,7 +83,7 @@ def group_specs(choice: Mapping[str, Any], cardinalities: Mapping[str, int], com
     Example:
         >>> specs = group_specs({"type": "hashed", "dim": 8}, {"a": 10, "b": 100_000}, compression=10, min_rows=1024)
         >>> specs["a"], specs["b"]
-        (Full(dim=8), Hashed(dim=8, buckets=10000, num_hashes=1, combiner='sum'))
+        (Full(dim=8), Hashed(dim=8, buckets=10000, num_hashes=1, combiner='sum', oov_id=None))
     """
     if not isinstance(choice, Mapping) or "type" not in choice:
         raise ConfigError(f"a variant choice is a mapping with a 'type' key (e.g. {{type: hashed, dim: 16}}); got {choice!r}")
@@ -234,7 +234,7 @@ def with_oov_rows(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]
         (Hashed(dim=8, buckets=10, num_hashes=1, combiner='sum', oov_id=99), Full(dim=8))
     """
     out = dict(specs)
-    groups: Dict[str, List[str]] = {}
+    members: Dict[str, List[Tuple[str, Unified]]] = {}  # unified table name -> its fields with an OOV id
     for f, spec in specs.items():
         if f not in oov_ids:
             continue
@@ -245,16 +245,17 @@ def with_oov_rows(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]
         if isinstance(spec, Hashed) and spec.oov_id is None:
             out[f] = dataclasses.replace(spec, oov_id=oov)
         elif isinstance(spec, Unified) and spec.oov_id is None and spec.group.reserved == 0:
-            groups.setdefault(spec.group.name, []).append(f)
-    for fields in groups.values():
-        if any(specs[f].group != specs[fields[0]].group for f in fields):  # type: ignore[attr-defined]
+            members.setdefault(spec.group.name, []).append((f, spec))
+    for fields in members.values():
+        old = fields[0][1].group
+        if any(spec.group != old for _, spec in fields):
             continue  # one name, two tables: validate_feature_set reports it
-        group = dataclasses.replace(specs[fields[0]].group, reserved=len(fields))  # type: ignore[attr-defined]
-        new = {f: dataclasses.replace(specs[f], group=group, oov_id=oov_ids[f], oov_row=group.rows + j)
-               for j, f in enumerate(fields)}
+        group = dataclasses.replace(old, reserved=len(fields))
         for f, spec in specs.items():  # members without an OOV id read the same, larger table
-            if isinstance(spec, Unified) and spec.group.name == group.name:
-                out[f] = new.get(f, dataclasses.replace(spec, group=group))
+            if isinstance(spec, Unified) and spec.group == old:
+                out[f] = dataclasses.replace(spec, group=group)
+        for j, (f, spec) in enumerate(fields):
+            out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=group.rows + j)
     return out
 
 

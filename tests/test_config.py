@@ -94,6 +94,18 @@ def test_a_saved_config_of_the_earlier_layout_migrates():
     assert config_from_dict(migrate_config_dict(old)).train.embedding_backend == "table_batched"
 
 
+def test_a_saved_config_from_before_oov_rows_keeps_its_layout():
+    """A saved embeddings section without ``oov_row`` hashed OOV ids like any id: it loads with oov_row false;
+    a section that names it, and a user's config (no saved section), keep theirs."""
+    from recsys_emb.config import migrate_config_dict
+
+    old = {"data": {"path": "x"}, "embeddings": {"variant": "hashed", "dim": 8}}
+    assert config_from_dict(migrate_config_dict(old)).embeddings.oov_row is False
+    new = {"data": {"path": "x"}, "embeddings": {"variant": "hashed", "dim": 8, "oov_row": True}}
+    assert config_from_dict(migrate_config_dict(new)).embeddings.oov_row is True
+    assert config_from_dict({"data": {"path": "x"}, "embeddings": {"variant": "hashed"}}).embeddings.oov_row is True
+
+
 def test_exponent_notation_is_a_number(tmp_path):
     """PyYAML reads ``1e-4`` as a string; a number field takes it as the number it reads as, a string
     field keeps it, and text that is no number is still refused."""

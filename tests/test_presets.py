@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 
+from recsys_emb.errors import ConfigError
 from recsys_emb.memory import memory_from_specs
-from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
-from recsys_emb.specs import Full, Hashed, MixedDimension, QuotientRemainder, Unified
+from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs, with_oov_rows
+from recsys_emb.specs import Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
 
 CARDS = {"small": 100, "big": 100_000, "huge": 1_000_000, "hist": 100_000}
 
@@ -78,3 +81,47 @@ def test_one_block_is_field_level_mixed_dimension():
     assert specs_from_dicts(specs_to_dicts(specs)) == specs
     assert all(isinstance(s.embedding, Full)
                for s in feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.0, num_blocks=1)))
+
+
+OOV = {"small": 99, "big": 99_999, "huge": 999_999}  # "hist" reads big's tables, so big's OOV id
+
+
+@pytest.mark.parametrize("variant", ["hashed", "multi_hash"])
+def test_a_hashed_field_reads_its_oov_id_from_a_row_of_its_own(variant):
+    plain = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset(variant), shared={"hist": "big"})}
+    specs = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset(variant), shared={"hist": "big"},
+                                                         oov_ids=OOV)}
+    for f in ("big", "huge"):
+        assert specs[f] == dataclasses.replace(plain[f], oov_id=OOV[f])
+        assert specs[f].tables(f, CARDS[f])[0].rows == plain[f].buckets + 1
+    assert specs["hist"] == specs["big"]          # the sharing field reads the owner's table and OOV row
+    assert specs["small"] == plain["small"] == Full(16)  # a full table already has its OOV row
+    off = feature_specs(CARDS, VariantPreset(variant, oov_row=False), shared={"hist": "big"}, oov_ids=OOV)
+    assert {s.name: s.embedding for s in off} == plain
+
+
+def test_a_unified_table_reserves_one_row_per_field_with_an_oov_id():
+    specs = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("unified"), shared={"hist": "big"},
+                                                         oov_ids={"small": 99, "huge": 999_999})}
+    plain = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("unified"), shared={"hist": "big"})}
+    group = specs["small"].group
+    assert group == dataclasses.replace(plain["small"].group, reserved=2)
+    assert {f: (s.group, s.oov_id, s.oov_row) for f, s in specs.items()} == {
+        "small": (group, 99, group.rows), "big": (group, None, None), "huge": (group, 999_999, group.rows + 1),
+        "hist": (group, None, None)}
+    assert [s.salts for s in specs.values()] == [s.salts for s in plain.values()]  # the same hashed rows otherwise
+    assert memory_from_specs(list(feature_specs(CARDS, VariantPreset("unified"), oov_ids=OOV))).params == \
+        memory_from_specs(list(feature_specs(CARDS, VariantPreset("unified")))).params + 3 * 16
+
+
+def test_oov_rows_keep_what_a_spec_already_says():
+    given = {"a": Hashed(dim=8, buckets=10, oov_id=3),
+             "b": Unified(UnifiedTable("u", rows=10, chunk_dim=8, reserved=1), oov_id=5, oov_row=10),
+             "c": QuotientRemainder(dim=8, collisions=4)}
+    assert with_oov_rows(given, {"a": 7, "b": 7, "c": 7}, {"a": 8, "b": 8, "c": 8}) == given
+
+
+@pytest.mark.parametrize("oov", [100, -1, 2.0, True])
+def test_an_oov_id_outside_the_vocabulary_is_refused(oov):
+    with pytest.raises(ConfigError, match=r"field 'small': OOV id .* must be an int in \[0, 100\) .*metadata.json's oov_ids"):
+        feature_specs({"small": 100, "big": 10_000}, VariantPreset("hashed", min_rows=10), oov_ids={"small": oov})

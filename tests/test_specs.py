@@ -1,6 +1,6 @@
 import pytest
 
-from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder, validate_feature_set
+from recsys_emb.specs import FeatureSpec, Full, Hashed, QuotientRemainder, Unified, UnifiedTable, validate_feature_set
 from recsys_emb.spec_io import dump_specs, load_specs, specs_from_dicts, specs_to_dicts
 
 
@@ -11,6 +11,9 @@ def test_round_trip_yaml(tmp_path):
         FeatureSpec("C3", Hashed(dim=8, buckets=500, num_hashes=2, combiner="weighted"), pooling="mean"),
         FeatureSpec("C4", QuotientRemainder(dim=16, collisions=8, op="concat"), cardinality=10_000),
         FeatureSpec("C5", QuotientRemainder(dim=8, buckets=100), cardinality=10_000),
+        FeatureSpec("C6", Hashed(dim=8, buckets=50, oov_id=9_999), cardinality=10_000),
+        FeatureSpec("C7", Unified(UnifiedTable("u", rows=30, chunk_dim=8, reserved=1), oov_id=99, oov_row=30)),
+        FeatureSpec("C8", Unified(UnifiedTable("u", rows=30, chunk_dim=8, reserved=1), chunks=2)),
     ]
     path = tmp_path / "features.yaml"
     dump_specs(specs, path)
@@ -27,6 +30,13 @@ def test_round_trip_yaml(tmp_path):
     (lambda: QuotientRemainder(dim=8, op="max"), r"op='max' must be one of \('mult', 'add', 'concat'\)"),
     (lambda: QuotientRemainder(dim=8, collisions=4, buckets=3), "not both"),
     (lambda: QuotientRemainder(dim=8, collisions=1), r"collisions=1 must be >= 2"),
+    (lambda: Hashed(dim=8, buckets=10, oov_id=-1), r"Hashed\.oov_id=-1 must be >= 0"),
+    (lambda: Unified(UnifiedTable("u", rows=10, chunk_dim=8), oov_id=3), r"give oov_id \(3\) and oov_row \(None\) together"),
+    (lambda: Unified(UnifiedTable("u", rows=10, chunk_dim=8, reserved=1), oov_id=3, oov_row=4),
+     r"Unified\.oov_row=4 must be >= 10 and < 11 \(a reserved row of table 'u'"),
+    (lambda: Unified(UnifiedTable("u", rows=10, chunk_dim=8, reserved=1), oov_id=3, oov_row=11),
+     r"Unified\.oov_row=11 must be < 11: table 'u' has rows=10 and reserved=1; raise its reserved rows"),
+    (lambda: UnifiedTable("u", rows=10, chunk_dim=8, reserved=-1), r"UnifiedTable\.reserved=-1 must be >= 0"),
 ])
 def test_variant_validation(make, match):
     with pytest.raises(ValueError, match=match):
@@ -78,3 +88,13 @@ def test_qr_modulus_and_tables():
     f = FeatureSpec("x", QuotientRemainder(dim=16, collisions=4, op="concat"), cardinality=10)
     assert [(t.name, t.rows, t.dim) for t in f.tables()] == [("x@q", 3, 8), ("x@r", 4, 8)]
     assert f.output_dim == 16
+
+
+def test_oov_rows_add_to_the_tables():
+    """A hashed OOV row is one more row of its table; a unified table's reserved rows follow its hashed rows."""
+    assert [t.rows for t in FeatureSpec("a", Hashed(dim=8, buckets=50, oov_id=7)).tables()] == [51]
+    assert [t.rows for t in FeatureSpec("a", Hashed(dim=8, buckets=50)).tables()] == [50]
+    g = UnifiedTable("u", rows=30, chunk_dim=8, reserved=2)
+    assert [t.rows for t in FeatureSpec("a", Unified(g, oov_id=7, oov_row=31)).tables()] == [32]
+    assert g.params == 32 * 8 and g.to_dict() == {"name": "u", "rows": 30, "chunk_dim": 8, "reserved": 2}
+    assert UnifiedTable("u", rows=30, chunk_dim=8).to_dict() == {"name": "u", "rows": 30, "chunk_dim": 8}

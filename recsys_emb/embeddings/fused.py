@@ -274,7 +274,8 @@ def _hash_one(plan: Hash, ids: torch.Tensor, lengths: torch.Tensor) -> List[Part
 
 def _oov_to_row(rows: torch.Tensor, ids: torch.Tensor, plan: Hash) -> torch.Tensor:
     """``rows (n, probes)`` with every probe of the plan's OOV id sent to its ``oov_row``."""
-    return torch.where((ids == plan.oov_id).unsqueeze(1), plan.oov_row, rows)  # type: ignore[arg-type]
+    hit = torch.eq(ids, int(plan.oov_id)).unsqueeze(1)  # type: ignore[arg-type]
+    return torch.where(hit, int(plan.oov_row), rows)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------- combine

@@ -26,6 +26,13 @@ def random_bags(rng, card, max_len=3, allow_negative=False, single=False):
     return [[rng.randint(lo, hi) for _ in range(rng.randint(0, max_len))] for _ in range(B)]
 
 
+def hashed_row(spec, i, seed, buckets):
+    """The row id ``i`` reads: its own OOV row for the spec's ``oov_id``, else its bucket."""
+    if getattr(spec, "oov_id", None) is not None and i == spec.oov_id:
+        return spec.oov_row if isinstance(spec, Unified) else spec.buckets
+    return bucket_reference(i, seed, buckets)
+
+
 def reference(layer, bags):
     """Expected (B, D) output, computed bag by bag from the tables."""
     cols = []
@@ -37,14 +44,14 @@ def reference(layer, bags):
                 v = sum((weight(layer, owner)[i] for i in bag), torch.zeros(spec.dim))
             elif isinstance(spec, Unified):  # chunk j: row hash(id, seed_from_name(group, feature, j)) of the group
                 group = spec.group
-                v = torch.cat([sum((weight(layer, group.name)[bucket_reference(i, seed_from_name(group.name, f.name, j),
-                                                                               group.rows)] for i in bag),
+                v = torch.cat([sum((weight(layer, group.name)[hashed_row(spec, i, seed_from_name(group.name, f.name, j),
+                                                                         group.rows)] for i in bag),
                                    torch.zeros(group.chunk_dim)) for j in range(spec.chunks)])
             elif isinstance(spec, Hashed):
                 probes = []
                 for j in range(spec.num_hashes):
                     seed = seed_from_name(owner, "hash", j)
-                    probes.append(sum((weight(layer, owner)[bucket_reference(i, seed, spec.buckets)] for i in bag),
+                    probes.append(sum((weight(layer, owner)[hashed_row(spec, i, seed, spec.buckets)] for i in bag),
                                       torch.zeros(spec.dim)))
                 if spec.combiner == "weighted" and spec.num_hashes > 1:
                     w = layer.variants[f.name].probe_weights.detach()
@@ -66,7 +73,9 @@ def reference(layer, bags):
 VARIANTS = {
     "full": lambda: Full(dim=8),
     "hashed": lambda: Hashed(dim=8, buckets=17),
+    "hashed_oov": lambda: Hashed(dim=8, buckets=17, oov_id=49),
     "multi_hash_sum": lambda: Hashed(dim=8, buckets=17, num_hashes=3),
+    "multi_hash_sum_oov": lambda: Hashed(dim=8, buckets=17, num_hashes=3, oov_id=49),
     "multi_hash_weighted": lambda: Hashed(dim=8, buckets=17, num_hashes=2, combiner="weighted"),
     "qr_mult": lambda: QuotientRemainder(dim=8, collisions=4, op="mult"),
     "qr_add": lambda: QuotientRemainder(dim=8, collisions=4, op="add"),
@@ -87,6 +96,8 @@ def test_variant_matches_reference(variant, pooling):
         with torch.no_grad():
             layer.variants["x"].probe_weights.copy_(torch.tensor([0.5, -2.0]))
     bags = {"x": random_bags(rng, 50, single=single), "y": random_bags(rng, 7)}
+    if variant.endswith("_oov"):  # the OOV id alone and among other ids
+        bags["x"][0], bags["x"][1] = [49], [49, 3, 49]
     out = layer(kjt_from_lists(bags))
     assert out.keys() == ["x", "y"]
     assert out.length_per_key() == [8, 4]
@@ -98,6 +109,8 @@ HASHED_VARIANTS = {
     "multi_hash_sum": lambda: Hashed(dim=8, buckets=17, num_hashes=3),
     "multi_hash_weighted": lambda: Hashed(dim=8, buckets=17, num_hashes=2, combiner="weighted"),
     "unified": lambda: Unified(UnifiedTable("u", rows=29, chunk_dim=4), chunks=2),
+    "hashed_oov": lambda: Hashed(dim=8, buckets=17, oov_id=7),
+    "unified_oov": lambda: Unified(UnifiedTable("u", rows=29, chunk_dim=4, reserved=1), chunks=2, oov_id=7, oov_row=29),
 }
 # negative ids, the int64 extremes, and ids a float64 round trip or a 32-bit cast would change
 EXTREME_IDS = [-1, -2, -(2**62), -(2**62) - 1, -(2**63), 2**63 - 1, 2**63 - 2, 2**62 + 1, 2**53 + 1, 2**32 + 5]
@@ -116,7 +129,7 @@ def test_hashed_variants_match_reference_on_negative_and_extreme_ids(variant, po
         with torch.no_grad():
             layer.variants["x"].probe_weights.copy_(torch.tensor([0.5, -2.0]))
     x = [[i] for i in EXTREME_IDS] + [EXTREME_IDS[:4], EXTREME_IDS[4:], []]
-    x += random_bags(rng, 0, allow_negative=True)
+    x += random_bags(rng, 0, allow_negative=True) + [[7], [7, -1, 7]]  # 7: the OOV id of the _oov cases
     bags = {"x": x, "y": [[i % 7] for i in range(len(x))], "w": list(reversed(x))}
     out = layer(kjt_from_lists(bags))
     torch.testing.assert_close(out.values(), reference(layer, bags), rtol=1e-5, atol=1e-6)

@@ -10,23 +10,24 @@ from recsys_emb.models import DIN, DLRM
 from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
 
 CARD = 30
-TABLE = UnifiedTable("u", rows=41, chunk_dim=4)
+TABLE = UnifiedTable("u", rows=41, chunk_dim=4, reserved=1)
+OOV = CARD - 1  # the OOV id of "hashed", "multi_hash" and "unified_1": a row of its own
 
 
 def variant_specs(prefix: str = "", pooling: str = "sum") -> List[FeatureSpec]:
     """One feature per variant (ids < CARD): full, hashed, multi_hash (sum and weighted), qr (mult, concat),
-    mixed (block and field forms), unified (two features, 2 and 1 chunks, one table)."""
+    mixed (block and field forms), unified (two features, 2 and 1 chunks, one table); some with an OOV row."""
     embs = {
         "full": Full(dim=8),
-        "hashed": Hashed(dim=8, buckets=11),
-        "multi_hash": Hashed(dim=8, buckets=13, num_hashes=2),
+        "hashed": Hashed(dim=8, buckets=11, oov_id=OOV),
+        "multi_hash": Hashed(dim=8, buckets=13, num_hashes=2, oov_id=OOV),
         "multi_hash_w": Hashed(dim=8, buckets=13, num_hashes=3, combiner="weighted"),
         "qr": QuotientRemainder(dim=8, collisions=4, op="mult"),
         "qr_concat": QuotientRemainder(dim=8, collisions=4, op="concat"),
         "mixed": MixedDimension(base_dim=8, alpha=0.5, boundaries=(4, 12), block_dims=(8, 4, 4)),
         "mixed_field": MixedDimension(base_dim=8, alpha=0.5, boundaries=(), block_dims=(4,)),
         "unified": Unified(TABLE, chunks=2),
-        "unified_1": Unified(TABLE, chunks=1),
+        "unified_1": Unified(TABLE, chunks=1, oov_id=OOV, oov_row=TABLE.rows),
     }
     return [FeatureSpec(prefix + name, emb, cardinality=CARD, pooling=pooling) for name, emb in embs.items()]
 

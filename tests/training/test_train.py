@@ -118,6 +118,29 @@ def test_resume_into_other_tables_names_the_feature_and_the_fix(data, tmp_path):
     train(cfg, resume=True)  # the same tables resume
 
 
+@pytest.mark.parametrize("variant", ["hashed", "unified"])
+def test_the_data_oov_ids_read_rows_of_their_own(data, tmp_path, variant):
+    """The dataset's OOV ids (metadata.json) reach the specs a run trains and saves: a hashed field has one
+    more row for its OOV id, a unified table one reserved row per field; unseen test values read them."""
+    from recsys_emb.data.batches import ParquetBatches
+
+    oov = json.loads((data / "cl" / "metadata.json").read_text())["oov_ids"]
+    train(dlrm_cfg(data, tmp_path, variant, max_steps=5))
+    model, features, _ = load_model(tmp_path)
+    by = {f.name: f.embedding for f in features}
+    if variant == "hashed":
+        hashed = [f for f, e in by.items() if e.kind == "hashed"]
+        assert hashed and all(by[f].oov_id == oov[f] for f in hashed)
+    else:
+        group = by["C1"].group
+        assert group.reserved == len(oov) == len(by)
+        assert sorted(e.oov_row for e in by.values()) == list(range(group.rows, group.total_rows))
+        assert all(e.oov_id == oov[f] for f, e in by.items())
+    test = next(iter(ParquetBatches(data / "cl", "test", batch_size=4096)))
+    ids = test.sparse.to_dict()
+    assert sum(int((ids[k].values() == oov[k]).sum()) for k in oov) > 0  # the test split holds unseen values
+
+
 def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
     s = train(dlrm_cfg(data, tmp_path, "unified", max_steps=30))
     model, features, _ = load_model(tmp_path)

@@ -21,9 +21,11 @@ def init_report(res: Dict[str, Any], command: str) -> str:
     """The init section (:func:`~recsys_emb.benchmarks.quality.sections.run_init_sweep`) as Markdown: test AUC per
     variant and scale, the best scale in bold, ``command`` under it."""
     scales = res["scales"]
-    head = ["variant (budget)", *["1/sqrt(rows) (TorchRec)" if s is None else f"U(±{s:g})" for s in scales]]
+    head = ["variant (budget)", *["default bound" if s is None else f"U(±{s:g})" for s in scales]]
     lines = ["Test AUC of runs like those of the table above (same data, model, training) with every table drawn from `U(-s, s)` "
-             "(`embeddings.init_scale: s`) instead of TorchRec's default `U(±1/sqrt(rows))` per table.", "",
+             "(`embeddings.init_scale: s`) instead of its default bound (docs/embeddings.md: TorchRec's `1/sqrt(rows)` for a "
+             "table read by one feature; for a unified table, the root mean square of the bounds of the per-field tables it "
+             "replaces).", "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * len(scales)]
     for v in dict.fromkeys(r["variant"] for r in res["rows"]):
         rs = {r["init_scale"]: r for r in res["rows"] if r["variant"] == v}
@@ -46,9 +48,9 @@ def init_report(res: Dict[str, Any], command: str) -> str:
             f = best["full"]
             lines.append(f"- {name(u)} {u['test_auc']:.4f} vs full tables {name(f)} {f['test_auc']:.4f} "
                          f"({u['test_auc'] - f['test_auc']:+.4f}) at {u['bytes'] / f['bytes']:.2f}x the bytes.")
-    lines += ["", "The default bound shrinks with the table: a unified table (every field in one) starts "
-              "orders of magnitude smaller than the per-field tables it replaces, so compare variants at "
-              "their own best scale as well as at the default.", "", f"Command: `{command}`"]
+    lines += ["", "A fixed bound does not carry over to other dims and table sizes, so it stays an override "
+              "(`embeddings.init_scale`); compare variants at their own best scale as well as at the default.",
+              "", f"Command: `{command}`"]
     return "\n".join(lines)
 
 

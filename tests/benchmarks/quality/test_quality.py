@@ -47,7 +47,7 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     init_rows = [line.split("|")[1].strip() for line in init.splitlines() if line.startswith("| ") and "(" in line
                  and "variant" not in line]
     assert init_rows == ["full (1)", "hashed (1/4)", "unified (1/4)"]
-    assert "1/sqrt(rows) (TorchRec)" in init and "U(±0.1)" in init
+    assert "default bound" in init and "U(±0.1)" in init
     qr_ops = block(text, "quality-qr-ops")
     ops = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in qr_ops.splitlines()
            if line.startswith("| ") and "op" not in line.split("|")[1]}

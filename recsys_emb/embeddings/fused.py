@@ -154,6 +154,10 @@ class RemapProgram(nn.Module):
                                  persistent=False)
             self.register_buffer(f"_hash_buckets_{probes}", torch.tensor([p.buckets for p in plans_k],
                                                                          dtype=torch.int64), persistent=False)
+            if any(p.oov_id is not None for p in plans_k):  # per feature: OOV id, its row, whether it has one
+                self.register_buffer(f"_hash_oov_{probes}", torch.tensor(
+                    [[p.oov_id or 0, p.oov_row or 0, p.oov_id is not None] for p in plans_k], dtype=torch.int64),
+                    persistent=False)
 
     def _repeat(self, name: str, per_feature: Sequence[torch.Tensor], ids: Sequence[torch.Tensor]
                 ) -> List[torch.Tensor]:
@@ -234,13 +238,19 @@ class RemapProgram(nn.Module):
     def _run_hash(self, probes: int, members: List[int], ids, lengths, out) -> None:
         mine = [ids[i] for i in members]
         counts = [int(t.numel()) for t in mine]
-        keys, buckets = self._repeat(f"hash{probes}", [getattr(self, f"_hash_keys_{probes}"),
-                                                       getattr(self, f"_hash_buckets_{probes}")], mine)
-        rows = bucket_rows(_cat(mine), keys, buckets).split(counts)  # each (n_f, probes)
-        for i, r, n in zip(members, rows, counts):
+        per_feature = [getattr(self, f"_hash_keys_{probes}"), getattr(self, f"_hash_buckets_{probes}")]
+        oov = getattr(self, f"_hash_oov_{probes}", None)
+        if oov is not None:
+            per_feature.append(oov)
+        per_value = self._repeat(f"hash{probes}", per_feature, mine)
+        x = _cat(mine)
+        rows = bucket_rows(x, per_value[0], per_value[1])
+        if oov is not None:  # one pass over every feature's ids: the OOV id of a feature that has one -> its row
+            oov_v = per_value[2]
+            hit = (x == oov_v[:, 0]) & oov_v[:, 2].bool()
+            rows = torch.where(hit.unsqueeze(1), oov_v[:, 1:2], rows)
+        for i, r, n in zip(members, rows.split(counts), counts):  # each (n_f, probes)
             plan: Hash = self.plans[i]  # type: ignore[assignment]
-            if plan.oov_id is not None:
-                r = _oov_to_row(r, ids[i], plan)
             if probes == 1:
                 out[i] = [(r.view(-1), lengths[i], n)]
             elif plan.split:

@@ -1,14 +1,11 @@
 """Settings checked against the data before training: ``eval_every: auto`` validates once per epoch on
-small data, a batch larger than the training split is refused (exit 2, one line, nothing written), and
-the settings that would silently do nothing (a validation cadence longer than the run, a compression
-that compresses no field, an epoch of one or two steps) are warned about, naming the setting."""
+small data, a batch that gives no training step is refused (the command line's side:
+tests/cli/test_train_checks.py), and the settings that would silently do nothing (a validation cadence
+longer than the run, a compression that compresses no field, an epoch of one or two steps) are warned
+about, naming the setting."""
 
 import json
 import logging
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +14,6 @@ from recsys_emb.errors import ConfigError
 from recsys_emb.training import prepare_data, train
 from recsys_emb.training.checks import check_steps_per_epoch, settings_warnings, suggested_batch_size
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN_ROWS = 1600  # 2,000 generated rows: 80% train, 10% valid, 10% test
 
 
@@ -47,21 +43,6 @@ def test_auto_validates_at_the_end_of_each_epoch(data, tmp_path):
     s = train(config_from_dict(run_dict(data, tmp_path, epochs=3, early_stopping=None)))
     assert s["steps"] == 18
     assert [r["step"] for r in metric_rows(tmp_path, "valid")] == [6, 12, 18, 18]
-
-
-def test_a_batch_larger_than_the_training_split_is_refused(data, tmp_path):
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs/demo.yaml"),
-                           "--set", f"data.path={data}", "--set", "data.batch_size=2048", "--set", f"train.out_dir={out}",
-                           "--set", "train.progress=false"], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "data.batch_size=2048 gives no training step" in errors[0] and "1,600 rows" in errors[0]
-    assert "--set data.batch_size=64" in errors[0]
-    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no model, no run.json, no metrics
-    assert (out / ".lock").read_text() == ""  # released: the next run takes the directory without a warning
 
 
 def test_the_refusal_names_shards_and_processes():

@@ -16,7 +16,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -25,7 +25,7 @@ from recsys_emb.presets import VariantPreset
 from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTIMIZERS
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
-           "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
+           "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
            "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "ConfigError"]
 
 EMBEDDING_BACKENDS = ("torchrec", "table_batched")
@@ -33,6 +33,10 @@ EMBEDDING_BACKENDS = ("torchrec", "table_batched")
 
 TRAIN_PIPELINES = ("sparse_dist", "none")
 """``train.pipeline`` values: how the train loop feeds batches (see :class:`TrainLoopConfig`)."""
+
+AUTO_EVAL_MAX_STEPS = 2000
+"""``train.eval_every: auto`` validates at least this often within an epoch longer than this many steps
+(the DLRM Criteo Kaggle recipe's cadence), see :meth:`TrainLoopConfig.eval_cadence`."""
 
 
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -211,7 +215,11 @@ class TrainLoopConfig:
 
     epochs: int = 1
     max_steps: Optional[int] = None
-    eval_every: int = 0
+    eval_every: Union[int, str] = "auto"
+    """When the validation split is scored (early stopping, keep-best, a search's pruning): ``auto`` at the
+    end of every epoch, and every ``AUTO_EVAL_MAX_STEPS`` (2,000) steps in a run whose epochs are longer;
+    ``N``: every N steps of the run; ``0``: at the end of each epoch when early stopping is on, else never
+    before the run's end. See :meth:`eval_cadence`."""
     checkpoint_every: int = 0
     log_every: int = 50
     out_dir: str = ""
@@ -225,8 +233,8 @@ class TrainLoopConfig:
     """``bf16``: the dense part of the model (MLPs, interaction, attention) runs under bfloat16 autocast,
     the tables and the loss in float32; ``none``: float32 throughout."""
     early_stopping: Optional[EarlyStoppingConfig] = field(default_factory=EarlyStoppingConfig)
-    """Early stopping on a validation metric, evaluated every ``eval_every`` steps (each epoch when
-    ``eval_every`` is 0); on by default (validation log loss, patience 3): a run reports the model of its
+    """Early stopping on a validation metric, evaluated when ``eval_every`` says (by default at the end of
+    each epoch); on by default (validation log loss, patience 3): a run reports the model of its
     best evaluation, not the last one. ``null``: train all epochs and report the last model."""
     keep_last: Optional[int] = 2
     """Step checkpoints kept (the newest; the best one of early stopping is kept as well); ``null``: all."""
@@ -248,12 +256,39 @@ class TrainLoopConfig:
         _choice("train.mixed_precision", self.mixed_precision, ["none", "bf16"])
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)
-        for key in ("eval_every", "checkpoint_every", "log_every"):
+        if isinstance(self.eval_every, str):
+            if self.eval_every != "auto":
+                raise ConfigError(f"train.eval_every={self.eval_every!r} is not allowed; use auto (at least once per "
+                                  f"epoch) or a number of steps")
+        else:
+            _positive("train.eval_every", self.eval_every, allow_zero=True)
+        for key in ("checkpoint_every", "log_every"):
             _positive(f"train.{key}", getattr(self, key), allow_zero=True)
         _positive("train.threads", self.threads)
         _positive("train.keep_last", self.keep_last)
         if self.early_stopping is not None:
             self.early_stopping.validate()
+
+    def eval_cadence(self, steps_per_epoch: int) -> Tuple[int, bool]:
+        """``(every, at_epoch_end)``: the run validates at each step that is a multiple of ``every`` (0:
+        none) and, when ``at_epoch_end``, at the last step of each epoch.
+
+        ``eval_every: auto`` validates at the end of every epoch and, when an epoch has more than
+        ``AUTO_EVAL_MAX_STEPS`` steps, every ``AUTO_EVAL_MAX_STEPS`` steps as well, so early stopping
+        and keep-best act on small data (an epoch of 25 steps: each epoch) as on large (an epoch of
+        8,950 steps: steps 2,000, 4,000, 6,000, 8,000 and 8,950). An integer ``N`` validates every ``N``
+        steps (counted from the start of the run), and ``0`` at each epoch's end with early stopping only.
+
+        Example:
+            >>> TrainLoopConfig().eval_cadence(25), TrainLoopConfig().eval_cadence(8950)
+            ((0, True), (2000, True))
+            >>> TrainLoopConfig(eval_every=2000).eval_cadence(25), TrainLoopConfig(eval_every=0).eval_cadence(25)
+            ((2000, False), (0, True))
+        """
+        if self.eval_every == "auto":
+            return (AUTO_EVAL_MAX_STEPS if steps_per_epoch > AUTO_EVAL_MAX_STEPS else 0), True
+        every = int(self.eval_every)
+        return every, (every == 0 and self.early_stopping is not None)
 
 
 @dataclass
@@ -411,11 +446,13 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
     """A run config dict saved by an earlier version (a checkpoint's ``trainer.json``), in today's keys.
 
     A saved ``embeddings`` section (it names its ``variant``) without ``oov_row`` was written before
-    OOV ids had rows of their own: it gets ``oov_row: false``, the layout its tables were trained in.
+    OOV ids had rows of their own: it gets ``oov_row: false``, the layout its tables were trained in. A
+    saved ``train`` section without ``eval_every`` was written when its default was ``0`` (validate at
+    each epoch's end with early stopping): it gets ``eval_every: 0``, the cadence it trained with.
 
     Example:
         >>> migrate_config_dict({"embeddings": {"kernel": "concat"}, "train": {}})
-        {'embeddings': {}, 'train': {'embedding_backend': 'table_batched'}}
+        {'embeddings': {}, 'train': {'embedding_backend': 'table_batched', 'eval_every': 0}}
         >>> migrate_config_dict({"embeddings": {"variant": "hashed"}})
         {'embeddings': {'variant': 'hashed', 'oov_row': False}}
     """
@@ -426,6 +463,8 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
         out.setdefault("train", {})["embedding_backend"] = "table_batched" if kernel == "concat" else kernel
     if isinstance(emb, dict) and "variant" in emb and "oov_row" not in emb:
         emb["oov_row"] = False
+    if isinstance(out.get("train"), dict):
+        out["train"].setdefault("eval_every", 0)
     return out
 
 

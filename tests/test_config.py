@@ -45,6 +45,9 @@ def test_overrides_apply_and_validate():
      r"optim.embedding \(with train.embedding_backend: table_batched\)='adam' is not allowed; choose one of "
      r"\['sgd', 'rowwise_adagrad'\]"),
     ({"train": {"max_steps": 4.5}}, r"train.max_steps=4.5 has the wrong type; expected an integer or null"),
+    ({"train": {"eval_every": "epoch"}}, r"train.eval_every='epoch' is not allowed; use auto \(at least once per epoch\)"),
+    ({"train": {"eval_every": -5}}, r"train.eval_every=-5 must be >= 0"),
+    ({"train": {"eval_every": 2.5}}, r"train.eval_every=2.5 has the wrong type; expected an integer or a string"),
     ({"model": {"top_mlp": [8, "x"]}}, r"model.top_mlp=\[8, 'x'\] has the wrong type; expected a list of integers"),
 ])
 def test_bad_configs_fail_naming_key_value_and_allowed(data, match):
@@ -92,6 +95,35 @@ def test_a_saved_config_of_the_earlier_layout_migrates():
 
     old = {"data": {"path": "x"}, "embeddings": {"variant": "full", "kernel": "concat"}, "train": {}}
     assert config_from_dict(migrate_config_dict(old)).train.embedding_backend == "table_batched"
+
+
+@pytest.mark.parametrize("eval_every, early_stopping, steps_per_epoch, cadence", [
+    ("auto", True, 25, (0, True)),        # a small sample: each epoch's end
+    ("auto", True, 2000, (0, True)),      # up to AUTO_EVAL_MAX_STEPS: still once per epoch
+    ("auto", True, 8950, (2000, True)),   # Criteo Kaggle at batch 4096: every 2,000 steps and each epoch's end
+    ("auto", False, 25, (0, True)),       # without early stopping too (the validation curve, a search's pruning)
+    (2000, True, 25, (2000, False)),      # an explicit integer is kept as it is (the trainer warns when too long)
+    (7, False, 10, (7, False)),
+    (0, True, 25, (0, True)),             # the earlier default: each epoch's end with early stopping only
+    (0, False, 25, (0, False)),
+])
+def test_eval_every_cadence_rule(eval_every, early_stopping, steps_per_epoch, cadence):
+    from recsys_emb.config import AUTO_EVAL_MAX_STEPS
+
+    assert AUTO_EVAL_MAX_STEPS == 2000
+    cfg = config_from_dict({"data": {"path": "x"}, "train": {"eval_every": eval_every,
+                                                             **({} if early_stopping else {"early_stopping": None})}})
+    assert cfg.train.eval_cadence(steps_per_epoch) == cadence
+
+
+def test_eval_every_defaults_to_auto_and_old_saved_configs_keep_theirs():
+    from recsys_emb.config import migrate_config_dict
+
+    assert config_from_dict({"data": {"path": "x"}}).train.eval_every == "auto"
+    assert load_config(ROOT / "configs" / "dlrm_criteo_kaggle.yaml").train.eval_every == "auto"
+    assert config_from_dict(migrate_config_dict({"data": {"path": "x"}, "train": {}})).train.eval_every == 0
+    saved = {"data": {"path": "x"}, "train": {"eval_every": 30}}
+    assert config_from_dict(migrate_config_dict(saved)).train.eval_every == 30
 
 
 def test_a_saved_config_from_before_oov_rows_keeps_its_layout():

@@ -142,7 +142,8 @@ def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[_D
         pruner = optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_steps)
     else:
         run = config.trial_run_dict()["train"]
-        pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, run["eval_every"] or 1),
+        every = run["eval_every"]  # steps between reports; "auto" (each epoch) is not known here: 1
+        pruner = optuna.pruners.HyperbandPruner(min_resource=every if isinstance(every, int) and every > 0 else 1,
                                                 max_resource=run["max_steps"] or "auto",
                                                 reduction_factor=p.reduction_factor)
     study = optuna.create_study(storage=rdb, study_name=name, directions=directions, sampler=sampler, pruner=pruner,

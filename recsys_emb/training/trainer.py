@@ -27,6 +27,7 @@ from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import init_single_process_group
 from recsys_emb.specs import FeatureSpec, Full
 from recsys_emb.training.build import attach_tables, build_model, embedding_layers, prepare_data
+from recsys_emb.training.checks import check_steps_per_epoch, warn_settings
 from recsys_emb.training.checkpoint import (
     Position,
     checkpoint_dir,
@@ -137,6 +138,14 @@ class Trainer:
         self.metadata = read_metadata(self.data_dir)
         self.fingerprint = run_fingerprint(cfg, self.metadata)
         self.schema = schema_from_metadata(self.metadata)
+        train_ds, _ = self._batches()
+        self.steps_per_epoch = len(train_ds)
+        try:
+            check_steps_per_epoch(cfg, self.steps_per_epoch, train_ds.shard_rows, self.world)
+        except ConfigError:
+            self.close()  # refused before training: the run directory is released, nothing written
+            raise
+        self.train_rows = train_ds.rows
         seed_everything(cfg.seed)
         # tables on meta: the backend allocates and fills them without touching the random number
         # generator, so every backend and world size starts from the same model
@@ -216,9 +225,8 @@ class Trainer:
         Returns True when training should stop."""
         cfg = self.cfg
         es = cfg.train.early_stopping
-        due = (cfg.train.eval_every and self.pos.step % cfg.train.eval_every == 0) or \
-            (epoch_end and es is not None and not cfg.train.eval_every)
-        if not due:
+        every, at_epoch_end = cfg.train.eval_cadence(self.steps_per_epoch)
+        if not ((every and self.pos.step % every == 0) or (epoch_end and at_epoch_end)):
             return False
         rec = {"step": self.pos.step, **self.evaluate("valid")}
         self._log(rec)
@@ -244,16 +252,20 @@ class Trainer:
         checkpoints, ends the epoch or the run, or a fault hook fires. A pipelined segment ends empty there."""
         step, t = self.pos.step, self.cfg.train
         ends = [total, step + steps_per_epoch - self.pos.batch_in_epoch, *(h for h in hooks if h > step)]
-        ends += [(step // every + 1) * every for every in (t.eval_every, t.checkpoint_every) if every]
+        ends += [(step // every + 1) * every for every in (t.eval_cadence(steps_per_epoch)[0], t.checkpoint_every)
+                 if every]
         return min(ends)
 
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
-        train_ds, _ = self._batches()
-        steps_per_epoch = len(train_ds)
+        steps_per_epoch = self.steps_per_epoch
         total = steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
+        if self.rank == 0:
+            warn_settings(cfg, steps_per_epoch, total, self.train_rows, world_size=self.world,
+                          cardinalities={s.name: s.cardinality for s in self.specs
+                                         if s.shared_with is None and s.cardinality})
         kill_at = int(os.environ.get(FAULT_KILL_ENV, "0"))
         hold_at, release = _fault_hold()
         loss_fn = nn.BCEWithLogitsLoss()
@@ -386,8 +398,8 @@ def train(cfg: RunConfig, resume: bool = False,
             config must fingerprint like the run's.
         overwrite: replace the results an earlier run left in ``train.out_dir`` (by default a used
             directory is refused).
-        on_eval: called as ``on_eval(step, valid_metrics)`` after every ``train.eval_every`` steps;
-            an exception it raises ends the run (a search prunes trials this way).
+        on_eval: called as ``on_eval(step, valid_metrics)`` after each validation (``train.eval_every``:
+            by default each epoch's end); an exception it raises ends the run (a search prunes trials this way).
         write_model: end by writing the reported model as ``<out_dir>/model`` (a model directory);
             False for runs whose model nobody serves (a search trial that keeps no checkpoints).
 

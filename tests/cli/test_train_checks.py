@@ -1,0 +1,30 @@
+"""``recsys-emb train`` with a batch larger than the training split, in a real process: refused before
+training in one line (exit 2), nothing written, the run directory's lock released."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recsys_emb.config import config_from_dict
+from recsys_emb.training import prepare_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
+    data = tmp_path / "cl"
+    prepare_data(config_from_dict({"data": {"path": str(data), "generate": {
+        "kind": "criteo-like", "rows": 2000, "scale": 0.001, "seed": 0}}}))  # 1,600 training rows
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs/demo.yaml"),
+                           "--set", f"data.path={data}", "--set", "data.batch_size=2048", "--set", f"train.out_dir={out}",
+                           "--set", "train.progress=false"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith("error: data.batch_size=2048 gives no training step: the training split has 1,600 rows")
+    assert errors[0].endswith("set data.batch_size to at most 1,600 (e.g. --set data.batch_size=64)")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no model, no run.json, no metrics
+    assert (out / ".lock").read_text() == ""  # released: the next run takes the directory without a warning

@@ -131,3 +131,19 @@ def backdate_heartbeat(storage: str, study_name: str, number: int) -> None:
         assert done.rowcount == 1, f"no heartbeat row for trial {number} of {study_name!r}"
     finally:
         store.engine.dispose()
+
+
+def figure_panels(path, panels: int):
+    """A report figure read back: its (height, width) in pixels and, for each of its ``panels`` side-by-side
+    panels, the set of its pixels' colours (``"#rrggbb"``)."""
+    import matplotlib.image
+    import numpy as np
+
+    img = (matplotlib.image.imread(path)[..., :3] * 255).round().astype(int)
+    h, w, _ = img.shape
+    cols = [img[:, k * w // panels:(k + 1) * w // panels].reshape(-1, 3) for k in range(panels)]
+    return (h, w), [{"#%02x%02x%02x" % tuple(c) for c in np.unique(p, axis=0)} for p in cols]
+
+
+C0, C3 = "#1f77b4", "#d62728"
+"""matplotlib's default first colour (the trials' points) and fourth (the best-so-far line, the Pareto front)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List
 
 from recsys_emb.training.launch import free_port
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +28,17 @@ def train_args(data: Path, out: Path, nproc: int, batch_size: int, rows: int = 2
 
 
 def run_train(data: Path, out: Path, nproc: int, batch_size: int, pipeline: str = "sparse_dist") -> dict:
-    proc = subprocess.run(train_args(data, out, nproc, batch_size, pipeline=pipeline), capture_output=True, text=True, timeout=300,
+    proc = subprocess.run(train_args(data, out, nproc, batch_size, pipeline=pipeline), capture_output=True, text=True, timeout=HANG_GUARD_S,
                           env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
 
-def run_nodes(node_args: List[List[str]], envs: List[dict], timeout: float = 300) -> List[subprocess.CompletedProcess]:
+def run_nodes(node_args: List[List[str]], envs: List[dict], timeout: float = HANG_GUARD_S,
+              give_up=lambda first: False) -> List[subprocess.CompletedProcess]:
     """Start one launcher per "node" (each in its own session), wait for all; whatever is left after
-    ``timeout`` is killed with its workers."""
+    ``timeout`` (a hang guard, tests/waiting.py) is killed with its workers. When ``give_up(first)`` holds
+    for the first node's finished process, the others are killed at once and only the first is returned."""
     procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                               env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1", **e}) for a, e in zip(node_args, envs)]
     done = []
@@ -43,6 +46,8 @@ def run_nodes(node_args: List[List[str]], envs: List[dict], timeout: float = 300
         for p in procs:
             out, err = p.communicate(timeout=timeout)
             done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+            if give_up(done[0]):
+                break
     finally:
         for p in procs:
             if p.poll() is None:
@@ -51,11 +56,24 @@ def run_nodes(node_args: List[List[str]], envs: List[dict], timeout: float = 300
     return done
 
 
-def two_nodes(data: Path, out: Path, batch_size: int, envs=({}, {}), rows: int = 20000, timeout: float = 300
-              ) -> List[subprocess.CompletedProcess]:
+def _port_taken(node0: subprocess.CompletedProcess) -> bool:
+    """Node 0 could not listen on the rendezvous port: another process bound it after free_port() chose it."""
+    return node0.returncode != 0 and "EADDRINUSE" in node0.stderr
+
+
+def two_nodes(data: Path, out: Path, batch_size: int, envs=({}, {}), rows: int = 20000,
+              timeout: float = HANG_GUARD_S) -> List[subprocess.CompletedProcess]:
     """Two launchers on 127.0.0.1, one rank each, node 0 hosting the rendezvous; ``envs``: each node's
-    extra environment."""
-    endpoint = f"127.0.0.1:{free_port()}"
-    return run_nodes([train_args(data, out, 1, batch_size, rows) + ["--nnodes", "2", "--node-rank", str(k),
-                                                              "--rdzv-endpoint", endpoint] for k in (0, 1)],
-                     list(envs), timeout)
+    extra environment.
+
+    The port comes from :func:`free_port`, which frees it again before node 0 binds it; when another
+    process took it meanwhile (node 0 fails with EADDRINUSE), both nodes are stopped and started again on
+    a new port, so the race costs a retry, never a failed test."""
+    for _ in range(10):
+        endpoint = f"127.0.0.1:{free_port()}"
+        done = run_nodes([train_args(data, out, 1, batch_size, rows) + ["--nnodes", "2", "--node-rank", str(k),
+                                                                  "--rdzv-endpoint", endpoint] for k in (0, 1)],
+                         list(envs), timeout, give_up=_port_taken)
+        if not _port_taken(done[0]):
+            return done
+    raise AssertionError(f"10 free ports in a row were taken before node 0 bound them:\n{done[0].stderr[-2000:]}")

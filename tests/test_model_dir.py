@@ -88,7 +88,11 @@ def test_an_existing_directory_is_replaced_only_with_overwrite(tmp_path):
     with pytest.raises(DataError, match="overwrite"):
         save_model_dir(saved(seed=1), tmp_path / "m")
     save_model_dir(saved(seed=1), tmp_path / "m", overwrite=True)
-    assert load_model(tmp_path / "m") is not None
+    b = batch(saved().schema)
+    with torch.no_grad():  # the directory scores as the second model, not the first
+        got = load_model(tmp_path / "m").module(b.dense, b.sparse).numpy()
+        np.testing.assert_array_equal(got, saved(seed=1).module(b.dense, b.sparse).numpy())
+        assert not np.array_equal(got, saved(seed=0).module(b.dense, b.sparse).numpy())
 
 
 @pytest.fixture
@@ -103,6 +107,30 @@ def test_a_damaged_or_incomplete_directory_names_the_file(model_dir):
         load_model(model_dir)
     write_manifest(model_dir)
     with pytest.raises(DataError, match="vocab.npz not found"):
+        load_model(model_dir)
+
+
+def _same_size_edit(path):
+    """Alter ``path`` without changing its size, so that only its sha256 tells: one weight changed (the
+    file still loads), or one character of a JSON document."""
+    before = path.stat().st_size
+    if path.suffix == ".pt":
+        state = torch.load(path, weights_only=True)
+        key = next(k for k, v in state.items() if v.is_floating_point() and v.numel())
+        state[key].view(-1)[0] += 1.0
+        torch.save(state, path)
+    else:
+        text = path.read_text()
+        i = text.index('"', text.index(":")) + 1  # the first character of the first string value
+        path.write_text(text[:i] + chr(ord(text[i]) ^ 1) + text[i + 1:])
+    assert path.stat().st_size == before
+
+
+@pytest.mark.parametrize("name", ["weights.pt", "config.json", "model.json"])
+def test_a_file_altered_to_the_same_size_is_refused_by_its_sha256(model_dir, name):
+    # the manifest's sizes alone pass these: only the sha256, checked on every load, refuses them
+    _same_size_edit(model_dir / name)
+    with pytest.raises(CheckpointError, match=rf"{name} does not match its sha256 in .*manifest.json"):
         load_model(model_dir)
 
 

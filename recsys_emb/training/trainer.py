@@ -52,7 +52,8 @@ FAULT_KILL_ENV = "RECSYS_EMB_FAULT_KILL_AT_STEP"
 
 FAULT_HOLD_ENV = "RECSYS_EMB_FAULT_HOLD"
 """Fault injection for tests of concurrent processes: ``"STEP:PATH"`` holds the training process after step
-STEP until the file PATH exists (the process stays alive, holding its run directory and its trial)."""
+STEP until the file PATH exists (the process stays alive, holding its run directory and its trial). The
+file ``PATH.held`` is created when the hold begins, for a test to wait on."""
 
 
 def _fault_hold() -> Tuple[int, Optional[Path]]:
@@ -322,6 +323,7 @@ class Trainer:
                     if kill_at and self.pos.step == kill_at:
                         os.kill(os.getpid(), signal.SIGKILL)
                     if release is not None and self.pos.step == hold_at:
+                        release.with_name(release.name + ".held").touch()
                         while not release.exists():
                             time.sleep(0.05)
                     if stopped:

@@ -2,7 +2,10 @@
 leaves a study that another worker completes, the killed trial failed and retried with the same parameters.
 
 The tests wait on what the storage shows (a trial training, owned by a given worker through its ``worker``
-user attribute), never on a fixed sleep; each wait has a generous timeout and names what it waited for.
+user attribute), never on a fixed sleep, and fail as soon as the worker they wait on exits (a hang guard,
+tests/waiting.py, bounds the rest). The grace period of tests/configs/search_tiny.yaml is an hour, so no
+live worker's trial goes stale on a loaded machine; a killed worker's trial is made stale by ageing its
+heartbeat in the storage.
 """
 
 import os
@@ -14,7 +17,7 @@ from optuna.trial import TrialState
 
 from recsys_emb.search import normalize_storage_url
 from recsys_emb.training import FAULT_HOLD_ENV
-from search_helpers import finish, make_tiny_data, trained_trials, wait_for_trial, worker, write_configs
+from search_helpers import backdate_heartbeat, finish, make_tiny_data, trained_trials, wait_for_trial, worker, write_configs
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +85,13 @@ def test_worker_killed_mid_trial_is_failed_and_retried(tiny_data, tmp_path):
                                                   and t.intermediate_values), None),
                                  procs=[slow])
         os.kill(slow.pid, signal.SIGKILL)
-        slow.wait(timeout=60)
+        slow.wait()
     finally:
         slow.kill()
     assert slow.returncode == -signal.SIGKILL
     study = optuna.load_study(study_name="killed", storage=storage)
     assert study.get_trials()[running.number].state == TrialState.RUNNING  # stuck until someone fails it
+    backdate_heartbeat(storage, "killed", running.number)  # as it reads once the grace period has passed
 
     finish(worker(config, storage, "killed", 2))
     study = optuna.load_study(study_name="killed", storage=storage)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from waiting import HANG_GUARD_S
+
 WORKER = Path(__file__).with_name("sharded_worker.py")
 
 
@@ -20,7 +22,7 @@ def results(tmp_path_factory):
                              str(WORKER), str(out)], start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        log, _ = proc.communicate(timeout=240)
+        log, _ = proc.communicate(timeout=HANG_GUARD_S)  # a hang guard (tests/waiting.py)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

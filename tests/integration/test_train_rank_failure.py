@@ -16,7 +16,7 @@ from recsys_emb.training import FAULT_HOLD_ENV
 
 def test_a_rank_failure_ends_both_nodes_with_its_traceback(tmp_path):
     out = tmp_path / "run"
-    node0, node1 = two_nodes(tmp_path / "data", out, batch_size=128, rows=3000, timeout=240,
+    node0, node1 = two_nodes(tmp_path / "data", out, batch_size=128, rows=3000,
                              envs=({}, {FAULT_HOLD_ENV: "not-a-step"}))
     assert node1.returncode == 1, node1.stderr[-3000:]
     assert "rank 1 (local rank 0" in node1.stderr and "failed first with exit code 1" in node1.stderr

@@ -59,9 +59,18 @@ def test_forward_shape_every_variant(variant):
                 attention_mlp=(8,), mlp=(16,))
     dc = VARIANTS[variant].output_dim * 2
     assert model.candidate_dim == dc and model.mlp_in_dim == 4 + 2 + 2 * dc
-    out = model(torch.randn(4, 2), kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3])))
-    assert out.shape == (4,) and torch.isfinite(out).all()
+    dense = torch.randn(4, 2)
+    out = model(dense, kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3])))
     out.sum().backward()
+    # each sample scored alone gives its logit in the batch: no row, history or profile of one sample
+    # reaches another's (eval mode: no batch statistics, no dropout)
+    model.eval()
+    with torch.no_grad():
+        batched = model(dense, kjt_from_lists(bags(ITEMS, HISTORIES, users=[0, 1, 2, 3])))
+        alone = torch.cat([model(dense[i:i + 1], kjt_from_lists(bags(ITEMS[i:i + 1], HISTORIES[i:i + 1], users=[i])))
+                           for i in range(4)])
+    assert batched.shape == (4,) and len(set(batched.tolist())) == 4
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
 
 
 def test_without_profile_or_dense_and_with_prelu_relu():

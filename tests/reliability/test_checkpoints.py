@@ -83,6 +83,19 @@ def test_a_damaged_checkpoint_is_refused_and_resume_falls_back(run, tmp_path, da
     assert "the newest intact checkpoint" in caplog.text and "step_00000040" in caplog.text
 
 
+def test_a_trainer_json_altered_to_the_same_size_is_refused_and_resume_falls_back(run, tmp_path):
+    # trainer.json holds the run's config and position: an edit that keeps its size (seed 0 -> 1) would
+    # load silently unless its sha256 is checked
+    cfg, out = copy_run(run, tmp_path)
+    latest = out / "checkpoints" / "step_00000040"
+    text = (latest / "trainer.json").read_text()
+    assert '"seed": 0' in text
+    (latest / "trainer.json").write_text(text.replace('"seed": 0', '"seed": 1', 1))
+    with pytest.raises(CheckpointError, match=r"trainer.json does not match its sha256"):
+        load_model(latest)
+    assert intact_checkpoint(out) == out / "checkpoints" / "step_00000020"
+
+
 @pytest.mark.parametrize("name", ["dense_optimizer.pt", "rng_rank0.pt"])
 def test_a_pickled_payload_never_runs(run, tmp_path, name):
     cfg, out = copy_run(run, tmp_path)

@@ -23,7 +23,7 @@ import pytest
 from recsys_emb.data.batches import ParquetBatches
 from recsys_emb.data.criteo import preprocess
 from recsys_emb.data.metrics import ceiling_from_dir
-from recsys_emb.data.parquet import split_files
+from recsys_emb.data.parquet import ShardedParquetWriter, split_files, split_shards, write_metadata
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import DataError
 
@@ -138,6 +138,22 @@ def _kill_while_writing(tsv: Path, out: Path, overwrite: bool) -> None:
         proc.stdout.close()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_shard_with_more_rows_than_listed_is_refused_when_no_split_total_is_given(tmp_path):
+    # metadata.json lists each shard's rows but no "rows" totals: only the per-shard count catches a
+    # shard that grew (rows that no split was meant to hold would be read as training data)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    w = ShardedParquetWriter(tmp_path / "train", rows_per_shard=2)
+    w.write(pa.table({"x": [1, 2, 3]}))
+    write_metadata(tmp_path, {"files": {"train": [{"name": n, "rows": r} for n, r in w.close()]}})
+    assert [n for _, n in split_shards(tmp_path, "train")] == [2, 1]
+    pq.write_table(pa.table({"x": [3, 4]}), tmp_path / "train" / "part-00001.parquet")  # 2 rows, 1 listed
+    with pytest.raises(DataError, match=r"part-00001\.parquet has 2 rows, but .*metadata\.json lists 1") as e:
+        split_shards(tmp_path, "train")
+    assert "\n" not in str(e.value)
 
 
 def test_killed_preprocess_leaves_no_partial_output(tsv, tmp_path):

@@ -1,13 +1,15 @@
 """A run's output directory is never mixed with another run's: a used directory is refused, two
 processes never write one directory, a resume takes only the run's own checkpoints, and a resumed
-run logs no step twice (real `recsys-emb train` processes)."""
+run logs no step twice (real `recsys-emb train` processes).
+
+A test that needs a run alive waits on the trainer's fault hold (its ``.held`` marker file), never on a
+wall-clock guess; the processes' only time limit is the hang guard of tests/waiting.py."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from recsys_emb.config import config_from_dict
 from recsys_emb.errors import ConfigError, OutputDirError
 from recsys_emb.training import FAULT_HOLD_ENV, FAULT_KILL_ENV, prepare_data, train
 from recsys_emb.training.rundir import RunDirectory
+from waiting import HANG_GUARD_S, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = ["data.batch_size=256", "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]", "embeddings.variant=hashed",
@@ -45,7 +48,7 @@ def cli(data, out, *extra, env=None, wait=True):
     full_env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(args, env=full_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, env=full_env, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def test_a_new_run_refuses_a_used_directory_and_overwrite_replaces_it(data, tmp_path):
@@ -76,15 +79,12 @@ def test_the_cli_refuses_in_one_line_with_exit_code_2(data, tmp_path):
 def test_two_processes_never_write_one_directory(data, tmp_path):
     out = tmp_path / "run"
     # the first run is held after step 30 (a checkpoint at 20 written) until the test kills it: it holds
-    # the directory however fast this machine trains
-    first = cli(data, out, "--set", "train.epochs=3", env={FAULT_HOLD_ENV: f"30:{tmp_path / 'never'}"},
-                wait=False)
+    # the directory however fast this machine trains; it says so by creating never.held
+    release = tmp_path / "never"
+    first = cli(data, out, "--set", "train.epochs=3", env={FAULT_HOLD_ENV: f"30:{release}"}, wait=False)
     try:
-        deadline = time.monotonic() + 120
-        while not any((out / "checkpoints").glob("step_00000020*")):
-            assert first.poll() is None, first.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "the first run never wrote its first checkpoint"
-            time.sleep(0.1)
+        wait_until(lambda: (tmp_path / "never.held").exists(), "the first run held at step 30", procs=[first])
+        assert any((out / "checkpoints").glob("step_00000020*"))
         holder = (out / ".lock").read_text()
         assert f"pid {first.pid}" in holder
         second = cli(data, out, "--resume")
@@ -92,7 +92,7 @@ def test_two_processes_never_write_one_directory(data, tmp_path):
         assert first.poll() is None
     finally:
         first.kill()
-    first.wait(timeout=60)
+    first.wait()
     assert first.returncode == -signal.SIGKILL
     # the lock died with its holder: a resume takes over, naming what it took over
     resumed = cli(data, out, "--resume", "--set", "train.epochs=3", "--set", "train.max_steps=40")

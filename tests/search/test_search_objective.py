@@ -25,3 +25,33 @@ def test_trial_started_after_the_study_is_full_is_not_trained(tiny_data, tmp_pat
     assert study.trials[second.number].user_attrs["surplus"] is True
     assert not (tmp_path / "runs" / "race" / f"trial_{second.number}").exists()  # never trained
     assert [t.number for t in trained_trials(study)] == [first.number]
+
+
+def test_a_trial_of_exactly_the_budget_trains_and_one_byte_over_does_not(tiny_data, tmp_path):
+    # the budget is inclusive: bytes == budget_bytes is within it. The trial's bytes are found first from a
+    # drawn trial; then the same parameters are run against a budget of exactly that, and of one byte less
+    from optuna.trial import TrialState
+
+    from recsys_emb.search.objective import trial_run_config
+
+    loose = load_search_config(write_configs(tmp_path / "loose", tiny_data, budget_bytes=10**9))
+    probe = _Objective(loose, "probe", tmp_path / "runs" / "probe")
+    drawn = optuna.create_study().ask()
+    n_bytes = probe.bytes_of(trial_run_config(loose, probe.choices(drawn), probe.run_dict))
+    for budget, trains in [(n_bytes, True), (n_bytes - 1, False)]:
+        cfg = load_search_config(write_configs(tmp_path / str(budget), tiny_data, budget_bytes=budget,
+                                               pruner={"kind": "none"}))
+        study = open_study(cfg, f"sqlite:///{tmp_path / f'edge-{budget}.db'}", "edge", seed=0)
+        study.enqueue_trial(drawn.params)
+        objective = _Objective(cfg, "edge", tmp_path / "runs" / str(budget))
+        trial = study.ask()
+        if trains:
+            auc = objective(trial)
+            assert 0.0 < auc < 1.0 and (tmp_path / "runs" / str(budget) / f"trial_{trial.number}").is_dir()
+            study.tell(trial, auc)
+        else:
+            with pytest.raises(optuna.TrialPruned, match=f"{n_bytes} bytes over the budget of {budget}"):
+                objective(trial)
+            study.tell(trial, state=TrialState.PRUNED)
+        t = study.trials[trial.number]
+        assert t.params == drawn.params and t.user_attrs["bytes"] == n_bytes and t.user_attrs["over_budget"] is (not trains)

@@ -9,6 +9,7 @@ import optuna
 
 from recsys_emb.search.config import load_search_config
 from recsys_emb.search.plot import plot_study
+from search_helpers import C0, C3, figure_panels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +24,12 @@ def _study():
 def test_figure_is_drawn(tmp_path):
     cfg = load_search_config(ROOT / "configs" / "search_dlrm_criteo_like.yaml")
     path = plot_study(_study(), cfg, tmp_path)
-    assert path is not None and Path(path).name == "history.png" and Path(path).stat().st_size > 1000
+    assert Path(path) == tmp_path / "history.png"
+    # 11 x 4.2 inches at 110 dpi; the history panel shows the trials' points and the best-so-far line, the
+    # bytes panel the Pareto front
+    size, (history, by_bytes) = figure_panels(path, 2)
+    assert size == (462, 1210)
+    assert {C0, C3} <= history and C3 in by_bytes
 
 
 def test_without_matplotlib_no_figure_and_the_install_command(tmp_path, monkeypatch, caplog):

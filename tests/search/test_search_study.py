@@ -2,7 +2,7 @@
 multi-objective with a Pareto front."""
 
 from recsys_emb.search import load_search_config, search
-from search_helpers import load_config, train, trained_trials, write_configs
+from search_helpers import C0, C3, figure_panels, load_config, train, trained_trials, write_configs
 
 
 def test_tiny_search_under_budget_and_best_config_trains(tiny_data, tmp_path):
@@ -29,7 +29,8 @@ def test_tiny_search_under_budget_and_best_config_trains(tiny_data, tmp_path):
         assert (out / f"trial_{t.number}" / "summary.json").exists()
         assert not (out / f"trial_{t.number}" / "model").exists()
         assert not (out / f"trial_{t.number}" / "checkpoints").exists()
-    assert (out / "history.png").stat().st_size > 1000
+    size, (history, by_bytes) = figure_panels(out / "history.png", 2)  # the trials and the Pareto front drawn
+    assert size == (462, 1210) and {C0, C3} <= history and C3 in by_bytes
     assert len((out / "trials.csv").read_text().strip().splitlines()) == len(trials) + 1
     best_cfg = load_config(out / "best.yaml")
     best = max(complete, key=lambda t: t.value)
@@ -56,4 +57,5 @@ def test_tiny_multi_objective_search_gives_pareto_front(tiny_data, tmp_path):
     assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["bytes"] for t in done)
     assert study.best_trials
     out = tmp_path / "runs" / "multi"
-    assert (out / "pareto.png").exists() and (out / "best.yaml").exists()
+    size, (front,) = figure_panels(out / "pareto.png", 1)  # 6 x 4.2 inches at 110 dpi, the front drawn
+    assert size == (462, 660) and C3 in front and (out / "best.yaml").exists()

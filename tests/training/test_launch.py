@@ -14,6 +14,7 @@ import pytest
 
 from recsys_emb.errors import ConfigError
 from recsys_emb.training.launch import launch
+from waiting import HANG_GUARD_S
 
 
 def _script(tmp_path, body: str) -> str:
@@ -31,7 +32,7 @@ def test_exit_worker_flushes_output_and_keeps_the_exit_code(tmp_path):
         logging.getLogger("w").info("log line")
         exit_worker(3)
     """)
-    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 3
     assert done.stdout == "result line without newline"
     assert "log line" in done.stderr
@@ -78,10 +79,13 @@ def test_launch_gives_every_rank_torchrun_variables_and_keeps_its_output(tmp_pat
 
 
 def test_a_failed_rank_stops_the_others_and_its_traceback_is_reported(tmp_path, caplog):
-    pid_file = tmp_path / "pid0"
+    # Rank 0 never ends by itself: it waits for a file nobody writes, so launch() returns only if the agent
+    # stops it. Its one way out is a hang guard that starts once rank 1 has failed (tests/waiting.py) and
+    # leaves a marker, which fails the test: a slow machine cannot turn "rank 0 ended on its own" into a pass.
+    pid_file, failed, outlived = tmp_path / "pid0", tmp_path / "rank1-failed", tmp_path / "rank0-ended-itself"
     script = _script(tmp_path, f"""
         import os, sys, time
-        pid_file = {str(pid_file)!r}
+        pid_file, failed, outlived = {str(pid_file)!r}, {str(failed)!r}, {str(outlived)!r}
         if os.environ["RANK"] == "1":
             while not os.path.exists(pid_file):  # fail only once rank 0 is up and has said who it is
                 time.sleep(0.05)
@@ -92,16 +96,21 @@ def test_a_failed_rank_stops_the_others_and_its_traceback_is_reported(tmp_path, 
                 load_shard()
             except ValueError as e:
                 record_worker_error(e)
+                open(failed, "w").close()
                 sys.exit(7)
         with open(pid_file + ".tmp", "w") as fh:
             fh.write(str(os.getpid()))
         os.replace(pid_file + ".tmp", pid_file)
-        time.sleep(120)  # rank 0 would outlive the test unless the agent stops it
+        while not os.path.exists(failed):
+            time.sleep(0.05)
+        time.sleep({HANG_GUARD_S!r})  # the agent stops this rank long before
+        open(outlived, "w").close()
     """)
     logs = tmp_path / "logs"
     try:
         with caplog.at_level(logging.ERROR, logger="recsys_emb.training.launch"):
             assert launch([script], nproc=2, log_dir=logs) == 7
+        assert not outlived.exists(), "rank 0 was not stopped by the agent: it ended by its hang guard"
         pid = int(pid_file.read_text())
         assert not _alive(pid), f"rank 0 (pid {pid}) still runs after launch returned"
     finally:

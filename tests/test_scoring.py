@@ -151,7 +151,7 @@ def test_predict_reads_processed_parquet_with_an_id_column(trained, tmp_path):
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=100)
     r = predict(model, tmp_path / "a.parquet", tmp_path / "s.parquet", id_column="request", batch_rows=64)
     got = pq.read_table(tmp_path / "s.parquet").to_pandas()
-    assert r.rows == len(ref) and r.bad_lines is None and r.labelled == len(ref)
+    assert r.rows == len(ref) and r.bad_lines["bad_lines"] == 0 and r.labelled == len(ref)
     assert got.request.tolist() == [f"r{i}" for i in range(len(ref))]
     np.testing.assert_allclose(got.logit.values, ref, rtol=0, atol=1e-6)
     with pytest.raises(DataError, match="s.parquet exists; pass overwrite=True"):

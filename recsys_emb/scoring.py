@@ -53,8 +53,6 @@ class PredictReport:
         rows: rows scored.
         out: the scores file.
         oov: rows per field whose raw value the vocabulary lacks (mapped to the OOV id); raw input only.
-        bad_lines: the read report of raw input (``bad_lines``, ``by_reason``, ``examples`` with line
-            numbers, ``truncated`` files), as ``preprocess`` reports it; ``None`` for Parquet.
         bad_lines: what the read skipped: for raw input the read report (``bad_lines``, ``by_reason``,
             ``examples`` with line numbers, ``truncated`` files), as ``preprocess`` reports it; for Parquet
             the same keys, the examples numbered by ``row`` (0-based).
@@ -140,8 +138,8 @@ def _raw_chunk(table: pa.Table, offset: int = 0) -> CriteoChunk:
         values, bad_hex = parse_hex(col.cast(pa.string()).fill_null(""))
         if bad_hex.any():
             i = int(np.flatnonzero(bad_hex)[0])
-            raise InvalidInputError(f"column {c}, row {i + offset}: {col[i].as_py()!r} is not 1-15 hex digits (the raw "
-                                    f"Criteo value) nor empty; {int(bad_hex.sum())} such rows")
+            raise InvalidInputError(f"column {c}, row {i + offset}: {col[i].as_py()!r} is not 1-15 hex digits (the "
+                                    f"raw Criteo value) nor empty; {int(bad_hex.sum())} such rows")
         cats[j] = values
     labels = np.full(n, -1, np.int8)
     if LABEL_COLUMN in table.column_names:
@@ -375,7 +373,8 @@ def _check_read(paths: List[Path], read: ReadReport, rows: int, max_bad_fraction
                             f"({dict(sorted(read.by_reason.items()))}{first}); is it a Criteo TSV (label, 13 "
                             "counts, 26 hex fields, tab-separated) or processed Parquet of this model?")
         lost = f" ({read.truncated[0]['path']}: {read.truncated[0]['error']})" if read.truncated else ""
-        raise DataError(f"no row scored: {names} hold no rows{lost}; nothing was written")
+        raise DataError(f"no row scored: {names} {'holds' if len(paths) == 1 else 'hold'} no rows{lost}; "
+                        "nothing was written")
     total = rows + read.bad_lines
     if read.bad_lines > max_bad_fraction * total:
         raise DataError(f"{read.bad_lines:,} of {total:,} {read.unit}s ({read.bad_lines / total:.2%}) of {names} are "

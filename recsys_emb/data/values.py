@@ -62,7 +62,8 @@ class BadRows:
         from ``offset``."""
         r = int(self.rows()[0]) if row is None else row
         v = self.value(r)
-        return f"column {self.column}, row {r + offset}: {'null' if v is None else repr(v)}: {self.reason} ({self.rule})"
+        shown = "null" if v is None else repr(v)
+        return f"column {self.column}, row {r + offset}: {shown}: {self.reason} ({self.rule})"
 
 
 def _array(col: Any) -> pa.Array:

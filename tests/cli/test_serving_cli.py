@@ -54,7 +54,7 @@ def test_predict_fails_when_no_row_is_scored(served, tmp_path):
     junk = tmp_path / "junk.tsv"
     junk.write_text("".join(f"{i}\tnot a criteo line\n" for i in range(100)))
     err = _one_error_line(recsys("predict", "--model", served["model"], "--input", junk, "--out",
-                                 tmp_path / "s.parquet", "--on-bad-line", "skip", "--max-bad-fraction", "1"))
+                                 tmp_path / "s.parquet", "--on-bad-line", "skip"))
     assert "no row scored: all 100 lines of" in err and "junk.tsv:1: wrong column count" in err
     empty = tmp_path / "empty.tsv"
     empty.write_text("")

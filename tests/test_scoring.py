@@ -6,6 +6,7 @@ real files; the scores equal the eager model's on the processed rows, and the me
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,7 +152,7 @@ def test_predict_reads_processed_parquet_with_an_id_column(trained, tmp_path):
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=100)
     r = predict(model, tmp_path / "a.parquet", tmp_path / "s.parquet", id_column="request", batch_rows=64)
     got = pq.read_table(tmp_path / "s.parquet").to_pandas()
-    assert r.rows == len(ref) and r.bad_lines is None and r.labelled == len(ref)
+    assert r.rows == len(ref) and r.bad_lines["bad_lines"] == 0 and r.labelled == len(ref)
     assert got.request.tolist() == [f"r{i}" for i in range(len(ref))]
     np.testing.assert_allclose(got.logit.values, ref, rtol=0, atol=1e-6)
     with pytest.raises(DataError, match="s.parquet exists; pass overwrite=True"):
@@ -191,3 +192,104 @@ def test_export_torch_export_from_the_model_directory_alone(trained, tmp_path):
                            "--out", str(tmp_path / "m"), "--table-dtype", "int8"], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 2 and "--table-dtype int8 applies to --format torch-export" in proc.stderr
+
+
+BAD_PROCESSED = [  # (column, value, reason): what the TSV reader refuses, as it arrives in processed Parquet
+    ("I2", float("nan"), "non-finite I2"),
+    ("I2", float("inf"), "non-finite I2"),
+    ("I2", None, "non-finite I2"),
+    ("label", 300, "label not 0/1"),  # before: written as 44 (int8 wrap-around)
+    ("C1", 1.5, "non-integer C1"),  # before: scored as id 1
+    ("C1", 10 ** 9, "C1 id out of range"),
+]
+
+
+@pytest.mark.parametrize("column,value,reason", BAD_PROCESSED)
+def test_parquet_rows_follow_the_tsv_readers_rules(trained, tmp_path, column, value, reason):
+    """A bad value in processed Parquet stops ``predict`` naming file, row, column and value, or under
+    ``skip`` is counted with its row and the other rows are scored as before (before: NaN scores, a
+    wrapped label, a rounded id, all with exit 0)."""
+    from recsys_emb.errors import BadLineError
+    from recsys_emb.scoring import predict
+
+    model, ref, test = trained["model"], trained["ref"], trained["test"]
+    kind = pa.float32() if column == "I2" else pa.float64() if isinstance(value, float) else pa.int64()
+    values = test.column(column).to_pylist()
+    values[7] = value
+    table = test.set_column(test.schema.get_field_index(column), column, pa.array(values, kind))
+    pq.write_table(table, tmp_path / "rows.parquet", row_group_size=100)
+    shown = "null" if value is None else repr(value)
+    with pytest.raises(BadLineError, match=rf"rows.parquet: column {column}, row 7: {re.escape(shown)}: {reason}"):
+        predict(model, tmp_path / "rows.parquet", tmp_path / "s.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet"]
+    r = predict(model, tmp_path / "rows.parquet", tmp_path / "s.parquet", on_bad_line="skip", max_bad_fraction=0.01)
+    got = pq.read_table(tmp_path / "s.parquet").to_pandas()
+    assert r.bad_lines["bad_lines"] == 1 and r.bad_lines["examples"] == [{"path": str(tmp_path / "rows.parquet"),
+                                                                          "row": 7, "reason": reason}]
+    keep = np.arange(len(ref)) != 7
+    assert got.row.tolist() == np.flatnonzero(keep).tolist() and r.rows == len(ref) - 1
+    np.testing.assert_allclose(got.logit.values, ref[keep], rtol=0, atol=1e-6)
+    assert got.label.tolist() == test.column("label").to_numpy()[keep].tolist()
+    with pytest.raises(InvalidInputError, match=rf"column {column}, row 7: {re.escape(shown)}: {reason}"):
+        score_frame(model, table, raw=False)
+
+
+@pytest.mark.parametrize("value,dtype,reason", [
+    (float("inf"), "float64", "non-integer I1"),
+    (1e30, "float64", "I1 out of the int64 range"),
+    (1.5, "float64", "non-integer I1"),
+    (2 ** 64 - 1, "uint64", "I1 out of the int64 range"),
+])
+def test_score_frame_refuses_counts_the_tsv_reader_refuses(trained, value, dtype, reason):
+    # before: each was scored as a count of 0
+    df = _raw_frame(trained["lines"][:3])
+    df["I1"] = df["I1"].fillna(0).astype(dtype)
+    df.loc[2, "I1"] = value
+    with pytest.raises(InvalidInputError, match=rf"column I1, row 2: .*: {reason} \("):
+        score_frame(trained["model"], df, batch_rows=2)  # the row is numbered in the frame, not in its slice
+
+
+def test_score_frame_scores_the_largest_count_as_the_tsv_reader_does(trained, tmp_path):
+    # before: 2**63 - 1 in an int64 column was scored as a count of 0
+    from recsys_emb.scoring import predict
+
+    fields = trained["lines"][0].split("\t")
+    fields[1] = str(2 ** 63 - 1)
+    (tmp_path / "big.tsv").write_text("\t".join(fields) + "\n")
+    predict(trained["model"], tmp_path / "big.tsv", tmp_path / "s.parquet")
+    tsv = pq.read_table(tmp_path / "s.parquet").column("score").to_numpy()
+    df = _raw_frame(["\t".join(fields)])
+    df["I1"] = np.array([2 ** 63 - 1], np.int64)
+    fields[1] = "0"
+    zero = score_frame(trained["model"], _raw_frame(["\t".join(fields)]))
+    np.testing.assert_allclose(score_frame(trained["model"], df), tsv, rtol=0, atol=1e-6)
+    assert abs(float(tsv[0]) - float(zero[0])) > 1e-4
+
+
+def _raw_frame(lines):
+    cols = ["label", *INT_COLUMNS, *CAT_COLUMNS]
+    df = pd.DataFrame([ln.split("\t") for ln in lines], columns=cols).drop(columns="label")
+    for c in INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c].replace("", None))
+    return df
+
+
+def test_missing_flags_reach_the_model(tmp_path):
+    """With ``missing_flags`` a missing count and a count of 0 score differently (before: the model never
+    read M1..M13, so they scored the same); without, the same, as the dense transform maps both to 0."""
+    from recsys_emb.model_dir import load_model
+    from recsys_emb.scoring import predict
+    from tests.scoring_helpers import criteo_lines, tiny_model_dir
+
+    lines = criteo_lines(tmp_path, 50)
+    fields = lines[0].split("\t")
+    pair = ["\t".join(fields[:1] + [v] + fields[2:]) for v in ("", "0")]  # I1 missing, I1 = 0
+    (tmp_path / "pair.tsv").write_text("\n".join(pair) + "\n")
+    for flags in (True, False):
+        model = load_model(tiny_model_dir(tmp_path / f"m{flags}", lines, missing_flags=flags))
+        assert model.schema.dense[13:] == (tuple(f"M{i}" for i in range(1, 14)) if flags else ())
+        predict(model, tmp_path / "pair.tsv", tmp_path / f"s{flags}.parquet")
+        tsv = pq.read_table(tmp_path / f"s{flags}.parquet").column("score").to_numpy()
+        frame = score_frame(model, _raw_frame(pair))
+        np.testing.assert_allclose(frame, tsv, rtol=0, atol=1e-6)
+        assert (abs(tsv[0] - tsv[1]) > 1e-4) == flags, tsv

@@ -62,6 +62,15 @@ def _one_line_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argp
     return run
 
 
+def _chunk_bytes(chunk_mb: float) -> int:
+    """Bytes of ``--chunk-mb``, refused unless at least one byte."""
+    n = int(chunk_mb * (1 << 20)) if 0 < chunk_mb < (1 << 20) else 0  # NaN and infinity too
+    if n < 1:
+        raise ValueError(f"--chunk-mb {chunk_mb:g}: the MiB read per block must be > 0 (default 8; a block of a "
+                         "few MiB keeps memory bounded and the parse fast)")
+    return n
+
+
 def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
@@ -112,7 +121,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     with _bar(None, "preprocess", _progress(args)) as tick:
         meta = preprocess(args.input, args.out, min_count=args.min_count, test_fraction=args.test_fraction,
                           valid_fraction=args.valid_fraction, on_bad_line=args.on_bad_line,
-                          chunk_bytes=int(args.chunk_mb * (1 << 20)), rows_per_shard=args.rows_per_shard,
+                          chunk_bytes=_chunk_bytes(args.chunk_mb), rows_per_shard=args.rows_per_shard,
                           vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick,
                           overwrite=args.overwrite, vocab=args.vocab, workers=args.workers,
                           unit_bytes=int(args.unit_mb * (1 << 20)),
@@ -219,7 +228,9 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
                     help="keep the parsed rows of pass 1 on disk (about 0.7x the text) for passes 2 and 3; "
                          "auto: when the output's disk has room for twice that")
     pp.add_argument("--vocab-from", choices=["train", "all"], default="train")
-    pp.add_argument("--missing-flags", action="store_true", help="also write M1..M13 missing flags")
+    pp.add_argument("--missing-flags", action="store_true",
+                    help="also write M1..M13 missing flags (1 where I<i> is empty), dense inputs of the model "
+                         "beside I1..I13: they tell a missing count from a count of 0")
     pp.add_argument("--vocab", default=None, metavar="DIR",
                     help="map with this vocabulary instead of counting one: a model directory or a processed "
                          "dataset (a new day gets the ids a model was trained with; --min-count is unused)")

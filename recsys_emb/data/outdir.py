@@ -30,7 +30,7 @@ from typing import Callable, Collection, Iterator, Optional, Union
 
 from recsys_emb.errors import DataError
 
-__all__ = ["check_output_dir", "atomic_output_dir"]
+__all__ = ["check_output_dir", "atomic_output_dir", "partial_sibling"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -99,7 +99,10 @@ def _remove_stale_temporaries(out: Path) -> None:
         pid = int(m["pid"])
         if pid != os.getpid() and not _pid_alive(pid):
             logger.warning("removing %s, left by a writer (pid %d) that did not finish", p, pid)
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:  # the temporary of a single output file (predict's scores)
+                p.unlink(missing_ok=True)
 
 
 def _renameat2_exchange() -> Optional[Callable[[Path, Path], bool]]:
@@ -123,6 +126,22 @@ _EXCHANGE = _renameat2_exchange()
 
 def _temp_sibling(out: Path, kind: str) -> Path:
     return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def partial_sibling(out: PathLike) -> Path:
+    """The path of a temporary sibling of the output file or directory ``out`` to write and then rename
+    into place (``.NAME.partial-HOST-PID-RANDOM``), after removing the temporaries of ``out`` left by dead
+    writers on this host (a killed run; never those of a live process or another host).
+
+    Example:
+        >>> (tmp / ".s.parquet.partial-otherhost-1-ab").write_text("")  # another host's: kept
+        0
+        >>> partial_sibling(tmp / "s.parquet").name.startswith(".s.parquet.partial-")
+        True
+    """
+    dest = Path(out)
+    _remove_stale_temporaries(dest)
+    return _temp_sibling(dest, "partial")
 
 
 def _commit(tmp: Path, out: Path, overwrite: bool, owned: Collection[str], command: str) -> None:

@@ -30,3 +30,16 @@ def test_missing_or_doubled_day_is_refused(tmp_path):
         expand_inputs(_days(tmp_path / "b", ["day_0", "day_1", "day_1.gz"]))
     with pytest.raises(DataError, match="holds no day_<N>"):
         expand_inputs(_days(tmp_path / "c", ["train.txt"]))
+
+
+def test_pipes_are_inputs_of_a_single_pass_reader_only(tmp_path):
+    import os
+    from pathlib import Path
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert expand_inputs([str(fifo), "-"], streams=True) == [fifo, Path("/dev/stdin")]
+    for name in (str(fifo), "-"):  # before: "input file ... does not exist"
+        with pytest.raises(DataError, match=rf"input '{name}' is a pipe or device, not a regular file: it can be "
+                                            "read only once.*write it to a file first"):
+            expand_inputs(name)

@@ -70,6 +70,8 @@ def test_missing_flags_and_vocab_from_all(small_raw, tmp_path):
     t = pq.read_table(tmp_path / "p" / "test")
     df = _read_pandas(small_raw / "criteo_like.tsv").iloc[-2000:]
     assert np.array_equal(t["M1"].to_numpy(), (df["I1"] == "").to_numpy().astype(np.int8))
+    # the flags are dense inputs of a model trained on the data (before: written, never read)
+    assert meta["schema"]["dense"] == [f"I{i}" for i in range(1, 14)] + [f"M{i}" for i in range(1, 14)]
     assert meta["oov_rows_train"]["C3"] == 0  # every value is in an all-rows vocabulary at min_count 1
     with pytest.raises(ValueError, match="on_bad_line"):
         list(iter_criteo_tsv(small_raw / "criteo_like.tsv", on_bad_line="ignore"))

@@ -92,3 +92,17 @@ def test_the_label_column_is_optional_per_file(small_raw, tmp_path, chunk_bytes)
     np.testing.assert_array_equal(np.concatenate([c.lines for c in test]), keep + 1)
     with pytest.raises(BadLineError, match=r"test_day.tsv:1: malformed line: wrong column count \(expected 40\)"):
         list(iter_criteo_tsv(tmp_path / "test_day.tsv"))
+
+
+def test_counts_beyond_int64_are_named_apart_from_non_integers(small_raw, tmp_path):
+    good = (small_raw / "criteo_like.tsv").read_text().splitlines()[0].split("\t")
+    counts = {1: str(2 ** 63 - 1), 2: str(2 ** 70), 3: "abc", 4: str(-(2 ** 63))}  # line -> I1
+    lines = ["\t".join(good[:1] + [v] + good[2:]) for v in counts.values()]
+    (tmp_path / "t.tsv").write_text("\n".join(lines) + "\n")
+    report = ReadReport()
+    chunks = list(iter_criteo_tsv(tmp_path / "t.tsv", on_bad_line="skip", report=report))
+    # before: 2**70 was a "non-integer I1", and 2**63 - 1 too once another value of its block was bad
+    assert {b.line: b.reason for b in report.examples} == {2: "I1 out of the int64 range", 3: "non-integer I1"}
+    assert [int(v) for c in chunks for v in c.ints[:, 0]] == [2 ** 63 - 1, -(2 ** 63)]
+    with pytest.raises(BadLineError, match=rf"t.tsv:2: malformed line: I1 out of the int64 range \(value '{2**70}'\)"):
+        list(iter_criteo_tsv(tmp_path / "t.tsv"))

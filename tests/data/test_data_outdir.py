@@ -111,3 +111,17 @@ def test_only_temporaries_of_dead_writers_on_this_host_are_removed(tmp_path):
         _write(d, "x")
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {n for n, keep in names.items() if keep} | {"out"}
+
+
+def test_a_files_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    # predict's scores file: its temporaries are files, not directories (before: left forever)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    host = outdir._HOST
+    dead_name = f".s.parquet.partial-{host}-{int(dead.stdout)}-00ff"
+    live_name = f".s.parquet.partial-{host}-{os.getppid()}-00ff"
+    for n in (dead_name, live_name):
+        (tmp_path / n).write_text("half a file")
+    tmp = outdir.partial_sibling(tmp_path / "s.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live_name]
+    assert tmp.parent == tmp_path and tmp.name.startswith(f".s.parquet.partial-{host}-{os.getpid()}-")

@@ -164,9 +164,8 @@ def _pieces(path: Path, chunk_bytes: int, start: int = 0, end: Optional[int] = N
                     left -= len(data)
                 yield data
         return
-    with open(path, "rb") as f:
-        gz = f.read(2) == _GZIP_MAGIC or path.name.lower().endswith(".gz")
-        f.seek(0)
+    with open(path, "rb") as f:  # a BufferedReader: peek() leaves a pipe's bytes in place (no seek)
+        gz = f.peek(2)[:2] == _GZIP_MAGIC or path.name.lower().endswith(".gz")
         if gz:
             yield from _gunzip(f, chunk_bytes)
             return

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from recsys_emb.data.criteo.schema import MISSING_ID
 
-__all__ = ["parse_hex", "parse_ints"]
+__all__ = ["parse_hex", "parse_ints", "int64_overflow"]
 
 _MAX_HEX_DIGITS = 15  # keeps every raw value a non-negative int64, so MISSING_ID = -1 cannot collide
 _HEX_LUT = np.full(256, 255, dtype=np.uint8)
@@ -27,6 +27,8 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 for _i, _c in enumerate(b"ABCDEF"):
     _HEX_LUT[_c] = 10 + _i
 _INT_RE = r"^(-?[0-9]{1,18})?$"
+_DIGITS_RE = r"^-?[0-9]+$"
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def parse_hex(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
@@ -100,5 +102,30 @@ def parse_ints(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         ok = pc.match_substring_regex(col, _INT_RE)
         bad = ~ok.to_numpy(zero_copy_only=False)
-        values = pc.cast(pc.if_else(ok, filled, pa.scalar("0")), pa.int64())
+        values = pc.cast(pc.if_else(ok, filled, pa.scalar("0")), pa.int64()).to_numpy(zero_copy_only=False)
+        # 19 digits may still fit int64 (up to 9223372036854775807): checked one by one (rare)
+        long = bad & pc.match_substring_regex(col, _DIGITS_RE).to_numpy(zero_copy_only=False)
+        if long.any():
+            values = values.copy()
+            for i in np.flatnonzero(long).tolist():
+                v = int(col[i].as_py())
+                if _INT64_MIN <= v <= _INT64_MAX:
+                    values[i], bad[i] = v, False
+        return values, missing.to_numpy(zero_copy_only=False), bad
     return values.to_numpy(zero_copy_only=False), missing.to_numpy(zero_copy_only=False), bad
+
+
+def int64_overflow(col: pa.Array, bad: np.ndarray) -> np.ndarray:
+    """Of the ``bad`` rows of a count column (from :func:`parse_ints`), those that are integers, only too
+    large for int64 (as ``2**70``), bool ``(n,)``.
+
+    Example:
+        >>> col = pa.array(["1", "1180591620717411303424", "1.5"])
+        >>> int64_overflow(col, parse_ints(col)[2]).tolist()
+        [False, True, False]
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not bad.any():
+        return np.zeros(len(col), dtype=bool)
+    return bad & pc.match_substring_regex(col, _DIGITS_RE).to_numpy(zero_copy_only=False)

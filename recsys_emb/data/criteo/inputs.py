@@ -43,11 +43,14 @@ def _day_files(directory: Path) -> List[Path]:
     return [days[d] for d in sorted(days)]
 
 
-def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
+def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]], *, streams: bool = False) -> List[Path]:
     """Files named by paths, glob patterns and directories, in time order; errors if none exist.
 
     A pattern's matches are sorted with numbers by value (``day_2`` before ``day_10``); a directory stands
     for its ``day_0`` .. ``day_N`` files, plain or ``.gz`` (the Criteo 1TB layout), with no day missing.
+    ``streams=True`` (a reader that reads each input once, from its start) also takes ``"-"`` (standard
+    input, as ``/dev/stdin``) and pipes or character devices (``/dev/stdin``, ``<(zcat day.gz)``);
+    otherwise these are refused, naming the path: they can be read only once.
 
     Example:
         >>> for n in (10, 2, 0, 1):
@@ -66,6 +69,12 @@ def expand_inputs(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
             out.extend(Path(m) for m in matches)
         elif Path(s).is_dir():
             out.extend(_day_files(Path(s)))
+        elif s == "-" or Path(s).exists() and not Path(s).is_file():
+            p = Path("/dev/stdin") if s == "-" else Path(s)
+            if not streams:
+                raise DataError(f"input {s!r} is a pipe or device, not a regular file: it can be read only once, "
+                                "and this command reads its inputs more than once; write it to a file first")
+            out.append(p)
         else:
             if not Path(s).is_file():
                 raise DataError(f"input file {s!r} does not exist")

@@ -87,7 +87,8 @@ def preprocess(
        counts are subtracted (only the validation and test rows are read again); ``"all"`` skips this;
     3. every unit: write its rows to ``out_dir/{train,valid,test}/part-*.parquet`` (shards of at most
        ``rows_per_shard`` rows, never across units; numbered in time order): ``label`` int8, ``I1..I13``
-       float32 ``log(1 + max(x, 0))`` (missing = 0; ``M1..M13`` int8 flags if ``missing_flags``),
+       float32 ``log(1 + max(x, 0))`` (missing = 0; ``M1..M13`` int8 flags if ``missing_flags``, dense
+       inputs of the model after ``I1..I13``: they tell a missing count from a count of 0),
        ``C1..C26`` int64 ids (0 = most frequent; the empty value is its own category; values seen <
        ``min_count`` times map to the field's OOV id = vocab size - 1), and ``true_prob`` if a
        ``X.true_prob.npy`` side file from the generator lies beside the input ``X.tsv[.gz]``.
@@ -148,6 +149,8 @@ def preprocess(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     paths = expand_inputs(inputs)
     given = _given_vocabulary(vocab) if vocab is not None else None
     with atomic_output_dir(out_dir, overwrite=overwrite, owned=PROCESSED_ENTRIES, command="preprocess") as tmp:
@@ -289,7 +292,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
 
     vocab_sizes = {c: v.size for c, v in zip(CAT_COLUMNS, vocabs)}
     save_vocabularies(out, dict(zip(CAT_COLUMNS, vocabs)))
-    schema = criteo_schema(vocab_sizes, with_true_prob=with_truth)
+    schema = criteo_schema(vocab_sizes, with_true_prob=with_truth, missing_flags=missing_flags)
     meta: Dict[str, Any] = {
         "dataset": "criteo",
         "format_version": 1,

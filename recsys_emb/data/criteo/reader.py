@@ -24,6 +24,7 @@ from recsys_emb.data.criteo.blocks import (
     line_byte_codes,
 )
 from recsys_emb.data.criteo.fields import parse_hex
+from recsys_emb.data.criteo.fields import int64_overflow
 from recsys_emb.data.criteo.fields import parse_ints as _parse_ints
 from recsys_emb.data.criteo.inputs import expand_inputs, true_prob_path
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID, TSV_COLUMNS
@@ -81,6 +82,9 @@ class ReadReport:
     truncated: List[Dict[str, Any]] = field(default_factory=list)
     lines: int = 0
     """Physical lines read (not in :meth:`to_dict`): numbers the lines of the next piece of a file."""
+    unit: str = "line"
+    """What the examples' numbers count, their key in :meth:`to_dict`: ``"line"`` (1-based line of a text
+    file) or ``"row"`` (0-based row of a Parquet file)."""
 
     def add_bad(self, path: str, lines: np.ndarray, reason: str) -> None:
         self.bad_lines += int(len(lines))
@@ -94,7 +98,7 @@ class ReadReport:
             "rows": self.rows,
             "bad_lines": self.bad_lines,
             "by_reason": dict(sorted(self.by_reason.items())),
-            "examples": [{"path": b.path, "line": b.line, "reason": b.reason} for b in self.examples],
+            "examples": [{"path": b.path, self.unit: b.line, "reason": b.reason} for b in self.examples],
             "examples_truncated": self.bad_lines > len(self.examples),
             "truncated": [dict(t) for t in self.truncated],
         }
@@ -200,7 +204,7 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
     if n != len(lines):  # cannot happen after the tab count; guard against silent misalignment
         raise RuntimeError(f"{path}: parsed {n} rows from a block of {len(lines)} lines at line {first_line}")
     bad_rows = np.zeros(n, dtype=bool)
-    reasons: List[Tuple[np.ndarray, str]] = []
+    reasons: List[Tuple[np.ndarray, str, str]] = []  # (rows, reason, column)
 
     if LABEL_COLUMN in columns:
         label_col = table.column(LABEL_COLUMN)
@@ -208,7 +212,7 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
         is0 = pc.equal(label_col, "0").to_numpy(zero_copy_only=False)
         bad_label = ~(is0 | is1)
         if bad_label.any():
-            reasons.append((bad_label, "label not 0/1"))
+            reasons.append((bad_label, "label not 0/1", LABEL_COLUMN))
         labels = is1.astype(np.int8)
     else:
         labels = np.full(n, -1, dtype=np.int8)
@@ -219,23 +223,29 @@ def _parse_block(block: bytes, first_line: int, path: str, on_bad_line: str,
         v, m, b = _parse_ints(table.column(c))
         ints[:, j], int_missing[:, j] = v, m
         if b.any():
-            reasons.append((b, f"non-integer {c}"))
+            big = int64_overflow(table.column(c), b)
+            if big.any():
+                reasons.append((big, f"{c} out of the int64 range", c))
+            reasons.append((b & ~big, f"non-integer {c}", c))
     cats = np.empty((len(CAT_COLUMNS), n), dtype=np.int64)
     for j, c in enumerate(CAT_COLUMNS):
         v, b = parse_hex(table.column(c))
         cats[j] = v
         if b.any():
-            reasons.append((b, f"non-hex {c}"))
-    for mask, _ in reasons:
+            reasons.append((b, f"non-hex {c}", c))
+    for mask, _, _ in reasons:
         bad_rows |= mask
     if bad_rows.any():
         # One reason per line (the first that applies), so counts add up to bad lines.
         claimed = np.zeros(n, dtype=bool)
-        for mask, reason in reasons:
+        if on_bad_line == "error":  # the error names the first bad line, whichever its reason
+            reasons.sort(key=lambda r: int(np.argmax(r[0])) if r[0].any() else n)
+        for mask, reason, column in reasons:
             mine = mask & ~claimed
             claimed |= mine
             if mine.any():
-                _bad(path, lines[mine], reason, on_bad_line, report)
+                first = table.column(column)[int(np.flatnonzero(mine)[0])].as_py()
+                _bad(path, lines[mine], reason, on_bad_line, report, detail=[f"value {first!r}"])
         keep = ~bad_rows
         chunk = CriteoChunk(labels[keep], ints[keep], int_missing[keep], cats[:, keep], lines[keep], path)
     else:
@@ -301,7 +311,7 @@ def iter_criteo_tsv(inputs: Union[PathLike, Sequence[PathLike]], *, chunk_bytes:
         raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
     if label not in ("required", "optional"):
         raise ValueError(f"label must be 'required' or 'optional', got {label!r}")
-    for path in expand_inputs(inputs):
+    for path in expand_inputs(inputs, streams=True):  # each read once, from its start
         yield from iter_file_chunks(path, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=report,
                                     max_line_bytes=max_line_bytes, label=label)
 

@@ -22,6 +22,7 @@ __all__ = [
     "LABEL_COLUMN",
     "TSV_COLUMNS",
     "MISSING_ID",
+    "MISSING_FLAG_COLUMNS",
     "criteo_schema",
 ]
 
@@ -53,13 +54,22 @@ MISSING_ID = -1
 """Raw value of an empty categorical: counted and ranked like any other value (its own category)."""
 
 
-def criteo_schema(vocab_sizes: Dict[str, int], with_true_prob: bool = False) -> TableSchema:
-    """The batch schema of processed Criteo data: dense I1..I13, sparse C1..C26.
+MISSING_FLAG_COLUMNS: List[str] = [f"M{i}" for i in range(1, 14)]
+"""``preprocess --missing-flags``: 1 where ``I<i>`` is empty, a dense input beside the transformed counts."""
+
+
+def criteo_schema(vocab_sizes: Dict[str, int], with_true_prob: bool = False,
+                  missing_flags: bool = False) -> TableSchema:
+    """The batch schema of processed Criteo data: dense I1..I13 (then M1..M13 with ``missing_flags``),
+    sparse C1..C26.
 
     Example:
         >>> s = criteo_schema({c: 10 for c in CAT_COLUMNS})
         >>> len(s.dense), s.keys[:2], s.true_prob
         (13, ('C1', 'C2'), None)
+        >>> criteo_schema({c: 10 for c in CAT_COLUMNS}, missing_flags=True).dense[12:14]
+        ('I13', 'M1')
     """
-    return TableSchema(dense=tuple(INT_COLUMNS), sparse=tuple(CAT_COLUMNS), label=LABEL_COLUMN,
+    dense = tuple(INT_COLUMNS) + (tuple(MISSING_FLAG_COLUMNS) if missing_flags else ())
+    return TableSchema(dense=dense, sparse=tuple(CAT_COLUMNS), label=LABEL_COLUMN,
                        true_prob="true_prob" if with_true_prob else None, vocab_sizes=dict(vocab_sizes))

@@ -13,7 +13,7 @@ from recsys_emb.data import outdir
 from recsys_emb.data.outdir import atomic_output_dir, check_output_dir
 from recsys_emb.errors import DataError
 
-OWNED = ("metadata.json", "train")
+OWNED = ("metadata.json", "train/part-*.parquet")
 
 
 def _write(d, text):

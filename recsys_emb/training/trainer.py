@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from recsys_emb.config import RunConfig
 from recsys_emb.data.batches import ParquetBatches, make_dataloader
 from recsys_emb.data.parquet import read_metadata, schema_from_metadata
-from recsys_emb.errors import CheckpointError, ConfigError
+from recsys_emb.errors import CheckpointError, ConfigError, OutputDirError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import init_single_process_group
 from recsys_emb.specs import FeatureSpec, Full
@@ -350,7 +350,11 @@ class Trainer:
             "samples_per_s": samples / t_train if t_train > 0 else None,
         }
         if self.run_dir is not None:  # a row already logged (the evaluation of the reported step) is not repeated
-            logged = {(r.get("step"), r.get("split")) for r in self.run_dir.read_metrics()}
+            try:
+                logged = {(r.get("step"), r.get("split")) for r in self.run_dir.read_metrics()}
+            except OutputDirError as e:  # edited meanwhile: the run is done, its rows are logged anyway
+                logger.warning("%s", e)
+                logged = set()
             for rec in (valid, test):
                 if (summary["model_step"], rec["split"]) not in logged:
                     self._log({"step": summary["model_step"], **rec})

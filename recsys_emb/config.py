@@ -26,7 +26,7 @@ from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTI
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
            "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
-           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "ConfigError"]
+           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "check_plain_name", "ConfigError"]
 
 EMBEDDING_BACKENDS = ("torchrec", "table_batched")
 """``train.embedding_backend`` values: where the tables live (see :class:`TrainLoopConfig`)."""
@@ -42,6 +42,24 @@ AUTO_EVAL_MAX_STEPS = 2000
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def check_plain_name(key: str, value: str, example: str = "my-run") -> None:
+    """Refuse a name that becomes a directory under ``runs/`` unless it is one plain name: not empty, not
+    ``.`` or ``..``, no ``/`` or ``\\`` (``../../x`` would write outside ``runs/``).
+
+    Raises:
+        ConfigError: naming the key and the value.
+
+    Example:
+        >>> check_plain_name("name", "../../x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recsys_emb.errors.ConfigError: name='../../x' is not a plain name: it names a directory under runs/ ...
+    """
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        raise ConfigError(f"{key}={value!r} is not a plain name: it names a directory under runs/ and must not be "
+                          f"empty, '.' or '..', nor hold '/' or '\\'; use e.g. {example!r}")
 
 
 def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
@@ -306,6 +324,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for part in (self.data, self.model, self.embeddings, self.optim, self.train):
             part.validate()
+        if not self.train.out_dir:  # the name is the run's directory, runs/<name>
+            check_plain_name("name", self.name)
         if self.train.embedding_backend == "table_batched":
             if self.model.kind != "dlrm":
                 raise ConfigError(f"train.embedding_backend='table_batched' serves model.kind 'dlrm' only (got "

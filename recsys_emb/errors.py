@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "RecsysEmbError",
     "SpecError",
+    "UnknownVariantError",
     "ConfigError",
     "InvalidInputError",
     "BadLineError",
@@ -27,6 +28,10 @@ class RecsysEmbError(Exception):
 
 class SpecError(RecsysEmbError, ValueError):
     """A feature or embedding spec that is not valid (names the feature, the field and what is allowed)."""
+
+
+class UnknownVariantError(SpecError):
+    """An embedding ``type`` no registered variant has (a custom variant's module not imported yet)."""
 
 
 class ConfigError(RecsysEmbError, ValueError):

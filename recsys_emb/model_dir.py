@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from recsys_emb.config import config_from_dict, migrate_config_dict
-from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.outdir import atomic_output_dir, check_not_over_inputs
 from recsys_emb.data.parquet import TableSchema, read_metadata
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
-from recsys_emb.errors import CheckpointError, RecsysEmbError
+from recsys_emb.errors import CheckpointError, RecsysEmbError, UnknownVariantError
 from recsys_emb.serving import load_model as load_checkpoint_model, resolve_checkpoint
 from recsys_emb.spec_io import specs_from_dicts
 from recsys_emb.specs import FeatureSpec
@@ -193,9 +193,11 @@ def load_model_dir(path: PathLike) -> SavedModel:
                               f"than this recsys_emb {__version__} reads (format {FORMAT_VERSION}); upgrade recsys_emb")
     try:
         features = specs_from_dicts(doc["features"])
-    except RecsysEmbError as e:
+    except UnknownVariantError as e:
         raise type(e)(f"{p / MODEL_FILE}: {e} (a custom variant must be registered, by importing its module, "
                       "before the model is loaded)") from None
+    except RecsysEmbError as e:
+        raise type(e)(f"{p / MODEL_FILE}: {e}") from None
     config = json.loads((p / CONFIG_FILE).read_text())
     cfg = config_from_dict(migrate_config_dict(config))
     schema = TableSchema.from_dict(doc["schema"])
@@ -284,4 +286,5 @@ def export_model(checkpoint: PathLike, out: PathLike, format: str = "model-dir",
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"export format {format!r} is not one of {sorted(EXPORT_FORMATS)}")
+    check_not_over_inputs(out, [checkpoint], command="export")  # --overwrite would delete the run it reads
     return EXPORT_FORMATS[format](checkpoint, out, overwrite=overwrite, **options)

@@ -25,7 +25,7 @@ from recsys_emb.data.criteo.preprocess import chunk_table
 from recsys_emb.data.criteo.reader import (CHUNK_BYTES, CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv,
                                           parse_hex)
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID
-from recsys_emb.data.outdir import partial_sibling
+from recsys_emb.data.outdir import check_not_over_inputs, partial_sibling
 from recsys_emb.data.parquet import TableSchema
 from recsys_emb.data.values import (MAX_RAW_VALUE, BadRows, bad_mask, check_counts, check_dense, check_id_lists,
                                     check_ids, check_labels, first_bad)
@@ -311,6 +311,8 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
                             "is the line number (column 'line')")
         id_name = "line"
     out_path = Path(out)
+    model_files = [model.path, *model.path.iterdir()] if model.path is not None and model.path.is_dir() else []
+    check_not_over_inputs(out_path, [*paths, *model_files], command="predict")
     if out_path.exists() and not overwrite:
         raise DataError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     out_path.parent.mkdir(parents=True, exist_ok=True)

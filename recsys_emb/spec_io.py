@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import yaml
 
-from recsys_emb.errors import SpecError
+from recsys_emb.errors import SpecError, UnknownVariantError
 from recsys_emb.specs import (
     EmbeddingSpec,
     FeatureSpec,
@@ -65,7 +65,7 @@ def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
     d = dict(d)
     kind = d.pop("type", None)
     if kind not in _REGISTRY:
-        raise SpecError(f"feature {feature!r}: embedding.type={kind!r} is not one of {sorted(_REGISTRY)}")
+        raise UnknownVariantError(f"feature {feature!r}: embedding.type={kind!r} is not one of {sorted(_REGISTRY)}")
     cls = _REGISTRY[kind]
     allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(d) - set(allowed))

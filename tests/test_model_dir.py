@@ -154,6 +154,17 @@ def test_a_newer_format_or_a_foreign_variant_says_what_to_do(model_dir):
         load_model(model_dir)
 
 
+def test_only_an_unknown_variant_is_told_to_register_one(model_dir):
+    doc = json.loads((model_dir / "model.json").read_text())
+    doc["features"][0]["embedding"]["colour"] = "red"
+    (model_dir / "model.json").write_text(json.dumps(doc))
+    write_manifest(model_dir)
+    with pytest.raises(SpecError) as e:
+        load_model(model_dir)
+    # before: every spec error ended with "(a custom variant must be registered, ...)"
+    assert "unknown key(s) ['colour']" in str(e.value) and "registered" not in str(e.value)
+
+
 def test_weights_that_do_not_fit_the_specs_name_the_parameter(model_dir):
     state = torch.load(model_dir / "weights.pt", weights_only=True)
     key = next(k for k in state if "embedding_bags" in k)

@@ -168,6 +168,27 @@ def test_predict_reads_processed_parquet_with_an_id_column(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "d.tsv", "s.parquet"]  # no temporaries
 
 
+def test_predict_and_export_refuse_an_output_over_their_inputs(trained, tmp_path):
+    from recsys_emb.errors import DataError
+    from recsys_emb.model_dir import export_model
+    from recsys_emb.scoring import predict
+
+    model, run = trained["model"], trained["base"] / "run"
+    pq.write_table(trained["test"], tmp_path / "a.parquet")
+    before = (tmp_path / "a.parquet").read_bytes()
+    # before: the scores replaced the rows they were computed from
+    with pytest.raises(DataError, match=r"--out .*a\.parquet is predict's input .*a\.parquet: replacing it would "
+                                        r"delete the input"):
+        predict(model, tmp_path / "a.parquet", tmp_path / "a.parquet", overwrite=True)
+    weights = (model.path / "weights.pt").read_bytes()
+    with pytest.raises(DataError, match=r"weights\.pt is predict's input"):
+        predict(model, tmp_path / "a.parquet", model.path / "weights.pt", overwrite=True)
+    with pytest.raises(DataError, match=r"--out .* contains export's input .*run"):
+        export_model(run, trained["base"], overwrite=True)
+    assert (tmp_path / "a.parquet").read_bytes() == before and (model.path / "weights.pt").read_bytes() == weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
+
+
 def test_export_torch_export_from_the_model_directory_alone(trained, tmp_path):
     """``recsys-emb export --format torch-export`` takes the run's model directory (no dataset needed) and
     writes the program; fp32 tables give the eager logits, int8 tables stay within the quantisation error,

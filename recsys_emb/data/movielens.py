@@ -255,15 +255,17 @@ def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, 
         ['metadata.json', 'test', 'train', 'valid']
     """
     t0 = time.perf_counter()
-    with atomic_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens") as out:
-        tables, meta = build_movielens_ctr(src_dir, **kwargs)
+    src = Path(src_dir) if src_dir is not None else default_movielens_dir()
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens",
+                           inputs=[src]) as out:
+        tables, meta = build_movielens_ctr(src, **kwargs)
         files = {}
         for s in SPLITS:
             w = ShardedParquetWriter(out / s)
             w.write(tables[s])
             files[s] = w.close()
         meta["files"] = {s: [{"name": f, "rows": r} for f, r in files[s]] for s in SPLITS}
-        meta["source"] = str(Path(src_dir) if src_dir is not None else default_movielens_dir())
+        meta["source"] = str(src)
         meta["seconds"] = round(time.perf_counter() - t0, 3)
         write_metadata(out, meta)
     logger.info("MovieLens CTR set: %s rows in %.1fs -> %s", meta["rows"], meta["seconds"], out_dir)

@@ -5,8 +5,9 @@ Every writer of a dataset directory (``preprocess``, ``generate_sequences``, ``p
 into place at the end, so the destination holds either nothing, the previous complete output, or the new
 complete output; a killed writer leaves only its temporary, which the next writer into the same
 destination removes (when the process that owned it is gone). An existing non-empty destination is
-refused unless ``overwrite=True``, which replaces it whole, and only when everything in it is a name that
-writer produces (``--overwrite`` never deletes a folder the library did not write).
+refused unless ``overwrite=True``, which replaces it whole, and only when every file in it, at any depth,
+has a path that writer produces (``--overwrite`` never deletes a file the library did not write), and
+never when the destination is or contains one of the command's inputs.
 
 The guarantee is against a writer that dies (an error, a kill): files are not fsynced, so a power loss
 can still leave a renamed directory with unwritten blocks. The examples write under ``tmp``, any empty
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fnmatch
 import logging
 import os
 import re
@@ -26,11 +28,11 @@ import shutil
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Optional, Union
+from typing import Callable, Collection, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from recsys_emb.errors import DataError
 
-__all__ = ["check_output_dir", "atomic_output_dir", "partial_sibling"]
+__all__ = ["check_output_dir", "atomic_output_dir", "partial_sibling", "foreign_files", "check_not_over_inputs"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -43,11 +45,89 @@ def _listing(entries: Collection[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_output_dir(out: PathLike, *, overwrite: bool, owned: Collection[str], command: str) -> None:
+def _split(pattern: str) -> Tuple[str, ...]:
+    return tuple(part for part in pattern.split("/") if part)
+
+
+def _matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    if pattern and pattern[-1] == "**":  # the folder and anything below it
+        head = pattern[:-1]
+        return len(parts) >= len(head) and _matches(parts[:len(head)], head)
+    return len(parts) == len(pattern) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pattern))
+
+
+def foreign_files(root: PathLike, owned: Iterable[str], limit: int = 6) -> List[str]:
+    """The paths under ``root`` (relative, ``/``-separated) that no pattern of ``owned`` accounts for, at
+    any depth; at most ``limit`` of them (the search stops there).
+
+    ``owned`` holds the relative paths a writer produces, each component an ``fnmatch`` pattern
+    (``"train/part-*.parquet"``, ``"metadata.json"``; a last component ``**`` owns a folder whole). A file
+    (or symbolic link, never followed) is owned when its whole path matches a pattern; a directory is
+    owned whole when it matches a ``**`` pattern, entered when its path is a proper prefix of a pattern (an
+    empty one is owned), and foreign otherwise (reported with a trailing ``/``).
+
+    Example:
+        >>> (tmp / "ds" / "train").mkdir(parents=True)
+        >>> _ = (tmp / "ds" / "train" / "part-00000.parquet").write_text(""); _ = (tmp / "ds" / "train" / "day0.tsv").write_text("")
+        >>> foreign_files(tmp / "ds", ["train/part-*.parquet", "metadata.json"])
+        ['train/day0.tsv']
+    """
+    patterns = [_split(p) for p in owned]
+    found: List[str] = []
+
+    def walk(d: Path, prefix: Tuple[str, ...]) -> None:
+        for entry in sorted(os.scandir(d), key=lambda e: e.name):
+            if len(found) >= limit:
+                return
+            parts = prefix + (entry.name,)
+            if entry.is_dir(follow_symlinks=False):
+                if any(p[-1:] == ("**",) and _matches(parts, p) for p in patterns):
+                    continue
+                if any(len(p) > len(parts) and _matches(parts, p[:len(parts)]) for p in patterns):
+                    walk(Path(entry.path), parts)
+                else:
+                    found.append("/".join(parts) + "/")
+            elif not any(_matches(parts, p) for p in patterns):
+                found.append("/".join(parts))
+
+    walk(Path(root), ())
+    return found
+
+
+def _real(p: PathLike) -> Path:
+    return Path(os.path.realpath(os.path.abspath(p)))
+
+
+def check_not_over_inputs(out: PathLike, inputs: Iterable[PathLike], *, command: str, flag: str = "--out") -> None:
+    """Refuse an output path that is one of the command's inputs or a directory holding one (replacing it
+    would delete the input). Paths are compared resolved (symbolic links followed).
+
+    Raises:
+        DataError: one line naming the output, the input and the fix.
+
+    Example:
+        >>> check_not_over_inputs(tmp / "raw", [tmp / "raw" / "day0.tsv"], command="preprocess")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recsys_emb.errors.DataError: --out .../raw contains preprocess's input .../raw/day0.tsv: replacing it would delete the input; write to a path outside the inputs
+    """
+    dest = _real(out)
+    for given in inputs:
+        src = _real(given)
+        if src == dest or dest in src.parents:
+            how = "is" if src == dest else "contains"
+            raise DataError(f"{flag} {out} {how} {command}'s input {given}: replacing it would delete the input; "
+                            f"write to a path outside the inputs")
+
+
+def check_output_dir(out: PathLike, *, overwrite: bool, owned: Collection[str], command: str,
+                     inputs: Iterable[PathLike] = ()) -> None:
     """Refuse ``out`` before any work is done if the writer may not fill it.
 
-    Allowed: ``out`` absent, an empty directory, or (with ``overwrite``) a directory whose every entry is
-    in ``owned`` (the names the writer produces). ``command`` names the command in the message.
+    Allowed: ``out`` absent, an empty directory, or (with ``overwrite``) a directory whose every file, at
+    any depth, matches a pattern of ``owned`` (the relative paths the writer produces, see
+    :func:`foreign_files`). Never a path that is or contains one of ``inputs``. ``command`` names the
+    command in the message.
 
     Raises:
         DataError: one line naming the directory, what is in it and the fix.
@@ -61,6 +141,7 @@ def check_output_dir(out: PathLike, *, overwrite: bool, owned: Collection[str], 
         recsys_emb.errors.DataError: .../d is not empty (metadata.json): pass overwrite=True (--overwrite) to replace it whole, or write to another directory
     """
     d = Path(out)
+    check_not_over_inputs(d, inputs, command=command)
     if not d.exists() and not d.is_symlink():
         return
     if not d.is_dir():
@@ -72,7 +153,7 @@ def check_output_dir(out: PathLike, *, overwrite: bool, owned: Collection[str], 
     if not overwrite:
         raise DataError(f"{d} is not empty ({_listing(entries)}): pass overwrite=True (--overwrite) to replace "
                         f"it whole, or write to another directory")
-    foreign = entries - set(owned)
+    foreign = foreign_files(d, owned)
     if foreign:
         raise DataError(f"{d} holds {_listing(foreign)}, which {command} does not write, so --overwrite will not "
                         f"delete it; remove those yourself or write to another directory")
@@ -144,9 +225,10 @@ def partial_sibling(out: PathLike) -> Path:
     return _temp_sibling(dest, "partial")
 
 
-def _commit(tmp: Path, out: Path, overwrite: bool, owned: Collection[str], command: str) -> None:
+def _commit(tmp: Path, out: Path, overwrite: bool, owned: Collection[str], command: str,
+            inputs: Sequence[PathLike]) -> None:
     """Move the finished ``tmp`` to ``out``: a rename, or an atomic exchange with the old output."""
-    check_output_dir(out, overwrite=overwrite, owned=owned, command=command)  # it may have changed meanwhile
+    check_output_dir(out, overwrite=overwrite, owned=owned, command=command, inputs=inputs)  # it may have changed
     if out.is_dir() and any(out.iterdir()):
         if _EXCHANGE is not None and _EXCHANGE(tmp, out):
             shutil.rmtree(tmp)  # now the old output
@@ -170,11 +252,12 @@ def _commit(tmp: Path, out: Path, overwrite: bool, owned: Collection[str], comma
 
 @contextmanager
 def atomic_output_dir(out: PathLike, *, overwrite: bool = False, owned: Collection[str] = (),
-                      command: str = "this command") -> Iterator[Path]:
+                      command: str = "this command", inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
     """A temporary sibling of ``out`` to write into; renamed to ``out`` when the block ends without error.
 
     On an error (or KeyboardInterrupt) the temporary is removed and ``out`` is untouched. ``out`` is checked
-    with :func:`check_output_dir` on entry and again before the rename.
+    with :func:`check_output_dir` (``owned``: the relative path patterns the writer produces; ``inputs``:
+    the paths it reads, which ``out`` may neither be nor contain) on entry and again before the rename.
 
     Yields:
         The temporary directory (empty, on the same filesystem as ``out``).
@@ -190,14 +273,15 @@ def atomic_output_dir(out: PathLike, *, overwrite: bool = False, owned: Collecti
         raise DataError(f"cannot write a dataset to the root directory {dest}; choose a subdirectory")
     if dest.is_symlink() and dest.is_dir():
         dest = Path(os.path.realpath(dest))
-    check_output_dir(dest, overwrite=overwrite, owned=owned, command=command)
+    inputs = list(inputs)
+    check_output_dir(dest, overwrite=overwrite, owned=owned, command=command, inputs=inputs)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(dest)
     tmp = _temp_sibling(dest, "partial")
     tmp.mkdir()
     try:
         yield tmp
-        _commit(tmp, dest, overwrite, owned, command)
+        _commit(tmp, dest, overwrite, owned, command, inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

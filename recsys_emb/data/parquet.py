@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 SPLITS: Tuple[str, str, str] = ("train", "valid", "test")
 METADATA_FILE = "metadata.json"
-DATASET_ENTRIES: Tuple[str, ...] = SPLITS + (METADATA_FILE,)
-"""The top-level entries of every processed dataset directory (a writer may add its own)."""
+DATASET_ENTRIES: Tuple[str, ...] = tuple(f"{s}/part-*.parquet" for s in SPLITS) + (METADATA_FILE,)
+"""The paths (``fnmatch`` patterns) of every processed dataset directory: what ``--overwrite`` may replace
+(:func:`~recsys_emb.data.outdir.foreign_files`; a writer may add its own)."""
 _REMAKE = {
     "criteo": "recsys-emb preprocess ... --out {d} --overwrite",
     "sequences": "recsys-emb generate sequences ... --out {d} --overwrite",

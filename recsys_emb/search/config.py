@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from recsys_emb.errors import ConfigError
-from recsys_emb.config import apply_overrides, config_from_dict, config_to_dict, dataclass_from_dict, load_config_dict
+from recsys_emb.config import (apply_overrides, check_plain_name, config_from_dict, config_to_dict, dataclass_from_dict,
+                               load_config_dict)
 from recsys_emb.specs import DIM_MULTIPLE
 
 __all__ = ["DimRange", "SpaceConfig", "PrunerConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
@@ -216,6 +217,8 @@ class SearchConfig:
             _fail("grace_period", self.grace_period, f"must be > heartbeat_interval={self.heartbeat_interval}")
         if self.max_retries < 0:
             _fail("max_retries", self.max_retries, "must be >= 0")
+        if self.study_name:
+            check_plain_name("study_name", self.study_name, example="dims-dlrm")
         for item in self.train_overrides:
             if "=" not in item:
                 _fail("train_overrides[]", item, "each entry looks like key.sub=value")

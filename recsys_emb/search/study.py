@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Set, Tuple
 
+from recsys_emb.config import check_plain_name
 from recsys_emb.errors import ConfigError
 from recsys_emb.search.callbacks import MaxTrainedTrialsCallback
 from recsys_emb.search.config import SearchConfig
@@ -86,6 +87,7 @@ def _open(config: SearchConfig, storage: Optional[str], study_name: Optional[str
     name = study_name or config.study_name
     if not name:
         raise ConfigError("a study name is required: --study NAME or study_name in the search config")
+    check_plain_name("--study" if study_name else "study_name", name, example="dims-dlrm")
     url = normalize_storage_url(storage or config.storage or default_storage(config, name))
     engine_kwargs: Dict[str, Any] = {}
     if url.startswith("sqlite:///"):

@@ -35,7 +35,7 @@ from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.rundir import fingerprint_differences
 
 __all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "intact_checkpoint", "verify_checkpoint",
-           "save_checkpoint", "load_checkpoint", "load_weights", "prune_checkpoints", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
+           "save_checkpoint", "load_checkpoint", "load_weights", "prune_checkpoints", "reported_step", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
            "MANIFEST", "sha256_file", "write_manifest", "verify_manifest"]
 
 MANIFEST = "manifest.json"
@@ -250,14 +250,26 @@ def load_weights(path: Path, model: nn.Module) -> None:
     model.load_state_dict(state["model"])
 
 
+def reported_step(out_dir: Path) -> Optional[int]:
+    """The step of the model the run's ``summary.json`` reports (``model_step``), or None (no summary yet,
+    or one without a step)."""
+    try:
+        step = json.loads((Path(out_dir) / "summary.json").read_text()).get("model_step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(step) if isinstance(step, int) else None
+
+
 def prune_checkpoints(out_dir: Path, keep_last: Optional[int], keep: Optional[int] = None) -> List[Path]:
     """Delete the run's step checkpoints older than the newest ``keep_last`` (``None``: keep all), never
-    the one of step ``keep`` (the best) nor the one ``latest`` names; returns what was deleted."""
+    the one of step ``keep`` (the best), the one ``latest`` names, nor the one ``summary.json`` reports
+    (a resumed run keeps the earlier result loadable until its own summary replaces it); returns what
+    was deleted."""
     if keep_last is None:
         return []
     ckpts = sorted(p for p in (Path(out_dir) / "checkpoints").glob("step_*") if p.is_dir())
-    protected = {checkpoint_dir(out_dir, keep).name if keep is not None else None,
-                 (latest_checkpoint(out_dir) or Path("")).name}
+    protected = {checkpoint_dir(out_dir, step).name for step in (keep, reported_step(out_dir)) if step is not None}
+    protected.add((latest_checkpoint(out_dir) or Path("")).name)
     doomed = [p for p in ckpts[:-keep_last] if p.name not in protected] if keep_last else []
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)

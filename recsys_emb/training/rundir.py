@@ -8,7 +8,7 @@ only by the run that wrote it.
   taken over, and the takeover is logged with what it names.
 * **Reuse.** A new run refuses a directory that holds an earlier run's results unless it resumes it
   (``--resume``) or replaces it (``--overwrite``, which removes those results and nothing else: a
-  directory that also holds files no run wrote is refused whole).
+  directory that also holds a file no run wrote, at any depth, is refused whole, naming the file).
 * **Fingerprint.** Everything that changes the trained model (the config without its cadence, logging
   and placement keys, the dataset's identity, the library version) is recorded in ``run.json`` and in
   every checkpoint; ``--resume`` refuses a checkpoint whose fingerprint differs, naming the keys.
@@ -26,13 +26,14 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 from recsys_emb.config import RunConfig, config_to_dict
+from recsys_emb.data.outdir import foreign_files
 from recsys_emb.errors import ConfigError, OutputDirError
 from recsys_emb.version import __version__
 
-__all__ = ["RunDirectory", "RUN_FILES", "LOGS_DIR", "run_fingerprint", "fingerprint_differences"]
+__all__ = ["RunDirectory", "RUN_FILES", "RUN_PATHS", "LOGS_DIR", "run_fingerprint", "fingerprint_differences"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,22 @@ LOGS_DIR = "logs"
 """The launcher's per-rank logs (``--nproc``, :class:`~recsys_emb.training.launch.RankLogs`), one folder per
 launch: written before rank 0 opens the directory, so neither a result (a directory holding only logs is
 unused) nor removed by ``--overwrite`` (the current launch is writing into it)."""
+
+CHECKPOINT_PATHS: Tuple[str, ...] = (
+    "latest", ".latest.tmp",
+    *(f"step_*/{name}" for name in (".metadata", ".metadata.tmp", "__*.distcp", "__*.metadata", "__*.metadata.tmp",
+                                    "rng_rank*.pt", "dense_optimizer.pt", "trainer.json", "manifest.json",
+                                    ".manifest.json.tmp")))
+"""What a run writes under ``checkpoints/`` (``fnmatch`` patterns): the ``latest`` pointer and every
+``step_N`` checkpoint's files (torch.distributed.checkpoint's ``.metadata`` and ``__R_I.distcp`` shards,
+the random generator and dense optimizer states, ``trainer.json``, the manifest) with their temporaries."""
+
+RUN_PATHS: Tuple[str, ...] = (
+    *(f"checkpoints/{p}" for p in CHECKPOINT_PATHS),
+    "metrics.jsonl", ".metrics.jsonl.tmp", "summary.json", ".summary.json.tmp", "run.json", ".run.json.tmp",
+)
+"""Every path a run writes besides ``model/`` (``fnmatch`` patterns, temporaries of a killed run included):
+what ``--overwrite`` may remove (:func:`~recsys_emb.data.outdir.foreign_files`)."""
 
 _NOT_MODEL_KEYS = {
     "name", "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every", "train.log_every", "train.out_dir", "train.progress",
@@ -99,6 +116,9 @@ class RunDirectory:
 
     Args:
         path: the run's ``train.out_dir``.
+        model_files: the names a model directory holds
+            (:data:`recsys_emb.model_dir.MODEL_DIR_ENTRIES`): what ``--overwrite`` may remove from
+            ``model/`` (and from the temporaries of a killed write of it), besides :data:`RUN_PATHS`.
 
     Example:
         >>> import tempfile
@@ -109,8 +129,9 @@ class RunDirectory:
         >>> d.close()
     """
 
-    def __init__(self, path: os.PathLike) -> None:
+    def __init__(self, path: os.PathLike, model_files: Collection[str] = ()) -> None:
         self.path = Path(path)
+        self.model_files = tuple(model_files)
         self._fh: Optional[Any] = None
 
     @property
@@ -162,16 +183,24 @@ class RunDirectory:
         fh.flush()
         self._fh = fh
 
+    def owned_paths(self) -> List[str]:
+        """What ``--overwrite`` may remove, as ``fnmatch`` path patterns: :data:`RUN_PATHS`, the model
+        directory's files (also in the temporaries of a killed write of it), the lock and the launcher's logs
+        (these two are kept)."""
+        model = [f"{d}/{name}" for d in ("model", ".model.partial-*", ".model.old-*") for name in self.model_files]
+        return [*RUN_PATHS, *model, ".lock", f"{LOGS_DIR}/**"]
+
     def _clear(self) -> None:
-        others = sorted(p.name for p in self.path.iterdir() if p.name not in (*RUN_FILES, LOGS_DIR, ".lock"))
+        others = foreign_files(self.path, self.owned_paths())
         if others:
             raise OutputDirError(f"--overwrite: {self.path} also holds {others}, which no run wrote; it is not "
                                  f"replaced. Move them, or set another train.out_dir")
-        for name in RUN_FILES:
-            p = self.path / name
-            if p.is_dir():
+        for p in self.path.iterdir():
+            if p.name in (LOGS_DIR, ".lock"):
+                continue
+            if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
-            elif p.exists():
+            else:
                 p.unlink()
         logger.info("--overwrite: removed the earlier run's results from %s", self.path)
 
@@ -196,15 +225,57 @@ class RunDirectory:
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.path / "run.json")
 
+    def read_metrics(self) -> List[Dict[str, Any]]:
+        """The rows of ``metrics.jsonl`` (none if it is absent). A last line that is not whole JSON (a
+        write cut short by a kill or a full disk) is left out with a warning; any other line that is not a
+        JSON object is corruption.
+
+        Raises:
+            OutputDirError: naming ``metrics.jsonl:LINE`` and the fix.
+
+        Example:
+            >>> import tempfile
+            >>> d = RunDirectory(tempfile.mkdtemp())
+            >>> _ = (d.path / "metrics.jsonl").write_text('{"step": 5, "loss": 0.5}\\n{"step": 10, "lo')
+            >>> d.read_metrics()
+            [{'step': 5, 'loss': 0.5}]
+        """
+        return [row for _, row in self._metrics_lines()]
+
+    def _metrics_lines(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """``(line, row)`` of every whole row of ``metrics.jsonl`` (:meth:`read_metrics`)."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        lines = path.read_text(errors="replace").splitlines()
+        rows: List[Tuple[str, Dict[str, Any]]] = []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step", 0), int):
+                rows.append((line, row))
+            elif i == len(lines) and row is None:
+                logger.warning("%s:%d is cut short (%r): the write of that row did not finish (a kill or a full "
+                               "disk); it is dropped", path, i, line[:80])
+            else:
+                raise OutputDirError(f"{path}:{i} is not a metrics row ({line[:80]!r}): the file is corrupt. Remove "
+                                     f"that line (or the file: it is a log, the checkpoints do not need it) and "
+                                     f"resume again")
+        return rows
+
     def trim_metrics(self, step: int) -> int:
-        """Drop the ``metrics.jsonl`` rows logged after ``step`` (a resumed run logs them again); returns
-        how many were dropped."""
+        """Drop the ``metrics.jsonl`` rows logged after ``step`` (a resumed run logs them again) and a last
+        row cut short (:meth:`read_metrics`); returns how many rows were dropped."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return 0
-        lines = path.read_text().splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        if len(kept) != len(lines):
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        kept = [ln for ln, row in self._metrics_lines() if row.get("step", 0) <= step]
+        if len(kept) != len(lines) or not path.read_bytes().endswith(b"\n"):
             tmp = self.path / ".metrics.jsonl.tmp"
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, path)

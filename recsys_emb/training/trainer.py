@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from recsys_emb.config import RunConfig
 from recsys_emb.data.batches import ParquetBatches, make_dataloader
 from recsys_emb.data.parquet import read_metadata, schema_from_metadata
-from recsys_emb.errors import CheckpointError, ConfigError
+from recsys_emb.errors import CheckpointError, ConfigError, OutputDirError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import init_single_process_group
 from recsys_emb.specs import FeatureSpec, Full
@@ -52,8 +52,9 @@ FAULT_KILL_ENV = "RECSYS_EMB_FAULT_KILL_AT_STEP"
 
 FAULT_HOLD_ENV = "RECSYS_EMB_FAULT_HOLD"
 """Fault injection for tests of concurrent processes: ``"STEP:PATH"`` holds the training process after step
-STEP until the file PATH exists (the process stays alive, holding its run directory and its trial). The
-file ``PATH.held`` is created when the hold begins, for a test to wait on."""
+STEP (its checkpoint, if one is due, written) until the file PATH exists (the process stays alive, holding
+its run directory and its trial). On reaching the hold it writes its pid to ``PATH.held``: the handshake a
+test waits for."""
 
 
 def _fault_hold() -> Tuple[int, Optional[Path]]:
@@ -133,7 +134,10 @@ class Trainer:
         backend = "nccl" if self.device.type == "cuda" and cfg.train.embedding_backend == "torchrec" else "gloo"
         self.rank, self.world = init_distributed(self.device, backend)
         self.out = cfg.out_dir
-        self.run_dir = RunDirectory(self.out) if self.rank == 0 else None
+        # imported here, as in _write_model_dir: model_dir reaches this package through serving
+        from recsys_emb.model_dir import MODEL_DIR_ENTRIES
+
+        self.run_dir = RunDirectory(self.out, model_files=MODEL_DIR_ENTRIES) if self.rank == 0 else None
         self.data_dir = Path(cfg.data.path)
         _on_rank0(lambda: self._open_rank0(resume, overwrite), self.rank, self.world)
         self.metadata = read_metadata(self.data_dir)
@@ -323,7 +327,9 @@ class Trainer:
                     if kill_at and self.pos.step == kill_at:
                         os.kill(os.getpid(), signal.SIGKILL)
                     if release is not None and self.pos.step == hold_at:
-                        release.with_name(release.name + ".held").touch()
+                        held = release.with_name(release.name + ".held")
+                        held.with_name(held.name + ".tmp").write_text(str(os.getpid()))
+                        os.replace(held.with_name(held.name + ".tmp"), held)
                         while not release.exists():
                             time.sleep(0.05)
                     if stopped:
@@ -355,10 +361,20 @@ class Trainer:
             "valid": valid, "test": test, "train_loss": float(last_loss),
             "samples_per_s": samples / t_train if t_train > 0 else None,
         }
-        self._log({"step": summary["model_step"], **valid})
-        self._log({"step": summary["model_step"], **test})
-        if self.rank == 0:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if self.run_dir is not None:  # a row already logged (the evaluation of the reported step) is not repeated
+            try:
+                logged = {(r.get("step"), r.get("split")) for r in self.run_dir.read_metrics()}
+            except OutputDirError as e:  # edited meanwhile: the run is done, its rows are logged anyway
+                logger.warning("%s", e)
+                logged = set()
+            for rec in (valid, test):
+                if (summary["model_step"], rec["split"]) not in logged:
+                    self._log({"step": summary["model_step"], **rec})
+            tmp = self.out / ".summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=1))
+            os.replace(tmp, self.out / "summary.json")  # whole: `evaluate` may read it at any time
+            # the checkpoint the earlier summary reported was kept until now (prune_checkpoints)
+            prune_checkpoints(self.out, cfg.train.keep_last, keep=self.early.get("best_step"))
         if self.write_model:
             _on_rank0(lambda: self._write_model_dir(summary["model_step"]), self.rank, self.world)
         return summary

@@ -123,3 +123,27 @@ def test_evaluate_matches_sklearn_on_the_models_own_logits(tmp_path):
     assert got["split"] == split and got["rows"] == n == meta["rows"][split]
     assert got["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
     assert got["logloss"] == pytest.approx(log_loss(y, p, labels=[0, 1]), abs=1e-6)
+
+
+def test_a_run_or_study_name_never_leaves_runs(tmp_path, monkeypatch):
+    """A name is a directory under runs/: ``../../x`` is refused, naming the key and the value (before: the
+    run was written to ../../x, outside runs/, and a study's database and reports beside it)."""
+    from recsys_emb.config import ConfigError
+    from recsys_emb.search import load_search_config, open_study
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    args = ["train", "--config", str(ROOT / "configs" / "demo.yaml"), "--set", "name=../../x",
+            "--set", "data.generate.rows=2000", "--set", "train.max_steps=1"]
+    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"}, cwd=work)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "name='../../x' is not a plain name" in proc.stderr
+    monkeypatch.chdir(work)
+    cfg = load_search_config(ROOT / "configs" / "search_dlrm_criteo_like.yaml")
+    with pytest.raises(ConfigError, match=r"^--study='\.\./\.\./x' is not a plain name"):
+        open_study(cfg, None, "../../x")
+    with pytest.raises(ConfigError, match=r"study_name='a/b' is not a plain name"):
+        load_search_config(ROOT / "configs" / "search_dlrm_criteo_like.yaml", ["study_name=a/b"])
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]  # nothing written

@@ -12,7 +12,7 @@ from recsys_emb.data import outdir
 from recsys_emb.data.outdir import atomic_output_dir, check_output_dir
 from recsys_emb.errors import DataError
 
-OWNED = ("metadata.json", "train")
+OWNED = ("metadata.json", "train/part-*.parquet")
 
 
 def _write(d, text):
@@ -115,10 +115,9 @@ def test_only_temporaries_of_dead_writers_on_this_host_are_removed(tmp_path):
 
 def test_a_files_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     # predict's scores file: its temporaries are files, not directories (before: left forever)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text())  # a pid no process can have
     host = outdir._HOST
-    dead_name = f".s.parquet.partial-{host}-{int(dead.stdout)}-00ff"
+    dead_name = f".s.parquet.partial-{host}-{dead_pid}-00ff"
     live_name = f".s.parquet.partial-{host}-{os.getppid()}-00ff"
     for n in (dead_name, live_name):
         (tmp_path / n).write_text("half a file")

@@ -16,6 +16,7 @@ import pytest
 
 from recsys_emb.config import config_from_dict
 from recsys_emb.errors import ConfigError, OutputDirError
+from recsys_emb.serving import evaluate_checkpoint
 from recsys_emb.training import FAULT_HOLD_ENV, FAULT_KILL_ENV, prepare_data, train
 from recsys_emb.training.rundir import RunDirectory
 from waiting import HANG_GUARD_S, wait_until
@@ -149,3 +150,75 @@ def test_the_launchers_logs_neither_make_a_directory_used_nor_are_removed_by_ove
     d.open(resume=False, overwrite=True)  # the earlier result goes, the logs stay
     d.close()
     assert not (tmp_path / "summary.json").exists() and log.read_text().startswith("the current launch")
+
+
+def test_overwrite_refuses_a_nested_file_no_run_wrote(data, tmp_path):
+    out = tmp_path / "run"
+    train(cfg(data, out, max_steps=10))
+    (out / "checkpoints" / "NOTES.md").write_text("mine")
+    (out / "model" / "README.md").write_text("mine too")
+    # before: only top-level names were checked, and both files were deleted with the earlier run
+    with pytest.raises(OutputDirError, match=r"also holds \['checkpoints/NOTES.md', 'model/README.md'\], which no "
+                                             r"run wrote"):
+        train(cfg(data, out, max_steps=10), overwrite=True)
+    assert (out / "checkpoints" / "NOTES.md").read_text() == "mine"
+    assert (out / "model" / "README.md").read_text() == "mine too" and (out / "summary.json").exists()
+    (out / "checkpoints" / "NOTES.md").unlink()
+    (out / "model" / "README.md").unlink()
+    train(cfg(data, out, max_steps=10), overwrite=True)  # everything a run writes is replaced
+
+
+def test_a_run_being_resumed_or_killed_while_resuming_stays_evaluable(data, tmp_path):
+    out = tmp_path / "run"
+    keep = ["--set", "train.keep_last=1", "--set", "train.eval_every=20", "--set", "train.epochs=2"]
+    first = cli(data, out, *keep, "--set", "train.max_steps=40")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000040"]
+    reported = evaluate_checkpoint(out, "test")
+    # the resumed process is held after step 60, its checkpoint written (keep_last=1 would prune step 40)
+    release = tmp_path / "release"
+    resumed = cli(data, out, *keep, "--set", "train.max_steps=80", "--resume",
+                  env={FAULT_HOLD_ENV: f"60:{release}"}, wait=False)
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "release.held").exists():  # the trainer's handshake: it holds now
+            assert resumed.poll() is None, resumed.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the resumed run never reached step 60"
+            time.sleep(0.1)
+        # before: "summary.json reports the model of step 40, but .../step_00000040 is missing"
+        assert evaluate_checkpoint(out, "test") == reported
+    finally:
+        resumed.kill()
+    resumed.wait(timeout=60)
+    assert resumed.returncode == -signal.SIGKILL
+    assert evaluate_checkpoint(out, "test") == reported  # killed mid-resume: the run still has its reported model
+
+    done = cli(data, out, *keep, "--set", "train.max_steps=80", "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["model_step"] == 80
+    # the new summary replaced the old one: the step-40 checkpoint is pruned now, as keep_last says
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000080"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [(r["step"], r["split"]) for r in rows if r["split"] != "train"]
+    # each evaluation logged once: before, the final validation row repeated the step-40 and step-80 evaluations
+    assert evaluated == [(20, "valid"), (40, "valid"), (40, "test"), (60, "valid"), (80, "valid"), (80, "test")]
+
+
+def test_resume_drops_a_torn_last_metrics_row_and_names_a_corrupt_one(data, tmp_path):
+    out = tmp_path / "run"
+    killed = cli(data, out, env={FAULT_KILL_ENV: "33"})  # a checkpoint at step 20, rows up to step 30
+    assert killed.returncode == -signal.SIGKILL
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
+    # what --resume does after loading the checkpoint of step 20 (before: a JSONDecodeError traceback)
+    with pytest.raises(OutputDirError, match=rf"^{metrics}:3 is not a metrics row \('{{not json'\): the file is corrupt"):
+        RunDirectory(out).trim_metrics(20)
+    metrics.write_text("\n".join(lines) + '\n{"step": 35, "split": "tr')  # a write cut short by a kill
+    resumed = cli(data, out, "--resume")
+    # before: every --resume failed with a JSONDecodeError traceback
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{metrics}:{len(lines) + 1} is cut short" in resumed.stderr
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line whole again
+    train_steps = [r["step"] for r in rows if r["split"] == "train"]
+    assert train_steps == sorted(set(train_steps)) and max(train_steps) >= 60

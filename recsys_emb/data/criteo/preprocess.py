@@ -153,7 +153,8 @@ def preprocess(
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     paths = expand_inputs(inputs)
     given = _given_vocabulary(vocab) if vocab is not None else None
-    with atomic_output_dir(out_dir, overwrite=overwrite, owned=PROCESSED_ENTRIES, command="preprocess") as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=PROCESSED_ENTRIES, command="preprocess",
+                           inputs=[*paths, *([vocab] if vocab is not None else [])]) as tmp:
         meta = _preprocess_into(paths, tmp, min_count=min_count, test_fraction=test_fraction,
                                 valid_fraction=valid_fraction, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
                                 rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, vocab_from=vocab_from,

@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PIP) install -q --no-deps torchrec==1.8.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
-	$(PY) -c "import recsys_emb; print('recsys_emb', recsys_emb.__version__, '| torch, FBGEMM and TorchRec load')"
+	$(PY) -c "import recsys_emb; from recsys_emb.torch_stack import check_torch_stack; check_torch_stack(); print('recsys_emb', recsys_emb.__version__, '| torch, FBGEMM and TorchRec load')"
 	touch $(STAMP)
 
 # The test runner and the pinned type checker.

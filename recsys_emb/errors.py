@@ -61,4 +61,5 @@ class OutputDirError(RecsysEmbError, FileExistsError):
 
 class TorchStackError(RecsysEmbError, ImportError):
     """torch, FBGEMM or TorchRec missing, failing to load, or in versions that do not load together; raised
-    when ``recsys_emb`` is imported (names what is wrong, the versions found and the install commands)."""
+    where TorchRec is first needed (:func:`recsys_emb.torch_stack.require_torch_stack`; names what is
+    wrong, the versions found and the install commands)."""

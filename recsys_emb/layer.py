@@ -5,6 +5,10 @@ Every trainable table of every variant lives in TorchRec collections (``layer.eb
 ``layer.ecs`` by dimension), so DistributedModelParallel shards any mix of variants unchanged;
 remap and combine are dense code. One remap path (features with a plan all at once, the others by
 their own ``remap``) and one combine (all features' column plans in one pass, else per feature).
+
+TorchRec is imported on first use (:func:`recsys_emb.torch_stack.require_torch_stack`): a layer built on
+``meta`` for the table-batched kernel and its :meth:`EmbeddingLayer.embed` over plain tensors need
+PyTorch alone.
 """
 
 from __future__ import annotations
@@ -12,22 +16,52 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, cast
+from types import ModuleType
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import nn
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from recsys_emb.embeddings import EmbeddingVariant, VirtualFeature, build_variant
 from recsys_emb.embeddings.fused import ColumnProgram, RemapProgram
 from recsys_emb.embeddings.plans import ColumnOp
-from recsys_emb.errors import InvalidInputError, SpecError
+from recsys_emb.errors import InvalidInputError, SpecError, TorchStackError
 from recsys_emb.specs import FeatureSpec, TableDef, init_bounds, validate_feature_set
-from recsys_emb.tables.collections import bag_collection, sequence_collections
+from recsys_emb.tables.table_batched import TableBatchedEmbeddingBags, UnallocatedTables
+from recsys_emb.torch_stack import require_torch_stack
+
+if TYPE_CHECKING:
+    from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 __all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "RemapStage", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
 
 logger = logging.getLogger(__name__)
+
+_Part = Tuple[str, torch.Tensor, torch.Tensor, Optional[int]]
+"""A remapped virtual feature: (collection key, ids, bag lengths ``(B,)``, id count or None)."""
+
+
+def _jagged() -> ModuleType:
+    """``torchrec.sparse.jagged_tensor``, after the stack check (the install message when it fails)."""
+    require_torch_stack()
+    from torchrec.sparse import jagged_tensor
+
+    return jagged_tensor
+
+
+def _bag_tables(tables: Sequence[TableDef], features: Mapping[str, Sequence[str]],
+                device: Optional[torch.device]) -> nn.Module:
+    """A pooled layer's tables: a TorchRec EmbeddingBagCollection; on ``meta`` without TorchRec, their
+    definitions only (:class:`~recsys_emb.tables.UnallocatedTables`, for the table-batched kernel)."""
+    try:
+        require_torch_stack()
+    except TorchStackError:
+        if device is not None and torch.device(device).type == "meta":
+            return UnallocatedTables(tables)
+        raise
+    from recsys_emb.tables.collections import bag_collection
+
+    return bag_collection(tables, features, device)
 
 
 class _LayerBase(nn.Module):
@@ -101,8 +135,8 @@ class _LayerBase(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ input checks and split
-    def _split(self, features: KeyedJaggedTensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], int]:
-        if not isinstance(features, KeyedJaggedTensor):
+    def _split(self, features: "KeyedJaggedTensor") -> Tuple[List[torch.Tensor], List[torch.Tensor], int]:
+        if not isinstance(features, _jagged().KeyedJaggedTensor):
             raise InvalidInputError(f"{type(self).__name__} expects a torchrec KeyedJaggedTensor, "
                                     f"got {type(features).__name__}")
         keys = features.keys()
@@ -146,11 +180,46 @@ class _LayerBase(nn.Module):
         order = [index[n] for n in self.feature_names]
         return [per_key_values[i] for i in order], [per_key_lengths[i] for i in order], batch
 
-    def _remap_parts(self, features: KeyedJaggedTensor
-                     ) -> Tuple[List[Tuple[str, torch.Tensor, torch.Tensor, Optional[int]]], List[torch.Tensor],
-                                List[torch.Tensor], int]:
+    def _split_tensors(self, values: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]
+                       ) -> Tuple[List[torch.Tensor], List[torch.Tensor], int]:
+        """The checks of :meth:`_split` on plain tensors: one ``values`` (int64 ids) and one ``lengths``
+        ``(B,)`` per feature, in spec order."""
+        values, lengths = list(values), list(lengths)
+        n = len(self.feature_names)
+        if len(values) != n or len(lengths) != n:
+            raise InvalidInputError(f"{type(self).__name__} takes one values and one lengths tensor per feature "
+                                    f"({n}: {self.feature_names}, in this order); got {len(values)} values and "
+                                    f"{len(lengths)} lengths")
+        for name, v, l in zip(self.feature_names, values, lengths):
+            if not isinstance(v, torch.Tensor) or not isinstance(l, torch.Tensor) or v.dim() != 1 or l.dim() != 1:
+                raise InvalidInputError(f"feature {name!r}: values and lengths must be 1-D tensors")
+            if v.dtype != torch.int64:
+                raise InvalidInputError(f"feature {name!r}: ids have dtype {v.dtype}; ids must be int64 (torch.long)")
+        batch = lengths[0].numel()
+        sizes = {name: l.numel() for name, l in zip(self.feature_names, lengths)}
+        if len(set(sizes.values())) != 1:
+            raise InvalidInputError(f"every feature needs the same number of bags; got {sizes}")
+        if batch:
+            stacked = torch.stack([l.long() for l in lengths])  # (F, B)
+            sums, low = torch.stack([stacked.sum(1), stacked.min(1).values]).tolist()  # one device sync
+            for name, v, total, least in zip(self.feature_names, values, sums, low):
+                if least < 0:
+                    raise InvalidInputError(f"feature {name!r}: negative bag lengths")
+                if total != v.numel():
+                    raise InvalidInputError(f"feature {name!r}: its bag lengths add up to {total} ids but its values "
+                                            f"hold {v.numel()}; lengths and values do not match")
+        elif any(v.numel() for v in values):
+            raise InvalidInputError("a batch of 0 bags holds ids; lengths and values do not match")
+        return values, lengths, batch
+
+    def _remap_parts(self, features: "KeyedJaggedTensor"
+                     ) -> Tuple[List[_Part], List[torch.Tensor], List[torch.Tensor], int]:
         """Per virtual feature (key, values, lengths, value count or None), per feature ids and lengths."""
         ids, lengths, batch = self._split(features)
+        return self._remap_lists(ids, lengths), ids, lengths, batch
+
+    def _remap_lists(self, ids: List[torch.Tensor], lengths: List[torch.Tensor]) -> List[_Part]:
+        """Every feature's ids and bag lengths (spec order) -> the virtual features' parts."""
         planned = self.remap_program(ids, lengths)
         parts = []
         for i, (name, vfs) in enumerate(zip(self.feature_names, self._virtual)):
@@ -159,12 +228,12 @@ class _LayerBase(nn.Module):
                 pairs = [(v, l, None) for v, l in self.variant(name).remap(ids[i], lengths[i])]
             for vf, (v, l, n) in zip(vfs, pairs):
                 parts.append((vf.name, v, l, n))
-        return parts, ids, lengths, batch
+        return parts
 
     @staticmethod
-    def _kjt(parts, batch: int) -> KeyedJaggedTensor:
+    def _kjt(parts: Sequence[_Part], batch: int) -> "KeyedJaggedTensor":
         counts = [p[3] for p in parts]
-        return KeyedJaggedTensor(
+        return _jagged().KeyedJaggedTensor(
             keys=[p[0] for p in parts],
             values=torch.cat([p[1] for p in parts]),
             lengths=torch.cat([p[2] for p in parts]),
@@ -223,7 +292,7 @@ class RemapStage(nn.Module):
         super().__init__()
         self._layer = [layer]  # a list: the layer is not a child (no cycle in the module tree)
 
-    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, List[torch.Tensor]]:
+    def forward(self, features: "KeyedJaggedTensor") -> Tuple["KeyedJaggedTensor", List[torch.Tensor]]:
         return self._layer[0].remap(features)
 
 
@@ -235,7 +304,8 @@ class EmbeddingLayer(_LayerBase):
 
     Output: a ``KeyedTensor`` with keys = feature names in spec order, values of shape ``(B, D)``
     where ``D = sum(output_dims)``; feature ``f`` occupies ``output_dims[f]`` columns. Empty bags give
-    zero vectors.
+    zero vectors. :meth:`embed` does the same over plain tensors (ids and bag lengths per feature) and
+    returns the ``(B, D)`` tensor; with the table-batched kernel it needs no TorchRec.
 
     Pipeline: ``remap`` (per variant: validate / hash / split ids into virtual features; features with a
     remap plan all at once) -> ``self.ebc`` (a TorchRec EmbeddingBagCollection, sum pooling) ->
@@ -243,7 +313,9 @@ class EmbeddingLayer(_LayerBase):
 
     The tables are a TorchRec collection, which DistributedModelParallel shards
     (:func:`recsys_emb.sharding.shard_model`); :class:`recsys_emb.tables.TableBatched` swaps in the
-    single-device table-batched kernel from outside, the same way.
+    single-device table-batched kernel from outside, the same way. Where TorchRec is not installed, a
+    layer built on ``meta`` holds its tables' definitions only, for ``TableBatched`` to allocate; on any
+    other device it raises :class:`~recsys_emb.errors.TorchStackError` with the install commands.
 
     Args:
         features: the feature specs (names unique; ``shared_with`` resolved inside this list).
@@ -277,7 +349,7 @@ class EmbeddingLayer(_LayerBase):
             raise SpecError(f"EmbeddingLayer: l2={l2!r} must be a number >= 0 (0 = off)")
         self.l2 = float(l2)
         self._last_reg: Optional[torch.Tensor] = None
-        self.ebc: nn.Module = bag_collection(self.table_defs, self.table_features, device)
+        self.ebc: nn.Module = _bag_tables(self.table_defs, self.table_features, device)
         self.remap_stage = RemapStage(self)
         self._mean = [f.pooling == "mean" for f in self.features]
         # per pooled key layout: the fused combine (program and the weights its projections take), or
@@ -289,20 +361,19 @@ class EmbeddingLayer(_LayerBase):
         return [self.ebc]
 
     # ------------------------------------------------------------------ forward
-    def remap(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, List[torch.Tensor]]:
+    def remap(self, features: "KeyedJaggedTensor") -> Tuple["KeyedJaggedTensor", List[torch.Tensor]]:
         """The collection's input (virtual features) and each feature's bag lengths ``(B,)``."""
         parts, _, lengths, batch = self._remap_parts(features)
         return self._kjt(parts, batch), lengths
 
-    def _fused_combine(self, pooled: KeyedTensor
+    def _fused_combine(self, keys: Tuple[str, ...], dims: Sequence[int]
                        ) -> Optional[Tuple[ColumnProgram, List[Tuple[str, Tuple[str, ...]]]]]:
-        """The one-pass combine for this pooled layout: every feature's column plan, or None when a
-        feature has no plan or is mean-pooled."""
-        keys = tuple(pooled.keys())
+        """The one-pass combine for this pooled layout (keys and their widths): every feature's column
+        plan, or None when a feature has no plan or is mean-pooled."""
         if keys in self._fused:
             return self._fused[keys]
         starts, pos = {}, 0
-        for k, d in zip(keys, pooled.length_per_key()):
+        for k, d in zip(keys, dims):
             starts[k] = (pos, d)
             pos += d
         ops: List[ColumnOp] = []
@@ -322,18 +393,24 @@ class EmbeddingLayer(_LayerBase):
         self._fused[keys] = fused
         return fused
 
-    def combine(self, pooled: KeyedTensor, lengths: Sequence[torch.Tensor]) -> KeyedTensor:
+    def combine(self, pooled: "KeyedTensor", lengths: Sequence[torch.Tensor]) -> "KeyedTensor":
         """Per-feature outputs from the collection's pooled virtual features."""
-        fused = self._fused_combine(pooled)
+        values = self._combine(tuple(pooled.keys()), pooled.length_per_key(), pooled.values(), lengths)
+        return _jagged().KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=values)
+
+    def _combine(self, keys: Tuple[str, ...], dims: Sequence[int], pooled: torch.Tensor,
+                 lengths: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`combine` on the pooled ``(B, sum of dims)`` tensor: ``(B, D)``."""
+        fused = self._fused_combine(keys, dims)
         if fused is not None:
             program, refs = fused
             weights = [self._weight(name, names) for name, names in refs]
-            values = program(pooled.values(), weights)
+            values = program(pooled, weights)
         else:
             # One split (its backward is one concatenation), not a slice per key (a full-width zero
             # gradient per slice).
-            parts_all = pooled.values().split(pooled.length_per_key(), dim=1)
-            index = {k: i for i, k in enumerate(pooled.keys())}
+            parts_all = pooled.split(list(dims), dim=1)
+            index = {k: i for i, k in enumerate(keys)}
             outs: List[torch.Tensor] = []
             for name, vfs, mean, f_len in zip(self.feature_names, self._virtual, self._mean, lengths):
                 y = self.variant(name).combine([parts_all[index[vf.name]] for vf in vfs])
@@ -341,7 +418,7 @@ class EmbeddingLayer(_LayerBase):
                     y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
                 outs.append(y)
             values = torch.cat(outs, dim=1)
-        return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=values)
+        return values
 
     def _weight(self, feature: str, names: Tuple[str, ...]) -> torch.Tensor:
         """The projection weight a column plan names: the variant's parameters, side by side."""
@@ -349,17 +426,59 @@ class EmbeddingLayer(_LayerBase):
         ws: List[torch.Tensor] = [variant.get_parameter(n) for n in names]
         return ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+    def forward(self, features: "KeyedJaggedTensor") -> "KeyedTensor":
         """``features`` (KJT, keys = feature names) -> ``KeyedTensor`` of shape ``(B, D)``; a batch of size
         0 gives ``(0, D)`` without a lookup."""
         if features.stride() == 0:
             self._split(features)  # the same input checks
-            return KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
-                               values=torch.zeros(0, self.output_dim, device=features.values().device))
+            return _jagged().KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims,
+                                         values=torch.zeros(0, self.output_dim, device=features.values().device))
         kjt, lengths = self.remap_stage(features)
         pooled = self.ebc(kjt)
-        self._last_reg = self._row_l2(kjt, pooled) if self.l2 > 0 and self.training else None
+        if self.l2 > 0 and self.training:
+            self._last_reg = self._row_l2(kjt.keys(), kjt.values(), kjt.lengths().view(len(kjt.keys()), kjt.stride()),
+                                          pooled.keys(), pooled.length_per_key(), pooled.values())
+        else:
+            self._last_reg = None
         return self.combine(pooled, lengths)
+
+    def embed(self, values: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` over plain tensors: ``values[f]`` the int64 ids of feature ``f`` (spec order, 1-D,
+        bag after bag), ``lengths[f]`` its ``(B,)`` bag sizes -> the ``(B, D)`` embeddings (the values of
+        :meth:`forward`'s ``KeyedTensor``). With the table-batched kernel (:class:`~recsys_emb.tables.TableBatched`)
+        no TorchRec type is built on the way; with a TorchRec collection the lookup takes a
+        ``KeyedJaggedTensor`` as in :meth:`forward`.
+
+        Example:
+            >>> from recsys_emb.specs import FeatureSpec, Full
+            >>> from recsys_emb.tables import EmbeddingOptimizer, TableBatched
+            >>> layer = EmbeddingLayer([FeatureSpec("a", Full(dim=4), cardinality=10)], device=torch.device("meta"))
+            >>> layer = TableBatched(layer, EmbeddingOptimizer("sgd"), init_seed=0).module
+            >>> layer.embed([torch.tensor([1, 2, 3])], [torch.tensor([1, 2])]).shape
+            torch.Size([2, 4])
+        """
+        ids, bag_lengths, batch = self._split_tensors(values, lengths)
+        if batch == 0:
+            return torch.zeros(0, self.output_dim, device=ids[0].device)
+        parts = self._remap_lists(ids, bag_lengths)
+        if isinstance(self.ebc, TableBatchedEmbeddingBags):
+            keys = [p[0] for p in parts]
+            stacked = torch.stack([p[2] for p in parts])  # (V, B)
+            out_keys, pooled = self.ebc.lookup(keys, [p[1] for p in parts], stacked)
+            dims = self.ebc.output_dims(out_keys)
+            if self.l2 > 0 and self.training:
+                self._last_reg = self._row_l2(keys, torch.cat([p[1] for p in parts]), stacked, out_keys, dims, pooled)
+            else:
+                self._last_reg = None
+            return self._combine(tuple(out_keys), dims, pooled, bag_lengths)
+        kjt = self._kjt(parts, batch)
+        kt = self.ebc(kjt)
+        if self.l2 > 0 and self.training:
+            self._last_reg = self._row_l2(kjt.keys(), kjt.values(), kjt.lengths().view(len(parts), batch),
+                                          kt.keys(), kt.length_per_key(), kt.values())
+        else:
+            self._last_reg = None
+        return self._combine(tuple(kt.keys()), kt.length_per_key(), kt.values(), bag_lengths)
 
     def regularization(self) -> torch.Tensor:
         """The L2 penalty of the last training forward on the rows it read (a scalar; 0 when ``l2`` is 0
@@ -374,11 +493,12 @@ class EmbeddingLayer(_LayerBase):
             return torch.zeros(())
         return self._last_reg
 
-    def _row_l2(self, kjt: KeyedJaggedTensor, pooled: KeyedTensor) -> torch.Tensor:
-        keys = kjt.keys()
-        batch = kjt.stride()
-        lengths = kjt.lengths().view(len(keys), batch).long()  # (V, B)
-        values = kjt.values()
+    def _row_l2(self, keys: Sequence[str], values: torch.Tensor, lengths: torch.Tensor, pooled_keys: Sequence[str],
+                pooled_dims: Sequence[int], pooled: torch.Tensor) -> torch.Tensor:
+        """The penalty of :meth:`regularization` from the lookup's input (virtual feature ``keys``, their
+        concatenated ids, ``(V, B)`` lengths) and output (``(B, sum of pooled_dims)``)."""
+        batch = lengths.shape[1]
+        lengths = lengths.long()  # (V, B)
         first = torch.cumsum(lengths.flatten(), 0) - lengths.flatten()  # first value of every bag
         single = lengths.flatten() == 1
         vf = torch.arange(len(keys), device=values.device).repeat_interleave(batch)
@@ -389,9 +509,9 @@ class EmbeddingLayer(_LayerBase):
         k = lengths.flatten().clamp(min=1).to(torch.float32)
         weight = torch.where(single, 1.0 / counts.index_select(0, inverse).to(torch.float32), 1.0 / (k * k))
         weight = torch.where(lengths.flatten() == 0, torch.zeros_like(weight), weight).view(len(keys), batch)
-        index = {name: i for i, name in enumerate(pooled.keys())}
-        cols = pooled.values().split(pooled.length_per_key(), dim=1)
-        total = pooled.values().new_zeros(())
+        index = {name: i for i, name in enumerate(pooled_keys)}
+        cols = pooled.split(list(pooled_dims), dim=1)
+        total = pooled.new_zeros(())
         for v, name in enumerate(keys):
             total = total + (cols[index[name]].pow(2).sum(1) * weight[v].to(cols[index[name]].dtype)).sum()
         return self.l2 * total
@@ -423,6 +543,8 @@ class SequenceEmbeddingLayer(_LayerBase):
     def __init__(self, features: Sequence[FeatureSpec], device: Optional[torch.device] = None,
                  validate_ids: bool = True) -> None:
         super().__init__(features, validate_ids)
+        from recsys_emb.tables.collections import sequence_collections  # TorchRec: the stack check first
+
         self.ecs = nn.ModuleDict(sequence_collections(self.table_defs, self.table_features, device))
         dims = {t.name: t.dim for t in self.table_defs}
         self._dim_keys = {vf: f"d{dims[t]}" for vf, t in self.virtual_tables.items()}
@@ -431,13 +553,13 @@ class SequenceEmbeddingLayer(_LayerBase):
         """The TorchRec collections holding this layer's tables, one per table dimension."""
         return list(self.ecs.values())
 
-    def forward(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
+    def forward(self, features: "KeyedJaggedTensor") -> Dict[str, "JaggedTensor"]:
         """``features`` (KJT) -> ``{feature: JaggedTensor of (n_f, output_dim_f) rows}``; a batch of size 0
         gives empty JaggedTensors without a lookup."""
         if features.stride() == 0:
             _, lengths, _ = self._split(features)
             device = features.values().device
-            return {name: JaggedTensor(values=torch.zeros(0, dim, device=device), lengths=f_len)
+            return {name: _jagged().JaggedTensor(values=torch.zeros(0, dim, device=device), lengths=f_len)
                     for name, dim, f_len in zip(self.feature_names, self.output_dims, lengths)}
         parts, ids, lengths, batch = self._remap_parts(features)
         groups: "OrderedDict[str, list]" = OrderedDict()
@@ -447,14 +569,15 @@ class SequenceEmbeddingLayer(_LayerBase):
         for key, group in groups.items():
             for vf, jt in self.ecs[key](self._kjt(group, batch)).items():
                 rows[vf] = jt.values()
-        out: Dict[str, JaggedTensor] = {}
+        out: Dict[str, "JaggedTensor"] = {}
         for name, vfs, f_ids, f_len in zip(self.feature_names, self._virtual, ids, lengths):
             values = self.variant(name).combine_sequence([rows[vf.name] for vf in vfs], f_ids)
-            out[name] = JaggedTensor(values=values, lengths=f_len)
+            out[name] = _jagged().JaggedTensor(values=values, lengths=f_len)
         return out
 
 
-def kjt_from_lists(bags: Dict[str, Sequence[Sequence[int]]], device: Optional[torch.device] = None) -> KeyedJaggedTensor:
+def kjt_from_lists(bags: Dict[str, Sequence[Sequence[int]]], device: Optional[torch.device] = None
+                   ) -> "KeyedJaggedTensor":
     """A KeyedJaggedTensor from ``{feature: [ids of bag 0, ids of bag 1, ...]}`` (tests, examples).
 
     Example:
@@ -468,14 +591,14 @@ def kjt_from_lists(bags: Dict[str, Sequence[Sequence[int]]], device: Optional[to
         raise ValueError(f"every feature needs the same number of bags; got bag counts {counts}")
     values = [i for k in keys for bag in bags[k] for i in bag]
     lengths = [len(bag) for k in keys for bag in bags[k]]
-    return KeyedJaggedTensor.from_lengths_sync(
+    return _jagged().KeyedJaggedTensor.from_lengths_sync(
         keys=keys,
         values=torch.tensor(values, dtype=torch.int64, device=device),
         lengths=torch.tensor(lengths, dtype=torch.int32, device=device),
     )
 
 
-def split_by_keys(features: KeyedJaggedTensor, groups: Sequence[Sequence[str]]) -> List[KeyedJaggedTensor]:
+def split_by_keys(features: "KeyedJaggedTensor", groups: Sequence[Sequence[str]]) -> List["KeyedJaggedTensor"]:
     """Split a KeyedJaggedTensor into one KJT per group of keys (e.g. pooled vs sequence features).
 
     Every key of ``features`` must belong to exactly one group, and every group key must be present.

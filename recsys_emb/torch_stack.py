@@ -1,10 +1,15 @@
-"""The PyTorch stack under recsys_emb (torch, FBGEMM, TorchRec), checked when ``recsys_emb`` is imported.
+"""The PyTorch stack under recsys_emb (torch, FBGEMM, TorchRec), checked where TorchRec is first needed.
 
 The package cannot declare these three as dependencies: the CPU and CUDA builds come from different
 package indexes, and TorchRec's metadata names the CUDA ``fbgemm-gpu`` even next to a CPU torch, so they
-are installed first, in order (README.md, "Install"). Importing the library without a working set fails
-here, with one :class:`~recsys_emb.errors.TorchStackError` (an ``ImportError``) that names what is missing
-or mismatched, the versions found and the commands that install a matching set, instead of a bare
+are installed first, in order (README.md, "Install").
+
+``import recsys_emb`` and the torch-only core (specs, hashing, remap plans, the combine program, the
+table-batched kernel and an :class:`~recsys_emb.layer.EmbeddingLayer` built on ``meta`` for it) need
+torch and numpy alone. Every module that imports TorchRec calls :func:`require_torch_stack` first, so the
+first use of a TorchRec-backed part without a working set fails there, with one
+:class:`~recsys_emb.errors.TorchStackError` (an ``ImportError``) that names what is missing or mismatched,
+the versions found and the commands that install a matching set, instead of a bare
 ``ModuleNotFoundError`` or a failed shared-library load somewhere inside TorchRec.
 """
 
@@ -16,7 +21,7 @@ from typing import Dict, Optional
 
 from recsys_emb.errors import TorchStackError
 
-__all__ = ["TESTED", "INSTALL_COMMANDS", "check_torch_stack", "stack_problem", "cuda_problem", "cuda_install_command"]
+__all__ = ["TESTED", "INSTALL_COMMANDS", "check_torch_stack", "require_torch_stack", "stack_problem", "cuda_problem", "cuda_install_command"]
 
 TESTED: Dict[str, str] = {"torch": "2.13", "fbgemm_gpu": "1.8", "torchrec": "1.8"}
 """The release series the library is tested with (``make`` installs exactly these)."""
@@ -142,6 +147,26 @@ def check_torch_stack() -> Dict[str, str]:
     if problem is not None:
         raise _fail(problem)
     return versions
+
+
+_CHECKED: Optional[Dict[str, str]] = None
+
+
+def require_torch_stack() -> Dict[str, str]:
+    """:func:`check_torch_stack` once per process (a passed check is remembered; a failed one raises again):
+    what a module that imports TorchRec calls before it does.
+
+    Raises:
+        TorchStackError: as :func:`check_torch_stack`.
+
+    Example:
+        >>> require_torch_stack() is require_torch_stack()
+        True
+    """
+    global _CHECKED
+    if _CHECKED is None:
+        _CHECKED = check_torch_stack()
+    return _CHECKED
 
 
 def cuda_install_command(cuda_version: Optional[str]) -> str:

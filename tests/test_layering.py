@@ -1,5 +1,6 @@
 """The layer order of docs/architecture.md holds: every module of recsys_emb (read with ast, nothing
-imported) imports only from its own layer or lower ones, and no modules import each other in a cycle."""
+imported) imports only from its own layer or lower ones, and no modules import each other in a cycle; and
+the torch-only modules it lists load no TorchRec, FBGEMM or Optuna, directly or through what they import."""
 
 import ast
 import re
@@ -52,6 +53,95 @@ def imports(path: Path, root: Path) -> List[Tuple[str, int]]:
                 sub_path = root.joinpath(*sub.split("."))
                 out.append((sub if sub_path.with_suffix(".py").exists() or sub_path.is_dir() else base, node.lineno))
     return out
+
+
+HEAVY = ("torchrec", "fbgemm_gpu", "optuna")
+"""What the torch-only modules must not load (the GPU machines' image has none of them)."""
+
+
+def torch_only_modules(doc: Path) -> List[str]:
+    """The module names of docs/architecture.md's torch-only block (``__init__`` is the package)."""
+    block = re.search(r"<!-- torch-only:begin -->(.*?)<!-- torch-only:end -->", doc.read_text(), re.S)
+    assert block, f"{doc} has no <!-- torch-only:begin --> ... <!-- torch-only:end --> block"
+    names = block.group(1).replace("```text", "").replace("```", "").split()
+    return [PACKAGE if n == "__init__" else f"{PACKAGE}.{n}" for n in names]
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _load_time_imports(body: List[ast.stmt]) -> List[ast.stmt]:
+    """The import statements that run when a module is loaded: at module level and in class bodies,
+    ``if`` / ``try`` / ``with`` blocks included; not in functions, nor under ``if TYPE_CHECKING:``."""
+    out: List[ast.stmt] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                out += _load_time_imports(node.body)
+            out += _load_time_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            for part in (node.body, node.orelse, node.finalbody, *[h.body for h in node.handlers]):
+                out += _load_time_imports(part)
+        elif isinstance(node, (ast.With, ast.ClassDef)):
+            out += _load_time_imports(node.body)
+    return out
+
+
+def _module_file(module: str, root: Path) -> Path:
+    path = root.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def loaded_with(module: str, root: Path) -> Dict[str, str]:
+    """Every module that importing ``module`` loads, its parent packages and what they import included:
+    ``{module: the package module that imports it first}`` (``module`` itself and outside packages too)."""
+    found: Dict[str, str] = {}
+    todo = [(module, "")]
+    while todo:
+        name, by = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # a submodule's import runs its packages' __init__ first
+            if ".".join(parts[:i]) not in found:
+                todo.append((".".join(parts[:i]), by))
+        if name in found:
+            continue
+        found[name] = by
+        if parts[0] != PACKAGE:
+            continue
+        path = _module_file(name, root)
+        is_package = path.name == "__init__.py"
+        for node in _load_time_imports(ast.parse(path.read_text(), filename=str(path)).body):
+            if isinstance(node, ast.Import):
+                todo += [(a.name, name) for a in node.names]
+                continue
+            assert isinstance(node, ast.ImportFrom)
+            base = node.module or ""
+            if node.level:
+                anchor = parts[: len(parts) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([base] if base else []))
+            todo.append((base, name))
+            if base.split(".")[0] == PACKAGE:
+                for a in node.names:
+                    sub = f"{base}.{a.name}"
+                    sub_path = root.joinpath(*sub.split("."))
+                    if sub_path.with_suffix(".py").exists() or sub_path.is_dir():
+                        todo.append((sub, name))
+    return found
+
+
+def heavy_imports(modules: List[str], root: Path) -> List[str]:
+    """Every load of TorchRec, FBGEMM or Optuna by one of ``modules``, as readable lines."""
+    problems = []
+    for module in modules:
+        assert _module_file(module, root).exists(), f"{module} (docs/architecture.md's torch-only block) does not exist"
+        for name, by in sorted(loaded_with(module, root).items()):
+            if name.split(".")[0] in HEAVY:
+                problems.append(f"{module} loads {name} (imported by {by})")
+    return problems
 
 
 def layer_of(module: str, order: Dict[str, int]) -> Tuple[str, int]:
@@ -117,3 +207,25 @@ def test_the_check_finds_an_upward_import_and_a_cycle(tmp_path):
     assert any("recsys_emb.low.c (layer 1, low) imports recsys_emb.high (layer 2, high)" in p for p in problems)
     assert any(p.startswith("import cycle: recsys_emb.low.a -> recsys_emb.low.b -> recsys_emb.low.a") for p in problems)
     assert len(problems) == 2
+
+
+def test_the_torch_only_modules_load_no_torchrec_fbgemm_or_optuna():
+    modules = torch_only_modules(ROOT / "docs" / "architecture.md")
+    assert {"recsys_emb", "recsys_emb.layer", "recsys_emb.tables.table_batched"} <= set(modules)
+    problems = heavy_imports(modules, ROOT)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_torch_only_check_follows_imports_through_packages_and_skips_deferred_ones(tmp_path):
+    pkg = tmp_path / PACKAGE
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import optuna\n")
+    (pkg / "sub" / "__init__.py").write_text("from . import heavy\n")
+    (pkg / "sub" / "heavy.py").write_text("try:\n    from torchrec.sparse import jagged_tensor\nexcept ImportError:\n    pass\n")
+    (pkg / "sub" / "light.py").write_text("import torch\n")
+    (pkg / "lazy.py").write_text("def f():\n    import fbgemm_gpu\n")
+    (pkg / "top.py").write_text("from recsys_emb.lazy import f\n")
+    assert heavy_imports(["recsys_emb", "recsys_emb.top"], tmp_path) == []
+    assert heavy_imports(["recsys_emb.sub.light"], tmp_path) == [
+        "recsys_emb.sub.light loads torchrec (imported by recsys_emb.sub.heavy)",
+        "recsys_emb.sub.light loads torchrec.sparse (imported by recsys_emb.sub.heavy)"]

@@ -1,13 +1,17 @@
-"""`import recsys_emb` checks torch / FBGEMM / TorchRec first: a missing or mismatched one fails with one
-ImportError that names it and the install commands (real interpreters that lack a piece of the stack)."""
+"""torch / FBGEMM / TorchRec are checked where TorchRec is first needed: `import recsys_emb` succeeds without
+them, and the first TorchRec-backed part used then fails with one ImportError that names what is missing or
+mismatched and the install commands (real interpreters that lack a piece of the stack, and an import shim
+that hides TorchRec, FBGEMM and Optuna from the test environment's interpreter)."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from recsys_emb.errors import RecsysEmbError, TorchStackError
 from recsys_emb.torch_stack import INSTALL_COMMANDS, check_torch_stack, cuda_install_command, cuda_problem, stack_problem
+from stack_shim import HIDDEN, hidden_stack_env, loaded_modules
 from venv_helpers import SITE, clean_env, closure, fresh_venv, link_distributions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TRY_IMPORT = """
 import recsys_emb, sys
 print("imported", recsys_emb.__version__)
+import recsys_emb.sharding
+print("sharding imported")
 """
 
 
@@ -95,7 +101,8 @@ def _import_in(tmp_path: Path, dists, torchrec_version=None):
 
 
 def _assert_fails_with(proc, problem: str) -> None:
-    assert proc.returncode != 0 and "imported" not in proc.stdout
+    """``import recsys_emb`` succeeded; the TorchRec-backed module after it failed with the install message."""
+    assert proc.returncode != 0 and "imported" in proc.stdout and "sharding imported" not in proc.stdout
     last = proc.stderr[proc.stderr.index("recsys_emb.errors.TorchStackError"):]
     assert problem in last, proc.stderr[-3000:]
     assert "pip install fbgemm-gpu-cpu==1.8.0" in last and "--index-url https://download.pytorch.org/whl/cu128" in last
@@ -119,8 +126,52 @@ def test_import_with_a_torchrec_of_another_release_names_the_mismatch(tmp_path):
 
 def test_import_without_torch_names_it(tmp_path):
     python = fresh_venv(tmp_path / "venv")
-    proc = subprocess.run([str(python), "-c", TRY_IMPORT], capture_output=True, text=True, cwd=tmp_path,
+    use = 'import recsys_emb\nprint("imported")\nrecsys_emb.EmbeddingLayer\nprint("sharding imported")'
+    proc = subprocess.run([str(python), "-c", use], capture_output=True, text=True, cwd=tmp_path,
                           env=clean_env(PYTHONPATH=str(ROOT)), timeout=120)
     _assert_fails_with(proc, "torch is not installed. Found: torch not installed, fbgemm-gpu(-cpu) not installed, "
                              "torchrec not installed")
 
+
+
+USE_WITHOUT_TORCHREC = """
+import torch, recsys_emb
+from recsys_emb.specs import FeatureSpec, Full, Hashed
+specs = [FeatureSpec("a", Full(dim=4), cardinality=10), FeatureSpec("b", Hashed(dim=4, buckets=8))]
+# the torch-only core: a layer on meta, its tables allocated by the table-batched kernel, plain-tensor input
+layer = recsys_emb.EmbeddingLayer(specs, device=torch.device("meta"))
+recsys_emb.TableBatched(layer, recsys_emb.EmbeddingOptimizer("sgd", lr=0.1), init_seed=0)
+out = layer.embed([torch.tensor([1, 2, 3]), torch.tensor([-5, 7])], [torch.tensor([1, 2]), torch.tensor([1, 1])])
+out.sum().backward()
+print("core", tuple(out.shape))
+try:
+    recsys_emb.EmbeddingLayer(specs)  # tables on the CPU: a TorchRec collection
+except recsys_emb.TorchStackError as e:
+    print("layer refused:", str(e).replace(chr(10), " | "))
+try:
+    recsys_emb.kjt_from_lists({"a": [[1]]})
+except ImportError as e:
+    print("kjt refused:", type(e).__name__)
+"""
+
+
+def test_import_and_the_torch_only_core_work_without_torchrec_and_its_classes_name_the_install(tmp_path):
+    env, report = hidden_stack_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", USE_WITHOUT_TORCHREC], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "core (2, 8)" in proc.stdout
+    refused = proc.stdout.split("layer refused:")[1].splitlines()[0]
+    assert "fbgemm_gpu is not installed" in refused and "pip install fbgemm-gpu-cpu==1.8.0" in refused
+    assert "kjt refused: TorchStackError" in proc.stdout
+    loaded = loaded_modules(report)
+    assert "torch" in loaded and not loaded & set(HIDDEN)
+
+
+def test_a_bare_import_loads_neither_torch_nor_torchrec(tmp_path):
+    env, report = hidden_stack_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", "import recsys_emb; print(recsys_emb.__version__, recsys_emb.Full)"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0 and "recsys_emb.specs.Full" in proc.stdout, proc.stderr[-3000:]
+    loaded = loaded_modules(report)
+    assert "recsys_emb" in loaded and not loaded & {"torch", "numpy", *HIDDEN}

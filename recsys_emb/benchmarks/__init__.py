@@ -14,6 +14,7 @@
   float32 and bf16 autocast).
 - :mod:`~recsys_emb.benchmarks.search_dims`: searched per-field dims against the best uniform dim.
 - :mod:`~recsys_emb.benchmarks.din_attention`: DIN's attention against sum pooling.
+- :mod:`~recsys_emb.benchmarks.cli_startup`: start-up of ``recsys-emb --version`` and every ``--help``.
 - :mod:`~recsys_emb.benchmarks.quality`: test AUC of every variant at parameter budgets (a package:
   the runs, the sections, the report).
 

@@ -12,16 +12,19 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
 from recsys_emb.specs import FeatureSpec
 
+if TYPE_CHECKING:
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
 __all__ = ["REPO", "quiet", "interleaved_seconds", "command_line", "publish", "write_section", "format_mb",
-           "criteo_shaped_cardinalities", "field_cardinalities", "variant_specs", "skewed_batch", "size_groups"]
+           "criteo_shaped_cardinalities", "field_cardinalities", "variant_specs", "skewed_ids", "skewed_batch",
+           "size_groups"]
 
 REPO = Path(__file__).resolve().parents[2]
 """The checkout this package lives in: the default home of the READMEs the benchmarks write and of
@@ -170,21 +173,37 @@ def variant_specs(cards: Sequence[int], dim: int, compression: float = 4) -> Dic
             for v in VARIANTS}
 
 
-def skewed_batch(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> KeyedJaggedTensor:
-    """One id per field and sample, power-law skewed towards small ids (id = floor(N * u**skew)).
+def skewed_ids(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> List[torch.Tensor]:
+    """One id per field and sample, power-law skewed towards small ids (id = floor(N * u**skew)): one
+    int64 ``(batch,)`` tensor per field (plain PyTorch; every bag holds one id).
 
-    Returns a KeyedJaggedTensor with keys ``C1..C<len(cards)>``, stride ``batch`` and ``batch`` ids
-    per key.
+    Example:
+        >>> ids = skewed_ids([10, 1000], batch=4, generator=torch.Generator().manual_seed(0))
+        >>> len(ids), ids[0].shape, ids[0].dtype
+        (2, torch.Size([4]), torch.int64)
+    """
+    cols = []
+    for c in cards:
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        cols.append((u.pow(skew) * c).long().clamp_(max=c - 1))
+    return cols
+
+
+def skewed_batch(cards: Sequence[int], batch: int, generator: torch.Generator, skew: float = 3.0) -> "KeyedJaggedTensor":
+    """:func:`skewed_ids` as a KeyedJaggedTensor with keys ``C1..C<len(cards)>``, stride ``batch`` and
+    ``batch`` ids per key (needs TorchRec).
 
     Example:
         >>> kjt = skewed_batch([10, 1000], batch=4, generator=torch.Generator().manual_seed(0))
         >>> kjt.keys(), kjt.stride(), kjt.values().shape
         (['C1', 'C2'], 4, torch.Size([8]))
     """
-    cols = []
-    for c in cards:
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
-        cols.append((u.pow(skew) * c).long().clamp_(max=c - 1))
+    from recsys_emb.torch_stack import require_torch_stack
+
+    require_torch_stack()
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    cols = skewed_ids(cards, batch, generator, skew)
     return KeyedJaggedTensor(
         keys=[f"C{i + 1}" for i in range(len(cards))],
         values=torch.cat(cols),

@@ -17,6 +17,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor

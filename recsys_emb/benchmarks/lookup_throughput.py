@@ -6,6 +6,9 @@ The step is forward + backward + SGD update of the 26 Criteo Kaggle fields (thei
 cardinalities, optionally capped), one id per field and sample, power-law skewed ids. Runs of all
 models are interleaved round by round; the figure per model is the median round. On CUDA each round
 is timed between two synchronisations.
+
+Plain PyTorch end to end (the inputs are ids and bag lengths per field, fed to
+:meth:`~recsys_emb.layer.EmbeddingLayer.embed`), so it runs where TorchRec and FBGEMM are not installed.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.benchmarks.common import (command_line, criteo_shaped_cardinalities, interleaved_seconds,
-                                         skewed_batch, variant_specs, write_section)
+                                         skewed_ids, variant_specs, write_section)
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
@@ -35,28 +37,44 @@ VARIANTS = ("full", "unified", "hashed")
 
 
 class PerFieldEmbeddingBags(nn.Module):
-    """The baseline: one ``nn.EmbeddingBag(mode="sum", sparse=True)`` per field."""
+    """The baseline: one ``nn.EmbeddingBag(mode="sum", sparse=True)`` per field.
+
+    Input: one int64 ``(B,)`` id tensor per field (one id per bag). Output: ``(B, fields * dim)``.
+
+    Example:
+        >>> m = PerFieldEmbeddingBags([10, 20], dim=4, device=torch.device("cpu"))
+        >>> m([torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])]).shape
+        torch.Size([3, 8])
+    """
 
     def __init__(self, cards: Sequence[int], dim: int, device: torch.device) -> None:
         super().__init__()
         self.bags = nn.ModuleList(nn.EmbeddingBag(c, dim, mode="sum", sparse=True, device=device) for c in cards)
 
-    def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        batch = kjt.stride()
-        values = kjt.values().split(kjt.length_per_key())
-        offsets = torch.arange(batch, device=kjt.values().device)  # one id per bag
-        return torch.cat([bag(v, offsets) for bag, v in zip(self.bags, values)], dim=1)
+    def forward(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
+        offsets = torch.arange(ids[0].numel(), device=ids[0].device)  # one id per bag
+        return torch.cat([bag(v, offsets) for bag, v in zip(self.bags, ids)], dim=1)
+
+
+@dataclass
+class _Batch:
+    """One batch as plain tensors: per field the ids ``(B,)`` and the bag lengths (all 1)."""
+
+    ids: List[torch.Tensor]
+    lengths: List[torch.Tensor]
 
 
 @dataclass
 class _Run:
     name: str
-    step: Callable[[KeyedJaggedTensor], None]
+    step: Callable[[_Batch], None]
     params: int
 
 
-def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device: torch.device) -> KeyedJaggedTensor:
-    return skewed_batch(cards, batch, generator).to(device)
+def _batch(cards: Sequence[int], batch: int, generator: torch.Generator, device: torch.device) -> _Batch:
+    ids = [v.to(device) for v in skewed_ids(cards, batch, generator)]
+    ones = torch.ones(batch, dtype=torch.int64, device=device)
+    return _Batch(ids, [ones] * len(ids))
 
 
 def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batch: int = 4096, steps: int = 20,
@@ -75,21 +93,21 @@ def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batc
     sgd = torch.optim.SGD(base.parameters(), lr=lr)
     weight = torch.randn(len(cards) * dim, generator=torch.Generator().manual_seed(seed)).to(dev)
 
-    def base_step(kjt: KeyedJaggedTensor) -> None:
+    def base_step(b: _Batch) -> None:
         sgd.zero_grad(set_to_none=True)
-        (base(kjt) * weight).sum().backward()
+        (base(b.ids) * weight).sum().backward()
         sgd.step()
 
     runs.append(_Run("per_field_embedding_bag", base_step, sum(p.numel() for p in base.parameters())))
     for name in variants:
         specs = all_specs[name]
-        layer = TableBatched(EmbeddingLayer(specs, device=torch.device("meta"), validate_ids=False),
-                             EmbeddingOptimizer("sgd", lr=lr), device=dev).module
+        layer = EmbeddingLayer(specs, device=torch.device("meta"), validate_ids=False)
+        TableBatched(layer, EmbeddingOptimizer("sgd", lr=lr), device=dev)  # the kernel replaces layer.ebc
         dense = [p for p in layer.parameters() if p.requires_grad]
         opt = torch.optim.SGD(dense, lr=lr) if dense else None
 
-        def step(kjt: KeyedJaggedTensor, layer: nn.Module = layer, opt: Optional[torch.optim.Optimizer] = opt) -> None:
-            out = layer(kjt).values()
+        def step(b: _Batch, layer: EmbeddingLayer = layer, opt: Optional[torch.optim.Optimizer] = opt) -> None:
+            out = layer.embed(b.ids, b.lengths)
             (out * weight[: out.shape[1]]).sum().backward()
             if opt is not None:
                 opt.step()
@@ -100,7 +118,7 @@ def run(device: str = "cpu", cap: Optional[int] = 1_000_000, dim: int = 64, batc
     gen = torch.Generator().manual_seed(seed)
     batches = [_batch(cards, batch, gen, dev) for _ in range(4)]
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    def step_of(f: Callable[[KeyedJaggedTensor], None]) -> Callable[[int], None]:
+    def step_of(f: Callable[[_Batch], None]) -> Callable[[int], None]:
         return lambda i: f(batches[i % len(batches)])
 
     seconds = interleaved_seconds([step_of(r.step) for r in runs], steps, rounds, warmup, sync)

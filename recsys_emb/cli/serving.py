@@ -63,6 +63,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_FORMAT_NAMES = ("model-dir", "torch-export")
+"""The keys of :data:`recsys_emb.model_dir.EXPORT_FORMATS`, named here so that building the parser
+(``--help``, ``--version``) does not import the trainer's stack."""
+
+
 def add_serving_commands(subparsers: "argparse._SubParsersAction") -> None:
     """Register ``export`` and ``predict`` on the main parser's subparsers.
 
@@ -71,14 +76,12 @@ def add_serving_commands(subparsers: "argparse._SubParsersAction") -> None:
         >>> p.parse_args(["export", "--checkpoint", "runs/a", "--out", "models/a"]).format
         'model-dir'
     """
-    from recsys_emb.model_dir import EXPORT_FORMATS
-
     ex = subparsers.add_parser("export", help="a trained run -> a self-contained model directory")
     ex.add_argument("--checkpoint", required=True,
                     help="run directory (the model its summary reports) or checkpoint directory, which need the "
                          "run's data; torch-export also takes a model directory")
     ex.add_argument("--out", required=True, help="output directory (e.g. models/NAME)")
-    ex.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="model-dir",
+    ex.add_argument("--format", choices=EXPORT_FORMAT_NAMES, default="model-dir",
                     help="model-dir: weights (tensors only), specs, config, schema, vocabulary, provenance; "
                          "torch-export: the inference module as a torch.export program (model.pt2, export.json)")
     ex.add_argument("--table-dtype", choices=["fp32", "fp16", "int8"], default="fp32",

@@ -14,6 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 

@@ -14,6 +14,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.errors import ConfigError, DataError

@@ -9,6 +9,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from recsys_emb.errors import InvalidInputError

@@ -10,6 +10,11 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.layer import EmbeddingLayer

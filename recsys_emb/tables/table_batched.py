@@ -11,21 +11,26 @@ Adagrad: coalesce duplicate rows, then update), so no gradient the size of the t
 :class:`TableBatched` attaches it to a model from outside, as DistributedModelParallel attaches
 TorchRec's sharded kernels. It does not shard: with several processes use DistributedModelParallel
 (:func:`recsys_emb.sharding.shard_model`).
+
+The module needs PyTorch alone: :meth:`TableBatchedEmbeddingBags.lookup` takes plain tensors, and only
+its ``KeyedJaggedTensor`` entry point (``forward``) touches TorchRec's types.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_emb.specs import TableDef
 from recsys_emb.tables.init import init_tables
 from recsys_emb.tables.optimizer import EmbeddingOptimizer
 
-__all__ = ["TableBatchedEmbeddingBags", "TableBatched", "FusedOptimizerState"]
+if TYPE_CHECKING:  # the kernel itself is plain PyTorch: TorchRec's types only at its KJT entry point
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+__all__ = ["TableBatchedEmbeddingBags", "TableBatched", "FusedOptimizerState", "UnallocatedTables"]
 
 
 class TableBatchedEmbeddingBags(nn.Module):
@@ -40,13 +45,19 @@ class TableBatchedEmbeddingBags(nn.Module):
 
     Input: a ``KeyedJaggedTensor`` whose keys are among ``features`` (any order), int64 row ids
     within each table. Output: a ``KeyedTensor`` with the input's keys, ``(B, sum of their dims)``.
+    :meth:`lookup` does the same on plain tensors (no TorchRec needed).
 
     Example:
+        >>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
         >>> m = TableBatchedEmbeddingBags([TableDef("t", 10, 4)], {"a": "t", "b": "t"})
         >>> kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.tensor([1, 2, 3]),
         ...                                           lengths=torch.tensor([1, 0, 2, 0]))
         >>> m(kjt).values().shape
         torch.Size([2, 8])
+        >>> keys, out = m.lookup(["a", "b"], [torch.tensor([1]), torch.tensor([2, 3])],
+        ...                      torch.tensor([[1, 0], [2, 0]]))
+        >>> keys, torch.equal(out, m(kjt).values())
+        (['a', 'b'], True)
     """
 
     def __init__(self, tables: Sequence[TableDef], features: Dict[str, str],
@@ -141,16 +152,27 @@ class TableBatchedEmbeddingBags(nn.Module):
         """``(table name, (rows, dim) view)`` for every table, in construction order."""
         return [(t.name, self.table_weight(t.name)) for t in self.table_defs]
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+    def forward(self, features: "KeyedJaggedTensor") -> "KeyedTensor":
         """``features`` (KJT over the served keys) -> ``KeyedTensor`` ``(B, sum of dims)``."""
+        from torchrec.sparse.jagged_tensor import KeyedTensor  # loaded already: the caller holds a KJT
+
         keys = features.keys()
+        values = features.values().split(features.length_per_key())
+        out_keys, out = self.lookup(keys, values, features.lengths().view(len(keys), features.stride()))
+        return KeyedTensor(keys=out_keys, length_per_key=self.output_dims(out_keys), values=out)
+
+    def lookup(self, keys: Sequence[str], values: Sequence[torch.Tensor], lengths: torch.Tensor
+               ) -> Tuple[List[str], torch.Tensor]:
+        """The pooled lookup on plain tensors: ``keys`` (served keys, any order), ``values[i]`` the int64 row
+        ids of key ``i`` (1-D, its bags one after another), ``lengths`` ``(len(keys), B)`` the bag sizes.
+
+        Returns the output's keys (the input's, grouped by dimension when tables differ in it) and the
+        ``(B, sum of their dims)`` pooled sums, each key a column block.
+        """
+        keys = list(keys)
         unknown = [k for k in keys if k not in self.features]
         if unknown:
-            raise ValueError(f"KeyedJaggedTensor key(s) {unknown} are not served; served keys: {sorted(self.features)}")
-        batch = features.stride()
-        counts = features.length_per_key()
-        values = features.values().split(counts)
-        lengths = features.lengths().view(len(keys), batch)
+            raise ValueError(f"key(s) {unknown} are not served; served keys: {sorted(self.features)}")
         groups: Dict[str, List[int]] = {}
         for i, k in enumerate(keys):
             groups.setdefault(self.table_group[self.features[k]], []).append(i)
@@ -166,12 +188,13 @@ class TableBatchedEmbeddingBags(nn.Module):
             # (B, len(idx) * dim): sample-major, each key's pooled vector a column block
             outs[g] = _Lookup.apply(placeholder, self.weights[g], ids, bag_lengths, state, self._update)
         if len(groups) == 1:
-            out_keys = list(keys)
-            values_out = next(iter(outs.values()))
-        else:  # one column block per dimension group
-            out_keys = [keys[i] for idx in groups.values() for i in idx]
-            values_out = torch.cat(list(outs.values()), dim=1)
-        return KeyedTensor(keys=out_keys, length_per_key=[self._dims[k] for k in out_keys], values=values_out)
+            return keys, next(iter(outs.values()))
+        # one column block per dimension group
+        return [keys[i] for idx in groups.values() for i in idx], torch.cat(list(outs.values()), dim=1)
+
+    def output_dims(self, keys: Sequence[str]) -> List[int]:
+        """The output columns of each of ``keys`` (their tables' dims)."""
+        return [self._dims[k] for k in keys]
 
     def extra_repr(self) -> str:
         shapes = {g: tuple(w.shape) for g, w in self.weights.items()}
@@ -305,6 +328,29 @@ class FusedOptimizerState:
             k.load_fused_optimizer_state_dict(state.get(name, {}))
 
 
+class UnallocatedTables(nn.Module):
+    """The tables of an :class:`~recsys_emb.layer.EmbeddingLayer` built on ``meta`` where TorchRec is not
+    installed: their definitions, no storage and no lookup. :class:`TableBatched` allocates them in the
+    table-batched kernel (with TorchRec, a layer on ``meta`` holds a TorchRec collection instead, which
+    DistributedModelParallel can shard too).
+
+    Example:
+        >>> UnallocatedTables([TableDef("t", 10, 4)])
+        UnallocatedTables(tables=1, rows=10)
+    """
+
+    def __init__(self, tables: Sequence[TableDef]) -> None:
+        super().__init__()
+        self.table_defs = list(tables)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this layer's tables were built on meta without TorchRec and hold no storage: wrap the "
+                           "model in recsys_emb.tables.TableBatched, which allocates them")
+
+    def extra_repr(self) -> str:
+        return f"tables={len(self.table_defs)}, rows={sum(t.rows for t in self.table_defs)}"
+
+
 class TableBatched(nn.Module):
     """``module`` with the tables of every pooled embedding layer in the table-batched kernel, on one
     device: the single-device counterpart of DistributedModelParallel, attached the same way.
@@ -357,7 +403,7 @@ class TableBatched(nn.Module):
             kernel = TableBatchedEmbeddingBags(layer.table_defs, layer.virtual_tables, optimizer=optimizer,
                                                device=torch.device("meta"))
             kernel.materialize(device)
-            if any(p.is_meta for p in old.parameters()):
+            if isinstance(old, UnallocatedTables) or any(p.is_meta for p in old.parameters()):
                 fresh = True
             else:
                 kernel.load_state_dict(old.state_dict())

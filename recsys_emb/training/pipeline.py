@@ -17,6 +17,11 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, cast
 
 import torch
 from torch import nn
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 

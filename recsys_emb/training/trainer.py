@@ -16,6 +16,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from recsys_emb.torch_stack import require_torch_stack
+
+require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
+
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm.auto import tqdm
 

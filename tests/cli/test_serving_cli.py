@@ -9,6 +9,13 @@ def test_export_offers_the_model_directory_format():
     assert args.format == "model-dir" and not args.overwrite
 
 
+def test_the_parser_offers_exactly_the_export_formats_of_model_dir():
+    from recsys_emb.cli.serving import EXPORT_FORMAT_NAMES
+    from recsys_emb.model_dir import EXPORT_FORMATS
+
+    assert sorted(EXPORT_FORMAT_NAMES) == sorted(EXPORT_FORMATS)
+
+
 def test_a_missing_model_or_run_is_one_line(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "nowhere"), "--input", str(tmp_path / "x.tsv"),
                  "--out", str(tmp_path / "s.parquet")]) == 2

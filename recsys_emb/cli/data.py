@@ -12,6 +12,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+from recsys_emb.cli.table import add_schema_arguments
 from recsys_emb.errors import RecsysEmbError
 
 __all__ = ["add_data_commands"]
@@ -107,6 +108,12 @@ def _cmd_generate_movielens(args: argparse.Namespace) -> int:
 
 @_one_line_errors
 def _cmd_preprocess(args: argparse.Namespace) -> int:
+    if args.schema is not None or args.valid or args.test:
+        from recsys_emb.cli.table import preprocess_with_schema
+
+        if args.schema is None:
+            raise ValueError("--valid / --test need --schema (a schema file of the table)")
+        return preprocess_with_schema(args)
     from recsys_emb.data.criteo import preprocess
 
     with _bar(None, "preprocess", _progress(args)) as tick:
@@ -201,7 +208,8 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     ml.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     ml.set_defaults(func=_cmd_generate_movielens)
 
-    pp = subparsers.add_parser("preprocess", help="Criteo TSV (plain or .gz) -> categorified Parquet splits")
+    pp = subparsers.add_parser("preprocess", help="Criteo TSV, or any CSV / TSV / Parquet with --schema, -> "
+                                                  "categorified Parquet splits")
     pp.add_argument("--input", nargs="+", required=True,
                     help="files, glob patterns or a directory of day_0 .. day_23 (Criteo 1TB), in time order")
     pp.add_argument("--out", required=True)
@@ -225,6 +233,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
                          "dataset (a new day gets the ids a model was trained with; --min-count is unused)")
     pp.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     pp.add_argument("--no-progress", action="store_true")
+    add_schema_arguments(pp)
     pp.set_defaults(func=_cmd_preprocess)
 
     data = subparsers.add_parser("data", help="dataset tools")

@@ -82,6 +82,19 @@ def _cmd_generate_criteo_like(args: argparse.Namespace) -> int:
 
 
 @_one_line_errors
+def _cmd_generate_avazu_like(args: argparse.Namespace) -> int:
+    from recsys_emb.data.avazu_like import generate_avazu_like
+
+    g = generate_avazu_like(args.out, args.rows, scale=args.scale, seed=args.seed, gzip=args.gzip,
+                            overwrite=args.overwrite)
+    print(f"wrote {g.rows:,} rows to {g.csv} in {g.seconds:.1f}s; positive rate {g.positive_rate:.4f}; "
+          f"true probabilities: {g.true_prob}")
+    print(f"next: recsys-emb preprocess --schema configs/schemas/avazu.yaml --input {g.csv} "
+          f"--out {args.out.rstrip('/')}-processed")
+    return 0
+
+
+@_one_line_errors
 def _cmd_generate_sequences(args: argparse.Namespace) -> int:
     from recsys_emb.data.sequences import SequenceConfig, generate_sequences
 
@@ -183,6 +196,17 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     cl.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     cl.add_argument("--no-progress", action="store_true")
     cl.set_defaults(func=_cmd_generate_criteo_like)
+
+    av = gsub.add_parser("avazu-like", help="Avazu-shaped CSV (header, 24 columns) from a planted model, with "
+                                            "true probabilities")
+    av.add_argument("--rows", type=int, required=True)
+    av.add_argument("--out", required=True, help="output directory")
+    av.add_argument("--seed", type=int, default=0)
+    av.add_argument("--scale", type=float, default=0.01,
+                    help="cardinalities above 1000 = Avazu's times this (default 0.01)")
+    av.add_argument("--gzip", action="store_true", help="write avazu_like.csv.gz")
+    av.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    av.set_defaults(func=_cmd_generate_avazu_like)
 
     sq = gsub.add_parser("sequences", help="DIN behaviour-sequence examples (Parquet) with true probabilities")
     sq.add_argument("--rows", type=int, required=True)

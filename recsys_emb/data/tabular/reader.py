@@ -37,7 +37,7 @@ from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec
 from recsys_emb.errors import DataError
 from recsys_emb.hashing import hash_raw_value
 
-__all__ = ["RowChunk", "iter_table_chunks", "read_columns", "hash_keys", "TEXT_MAX_LINE_BYTES", "SPLIT_BY_POSITION"]
+__all__ = ["RowChunk", "iter_table_chunks", "read_columns", "hash_keys", "frame_chunk", "TEXT_MAX_LINE_BYTES", "SPLIT_BY_POSITION"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -457,3 +457,23 @@ def iter_table_chunks(path: PathLike, spec: TableSpec, cols: ResolvedColumns, *,
                      report, detail=[f"no line end within {TEXT_MAX_LINE_BYTES} bytes"])
         else:
             _damaged(Path(name), event, on_bad_line, report)
+
+
+def frame_chunk(table: pa.Table, spec: TableSpec, cols: ResolvedColumns, shown: str = "<frame>") -> RowChunk:
+    """The rows of a pyarrow Table in the schema's raw column names as one :class:`RowChunk` (rows
+    numbered from 1); the label column may be absent (label -1). A malformed row raises
+    :class:`~recsys_emb.errors.BadLineError` naming ``<frame>:row``, the column and the value."""
+    need = [c for c in _needed(spec, cols) if c != cols.label]
+    lacking = [c for c in need if c not in table.column_names]
+    if lacking:
+        raise DataError(f"{shown}: lacks the schema's columns {lacking}")
+    lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    columns = {c: table.column(c).combine_chunks() for c in need + [cols.label] if c in table.column_names}
+    bads = _Bads()
+    chunk = _chunk(columns, lines, shown, spec, cols, None, bads, label_required=False)
+    bads.flush(shown, "error", None)
+    if chunk is None:
+        return RowChunk(np.zeros(0, np.int8), np.zeros((0, len(cols.dense))), np.zeros((len(cols.categorical), 0),
+                        np.int64), [(np.zeros(1, np.int64), np.zeros(0, np.int64)) for _ in cols.bags],
+                        np.zeros(0, np.int8), lines[:0], shown)
+    return chunk

@@ -273,9 +273,9 @@ def _options(cls: Any, key: str, v: Any, source: str) -> Any:
         if k not in known:
             raise ConfigError(f"{_where(source, f'{key}.{k}')} is not allowed; keys: {sorted(known)}")
         want = {"separator": str, "max_len": int, "min_count": int, "vocab": str, "buckets": int}.get(k)
-        if want is not None and (not isinstance(x, want) or isinstance(x, bool)):
+        if want is not None and x is not None and (not isinstance(x, want) or isinstance(x, bool)):
             raise ConfigError(f"{_where(source, f'{key}.{k}')}={x!r} must be a{'n int' if want is int else ' string'}")
-    return cls(**dict(v))
+    return cls(**{k: x for k, x in v.items() if x is not None})
 
 
 def _field_value(k: str, v: Any, source: str) -> Any:

@@ -152,7 +152,7 @@ def generate_avazu_like(out_dir: PathLike, rows: int, *, scale: float = 0.01, se
         probs = []
         positives = 0
         opener = _gzip.open if gzip else open
-        with opener(out / name, "wb") as f:  # type: ignore[operator]
+        with opener(out / name, "wb") as f:
             f.write((",".join(AVAZU_COLUMNS) + "\n").encode())  # unquoted, as Avazu's
             for k, start in enumerate(range(0, rows, _BLOCK_ROWS)):
                 n = min(_BLOCK_ROWS, rows - start)

@@ -50,7 +50,8 @@ def test_dlrm_config_trains_on_a_schema_dataset_with_every_field_from_metadata(r
     d, summary = run
     meta = json.loads((d / "data" / "metadata.json").read_text())
     assert meta["dataset"] == "table" and meta["schema"]["true_prob"] == "true_prob"
-    assert meta["schema"]["sparse"] == ["hour", "C1", "banner_pos", "site_id", "site_domain", "site_category",
+    assert meta["split"] == "time" and meta["rows"]["test"] == 400  # the last of 10 days
+    assert meta["schema"]["sparse"] == ["C1", "banner_pos", "site_id", "site_domain", "site_category",
                                         "app_id", "app_domain", "app_category", "device_id", "device_ip",
                                         "device_model", "device_type", "device_conn_type", "C14", "C15", "C16",
                                         "C17", "C18", "C19", "C20", "C21"]

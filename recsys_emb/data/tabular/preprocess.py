@@ -27,6 +27,7 @@ from recsys_emb.data.criteo.inputs import expand_inputs
 from recsys_emb.data.criteo.preprocess import _map_ordered, _rename_in_order, default_workers
 from recsys_emb.data.criteo.reader import ReadReport
 from recsys_emb.data.criteo.units import Unit, UnitOutput, UnitScan, ValueCounts, merge_scans, plan_units
+from recsys_emb.data.movielens import _ranges
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, ShardedParquetWriter, TableSchema, write_metadata
 from recsys_emb.data.tabular.reader import SPLIT_BY_POSITION, RowChunk, iter_table_chunks, read_columns
@@ -83,7 +84,7 @@ class _Stats:
         for j in range(k):
             self.counts.add_values(j, chunk.cats[j, rows])
         for b, (off, keys) in enumerate(chunk.bags):
-            self.counts.add_values(k + b, keys[_value_index(off, rows)])
+            self.counts.add_values(k + b, keys[_ranges(off[:-1][rows], np.diff(off)[rows])])
         d = chunk.dense[rows]
         seen = ~np.isnan(d)
         z = np.where(seen, d, 0.0)
@@ -92,12 +93,6 @@ class _Stats:
     def merge(self, other: "_Stats") -> None:
         self.counts.add(other.counts)
         self.dense += other.dense
-
-
-def _value_index(off: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    lens = np.diff(off)[rows]
-    total = int(lens.sum())
-    return np.arange(total, dtype=np.int64) + np.repeat(off[:-1][rows] - (np.cumsum(lens) - lens), lens)
 
 
 @dataclass

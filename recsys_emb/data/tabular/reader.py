@@ -73,21 +73,6 @@ class RowChunk:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def take(self, idx: np.ndarray) -> "RowChunk":
-        bags = []
-        for off, keys in self.bags:
-            lens = np.diff(off)[idx]
-            bags.append((np.concatenate(([0], np.cumsum(lens))).astype(np.int64), keys[_ranges(off[:-1][idx], lens)]))
-        return RowChunk(self.labels[idx], self.dense[idx], self.cats[:, idx], bags, self.split[idx], self.lines[idx],
-                        self.path)
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for each pair, vectorized."""
-    total = int(lengths.sum())
-    out_start = np.cumsum(lengths) - lengths
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - out_start, lengths)
-
 
 def _as_binary(arr: Union[pa.Array, pa.ChunkedArray]) -> pa.Array:
     """Any column as binary text, null -> empty."""
@@ -189,11 +174,11 @@ def _value_detail(arr: pa.Array, i: int) -> str:
 
 
 def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: TableSpec, cols: ResolvedColumns,
-             role: Optional[int], bads: _Bads, label_required: bool) -> Optional[np.ndarray]:
-    """The raw-value arrays of a chunk from its columns; returns the bool mask of rows to keep, after
-    recording bad ones in ``bads`` (one reason per row: the first that applies)."""
+             role: Optional[int], bads: _Bads) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(keep, labels, dense, split)`` of a chunk's rows: the bool mask of rows to keep, after recording
+    bad ones in ``bads`` (one reason per row: the first that applies), and the labels, dense values and
+    splits of all rows."""
     reasons: List[Tuple[np.ndarray, str, pa.Array]] = []
-    out: Dict[str, object] = {}
     if cols.label in columns:
         lab = columns[cols.label]
         if pa.types.is_integer(lab.type) or pa.types.is_boolean(lab.type) or pa.types.is_floating(lab.type):
@@ -204,9 +189,9 @@ def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: Tabl
             is1 = pc.equal(b, pa.scalar(b"1")).to_numpy(zero_copy_only=False)
             is0 = pc.equal(b, pa.scalar(b"0")).to_numpy(zero_copy_only=False)
         reasons.append((~(is0 | is1), f"label column {cols.label!r} not 0/1", lab))
-        out["labels"] = is1.astype(np.int8)
+        labels = is1.astype(np.int8)
     else:  # a file to score, without labels
-        out["labels"] = np.full(n, -1, np.int8)
+        labels = np.full(n, -1, np.int8)
     dense = np.empty((n, len(cols.dense)), np.float64)
     for j, c in enumerate(cols.dense):
         dense[:, j], b_ = _dense_values(columns[c])
@@ -232,22 +217,17 @@ def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: Tabl
             i = int(np.flatnonzero(mine)[0])
             bads.add(lines[mine], reason, _value_detail(arr, i))
         bad |= mask
-    columns["__dense__"] = dense  # type: ignore[assignment]
-    columns["__labels__"] = out["labels"]  # type: ignore[assignment]
-    columns["__split__"] = split  # type: ignore[assignment]
-    return ~bad
+    return ~bad, labels, dense, split
 
 
 def _chunk(columns: Dict[str, pa.Array], lines: np.ndarray, path: str, spec: TableSpec, cols: ResolvedColumns,
-           role: Optional[int], bads: _Bads, label_required: bool) -> Optional[RowChunk]:
+           role: Optional[int], bads: _Bads) -> Optional[RowChunk]:
     n = len(lines)
-    keep = _convert(columns, n, lines, spec, cols, role, bads, label_required)
-    assert keep is not None
+    keep, labels, dense, split = _convert(columns, n, lines, spec, cols, role, bads)
     idx = np.flatnonzero(keep)
     if len(idx) < n:
-        columns = {k: (v.take(pa.array(idx)) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[idx])
-                   for k, v in columns.items()}
-        lines = lines[idx]
+        columns = {k: v.take(pa.array(idx)) for k, v in columns.items()}
+        lines, labels, dense, split = lines[idx], labels[idx], dense[idx], split[idx]
     if not len(lines):
         return None
     cats = np.empty((len(cols.categorical), len(lines)), np.int64)
@@ -255,8 +235,7 @@ def _chunk(columns: Dict[str, pa.Array], lines: np.ndarray, path: str, spec: Tab
         cats[j] = hash_keys(columns[c])
     bags = [_bag(columns[c], spec.multi_valued[c], None) for c in cols.multi_valued]
     bags += [_bag(columns[c], spec.sequence[c].separator, spec.sequence[c].max_len) for c in cols.sequence]
-    return RowChunk(np.asarray(columns["__labels__"]), np.asarray(columns["__dense__"]), cats, bags,
-                    np.asarray(columns["__split__"]), lines, path)
+    return RowChunk(labels, dense, cats, bags, split, lines, path)
 
 
 def _needed(spec: TableSpec, cols: ResolvedColumns) -> List[str]:
@@ -296,8 +275,7 @@ def _parse_lines(data: bytes, spec: TableSpec, names: Sequence[str], want: Seque
 
 
 def _text_chunk(block: Block, path: str, spec: TableSpec, cols: ResolvedColumns, role: Optional[int],
-                on_bad_line: str, report: Optional[ReadReport], label_required: bool,
-                header: bool) -> Optional[RowChunk]:
+                on_bad_line: str, report: Optional[ReadReport], header: bool) -> Optional[RowChunk]:
     data, first = block.data, block.first_line
     if header:  # the file's first line
         cut = data.index(b"\n") + 1
@@ -345,7 +323,7 @@ def _text_chunk(block: Block, path: str, spec: TableSpec, cols: ResolvedColumns,
     chunk = None
     if table is not None and table.num_rows:
         columns = {c: table.column(c).combine_chunks() for c in want}
-        chunk = _chunk(columns, lines, path, spec, cols, role, bads, label_required)
+        chunk = _chunk(columns, lines, path, spec, cols, role, bads)
     bads.flush(path, on_bad_line, report)
     return chunk
 
@@ -399,7 +377,7 @@ def _parquet_chunks(path: Path, shown: str, spec: TableSpec, cols: ResolvedColum
             continue
         bads = _Bads()
         columns = {c: rb.column(c) for c in want}
-        chunk = _chunk(columns, lines, shown, spec, cols, role, bads, label_required)
+        chunk = _chunk(columns, lines, shown, spec, cols, role, bads)
         bads.flush(shown, on_bad_line, report)
         if chunk is not None:
             if report is not None:
@@ -444,7 +422,7 @@ def iter_table_chunks(path: PathLike, spec: TableSpec, cols: ResolvedColumns, *,
                 report.lines += n_lines
             if event.first_line + n_lines <= skip_before_line:
                 continue
-            chunk = _text_chunk(event, name, spec, cols, role, on_bad_line, report, label_required, at_header)
+            chunk = _text_chunk(event, name, spec, cols, role, on_bad_line, report, at_header)
             if chunk is not None:
                 if report is not None:
                     report.rows += len(chunk)
@@ -470,7 +448,7 @@ def frame_chunk(table: pa.Table, spec: TableSpec, cols: ResolvedColumns, shown: 
     lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
     columns = {c: table.column(c).combine_chunks() for c in need + [cols.label] if c in table.column_names}
     bads = _Bads()
-    chunk = _chunk(columns, lines, shown, spec, cols, None, bads, label_required=False)
+    chunk = _chunk(columns, lines, shown, spec, cols, None, bads)
     bads.flush(shown, "error", None)
     if chunk is None:
         return RowChunk(np.zeros(0, np.int8), np.zeros((0, len(cols.dense))), np.zeros((len(cols.categorical), 0),

@@ -20,9 +20,8 @@ def add_schema_arguments(pp: argparse.ArgumentParser) -> None:
 
 
 def preprocess_with_schema(args: argparse.Namespace) -> int:
-    """Run ``preprocess --schema`` and print its summary; library errors propagate (printed as one line
-    by the caller)."""
-    from recsys_emb.cli import emit
+    """Run ``preprocess --schema`` and print its summary (the CLI prints); library errors propagate
+    (printed as one line by the caller)."""
     from recsys_emb.data.tabular import load_table_spec, preprocess_table
 
     spec = load_table_spec(args.schema)
@@ -31,14 +30,14 @@ def preprocess_with_schema(args: argparse.Namespace) -> int:
                             rows_per_shard=args.rows_per_shard, workers=args.workers,
                             unit_bytes=int(args.unit_mb * (1 << 20)), overwrite=args.overwrite)
     rows, bad = meta["rows"], meta["bad_lines"]
-    emit(f"{rows['total']:,} rows -> {args.out} (train {rows['train']:,}, valid {rows['valid']:,}, "
+    print(f"{rows['total']:,} rows -> {args.out} (train {rows['train']:,}, valid {rows['valid']:,}, "
          f"test {rows['test']:,}; split by {meta['split']}) in {meta['seconds']:.1f}s")
-    emit("fields: " + ", ".join(f"{k}={v}" for k, v in meta["vocab_sizes"].items())
+    print("fields: " + ", ".join(f"{k}={v}" for k, v in meta["vocab_sizes"].items())
          + (f"; dense: {', '.join(meta['schema']['dense'])}" if meta["schema"]["dense"] else ""))
     if bad["bad_lines"]:
-        emit(f"skipped {bad['bad_lines']:,} malformed lines: {bad['by_reason']}")
+        print(f"skipped {bad['bad_lines']:,} malformed lines: {bad['by_reason']}")
         for ex in bad["examples"][:20]:
-            emit(f"  {ex['path']}:{ex['line']}: {ex['reason']}")
+            print(f"  {ex['path']}:{ex['line']}: {ex['reason']}")
     else:
-        emit("malformed lines: 0")
+        print("malformed lines: 0")
     return 0

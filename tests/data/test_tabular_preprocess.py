@@ -205,3 +205,23 @@ def test_missing_input_and_unknown_column(table_csv, tmp_path):
         preprocess_table(SPEC, tmp_path / "nope.csv", tmp_path / "out")
     with pytest.raises(ConfigError, match=r"dense.prize: no column 'prize'"):
         preprocess_table({**SPEC, "dense": {"prize": "none"}}, table_csv[0], tmp_path / "out")
+
+
+def test_sequence_with_a_candidate_shares_its_vocabulary(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 200
+    df = pd.DataFrame({"y": (rng.random(n) < 0.4).astype(int), "item": rng.integers(0, 12, n).astype(str),
+                       "user": rng.integers(0, 5, n).astype(str),
+                       "hist": ["|".join(rng.integers(0, 15, k).astype(str)) for k in rng.integers(0, 6, n)]})
+    spec = {"label": "y", "sequence": {"hist": {"max_len": 4, "candidate": "item"}}}
+    meta = preprocess_frame(df, spec, tmp_path / "ds", workers=1)
+    assert meta["item_pairs"] == [["item", "hist"]]
+    assert meta["vocab_sizes"]["item"] == meta["vocab_sizes"]["hist"] and meta["oov_ids"]["item"] == meta["oov_ids"]["hist"]
+    t = pq.read_table(tmp_path / "ds" / "train").to_pandas()
+    train = df.iloc[:len(t)]
+    values = pd.concat([train["item"], train["hist"].map(lambda s: [v for v in s.split("|") if v][-4:]).explode().dropna()])
+    ids, _ = _rank_ids(values.astype(str))  # counted over both columns together
+    assert t["item"].tolist() == [ids[v] for v in train["item"]]
+    assert [list(x) for x in t["hist"]] == [[ids[v] for v in s.split("|") if v][-4:] for s in train["hist"]]
+    with pytest.raises(ConfigError, match=r"sequence.hist.candidate='nope' is not a categorical column"):
+        preprocess_frame(df, {"label": "y", "sequence": {"hist": {"candidate": "nope"}}}, tmp_path / "x")

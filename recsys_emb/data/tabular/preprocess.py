@@ -354,11 +354,22 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         n_train, n_valid, n_test = (sum(s.split_rows[i] for s in scans) for i in range(3))
     counts = stats.counts.compact()
     vocabs: Dict[str, Vocabulary] = {}
+    pairs = cols.item_pairs(spec)
+    shared = {h: c for c, h in pairs}
     for j, c in enumerate(cols.id_fields):
         o = spec.vocab_options(c)
-        if o.vocab == "count":
+        if o.vocab == "count" and c not in shared:
             assert o.min_count is not None
             vocabs[c] = Vocabulary.from_counts(counts.keys[j], counts.counts[j], o.min_count)
+    index = {c: j for j, c in enumerate(cols.id_fields)}
+    for cand, hist in pairs:  # one vocabulary over the candidate's and the history's values
+        both = ValueCounts(1)
+        for f in (cand, hist):
+            both.add_counts(0, counts.keys[index[f]], counts.counts[index[f]])
+        both.compact()
+        min_count = spec.vocab_options(cand).min_count
+        assert min_count is not None
+        vocabs[cand] = vocabs[hist] = Vocabulary.from_counts(both.keys[0], both.counts[0], min_count)
     dense_stats: Dict[str, Dict[str, float]] = {}
     for j, c in enumerate(cols.dense):
         n, s1, s2 = stats.dense[:, j]
@@ -404,6 +415,7 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         "oov_rows_train": {c: int(v.counts[-1]) for c, v in vocabs.items()},
         "oov_rows": dict(zip(cols.id_fields, oov_rows)),
         "hashed_fields": [c for c in cols.id_fields if c not in vocabs],
+        "item_pairs": [list(p) for p in pairs],
         "counts_file": COUNTS_FILE,
         "vocab_file": VOCAB_FILE,
         "missing_value": "empty categorical = its own value (raw key -1), ranked like any other value",

@@ -36,10 +36,13 @@ def _where(source: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class SequenceOptions:
-    """One ordered history column: values split on ``separator``, oldest first; the last ``max_len`` kept."""
+    """One ordered history column: values split on ``separator``, oldest first; the last ``max_len`` kept.
+    ``candidate``: the categorical column whose values the history holds (an item id): both get one
+    vocabulary, counted over both, so a value has the same id in each (DIN's ``item_pairs``)."""
 
     separator: str = "|"
     max_len: int = 50
+    candidate: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,15 @@ class TableSpec:
         if clash:
             raise ConfigError(f"{_where(self.source, 'missing_flags')}: the flag column {clash[0]!r} would clash "
                               f"with a column of the data; set missing_flags: false or rename the column")
+        for c, seq in self.sequence.items():
+            if seq.candidate is None:
+                continue
+            key = f"sequence.{c}.candidate"
+            if seq.candidate not in cats:
+                raise ConfigError(f"{_where(self.source, key)}={seq.candidate!r} is not a categorical column")
+            if "hash" in (self.vocab_options(c).vocab, self.vocab_options(seq.candidate).vocab):
+                raise ConfigError(f"{_where(self.source, key)}: a candidate and its history share a counted "
+                                  "vocabulary; neither may be vocab: hash")
         for c in self.columns:
             if c not in cats and c not in self.multi_valued and c not in self.sequence:
                 raise ConfigError(f"{_where(self.source, f'columns.{c}')}: {c!r} is not a categorical, "
@@ -272,7 +284,8 @@ def _options(cls: Any, key: str, v: Any, source: str) -> Any:
     for k, x in v.items():
         if k not in known:
             raise ConfigError(f"{_where(source, f'{key}.{k}')} is not allowed; keys: {sorted(known)}")
-        want = {"separator": str, "max_len": int, "min_count": int, "vocab": str, "buckets": int}.get(k)
+        want = {"separator": str, "max_len": int, "min_count": int, "vocab": str, "buckets": int,
+                "candidate": str}.get(k)
         if want is not None and x is not None and (not isinstance(x, want) or isinstance(x, bool)):
             raise ConfigError(f"{_where(source, f'{key}.{k}')}={x!r} must be a{'n int' if want is int else ' string'}")
     return cls(**{k: x for k, x in v.items() if x is not None})
@@ -328,6 +341,10 @@ class ResolvedColumns:
     def bags(self) -> Tuple[str, ...]:
         """Columns of lists: the multi-valued ones, then the sequences."""
         return self.multi_valued + self.sequence
+
+    def item_pairs(self, spec: TableSpec) -> List[Tuple[str, str]]:
+        """``(candidate, history)`` of every sequence column with a ``candidate``."""
+        return [(o.candidate, c) for c, o in spec.sequence.items() if o.candidate is not None]
 
     @property
     def id_fields(self) -> Tuple[str, ...]:

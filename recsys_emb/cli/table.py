@@ -28,7 +28,7 @@ def preprocess_with_schema(args: argparse.Namespace) -> int:
     meta = preprocess_table(spec, args.input, args.out, valid=args.valid, test=args.test,
                             on_bad_line=args.on_bad_line, chunk_bytes=int(args.chunk_mb * (1 << 20)),
                             rows_per_shard=args.rows_per_shard, workers=args.workers,
-                            unit_bytes=int(args.unit_mb * (1 << 20)), overwrite=args.overwrite)
+                            unit_bytes=int(args.unit_mb * (1 << 20)), overwrite=args.overwrite, vocab=args.vocab)
     rows, bad = meta["rows"], meta["bad_lines"]
     print(f"{rows['total']:,} rows -> {args.out} (train {rows['train']:,}, valid {rows['valid']:,}, "
          f"test {rows['test']:,}; split by {meta['split']}) in {meta['seconds']:.1f}s")
@@ -40,4 +40,8 @@ def preprocess_with_schema(args: argparse.Namespace) -> int:
             print(f"  {ex['path']}:{ex['line']}: {ex['reason']}")
     else:
         print("malformed lines: 0")
+    if args.vocab:
+        unseen = {k: v for k, v in meta["oov_rows"].items() if v}
+        print(f"vocabulary of {args.vocab}; values mapped to the OOV id: "
+              + (", ".join(f"{k}={v:,}" for k, v in unseen.items()) if unseen else "none"))
     return 0

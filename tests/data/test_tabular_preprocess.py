@@ -225,3 +225,20 @@ def test_sequence_with_a_candidate_shares_its_vocabulary(tmp_path):
     assert [list(x) for x in t["hist"]] == [[ids[v] for v in s.split("|") if v][-4:] for s in train["hist"]]
     with pytest.raises(ConfigError, match=r"sequence.hist.candidate='nope' is not a categorical column"):
         preprocess_frame(df, {"label": "y", "sequence": {"hist": {"candidate": "nope"}}}, tmp_path / "x")
+
+
+def test_vocab_of_a_dataset_maps_new_rows_as_training_did(table_csv, tmp_path):
+    path, df = table_csv
+    preprocess_table(SPEC, path, tmp_path / "ds", workers=1)
+    lines = path.read_text().splitlines(keepends=True)
+    (tmp_path / "new.csv").write_text("".join(lines[:1] + lines[201:]))  # the last 100 rows, a "new day"
+    meta = preprocess_table(SPEC, tmp_path / "new.csv", tmp_path / "new", workers=1, vocab=tmp_path / "ds")
+    old = pd.concat([pq.read_table(tmp_path / "ds" / s).to_pandas() for s in ("train", "valid", "test")],
+                    ignore_index=True).iloc[200:].reset_index(drop=True)
+    new = pd.concat([pq.read_table(tmp_path / "new" / s).to_pandas() for s in ("train", "valid", "test")],
+                    ignore_index=True)
+    pd.testing.assert_frame_equal(new, old)  # the same ids and the same standardization
+    assert meta["vocab_source"] == str((tmp_path / "ds").resolve())
+    assert meta["vocab_sizes"] == json.loads((tmp_path / "ds" / "metadata.json").read_text())["vocab_sizes"]
+    with pytest.raises(DataError, match=r"--vocab .*: neither a model directory"):
+        preprocess_table(SPEC, tmp_path / "new.csv", tmp_path / "x", vocab=tmp_path)

@@ -11,6 +11,7 @@ depends on the inputs and ``unit_bytes``, never on the number of workers, and ap
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -29,10 +30,11 @@ from recsys_emb.data.criteo.reader import ReadReport
 from recsys_emb.data.criteo.units import Unit, UnitOutput, UnitScan, ValueCounts, merge_scans, plan_units
 from recsys_emb.data.movielens import _ranges
 from recsys_emb.data.outdir import atomic_output_dir
-from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, ShardedParquetWriter, TableSchema, write_metadata
+from recsys_emb.data.parquet import (DATASET_ENTRIES, SPLITS, ShardedParquetWriter, TableSchema, read_metadata,
+                                    write_metadata)
 from recsys_emb.data.tabular.reader import SPLIT_BY_POSITION, RowChunk, iter_table_chunks, read_columns
 from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec, load_table_spec
-from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, save_vocabularies
+from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
 from recsys_emb.errors import ConfigError, DataError, RecsysEmbError
 
 __all__ = ["preprocess_table", "preprocess_frame", "TableReading", "chunk_ids_table", "DATASET_NAME", "as_spec"]
@@ -249,7 +251,7 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
                      out_dir: PathLike, *, valid: Sequence[PathLike] = (), test: Sequence[PathLike] = (),
                      on_bad_line: str = "error", chunk_bytes: int = 8 << 20, rows_per_shard: int = 1 << 21,
                      row_group_rows: int = 1 << 17, workers: Optional[int] = None, unit_bytes: int = _UNIT_BYTES,
-                     max_reported_bad_lines: int = 1000, overwrite: bool = False,
+                     max_reported_bad_lines: int = 1000, overwrite: bool = False, vocab: Optional[PathLike] = None,
                      _shown: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Preprocess a table described by a schema into a dataset directory.
 
@@ -263,6 +265,9 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
             the value) or ``"skip"`` (count it, keep its line number in ``metadata.json``).
         workers: processes (default: every core); the output is the same for any.
         unit_bytes: bytes of a plain text file per work unit.
+        vocab: map with this vocabulary and these dense statistics instead of counting them: a model
+            directory or a dataset processed under the same schema (a new day gets the ids a model was
+            trained with; values it lacks map to the OOV id, counted in ``oov_rows``).
     Returns:
         The metadata also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``oov_rows``, ``dense_stats``, ``bad_lines``, ``schema`` (the batch schema) and
@@ -293,13 +298,40 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     roles = {str(p): r for r, group in enumerate((train_paths, valid_paths, test_paths)) for p in group} if by_file else {}
     cols = _resolve(spec, paths, shown)
     reading = TableReading(spec, cols, roles, shown, chunk_bytes, spec.header and spec.format != "parquet")
+    given = _given(vocab, spec, cols) if vocab is not None else None
     mapper = partial(_map_ordered, workers=workers)
     with atomic_output_dir(out_dir, overwrite=overwrite, owned=OWNED, command="preprocess") as tmp:
         meta = _run(reading, paths, tmp, mapper=mapper, on_bad_line=on_bad_line, unit_bytes=unit_bytes,
                     rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
-                    max_examples=max_reported_bad_lines, t0=t0)
+                    max_examples=max_reported_bad_lines, t0=t0, given=given)
+        if vocab is not None:
+            meta["vocab_source"] = str(Path(vocab).resolve())
+            write_metadata(tmp, meta)
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
+
+
+def _given(directory: PathLike, spec: TableSpec, cols: ResolvedColumns
+           ) -> Tuple[Dict[str, Vocabulary], Dict[str, Dict[str, float]]]:
+    """The vocabulary and dense statistics of a model directory or a table dataset, checked against
+    the spec's fields."""
+    d = Path(directory)
+    if (d / "model.json").is_file():
+        facts = json.loads((d / "model.json").read_text()).get("dataset", {})
+    elif (d / "metadata.json").is_file():
+        facts = read_metadata(d)
+    else:
+        raise DataError(f"--vocab {d}: neither a model directory (model.json) nor a processed dataset (metadata.json)")
+    if facts.get("dataset") != DATASET_NAME or "dense_stats" not in facts:
+        raise DataError(f"--vocab {d}: its data was not processed under a schema (dataset "
+                        f"{facts.get('dataset')!r}); pass the model or dataset of a `preprocess --schema` run")
+    vocabs = load_vocabulary(d)
+    counted = [c for c in cols.id_fields if spec.vocab_options(c).vocab == "count"]
+    lacking = [c for c in counted if c not in vocabs] + [c for c in cols.dense if c not in facts["dense_stats"]]
+    if lacking:
+        raise DataError(f"--vocab {d}: it lacks the fields {lacking} of this schema; pass the model or dataset "
+                        "processed under the same schema")
+    return {c: vocabs[c] for c in counted}, {c: facts["dense_stats"][c] for c in cols.dense}
 
 
 def _plan(paths: Sequence[Path], reading: TableReading, unit_bytes: int) -> List[Unit]:
@@ -323,7 +355,8 @@ def _scan_all(units: List[Unit], reading: TableReading, mapper: Any, on_bad_line
 
 
 def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on_bad_line: str, unit_bytes: int,
-         rows_per_shard: int, row_group_rows: int, max_examples: int, t0: float) -> Dict[str, Any]:
+         rows_per_shard: int, row_group_rows: int, max_examples: int, t0: float,
+         given: Optional[Tuple[Dict[str, Vocabulary], Dict[str, Dict[str, float]]]] = None) -> Dict[str, Any]:
     spec, cols = reading.spec, reading.cols
     units = _plan(paths, reading, unit_bytes)
     scans = _scan_all(units, reading, mapper, on_bad_line, max_examples)
@@ -345,7 +378,7 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         n_valid = int(round(n_rows * float(spec.split.valid)))
         n_train = n_rows - n_valid - n_test
         tail = [(u, fl, max(n_train - r0, 0)) for u, fl, r0, s in zip(units, first_lines, first_rows, scans)
-                if r0 + s.rows > n_train]
+                if r0 + s.rows > n_train and given is None]
         later = _Stats.empty(cols)
         for part in mapper(partial(_tail, reading=reading), tail):
             later.merge(part)
@@ -355,14 +388,16 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
     counts = stats.counts.compact()
     vocabs: Dict[str, Vocabulary] = {}
     pairs = cols.item_pairs(spec)
-    shared = {h: c for c, h in pairs}
+    shared = {h: c for c, h in pairs} if given is None else {}
     for j, c in enumerate(cols.id_fields):
         o = spec.vocab_options(c)
-        if o.vocab == "count" and c not in shared:
+        if o.vocab == "count" and given is not None:
+            vocabs[c] = given[0][c]
+        elif o.vocab == "count" and c not in shared:
             assert o.min_count is not None
             vocabs[c] = Vocabulary.from_counts(counts.keys[j], counts.counts[j], o.min_count)
     index = {c: j for j, c in enumerate(cols.id_fields)}
-    for cand, hist in pairs:  # one vocabulary over the candidate's and the history's values
+    for cand, hist in (pairs if given is None else []):  # one vocabulary over both columns' values
         both = ValueCounts(1)
         for f in (cand, hist):
             both.add_counts(0, counts.keys[index[f]], counts.counts[index[f]])
@@ -376,6 +411,8 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         mean = s1 / n if n else 0.0
         std = float(np.sqrt(max(s2 / n - mean * mean, 0.0))) if n else 0.0
         dense_stats[c] = {"mean": float(mean), "std": std if std > 1e-12 else 1.0, "count": int(n)}
+    if given is not None:
+        dense_stats = given[1]
 
     scratch = out / ".vocab.npz"
     np.savez(scratch, **{f"{c}_{k}": getattr(v, k) for c, v in vocabs.items() for k in ("keys", "ids", "counts")})

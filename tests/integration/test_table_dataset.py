@@ -1,14 +1,11 @@
 """A raw Avazu-shaped CSV to scores, as datasets/your-data.md walks it: ``generate avazu-like``, ``preprocess
 --schema configs/schemas/avazu.yaml``, ``train --config configs/dlrm.yaml`` (a compressing variant chosen
-with ``--set``), the baselines on the same dataset, and ``predict`` on the raw CSV. Real processes, real
-files; the scores of the raw test rows equal the eager model's on the processed test split."""
+with ``--set``), the baselines on the same dataset, and ``predict`` on the raw CSV. Real files, the real
+training loop; the scores of the raw test rows equal the eager model's on the processed test split."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args, cwd):
-    env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env=env)
-    assert proc.returncode == 0, f"recsys-emb {' '.join(map(str, args))}:\n{proc.stderr[-3000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The steps of the walk-through in this process (the commands call the same functions), but for
-    ``predict``, run as a command below."""
+    """The steps of the walk-through as the library functions the commands call (``predict`` runs through
+    the command line below)."""
     from recsys_emb.config import load_config
     from recsys_emb.data.avazu_like import generate_avazu_like
     from recsys_emb.data.tabular import preprocess_table
@@ -75,7 +64,9 @@ def test_predict_on_the_raw_csv_equals_the_model_on_processed_rows(run):
 
     run = run[0]
     raw = run / "raw" / "avazu_like.csv"
-    cli("predict", "--model", run / "run", "--input", raw, "--out", run / "scores.parquet", cwd=run)
+    from recsys_emb.cli import main
+
+    assert main(["predict", "--model", str(run / "run"), "--input", str(raw), "--out", str(run / "scores.parquet")]) == 0
     scores = pq.read_table(run / "scores.parquet").to_pandas()
     assert len(scores) == 4000 and scores["line"].tolist() == list(range(2, 4002))
     model = load_model(run / "run")

@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys_emb.data.criteo.blocks import Block, OverlongLine, iter_line_blocks
+from recsys_emb.data.criteo.fields import parse_hex
 from recsys_emb.data.criteo.reader import ReadReport, _bad, _damaged
 from recsys_emb.data.criteo.schema import MISSING_ID
 from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec
@@ -174,7 +175,8 @@ def _value_detail(arr: pa.Array, i: int) -> str:
 
 
 def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: TableSpec, cols: ResolvedColumns,
-             role: Optional[int], bads: _Bads) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+             role: Optional[int], bads: _Bads, hex_keys: Dict[str, np.ndarray]
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(keep, labels, dense, split)`` of a chunk's rows: the bool mask of rows to keep, after recording
     bad ones in ``bads`` (one reason per row: the first that applies), and the labels, dense values and
     splits of all rows."""
@@ -196,6 +198,10 @@ def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: Tabl
     for j, c in enumerate(cols.dense):
         dense[:, j], b_ = _dense_values(columns[c])
         reasons.append((b_, f"non-numeric value in dense column {c!r}", columns[c]))
+    for c in cols.categorical:
+        if spec.columns.get(c) is not None and spec.columns[c].values == "hex":
+            hex_keys[c], hbad = parse_hex(pc.cast(_as_binary(columns[c]), pa.string()))
+            reasons.append((hbad, f"non-hex value in column {c!r}", columns[c]))
     split = np.full(n, SPLIT_BY_POSITION if role is None else role, np.int8)
     tc = spec.split.time_column
     if role is None and tc is not None:
@@ -223,16 +229,18 @@ def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: Tabl
 def _chunk(columns: Dict[str, pa.Array], lines: np.ndarray, path: str, spec: TableSpec, cols: ResolvedColumns,
            role: Optional[int], bads: _Bads) -> Optional[RowChunk]:
     n = len(lines)
-    keep, labels, dense, split = _convert(columns, n, lines, spec, cols, role, bads)
+    hex_keys: Dict[str, np.ndarray] = {}
+    keep, labels, dense, split = _convert(columns, n, lines, spec, cols, role, bads, hex_keys)
     idx = np.flatnonzero(keep)
     if len(idx) < n:
         columns = {k: v.take(pa.array(idx)) for k, v in columns.items()}
         lines, labels, dense, split = lines[idx], labels[idx], dense[idx], split[idx]
+        hex_keys = {k: v[idx] for k, v in hex_keys.items()}
     if not len(lines):
         return None
     cats = np.empty((len(cols.categorical), len(lines)), np.int64)
     for j, c in enumerate(cols.categorical):
-        cats[j] = hash_keys(columns[c])
+        cats[j] = hex_keys[c] if c in hex_keys else hash_keys(columns[c])
     bags = [_bag(columns[c], spec.multi_valued[c], None) for c in cols.multi_valued]
     bags += [_bag(columns[c], spec.sequence[c].separator, spec.sequence[c].max_len) for c in cols.sequence]
     return RowChunk(labels, dense, cats, bags, split, lines, path)

@@ -19,10 +19,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, TSV_COLUMNS
 from recsys_emb.errors import ConfigError
 
 __all__ = ["TableSpec", "ColumnOptions", "SequenceOptions", "SplitSpec", "ResolvedColumns", "load_table_spec",
-           "FORMATS", "DENSE_TRANSFORMS"]
+           "FORMATS", "DENSE_TRANSFORMS", "BUILTIN_SCHEMAS"]
 
 PathLike = Union[str, Path]
 FORMATS = ("csv", "tsv", "parquet")
@@ -48,11 +49,13 @@ class SequenceOptions:
 @dataclass(frozen=True)
 class ColumnOptions:
     """Per-column vocabulary options: ``min_count`` (overrides the global one), or ``vocab: hash`` with
-    ``buckets`` (the value's 64-bit hash modulo ``buckets``, no vocabulary counted)."""
+    ``buckets`` (the value's 64-bit hash modulo ``buckets``, no vocabulary counted); ``values: hex``: the
+    values are 1-15 hex digits, keyed by their number (as Criteo's), another value is a malformed line."""
 
     min_count: Optional[int] = None
     vocab: str = "count"
     buckets: Optional[int] = None
+    values: str = "text"
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class TableSpec:
         if self.min_count < 1:
             raise ConfigError(f"{_where(src, 'min_count')}={self.min_count} must be >= 1")
         for col, o in self.columns.items():
+            if o.values not in ("text", "hex"):
+                raise ConfigError(f"{_where(src, f'columns.{col}.values')}={o.values!r}: choose 'text' or 'hex'")
             if o.vocab not in ("count", "hash"):
                 raise ConfigError(f"{_where(src, f'columns.{col}.vocab')}={o.vocab!r}: choose 'count' or 'hash'")
             if o.vocab == "hash" and (o.buckets is None or o.buckets < 1):
@@ -224,7 +229,10 @@ class TableSpec:
             if "hash" in (self.vocab_options(c).vocab, self.vocab_options(seq.candidate).vocab):
                 raise ConfigError(f"{_where(self.source, key)}: a candidate and its history share a counted "
                                   "vocabulary; neither may be vocab: hash")
-        for c in self.columns:
+        for c, o in self.columns.items():
+            if o.values == "hex" and c not in cats:
+                raise ConfigError(f"{_where(self.source, f'columns.{c}.values')}: hex values are for categorical "
+                                  "columns")
             if c not in cats and c not in self.multi_valued and c not in self.sequence:
                 raise ConfigError(f"{_where(self.source, f'columns.{c}')}: {c!r} is not a categorical, "
                                   "multi_valued or sequence column")
@@ -285,7 +293,7 @@ def _options(cls: Any, key: str, v: Any, source: str) -> Any:
         if k not in known:
             raise ConfigError(f"{_where(source, f'{key}.{k}')} is not allowed; keys: {sorted(known)}")
         want = {"separator": str, "max_len": int, "min_count": int, "vocab": str, "buckets": int,
-                "candidate": str}.get(k)
+                "candidate": str, "values": str}.get(k)
         if want is not None and x is not None and (not isinstance(x, want) or isinstance(x, bool)):
             raise ConfigError(f"{_where(source, f'{key}.{k}')}={x!r} must be a{'n int' if want is int else ' string'}")
     return cls(**{k: x for k, x in v.items() if x is not None})
@@ -352,15 +360,29 @@ class ResolvedColumns:
         return self.categorical + self.bags
 
 
+BUILTIN_SCHEMAS: Dict[str, Dict[str, Any]] = {
+    "criteo": {
+        "format": "tsv", "header": False, "names": TSV_COLUMNS, "label": LABEL_COLUMN,
+        "dense": {c: "log1p" for c in INT_COLUMNS}, "missing_flags": False, "categorical": CAT_COLUMNS,
+        "columns": {c: {"values": "hex"} for c in CAT_COLUMNS}, "split": {"valid": 0.1, "test": 0.1},
+    },
+}
+"""Schemas by name (``--schema criteo``): the Criteo Kaggle TSV (label, I1..I13 counts, C1..C26 hex values)
+read by the schema reader into the columns, ids and vocabulary files the Criteo reader writes."""
+
+
 def load_table_spec(path: PathLike) -> TableSpec:
-    """A :class:`TableSpec` from a YAML schema file.
+    """A :class:`TableSpec` from a YAML schema file, or a built-in one by name (:data:`BUILTIN_SCHEMAS`).
 
     Raises:
         ConfigError: a missing file, bad YAML, an unknown key or a bad value, in one line naming the key.
     """
     p = Path(path)
+    if str(path) in BUILTIN_SCHEMAS and not p.exists():
+        return TableSpec.from_dict(BUILTIN_SCHEMAS[str(path)], source=str(path))
     if not p.is_file():
-        raise ConfigError(f"schema file {str(p)!r} does not exist (give a YAML file, or a built-in name)")
+        raise ConfigError(f"schema file {str(p)!r} does not exist (give a YAML file, or a built-in name: "
+                          f"{', '.join(BUILTIN_SCHEMAS)})")
     try:
         d = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:

@@ -58,7 +58,7 @@ MODEL_FILE = "model.json"
 CONFIG_FILE = "config.json"
 MODEL_DIR_ENTRIES = (WEIGHTS_FILE, MODEL_FILE, CONFIG_FILE, COUNTS_FILE, VOCAB_FILE, MANIFEST)
 _DATASET_KEYS = ("dataset", "format_version", "min_count", "vocab_from", "vocab_sizes", "oov_ids", "missing_value",
-                 "dense_transform", "missing_flags")
+                 "dense_transform", "missing_flags", "table_spec", "dense_stats")
 
 
 @dataclass

@@ -30,6 +30,7 @@ from recsys_emb.data.parquet import TableSchema
 from recsys_emb.data.values import (MAX_RAW_VALUE, BadRows, bad_mask, check_counts, check_dense, check_id_lists,
                                     check_ids, check_labels, first_bad)
 from recsys_emb.errors import BadLineError, DataError, InvalidInputError
+from recsys_emb.data.tabular.scoring import is_table_model, iter_raw_table_ids, raw_table_ids, table_spec_of
 from recsys_emb.model_dir import SavedModel
 
 __all__ = ["PredictReport", "predict", "score_frame", "score_batch"]
@@ -202,7 +203,9 @@ def score_frame(model: SavedModel, frame: Any, *, raw: bool = True, batch_rows: 
     out = []
     for start in range(0, table.num_rows, batch_rows):
         part = table.slice(start, batch_rows)
-        if raw:
+        if raw and is_table_model(model.dataset):
+            part = raw_table_ids(part, model.dataset, model.vocabulary or {}, counts)
+        elif raw:
             part = _ids(model, _raw_chunk(part, start), counts)
         out.append(score_batch(model, batch_from_table(part, model.schema)))
     logits = np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -211,6 +214,10 @@ def score_frame(model: SavedModel, frame: Any, *, raw: bool = True, batch_rows: 
 
 def _tsv_blocks(model: SavedModel, paths: List[Path], on_bad_line: str, chunk_bytes: int, report: PredictReport,
                 read: ReadReport) -> Iterator[Tuple[str, np.ndarray, np.ndarray, pa.Table]]:
+    if is_table_model(model.dataset):
+        yield from iter_raw_table_ids(paths, model.dataset, model.vocabulary or {}, on_bad_line=on_bad_line,
+                                      chunk_bytes=chunk_bytes, read=read, oov=report.oov)
+        return
     _vocabulary(model)  # refuse before reading
     for chunk in iter_criteo_tsv(paths, chunk_bytes=chunk_bytes, on_bad_line=on_bad_line, report=read,
                                  label="optional"):
@@ -298,7 +305,8 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction (--max-bad-fraction) must be in [0, 1], got {max_bad_fraction}")
     paths = expand_inputs(inputs, streams=True)
-    parquet = [p.suffix == ".parquet" for p in paths]
+    raw_parquet = is_table_model(model.dataset) and table_spec_of(model.dataset).format == "parquet"
+    parquet = [p.suffix == ".parquet" and not raw_parquet for p in paths]
     if any(parquet) and not all(parquet):
         raise DataError(f"inputs mix Parquet and TSV files ({[str(p) for p in paths][:4]}); score them separately")
     read = ReadReport(unit="row" if all(parquet) and paths else "line")
@@ -307,8 +315,8 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
         id_name = id_column or "row"
     else:
         if id_column is not None:
-            raise DataError(f"--id-column {id_column!r}: a Criteo TSV has no named columns; the row id of TSV input "
-                            "is the line number (column 'line')")
+            raise DataError(f"--id-column {id_column!r}: a Criteo TSV has no named columns; the row id of raw text "
+                            "input is the line number (column 'line')")
         id_name = "line"
     out_path = Path(out)
     model_files = [model.path, *model.path.iterdir()] if model.path is not None and model.path.is_dir() else []

@@ -12,6 +12,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+from recsys_emb.cli.table import add_schema_arguments
 from recsys_emb.errors import RecsysEmbError
 
 __all__ = ["add_data_commands"]
@@ -90,6 +91,19 @@ def _cmd_generate_criteo_like(args: argparse.Namespace) -> int:
 
 
 @_one_line_errors
+def _cmd_generate_avazu_like(args: argparse.Namespace) -> int:
+    from recsys_emb.data.avazu_like import generate_avazu_like
+
+    g = generate_avazu_like(args.out, args.rows, scale=args.scale, seed=args.seed, gzip=args.gzip,
+                            overwrite=args.overwrite)
+    print(f"wrote {g.rows:,} rows to {g.csv} in {g.seconds:.1f}s; positive rate {g.positive_rate:.4f}; "
+          f"true probabilities: {g.true_prob}")
+    print(f"next: recsys-emb preprocess --schema configs/schemas/avazu.yaml --input {g.csv} "
+          f"--out {args.out.rstrip('/')}-processed")
+    return 0
+
+
+@_one_line_errors
 def _cmd_generate_sequences(args: argparse.Namespace) -> int:
     from recsys_emb.data.sequences import SequenceConfig, generate_sequences
 
@@ -116,6 +130,12 @@ def _cmd_generate_movielens(args: argparse.Namespace) -> int:
 
 @_one_line_errors
 def _cmd_preprocess(args: argparse.Namespace) -> int:
+    if args.schema is not None or args.valid or args.test:
+        from recsys_emb.cli.table import preprocess_with_schema
+
+        if args.schema is None:
+            raise ValueError("--valid / --test need --schema (a schema file of the table)")
+        return preprocess_with_schema(args)
     from recsys_emb.data.criteo import preprocess
 
     with _bar(None, "preprocess", _progress(args)) as tick:
@@ -186,6 +206,17 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     cl.add_argument("--no-progress", action="store_true")
     cl.set_defaults(func=_cmd_generate_criteo_like)
 
+    av = gsub.add_parser("avazu-like", help="Avazu-shaped CSV (header, 24 columns) from a planted model, with "
+                                            "true probabilities")
+    av.add_argument("--rows", type=int, required=True)
+    av.add_argument("--out", required=True, help="output directory")
+    av.add_argument("--seed", type=int, default=0)
+    av.add_argument("--scale", type=float, default=0.01,
+                    help="cardinalities above 1000 = Avazu's times this (default 0.01)")
+    av.add_argument("--gzip", action="store_true", help="write avazu_like.csv.gz")
+    av.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    av.set_defaults(func=_cmd_generate_avazu_like)
+
     sq = gsub.add_parser("sequences", help="DIN behaviour-sequence examples (Parquet) with true probabilities")
     sq.add_argument("--rows", type=int, required=True)
     sq.add_argument("--out", required=True)
@@ -210,7 +241,8 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     ml.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     ml.set_defaults(func=_cmd_generate_movielens)
 
-    pp = subparsers.add_parser("preprocess", help="Criteo TSV (plain or .gz) -> categorified Parquet splits")
+    pp = subparsers.add_parser("preprocess", help="Criteo TSV, or any CSV / TSV / Parquet with --schema, -> "
+                                                  "categorified Parquet splits")
     pp.add_argument("--input", nargs="+", required=True,
                     help="files, glob patterns or a directory of day_0 .. day_23 (Criteo 1TB), in time order")
     pp.add_argument("--out", required=True)
@@ -236,6 +268,7 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
                          "dataset (a new day gets the ids a model was trained with; --min-count is unused)")
     pp.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     pp.add_argument("--no-progress", action="store_true")
+    add_schema_arguments(pp)
     pp.set_defaults(func=_cmd_preprocess)
 
     data = subparsers.add_parser("data", help="dataset tools")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from recsys_emb.data.sequences import generate_sequences
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import ConfigError, DataError
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer
+from recsys_emb.memory import available_memory, format_bytes, memory_from_specs
 from recsys_emb.mixed_dims import resolve_frequencies
 from recsys_emb.models.din import DIN
 from recsys_emb.models.dlrm import DLRM
@@ -26,7 +27,8 @@ from recsys_emb.sharding import shard_model
 from recsys_emb.specs import FeatureSpec, MixedDimension
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
-__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers"]
+__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers",
+           "mlp_params_lower_bound", "check_model_fits"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +137,66 @@ def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_
 def embedding_layers(model: nn.Module) -> List[Any]:
     """The embedding layers of a model (pooled and sequence), in module order."""
     return [m for m in model.modules() if isinstance(m, (EmbeddingLayer, SequenceEmbeddingLayer))]
+
+
+_MLP_KEYS = {"dlrm": ("bottom_mlp", "top_mlp"), "din": ("attention_mlp", "mlp")}
+_DENSE_STATE = {"adam": 3, "adagrad": 2, "sgd": 1}  # gradient + optimizer state, in parameter copies
+
+
+def mlp_params_lower_bound(cfg: RunConfig) -> Dict[str, int]:
+    """A lower bound on the parameters of each MLP of the config's model, computed without building it:
+    ``{"model.top_mlp": n, ...}``, the biases of its layers and the weights between them (the first and
+    last layers' weights, which depend on the data and the interaction, are left out).
+
+    Example:
+        >>> from recsys_emb.config import config_from_dict
+        >>> mlp_params_lower_bound(config_from_dict({"model": {"bottom_mlp": [64, 32], "top_mlp": [16]}}))
+        {'model.bottom_mlp': 2144, 'model.top_mlp': 16}
+    """
+    out = {}
+    for key in _MLP_KEYS.get(cfg.model.kind, ()):
+        widths = [int(w) for w in getattr(cfg.model, key)]
+        out[f"model.{key}"] = sum(widths) + sum(a * b for a, b in zip(widths, widths[1:]))
+    return out
+
+
+def check_model_fits(cfg: RunConfig, specs: Sequence[FeatureSpec], *, training: bool, share: float = 1.0,
+                     available: Optional[int] = None, where: str = "this machine's available memory") -> int:
+    """Refuse, before anything is allocated, a model whose parameters cannot fit in memory.
+
+    The need is a lower bound: the tables (``memory_from_specs``; with ``training``, their embedding
+    optimizer's state too) times ``share`` (the part one process or host holds when the tables are
+    sharded), plus the MLPs' lower bound (:func:`mlp_params_lower_bound`; with ``training``, their
+    gradients and dense optimizer state too), at 4 bytes a parameter.
+
+    Args:
+        available: bytes to compare with; None: :func:`~recsys_emb.memory.available_memory` (no check
+            where it is unknown).
+        where: what ``available`` is, for the message.
+    Returns:
+        The bytes needed (the lower bound).
+    Raises:
+        ConfigError: one line naming the setting that asks for most (``embeddings.dim`` and the largest
+            table, or an MLP's key and widths), both sizes and the fix.
+    """
+    report = memory_from_specs(specs, optimizer=cfg.optim.embedding if training else "none")
+    tables = int((report.bytes + (report.optimizer_bytes if training else 0)) * share)
+    mlps = mlp_params_lower_bound(cfg)
+    copies = _DENSE_STATE.get(cfg.optim.dense, 3) if training else 1
+    dense = {k: 4 * n * copies for k, n in mlps.items()}
+    need = tables + sum(dense.values())
+    limit = available_memory() if available is None else available
+    if limit is None or need <= limit:
+        return need
+    if report.tables and tables >= max(dense.values(), default=0):
+        big = max(report.tables, key=lambda t: t.bytes)
+        setting = (f"embeddings.dim={cfg.embeddings.dim} (its largest table, {big.name}, is {big.rows:,} x "
+                   f"{big.dim:,})")
+        fix = "lower embeddings.dim or the tables' rows (a compressing variant)"
+    else:
+        key = max(dense, key=lambda k: dense[k])
+        setting = f"{key}={getattr(cfg.model, key.split('.', 1)[1])}"
+        fix = f"lower the widths of {key}"
+    raise ConfigError(f"{setting}: the model needs at least {format_bytes(need)} for its parameters"
+                      f"{' and optimizer state' if training else ''} (tables {format_bytes(tables)}, MLPs "
+                      f"{format_bytes(sum(dense.values()))}), more than {where} ({format_bytes(limit)}); {fix}")

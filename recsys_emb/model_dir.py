@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from recsys_emb.config import config_from_dict, migrate_config_dict
-from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.outdir import atomic_output_dir, save_file
 from recsys_emb.data.parquet import TableSchema, read_metadata
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
 from recsys_emb.errors import CheckpointError, ConfigError, RecsysEmbError
@@ -42,7 +42,6 @@ from recsys_emb.serving import load_model as load_checkpoint_model, resolve_chec
 from recsys_emb.spec_io import specs_from_dicts
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.build import build_model
-from recsys_emb.memory import format_bytes
 from recsys_emb.training.build import check_model_fits
 from recsys_emb.training.checkpoint import MANIFEST, open_regular, read_regular_file, verify_manifest, write_manifest
 from recsys_emb.version import __version__
@@ -151,7 +150,7 @@ def save_model_dir(model: SavedModel, out: PathLike, overwrite: bool = False) ->
         raise CheckpointError(f"the model's state dict holds non-tensor entries {bad[:5]}; a model directory "
                               "holds tensors only")
     with atomic_output_dir(out, overwrite=overwrite, owned=MODEL_DIR_ENTRIES, command="export") as tmp:
-        torch.save(state, tmp / WEIGHTS_FILE)
+        save_file(torch.save, state, tmp / WEIGHTS_FILE)  # a full disk is an OSError naming the file
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config, indent=1))
         if model.vocabulary is not None:
             save_vocabularies(tmp, model.vocabulary)
@@ -235,7 +234,7 @@ def load_model_dir(path: PathLike, max_bytes: Optional[int] = None) -> SavedMode
         raise CheckpointError(f"{p / MODEL_FILE}: its schema cannot be read ({type(e).__name__}: {e})") from None
     weights = read(WEIGHTS_FILE)
     state = _read_weights(weights)
-    _check_sizes(p, cfg, features, state, max_bytes)
+    _check_sizes(p, cfg, schema, features, state, max_bytes)
     module = build_model(cfg, schema, specs=features)
     _load_weights(weights, state, module)
     module.eval()
@@ -279,31 +278,32 @@ def _read_weights(path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _check_sizes(p: Path, cfg: Any, features: List[FeatureSpec], state: Dict[str, torch.Tensor],
-                 max_bytes: Optional[int]) -> None:
-    """Refuse, before the model is built, parameters over ``max_bytes`` (the available memory by default)
-    or more than ``weights.pt`` holds (the model can never need more: every parameter is in it)."""
-    held = sum(v.numel() * v.element_size() for v in state.values())
+def _check_sizes(p: Path, cfg: Any, schema: TableSchema, features: List[FeatureSpec],
+                 state: Dict[str, torch.Tensor], max_bytes: Optional[int]) -> None:
+    """Before the model is built: the shapes model.json and config.json declare (the model built on ``meta``)
+    against the tensors of ``weights.pt`` (its header), and their bytes against ``max_bytes`` (the
+    available memory by default)."""
     where = f"max_bytes ({max_bytes:,} bytes)" if max_bytes is not None else "the memory available now"
     try:
-        need = check_model_fits(cfg, features, training=False, available=max_bytes, where=where)
+        meta = check_model_fits(cfg, schema, features, training=False, available=max_bytes, where=where)
     except ConfigError as e:
         raise CheckpointError(f"{p / MODEL_FILE} and {CONFIG_FILE}: {e}; refused before allocating") from None
-    if need > held:
-        raise CheckpointError(f"{p / MODEL_FILE} and {CONFIG_FILE} describe a model of at least {format_bytes(need)} "
-                              f"of parameters, but {p / WEIGHTS_FILE} holds {format_bytes(held)} of tensors: they do "
-                              "not belong together (refused before allocating); export the model again")
+    _same_shapes(p / WEIGHTS_FILE, state, meta.state_dict(), " (refused before allocating)")
 
 
-def _load_weights(path: Path, state: Dict[str, torch.Tensor], module: nn.Module) -> None:
-    want = module.state_dict()
+def _same_shapes(path: Path, state: Dict[str, torch.Tensor], want: Dict[str, torch.Tensor], when: str = "") -> None:
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or extra:
         raise CheckpointError(f"{path}: the weights do not fit the model model.json describes: missing {missing[:5]}, "
-                              f"unexpected {extra[:5]}")
+                              f"unexpected {extra[:5]}{when}")
     for k, v in want.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}")
+            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, the model expects "
+                                  f"{tuple(v.shape)}{when}")
+
+
+def _load_weights(path: Path, state: Dict[str, torch.Tensor], module: nn.Module) -> None:
+    _same_shapes(path, state, module.state_dict())
     module.load_state_dict(state)
 
 

@@ -8,6 +8,7 @@ field) and the dense transform of preprocessing; malformed lines follow ``on_bad
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -25,7 +26,8 @@ from recsys_emb.data.criteo.preprocess import chunk_table
 from recsys_emb.data.criteo.reader import (CHUNK_BYTES, CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv,
                                           parse_hex)
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID
-from recsys_emb.errors import DataError, InvalidInputError
+from recsys_emb.data.outdir import is_write_failure, make_parent_dirs, write_error
+from recsys_emb.errors import DataError, InvalidInputError, RecsysEmbError
 from recsys_emb.model_dir import SavedModel
 
 __all__ = ["PredictReport", "predict", "score_frame", "score_batch"]
@@ -221,9 +223,12 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
         read = ReadReport()
         id_name = "line"
     out_path = Path(out)
+    if out_path.is_dir():
+        raise DataError(f"{out_path} is a directory; predict writes one scores file: give a file path, such as "
+                        f"{out_path / 'scores.parquet'}")
     if out_path.exists() and not overwrite:
         raise DataError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dirs(out_path)
     tmp = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
     report = PredictReport(out=str(out_path))
     if read is not None:
@@ -255,10 +260,14 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
             writer = pq.ParquetWriter(tmp, pa.table(empty).schema)
         writer.close()
         os.replace(tmp, out_path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(Exception):  # a full or read-only disk fails the cleanup too: keep the first error
+            if writer is not None:
+                writer.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, RecsysEmbError) and is_write_failure(e, out_path.parent):
+            raise write_error(out_path, e, "predict") from e
         raise
     report.bad_lines = read.to_dict() if read is not None else None
     report.seconds = time.perf_counter() - t0

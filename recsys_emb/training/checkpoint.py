@@ -31,7 +31,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys_emb.config import RunConfig, config_to_dict
-from recsys_emb.errors import CheckpointError, ConfigError
+from recsys_emb.data.outdir import is_write_failure, save_file, write_error
+from recsys_emb.errors import CheckpointError, ConfigError, RecsysEmbError
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.rundir import fingerprint_differences
 
@@ -240,16 +241,36 @@ def _fused_optimizer(model: nn.Module) -> Any:
     return model.fused_optimizer
 
 
+def _os_error(error: BaseException) -> Optional[OSError]:
+    """``error`` if it is an ``OSError``, else the first ``OSError`` a DCP ``CheckpointException`` wraps
+    (its ``failures``: rank -> (exception, traceback)), else None."""
+    if isinstance(error, OSError):
+        return error
+    for failure in (getattr(error, "failures", None) or {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        if isinstance(inner, OSError):
+            return inner
+    return None
+
+
 def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, out_dir: Path, pos: Position,
                     cfg: RunConfig, features: List[FeatureSpec], rank: int = 0, world_size: int = 1,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``<out_dir>/checkpoints/step_<N>`` (every rank calls it): the state, ``trainer.json`` (with
     ``extra``), the manifest, then the ``latest`` pointer."""
     path = checkpoint_dir(out_dir, pos.step)
-    dcp.save(_state(model), checkpoint_id=str(path))
-    torch.save(rng_state(), path / f"rng_rank{rank}.pt")
-    if rank == 0:  # dense parameters are replicated: one copy of their optimizer state
-        torch.save(dense_optimizer.state_dict(), path / "dense_optimizer.pt")
+    try:
+        dcp.save(_state(model), checkpoint_id=str(path))
+        save_file(torch.save, rng_state(), path / f"rng_rank{rank}.pt")
+        if rank == 0:  # dense parameters are replicated: one copy of their optimizer state
+            save_file(torch.save, dense_optimizer.state_dict(), path / "dense_optimizer.pt")
+    except BaseException as e:  # noqa: BLE001 - DCP wraps OSErrors in a CheckpointException (a BaseException)
+        cause = _os_error(e)
+        if world_size > 1 or cause is None or isinstance(e, RecsysEmbError) or not is_write_failure(cause, out_dir):
+            raise  # other ranks may still write into it; it has no manifest, so no resume takes it
+        shutil.rmtree(path, ignore_errors=True)  # one process: nothing half-written stays behind
+        raise write_error(path, cause, f"train (the checkpoint of step {pos.step}; `latest` still names the last "
+                                       "whole one)") from e
     if world_size > 1:
         dist.barrier()
     if rank == 0:

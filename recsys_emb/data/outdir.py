@@ -107,7 +107,8 @@ class _RecordingWriter:
     ``RuntimeError: ... unexpected pos``."""
 
     def __init__(self, fh: Any) -> None:
-        self.fh, self.error = fh, None
+        self.fh = fh
+        self.error: Optional[OSError] = None
 
     def write(self, data: bytes) -> int:
         try:

@@ -19,7 +19,6 @@ from recsys_emb.data.criteo import preprocess
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import ConfigError
 from recsys_emb.training import train
-from recsys_emb.training.build import check_model_fits
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = "the disk is full or a file size limit was reached"
@@ -157,7 +156,7 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(run, tmp_path):
     assert "more than this machine's available memory" in line
     assert not (tmp_path / "run" / "checkpoints").exists()
     from recsys_emb.data.parquet import read_metadata, schema_from_metadata
-    from recsys_emb.training.build import build_features
+    from recsys_emb.training.build import build_features, check_model_fits
 
     cfg = config_from_dict({"data": {"path": str(run["base"] / "data")},
                             "model": {"kind": "dlrm", "bottom_mlp": [16, 8], "top_mlp": [1_000_000_000]},

@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "OutputDirError",
+    "WriteError",
     "TorchStackError",
 ]
 
@@ -57,6 +58,11 @@ class CheckpointError(RecsysEmbError, ValueError):
 class OutputDirError(RecsysEmbError, FileExistsError):
     """An output directory that is in use by another process, or holds earlier results that this run
     would mix with or overwrite (names the directory, what is there and the fix)."""
+
+
+class WriteError(RecsysEmbError, OSError):
+    """An output that could not be written: a full disk or file size limit, a read-only or unwritable
+    location (names the destination, the reason and what was left there: nothing)."""
 
 
 class TorchStackError(RecsysEmbError, ImportError):

@@ -4,6 +4,7 @@ built, so a search can reject an over-budget trial before training) and from a b
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -13,7 +14,7 @@ from torch import nn
 from recsys_emb.specs import FeatureSpec, TableDef, Unified, validate_feature_set
 
 __all__ = ["OPTIMIZER_STATE_PER_ROW", "TABLE_DTYPES", "TableMemory", "MemoryReport", "memory_from_specs",
-           "memory_from_module", "format_bytes"]
+           "memory_from_module", "format_bytes", "available_memory"]
 
 OPTIMIZER_STATE_PER_ROW: Dict[str, Tuple[int, int]] = {
     # (extra floats per row, extra floats per parameter) of optimizer state for embedding tables
@@ -216,3 +217,44 @@ def format_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def _cgroup_headroom() -> Optional[int]:
+    """Bytes this process's cgroup (v2) may still use (``memory.max - memory.current``), or None."""
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int(open("/sys/fs/cgroup/memory.current").read().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of host memory a new allocation can take now: ``MemAvailable`` of ``/proc/meminfo`` (else the
+    free pages of ``os.sysconf``), lowered to the cgroup's headroom where a cgroup v2 limit is set; None
+    where neither is known. What the size checks compare a model's parameters with before allocating them.
+
+    Example:
+        >>> n = available_memory()
+        >>> n is None or n > 0
+        True
+    """
+    found: Optional[int] = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            found = None
+    headroom = _cgroup_headroom()
+    if headroom is not None:
+        found = headroom if found is None else min(found, headroom)
+    return found

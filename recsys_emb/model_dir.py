@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -33,15 +34,16 @@ import torch
 from torch import nn
 
 from recsys_emb.config import config_from_dict, migrate_config_dict
-from recsys_emb.data.outdir import atomic_output_dir, check_not_over_inputs
+from recsys_emb.data.outdir import atomic_output_dir, check_not_over_inputs, save_file
 from recsys_emb.data.parquet import TableSchema, read_metadata
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
-from recsys_emb.errors import CheckpointError, RecsysEmbError, UnknownVariantError
+from recsys_emb.errors import CheckpointError, ConfigError, RecsysEmbError, UnknownVariantError
 from recsys_emb.serving import load_model as load_checkpoint_model, resolve_checkpoint
 from recsys_emb.spec_io import specs_from_dicts
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.build import build_model
-from recsys_emb.training.checkpoint import MANIFEST, verify_manifest, write_manifest
+from recsys_emb.training.build import check_model_fits
+from recsys_emb.training.checkpoint import MANIFEST, open_regular, read_regular_file, verify_manifest, write_manifest
 from recsys_emb.version import __version__
 
 __all__ = ["SavedModel", "load_model", "model_from_checkpoint", "save_model_dir", "load_model_dir",
@@ -148,7 +150,7 @@ def save_model_dir(model: SavedModel, out: PathLike, overwrite: bool = False) ->
         raise CheckpointError(f"the model's state dict holds non-tensor entries {bad[:5]}; a model directory "
                               "holds tensors only")
     with atomic_output_dir(out, overwrite=overwrite, owned=MODEL_DIR_ENTRIES, command="export") as tmp:
-        torch.save(state, tmp / WEIGHTS_FILE)
+        save_file(torch.save, state, tmp / WEIGHTS_FILE)  # a full disk is an OSError naming the file
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config, indent=1))
         if model.vocabulary is not None:
             save_vocabularies(tmp, model.vocabulary)
@@ -167,13 +169,26 @@ def is_model_dir(path: PathLike) -> bool:
     return (Path(path) / MODEL_FILE).is_file()
 
 
-def load_model_dir(path: PathLike) -> SavedModel:
-    """Read a model directory written by :func:`save_model_dir`.
+def load_model_dir(path: PathLike, max_bytes: Optional[int] = None) -> SavedModel:
+    """Read a model directory written by :func:`save_model_dir`, trusting nothing in it.
+
+    Every file the loader reads is listed in ``manifest.json`` (a plain file name inside the directory, a
+    regular file, not a symlink: none is followed) and matches its size and sha256; files the manifest does
+    not list are never read. Before anything is allocated, the parameters ``model.json`` describes are
+    checked against the tensors ``weights.pt`` holds (their shapes read from its header, the data memory-mapped,
+    not read) and against ``max_bytes``.
+
+    Args:
+        path: the model directory.
+        max_bytes: the most parameter bytes to allocate; None: the memory available now
+            (:func:`recsys_emb.memory.available_memory`).
 
     Raises:
-        CheckpointError: a file is missing, truncated or altered (checked against the manifest), the
-            format is not a model directory or is newer than this library reads, or the weights do not
-            fit the model the specs describe (the message names the parameter).
+        CheckpointError: a manifest entry that is not a plain file name, a file that is missing, unlisted,
+            not a regular file, truncated or altered (checked against the manifest), a format that is not a
+            model directory or is newer than this library reads, parameters over ``max_bytes`` or larger than
+            the weights, or weights that do not fit the model the specs describe (the message names the
+            parameter).
         SpecError: a feature names a variant type not registered in this process.
     """
     p = Path(path)
@@ -182,11 +197,24 @@ def load_model_dir(path: PathLike) -> SavedModel:
     if not is_model_dir(p):
         raise CheckpointError(f"{p} is not a model directory (no {MODEL_FILE}); write one with "
                               f"`recsys-emb export --checkpoint RUN --out {p}`")
-    verify_manifest(p, "model directory")
-    doc = json.loads((p / MODEL_FILE).read_text())
+    listed = set(verify_manifest(p, "model directory"))
+
+    def read(name: str) -> Path:
+        """The path of a file the manifest lists (verified); any other is refused before it is read."""
+        if name not in listed:
+            raise CheckpointError(f"{p / MANIFEST} does not list {name}, which the model needs: every file the "
+                                  "loader reads must be listed with its size and sha256 (the directory is incomplete "
+                                  f"or its manifest forged); export it again")
+        return p / name
+
+    doc = _json_file(read(MODEL_FILE))
     if doc.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{p / MODEL_FILE}: format {doc.get('format')!r}, expected {MODEL_FORMAT!r}")
-    version = int(doc.get("format_version", 0))
+    try:
+        version = int(doc.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{p / MODEL_FILE}: format_version {doc.get('format_version')!r} is not an "
+                              "integer") from None
     if version > FORMAT_VERSION:
         written = (doc.get("provenance") or {}).get("library_version", "?")
         raise CheckpointError(f"{p}: model directory format {version} (written by recsys_emb {written}) is newer "
@@ -198,39 +226,96 @@ def load_model_dir(path: PathLike) -> SavedModel:
                       "before the model is loaded)") from None
     except RecsysEmbError as e:
         raise type(e)(f"{p / MODEL_FILE}: {e}") from None
-    config = json.loads((p / CONFIG_FILE).read_text())
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{p / MODEL_FILE}: its features cannot be read ({type(e).__name__}: {e})") from None
+    config = _json_file(read(CONFIG_FILE))
     cfg = config_from_dict(migrate_config_dict(config))
-    schema = TableSchema.from_dict(doc["schema"])
+    try:
+        schema = TableSchema.from_dict(doc["schema"])
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{p / MODEL_FILE}: its schema cannot be read ({type(e).__name__}: {e})") from None
+    weights = read(WEIGHTS_FILE)
+    state = _read_weights(weights)
+    _check_sizes(p, cfg, schema, features, state, max_bytes)
     module = build_model(cfg, schema, specs=features)
-    _load_weights(p / WEIGHTS_FILE, module)
+    _load_weights(weights, state, module)
     module.eval()
-    vocab = load_vocabulary(p) if doc.get("has_vocabulary") else None
+    vocab = None
+    if doc.get("has_vocabulary"):
+        for name in (COUNTS_FILE, VOCAB_FILE):
+            read(name)
+        vocab = load_vocabulary(p)
     return SavedModel(module, features, schema, config, doc.get("dataset", {}), vocab, doc.get("provenance", {}), p)
 
 
-def _load_weights(path: Path, module: nn.Module) -> None:
+def _json_file(path: Path) -> Dict[str, Any]:
+    """A JSON object from a listed file (regular, not followed if a symlink)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        doc = json.loads(read_regular_file(path, "model directory").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path}: a JSON object was expected, got {type(doc).__name__}")
+    return doc
+
+
+def _read_weights(path: Path) -> Dict[str, torch.Tensor]:
+    """The state dict of ``weights.pt``, tensors-only and memory-mapped: shapes and dtypes come from the
+    file's header, no tensor data is read or allocated until a tensor is used. The file is opened without
+    following a symlink and re-opened through its descriptor, so what is mapped is the file the manifest
+    check read."""
+    fd = open_regular(path, "model directory")
+    try:
+        via_fd = f"/proc/self/fd/{fd}"
+        state = torch.load(via_fd if os.path.exists(via_fd) else path, map_location="cpu", weights_only=True,
+                           mmap=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError for foreign content
         raise CheckpointError(f"{path}: not a tensors-only state dict ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:200]})") from None
-    want = module.state_dict()
+    finally:
+        os.close(fd)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: not a state dict of named tensors ({type(state).__name__})")
+    return state
+
+
+def _check_sizes(p: Path, cfg: Any, schema: TableSchema, features: List[FeatureSpec],
+                 state: Dict[str, torch.Tensor], max_bytes: Optional[int]) -> None:
+    """Before the model is built: the shapes model.json and config.json declare (the model built on ``meta``)
+    against the tensors of ``weights.pt`` (its header), and their bytes against ``max_bytes`` (the
+    available memory by default)."""
+    where = f"max_bytes ({max_bytes:,} bytes)" if max_bytes is not None else "the memory available now"
+    try:
+        meta = check_model_fits(cfg, schema, features, training=False, available=max_bytes, where=where)
+    except ConfigError as e:
+        raise CheckpointError(f"{p / MODEL_FILE} and {CONFIG_FILE}: {e}; refused before allocating") from None
+    _same_shapes(p / WEIGHTS_FILE, state, meta.state_dict(), " (refused before allocating)")
+
+
+def _same_shapes(path: Path, state: Dict[str, torch.Tensor], want: Dict[str, torch.Tensor], when: str = "") -> None:
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or extra:
         raise CheckpointError(f"{path}: the weights do not fit the model model.json describes: missing {missing[:5]}, "
-                              f"unexpected {extra[:5]}")
+                              f"unexpected {extra[:5]}{when}")
     for k, v in want.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}")
+            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, the model expects "
+                                  f"{tuple(v.shape)}{when}")
+
+
+def _load_weights(path: Path, state: Dict[str, torch.Tensor], module: nn.Module) -> None:
+    _same_shapes(path, state, module.state_dict())
     module.load_state_dict(state)
 
 
-def load_model(path: PathLike) -> SavedModel:
+def load_model(path: PathLike, max_bytes: Optional[int] = None) -> SavedModel:
     """A trained model ready to score, from a model directory (self-contained), a run directory (its
     ``model/`` directory when training wrote one) or a checkpoint directory (which needs the run's dataset).
 
     Args:
         path: ``models/NAME`` (``recsys-emb export``), ``runs/NAME`` or ``runs/NAME/checkpoints/step_N``.
+        max_bytes: a model directory: the most parameter bytes to allocate (:func:`load_model_dir`).
     Returns:
         A :class:`SavedModel`; score raw rows with :func:`recsys_emb.scoring.score_frame`.
 
@@ -244,9 +329,9 @@ def load_model(path: PathLike) -> SavedModel:
     """
     p = Path(path)
     if is_model_dir(p):
-        return load_model_dir(p)
+        return load_model_dir(p, max_bytes)
     if is_model_dir(p / "model"):
-        return load_model_dir(p / "model")
+        return load_model_dir(p / "model", max_bytes)
     if not p.exists():
         raise CheckpointError(f"{p} does not exist (resolved from {Path.cwd()}); pass a model directory "
                               "(recsys-emb export), a run directory or a checkpoint directory")

@@ -8,6 +8,7 @@ field) and the dense transform of preprocessing; malformed lines follow ``on_bad
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -25,11 +26,11 @@ from recsys_emb.data.criteo.preprocess import chunk_table
 from recsys_emb.data.criteo.reader import (CHUNK_BYTES, CriteoChunk, ReadReport, expand_inputs, iter_criteo_tsv,
                                           parse_hex)
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, INT_COLUMNS, LABEL_COLUMN, MISSING_ID
-from recsys_emb.data.outdir import check_not_over_inputs, partial_sibling
+from recsys_emb.data.outdir import check_not_over_inputs, is_write_failure, make_parent_dirs, partial_sibling, write_error
 from recsys_emb.data.parquet import TableSchema
 from recsys_emb.data.values import (MAX_RAW_VALUE, BadRows, bad_mask, check_counts, check_dense, check_id_lists,
                                     check_ids, check_labels, first_bad)
-from recsys_emb.errors import BadLineError, DataError, InvalidInputError
+from recsys_emb.errors import BadLineError, DataError, InvalidInputError, RecsysEmbError
 from recsys_emb.data.tabular.scoring import is_table_model, iter_raw_table_ids, raw_table_ids, table_spec_of
 from recsys_emb.model_dir import SavedModel
 
@@ -319,11 +320,14 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
                             "input is the line number (column 'line')")
         id_name = "line"
     out_path = Path(out)
+    if out_path.is_dir():
+        raise DataError(f"{out_path} is a directory; predict writes one scores file: give a file path, such as "
+                        f"{out_path / 'scores.parquet'}")
     model_files = [model.path, *model.path.iterdir()] if model.path is not None and model.path.is_dir() else []
     check_not_over_inputs(out_path, [*paths, *model_files], command="predict")
     if out_path.exists() and not overwrite:
         raise DataError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dirs(out_path)
     tmp = partial_sibling(out_path)
     report = PredictReport(out=str(out_path))
     if read.unit == "line":
@@ -358,10 +362,14 @@ def predict(model: SavedModel, inputs: Union[PathLike, Sequence[PathLike]], out:
         assert writer is not None  # _check_read refuses an input without rows
         writer.close()
         os.replace(tmp, out_path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(Exception):  # a full or read-only disk fails the cleanup too: keep the first error
+            if writer is not None:
+                writer.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, RecsysEmbError) and is_write_failure(e, out_path.parent):
+            raise write_error(out_path, e, "predict") from e
         raise
     report.bad_lines = read.to_dict()
     if seen_labels:

@@ -232,6 +232,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # a write the environment refused (a full disk, a file size limit, a read-only location): one line
+        from recsys_emb.data.outdir import WRITE_ERRNOS, write_error
+
+        _record_for_launcher(e)
+        if args.verbose or e.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: {write_error(e.filename or args.command, e, args.command)}", file=sys.stderr)
+        return 2
     except Exception as e:
         _record_for_launcher(e)
         raise

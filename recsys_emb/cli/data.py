@@ -54,10 +54,17 @@ def _one_line_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argp
     def run(args: argparse.Namespace) -> int:
         try:
             return cmd(args)
-        except (RecsysEmbError, ValueError, FileNotFoundError) as e:
+        except (RecsysEmbError, ValueError, OSError) as e:
+            shown: BaseException = e
+            if isinstance(e, OSError) and not isinstance(e, (RecsysEmbError, FileNotFoundError)):
+                from recsys_emb.data.outdir import WRITE_ERRNOS, write_error
+
+                if e.errno not in WRITE_ERRNOS:
+                    raise
+                shown = write_error(getattr(args, "out", None) or e.filename or args.command, e, args.command)
             if getattr(args, "verbose", 0):
                 traceback.print_exc()
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            print(f"error: {' '.join(str(shown).split())}", file=sys.stderr)
             return 2
 
     return run

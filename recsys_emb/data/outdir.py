@@ -28,16 +28,112 @@ import shutil
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Collection, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from recsys_emb.errors import DataError
+from recsys_emb.errors import DataError, RecsysEmbError, WriteError
 
-__all__ = ["check_output_dir", "atomic_output_dir", "partial_sibling", "foreign_files", "check_not_over_inputs"]
+__all__ = ["check_output_dir", "atomic_output_dir", "partial_sibling", "foreign_files", "check_not_over_inputs",
+           "make_parent_dirs", "write_error", "is_write_failure", "save_file", "WRITE_ERRNOS"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+WRITE_ERRNOS = frozenset(_FULL | _READ_ONLY)
+"""The errors of a write that the environment refused (a full disk, a size limit, a read-only location)."""
+
+
+def write_error(dest: PathLike, error: OSError, command: str) -> WriteError:
+    """A one-line :class:`~recsys_emb.errors.WriteError` for ``error`` (an ``OSError`` of
+    :data:`WRITE_ERRNOS`) met while ``command`` wrote ``dest``: the destination, the file, the reason, and that
+    ``dest`` is left as it was (the writers' temporaries are removed).
+
+    Example:
+        >>> import errno
+        >>> str(write_error("out", OSError(errno.EFBIG, "File too large", "out/.x.partial"), "predict"))
+        'out: predict could not write out/.x.partial: the disk is full or a file size limit was reached ([Errno 27] File too large); out is left as it was: free space (or raise the limit) and run it again'
+    """
+    where = f" {error.filename}" if error.filename else ""
+    if error.errno in _FULL:
+        reason, fix = "the disk is full or a file size limit was reached", "free space (or raise the limit)"
+    elif error.errno in _READ_ONLY:
+        reason, fix = "the location is read-only or not writable", "write to another path"
+    else:
+        reason, fix = "the write failed", "fix the cause"
+    e = WriteError(f"{dest}: {command} could not write{where}: {reason} ([Errno {error.errno}] {error.strerror}); "
+                   f"{dest} is left as it was: {fix} and run it again")
+    e.errno = error.errno
+    return e
+
+
+def is_write_failure(error: OSError, under: PathLike) -> bool:
+    """Whether ``error`` is a write the environment refused: a full disk or size limit anywhere (only a
+    write meets those), or a read-only or permission error on a file under ``under`` (one elsewhere is an
+    input's, which this is not)."""
+    if error.errno in _FULL or error.errno == errno.EROFS:
+        return True
+    if error.errno in _READ_ONLY and error.filename:
+        return os.path.abspath(str(error.filename)).startswith(os.path.abspath(under) + os.sep)
+    return False
+
+
+def make_parent_dirs(path: PathLike) -> None:
+    """Create the directories above ``path``; one of them existing as a file is a
+    :class:`~recsys_emb.errors.DataError` naming it (not a ``FileExistsError``).
+
+    Example:
+        >>> _ = (tmp / "f").write_text("")
+        >>> make_parent_dirs(tmp / "f" / "out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recsys_emb.errors.DataError: .../f/out: its parent .../f is a file, not a directory; remove it or choose another path
+    """
+    p = Path(path)
+    for parent in reversed(p.parents):
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"{p}: its parent {parent} is a file, not a directory; remove it or choose another path")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            raise write_error(p, e, "creating its directory") from e
+        raise
+
+
+class _RecordingWriter:
+    """A binary file that keeps the ``OSError`` of a failed write: torch's zip writer reports it only as
+    ``RuntimeError: ... unexpected pos``."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: Optional[OSError] = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def save_file(save: Callable[[Any, Any], Any], obj: Any, path: PathLike) -> None:
+    """``save(obj, file)`` (``torch.save``, ``torch.export.save``) into ``path``; a failed write (a full disk,
+    a file size limit) is raised as its ``OSError`` (errno and file name), not torch's ``RuntimeError``."""
+    with open(path, "wb") as fh:
+        writer = _RecordingWriter(fh)
+        try:
+            save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise OSError(writer.error.errno, writer.error.strerror, str(path)) from None
+            raise
 
 
 def _listing(entries: Collection[str], limit: int = 5) -> str:
@@ -275,13 +371,20 @@ def atomic_output_dir(out: PathLike, *, overwrite: bool = False, owned: Collecti
         dest = Path(os.path.realpath(dest))
     inputs = list(inputs)
     check_output_dir(dest, overwrite=overwrite, owned=owned, command=command, inputs=inputs)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dirs(dest)
     _remove_stale_temporaries(dest)
     tmp = _temp_sibling(dest, "partial")
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            raise write_error(dest, e, command) from e
+        raise
     try:
         yield tmp
         _commit(tmp, dest, overwrite, owned, command, inputs)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, RecsysEmbError) and is_write_failure(e, dest.parent):
+            raise write_error(dest, e, command) from e
         raise

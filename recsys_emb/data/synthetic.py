@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from recsys_emb.data.criteo import CAT_COLUMNS, CRITEO_KAGGLE_CARDINALITIES, INT_COLUMNS, LABEL_COLUMN, true_prob_path
 from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.errors import DataError
 from recsys_emb.hashing import hash64, seed_from_name
 
 __all__ = [
@@ -291,6 +293,18 @@ class GeneratedCriteoLike:
     seconds: float
 
 
+def _check_disk_space(out: Path, rows: int, bytes_per_row: int, what: str) -> None:
+    """Refuse ``rows`` whose output cannot fit the free space of ``out``'s filesystem (a lower bound: the
+    ``bytes_per_row`` of its fixed-width files), before anything is written."""
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is None:
+        return
+    free = shutil.disk_usage(existing).free
+    if rows * bytes_per_row > free:
+        raise DataError(f"rows={rows:,}: {what} writes at least {bytes_per_row} bytes a row ({rows * bytes_per_row:,} "
+                        f"bytes), more than the {free:,} bytes free where {out} goes; lower --rows or free space")
+
+
 def generate_criteo_like(out_dir: PathLike, rows: int, *, scale: float = 0.01, seed: int = 0,
                          gzip: bool = False, config: Optional[CriteoLikeConfig] = None,
                          progress: Optional[Callable[[int], None]] = None,
@@ -327,6 +341,7 @@ def generate_criteo_like(out_dir: PathLike, rows: int, *, scale: float = 0.01, s
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
+    _check_disk_space(Path(out_dir), rows, bytes_per_row=5, what="generate criteo-like")
     cfg = config or CriteoLikeConfig(scale=scale, seed=seed)
     with atomic_output_dir(out_dir, overwrite=overwrite, owned=GENERATED_FILES, command="generate criteo-like") as tmp:
         t0 = time.perf_counter()

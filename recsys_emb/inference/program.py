@@ -6,6 +6,7 @@ The file holds the program, the stored tables and example inputs; :func:`write_e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_emb.errors import ConfigError, DataError
 from recsys_emb.inference.module import InferenceModule, inference_module
 from recsys_emb.specs import FeatureSpec
+from recsys_emb.data.outdir import save_file
 from recsys_emb.version import __version__
 
 __all__ = ["PROGRAM_FILE", "SIGNATURE_FILE", "KJTScorer", "example_inputs", "export_program", "load_program",
@@ -77,10 +79,11 @@ def export_program(module: InferenceModule, path: os.PathLike,
                           f"without a remap plan ('own') must avoid data-dependent Python control flow") from e
     tmp = path.with_name(f".partial-{path.name}")  # written beside, then renamed: never a half-written program
     try:
-        torch.export.save(program, str(tmp))
+        save_file(torch.export.save, program, tmp)  # a full disk is an OSError naming the file
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only filesystem the cleanup fails too: keep the first error
+            tmp.unlink(missing_ok=True)
     logger.info("exported %s (%s tables, %d table bytes) to %s", module.model_kind, module.table_dtype,
                 module.table_bytes, path)
     return path

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from recsys_emb.errors import ConfigError
-from recsys_emb.config import (apply_overrides, check_plain_name, config_from_dict, config_to_dict, dataclass_from_dict,
+from recsys_emb.config import (_read_yaml, apply_overrides, check_plain_name, config_from_dict, config_to_dict, dataclass_from_dict,
                                load_config_dict)
 from recsys_emb.specs import DIM_MULTIPLE
 
@@ -278,9 +278,7 @@ def search_config_from_dict(data: Mapping[str, Any], source: str = "") -> Search
 
 def load_search_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> SearchConfig:
     """Read a search YAML, apply ``key=value`` overrides (e.g. ``budget_bytes=1e6``), validate."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a search config must be a mapping")
+    data = _read_yaml(Path(path))  # a YAML error (a tag that builds objects included) names the file and line
     data = apply_overrides(data, overrides)
     if isinstance(data.get("budget_bytes"), float):
         data["budget_bytes"] = int(data["budget_bytes"])

@@ -4,6 +4,7 @@ TorchRec's fused kernels, or the single-device table-batched kernel)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,6 +19,7 @@ from recsys_emb.data.sequences import generate_sequences
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import ConfigError, DataError
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer
+from recsys_emb.memory import available_memory, format_bytes, memory_from_specs
 from recsys_emb.mixed_dims import resolve_frequencies
 from recsys_emb.models.din import DIN
 from recsys_emb.models.dlrm import DLRM
@@ -26,7 +28,8 @@ from recsys_emb.sharding import shard_model
 from recsys_emb.specs import FeatureSpec, MixedDimension
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
-__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers"]
+__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers",
+           "check_model_fits"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +95,13 @@ def build_features(cfg: RunConfig, schema: Any, counts: Optional[Dict[str, Any]]
 
 
 def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None,
-                counts: Optional[Dict[str, Any]] = None, specs: Optional[List[FeatureSpec]] = None) -> nn.Module:
+                counts: Optional[Dict[str, Any]] = None, specs: Optional[List[FeatureSpec]] = None,
+                dense_device: Optional[torch.device] = None) -> nn.Module:
     """The DLRM or DIN of the config for a dataset schema, its tables on ``embedding_device`` (``meta``:
     allocated by the backend, :func:`attach_tables`). ``specs``: the features as already resolved (a model
-    directory keeps them), instead of deriving them from the config, the schema and ``counts``."""
+    directory keeps them), instead of deriving them from the config, the schema and ``counts``.
+    ``dense_device``: where the MLPs are built (``meta`` with ``embedding_device="meta"``: every parameter's
+    shape, nothing allocated)."""
     if specs is None:
         specs, pairs = build_features(cfg, schema, counts)
     else:
@@ -103,18 +109,21 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
     dense_in = len(schema.dense)
     m = cfg.model
     autocast = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else None
+    dense_at = torch.device(dense_device) if dense_device is not None else contextlib.nullcontext()
     if m.kind == "dlrm":
-        return DLRM(EmbeddingLayer(specs, device=embedding_device, l2=cfg.optim.embedding_l2), dense_in=dense_in,
-                    bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp, interaction=m.interaction, dropout=m.dropout,
-                    autocast=autocast)
+        layer = EmbeddingLayer(specs, device=embedding_device, l2=cfg.optim.embedding_l2)
+        with dense_at:
+            return DLRM(layer, dense_in=dense_in, bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp,
+                        interaction=m.interaction, dropout=m.dropout, autocast=autocast)
     item_names = {n for p in pairs for n in p}
     profile = [s for s in specs if s.name not in item_names]
     by_name = {s.name: s for s in specs}
     sequences = SequenceEmbeddingLayer([by_name[n] for p in pairs for n in p], device=embedding_device)
     profile_layer = EmbeddingLayer(profile, device=embedding_device, l2=cfg.optim.embedding_l2) if profile else None
-    return DIN(sequences, pairs, profile=profile_layer, dense_in=dense_in, attention_mlp=m.attention_mlp, mlp=m.mlp,
-               use_attention=m.use_attention, activation=m.activation, mba_lambda=m.mba_lambda, dropout=m.dropout,
-               autocast=autocast)
+    with dense_at:
+        return DIN(sequences, pairs, profile=profile_layer, dense_in=dense_in, attention_mlp=m.attention_mlp,
+                   mlp=m.mlp, use_attention=m.use_attention, activation=m.activation, mba_lambda=m.mba_lambda,
+                   dropout=m.dropout, autocast=autocast)
 
 
 def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_size: int = 1) -> nn.Module:
@@ -135,3 +144,57 @@ def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_
 def embedding_layers(model: nn.Module) -> List[Any]:
     """The embedding layers of a model (pooled and sequence), in module order."""
     return [m for m in model.modules() if isinstance(m, (EmbeddingLayer, SequenceEmbeddingLayer))]
+
+
+_MLP_KEYS = {"dlrm": ("bottom_mlp", "top_mlp"), "din": ("attention_mlp", "mlp")}
+_DENSE_STATE = {"adam": 3, "adagrad": 2, "sgd": 1}  # gradient + optimizer state, in parameter copies
+
+
+def check_model_fits(cfg: RunConfig, schema: Any, specs: List[FeatureSpec], *, training: bool, share: float = 1.0,
+                     available: Optional[int] = None, where: str = "this machine's available memory") -> nn.Module:
+    """Refuse, before anything is allocated, a model whose parameters cannot fit in memory.
+
+    The model is built on the ``meta`` device (every parameter's shape, no memory); the need is its tables
+    (with ``training``, and their embedding optimizer's state) times ``share`` (the part one process or host
+    holds when the tables are sharded), plus its dense parameters (with ``training``, and their gradients
+    and dense optimizer state).
+
+    Args:
+        available: bytes to compare with; None: :func:`~recsys_emb.memory.available_memory` (no check
+            where it is unknown).
+        where: what ``available`` is, for the message.
+    Returns:
+        The model on ``meta`` (its ``state_dict()`` has every declared shape).
+    Raises:
+        ConfigError: one line naming the setting that asks for most (``embeddings.dim`` and the largest
+            table, or the MLP widths and their largest parameter), both sizes and the fix.
+    """
+    meta = build_model(cfg, schema, embedding_device=torch.device("meta"), specs=specs,
+                       dense_device=torch.device("meta"))
+    in_layers = {id(p) for layer in embedding_layers(meta) for p in layer.parameters()}
+    params = list(meta.named_parameters())
+    table_bytes = sum(p.numel() * p.element_size() for _, p in params if id(p) in in_layers)
+    dense = [(n, p) for n, p in params if id(p) not in in_layers]
+    dense_bytes = sum(p.numel() * p.element_size() for _, p in dense)
+    if training:
+        table_bytes += memory_from_specs(specs, optimizer=cfg.optim.embedding).optimizer_bytes
+        dense_bytes *= _DENSE_STATE.get(cfg.optim.dense, 3)
+    tables = int(table_bytes * share)
+    need = tables + dense_bytes
+    limit = available_memory() if available is None else available
+    if limit is None or need <= limit:
+        return meta
+    if tables >= dense_bytes:
+        report = memory_from_specs(specs)
+        big = max(report.tables, key=lambda t: t.bytes)
+        setting = (f"embeddings.dim={cfg.embeddings.dim} (its largest table, {big.name}, is {big.rows:,} x "
+                   f"{big.dim:,})")
+        fix = "lower embeddings.dim or the tables' rows (a compressing variant)"
+    else:
+        name, p = max(dense, key=lambda np_: np_[1].numel())
+        widths = ", ".join(f"model.{k}={getattr(cfg.model, k)}" for k in _MLP_KEYS.get(cfg.model.kind, ()))
+        setting = f"{widths} (its largest parameter, {name}, is {' x '.join(f'{d:,}' for d in p.shape)})"
+        fix = "lower the MLP widths"
+    raise ConfigError(f"{setting}: the model needs at least {format_bytes(need)} for its parameters"
+                      f"{' and optimizer state' if training else ''} (tables {format_bytes(tables)}, dense "
+                      f"{format_bytes(dense_bytes)}), more than {where} ({format_bytes(limit)}); {fix}")

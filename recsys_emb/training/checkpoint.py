@@ -19,6 +19,7 @@ import os
 import pickle
 import random
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -30,13 +31,14 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys_emb.config import RunConfig, config_to_dict
-from recsys_emb.errors import CheckpointError, ConfigError
+from recsys_emb.data.outdir import is_write_failure, save_file, write_error
+from recsys_emb.errors import CheckpointError, ConfigError, RecsysEmbError
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.rundir import fingerprint_differences
 
 __all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "intact_checkpoint", "verify_checkpoint",
            "save_checkpoint", "load_checkpoint", "load_weights", "prune_checkpoints", "reported_step", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
-           "MANIFEST", "sha256_file", "write_manifest", "verify_manifest"]
+           "MANIFEST", "sha256_file", "write_manifest", "verify_manifest", "open_regular", "read_regular_file"]
 
 MANIFEST = "manifest.json"
 
@@ -109,27 +111,87 @@ def write_manifest(path: Path) -> None:
     os.replace(tmp, path / MANIFEST)
 
 
-def verify_manifest(path: Path, what: str = "checkpoint") -> None:
-    """Check every file ``path/manifest.json`` lists (present, same size, same sha256); raise
-    :class:`~recsys_emb.errors.CheckpointError` naming the first that is missing, truncated or altered.
-    ``what`` names the directory's kind in the messages (``"checkpoint"``, ``"model directory"``)."""
-    manifest = Path(path) / MANIFEST
-    if not manifest.exists():
-        raise CheckpointError(f"{manifest} is missing: {path} is not a complete {what}")
+def _manifest_entries(manifest: Path, what: str) -> Dict[str, Dict[str, Any]]:
+    """``{name: {"bytes": int, "sha256": str}}`` of a manifest, each name a plain file name (no directory part,
+    not ``.`` or ``..``); anything else is a :class:`~recsys_emb.errors.CheckpointError` naming the entry."""
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as e:
+        doc = json.loads(read_regular_file(manifest, what).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{manifest} is unreadable ({e}); the {what} is damaged") from None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{manifest}: 'files' must map each file name to its bytes and sha256, got "
+                              f"{type(files).__name__}; the {what} is damaged")
+    for name, want in files.items():
+        if not name or name in (".", "..", MANIFEST) or "/" in name or "\\" in name or "\0" in name:
+            raise CheckpointError(f"{manifest} lists {name!r}: a manifest lists plain file names inside the {what}, "
+                                  "never a path, '.', '..' or itself; the manifest is forged or damaged")
+        if (not isinstance(want, dict) or not isinstance(want.get("bytes"), int) or isinstance(want["bytes"], bool)
+                or not isinstance(want.get("sha256"), str)):
+            raise CheckpointError(f"{manifest}: the entry of {name!r} must be {{\"bytes\": int, \"sha256\": str}}, "
+                                  f"got {want!r:.100}; the manifest is damaged")
+    return files
+
+
+def open_regular(path: Path, what: str) -> int:
+    """A read-only descriptor of ``path`` if it is a regular file: a symlink (not followed), a device, a FIFO
+    or a directory is a :class:`~recsys_emb.errors.CheckpointError` (opened non-blocking, so a FIFO never
+    hangs the open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; the {what} is incomplete") from None
+    except OSError as e:
+        kind = "a symlink" if os.path.islink(path) else (e.strerror or str(e))
+        raise CheckpointError(f"{path} is {kind}: a {what} holds regular files only, and symlinks are not "
+                              "followed") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+        raise CheckpointError(f"{path} is {kind}: a {what} holds regular files only")
+    return fd
+
+
+def read_regular_file(path: Path, what: str = "directory", limit: int = 64 << 20) -> bytes:
+    """The bytes of a small regular file (``manifest.json``), at most ``limit``, without following symlinks."""
+    fd = open_regular(path, what)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise CheckpointError(f"{path} is over {limit} bytes; a manifest is a few kB: the {what} is damaged")
+    return data
+
+
+def verify_manifest(path: Path, what: str = "checkpoint") -> List[str]:
+    """Check every file ``path/manifest.json`` lists (present, a regular file and not a symlink, same size,
+    same sha256); raise :class:`~recsys_emb.errors.CheckpointError` naming the first entry that is not a plain
+    file name, or file that is missing, not a regular file, truncated or altered. ``what`` names the
+    directory's kind in the messages (``"checkpoint"``, ``"model directory"``).
+
+    Returns:
+        The names the manifest lists (verified): what a loader may read, and all it may read.
+    """
+    manifest = Path(path) / MANIFEST
+    if not manifest.exists() and not manifest.is_symlink():
+        raise CheckpointError(f"{manifest} is missing: {path} is not a complete {what}")
+    files = _manifest_entries(manifest, what)
     for name, want in files.items():
         f = Path(path) / name
-        if not f.exists():
+        if not f.exists() and not f.is_symlink():
             raise CheckpointError(f"{f} is missing (listed in {manifest}); the {what} is incomplete")
-        size = f.stat().st_size
-        if size != want["bytes"]:
-            raise CheckpointError(f"{f} has {size} bytes, {manifest} lists {want['bytes']}: the file is truncated "
-                                  f"or altered")
-        if sha256_file(f) != want["sha256"]:
+        fd = open_regular(f, what)
+        with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size != want["bytes"]:
+                raise CheckpointError(f"{f} has {size} bytes, {manifest} lists {want['bytes']}: the file is "
+                                      f"truncated or altered")
+            h = hashlib.sha256()
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != want["sha256"]:
             raise CheckpointError(f"{f} does not match its sha256 in {manifest}: the file is corrupt or altered")
+    return sorted(files)
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -178,16 +240,36 @@ def _fused_optimizer(model: nn.Module) -> Any:
     return model.fused_optimizer
 
 
+def _os_error(error: BaseException) -> Optional[OSError]:
+    """``error`` if it is an ``OSError``, else the first ``OSError`` a DCP ``CheckpointException`` wraps
+    (its ``failures``: rank -> (exception, traceback)), else None."""
+    if isinstance(error, OSError):
+        return error
+    for failure in (getattr(error, "failures", None) or {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        if isinstance(inner, OSError):
+            return inner
+    return None
+
+
 def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, out_dir: Path, pos: Position,
                     cfg: RunConfig, features: List[FeatureSpec], rank: int = 0, world_size: int = 1,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``<out_dir>/checkpoints/step_<N>`` (every rank calls it): the state, ``trainer.json`` (with
     ``extra``), the manifest, then the ``latest`` pointer."""
     path = checkpoint_dir(out_dir, pos.step)
-    dcp.save(_state(model), checkpoint_id=str(path))
-    torch.save(rng_state(), path / f"rng_rank{rank}.pt")
-    if rank == 0:  # dense parameters are replicated: one copy of their optimizer state
-        torch.save(dense_optimizer.state_dict(), path / "dense_optimizer.pt")
+    try:
+        dcp.save(_state(model), checkpoint_id=str(path))
+        save_file(torch.save, rng_state(), path / f"rng_rank{rank}.pt")
+        if rank == 0:  # dense parameters are replicated: one copy of their optimizer state
+            save_file(torch.save, dense_optimizer.state_dict(), path / "dense_optimizer.pt")
+    except BaseException as e:  # noqa: BLE001 - DCP wraps OSErrors in a CheckpointException (a BaseException)
+        cause = _os_error(e)
+        if world_size > 1 or cause is None or isinstance(e, RecsysEmbError) or not is_write_failure(cause, out_dir):
+            raise  # other ranks may still write into it; it has no manifest, so no resume takes it
+        shutil.rmtree(path, ignore_errors=True)  # one process: nothing half-written stays behind
+        raise write_error(path, cause, f"train (the checkpoint of step {pos.step}; `latest` still names the last "
+                                       "whole one)") from e
     if world_size > 1:
         dist.barrier()
     if rank == 0:

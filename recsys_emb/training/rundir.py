@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 from recsys_emb.config import RunConfig, config_to_dict
-from recsys_emb.data.outdir import foreign_files
+from recsys_emb.data.outdir import foreign_files, make_parent_dirs
 from recsys_emb.errors import ConfigError, OutputDirError
 from recsys_emb.version import __version__
 
@@ -148,7 +148,10 @@ class RunDirectory:
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: resume continues the run in "
                               f"{self.path}, overwrite replaces it; pass one")
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputDirError(f"train.out_dir={str(self.path)!r} is a file, not a directory; remove it or set "
+                                 "another train.out_dir")
+        make_parent_dirs(self.path / ".lock")  # a parent that is a file is named, not a FileExistsError
         self._lock()
         try:
             if overwrite:

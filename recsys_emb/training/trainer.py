@@ -31,7 +31,8 @@ from recsys_emb.errors import CheckpointError, ConfigError, OutputDirError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.sharding import init_single_process_group
 from recsys_emb.specs import FeatureSpec, Full
-from recsys_emb.training.build import attach_tables, build_model, embedding_layers, prepare_data
+from recsys_emb.training.build import (attach_tables, build_features, build_model, check_model_fits,
+                                       embedding_layers, prepare_data)
 from recsys_emb.training.checks import check_steps_per_epoch, warn_settings
 from recsys_emb.training.checkpoint import (
     Position,
@@ -120,6 +121,19 @@ def _on_rank0(work: Callable[[], None], rank: int, world: int) -> None:
         raise error
 
 
+def _check_memory(cfg: RunConfig, schema: Any, specs: List[FeatureSpec], device: torch.device, world: int) -> None:
+    """Refuse a model whose parameters cannot fit (:func:`~recsys_emb.training.build.check_model_fits`): on
+    the CPU, this host's share of the tables against its available memory; on a GPU, one rank's share
+    against the GPU's memory."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        check_model_fits(cfg, schema, specs, training=True, share=1 / world, available=total,
+                         where=f"the memory of {device}")
+    else:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        check_model_fits(cfg, schema, specs, training=True, share=min(1.0, local / world))
+
+
 class Trainer:
     """One training run (any world size): model, optimizers, data, checkpoints, metrics.
 
@@ -159,7 +173,9 @@ class Trainer:
         seed_everything(cfg.seed)
         # tables on meta: the backend allocates and fills them without touching the random number
         # generator, so every backend and world size starts from the same model
-        model = build_model(cfg, self.schema, embedding_device=torch.device("meta"))
+        specs, _ = build_features(cfg, self.schema)
+        _check_memory(cfg, self.schema, specs, self.device, self.world)  # before anything is allocated
+        model = build_model(cfg, self.schema, embedding_device=torch.device("meta"), specs=specs)
         self.model = attach_tables(model, cfg, self.device, self.world)
         self.specs: List[FeatureSpec] = [f for layer in embedding_layers(model) for f in layer.features]
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]

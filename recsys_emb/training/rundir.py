@@ -122,17 +122,17 @@ class RunDirectory:
         return any((self.path / name).exists() for name in RUN_FILES)
 
     def open(self, resume: bool, overwrite: bool) -> None:
-        """Take the lock, then check the directory for a new run (refused if used, unless ``overwrite``
-        clears it) or for ``resume``."""
+        """Take the lock, then check the directory for a new run (refused if used, unless ``overwrite``)
+        or for ``resume``. Nothing is removed here: with ``overwrite`` the earlier run stays until
+        :meth:`replace_earlier_run`, which the trainer calls once every check that can fail before
+        training has passed."""
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: resume continues the run in "
                               f"{self.path}, overwrite replaces it; pass one")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
-            if overwrite:
-                self._clear()
-            elif not resume and self.used():
+            if not overwrite and not resume and self.used():
                 found = sorted(name for name in RUN_FILES if (self.path / name).exists())
                 raise OutputDirError(
                     f"{self.path} holds an earlier run ({', '.join(found)}); a new run would mix with it. Pass "
@@ -161,6 +161,12 @@ class RunDirectory:
                  f"({' '.join(sys.argv)[:200]})\n")
         fh.flush()
         self._fh = fh
+
+    def replace_earlier_run(self) -> None:
+        """``--overwrite``: remove the earlier run's results (held under the lock taken by :meth:`open`)."""
+        if self._fh is None:
+            raise RuntimeError(f"{self.path}: replace_earlier_run() before open()")
+        self._clear()
 
     def _clear(self) -> None:
         others = sorted(p.name for p in self.path.iterdir() if p.name not in (*RUN_FILES, LOGS_DIR, ".lock"))

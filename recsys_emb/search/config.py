@@ -19,7 +19,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from recsys_emb.errors import ConfigError
-from recsys_emb.config import apply_overrides, config_from_dict, config_to_dict, dataclass_from_dict, load_config_dict
+from recsys_emb.config import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dataclass_from_dict,
+    load_config_dict,
+    packaged_configs,
+    resolve_config,
+)
 from recsys_emb.specs import DIM_MULTIPLE
 
 __all__ = ["DimRange", "SpaceConfig", "PrunerConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
@@ -231,6 +239,8 @@ class SearchConfig:
             near = Path(self.source).parent / p
             if near.exists():
                 return near
+        if not p.exists() and p.name in {c.name for c in packaged_configs().values()}:
+            return resolve_config(p)  # a packaged config's name (a copy of a packaged search config)
         return p
 
     def base_run_dict(self) -> Dict[str, Any]:
@@ -275,7 +285,8 @@ def search_config_from_dict(data: Mapping[str, Any], source: str = "") -> Search
 
 def load_search_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> SearchConfig:
     """Read a search YAML, apply ``key=value`` overrides (e.g. ``budget_bytes=1e6``), validate."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    path = resolve_config(path)
+    data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a search config must be a mapping")
     data = apply_overrides(data, overrides)

@@ -228,6 +228,7 @@ class Trainer:
         this config's; the metrics logged after it are dropped (they are logged again)."""
         self.pos = load_checkpoint(path, self.model, self.dense_optimizer, self.specs, self.rank, self.world,
                                    fingerprint=self.fingerprint)
+        self._saved_step = self.pos.step  # this step's checkpoint is the one just loaded
         self.early = dict(json.loads((path / "trainer.json").read_text()).get("early_stopping") or {})
         if self.run_dir is not None:
             dropped = self.run_dir.trim_metrics(self.pos.step)

@@ -503,7 +503,9 @@ def resolve_config(path: Union[str, Path]) -> Path:
     commands work from any directory). Nothing found: :class:`ConfigError` listing the packaged names.
 
     Example:
-        >>> resolve_config("demo") == resolve_config("configs/demo.yaml") == packaged_configs()["demo"]
+        >>> resolve_config("demo") == packaged_configs()["demo"]
+        True
+        >>> resolve_config("configs/demo.yaml").resolve() == packaged_configs()["demo"]  # a file, else the packaged one
         True
     """
     given = Path(path)
@@ -525,8 +527,8 @@ def show_config(name: Union[str, Path]) -> str:
     ``base:`` chain merged in (the base files would not be beside the copy).
 
     Example:
-        >>> text = show_config("dlrm_criteo_like_full")
-        >>> "base:" in text, load_config_dict(resolve_config("dlrm_criteo_like_full")) == yaml.safe_load(text)
+        >>> copy = yaml.safe_load(show_config("dlrm_criteo_like_full"))
+        >>> "base" in copy, load_config_dict("dlrm_criteo_like_full") == copy
         (False, True)
     """
     path = resolve_config(name)

@@ -6,6 +6,9 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
+# options added to the demo's two commands (tests/integration/test_make_demo.py runs it on tiny settings)
+DEMO_ARGS ?=
+DEMO_TRAIN_ARGS ?=
 
 # pyproject.toml's requires-python: the pinned numpy, pandas, pyarrow, scikit-learn and matplotlib need 3.11
 CHECK_PYTHON := import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"recsys_emb needs Python >= 3.11, $(VENV) has {v.major}.{v.minor}: rm -rf $(VENV) and run make PYTHON=python3.11 ...")
@@ -32,9 +35,11 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(PIP) install -q -r requirements-test.txt
 	touch $(TEST_STAMP)
 
+# The demo's run directory is its own: each run replaces the one before (--overwrite), so `make demo` runs any
+# number of times, also after an interrupted run.
 demo: $(STAMP)
-	$(VENV)/bin/recsys-emb demo
-	$(VENV)/bin/recsys-emb train --config configs/demo.yaml
+	$(VENV)/bin/recsys-emb demo $(DEMO_ARGS)
+	$(VENV)/bin/recsys-emb train --config configs/demo.yaml --overwrite $(DEMO_TRAIN_ARGS)
 
 # mypy (configured in pyproject.toml) checks the whole package before the tests run.
 typecheck: $(TEST_STAMP)

@@ -25,8 +25,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from recsys_emb.data.parquet import TableSchema, read_metadata, split_files
 from recsys_emb.errors import DataError
 
-__all__ = ["BaselineResult", "constant_predictor", "logistic_regression", "baselines", "DEFAULT_C_GRID",
-           "DEFAULT_SELECT_ROWS"]
+__all__ = ["BaselineResult", "constant_predictor", "logistic_regression", "baselines", "baseline_report",
+           "DEFAULT_C_GRID", "DEFAULT_SELECT_ROWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,19 @@ def constant_predictor(directory: PathLike, split: str = "test") -> BaselineResu
 
         constant_predictor("data/movielens").logloss
     """
-    directory = Path(directory)
+    return _constant(Path(directory), (split,))[split]
+
+
+def _constant(directory: Path, splits: Sequence[str]) -> Dict[str, BaselineResult]:
     schema = TableSchema.from_dict(read_metadata(directory)["schema"])
     y_train = _read(directory, "train", schema)[schema.label].to_numpy().astype(np.float64)
-    y = _read(directory, split, schema)[schema.label].to_numpy().astype(np.float64)
     rate = float(y_train.mean())
-    return BaselineResult("constant", auc=0.5, logloss=float(log_loss(y, _clip(np.full_like(y, rate)), labels=[0, 1])))
+    out = {}
+    for split in splits:
+        y = _read(directory, split, schema)[schema.label].to_numpy().astype(np.float64)
+        out[split] = BaselineResult("constant", auc=0.5,
+                                    logloss=float(log_loss(y, _clip(np.full_like(y, rate)), labels=[0, 1])))
+    return out
 
 
 class _Encoder:
@@ -143,7 +150,12 @@ def logistic_regression(directory: PathLike, split: str = "test", c_grid: Sequen
         r = logistic_regression("data/criteo-like-2m")
         r.auc, r.C
     """
-    directory = Path(directory)
+    return _logistic(Path(directory), (split,), c_grid, max_iter, select_rows)[split]
+
+
+def _logistic(directory: Path, splits: Sequence[str], c_grid: Sequence[float], max_iter: int,
+              select_rows: Optional[int]) -> Dict[str, BaselineResult]:
+    """One fit (``C`` chosen on ``valid``), scored on every split of ``splits``."""
     schema = TableSchema.from_dict(read_metadata(directory)["schema"])
     t0 = time.perf_counter()
     train_cols = _read(directory, "train", schema)
@@ -168,15 +180,19 @@ def logistic_regression(directory: PathLike, split: str = "test", c_grid: Sequen
     c, valid_ll, model = best
     if subset:
         model = LogisticRegression(C=c, solver="liblinear", max_iter=max_iter).fit(x_train, y_train)
-    if split == "valid":
-        x, y = x_valid, y_valid
-    else:
-        cols = _read(directory, split, schema)
-        x, y = encode(cols), cols[schema.label].to_numpy().astype(np.int64)
-    p = _clip(model.predict_proba(x)[:, 1])
-    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else math.nan
-    return BaselineResult("logistic_regression", auc=auc, logloss=float(log_loss(y, p, labels=[0, 1])), C=c,
-                          valid_logloss=valid_ll, seconds=round(time.perf_counter() - t0, 2))
+    seconds = round(time.perf_counter() - t0, 2)
+    out = {}
+    for split in splits:
+        if split == "valid":
+            x, y = x_valid, y_valid
+        else:
+            cols = _read(directory, split, schema)
+            x, y = encode(cols), cols[schema.label].to_numpy().astype(np.int64)
+        p = _clip(model.predict_proba(x)[:, 1])
+        auc = float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else math.nan
+        out[split] = BaselineResult("logistic_regression", auc=auc, logloss=float(log_loss(y, p, labels=[0, 1])),
+                                    C=c, valid_logloss=valid_ll, seconds=seconds)
+    return out
 
 
 def baselines(directory: PathLike, split: str = "test", c_grid: Sequence[float] = DEFAULT_C_GRID,
@@ -184,3 +200,20 @@ def baselines(directory: PathLike, split: str = "test", c_grid: Sequence[float] 
     """Both reference rows for a processed dataset directory: ``{"constant": ..., "logistic_regression": ...}``."""
     return {"constant": constant_predictor(directory, split),
             "logistic_regression": logistic_regression(directory, split, c_grid, select_rows=select_rows)}
+
+
+def baseline_report(directory: PathLike, splits: Sequence[str] = ("valid", "test"),
+                    c_grid: Sequence[float] = DEFAULT_C_GRID,
+                    select_rows: Optional[int] = DEFAULT_SELECT_ROWS) -> Dict[str, Dict[str, BaselineResult]]:
+    """Both reference rows on every split of ``splits`` (the logistic regression fitted once):
+    ``{"constant": {split: result}, "logistic_regression": {split: result}}`` (``recsys-emb baseline``).
+    Its ``C`` is chosen on ``valid``, so its ``valid`` row is the optimistic one; ``test`` is the fair one.
+
+    Example::
+
+        report = baseline_report("data/criteo-like-2m")
+        report["logistic_regression"]["test"].auc
+    """
+    directory = Path(directory)
+    return {"constant": _constant(directory, splits),
+            "logistic_regression": _logistic(directory, splits, c_grid, 200, select_rows)}

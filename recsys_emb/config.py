@@ -26,7 +26,8 @@ from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTI
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
            "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
-           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "check_plain_name", "ConfigError"]
+           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "check_plain_name", "ConfigError", "packaged_configs",
+           "resolve_config", "show_config"]
 
 EMBEDDING_BACKENDS = ("torchrec", "table_batched")
 """``train.embedding_backend`` values: where the tables live (see :class:`TrainLoopConfig`)."""
@@ -546,6 +547,68 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+"""The configs shipped with the package (``recsys_emb/configs/*.yaml``; ``configs/`` in a checkout links here)."""
+
+
+def packaged_configs() -> Dict[str, Path]:
+    """The configs shipped with the package: ``{name: path}``, the name being the file's stem.
+
+    Example:
+        >>> configs = packaged_configs()
+        >>> configs["demo"].name, "dlrm_criteo_like_base" in configs
+        ('demo.yaml', True)
+    """
+    return {p.stem: p for p in sorted(PACKAGED_CONFIGS_DIR.glob("*.yaml"))}
+
+
+def resolve_config(path: Union[str, Path]) -> Path:
+    """The config file ``path`` names: the file itself when it exists, else the packaged config of that
+    name, given as ``NAME``, ``NAME.yaml`` or ``configs/NAME.yaml`` (the spelling of the docs, so their
+    commands work from any directory). Nothing found: :class:`ConfigError` listing the packaged names.
+
+    Example:
+        >>> resolve_config("demo") == packaged_configs()["demo"]
+        True
+        >>> resolve_config("configs/demo.yaml").resolve() == packaged_configs()["demo"]  # a file, else the packaged one
+        True
+    """
+    given = Path(path)
+    if given.exists():
+        return given
+    parts = given.parts
+    if len(parts) == 1 or (len(parts) == 2 and parts[0] == "configs"):
+        stem = given.name[:-len(".yaml")] if given.name.endswith(".yaml") else given.name
+        found = packaged_configs().get(stem)
+        if found is not None:
+            return found
+    raise ConfigError(f"{path}: no such config file, and no packaged config of that name; packaged configs: "
+                      f"{', '.join(packaged_configs())} (`recsys-emb config list`)")
+
+
+def show_config(name: Union[str, Path]) -> str:
+    """A config's text, ready to save as a file of one's own (``recsys-emb config show NAME > my.yaml``):
+    the file as written when it has no ``base:``; otherwise its leading comments, then the config with its
+    ``base:`` chain merged in (the base files would not be beside the copy).
+
+    Example:
+        >>> copy = yaml.safe_load(show_config("dlrm_criteo_like_full"))
+        >>> "base" in copy, load_config_dict("dlrm_criteo_like_full") == copy
+        (False, True)
+    """
+    path = resolve_config(name)
+    text = path.read_text()
+    if "base" not in (yaml.safe_load(text) or {}):
+        return text
+    comments = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append(line)
+    merged = yaml.safe_dump(load_config_dict(path), sort_keys=False, default_flow_style=None, width=110)
+    return "\n".join([*comments, f"# ({path.name} with its base: files merged in)", merged.rstrip()]) + "\n"
+
+
 def load_config_dict(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict[str, Any]:
     """A config file as a plain dict, its ``base:`` chain merged in (errors name the file).
 
@@ -557,7 +620,7 @@ def load_config_dict(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict
         >>> load_config_dict(d / "run.yaml")
         {'train': {'epochs': 1, 'log_every': 5}}
     """
-    path = Path(path)
+    path = Path(path) if _seen else resolve_config(path)
     resolved = path.resolve()
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
@@ -576,7 +639,8 @@ def load_config_dict(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict
 
 def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config (and its ``base:`` files), apply ``--set`` overrides, validate; a bad key or
-    value raises :class:`ConfigError` naming the file."""
+    value raises :class:`ConfigError` naming the file. ``path`` may name a packaged config
+    (:func:`resolve_config`: ``demo``, ``configs/demo.yaml`` from any directory)."""
     data = load_config_dict(path)
     try:
         return config_from_dict(apply_overrides(data, overrides))

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
-import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys_emb.config import config_from_dict, migrate_config_dict
@@ -15,7 +14,7 @@ from recsys_emb.data.parquet import read_metadata, schema_from_metadata
 from recsys_emb.errors import CheckpointError, DataError
 from recsys_emb.specs import FeatureSpec
 from recsys_emb.training.build import build_model, embedding_layers
-from recsys_emb.training.checkpoint import checkpoint_dir, latest_checkpoint, verify_checkpoint
+from recsys_emb.training.checkpoint import checkpoint_dir, dcp_load, latest_checkpoint, verify_checkpoint
 from recsys_emb.training.metrics import score_split
 
 __all__ = ["load_model", "evaluate_checkpoint", "resolve_checkpoint"]
@@ -75,7 +74,7 @@ def load_model(checkpoint: Union[str, os.PathLike]) -> Tuple[nn.Module, List[Fea
     schema = schema_from_metadata(read_metadata(data_dir))
     model = build_model(cfg, schema)
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    dcp_load(state, path, no_dist=True)
     model.load_state_dict(state["model"])
     model.eval()
     features = [f for layer in embedding_layers(model) for f in layer.features]

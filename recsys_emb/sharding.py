@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -226,7 +227,10 @@ def shard_model(
     materialized = not any(p.is_meta for p in model.parameters())
     state = {k: v.detach().clone() for k, v in model.state_dict().items()} if materialized else None
     # One process has nothing to all-reduce: DDP around the dense part would only add hooks.
-    dmp = DistributedModelParallel(model, device=device, plan=plan, init_data_parallel=world > 1)
+    with warnings.catch_warnings():
+        # TorchRec 1.8 wraps the dense part in DDP with broadcast_buffers=False, which torch 2.13 deprecates
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+        dmp = DistributedModelParallel(model, device=device, plan=plan, init_data_parallel=world > 1)
     if state is not None:
         dmp.load_state_dict(state)
     elif init_seed is not None:

@@ -16,6 +16,7 @@ the versions found and the commands that install a matching set, instead of a ba
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import re
 from typing import Dict, Optional
 
@@ -99,6 +100,21 @@ def _fail(problem: str) -> TorchStackError:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class _FxTracingNotice(logging.Filter):
+    """Drops the one record torch 2.13 logs (once per process, on ``torch.fx._symbolic_trace``) that its
+    ``is_fx_tracing()`` now means symbolic tracing or export: torch's own ``ProxyableClassMeta`` calls it
+    when the first KeyedJaggedTensor is built, so every user of TorchRec saw it and none can act on it.
+    Every other record of that logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("is_fx_tracing will return true for both fx.symbolic_trace")
+
+
+_FX_LOGGER = logging.getLogger("torch.fx._symbolic_trace")
+if not any(isinstance(f, _FxTracingNotice) for f in _FX_LOGGER.filters):
+    _FX_LOGGER.addFilter(_FxTracingNotice())
 
 
 def check_torch_stack() -> Dict[str, str]:

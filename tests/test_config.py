@@ -172,3 +172,28 @@ def test_a_cuda_config_validates_anywhere_and_is_checked_against_the_install_whe
         assert (f"pip uninstall -y fbgemm-gpu-cpu && pip install torch==2.13.0 fbgemm-gpu==1.8.0 --index-url "
                 f"https://download.pytorch.org/whl/{cu} && pip install torchrec==1.8.0") in message
         assert "or set train.embedding_backend: table_batched" in message
+
+
+def test_every_packaged_config_resolves_by_name_and_shows_as_a_standalone_copy(tmp_path, monkeypatch):
+    """`recsys-emb config show NAME > my.yaml` gives a file that loads, from a directory without the
+    base files, as the packaged config does; `--config NAME` and `configs/NAME.yaml` resolve to it."""
+    import yaml as _yaml
+
+    from recsys_emb.config import packaged_configs, resolve_config, show_config
+    from recsys_emb.search import load_search_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    configs = packaged_configs()
+    assert {"demo", "dlrm_criteo_like_full", "search_dlrm_criteo_like"} <= set(configs)
+    for name, path in configs.items():
+        assert resolve_config(name) == resolve_config(f"configs/{name}.yaml") == resolve_config(f"{name}.yaml") == path
+        copy = tmp_path / f"my_{name}.yaml"
+        copy.write_text(show_config(name))
+        if name.startswith("search_"):
+            assert load_search_config(copy).trial_run_dict() == load_search_config(name).trial_run_dict()
+            continue
+        assert "base" not in _yaml.safe_load(copy.read_text())
+        assert load_config(copy) == load_config(name)
+    with pytest.raises(ConfigError, match=r"nope.yaml: no such config file, and no packaged config of that name; "
+                                          r"packaged configs: demo, "):
+        load_config("configs/nope.yaml")

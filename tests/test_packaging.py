@@ -59,6 +59,9 @@ def test_wheel_metadata_says_what_it_needs(wheel):
     assert meta["Version"] == __version__ and wheel.name.startswith(f"recsys_emb-{__version__}-py3-none-any")
     assert meta["Requires-Python"] == ">=3.11"
     assert "recsys_emb/py.typed" in names
+    # the configs ship in the wheel (`recsys-emb config`, `--config NAME` from any directory)
+    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("recsys_emb/configs/"))
+    assert shipped == sorted(p.name for p in (ROOT / "recsys_emb" / "configs").glob("*.yaml")) and "demo.yaml" in shipped
     assert not [n for n in names if not n.startswith(("recsys_emb/", f"recsys_emb-{__version__}.dist-info/"))]
     requires = [Requirement(r) for r in meta.get_all("Requires-Dist")]
     base = {r.name for r in requires if r.marker is None}
@@ -93,14 +96,28 @@ def test_wheel_installs_with_its_extras_and_runs_the_readme_example_outside_the_
     assert "MiB" in run.stdout and "torch.Size([2, 48])" in run.stdout
     where = run.stdout.split("from ")[-1].split()
     assert Path(where[0]).is_relative_to(tmp_path / "venv") and where[1] == __version__
-    # no warning on a plain import and forward, but one that torch 2.13 logs once per process on the first
-    # KeyedJaggedTensor (its own ProxyableClassMeta calls its deprecated is_fx_tracing())
-    others = [line for line in run.stderr.splitlines() if line.strip() and "is_fx_tracing will return true" not in line]
-    assert not others, run.stderr[-3000:]
+    assert run.stderr == "", run.stderr[-3000:]  # no warning on a plain import and forward
 
     cli = subprocess.run([str(tmp_path / "venv" / "bin" / "recsys-emb"), "--version"], capture_output=True,
                          text=True, cwd=tmp_path, env=clean_env(), timeout=300)
     assert cli.returncode == 0 and cli.stdout.strip() == f"recsys-emb {__version__}", cli.stderr[-3000:]
+
+    # the configs by name, from a directory without any: listed, printed, and loaded by name
+    recsys_emb_cli = str(tmp_path / "venv" / "bin" / "recsys-emb")
+    listed = subprocess.run([recsys_emb_cli, "config", "list"], capture_output=True, text=True, cwd=tmp_path,
+                            env=clean_env(), timeout=300)
+    assert listed.returncode == 0 and listed.stdout.startswith("demo "), listed.stderr[-3000:]
+    shown = subprocess.run([recsys_emb_cli, "config", "show", "demo"], capture_output=True, text=True, cwd=tmp_path,
+                           env=clean_env(), timeout=300)
+    assert shown.returncode == 0 and shown.stdout == (ROOT / "configs" / "demo.yaml").read_text(), shown.stderr[-3000:]
+    check = ("from recsys_emb.config import load_config\n"
+             "a, b = load_config('configs/demo.yaml'), load_config('demo')\n"
+             "assert a == b and a.name == 'demo-dlrm-unified', a\n"
+             "import recsys_emb.config as c\nprint(c.resolve_config('demo'))\n")
+    loaded = subprocess.run([str(python), "-c", check], capture_output=True, text=True, cwd=tmp_path, env=clean_env(),
+                            timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert Path(loaded.stdout.strip()).is_relative_to(tmp_path / "venv") and not (tmp_path / "configs").exists()
 
 
 def test_pins_lie_in_the_declared_ranges():

@@ -64,8 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from recsys_emb.training import train
 
-    # progress: a bar on a terminal, else one log line per train.log_every steps (schedulers' logs)
-    logging.getLogger("recsys_emb.training").setLevel(min(logging.INFO, logging.getLogger().level))
+    # progress: a bar on a terminal, else (with -v) one log line per train.log_every steps (schedulers' logs)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not dist.is_initialized() or dist.get_rank() == 0:
         _print_summary(summary)
@@ -132,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="recsys-emb", description="Memory-efficient embeddings for CTR models.")
     p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="more logging (-v info, -vv debug); errors with their traceback")
+                   help="more logging (-v info: training progress lines when stderr is not a terminal, data "
+                        "generation, resumes; -vv debug); errors with their traceback")
     p.add_argument("--version", action="version", version=f"recsys-emb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench, reexec=True)
 
     t = sub.add_parser("train", help="train a CTR model from a YAML config")
-    t.add_argument("--config", required=True, help="configs/NAME.yaml")
+    t.add_argument("--config", required=True,
+                   help="a config file, or a packaged config's name (recsys-emb config list)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set embeddings.variant=qr (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
@@ -203,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     from recsys_emb.cli.serving import add_serving_commands
 
     add_serving_commands(sub)
+
+    from recsys_emb.cli.tools import add_tool_commands
+
+    add_tool_commands(sub)
     return p
 
 
@@ -211,11 +216,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     # force: importing fbgemm_gpu logs through the root logger, which installs a WARNING handler first
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    if args.verbose == 0:
-        # torch 2.13 logs, once per process, that torch.fx's is_fx_tracing() changed meaning: its own
-        # ProxyableClassMeta calls it when the first KeyedJaggedTensor is built. Nothing a user can act on;
-        # every other warning stays visible.
-        logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     if getattr(args, "reexec", False) and argv is None:
         from recsys_emb.runtime import reexec_with_malloc_settings
 

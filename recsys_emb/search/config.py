@@ -19,8 +19,17 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from recsys_emb.errors import ConfigError
-from recsys_emb.config import (_read_yaml, apply_overrides, check_plain_name, config_from_dict, config_to_dict, dataclass_from_dict,
-                               load_config_dict)
+from recsys_emb.config import (
+    _read_yaml,
+    apply_overrides,
+    check_plain_name,
+    config_from_dict,
+    config_to_dict,
+    dataclass_from_dict,
+    load_config_dict,
+    packaged_configs,
+    resolve_config,
+)
 from recsys_emb.specs import DIM_MULTIPLE
 
 __all__ = ["DimRange", "SpaceConfig", "PrunerConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
@@ -234,6 +243,8 @@ class SearchConfig:
             near = Path(self.source).parent / p
             if near.exists():
                 return near
+        if not p.exists() and p.name in {c.name for c in packaged_configs().values()}:
+            return resolve_config(p)  # a packaged config's name (a copy of a packaged search config)
         return p
 
     def base_run_dict(self) -> Dict[str, Any]:
@@ -278,6 +289,7 @@ def search_config_from_dict(data: Mapping[str, Any], source: str = "") -> Search
 
 def load_search_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> SearchConfig:
     """Read a search YAML, apply ``key=value`` overrides (e.g. ``budget_bytes=1e6``), validate."""
+    path = resolve_config(path)
     data = _read_yaml(Path(path))  # a YAML error (a tag that builds objects included) names the file and line
     data = apply_overrides(data, overrides)
     if isinstance(data.get("budget_bytes"), float):

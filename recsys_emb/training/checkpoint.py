@@ -20,9 +20,11 @@ import pickle
 import random
 import shutil
 import stat
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from recsys_emb.training.rundir import fingerprint_differences
 
 __all__ = ["Position", "checkpoint_dir", "latest_checkpoint", "intact_checkpoint", "verify_checkpoint",
            "save_checkpoint", "load_checkpoint", "load_weights", "prune_checkpoints", "reported_step", "rng_state", "set_rng_state", "seed_everything", "check_same_features",
-           "MANIFEST", "sha256_file", "write_manifest", "verify_manifest", "open_regular", "read_regular_file"]
+           "MANIFEST", "sha256_file", "write_manifest", "verify_manifest", "open_regular", "read_regular_file", "dcp_load"]
 
 MANIFEST = "manifest.json"
 
@@ -229,6 +231,27 @@ def intact_checkpoint(out_dir: Path) -> Optional[Path]:
     return None
 
 
+@contextmanager
+def _known_dcp_warnings() -> Iterator[None]:
+    """Two warnings of torch 2.13's DCP that no caller can avoid, silenced here and nowhere else: its
+    planner reads ``.device`` and ``.size()`` of TorchRec's sharded tables, which are ShardedTensors, whose
+    every method warns that ShardedTensor is deprecated (TorchRec's DMP state dict still uses them); and a
+    load without a process group warns that it assumes one process even when told so (``no_dist=True``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Please use DTensor instead and we are deprecating ShardedTensor",
+                                category=FutureWarning)
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized, "
+                                "assuming the intent is to load in a single process", category=UserWarning)
+        yield
+
+
+def dcp_load(state: Dict[str, Any], path: Path, no_dist: bool = False) -> None:
+    """``torch.distributed.checkpoint.load`` of ``state`` (in place) from checkpoint ``path``, without
+    DCP's two unavoidable warnings (see ``_known_dcp_warnings``); ``no_dist``: one process, no group."""
+    with _known_dcp_warnings():
+        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+
+
 def _state(model: nn.Module) -> Dict[str, Any]:
     # The dense optimizer is saved beside (torch.save): a fresh Adam's state_dict has no entries
     # yet, and DCP only loads keys the target already has.
@@ -258,8 +281,15 @@ def save_checkpoint(model: nn.Module, dense_optimizer: torch.optim.Optimizer, ou
     """Write ``<out_dir>/checkpoints/step_<N>`` (every rank calls it): the state, ``trainer.json`` (with
     ``extra``), the manifest, then the ``latest`` pointer."""
     path = checkpoint_dir(out_dir, pos.step)
+    if rank == 0 and path.exists():
+        # left by a save of this step that was cut off (a whole one is never saved again: the trainer
+        # saves each step once, and a resume starts after the checkpoint it loaded)
+        shutil.rmtree(path)
+    if world_size > 1:
+        dist.barrier()
     try:
-        dcp.save(_state(model), checkpoint_id=str(path))
+        with _known_dcp_warnings():
+            dcp.save(_state(model), checkpoint_id=str(path))
         save_file(torch.save, rng_state(), path / f"rng_rank{rank}.pt")
         if rank == 0:  # dense parameters are replicated: one copy of their optimizer state
             save_file(torch.save, dense_optimizer.state_dict(), path / "dense_optimizer.pt")
@@ -297,7 +327,7 @@ def load_checkpoint(path: Path, model: nn.Module, dense_optimizer: torch.optim.O
     if fingerprint is not None:
         check_same_run(meta.get("fingerprint"), fingerprint, path)
     state = _state(model)
-    dcp.load(state, checkpoint_id=str(path))
+    dcp_load(state, path)
     model.load_state_dict(state["model"])
     _fused_optimizer(model).load_state_dict(state["fused"])
     try:
@@ -328,7 +358,7 @@ def load_weights(path: Path, model: nn.Module) -> None:
     """Load only a checkpoint's model state (verified) into ``model`` (sharded or not)."""
     verify_checkpoint(path)
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(path))
+    dcp_load(state, path)
     model.load_state_dict(state["model"])
 
 

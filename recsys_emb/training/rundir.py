@@ -143,8 +143,10 @@ class RunDirectory:
         return any((self.path / name).exists() for name in RUN_FILES)
 
     def open(self, resume: bool, overwrite: bool) -> None:
-        """Take the lock, then check the directory for a new run (refused if used, unless ``overwrite``
-        clears it) or for ``resume``."""
+        """Take the lock, then check the directory for a new run (refused if used, unless ``overwrite``)
+        or for ``resume``. Nothing is removed here: with ``overwrite`` the earlier run stays until
+        :meth:`replace_earlier_run`, which the trainer calls once every check that can fail before
+        training has passed."""
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: resume continues the run in "
                               f"{self.path}, overwrite replaces it; pass one")
@@ -154,9 +156,7 @@ class RunDirectory:
         make_parent_dirs(self.path / ".lock")  # a parent that is a file is named, not a FileExistsError
         self._lock()
         try:
-            if overwrite:
-                self._clear()
-            elif not resume and self.used():
+            if not overwrite and not resume and self.used():
                 found = sorted(name for name in RUN_FILES if (self.path / name).exists())
                 raise OutputDirError(
                     f"{self.path} holds an earlier run ({', '.join(found)}); a new run would mix with it. Pass "
@@ -192,6 +192,12 @@ class RunDirectory:
         (these two are kept)."""
         model = [f"{d}/{name}" for d in ("model", ".model.partial-*", ".model.old-*") for name in self.model_files]
         return [*RUN_PATHS, *model, ".lock", f"{LOGS_DIR}/**"]
+
+    def replace_earlier_run(self) -> None:
+        """``--overwrite``: remove the earlier run's results (held under the lock taken by :meth:`open`)."""
+        if self._fh is None:
+            raise RuntimeError(f"{self.path}: replace_earlier_run() before open()")
+        self._clear()
 
     def _clear(self) -> None:
         others = foreign_files(self.path, self.owned_paths())

@@ -159,6 +159,16 @@ class Trainer:
         self.run_dir = RunDirectory(self.out, model_files=MODEL_DIR_ENTRIES) if self.rank == 0 else None
         self.data_dir = Path(cfg.data.path)
         _on_rank0(lambda: self._open_rank0(resume, overwrite), self.rank, self.world)
+        try:
+            self._build(cfg, resume, overwrite)
+        except BaseException:
+            # a run that never started holds nothing: the lock is released, an earlier run left as it was
+            self.close()
+            raise
+
+    def _build(self, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+        """Everything that can fail before training (the data, the model, its tables, the optimizers),
+        then, on rank 0, the earlier run replaced (``overwrite``) and this run's ``run.json`` written."""
         self.metadata = read_metadata(self.data_dir)
         self.fingerprint = run_fingerprint(cfg, self.metadata)
         self.schema = schema_from_metadata(self.metadata)
@@ -187,13 +197,27 @@ class Trainer:
         self.early: Dict[str, Any] = {}  # early stopping: best value, its step, evaluations since
         self._saved_step: Optional[int] = None
         self.metrics_path = self.out / "metrics.jsonl"
-        if self.rank == 0 and not resume:
-            self.run_dir.write_run_json(cfg, self.fingerprint)  # type: ignore[union-attr]
+        if not resume:
+            _on_rank0(lambda: self._start_rank0(overwrite), self.rank, self.world)
 
     def _open_rank0(self, resume: bool, overwrite: bool) -> None:
+        """Lock and check the run directory (nothing removed yet), then prepare the data; released again
+        when the data cannot be prepared."""
         assert self.run_dir is not None
         self.run_dir.open(resume=resume, overwrite=overwrite)
-        self.data_dir = prepare_data(self.cfg)
+        try:
+            self.data_dir = prepare_data(self.cfg)
+        except BaseException:
+            self.run_dir.close()
+            raise
+
+    def _start_rank0(self, overwrite: bool) -> None:
+        """The new run takes the directory: an earlier run's results removed (``overwrite``), then
+        ``run.json`` written. Called only after every check that can fail before training."""
+        assert self.run_dir is not None
+        if overwrite:
+            self.run_dir.replace_earlier_run()
+        self.run_dir.write_run_json(self.cfg, self.fingerprint)
 
     def close(self) -> None:
         """Release the run directory."""
@@ -239,6 +263,7 @@ class Trainer:
         this config's; the metrics logged after it are dropped (they are logged again)."""
         self.pos = load_checkpoint(path, self.model, self.dense_optimizer, self.specs, self.rank, self.world,
                                    fingerprint=self.fingerprint)
+        self._saved_step = self.pos.step  # this step's checkpoint is the one just loaded
         self.early = dict(json.loads((path / "trainer.json").read_text()).get("early_stopping") or {})
         if self.run_dir is not None:
             dropped = self.run_dir.trim_metrics(self.pos.step)

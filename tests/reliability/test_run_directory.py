@@ -147,7 +147,9 @@ def test_the_launchers_logs_neither_make_a_directory_used_nor_are_removed_by_ove
     d.open(resume=False, overwrite=False)  # only logs: a new run is welcome
     (tmp_path / "summary.json").write_text("{}")
     d.close()
-    d.open(resume=False, overwrite=True)  # the earlier result goes, the logs stay
+    d.open(resume=False, overwrite=True)  # nothing removed yet: the trainer replaces after its checks
+    assert (tmp_path / "summary.json").exists()
+    d.replace_earlier_run()  # the earlier result goes, the logs stay
     d.close()
     assert not (tmp_path / "summary.json").exists() and log.read_text().startswith("the current launch")
 
@@ -219,3 +221,25 @@ def test_resume_drops_a_torn_last_metrics_row_and_names_a_corrupt_one(data, tmp_
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line whole again
     train_steps = [r["step"] for r in rows if r["split"] == "train"]
     assert train_steps == sorted(set(train_steps)) and max(train_steps) >= 60
+
+
+def test_a_config_error_leaves_no_lock_and_overwrite_keeps_the_earlier_run(data, tmp_path):
+    """A run that fails before training (here: data.path has no dataset) releases the directory, and
+    with --overwrite leaves the earlier run as it was: the next run neither takes over a lock nor finds
+    results missing."""
+    out = tmp_path / "run"
+    assert cli(data, out, "--set", "train.max_steps=5").returncode == 0
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert {"summary.json", "run.json", "metrics.jsonl"} <= {str(p) for p in before}
+    missing = tmp_path / "no-such-dataset"
+    for run_dir, extra in ((out, ["--overwrite"]), (tmp_path / "fresh", [])):
+        failed = cli(missing, run_dir, "--set", "train.max_steps=5", "--set", "data.generate=null", *extra)
+        assert failed.returncode == 2, failed.stderr[-3000:]
+        (line,) = failed.stderr.strip().splitlines()
+        assert line.startswith(f"error: data.path={str(missing)!r} has no metadata.json"), line
+        assert (run_dir / ".lock").read_text() == ""  # released: the next run finds no lock to take over
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before  # the earlier run intact, byte for byte
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == [".lock"]
+    replaced = cli(data, out, "--set", "train.max_steps=5", "--overwrite")
+    assert replaced.returncode == 0 and "taking over the lock" not in replaced.stderr, replaced.stderr[-3000:]

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,5 +61,5 @@ def recsys(*args, cwd: Optional[Path] = None, stdin: Optional[bytes] = None, env
     """``recsys-emb ARGS`` in a fresh process (text stdout / stderr; ``stdin`` bytes piped in)."""
     full_env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *map(str, args)], input=stdin,
-                          capture_output=True, cwd=cwd, timeout=300, env=full_env)
+                          capture_output=True, cwd=cwd, timeout=HANG_GUARD_S, env=full_env)
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from docs_helpers import SETUP_LOG_LINES, SETUPS
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "datasets").glob("*.md")),
@@ -57,7 +58,7 @@ def test_python_block_runs_in_a_fresh_process_outside_the_checkout(doc, line, co
     work = SETUPS[marks["setup"]](tmp_path) if "setup" in marks else tmp_path
     script = tmp_path / "block.py"
     script.write_text(code)
-    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, f"{doc}:{line}\n{proc.stderr[-3000:]}"
     allowed = SETUP_LOG_LINES.get(marks.get("setup", ""))
     noise = [ln for ln in proc.stderr.splitlines() if not (allowed and ln.startswith(allowed))]

@@ -15,6 +15,7 @@ import pytest
 from venv_helpers import TORCH_STACK, clean_env, closure, fresh_venv, link_distributions
 
 from recsys_emb.version import __version__
+from waiting import HANG_GUARD_S
 
 try:
     from packaging.requirements import Requirement
@@ -26,7 +27,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS = ("plot", "postgres")
 
 
-def _pip(*args, cwd, timeout=300):
+def _pip(*args, cwd, timeout=HANG_GUARD_S):
     proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, cwd=cwd,
                           env=clean_env(), timeout=timeout)
     assert proc.returncode == 0, f"pip {' '.join(args)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -91,7 +92,7 @@ def test_wheel_installs_with_its_extras_and_runs_the_readme_example_outside_the_
     script = tmp_path / "example.py"
     script.write_text(example + "\nimport recsys_emb\nprint('from', recsys_emb.__file__, recsys_emb.__version__)\n")
     run = subprocess.run([str(python), str(script)], capture_output=True, text=True, cwd=tmp_path, env=clean_env(),
-                         timeout=300)
+                         timeout=HANG_GUARD_S)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "MiB" in run.stdout and "torch.Size([2, 48])" in run.stdout
     where = run.stdout.split("from ")[-1].split()
@@ -99,23 +100,23 @@ def test_wheel_installs_with_its_extras_and_runs_the_readme_example_outside_the_
     assert run.stderr == "", run.stderr[-3000:]  # no warning on a plain import and forward
 
     cli = subprocess.run([str(tmp_path / "venv" / "bin" / "recsys-emb"), "--version"], capture_output=True,
-                         text=True, cwd=tmp_path, env=clean_env(), timeout=300)
+                         text=True, cwd=tmp_path, env=clean_env(), timeout=HANG_GUARD_S)
     assert cli.returncode == 0 and cli.stdout.strip() == f"recsys-emb {__version__}", cli.stderr[-3000:]
 
     # the configs by name, from a directory without any: listed, printed, and loaded by name
     recsys_emb_cli = str(tmp_path / "venv" / "bin" / "recsys-emb")
     listed = subprocess.run([recsys_emb_cli, "config", "list"], capture_output=True, text=True, cwd=tmp_path,
-                            env=clean_env(), timeout=300)
+                            env=clean_env(), timeout=HANG_GUARD_S)
     assert listed.returncode == 0 and listed.stdout.startswith("demo "), listed.stderr[-3000:]
     shown = subprocess.run([recsys_emb_cli, "config", "show", "demo"], capture_output=True, text=True, cwd=tmp_path,
-                           env=clean_env(), timeout=300)
+                           env=clean_env(), timeout=HANG_GUARD_S)
     assert shown.returncode == 0 and shown.stdout == (ROOT / "configs" / "demo.yaml").read_text(), shown.stderr[-3000:]
     check = ("from recsys_emb.config import load_config\n"
              "a, b = load_config('configs/demo.yaml'), load_config('demo')\n"
              "assert a == b and a.name == 'demo-dlrm-unified', a\n"
              "import recsys_emb.config as c\nprint(c.resolve_config('demo'))\n")
     loaded = subprocess.run([str(python), "-c", check], capture_output=True, text=True, cwd=tmp_path, env=clean_env(),
-                            timeout=300)
+                            timeout=HANG_GUARD_S)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert Path(loaded.stdout.strip()).is_relative_to(tmp_path / "venv") and not (tmp_path / "configs").exists()
 

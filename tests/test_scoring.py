@@ -27,6 +27,7 @@ from recsys_emb.scoring import score_batch, score_frame
 from recsys_emb.serving import evaluate_checkpoint
 from recsys_emb.training import train
 from recsys_emb.training.metrics import ctr_metrics
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSEEN = "fedcba987654321"  # 15 hex digits: a valid raw value no generated row has
@@ -35,7 +36,7 @@ UNSEEN = "fedcba987654321"  # 15 hex digits: a valid raw value no generated row 
 def cli(*args, cwd):
     env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env=env)
+                          cwd=cwd, timeout=HANG_GUARD_S, env=env)
     assert proc.returncode == 0, f"recsys-emb {' '.join(map(str, args))}:\n{proc.stderr[-3000:]}"
     return proc
 
@@ -211,7 +212,7 @@ def test_export_torch_export_from_the_model_directory_alone(trained, tmp_path):
     env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "export", "--checkpoint", str(base / "run"),
                            "--out", str(tmp_path / "m"), "--table-dtype", "int8"], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and "--table-dtype int8 applies to --format torch-export" in proc.stderr
 
 

@@ -13,6 +13,7 @@ from recsys_emb.errors import RecsysEmbError, TorchStackError
 from recsys_emb.torch_stack import INSTALL_COMMANDS, check_torch_stack, cuda_install_command, cuda_problem, stack_problem
 from stack_shim import HIDDEN, hidden_stack_env, loaded_modules
 from venv_helpers import SITE, clean_env, closure, fresh_venv, link_distributions
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,7 @@ def _import_in(tmp_path: Path, dists, torchrec_version=None):
             (SITE / "torchrec" / "version.py").read_text().replace("1.8.0", torchrec_version))
     python = fresh_venv(tmp_path / "venv", shared)
     return subprocess.run([str(python), "-c", TRY_IMPORT], capture_output=True, text=True, cwd=tmp_path,
-                          env=clean_env(PYTHONPATH=str(ROOT)), timeout=300)
+                          env=clean_env(PYTHONPATH=str(ROOT)), timeout=HANG_GUARD_S)
 
 
 def _assert_fails_with(proc, problem: str) -> None:
@@ -128,7 +129,7 @@ def test_import_without_torch_names_it(tmp_path):
     python = fresh_venv(tmp_path / "venv")
     use = 'import recsys_emb\nprint("imported")\nrecsys_emb.EmbeddingLayer\nprint("sharding imported")'
     proc = subprocess.run([str(python), "-c", use], capture_output=True, text=True, cwd=tmp_path,
-                          env=clean_env(PYTHONPATH=str(ROOT)), timeout=120)
+                          env=clean_env(PYTHONPATH=str(ROOT)), timeout=HANG_GUARD_S)
     _assert_fails_with(proc, "torch is not installed. Found: torch not installed, fbgemm-gpu(-cpu) not installed, "
                              "torchrec not installed")
 
@@ -158,7 +159,7 @@ except ImportError as e:
 def test_import_and_the_torch_only_core_work_without_torchrec_and_its_classes_name_the_install(tmp_path):
     env, report = hidden_stack_env(tmp_path)
     proc = subprocess.run([sys.executable, "-c", USE_WITHOUT_TORCHREC], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=300)
+                          cwd=tmp_path, env=env, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "core (2, 8)" in proc.stdout
     refused = proc.stdout.split("layer refused:")[1].splitlines()[0]
@@ -171,7 +172,7 @@ def test_import_and_the_torch_only_core_work_without_torchrec_and_its_classes_na
 def test_a_bare_import_loads_neither_torch_nor_torchrec(tmp_path):
     env, report = hidden_stack_env(tmp_path)
     proc = subprocess.run([sys.executable, "-c", "import recsys_emb; print(recsys_emb.__version__, recsys_emb.Full)"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S)
     assert proc.returncode == 0 and "recsys_emb.specs.Full" in proc.stdout, proc.stderr[-3000:]
     loaded = loaded_modules(report)
     assert "recsys_emb" in loaded and not loaded & {"torch", "numpy", *HIDDEN}

@@ -10,6 +10,7 @@ import torch
 from bench_helpers import ROOT, run_script
 
 from recsys_emb.benchmarks.gpu_train import main
+from waiting import HANG_GUARD_S
 
 
 def test_quick_cpu_run_trains_both_precisions_with_the_table_batched_kernel(tmp_path):
@@ -37,6 +38,6 @@ def test_gpu_numbers_script_stops_without_a_gpu_before_any_benchmark():
     import sys
 
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_numbers.sh")], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+                          timeout=HANG_GUARD_S, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
     assert proc.returncode == 1
     assert "no CUDA device is visible to PyTorch" in proc.stderr and "these are GPU figures" in proc.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from stack_shim import HIDDEN, hidden_stack_env, loaded_modules
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ def test_quick_run_reports_the_baseline_and_each_variant(tmp_path):
     readme.write_text("# DLRM\n")
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "bench", "lookup", "--quick", "--device", "cpu",
                            "--json", str(out), "--readme", str(readme)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
+                          timeout=HANG_GUARD_S, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     names = [r["model"] for r in res["results"]]
@@ -39,7 +40,7 @@ def test_quick_run_reports_the_baseline_and_each_variant(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_cuda_without_a_gpu_is_refused():
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "bench", "lookup", "--device", "cuda"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD_S,
                           env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
     assert proc.returncode != 0 and "no CUDA device" in proc.stderr
 
@@ -50,7 +51,7 @@ def test_the_script_runs_on_torch_alone_as_on_the_gpu_machines_image(tmp_path):
     env, report = hidden_stack_env(tmp_path)
     out = tmp_path / "res.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "lookup_throughput.py"), "--device", "cpu", "--quick",
-                           "--json", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                           "--json", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_S,
                           env={**env, "PYTHONPATH": f"{env['PYTHONPATH']}{os.pathsep}{ROOT}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())

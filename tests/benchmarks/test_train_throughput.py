@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_run_reports_every_variant_against_torchrec(tmp_path):
     out = tmp_path / "res.json"
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "bench", "train", "--quick", "--data-dir",
-                           str(tmp_path), "--json", str(out), "--pipelined", "full"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                           str(tmp_path), "--json", str(out), "--pipelined", "full"], capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD_S,
                           env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -34,7 +35,7 @@ def test_quick_run_reports_every_variant_against_torchrec(tmp_path):
 
 def test_non_dlrm_config_is_refused():
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "bench", "train", "--config",
-                           "configs/din_sequences.yaml"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                           "configs/din_sequences.yaml"], capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD_S,
                           env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
     assert proc.returncode != 0 and "model.kind='din'" in proc.stderr
 

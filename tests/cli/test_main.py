@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from waiting import HANG_GUARD_S
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +17,7 @@ PLANNER_WARNINGS = ("TopologyFactory", "StorageReservation", "dense_tensor_estim
                     "torchrec/distributed/planner")
 
 
-def run_cli(*args, timeout=300):
+def run_cli(*args, timeout=HANG_GUARD_S):
     """stdout of a successful command; a plain run (no -v) prints no TorchRec planner warning."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], capture_output=True, text=True,
@@ -44,7 +45,7 @@ def test_train_on_cuda_without_fbgemms_cuda_build_fails_before_any_work(tmp_path
         proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", "configs/demo.yaml",
                                "--nproc", nproc, "--set", "train.device=cuda", "--set", f"data.path={tmp_path / 'd'}",
                                "--set", f"train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                              timeout=300, cwd=ROOT, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
+                              timeout=HANG_GUARD_S, cwd=ROOT, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
         assert proc.returncode == 2, proc.stderr[-3000:]
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith("error: train.device='cuda' with train.embedding_backend='torchrec': fbgemm_gpu ")
@@ -65,7 +66,7 @@ def test_plan_prints_placement_and_bytes_per_rank(tmp_path):
     assert rep["rank_bytes"][0] == rep["rank_bytes"][1] > 0  # equal column slices
     assert sum(rep["rank_bytes"]) == sum(t["bytes"] for t in rep["tables"])
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args[:-1], "train.sharding_types=[row_wise]"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD_S)
     assert proc.returncode != 0 and "not available on device 'cpu'" in proc.stderr
 
 
@@ -75,7 +76,7 @@ def test_verbose_shows_info_logs(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-c", "import torchrec; from recsys_emb.cli import main; raise SystemExit(main())",
                            "-v", "generate", "criteo-like", "--rows", "500", "--scale", "0.0005", "--out",
-                           str(tmp_path / "d")], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+                           str(tmp_path / "d")], capture_output=True, text=True, timeout=HANG_GUARD_S, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "INFO recsys_emb.data.synthetic: generated 500 Criteo-like rows" in proc.stderr
 
@@ -136,7 +137,7 @@ def test_a_run_or_study_name_never_leaves_runs(tmp_path, monkeypatch):
     args = ["train", "--config", str(ROOT / "configs" / "demo.yaml"), "--set", "name=../../x",
             "--set", "data.generate.rows=2000", "--set", "train.max_steps=1"]
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"}, cwd=work)
+                          timeout=HANG_GUARD_S, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"}, cwd=work)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "name='../../x' is not a plain name" in proc.stderr

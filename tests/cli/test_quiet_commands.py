@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_emb.training import FAULT_KILL_ENV
+from waiting import HANG_GUARD_S
 
 TRAIN = ["--config", "configs/demo.yaml", "--set", "data.path=data", "--set", "data.batch_size=256",
          "--set", "train.checkpoint_every=3"]
@@ -20,7 +21,7 @@ TRAIN = ["--config", "configs/demo.yaml", "--set", "data.path=data", "--set", "d
 
 def cli(cwd, *args, env=None):
     return subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                          timeout=HANG_GUARD_S, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def quiet(cwd, *args, env=None):

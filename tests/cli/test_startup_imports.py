@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from recsys_emb.benchmarks.cli_startup import help_commands
+from waiting import HANG_GUARD_S
 
 PROBE = """
 import contextlib, io, sys
@@ -26,7 +27,7 @@ def test_version_and_every_help_load_nothing_heavy():
     commands = help_commands()
     assert ("export", "--help") in commands and ("generate", "criteo-like", "--help") in commands
     proc = subprocess.run([sys.executable, "-c", PROBE.format(commands=commands)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = set(proc.stdout.split())
     assert "recsys_emb" in loaded and not loaded & HEAVY, sorted(loaded & HEAVY)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from recsys_emb.config import config_from_dict
 from recsys_emb.training import prepare_data
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs/demo.yaml"),
                            "--set", f"data.path={data}", "--set", "data.batch_size=2048", "--set", f"train.out_dir={out}",
-                           "--set", "train.progress=false"], capture_output=True, text=True, env=env, timeout=600)
+                           "--set", "train.progress=false"], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr

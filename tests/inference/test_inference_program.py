@@ -20,6 +20,7 @@ from recsys_emb.inference import (PROGRAM_FILE, SIGNATURE_FILE, export_program, 
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.models import DLRM
 from recsys_emb.specs import FeatureSpec, Full
+from waiting import HANG_GUARD_S
 
 LOADER = """
 import sys, torch
@@ -49,7 +50,7 @@ def test_exported_modules_score_like_eager_in_a_fresh_process(tmp_path):
     torch.save(inputs, tmp_path / "inputs.pt")
     root = str(Path(__file__).resolve().parents[2])
     subprocess.run([sys.executable, "-c", LOADER.format(root=root), str(tmp_path / "inputs.pt"),
-                    str(tmp_path / "out.pt")], check=True, timeout=300)
+                    str(tmp_path / "out.pt")], check=True, timeout=HANG_GUARD_S)
     out = torch.load(tmp_path / "out.pt", weights_only=True)
     for name in ("dlrm", "din"):
         assert out[name].shape == (7,)

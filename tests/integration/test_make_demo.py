@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from recsys_emb.training import FAULT_KILL_ENV
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
@@ -18,7 +19,7 @@ def make_demo(tmp_path, env=None):
     # -o: the venv stamp is taken as up to date (the test never installs anything)
     args = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", "demo", f"VENV={VENV}",
             "DEMO_ARGS=--cap 1000 --batch 64", "DEMO_TRAIN_ARGS=" + " ".join(f"--set '{s}'" for s in train)]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S,
                           env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 

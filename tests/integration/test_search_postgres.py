@@ -13,6 +13,7 @@ import pytest
 
 from search_helpers import REPO, trained_trials, write_configs
 from test_search_workers import check_two_workers_share, tiny_data  # noqa: F401 (fixture)
+from waiting import HANG_GUARD_S
 
 SCRIPT = REPO / ".ci" / "postgres.sh"
 
@@ -33,7 +34,7 @@ def postgres_url():
         import psycopg2  # noqa: F401
     except ImportError:
         _unavailable("the psycopg2 driver is not installed (pip install -r requirements.txt)")
-    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     values = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     if proc.returncode != 0 or "RECSYS_EMB_TEST_POSTGRES_URL" not in values:
         _unavailable(f".ci/postgres.sh start failed: {proc.stderr.strip()[-1500:]}")
@@ -41,7 +42,7 @@ def postgres_url():
         yield values["RECSYS_EMB_TEST_POSTGRES_URL"]
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", values["RECSYS_EMB_TEST_POSTGRES_DIR"]], capture_output=True,
-                       timeout=120)
+                       timeout=HANG_GUARD_S)
 
 
 def test_two_workers_share_a_postgres_study(tiny_data, tmp_path, postgres_url):

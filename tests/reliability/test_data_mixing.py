@@ -26,6 +26,7 @@ from recsys_emb.data.metrics import ceiling_from_dir
 from recsys_emb.data.parquet import ShardedParquetWriter, split_files, split_shards, write_metadata
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import DataError
+from waiting import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,11 +127,11 @@ def _kill_while_writing(tsv: Path, out: Path, overwrite: bool) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         line = proc.stdout.readline()  # blocks until the child is mid-write (or has died)
-        assert line.strip() == "writing", proc.communicate(timeout=60)[1]
+        assert line.strip() == "writing", proc.communicate(timeout=HANG_GUARD_S)[1]
         written = [q for q, t in shards().items() if before.get(q) != t]
         assert len(written) >= 2, f"not mid-write: {written}"
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()

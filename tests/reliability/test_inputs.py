@@ -18,6 +18,7 @@ from recsys_emb.errors import DataError, InvalidInputError
 from recsys_emb.models import DIN, DLRM
 from recsys_emb.sharding import shard_model
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = [FeatureSpec("a", Full(dim=8), cardinality=10), FeatureSpec("b", Hashed(dim=8, buckets=7, num_hashes=2)),
@@ -73,7 +74,7 @@ def test_lengths_per_key_that_contradict_the_lengths_name_the_feature():
 
 def run_cli(*args, cwd=ROOT, verbose=False):
     return subprocess.run([sys.executable, "-m", "recsys_emb.cli", *(["-v"] if verbose else []), *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300,
+                          capture_output=True, text=True, cwd=cwd, timeout=HANG_GUARD_S,
                           env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
 
 

@@ -19,6 +19,7 @@ from recsys_emb.model_dir import MANIFEST, load_model, save_model_dir
 from recsys_emb.training.checkpoint import write_manifest
 
 from test_model_dir import saved
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def _entry(path):
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def predict_cli(model, tmp_path, timeout=180):
+def predict_cli(model, tmp_path, timeout=HANG_GUARD_S):
     """``recsys-emb predict`` in a subprocess: (exit code, stderr lines, whether a scores file was written)."""
     (tmp_path / "in.tsv").write_text("")
     env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
@@ -71,7 +72,7 @@ def test_manifest_names_that_leave_the_directory_or_are_not_files_are_refused(mo
     for name, entry in cases.items():
         _write_manifest(model_dir, {"files": {**good["files"], name: entry}})
         if name == "/dev/zero":
-            rc, err, wrote = predict_cli(model_dir, tmp_path, timeout=120)
+            rc, err, wrote = predict_cli(model_dir, tmp_path, timeout=HANG_GUARD_S)
         else:
             signal.signal(signal.SIGALRM, _timeout)
             signal.alarm(60)  # the FIFO used to block the open for ever
@@ -156,7 +157,7 @@ def test_declared_sizes_are_checked_before_allocating(tmp_path):
             "        errors.append(str(e))\n"
             "print(json.dumps({'errors': errors, 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code, *dirs], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([sys.executable, "-c", code, *dirs], capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for e in out["errors"]:

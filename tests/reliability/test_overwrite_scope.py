@@ -15,6 +15,7 @@ import pytest
 from recsys_emb.data.criteo import preprocess
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import DataError
+from waiting import HANG_GUARD_S
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tsv(tmp_path_factory) -> Path:
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1"}
     return subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_GUARD_S)
 
 
 def test_preprocess_overwrite_into_the_folder_of_its_own_input_is_refused(tsv, tmp_path):

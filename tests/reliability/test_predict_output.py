@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.scoring_helpers import ROOT, criteo_lines, tiny_model_dir
+from waiting import HANG_GUARD_S
 
 _HELD_WRITER = textwrap.dedent("""
     import sys
@@ -37,7 +38,7 @@ def _held_writer(model: Path, tsv: Path, out: Path) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", _HELD_WRITER, str(model), str(tsv), str(out)], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # blocks until the child holds its first written block (or has died)
-    assert line.strip() == "writing", proc.communicate(timeout=60)[1][-2000:]
+    assert line.strip() == "writing", proc.communicate(timeout=HANG_GUARD_S)[1][-2000:]
     return proc
 
 
@@ -68,7 +69,7 @@ def test_a_killed_predicts_temporary_is_removed_by_the_next_writer_and_a_live_on
     killed = _held_writer(model, tsv, out)
     assert set(_temporaries(out)) == {killed.pid} and _temporaries(out)[killed.pid].stat().st_size > 0
     killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=60)
+    killed.communicate(timeout=HANG_GUARD_S)
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists() and set(_temporaries(out)) == {killed.pid}  # the kill leaves its temporary
 
@@ -78,7 +79,7 @@ def test_a_killed_predicts_temporary_is_removed_by_the_next_writer_and_a_live_on
         r = predict(load_model(model), tsv, out)  # one more writer, while the live one holds its temporary
         assert set(_temporaries(out)) == {live.pid}
         assert pq.read_table(out).num_rows == r.rows == 400
-        stdout, stderr = live.communicate("go\n", timeout=120)
+        stdout, stderr = live.communicate("go\n", timeout=HANG_GUARD_S)
     finally:
         if live.poll() is None:
             live.kill()

@@ -19,6 +19,7 @@ from recsys_emb.data.criteo import preprocess
 from recsys_emb.data.synthetic import generate_criteo_like
 from recsys_emb.errors import ConfigError
 from recsys_emb.training import train
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = "the disk is full or a file size limit was reached"
@@ -50,7 +51,7 @@ def _limit_file_size(limit):
 def cli(*args, limit=None):
     env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env, preexec_fn=_limit_file_size(limit) if limit else None)
+                          timeout=HANG_GUARD_S, env=env, preexec_fn=_limit_file_size(limit) if limit else None)
     return proc.returncode, [line for line in proc.stderr.strip().splitlines() if "Warning" not in line
                              and "return func(" not in line]
 

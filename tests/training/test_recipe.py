@@ -13,6 +13,7 @@ import pytest
 
 from recsys_emb.config import OptimConfig, config_from_dict
 from recsys_emb.training import FAULT_KILL_ENV, prepare_data, train
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +83,7 @@ def test_resume_with_early_stopping_and_retention_is_exact(data, tmp_path):
     path.write_text(json.dumps({**cfg, "train": {**cfg["train"], "out_dir": str(tmp_path / "killed")}}))
     env = {**os.environ, "RECSYS_EMB_NO_REEXEC": "1", FAULT_KILL_ENV: str(whole["steps"] - 20)}
     killed = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(path)], env=env,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     again = {**cfg, "train": {**cfg["train"], "out_dir": str(tmp_path / "killed")}}
     resumed = train(config_from_dict(again), resume=True)

@@ -13,6 +13,7 @@ import pytest
 from recsys_emb.config import config_from_dict
 from recsys_emb.training import FAULT_KILL_ENV, train
 from recsys_emb.serving import evaluate_checkpoint, load_model
+from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +85,7 @@ def test_kill_and_resume_equals_uninterrupted(data, tmp_path, backend):
             env[FAULT_KILL_ENV] = str(kill)
         args = [sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(cfg_path), "--json",
                 *sum((["--set", s] for s in sets + [f"train.out_dir={out}"]), [])] + (["--resume"] if resume else [])
-        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
     whole = run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]

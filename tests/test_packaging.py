@@ -61,8 +61,10 @@ def test_wheel_metadata_says_what_it_needs(wheel):
     assert meta["Requires-Python"] == ">=3.11"
     assert "recsys_emb/py.typed" in names
     # the configs ship in the wheel (`recsys-emb config`, `--config NAME` from any directory)
-    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("recsys_emb/configs/"))
-    assert shipped == sorted(p.name for p in (ROOT / "recsys_emb" / "configs").glob("*.yaml")) and "demo.yaml" in shipped
+    configs = ROOT / "recsys_emb" / "configs"
+    shipped = sorted(n.removeprefix("recsys_emb/configs/") for n in names if n.startswith("recsys_emb/configs/"))
+    assert shipped == sorted(p.relative_to(configs).as_posix() for p in configs.rglob("*.yaml"))
+    assert "demo.yaml" in shipped and "schemas/avazu.yaml" in shipped
     assert not [n for n in names if not n.startswith(("recsys_emb/", f"recsys_emb-{__version__}.dist-info/"))]
     requires = [Requirement(r) for r in meta.get_all("Requires-Dist")]
     base = {r.name for r in requires if r.marker is None}

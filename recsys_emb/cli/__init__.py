@@ -8,12 +8,9 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from recsys_emb.cli.output import emit
+
 __all__ = ["main", "build_parser", "emit"]
-
-
-def emit(text: str) -> None:
-    """Write a command's result to standard output (the one place the library prints)."""
-    print(text)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def _description(text: str, width: int = 100) -> str:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from recsys_emb.cli import emit
+    from recsys_emb.cli.output import emit
     from recsys_emb.config import ConfigError, packaged_configs, show_config
 
     if args.action == "show":
@@ -42,7 +42,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from recsys_emb.baselines import baseline_report
-    from recsys_emb.cli import emit
+    from recsys_emb.cli.output import emit
     from recsys_emb.data.parquet import read_metadata
     from recsys_emb.errors import DataError
 

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import errno
 import fnmatch
+import io
 import logging
 import os
 import re
@@ -104,23 +105,38 @@ def make_parent_dirs(path: PathLike) -> None:
         raise
 
 
-class _RecordingWriter:
+class _RecordingWriter(io.RawIOBase):
     """A binary file that keeps the ``OSError`` of a failed write: torch's zip writer reports it only as
-    ``RuntimeError: ... unexpected pos``."""
+    ``RuntimeError: ... unexpected pos``. An ``io`` stream (writable, seekable as its file is), so that
+    ``torch.export.save`` takes it for the buffer it is."""
 
     def __init__(self, fh: Any) -> None:
+        super().__init__()
         self.fh = fh
         self.error: Optional[OSError] = None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: Any) -> int:
         try:
-            return self.fh.write(data)
+            return int(self.fh.write(data))
         except OSError as e:
             self.error = e
             raise
 
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self.fh.seekable())
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return int(self.fh.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self.fh.tell())
+
     def flush(self) -> None:
-        self.fh.flush()
+        if not self.fh.closed:  # io's close() (and so garbage collection) flushes too, after `with` closed fh
+            self.fh.flush()
 
 
 def save_file(save: Callable[[Any, Any], Any], obj: Any, path: PathLike) -> None:

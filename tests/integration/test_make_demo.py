@@ -15,7 +15,8 @@ VENV = Path(sys.prefix)
 
 def make_demo(tmp_path, env=None):
     train = [f"data.path={tmp_path / 'data'}", "data.generate={kind: criteo-like, rows: 3000, scale: 0.001, seed: 0}",
-             "data.batch_size=256", "train.checkpoint_every=4", f"train.out_dir={tmp_path / 'run'}"]
+             "data.batch_size=256", "train.checkpoint_every=4", f"train.out_dir={tmp_path / 'run'}",
+             "embeddings.min_rows=128"]  # the tiny data's fields are all under the default: compression acts
     # -o: the venv stamp is taken as up to date (the test never installs anything)
     args = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", "demo", f"VENV={VENV}",
             "DEMO_ARGS=--cap 1000 --batch 64", "DEMO_TRAIN_ARGS=" + " ".join(f"--set '{s}'" for s in train)]

@@ -371,6 +371,19 @@ BUILTIN_SCHEMAS: Dict[str, Dict[str, Any]] = {
 read by the schema reader into the columns, ids and vocabulary files the Criteo reader writes."""
 
 
+def _packaged_schema(path: Path) -> Path:
+    """The example schema shipped with the package that ``path`` names (``avazu``, ``avazu.yaml``,
+    ``schemas/avazu.yaml`` or ``configs/schemas/avazu.yaml``), so the documented commands work outside a
+    checkout; ``path`` itself when there is none."""
+    packaged = Path(__file__).resolve().parents[2] / "configs"  # recsys_emb/configs (config.PACKAGED_CONFIGS_DIR)
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    name = Path(*parts) if parts else path
+    for candidate in (packaged / name, packaged / "schemas" / name, packaged / "schemas" / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
 def load_table_spec(path: PathLike) -> TableSpec:
     """A :class:`TableSpec` from a YAML schema file, or a built-in one by name (:data:`BUILTIN_SCHEMAS`).
 
@@ -380,6 +393,8 @@ def load_table_spec(path: PathLike) -> TableSpec:
     p = Path(path)
     if str(path) in BUILTIN_SCHEMAS and not p.exists():
         return TableSpec.from_dict(BUILTIN_SCHEMAS[str(path)], source=str(path))
+    if not p.exists():
+        p = _packaged_schema(p)
     if not p.is_file():
         raise ConfigError(f"schema file {str(p)!r} does not exist (give a YAML file, or a built-in name: "
                           f"{', '.join(BUILTIN_SCHEMAS)})")

@@ -267,12 +267,12 @@ class CrossInteraction(nn.Module):
                                  + (" (0 or None = full rank)" if key == "rank" else ""))
         self.in_dim = in_dim
         self.num_layers = num_layers
-        self.rank = rank if rank else None
+        self.rank: Optional[int] = rank if rank else None
         self.low_rank = self.rank is not None and self.rank < in_dim
         layers: List[nn.Module] = []
         for _ in range(num_layers):
-            if self.low_rank:
-                v, u = nn.Linear(in_dim, int(rank), bias=False), nn.Linear(int(rank), in_dim)
+            if self.rank is not None and self.low_rank:
+                v, u = nn.Linear(in_dim, self.rank, bias=False), nn.Linear(self.rank, in_dim)
                 nn.init.xavier_normal_(v.weight)
                 nn.init.xavier_normal_(u.weight)
                 nn.init.zeros_(u.bias)

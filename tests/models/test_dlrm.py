@@ -160,10 +160,12 @@ def kjt_ab(a, b):
 SPECS_AB = [FeatureSpec("a", Full(dim=8), cardinality=8), FeatureSpec("b", Full(dim=8), cardinality=8)]
 
 
-def test_learns_a_pairwise_interaction():
+@pytest.mark.parametrize("interaction", ["dot", "dcn"])
+def test_learns_a_pairwise_interaction(interaction):
     torch.manual_seed(0)
     dense, a, b, y = parity_task()
-    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=2, bottom_mlp=(8,), top_mlp=(16,))
+    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=2, bottom_mlp=(8,), top_mlp=(16,), interaction=interaction,
+                 cross_rank=4)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     bce = torch.nn.BCEWithLogitsLoss()
     losses = []

@@ -22,9 +22,11 @@ def criteo_lines(tmp: Path, rows: int, seed: int = 0) -> List[str]:
     return g.tsv.read_text().splitlines()
 
 
-def tiny_model_dir(out: Path, lines: List[str], missing_flags: bool = False, seed: int = 0) -> Path:
+def tiny_model_dir(out: Path, lines: List[str], missing_flags: bool = False, seed: int = 0,
+                   model: Optional[dict] = None) -> Path:
     """A DLRM model directory whose vocabulary holds the raw values of ``lines`` (so they map to ids, not
-    all to the OOV id), with random weights; ``missing_flags``: M1..M13 are dense inputs."""
+    all to the OOV id), with random weights; ``missing_flags``: M1..M13 are dense inputs; ``model``: keys
+    of the config's model section to override (e.g. ``{"interaction": "dcn"}``)."""
     from recsys_emb.config import config_from_dict, config_to_dict
     from recsys_emb.data.criteo import CAT_COLUMNS, criteo_schema
     from recsys_emb.data.criteo.fields import parse_hex
@@ -42,7 +44,8 @@ def tiny_model_dir(out: Path, lines: List[str], missing_flags: bool = False, see
         vocabs[c] = Vocabulary.from_counts(keys, counts, 1)
     schema = criteo_schema({c: v.size for c, v in vocabs.items()}, missing_flags=missing_flags)
     torch.manual_seed(seed)
-    cfg = config_from_dict({"data": {"path": "gone"}, "model": {"kind": "dlrm", "bottom_mlp": [8, 4], "top_mlp": [8]},
+    cfg = config_from_dict({"data": {"path": "gone"},
+                            "model": {"kind": "dlrm", "bottom_mlp": [8, 4], "top_mlp": [8], **(model or {})},
                             "embeddings": {"variant": "full", "dim": 4}})
     module = build_model(cfg, schema).eval()
     with torch.no_grad():

@@ -315,3 +315,28 @@ def test_missing_flags_reach_the_model(tmp_path):
         frame = score_frame(model, _raw_frame(pair))
         np.testing.assert_allclose(frame, tsv, rtol=0, atol=1e-6)
         assert (abs(tsv[0] - tsv[1]) > 1e-4) == flags, tsv
+
+
+def test_a_dcn_model_directory_is_scored_by_predict_and_its_export_alike(tmp_path):
+    """DLRM-DCNv2 (``model.interaction: dcn``, low-rank cross layers) from a model directory: ``recsys-emb
+    predict`` (eager) and the ``torch-export`` program, fed the same raw rows, give the same probabilities."""
+    import dataclasses
+
+    from recsys_emb.inference import KJTScorer, load_program
+    from recsys_emb.model_dir import load_model
+    from tests.scoring_helpers import criteo_lines, tiny_model_dir
+
+    lines = criteo_lines(tmp_path, 60)
+    (tmp_path / "rows.tsv").write_text("\n".join(lines) + "\n")
+    path = tiny_model_dir(tmp_path / "model", lines, model={"interaction": "dcn", "cross_layers": 2, "cross_rank": 8})
+    model = load_model(path)
+    assert model.module.interaction == "dcn" and model.module.interact.low_rank
+    cli("predict", "--model", path, "--input", tmp_path / "rows.tsv", "--out", tmp_path / "scores.parquet",
+        cwd=tmp_path)
+    cli("export", "--checkpoint", path, "--out", tmp_path / "x", "--format", "torch-export", cwd=tmp_path)
+    meta = json.loads((tmp_path / "x" / "export.json").read_text())
+    program = KJTScorer(load_program(tmp_path / "x"), meta["features"], len(model.schema.dense))
+    exported = score_frame(dataclasses.replace(model, module=program), _raw_frame(lines))
+    scores = pq.read_table(tmp_path / "scores.parquet").column("score").to_numpy()
+    assert len(scores) == 60 and 0.01 < scores.std()  # distinct rows score differently
+    np.testing.assert_allclose(scores, exported, rtol=0, atol=1e-6)

@@ -8,6 +8,7 @@ from recsys_emb.models.layers import (
     MLP,
     AttentionPooling,
     CatInteraction,
+    CrossInteraction,
     Dice,
     DotInteraction,
     SumPooling,
@@ -22,6 +23,7 @@ __all__ = [
     "Dice",
     "DotInteraction",
     "CatInteraction",
+    "CrossInteraction",
     "AttentionPooling",
     "SumPooling",
 ]

@@ -1,5 +1,5 @@
-"""Dense building blocks of the CTR models: MLP, Dice, DLRM's dot / concatenation interaction and
-DIN's local activation unit (attention pooling over a behaviour history).
+"""Dense building blocks of the CTR models: MLP, Dice, DLRM's dot / concatenation / DCN-v2 cross
+interaction and DIN's local activation unit (attention pooling over a behaviour history).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = [
     "make_activation",
     "DotInteraction",
     "CatInteraction",
+    "CrossInteraction",
     "AttentionPooling",
     "SumPooling",
     "check_widths",
@@ -223,6 +224,80 @@ class CatInteraction(nn.Module):
 
     def forward(self, vectors: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat(list(vectors), dim=1)
+
+
+class CrossInteraction(nn.Module):
+    """DCN-v2's cross network (Wang et al., "DCN V2", WWW 2021) over the concatenated vectors, as
+    DLRM-DCNv2 (MLPerf's recommendation benchmark) uses it in place of the dot interaction.
+
+    ``x_0 = [v_1, ..., v_n]`` concatenated, ``(B, D)`` with ``D = sum d_i``; then for ``l = 0 .. L-1``::
+
+        x_{l+1} = x_0 * (W_l x_l + b_l) + x_l          (``*``: elementwise)
+
+    and the output is ``x_L``, ``(B, D)``. With ``rank = r`` (``0 < r < D``) each ``W_l`` is the low-rank
+    product ``U_l V_l`` (``U_l (D, r)``, ``V_l (r, D)``): ``2 D r`` weights a layer instead of ``D^2``,
+    the form of MLPerf's reference (TorchRec's ``LowRankCrossNet``). ``rank`` 0 or None, or ``r >= D``
+    (which restricts nothing: every ``D x D`` matrix is such a product), gives the full-rank ``W_l``.
+    Initialisation as TorchRec's: weights Xavier-normal, biases zero, so a fresh layer adds
+    ``x_0 * (W x_l)`` to the identity. Parameters: ``layers[l]`` is ``nn.Linear(D, D)`` (``W_l``, ``b_l``)
+    or ``nn.Sequential(nn.Linear(D, r, bias=False), nn.Linear(r, D))`` (``V_l``, then ``U_l`` and ``b_l``).
+
+    Written here rather than taken from ``torchrec.modules.crossnet``: TorchRec splits the two forms into
+    ``CrossNet`` and ``LowRankCrossNet`` (which refuses rank 0), and this module keeps the dense layers
+    torch-only, like the rest of this file.
+
+    Args:
+        in_dim: ``D``.
+        num_layers: ``L >= 1``.
+        rank: ``r`` for the low-rank form; 0 or None for full rank.
+
+    Example:
+        >>> cross = CrossInteraction(7, num_layers=2, rank=3)
+        >>> cross([torch.ones(2, 3), torch.ones(2, 4)]).shape, cross.low_rank
+        (torch.Size([2, 7]), True)
+    """
+
+    def __init__(self, in_dim: int, num_layers: int = 3, rank: Optional[int] = None) -> None:
+        super().__init__()
+        for key, value, least in (("in_dim", in_dim, 1), ("num_layers", num_layers, 1), ("rank", rank, 0)):
+            if key == "rank" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{key}={value!r} must be an int >= {least}"
+                                 + (" (0 or None = full rank)" if key == "rank" else ""))
+        self.in_dim = in_dim
+        self.num_layers = num_layers
+        self.rank: Optional[int] = rank if rank else None
+        self.low_rank = self.rank is not None and self.rank < in_dim
+        layers: List[nn.Module] = []
+        for _ in range(num_layers):
+            if self.rank is not None and self.low_rank:
+                v, u = nn.Linear(in_dim, self.rank, bias=False), nn.Linear(self.rank, in_dim)
+                nn.init.xavier_normal_(v.weight)
+                nn.init.xavier_normal_(u.weight)
+                nn.init.zeros_(u.bias)
+                layers.append(nn.Sequential(v, u))
+            else:
+                w = nn.Linear(in_dim, in_dim)
+                nn.init.xavier_normal_(w.weight)
+                nn.init.zeros_(w.bias)
+                layers.append(w)
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def output_dim(self) -> int:
+        return self.in_dim
+
+    def forward(self, vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[(B, d_1), ...]`` with ``sum d_i = D`` -> ``(B, D)``."""
+        x0 = torch.cat(list(vectors), dim=1)
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_dim}, num_layers={self.num_layers}, rank={self.rank if self.low_rank else 'full'}"
 
 
 def _segment_sum(values: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:

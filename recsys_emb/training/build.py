@@ -114,7 +114,8 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
         layer = EmbeddingLayer(specs, device=embedding_device, l2=cfg.optim.embedding_l2)
         with dense_at:
             return DLRM(layer, dense_in=dense_in, bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp,
-                        interaction=m.interaction, dropout=m.dropout, autocast=autocast)
+                        interaction=m.interaction, dropout=m.dropout, autocast=autocast,
+                        cross_layers=m.cross_layers, cross_rank=m.cross_rank)
     item_names = {n for p in pairs for n in p}
     profile = [s for s in specs if s.name not in item_names]
     by_name = {s.name: s for s in specs}

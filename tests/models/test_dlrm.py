@@ -1,4 +1,4 @@
-"""DLRM: shapes for every variant, dot-interaction projections, cat mode, config errors, learning a
+"""DLRM: shapes for every variant, dot-interaction projections, cat and dcn modes, config errors, learning a
 pairwise interaction (plain autograd and sharded with fused embedding optimizers)."""
 
 import copy
@@ -26,24 +26,41 @@ def batch(names, b=4, card=30, seed=0):
     return torch.randn(b, 3, generator=g), kjt_from_lists(bags)
 
 
-@pytest.mark.parametrize("interaction", ["dot", "cat"])
+def cross_by_hand(cross, x0):
+    """DCN-v2's x_{l+1} = x_0 * (W_l x_l + b_l) + x_l with each W_l written out (U_l V_l when low-rank)."""
+    x = x0
+    for layer in cross.layers:
+        w, b = (layer[1].weight @ layer[0].weight, layer[1].bias) if cross.low_rank else (layer.weight, layer.bias)
+        x = x0 * (x @ w.T + b) + x
+    return x
+
+
+@pytest.mark.parametrize("interaction", ["dot", "cat", "dcn"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_forward_shape_every_variant(variant, interaction):
     specs = [FeatureSpec("x", VARIANTS[variant], cardinality=30), FeatureSpec("y", Full(dim=8), cardinality=30),
              FeatureSpec("z", VARIANTS[variant], cardinality=30, shared_with="x", pooling="mean")]
-    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), interaction=interaction)
+    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), interaction=interaction,
+                 cross_layers=2, cross_rank=5)
+    with torch.no_grad():  # fresh cross biases are zero: make them count
+        for p in model.interact.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     dense, kjt = batch(["x", "y", "z"])
     out = model(dense, kjt)
     assert len(model.projections) == 0  # every feature is at d = 8 (unified: 2 chunks x 4)
     # the logits by hand from the model's parts: the bottom MLP's vector and the three pooled lookups,
-    # then their pairwise dot products (i < j, row by row) or their concatenation, through the top MLP
+    # then their pairwise dot products (i < j, row by row), their concatenation or the cross network over
+    # that concatenation (2 layers, rank 5 < 32), through the top MLP
     with torch.no_grad():
         vecs = [model.bottom(dense), *model.embeddings(kjt).values().split(8, dim=1)]
         if interaction == "dot":
             pairs = [(vecs[i] * vecs[j]).sum(1) for i in range(4) for j in range(i + 1, 4)]
             top_in = torch.cat([vecs[0], torch.stack(pairs, dim=1)], dim=1)
-        else:
+        elif interaction == "cat":
             top_in = torch.cat(vecs, dim=1)
+        else:
+            assert model.interact.low_rank and model.interaction_out_dim == 32 and len(model.interact.layers) == 2
+            top_in = cross_by_hand(model.interact, torch.cat(vecs, dim=1))
         torch.testing.assert_close(out.detach(), model.top(top_in).squeeze(1))
     out.sum().backward()
 
@@ -68,6 +85,10 @@ def test_mixed_output_dims_project_only_features_off_the_interaction_dim():
     cat = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), interaction="cat")
     assert len(cat.projections) == 0 and cat.interaction_out_dim == 8 + 8 + 4 + 16 + 12 + 8
     assert cat(dense, kjt).shape == (4,)
+    dcn = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), interaction="dcn", cross_rank=0)
+    assert len(dcn.projections) == 0 and dcn.interaction_out_dim == 8 + 8 + 4 + 16 + 12 + 8
+    assert not dcn.interact.low_rank and dcn.interact.layers[0].weight.shape == (56, 56)  # full rank
+    assert dcn(dense, kjt).shape == (4,)
 
 
 def test_dot_interaction_values_are_what_the_top_mlp_sees():
@@ -100,7 +121,7 @@ def test_no_dense_features():
 
 def test_config_errors_name_argument_value_and_allowed():
     specs = [FeatureSpec("a", Full(dim=8), cardinality=10)]
-    with pytest.raises(ValueError, match=r"^interaction='sum' must be 'dot' or 'cat'$"):
+    with pytest.raises(ValueError, match=r"^interaction='sum' must be 'dot', 'cat' or 'dcn'$"):
         DLRM(EmbeddingLayer(specs), dense_in=3, interaction="sum")
     with pytest.raises(ValueError, match=r"dense_in=-1 must be an int >= 0"):
         DLRM(EmbeddingLayer(specs), dense_in=-1)
@@ -112,6 +133,8 @@ def test_config_errors_name_argument_value_and_allowed():
         DLRM(EmbeddingLayer(specs), dense_in=0)
     with pytest.raises(ValueError, match=r"interaction_dim=16 differs from bottom_mlp\[-1\]=32"):
         DLRM(EmbeddingLayer(specs), dense_in=3, interaction_dim=16)
+    with pytest.raises(ValueError, match=r"^num_layers=0 must be an int >= 1$"):
+        DLRM(EmbeddingLayer(specs), dense_in=3, interaction="dcn", cross_layers=0)
     with pytest.raises(TypeError, match=r"DLRM takes a built EmbeddingLayer"):
         DLRM(specs, dense_in=3)
     model = DLRM(EmbeddingLayer(specs), dense_in=3)
@@ -137,10 +160,12 @@ def kjt_ab(a, b):
 SPECS_AB = [FeatureSpec("a", Full(dim=8), cardinality=8), FeatureSpec("b", Full(dim=8), cardinality=8)]
 
 
-def test_learns_a_pairwise_interaction():
+@pytest.mark.parametrize("interaction", ["dot", "dcn"])
+def test_learns_a_pairwise_interaction(interaction):
     torch.manual_seed(0)
     dense, a, b, y = parity_task()
-    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=2, bottom_mlp=(8,), top_mlp=(16,))
+    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=2, bottom_mlp=(8,), top_mlp=(16,), interaction=interaction,
+                 cross_rank=4)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     bce = torch.nn.BCEWithLogitsLoss()
     losses = []
@@ -157,11 +182,13 @@ def test_learns_a_pairwise_interaction():
     assert auc > 0.9
 
 
-def test_sharded_forward_equals_unsharded(single_process_group):
+@pytest.mark.parametrize("interaction", ["dot", "dcn"])
+def test_sharded_forward_equals_unsharded(single_process_group, interaction):
     torch.manual_seed(0)
     specs = [FeatureSpec("a", Full(dim=8), cardinality=20), FeatureSpec("b", Full(dim=4), cardinality=20),
              FeatureSpec("c", Hashed(dim=8, buckets=13, num_hashes=2), cardinality=None)]
-    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,))
+    model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), interaction=interaction,
+                 cross_rank=4)
     ref = copy.deepcopy(model)
     dense, kjt = batch(["a", "b", "c"], card=20)
     dmp = shard_model(model, EmbeddingOptimizer("sgd", lr=0.1))

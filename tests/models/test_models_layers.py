@@ -1,9 +1,10 @@
-"""Dense model layers: MLP, Dice, dot / cat interaction, DIN's attention pooling."""
+"""Dense model layers: MLP, Dice, dot / cat / DCN-v2 cross interaction, DIN's attention pooling."""
 
 import pytest
 import torch
 
-from recsys_emb.models.layers import MLP, AttentionPooling, CatInteraction, Dice, DotInteraction, SumPooling
+from recsys_emb.models.layers import (MLP, AttentionPooling, CatInteraction, CrossInteraction, Dice, DotInteraction,
+                                      SumPooling)
 
 
 def test_mlp_shapes_activations_and_errors():
@@ -73,6 +74,61 @@ def test_dot_interaction_is_the_upper_triangle_of_the_gram_matrix(n):
 def test_cat_interaction():
     a, b = torch.randn(2, 3), torch.randn(2, 5)
     torch.testing.assert_close(CatInteraction()([a, b]), torch.cat([a, b], 1))
+
+
+def test_cross_layer_full_rank_by_hand():
+    # D = 2, one layer, W = diag(1, 2), b = (0, 1), x_0 = (1, 2):
+    # W x_0 + b = (1, 5); x_0 * that = (1, 10); + x_0 = (2, 12)
+    cross = CrossInteraction(2, num_layers=1, rank=None)
+    assert not cross.low_rank and isinstance(cross.layers[0], torch.nn.Linear)
+    with torch.no_grad():
+        cross.layers[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        cross.layers[0].bias.copy_(torch.tensor([0.0, 1.0]))
+    assert cross([torch.tensor([[1.0]]), torch.tensor([[2.0]])]).tolist() == [[2.0, 12.0]]
+
+
+def test_cross_layer_low_rank_by_hand():
+    # D = 3, rank 1, two layers sharing U = (1, 0, 2)^T, V = (1, 1, 0), b = (0, 1, 0); x_0 = (1, 2, 3):
+    # layer 1: V x_0 = 3, U V x_0 + b = (3, 1, 6), x_0 * that = (3, 2, 18), + x_0 = x_1 = (4, 4, 21)
+    # layer 2: V x_1 = 8, U V x_1 + b = (8, 1, 16), x_0 * that = (8, 2, 48), + x_1 = (12, 6, 69)
+    cross = CrossInteraction(3, num_layers=2, rank=1)
+    assert cross.low_rank and cross.output_dim == 3
+    with torch.no_grad():
+        for v, u in cross.layers:
+            v.weight.copy_(torch.tensor([[1.0, 1.0, 0.0]]))
+            u.weight.copy_(torch.tensor([[1.0], [0.0], [2.0]]))
+            u.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    assert cross([torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])]).tolist() == [[12.0, 6.0, 69.0]]
+
+
+@pytest.mark.parametrize("rank", [0, None, 2, 6, 9])
+def test_cross_network_is_the_written_out_formula_with_explicit_matrices(rank):
+    torch.manual_seed(0)
+    cross = CrossInteraction(6, num_layers=3, rank=rank)
+    low = rank is not None and 0 < rank < 6  # rank >= D restricts nothing: full-rank W
+    assert cross.low_rank == low
+    n_weights = sum(p.numel() for n, p in cross.named_parameters() if n.endswith("weight"))
+    assert n_weights == 3 * (2 * 6 * rank if low else 36)
+    x0 = torch.randn(4, 6)
+    x = x0
+    for layer in cross.layers:
+        if low:
+            v, u = layer[0].weight, layer[1].weight  # V (r, D), U (D, r)
+            assert v.shape == (rank, 6) and u.shape == (6, rank) and layer[0].bias is None
+            w, b = u @ v, layer[1].bias
+        else:
+            w, b = layer.weight, layer.bias
+        assert torch.equal(b, torch.zeros(6))  # biases start at zero, as TorchRec's cross nets
+        x = x0 * (x @ w.T + b) + x
+    torch.testing.assert_close(cross([x0[:, :2], x0[:, 2:]]), x)
+
+
+def test_cross_network_errors():
+    for kwargs, match in (({"num_layers": 0}, r"^num_layers=0 must be an int >= 1$"),
+                          ({"rank": -1}, r"^rank=-1 must be an int >= 0 \(0 or None = full rank\)$"),
+                          ({"rank": 2.5}, r"^rank=2.5 must be an int >= 0")):
+        with pytest.raises(ValueError, match=match):
+            CrossInteraction(4, **kwargs)
 
 
 def test_attention_weights_are_unnormalised_and_padding_is_ignored():

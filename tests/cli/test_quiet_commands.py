@@ -1,4 +1,4 @@
-"""Every command of a first session, run as a user runs it (real processes, from a directory outside the
+"""Every command of a new user's first hour, run as a user runs it (real processes, from a directory outside the
 checkout, configs by their documented names), says nothing on stderr when it succeeds: no warning of
 ours or of torch / TorchRec, no INFO line without -v. The in-process tests cannot see this
 (tests/conftest.py silences UserWarnings)."""
@@ -40,7 +40,7 @@ def labels(path):
                            sorted(path.glob("*.parquet"))]).astype(np.float64)
 
 
-def test_a_first_session_prints_no_warning(tmp_path):
+def test_a_first_hour_of_commands_prints_no_warning(tmp_path):
     quiet(tmp_path, "generate", "criteo-like", "--rows", "3000", "--scale", "0.001", "--out", "raw")
     quiet(tmp_path, "preprocess", "--input", "raw/criteo_like.tsv", "--out", "data")
     assert "test  AUC" in quiet(tmp_path, "train", *TRAIN, "--set", "train.out_dir=run")

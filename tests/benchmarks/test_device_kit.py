@@ -8,6 +8,7 @@ import subprocess
 import fbgemm_gpu
 
 from bench_helpers import ROOT
+from waiting import HANG_GUARD_S
 
 KIT = ROOT / "bench" / "device_kit.sh"
 
@@ -30,7 +31,7 @@ def test_the_kit_pairs_torch_and_fbgemm_as_fbgemm_does_and_the_tested_set_as_pin
 
 
 def test_an_unknown_torch_or_missing_arguments_stop_before_any_download(tmp_path):
-    proc = subprocess.run(["bash", str(KIT), "2.9", "3.12"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", str(KIT), "2.9", "3.12"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and "no FBGEMM release is known for torch 2.9" in proc.stderr
-    proc = subprocess.run(["bash", str(KIT)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", str(KIT)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and "usage: bash bench/device_kit.sh TORCH_VERSION PYTHON_VERSION" in proc.stderr

@@ -75,7 +75,7 @@ def test_manifest_names_that_leave_the_directory_or_are_not_files_are_refused(mo
             rc, err, wrote = predict_cli(model_dir, tmp_path, timeout=HANG_GUARD_S)
         else:
             signal.signal(signal.SIGALRM, _timeout)
-            signal.alarm(60)  # the FIFO used to block the open for ever
+            signal.alarm(int(HANG_GUARD_S))  # a hang guard: the FIFO used to block the open for ever
             try:
                 rc = main(["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.tsv"), "--out",
                            str(tmp_path / "s.parquet")])

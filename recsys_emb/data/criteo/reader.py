@@ -136,6 +136,17 @@ def _overlong(max_line_bytes: int) -> str:
     return f"line longer than {max_line_bytes} bytes"
 
 
+def _overlong_line(path: str, event: OverlongLine, max_line_bytes: int, skip_before_line: int, on_bad_line: str,
+                   report: Optional[ReadReport]) -> None:
+    """Count a line with no end within ``max_line_bytes`` and treat it as malformed (unless it lies before
+    ``skip_before_line``, a resumed read's part already done): one rule for every text reader."""
+    if report is not None:
+        report.lines += 1
+    if event.line >= skip_before_line:
+        _bad(path, np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
+             detail=[f"no line end within {max_line_bytes} bytes"])
+
+
 def _byte_detail(data: np.ndarray, tabs: np.ndarray, start: int, end: int, pos: int, columns: Sequence[str]) -> str:
     if pos < 0:
         return f"{end - start} bytes"
@@ -353,12 +364,7 @@ def iter_file_chunks(path: PathLike, *, chunk_bytes: int = CHUNK_BYTES, on_bad_l
                     report.rows += len(chunk)
                 yield chunk
         elif isinstance(event, OverlongLine):
-            if report is not None:
-                report.lines += 1
-            if event.line < skip_before_line:
-                continue
-            _bad(str(path), np.array([event.line]), _overlong(max_line_bytes), on_bad_line, report,
-                 detail=[f"no line end within {max_line_bytes} bytes"])
+            _overlong_line(str(path), event, max_line_bytes, skip_before_line, on_bad_line, report)
         else:
             _damaged(path, event, on_bad_line, report)
 

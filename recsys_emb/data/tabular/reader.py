@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from recsys_emb.data.criteo.blocks import Block, OverlongLine, iter_line_blocks
 from recsys_emb.data.criteo.fields import parse_hex
-from recsys_emb.data.criteo.reader import ReadReport, _bad, _damaged
+from recsys_emb.data.criteo.reader import ReadReport, _bad, _damaged, _overlong_line
 from recsys_emb.data.criteo.schema import MISSING_ID
 from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec
 from recsys_emb.errors import DataError
@@ -436,11 +436,7 @@ def iter_table_chunks(path: PathLike, spec: TableSpec, cols: ResolvedColumns, *,
                     report.rows += len(chunk)
                 yield chunk
         elif isinstance(event, OverlongLine):
-            if report is not None:
-                report.lines += 1
-            if event.line >= skip_before_line:
-                _bad(name, np.array([event.line]), f"line longer than {TEXT_MAX_LINE_BYTES} bytes", on_bad_line,
-                     report, detail=[f"no line end within {TEXT_MAX_LINE_BYTES} bytes"])
+            _overlong_line(name, event, TEXT_MAX_LINE_BYTES, skip_before_line, on_bad_line, report)
         else:
             _damaged(Path(name), event, on_bad_line, report)
 

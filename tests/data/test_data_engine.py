@@ -1,7 +1,7 @@
 """``preprocess --engine ray`` on a real local Ray cluster (two CPUs, started once for the module): the same
 bytes as one worker process, for a Criteo input and a table under a schema; a Ray worker killed in the
 middle of a unit's task is replaced and the task run again, with the same bytes and no file left over;
-a missing Ray and a wrong ``--address`` as one line ``error: ...``."""
+a unit's malformed line, a missing Ray and a wrong ``--address`` as one line ``error: ...``."""
 
 from __future__ import annotations
 
@@ -115,6 +115,13 @@ def _ray_engine_gives_the_bytes_of_one_worker(criteo_days, criteo_one_worker, tm
     _same_output(tmp_path / "t-one", tmp_path / "t-ray")
     err = capsys.readouterr().err.splitlines()  # the bad lines' warning, twice; nothing from Ray
     assert [ln for ln in err if not ln.startswith("WARNING recsys_emb.data.criteo.preprocess: skipped 2")] == [], err
+
+    # a unit's own error is not retried: one line naming the line in its file, as with processes
+    assert main(["preprocess", "--input", str(criteo_days), "--out", str(tmp_path / "bad"), "--engine", "ray",
+                 "--unit-mb", "0.1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{criteo_days / 'day_0'}:11" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bad").exists()
 
 
 def _hold_once(marker: str, fn, item):

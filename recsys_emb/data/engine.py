@@ -76,6 +76,7 @@ def ray_map_units(fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[An
 
     Example (any ``map_units`` hook takes it, after ``ray.init()``; not run here):
         >>> import ray  # doctest: +SKIP
+        >>> from recsys_emb.data.criteo import preprocess  # doctest: +SKIP
         >>> ray.init(address="auto")  # doctest: +SKIP
         >>> preprocess("day_*.gz", "/shared/criteo", map_units=ray_map_units)  # doctest: +SKIP
     """
@@ -125,9 +126,9 @@ def unit_engine(engine: str = "process", workers: int = 1, address: Optional[str
     """The ``map_units`` of an engine, for the duration of a ``with`` block.
 
     ``process``: :func:`map_ordered` over ``workers`` processes. ``ray``: :func:`ray_map_units` on the
-    cluster at ``address`` (``host:port`` of its head, ``auto``), else on the one this process is already
-    connected to, else on a local cluster of ``workers`` CPUs started here; a connection or cluster made
-    here is closed at the end.
+    cluster this process is already connected to (``ray.init`` called before), else on the one at
+    ``address`` (``host:port`` of its head, or ``auto``), else on a local cluster of ``workers`` CPUs
+    started here; a connection or cluster made here is closed at the end.
 
     Example:
         >>> with unit_engine("process", workers=1) as map_units:

@@ -70,10 +70,11 @@ def test_wheel_metadata_says_what_it_needs(wheel):
     base = {r.name for r in requires if r.marker is None}
     assert base == {"numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "optuna", "PyYAML", "tqdm"}
     assert not {"torch", "torchrec", "fbgemm-gpu", "fbgemm-gpu-cpu", "pytest", "mypy"} & base
-    assert set(meta.get_all("Provides-Extra")) == {"plot", "postgres", "test"}
+    assert set(meta.get_all("Provides-Extra")) == {"plot", "postgres", "ray", "test"}
     by_extra = {e: {r.name for r in requires if r.marker is not None and r.marker.evaluate({"extra": e})}
-                for e in ("plot", "postgres", "test")}
+                for e in ("plot", "postgres", "ray", "test")}
     assert by_extra["plot"] == {"matplotlib"} and by_extra["postgres"] == {"psycopg2-binary"}
+    assert by_extra["ray"] == {"ray"}
     assert {"pytest", "mypy", "recsys_emb"} <= by_extra["test"]
     with zipfile.ZipFile(wheel) as z:
         (entry,) = [n for n in names if n.endswith("entry_points.txt")]
@@ -139,6 +140,11 @@ def test_pins_lie_in_the_declared_ranges():
         assert req.specifier.contains(pins[req.name.lower()]), f"{req.name}=={pins[req.name.lower()]} is outside {req}"
     assert set(pins) == {Requirement(t).name.lower() for t in declared}
     assert not [n for n in pins if n in ("pytest", "mypy", "torch", "torchrec")]
+    # the [ray] extra is pinned with the test tools (`make test` installs it; `make demo` does not need it)
+    (ray,) = [r for r in (ROOT / "requirements-test.txt").read_text().splitlines() if r.startswith("ray==")]
+    (declared_ray,) = project["optional-dependencies"]["ray"]
+    assert Requirement(declared_ray).specifier.contains(ray.split("==")[1]), (ray, declared_ray)
+    assert "recsys_emb[plot,postgres,ray]" in project["optional-dependencies"]["test"]
 
 
 def test_python_range_is_the_same_everywhere():

@@ -1,7 +1,8 @@
 """Data-path throughput: samples/s of Criteo-schema batches (dense (B, 13), KJT of 26 keys, labels)
 built from Parquet shards on one core, plus the generation speed and the preprocessing speed: one worker
 parsing the text in every pass (the baseline), then 1 and 2 worker processes with the parse cache (MB/s
-of input text, per worker, and the speed-ups).
+of input text, per worker, and the speed-ups), and with ``--engines process ray`` the same as Ray tasks on
+a local cluster of 1 and 2 CPUs (the ratio to the process pool of as many workers, in the same run).
 
     .venv/bin/python bench/data_throughput.py --rows 1000000 --json bench/out/data_throughput.json
 """
@@ -26,12 +27,15 @@ TARGET_SAMPLES_PER_S = 500_000
 
 
 def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: float = 0.01,
-        epochs: int = 2, workers: Sequence[int] = (1, 2), unit_mb: float = 32.0) -> Dict[str, Any]:
+        epochs: int = 2, workers: Sequence[int] = (1, 2), unit_mb: float = 32.0,
+        engines: Sequence[str] = ("process",)) -> Dict[str, Any]:
     """Generate ``rows`` Criteo-like rows under ``workdir`` (reused when present; the generation speed is
     reported only when it ran), preprocess them with each number of ``workers`` (the input cut into units
     of ``unit_mb`` MiB), then read the train split ``epochs`` times in order and shuffled; returns
     settings, speeds (``preprocess``: the first worker count without the parse cache, then one entry per
-    worker count with it; MB/s of input text) and the best pass per order."""
+    worker count with it; MB/s of input text; then, with ``"ray"`` in ``engines``, one entry per worker
+    count as Ray tasks on a local cluster of that many CPUs, started before the clock and reported as
+    ``startup_seconds``) and the best pass per order."""
     from recsys_emb.data.batches import ParquetBatches
     from recsys_emb.data.criteo import preprocess
     from recsys_emb.data.synthetic import generate_criteo_like
@@ -55,10 +59,12 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
         dt, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         mb = tsv.stat().st_size / 1e6
         # CPU seconds (this process and its finished workers) give the speed per core even on a busy machine
-        results["preprocess"].append({"workers": w, "parse_cache": cache, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+        results["preprocess"].append({"engine": "process", "workers": w, "parse_cache": cache, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
                                       "rows_per_s": round(rows / dt), "mb_per_s": round(mb / dt, 1),
                                       "mb_per_s_per_worker": round(mb / dt / w, 1),
                                       "mb_per_cpu_s": round(mb / cpu, 1)})
+    if "ray" in engines:
+        results["preprocess"] += [_ray_run(tsv, processed, rows, w, unit_mb) for w in workers]
     results["unit_mb"] = unit_mb
 
     table = []
@@ -84,6 +90,50 @@ def run(workdir: Path, rows: int = 1_000_000, batch_size: int = 4096, scale: flo
     return results
 
 
+def _ray_run(tsv: Path, processed: Path, rows: int, workers: int, unit_mb: float) -> Dict[str, Any]:
+    """One preprocess as Ray tasks on a local cluster of ``workers`` CPUs (its start timed apart: a cluster
+    outlives many runs); the first tasks of each worker import the library, inside the timed run."""
+    import logging
+
+    from recsys_emb.data.criteo import preprocess
+    from recsys_emb.data.engine import require_ray
+
+    ray = require_ray()
+    t0 = time.perf_counter()
+    ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR)
+    startup = time.perf_counter() - t0
+    try:
+        cpu0, t0 = _cpu_seconds() + _descendants_cpu_seconds(), time.perf_counter()
+        preprocess(tsv, processed, rows_per_shard=1 << 20, overwrite=True, workers=workers,
+                   unit_bytes=int(unit_mb * (1 << 20)), parse_cache=True, engine="ray")
+        # the cluster's processes (Ray's own and its workers) are alive: counted before it stops
+        dt, cpu = time.perf_counter() - t0, _cpu_seconds() + _descendants_cpu_seconds() - cpu0
+    finally:
+        ray.shutdown()
+    mb = tsv.stat().st_size / 1e6
+    return {"engine": "ray", "workers": workers, "parse_cache": True, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+            "rows_per_s": round(rows / dt), "mb_per_s": round(mb / dt, 1), "mb_per_s_per_worker": round(mb / dt / workers, 1),
+            "mb_per_cpu_s": round(mb / cpu, 1), "startup_seconds": round(startup, 1)}
+
+
+def _descendants_cpu_seconds() -> float:
+    """CPU seconds of every live process below this one (Linux ``/proc``; 0 elsewhere): a local Ray
+    cluster's processes are its children and grandchildren, alive while it runs."""
+    below: Dict[int, list] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except OSError:
+            continue
+        below.setdefault(int(fields[1]), []).append((int(d.name), fields))
+    tick, total, todo = os.sysconf("SC_CLK_TCK"), 0.0, [os.getpid()]
+    while todo:
+        for pid, fields in below.get(todo.pop(), []):
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime (stat fields 14, 15)
+            todo.append(pid)
+    return total
+
+
 def _cpu_seconds() -> float:
     import resource
 
@@ -102,15 +152,24 @@ def format_table(results: Dict[str, Any]) -> str:
     runs = results.get("preprocess", [])
     base = runs[0] if runs else None
     cached = next((r for r in runs if r.get("parse_cache")), None)
+    pool = {r["workers"]: r for r in runs if r.get("parse_cache") and r.get("engine", "process") == "process"}
     for r in runs:
         assert base is not None
-        vs = [f"x{base['seconds'] / r['seconds'] * base['workers']:.2f} vs 1 worker without"]
+        if r.get("engine") == "ray":
+            same = pool.get(r["workers"])
+            vs = f"x{same['seconds'] / r['seconds']:.2f} vs the process pool of {r['workers']}" if same else "no pool run"
+            lines.append(f"preprocess, {r['workers']} Ray worker(s), with parse cache: {r['seconds']:.1f}s, "
+                         f"{r['rows_per_s']:,} rows/s, {r['mb_per_s']} MB/s ({r['mb_per_s_per_worker']} MB/s per worker; "
+                         f"{vs}); {r['cpu_seconds']:.1f} CPU s, {r['mb_per_cpu_s']} MB per CPU second; "
+                         f"local cluster started in {r['startup_seconds']:.1f}s before")
+            continue
+        vs_list = [f"x{base['seconds'] / r['seconds'] * base['workers']:.2f} vs 1 worker without"]
         if r.get("parse_cache") and cached is not None:
-            vs.append(f"x{cached['seconds'] / r['seconds'] * cached['workers']:.2f} vs 1 worker with")
+            vs_list.append(f"x{cached['seconds'] / r['seconds'] * cached['workers']:.2f} vs 1 worker with")
         mode = "with" if r.get("parse_cache") else "without"
         lines.append(f"preprocess, {r['workers']} worker(s), {mode} parse cache: {r['seconds']:.1f}s, "
                      f"{r['rows_per_s']:,} rows/s, {r['mb_per_s']} MB/s ({r['mb_per_s_per_worker']} MB/s per worker; "
-                     f"{', '.join(vs)}); {r['cpu_seconds']:.1f} CPU s, {r['mb_per_cpu_s']} MB per CPU second")
+                     f"{', '.join(vs_list)}); {r['cpu_seconds']:.1f} CPU s, {r['mb_per_cpu_s']} MB per CPU second")
     return "\n".join(lines)
 
 
@@ -124,6 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--epochs", type=int, default=2, help="timed passes over the train split")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="preprocess with each of these")
     p.add_argument("--unit-mb", type=float, default=32.0, help="MiB per work unit of the preprocess")
+    p.add_argument("--engines", nargs="+", choices=["process", "ray"], default=["process"],
+                   help="also preprocess as Ray tasks (ray: a local cluster of each --workers count)")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--quick", action="store_true", help="200k rows, 1 epoch (smoke test)")
     args = p.parse_args(argv)
@@ -135,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
     pa.set_cpu_count(1)  # Arrow's thread pool too: one worker = one core
     results = run(Path(args.workdir), rows=args.rows, batch_size=args.batch_size, scale=args.scale, epochs=args.epochs,
-                  workers=args.workers, unit_mb=args.unit_mb)
+                  workers=args.workers, unit_mb=args.unit_mb, engines=args.engines)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

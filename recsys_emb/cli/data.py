@@ -151,7 +151,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
                           chunk_bytes=_chunk_bytes(args.chunk_mb), rows_per_shard=args.rows_per_shard,
                           vocab_from=args.vocab_from, missing_flags=args.missing_flags, progress=tick,
                           overwrite=args.overwrite, vocab=args.vocab, workers=args.workers,
-                          unit_bytes=int(args.unit_mb * (1 << 20)),
+                          unit_bytes=int(args.unit_mb * (1 << 20)), engine=args.engine, address=args.address,
                           parse_cache={"auto": None, "on": True, "off": False}[args.parse_cache])
     bad = meta["bad_lines"]
     print(f"{meta['rows']['total']:,} rows -> {args.out} "
@@ -261,6 +261,12 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--rows-per-shard", type=int, default=1 << 21)
     pp.add_argument("--workers", type=int, default=None,
                     help="worker processes (default: every core this process may use); the output is the same for any")
+    pp.add_argument("--engine", choices=["process", "ray"], default="process",
+                    help="what runs the work units: a pool of --workers processes, or Ray tasks (re-run if their "
+                         "worker dies; pip install 'recsys_emb[ray]'); the output is the same byte for byte")
+    pp.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="with --engine ray: an existing Ray cluster's head (or 'auto'); every machine must see "
+                         "--input and --out at the same paths. Default: a local cluster of --workers CPUs")
     pp.add_argument("--unit-mb", type=float, default=256.0,
                     help="MiB of a plain input file per work unit (a .gz file is one unit)")
     pp.add_argument("--parse-cache", choices=["auto", "on", "off"], default="auto",

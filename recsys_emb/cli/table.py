@@ -28,7 +28,8 @@ def preprocess_with_schema(args: argparse.Namespace) -> int:
     meta = preprocess_table(spec, args.input, args.out, valid=args.valid, test=args.test,
                             on_bad_line=args.on_bad_line, chunk_bytes=int(args.chunk_mb * (1 << 20)),
                             rows_per_shard=args.rows_per_shard, workers=args.workers,
-                            unit_bytes=int(args.unit_mb * (1 << 20)), overwrite=args.overwrite, vocab=args.vocab)
+                            unit_bytes=int(args.unit_mb * (1 << 20)), overwrite=args.overwrite, vocab=args.vocab,
+                            engine=args.engine, address=args.address)
     rows, bad = meta["rows"], meta["bad_lines"]
     print(f"{rows['total']:,} rows -> {args.out} (train {rows['train']:,}, valid {rows['valid']:,}, "
          f"test {rows['test']:,}; split by {meta['split']}) in {meta['seconds']:.1f}s")

@@ -1,21 +1,21 @@
 """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``: three passes
 (validate and count, count the rows after the training split, write) over the work units of
-:mod:`recsys_emb.data.criteo.units`, in a pool of worker processes.
+:mod:`recsys_emb.data.criteo.units`, in a pool of worker processes or as Ray tasks
+(:mod:`recsys_emb.data.engine`).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import pyarrow as pa
 
 from recsys_emb.data.criteo.reader import CHUNK_BYTES, MAX_LINE_BYTES, ReadReport, expand_inputs, true_prob_path
 from recsys_emb.data.criteo.schema import CAT_COLUMNS, criteo_schema
@@ -35,6 +35,7 @@ from recsys_emb.data.criteo.units import (
     scan_unit,
     write_unit,
 )
+from recsys_emb.data.engine import MapUnits, map_ordered, unit_engine
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, time_split_sizes, write_metadata
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
@@ -45,8 +46,7 @@ __all__ = ["preprocess", "load_counts", "default_workers", "MapUnits", "chunk_ta
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 PROCESSED_ENTRIES = DATASET_ENTRIES + (COUNTS_FILE, VOCAB_FILE)
-MapUnits = Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]]
-"""``map_units(fn, items)``: ``fn(item)`` for every item, in order."""
+_map_ordered = map_ordered  # also importable from here
 
 
 def preprocess(
@@ -70,6 +70,8 @@ def preprocess(
     unit_bytes: int = UNIT_BYTES,
     map_units: Optional[MapUnits] = None,
     parse_cache: Optional[bool] = None,
+    engine: str = "process",
+    address: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Criteo TSV -> frequency-categorified, time-split Parquet shards + ``metadata.json``.
 
@@ -113,13 +115,19 @@ def preprocess(
             ``<run>/model``) or a processed dataset directory. A new day then gets the ids the model was
             trained with; values the vocabulary lacks map to the OOV id, counted per field in ``oov_rows``.
         workers: processes that read the units (default :func:`default_workers`: every core this
-            process may use; 1 reads them here, in order).
+            process may use; 1 reads them here, in order); with ``engine="ray"``, the CPUs of the local
+            cluster started when there is no ``address`` and no Ray connection yet.
         unit_bytes: bytes of a plain file per work unit (it sets the shard layout, not ``workers``).
-        map_units: runs the passes' per-unit work on another engine: ``map_units(fn, items)`` returns
-            ``fn(item)`` for every item, in order (``fn`` is picklable: a ``functools.partial`` of a
-            module-level function). E.g. ``concurrent.futures.ProcessPoolExecutor(8).map``, or a cluster's
-            map (datasets/criteo.md: Ray) where every machine sees the inputs and ``out_dir``'s parent at
-            the same paths. ``workers`` is then unused.
+        map_units: runs the passes' per-unit work on an engine of your own: ``map_units(fn, items)``
+            returns ``fn(item)`` for every item, in order (``fn`` is picklable: a ``functools.partial`` of
+            a module-level function). E.g. ``concurrent.futures.ProcessPoolExecutor(8).map``, or
+            :func:`~recsys_emb.data.engine.ray_map_units` after your own ``ray.init``. ``workers``,
+            ``engine`` and ``address`` are then unused.
+        engine: ``"process"`` (a pool of ``workers`` processes) or ``"ray"`` (Ray tasks, each unit's
+            task re-run if its worker dies: :func:`~recsys_emb.data.engine.unit_engine`; needs
+            ``pip install 'recsys_emb[ray]'``); the output is the same byte for byte.
+        address: with ``engine="ray"``, an existing cluster's head (``host:port``, ``auto``), where every
+            machine sees the inputs and ``out_dir``'s parent at the same paths (datasets/criteo.md).
         parse_cache: keep pass 1's parsed rows on disk (inside the output's temporary directory, about
             0.67 bytes per byte of Criteo text; each unit's part deleted once written) so that passes 2 and 3
             read them instead of parsing the text again (about 1.7x faster in all). None (default): on
@@ -154,14 +162,15 @@ def preprocess(
     paths = expand_inputs(inputs)
     given = _given_vocabulary(vocab) if vocab is not None else None
     with atomic_output_dir(out_dir, overwrite=overwrite, owned=PROCESSED_ENTRIES, command="preprocess",
-                           inputs=[*paths, *([vocab] if vocab is not None else [])]) as tmp:
+                           inputs=[*paths, *([vocab] if vocab is not None else [])]) as tmp, \
+            _engine(map_units, engine, workers, address) as mapper:  # closed first: no task outlives tmp
         meta = _preprocess_into(paths, tmp, min_count=min_count, test_fraction=test_fraction,
                                 valid_fraction=valid_fraction, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes,
                                 rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, vocab_from=vocab_from,
                                 missing_flags=missing_flags, max_reported_bad_lines=max_reported_bad_lines,
                                 progress=progress, unit_bytes=unit_bytes, given=given,
                                 vocab_source=None if vocab is None else str(Path(vocab).resolve()),
-                                mapper=map_units or partial(_map_ordered, workers=workers), parse_cache=parse_cache)
+                                mapper=mapper, parse_cache=parse_cache)
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
 
@@ -174,20 +183,14 @@ def default_workers() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def _init_worker() -> None:
-    # One process per core: Arrow's own thread pool would make each worker fight the others for cores.
-    pa.set_cpu_count(1)
-
-
-def _map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterator[Any]:
-    """``fn`` over ``items``, results in order: in this process for one worker or item, else in a pool."""
-    if workers <= 1 or len(items) <= 1:
-        yield from (fn(x) for x in items)
+@contextmanager
+def _engine(map_units: Optional[MapUnits], engine: str, workers: int, address: Optional[str]) -> Iterator[MapUnits]:
+    """``map_units`` when given, else the engine's (:func:`~recsys_emb.data.engine.unit_engine`)."""
+    if map_units is not None:
+        yield map_units
         return
-    # fork where there is one: the workers inherit the imported modules instead of importing torch again
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(min(workers, len(items)), initializer=_init_worker) as pool:
-        yield from pool.imap(fn, items, chunksize=1)
+    with unit_engine(engine, workers, address) as mapper:
+        yield mapper
 
 
 def _scan_all(units: List[Unit], mapper: MapUnits, count_values: bool, on_bad_line: str, chunk_bytes: int,

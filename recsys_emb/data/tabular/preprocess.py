@@ -4,9 +4,10 @@ dataset shares (``{train,valid,test}/part-*.parquet`` + ``metadata.json`` + the 
 
 Three passes over the work units of the inputs (:func:`~recsys_emb.data.criteo.units.plan_units`: a
 plain text file cut at line starts, a compressed or Parquet file one unit), each a function of its
-arguments, run in a process pool: validate and count (values and dense statistics of the training
-rows), count the rows after the training split when splitting by position, then map and write. The output
-depends on the inputs and ``unit_bytes``, never on the number of workers, and appears whole or not at all.
+arguments, run in a process pool or as Ray tasks (:mod:`recsys_emb.data.engine`): validate and count
+(values and dense statistics of the training rows), count the rows after the training split when
+splitting by position, then map and write. The output depends on the inputs and ``unit_bytes``, never on
+the number of workers or the engine, and appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_emb.data.criteo.inputs import expand_inputs
-from recsys_emb.data.criteo.preprocess import _map_ordered, _rename_in_order, default_workers
+from recsys_emb.data.criteo.preprocess import _rename_in_order, default_workers
 from recsys_emb.data.criteo.reader import ReadReport
 from recsys_emb.data.criteo.units import Unit, UnitOutput, UnitScan, ValueCounts, merge_scans, plan_units
 from recsys_emb.data.movielens import _ranges
+from recsys_emb.data.engine import unit_engine
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import (DATASET_ENTRIES, SPLITS, ShardedParquetWriter, TableSchema, read_metadata,
                                     write_metadata)
@@ -252,6 +254,7 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
                      on_bad_line: str = "error", chunk_bytes: int = 8 << 20, rows_per_shard: int = 1 << 21,
                      row_group_rows: int = 1 << 17, workers: Optional[int] = None, unit_bytes: int = _UNIT_BYTES,
                      max_reported_bad_lines: int = 1000, overwrite: bool = False, vocab: Optional[PathLike] = None,
+                     engine: str = "process", address: Optional[str] = None,
                      _shown: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Preprocess a table described by a schema into a dataset directory.
 
@@ -264,6 +267,8 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
         on_bad_line: ``"error"`` (stop at the first malformed line, naming ``file:line``, the column and
             the value) or ``"skip"`` (count it, keep its line number in ``metadata.json``).
         workers: processes (default: every core); the output is the same for any.
+        engine, address: ``"process"`` or ``"ray"`` and a Ray cluster's address, as for
+            :func:`recsys_emb.data.criteo.preprocess`; the output is the same for either.
         unit_bytes: bytes of a plain text file per work unit.
         vocab: map with this vocabulary and these dense statistics instead of counting them: a model
             directory or a dataset processed under the same schema (a new day gets the ids a model was
@@ -299,8 +304,8 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     cols = _resolve(spec, paths, shown)
     reading = TableReading(spec, cols, roles, shown, chunk_bytes, spec.header and spec.format != "parquet")
     given = _given(vocab, spec, cols) if vocab is not None else None
-    mapper = partial(_map_ordered, workers=workers)
-    with atomic_output_dir(out_dir, overwrite=overwrite, owned=OWNED, command="preprocess") as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite, owned=OWNED, command="preprocess") as tmp, \
+            unit_engine(engine, workers, address) as mapper:
         meta = _run(reading, paths, tmp, mapper=mapper, on_bad_line=on_bad_line, unit_bytes=unit_bytes,
                     rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
                     max_examples=max_reported_bad_lines, t0=t0, given=given)

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_emb.data.criteo.inputs import expand_inputs
-from recsys_emb.data.criteo.preprocess import _map_ordered, _rename_in_order, default_workers
+from recsys_emb.data.criteo.preprocess import _map_ordered, _rename_in_order, criteo_metadata, default_workers
 from recsys_emb.data.criteo.reader import ReadReport
 from recsys_emb.data.criteo.units import Unit, UnitOutput, UnitScan, ValueCounts, merge_scans, plan_units
 from recsys_emb.data.movielens import _ranges
@@ -281,6 +281,7 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     """
     t0 = time.perf_counter()
     spec = as_spec(schema)
+    spec.check_builtin()
     if on_bad_line not in ("error", "skip"):
         raise ValueError(f"on_bad_line must be 'error' or 'skip', got {on_bad_line!r}")
     workers = default_workers() if workers is None else workers
@@ -290,6 +291,9 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     valid_paths = expand_inputs(list(valid)) if valid else []
     test_paths = expand_inputs(list(test)) if test else []
     by_file = bool(valid_paths or test_paths)
+    if by_file and spec.dataset != "table":
+        raise ConfigError(f"schema {spec.source or spec.dataset}: the {spec.dataset} dataset splits by fractions; "
+                          "--valid/--test files need dataset: table")
     if by_file and (spec.split.time_column is not None or (spec.split.valid, spec.split.test) != (0.1, 0.1)):
         raise ConfigError(f"schema {spec.source or ''}: split is set and --valid/--test files are given; "
                           "split either by files or by the schema's split, not both")
@@ -303,10 +307,8 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     with atomic_output_dir(out_dir, overwrite=overwrite, owned=OWNED, command="preprocess") as tmp:
         meta = _run(reading, paths, tmp, mapper=mapper, on_bad_line=on_bad_line, unit_bytes=unit_bytes,
                     rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
-                    max_examples=max_reported_bad_lines, t0=t0, given=given)
-        if vocab is not None:
-            meta["vocab_source"] = str(Path(vocab).resolve())
-            write_metadata(tmp, meta)
+                    max_examples=max_reported_bad_lines, t0=t0, given=given,
+                    vocab_source=None if vocab is None else str(Path(vocab).resolve()))
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
 
@@ -322,16 +324,19 @@ def _given(directory: PathLike, spec: TableSpec, cols: ResolvedColumns
         facts = read_metadata(d)
     else:
         raise DataError(f"--vocab {d}: neither a model directory (model.json) nor a processed dataset (metadata.json)")
-    if facts.get("dataset") != DATASET_NAME or "dense_stats" not in facts:
-        raise DataError(f"--vocab {d}: its data was not processed under a schema (dataset "
-                        f"{facts.get('dataset')!r}); pass the model or dataset of a `preprocess --schema` run")
+    if facts.get("dataset") != spec.dataset or (spec.dataset == DATASET_NAME and "dense_stats" not in facts):
+        raise DataError(f"--vocab {d}: its data is not a {spec.dataset!r} dataset (dataset "
+                        f"{facts.get('dataset')!r}); pass the model or dataset of a `preprocess --schema` run "
+                        "under the same schema")
     vocabs = load_vocabulary(d)
     counted = [c for c in cols.id_fields if spec.vocab_options(c).vocab == "count"]
-    lacking = [c for c in counted if c not in vocabs] + [c for c in cols.dense if c not in facts["dense_stats"]]
+    stats = facts.get("dense_stats", {})  # a built-in dataset's dense columns need none (log1p)
+    lacking = [c for c in counted if c not in vocabs] + [c for c in cols.dense
+                                                        if c not in stats and spec.dense[c] == "standardize"]
     if lacking:
         raise DataError(f"--vocab {d}: it lacks the fields {lacking} of this schema; pass the model or dataset "
                         "processed under the same schema")
-    return {c: vocabs[c] for c in counted}, {c: facts["dense_stats"][c] for c in cols.dense}
+    return {c: vocabs[c] for c in counted}, {c: stats.get(c, {"mean": 0.0, "std": 1.0, "count": 0}) for c in cols.dense}
 
 
 def _plan(paths: Sequence[Path], reading: TableReading, unit_bytes: int) -> List[Unit]:
@@ -356,7 +361,8 @@ def _scan_all(units: List[Unit], reading: TableReading, mapper: Any, on_bad_line
 
 def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on_bad_line: str, unit_bytes: int,
          rows_per_shard: int, row_group_rows: int, max_examples: int, t0: float,
-         given: Optional[Tuple[Dict[str, Vocabulary], Dict[str, Dict[str, float]]]] = None) -> Dict[str, Any]:
+         given: Optional[Tuple[Dict[str, Vocabulary], Dict[str, Dict[str, float]]]] = None,
+         vocab_source: Optional[str] = None) -> Dict[str, Any]:
     spec, cols = reading.spec, reading.cols
     units = _plan(paths, reading, unit_bytes)
     scans = _scan_all(units, reading, mapper, on_bad_line, max_examples)
@@ -433,6 +439,15 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
     files = {s: _rename_in_order(out, s, shards) for s, shards in files.items()}
     save_vocabularies(out, vocabs)
 
+    if spec.dataset == "criteo":  # the Criteo reader's metadata.json
+        meta = criteo_metadata(
+            inputs=[reading.shown.get(str(p), str(p)) for p in paths], split_rows=(n_train, n_valid, n_test),
+            files=files, min_count=spec.min_count, vocab_from="train", test_fraction=float(spec.split.test),
+            valid_fraction=float(spec.split.valid), vocabs=vocabs, oov_rows=oov_rows, vocab_source=vocab_source,
+            missing_flags=spec.missing_flags, with_truth=with_truth, bad_lines=report.to_dict(),
+            seconds=time.perf_counter() - t0)
+        write_metadata(out, meta)
+        return meta
     vocab_sizes = {c: (vocabs[c].size if c in vocabs else int(spec.vocab_options(c).buckets or 0))
                    for c in cols.id_fields}
     schema = TableSchema(dense=cols.dense + cols.dense_flags, sparse=cols.categorical, jagged=cols.bags,
@@ -465,6 +480,8 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         "schema": schema.to_dict(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if vocab_source is not None:
+        meta["vocab_source"] = vocab_source
     write_metadata(out, meta)  # last: a directory without it is not a dataset
     return meta
 

@@ -90,6 +90,10 @@ class TableSpec:
         split: :class:`SplitSpec`.
         min_count: values seen fewer times in the training rows map to the column's OOV id.
         columns: per-column :class:`ColumnOptions`.
+        dataset: ``table`` (a user's table: ``metadata.json`` records the spec), or the name of a built-in
+            schema whose dataset this is (``criteo``: the columns must be the built-in's, only ``min_count``
+            and the split fractions may differ; ``metadata.json`` is then the Criteo reader's, so every
+            command treats the output as Criteo data).
         source: the file the spec came from (for messages).
     """
 
@@ -107,6 +111,7 @@ class TableSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     min_count: int = 1
     columns: Dict[str, ColumnOptions] = field(default_factory=dict)
+    dataset: str = "table"
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -166,7 +171,26 @@ class TableSpec:
                                   f"value of each split, both numbers or both strings; got {s.valid!r}, {s.test!r}")
             if s.valid > s.test:
                 raise ConfigError(f"{_where(src, 'split')}: valid={s.valid!r} comes after test={s.test!r}")
+        if self.dataset != "table" and self.dataset not in BUILTIN_SCHEMAS:
+            raise ConfigError(f"{_where(src, 'dataset')}={self.dataset!r} is not allowed; choose 'table' (any "
+                              f"table) or a built-in schema: {', '.join(BUILTIN_SCHEMAS)}")
+        if self.dataset != "table" and s.time_column is not None:
+            raise ConfigError(f"{_where(src, 'split.time_column')}: the {self.dataset} dataset splits by "
+                              "fractions (split: {valid: F, test: F}); set dataset: table to split by time")
         self._named_once()
+
+    def check_builtin(self) -> None:
+        """For ``dataset`` other than ``table``: the columns are the built-in schema's (only ``min_count``
+        and the split may differ), else :class:`~recsys_emb.errors.ConfigError` naming the first key that
+        differs."""
+        if self.dataset == "table":
+            return
+        builtin = TableSpec.from_dict(BUILTIN_SCHEMAS[self.dataset], source=self.dataset)
+        for f in dataclasses.fields(self):
+            if f.compare and f.name not in ("min_count", "split") and getattr(self, f.name) != getattr(builtin, f.name):
+                raise ConfigError(f"{_where(self.source, f.name)} differs from the built-in {self.dataset} schema's; "
+                                  f"dataset: {self.dataset} needs its columns as they are (set dataset: table "
+                                  "for a table of your own)")
 
     @property
     def field_delimiter(self) -> str:
@@ -300,7 +324,7 @@ def _options(cls: Any, key: str, v: Any, source: str) -> Any:
 
 
 def _field_value(k: str, v: Any, source: str) -> Any:
-    if k in ("format", "label", "delimiter"):
+    if k in ("format", "label", "delimiter", "dataset"):
         if not isinstance(v, str) and not (k == "delimiter" and v is None):
             raise ConfigError(f"{_where(source, k)}={v!r} must be a string")
         return v
@@ -362,13 +386,13 @@ class ResolvedColumns:
 
 BUILTIN_SCHEMAS: Dict[str, Dict[str, Any]] = {
     "criteo": {
-        "format": "tsv", "header": False, "names": TSV_COLUMNS, "label": LABEL_COLUMN,
+        "dataset": "criteo", "format": "tsv", "header": False, "names": TSV_COLUMNS, "label": LABEL_COLUMN,
         "dense": {c: "log1p" for c in INT_COLUMNS}, "missing_flags": False, "categorical": CAT_COLUMNS,
         "columns": {c: {"values": "hex"} for c in CAT_COLUMNS}, "split": {"valid": 0.1, "test": 0.1},
     },
 }
 """Schemas by name (``--schema criteo``): the Criteo Kaggle TSV (label, I1..I13 counts, C1..C26 hex values)
-read by the schema reader into the columns, ids and vocabulary files the Criteo reader writes."""
+read by the schema reader into the shards, vocabulary files and ``metadata.json`` the Criteo reader writes."""
 
 
 def _packaged_schema(path: Path) -> Path:

@@ -49,12 +49,14 @@ def test_dlrm_config_trains_on_a_schema_dataset_with_every_field_from_metadata(r
     assert summary["test"]["auc"] > 0.5
 
 
-def test_baselines_on_a_schema_dataset(run):
-    from recsys_emb.baselines import baselines
+def test_baselines_on_a_schema_dataset(run, capsys):
+    from recsys_emb.cli import main
 
-    rows = baselines(run[0] / "data", c_grid=(1.0,))
-    assert rows["constant"].auc == pytest.approx(0.5)
-    assert 0.5 < rows["logistic_regression"].auc < 1.0
+    capsys.readouterr()
+    assert main(["baseline", "--data", str(run[0] / "data"), "--splits", "test", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows["constant"]["test"]["auc"] == pytest.approx(0.5)
+    assert 0.5 < rows["logistic_regression"]["test"]["auc"] < 1.0 and rows["logistic_regression"]["test"]["C"] > 0
 
 
 def test_predict_on_the_raw_csv_equals_the_model_on_processed_rows(run):

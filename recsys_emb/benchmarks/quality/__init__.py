@@ -176,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
         table_dtypes=table_dtypes, avazu_rows=args.avazu_rows or (20_000 if q else default.avazu_rows),
         avazu_config=args.avazu_config, avazu_overrides=list(args.avazu_set),
-        **({"avazu_variants": ("full", "hashed"), "avazu_budgets": "1,1/4"} if q else {}))
+        avazu_variants=("full", "hashed") if q else default.avazu_variants, avazu_budgets="1,1/4" if q else None)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
                 command_line("bench/quality.py", argv))
     return "\n".join(texts.values())

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 QR_OPS = ("mult", "add", "concat")
 MIXED_FORMS = (("blocks", 4), ("field", 1))
 """Mixed-dimension forms of the mixed-forms section: (name, ``num_blocks``)."""
-AVAZU_SCHEMA_CHANGES = {"columns": {}}
+AVAZU_SCHEMA_CHANGES: Dict[str, Any] = {"columns": {}}
 """The avazu section's schema: the shipped example (configs/schemas/avazu.yaml) with ``device_id`` and
 ``device_ip`` counted (``min_count`` 2) instead of hashed into 500k / 1M buckets, so that the full row
 holds one row per value seen twice and the variants do the compressing."""

@@ -475,14 +475,14 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         save_vocabularies(out, vocabs)
 
     if spec.dataset == "criteo":  # the Criteo reader's metadata.json
-        meta = criteo_metadata(
+        criteo_meta = criteo_metadata(
             inputs=[reading.shown.get(str(p), str(p)) for p in paths], split_rows=(n_train, n_valid, n_test),
             files=files, min_count=spec.min_count, vocab_from="train", test_fraction=float(spec.split.test),
             valid_fraction=float(spec.split.valid), vocabs=vocabs, oov_rows=oov_rows, vocab_source=vocab_source,
             missing_flags=spec.missing_flags, with_truth=with_truth, bad_lines=report.to_dict(),
             seconds=time.perf_counter() - t0)
-        write_metadata(out, meta)
-        return meta
+        write_metadata(out, criteo_meta)
+        return criteo_meta
     vocab_sizes = {c: (vocabs[c].size if c in vocabs else int(spec.vocab_options(c).buckets or 0))
                    for c in cols.id_fields}
     schema = TableSchema(dense=cols.dense + cols.dense_flags, sparse=cols.categorical, jagged=cols.bags,

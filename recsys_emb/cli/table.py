@@ -60,7 +60,7 @@ def preprocess_with_schema(args: argparse.Namespace) -> int:
                             unit_bytes=int(args.unit_mb * (1 << 20)), overwrite=args.overwrite, vocab=args.vocab)
     rows, bad = meta["rows"], meta["bad_lines"]
     print(f"{rows['total']:,} rows -> {args.out} (train {rows['train']:,}, valid {rows['valid']:,}, "
-         f"test {rows['test']:,}; split by {meta['split']}) in {meta['seconds']:.1f}s")
+         f"test {rows['test']:,}; split by {meta.get('split', 'fractions')}) in {meta['seconds']:.1f}s")
     print("fields: " + ", ".join(f"{k}={v}" for k, v in meta["vocab_sizes"].items())
          + (f"; dense: {', '.join(meta['schema']['dense'])}" if meta["schema"]["dense"] else ""))
     if bad["bad_lines"]:

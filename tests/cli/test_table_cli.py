@@ -49,3 +49,13 @@ def test_schema_mistakes_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_preprocess_schema_criteo_takes_the_criteo_options(tmp_path, capsys):
+    row = ["1"] + ["5"] * 13 + ["0a1b2c3d"] * 26
+    (tmp_path / "d.tsv").write_text("".join("\t".join([str(i % 2)] + row[1:]) + "\n" for i in range(20)))
+    assert main(["preprocess", "--schema", "criteo", "--input", str(tmp_path / "d.tsv"), "--out", str(tmp_path / "o"),
+                 "--min-count", "3", "--test-fraction", "0.2", "--workers", "1"]) == 0
+    assert "20 rows" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert (meta["dataset"], meta["min_count"], meta["rows"]["test"], meta["valid_fraction"]) == ("criteo", 3, 4, 0.2)

@@ -1,31 +1,32 @@
 """MovieLens latest-small as a real CTR task: label = rating >= threshold, user / movie / genre fields,
 and each example's preceding history of movies and genres (strictly earlier timestamps) for DIN.
+
+A front end over the schema reader (:mod:`recsys_emb.data.tabular`): one step joins ratings and movies
+and builds each rating's history (:func:`movielens_frame`); the schema reader ranks, maps, splits and
+writes that table under :func:`movielens_spec` (``preprocess --schema movielens``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from recsys_emb.data.outdir import atomic_output_dir
-from recsys_emb.data.parquet import (
-    DATASET_ENTRIES,
-    SPLITS,
-    ShardedParquetWriter,
-    TableSchema,
-    time_split_sizes,
-    write_metadata,
-)
+from recsys_emb.data.outdir import check_output_dir
+from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, TableSchema
+from recsys_emb.data.tabular.reader import ranges
+from recsys_emb.data.tabular.schema import TableSpec
 
 __all__ = ["default_movielens_dir", "load_movielens", "build_movielens_ctr", "prepare_movielens",
-           "MOVIELENS_SCHEMA"]
+           "movielens_frame", "movielens_spec", "MOVIELENS_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -70,29 +71,6 @@ def load_movielens(src_dir: Optional[PathLike] = None) -> Tuple[pd.DataFrame, pd
     return ratings, movies
 
 
-def _rank_ids(raw: np.ndarray, train_mask: np.ndarray, min_count: int = 1) -> Tuple[np.ndarray, int, np.ndarray]:
-    """Frequency ranks over the training rows (0 = most frequent, ties by raw id); ids unseen in training,
-    or seen fewer than ``min_count`` times -> OOV = last.
-
-    Returns ``(lookup function result for raw, vocab size, sorted known raw ids)``."""
-    keys, counts = np.unique(raw[train_mask], return_counts=True)
-    keys, counts = keys[counts >= min_count], counts[counts >= min_count]
-    order = np.lexsort((keys, -counts))
-    ids = np.empty(len(keys), np.int64)
-    ids[order] = np.arange(len(keys))
-    oov = len(keys)
-    pos = np.minimum(np.searchsorted(keys, raw), max(len(keys) - 1, 0))
-    hit = keys[pos] == raw if len(keys) else np.zeros(raw.shape, bool)
-    return np.where(hit, ids[pos], oov), oov + 1, keys
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for each pair, vectorized."""
-    total = int(lengths.sum())
-    out_start = np.cumsum(lengths) - lengths
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - out_start, lengths)
-
-
 def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0,
                         max_len: int = 50, test_fraction: float = 0.1, valid_fraction: Optional[float] = None,
                         min_history: int = 0, min_count: int = 1) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
@@ -132,6 +110,35 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
+    with tempfile.TemporaryDirectory(prefix="recsys-emb-movielens-") as d:
+        meta = prepare_movielens(Path(d) / "ds", src_dir, rating_threshold=rating_threshold, max_len=max_len,
+                                 test_fraction=test_fraction, valid_fraction=valid_fraction,
+                                 min_history=min_history, min_count=min_count)
+        tables = {s: pq.read_table(Path(d) / "ds" / s) if meta["rows"][s] else None for s in SPLITS}
+        empty = next(t for t in tables.values() if t is not None).schema.empty_table()
+        out = {s: (t if t is not None else empty) for s, t in tables.items()}
+    for k in ("files", "source", "seconds"):
+        meta.pop(k, None)
+    return out, meta
+
+
+def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0, max_len: int = 50,
+                    min_history: int = 0) -> Tuple[pa.Table, List[str]]:
+    """The joined raw table of MovieLens, one row per rating in time order (``(timestamp, userId,
+    movieId)``), and the genre names by id: the step before the schema reader
+    (:func:`movielens_spec`), which then ranks, maps, splits and writes it.
+
+    Columns (``B`` rows): ``label`` int8 (``rating >= rating_threshold``), ``rating`` float32,
+    ``timestamp`` int64, ``user_id`` and ``movie_id`` (raw ``userId`` / ``movieId``), ``movie_genre``
+    (the movie's first listed genre) and ``genres`` (all its genres, ``list<int64>``) as genre ids,
+    ``hist_movie`` (raw ``movieId`` s of the user's ratings with a strictly earlier timestamp, oldest
+    first, the last ``max_len``) and ``hist_genre`` (their first genres), ``hist_len_log`` float32
+    (``log(1 + number of earlier ratings)``) and ``movie_year`` float32 (``(year - 1995) / 20`` from the
+    title, 0 if absent). Genre ids rank genres by the number of movies carrying them (0 = most common,
+    ties by name): a ranking over ``movies.csv``, not over rating rows, which is why the step gives ids
+    and the schema reads them as given (``vocab: ids``). Rows with fewer than ``min_history`` earlier
+    ratings are left out.
+    """
     ratings, movies = load_movielens(src_dir)
     ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
 
@@ -175,75 +182,56 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     h_len = np.minimum(prior, max_len)
     h_start = h_end - h_len
 
-    keep = prior >= min_history
-    n = int(keep.sum())
-    n_train, n_valid, n_test = time_split_sizes(n, test_fraction, valid_fraction)
-    kept_rows = np.flatnonzero(keep)
-    train_mask = np.zeros(n_all, bool)
-    train_mask[kept_rows[:n_train]] = True
+    rows = np.flatnonzero(prior >= min_history)
+    hs, hl = h_start[rows], h_len[rows]
+    take = ranges(hs, hl)
+    h_off = pa.array(np.concatenate(([0], np.cumsum(hl))).astype(np.int32))
+    mr = movie_row[rows]
+    gl = g_len[mr]
+    gen_off = pa.array(np.concatenate(([0], np.cumsum(gl))).astype(np.int32))
+    frame = pa.table({
+        "label": pa.array((ratings["rating"].to_numpy()[rows] >= rating_threshold).astype(np.int8), pa.int8()),
+        "rating": pa.array(ratings["rating"].to_numpy()[rows]),
+        "timestamp": pa.array(ts[rows]),
+        "user_id": pa.array(users[rows]),
+        "movie_id": pa.array(movie[rows]),
+        "movie_genre": pa.array(first_genre[mr]),
+        "genres": pa.ListArray.from_arrays(gen_off, pa.array(g_ids[ranges(g_off[mr], gl)], pa.int64())),
+        "hist_movie": pa.ListArray.from_arrays(h_off, pa.array(movie[by_user][take], pa.int64())),
+        "hist_genre": pa.ListArray.from_arrays(h_off, pa.array(first_genre[movie_row][by_user][take], pa.int64())),
+        "hist_len_log": pa.array(np.log1p(prior[rows]).astype(np.float32)),
+        "movie_year": pa.array(year_feat[mr]),
+    })
+    return frame, names
 
-    user_ids, user_vocab, _ = _rank_ids(users, train_mask, min_count)
-    movie_ids, movie_vocab, _ = _rank_ids(movie, train_mask, min_count)
-    movie_ids_by_user = movie_ids[by_user]
-    genre_by_user = first_genre[movie_row][by_user]
 
-    label = (ratings["rating"].to_numpy() >= rating_threshold).astype(np.int8)
-    hist_len_log = np.log1p(prior).astype(np.float32)
-
-    def table(rows: np.ndarray) -> pa.Table:
-        hs, hl = h_start[rows], h_len[rows]
-        take = _ranges(hs, hl)
-        h_off = pa.array(np.concatenate(([0], np.cumsum(hl))).astype(np.int32))
-        mr = movie_row[rows]
-        gl = g_len[mr]
-        gvals = g_ids[_ranges(g_off[mr], gl)]
-        gen_off = pa.array(np.concatenate(([0], np.cumsum(gl))).astype(np.int32))
-        return pa.table({
-            "label": pa.array(label[rows], pa.int8()),
-            "rating": pa.array(ratings["rating"].to_numpy()[rows]),
-            "timestamp": pa.array(ts[rows]),
-            "user_id": pa.array(user_ids[rows]),
-            "movie_id": pa.array(movie_ids[rows]),
-            "movie_genre": pa.array(first_genre[mr]),
-            "genres": pa.ListArray.from_arrays(gen_off, pa.array(gvals, pa.int64())),
-            "hist_movie": pa.ListArray.from_arrays(h_off, pa.array(movie_ids_by_user[take], pa.int64())),
-            "hist_genre": pa.ListArray.from_arrays(h_off, pa.array(genre_by_user[take], pa.int64())),
-            "hist_len_log": pa.array(hist_len_log[rows]),
-            "movie_year": pa.array(year_feat[mr]),
-        })
-
-    splits = {"train": kept_rows[:n_train], "valid": kept_rows[n_train:n_train + n_valid],
-              "test": kept_rows[n_train + n_valid:]}
-    tables = {s: table(r) for s, r in splits.items()}
-    vocab = {"user_id": user_vocab, "movie_id": movie_vocab, "movie_genre": len(names), "genres": len(names),
-             "hist_movie": movie_vocab, "hist_genre": len(names)}
-    schema = TableSchema(dense=MOVIELENS_SCHEMA.dense, sparse=MOVIELENS_SCHEMA.sparse, jagged=MOVIELENS_SCHEMA.jagged,
-                         label="label", vocab_sizes=vocab)
-    meta = {
-        "dataset": "movielens-latest-small",
-        "format_version": 1,
-        "rows": {"total": n, "train": n_train, "valid": n_valid, "test": n_test},
-        "rating_threshold": rating_threshold,
-        "max_len": max_len,
-        "min_history": min_history,
-        "min_count": min_count,
-        "positive_rate": {s: float(np.asarray(t.column("label")).mean()) if t.num_rows else float("nan")
-                          for s, t in tables.items()},
-        "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if len(r) else None for s, r in splits.items()},
-        "genres": names,
-        "vocab_sizes": vocab,
-        "oov_ids": {"user_id": user_vocab - 1, "movie_id": movie_vocab - 1},
-        "schema": schema.to_dict(),
-        "licence": "GroupLens MovieLens usage licence: research only, no endorsement, cite Harper & Konstan "
-                   "(2015), redistribution only under the same conditions, no commercial use without permission",
-    }
-    return tables, meta
+def movielens_spec(genres: int, *, max_len: int = 50, test_fraction: float = 0.1,
+                   valid_fraction: Optional[float] = None, min_count: int = 1) -> TableSpec:
+    """The schema of :func:`movielens_frame`'s table (``genres``: the number of genre ids): ``user_id``
+    and ``movie_id`` ranked by their training ratings (``values: int``: ties by raw id), ``hist_movie``
+    in ``movie_id``'s vocabulary (counted over ``movie_id`` alone), the genre columns as given ids,
+    ``rating`` and ``timestamp`` kept, split by position (the rows are in time order)."""
+    ids = {"vocab": "ids", "buckets": genres}
+    return TableSpec.from_dict({
+        "format": "parquet", "label": "label", "keep": ["rating", "timestamp"],
+        "categorical": ["user_id", "movie_id", "movie_genre"], "multi_valued": {"genres": "|"},
+        "sequence": {"hist_movie": {"max_len": max_len, "candidate": "movie_id", "counts": "candidate"},
+                     "hist_genre": {"max_len": max_len}},
+        "dense": {"hist_len_log": "none", "movie_year": "none"}, "missing_flags": False, "min_count": min_count,
+        "columns": {"user_id": {"values": "int"}, "movie_id": {"values": "int"}, "hist_movie": {"values": "int"},
+                    "movie_genre": ids, "genres": ids, "hist_genre": ids},
+        "split": {"valid": test_fraction if valid_fraction is None else valid_fraction, "test": test_fraction},
+    }, source="movielens")
 
 
 def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, overwrite: bool = False,
-                      **kwargs: Any) -> Dict[str, Any]:
-    """:func:`build_movielens_ctr` written as a processed dataset directory (Parquet splits +
-    ``metadata.json``) that :class:`recsys_emb.data.batches.ParquetBatches` reads.
+                      rating_threshold: float = 4.0, max_len: int = 50, test_fraction: float = 0.1,
+                      valid_fraction: Optional[float] = None, min_history: int = 0, min_count: int = 1,
+                      workers: Optional[int] = 1) -> Dict[str, Any]:
+    """MovieLens as a processed dataset directory (Parquet splits + ``metadata.json``) that
+    :class:`recsys_emb.data.batches.ParquetBatches` reads: :func:`movielens_frame` (the join and the
+    histories) read by the schema reader (:func:`recsys_emb.data.tabular.preprocess_frame`) under
+    :func:`movielens_spec`; the arguments are :func:`build_movielens_ctr`'s.
 
     The directory appears whole or not at all (written into a temporary sibling, then renamed); a
     non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it whole.
@@ -254,19 +242,53 @@ def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, 
         >>> sorted(p.name for p in (tmp / "movielens").iterdir())
         ['metadata.json', 'test', 'train', 'valid']
     """
+    from recsys_emb.data.tabular.preprocess import DatasetFinish, preprocess_frame
+
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
     t0 = time.perf_counter()
     src = Path(src_dir) if src_dir is not None else default_movielens_dir()
-    with atomic_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens",
-                           inputs=[src]) as out:
-        tables, meta = build_movielens_ctr(src, **kwargs)
-        files = {}
-        for s in SPLITS:
-            w = ShardedParquetWriter(out / s)
-            w.write(tables[s])
-            files[s] = w.close()
-        meta["files"] = {s: [{"name": f, "rows": r} for f, r in files[s]] for s in SPLITS}
-        meta["source"] = str(src)
-        meta["seconds"] = round(time.perf_counter() - t0, 3)
-        write_metadata(out, meta)
+    check_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens", inputs=[src])
+    frame, names = movielens_frame(src, rating_threshold=rating_threshold, max_len=max_len, min_history=min_history)
+    spec = movielens_spec(len(names), max_len=max_len, test_fraction=test_fraction, valid_fraction=valid_fraction,
+                          min_count=min_count)
+
+    def metadata(table_meta: Dict[str, Any]) -> Dict[str, Any]:
+        rows = table_meta["rows"]
+        bounds = np.cumsum([0, rows["train"], rows["valid"], rows["test"]])
+        label = frame.column("label").to_numpy()
+        ts = frame.column("timestamp").to_numpy()
+        part = {s: slice(int(bounds[i]), int(bounds[i + 1])) for i, s in enumerate(SPLITS)}
+        sizes = table_meta["vocab_sizes"]
+        vocab = {"user_id": sizes["user_id"], "movie_id": sizes["movie_id"], "movie_genre": len(names),
+                 "genres": len(names), "hist_movie": sizes["movie_id"], "hist_genre": len(names)}
+        schema = TableSchema(dense=MOVIELENS_SCHEMA.dense, sparse=MOVIELENS_SCHEMA.sparse,
+                             jagged=MOVIELENS_SCHEMA.jagged, label="label", vocab_sizes=vocab)
+        return {
+            "dataset": "movielens-latest-small",
+            "format_version": 1,
+            "rows": rows,
+            "rating_threshold": rating_threshold,
+            "max_len": max_len,
+            "min_history": min_history,
+            "min_count": min_count,
+            "positive_rate": {s: float(label[r].mean()) if r.stop > r.start else float("nan") for s, r in part.items()},
+            "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if r.stop > r.start else None
+                            for s, r in part.items()},
+            "genres": names,
+            "vocab_sizes": vocab,
+            "oov_ids": {"user_id": table_meta["oov_ids"]["user_id"], "movie_id": table_meta["oov_ids"]["movie_id"]},
+            "schema": schema.to_dict(),
+            "licence": "GroupLens MovieLens usage licence: research only, no endorsement, cite Harper & Konstan "
+                       "(2015), redistribution only under the same conditions, no commercial use without permission",
+            "files": table_meta["files"],
+            "source": str(src),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    meta = preprocess_frame(frame, spec, out_dir, overwrite=overwrite, workers=workers,
+                            finish=DatasetFinish(metadata, save_vocabulary=False))
     logger.info("MovieLens CTR set: %s rows in %.1fs -> %s", meta["rows"], meta["seconds"], out_dir)
     return meta

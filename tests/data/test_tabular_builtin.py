@@ -1,8 +1,10 @@
 """The built-in ``criteo`` schema: the schema reader writes the same Parquet shards, ``counts.npz`` and
-``vocab.npz``, byte for byte, as the Criteo reader (one unit and several)."""
+``vocab.npz``, byte for byte, and the same ``metadata.json`` (all but the run's seconds) as the Criteo reader
+(one unit and several)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,17 +19,34 @@ def test_criteo_schema_output_is_byte_identical_to_the_criteo_reader(small_raw, 
     tsv = small_raw / "criteo_like.tsv"
     a = preprocess(tsv, tmp_path / "criteo", min_count=2, **kw)
     spec = load_table_spec("criteo")
-    b = preprocess_table(spec.__class__.from_dict({**spec.to_dict(), "min_count": 2}), tsv, tmp_path / "schema", **kw)
+    b = preprocess_table(dataclasses.replace(spec, min_count=2), tsv, tmp_path / "schema", **kw)
     files = sorted(p.relative_to(tmp_path / "criteo") for p in (tmp_path / "criteo").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "schema") for p in (tmp_path / "schema").rglob("*") if p.is_file())
     for f in files:
         if f.name != "metadata.json":
             assert (tmp_path / "criteo" / f).read_bytes() == (tmp_path / "schema" / f).read_bytes(), f
-    for key in ("rows", "files", "vocab_sizes", "oov_ids", "oov_rows", "oov_rows_train"):
-        assert a[key] == b[key], key
-    sa, sb = a["schema"], json.loads((tmp_path / "schema" / "metadata.json").read_text())["schema"]
-    assert {k: sa[k] for k in ("dense", "sparse", "label", "true_prob", "vocab_sizes")} == \
-        {k: sb[k] for k in ("dense", "sparse", "label", "true_prob", "vocab_sizes")}
+    ma, mb = (json.loads((tmp_path / d / "metadata.json").read_text()) for d in ("criteo", "schema"))
+    assert list(ma) == list(mb)
+    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+    assert (a["schema"], a["vocab_sizes"]) == (b["schema"], b["vocab_sizes"])
+
+
+def test_criteo_schema_with_a_vocabulary_maps_a_new_day_as_the_criteo_reader_does(small_raw, tmp_path):
+    tsv = small_raw / "criteo_like.tsv"
+    preprocess(tsv, tmp_path / "day0", min_count=2, workers=1)
+    a = preprocess(tsv, tmp_path / "criteo", vocab=tmp_path / "day0", workers=1)
+    b = preprocess_table("criteo", tsv, tmp_path / "schema", vocab=tmp_path / "day0", workers=1)
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert b["vocab_source"] == str((tmp_path / "day0").resolve())
+
+
+def test_criteo_dataset_key_needs_the_builtin_columns(tmp_path):
+    from recsys_emb.data.tabular import TableSpec
+    from recsys_emb.errors import ConfigError
+
+    d = {**load_table_spec("criteo").to_dict(), "label": "I1", "dense": {}}
+    with pytest.raises(ConfigError, match=r"schema: label differs from the built-in criteo schema's"):
+        preprocess_table(TableSpec.from_dict(d), tmp_path / "none.tsv", tmp_path / "out")
 
 
 def test_criteo_schema_names_a_bad_hex_value(tmp_path):

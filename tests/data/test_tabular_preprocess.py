@@ -196,6 +196,7 @@ def test_bad_lines_skip_counts_them_with_line_numbers(table_csv, tmp_path):
     meta = preprocess_table(SPEC, bad, tmp_path / "out", on_bad_line="skip", workers=2, unit_bytes=3000)
     assert meta["rows"]["total"] == 297
     ex = [(e["line"], e["reason"]) for e in meta["bad_lines"]["examples"]]
+    assert {e["path"] for e in meta["bad_lines"]["examples"]} == {str(bad)}
     assert ex == [(11, "label column 'click' not 0/1"), (21, "non-numeric value in dense column 'price'"),
                   (31, "wrong column count (expected 11)")]
 

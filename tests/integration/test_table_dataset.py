@@ -49,6 +49,20 @@ def test_dlrm_config_trains_on_a_schema_dataset_with_every_field_from_metadata(r
     assert summary["test"]["auc"] > 0.5
 
 
+def test_a_criteo_dlrm_config_trains_on_a_schema_dataset(run):
+    """A config written for Criteo names no field: on Avazu-shaped data it takes every field from metadata."""
+    from recsys_emb.config import load_config
+    from recsys_emb.training import train
+
+    d, _ = run
+    config = "dlrm_criteo_like_mixed.yaml"
+    cfg = load_config(ROOT / "configs" / config, [
+        f"data.path={d / 'data'}", "data.batch_size=256", "train.max_steps=2", "train.eval_every=0",
+        "train.checkpoint_every=0", f"train.out_dir={d / config}", "train.progress=false", "train.log_every=0"])
+    summary = train(cfg)
+    assert summary["embedding_params"] > 0 and 0.0 <= summary["test"]["auc"] <= 1.0
+
+
 def test_baselines_on_a_schema_dataset(run):
     from recsys_emb.baselines import baselines
 

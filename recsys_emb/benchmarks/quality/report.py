@@ -11,10 +11,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from recsys_emb.benchmarks.common import format_mb
 from recsys_emb.benchmarks.quality.runs import VARIANT_ORDER
-from recsys_emb.benchmarks.quality.sections import MIXED_FORMS, QR_OPS
+from recsys_emb.benchmarks.quality.sections import AVAZU_VARIANTS, MIXED_FORMS, QR_OPS
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES
 
-__all__ = ["report", "movielens_report", "plot", "init_report", "qr_ops_report", "mixed_forms_report"]
+__all__ = ["report", "movielens_report", "plot", "init_report", "qr_ops_report", "mixed_forms_report", "avazu_report"]
 
 
 def init_report(res: Dict[str, Any], command: str) -> str:
@@ -351,6 +351,49 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
     if ml:
         lines += ["", *_movielens_lines(ml)]
     secs = sum(r.get("seconds", 0) for r in res["rows"]) + sum(r.get("seconds", 0) for r in (ml or {}).get("rows", []))
+    lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
+              f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def avazu_report(res: Dict[str, Any], command: str) -> str:
+    """The avazu section (:func:`~recsys_emb.benchmarks.quality.sections.run_avazu`) as Markdown: each
+    variant's bytes and test AUC / log loss per budget (mean and range over the seeds), the constant and
+    logistic-regression rows, the ceiling, ``command`` under it."""
+    rows_n = res["data"]["rows"] or {}
+    overrides = "".join(f" `--set {o}`" for o in res["overrides"])
+    lines = [f"Avazu-shaped synthetic data (`recsys-emb generate avazu-like --rows {rows_n.get('total', 0):,}`, "
+             "planted click probabilities), preprocessed under the example schema `configs/schemas/avazu.yaml` "
+             "with `device_id` and `device_ip` counted (min_count 2) rather than hashed, so the full row keeps "
+             f"every value seen twice; split by `hour` (train {rows_n.get('train', 0):,}, valid "
+             f"{rows_n.get('valid', 0):,}, test {rows_n.get('test', 0):,} rows). DLRM `{res['config']}`{overrides} "
+             "at its defaults, every field from the data's metadata; each variant the largest configuration within "
+             f"each budget, as in the main table. {_seeds_text(res).capitalize()}.", "",
+             "| variant | budget | embedding bytes | x full | test AUC | test log loss |", "|---|---:|---:|---:|---:|---:|"]
+    for b in dict.fromkeys(r["budget"] for r in res["rows"]):
+        for v in AVAZU_VARIANTS:
+            r = next((x for x in res["rows"] if x["variant"] == v and x["budget"] == b), None)
+            if r is None:
+                continue
+            if not r.get("reachable"):
+                lines.append(f"| {v} | {b} | out of reach | | | |")
+                continue
+            lines.append(f"| {v} | {b} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} | {_cell(r, 'test_auc')} | "
+                         f"{_cell(r, 'test_logloss')} |")
+    names = {"constant": "constant (training positive rate)", "logistic_regression": "logistic regression (one-hot)"}
+    for k, b in res["baselines"].items():
+        lines.append(f"| {names.get(k, k)} | | | | {b['auc']:.4f} | {b['logloss']:.4f} |")
+    if res.get("ceiling_auc"):
+        lines.append(f"| ceiling (true probabilities) | | | | {res['ceiling_auc']:.4f} | |")
+    full = next((r for r in res["rows"] if r["variant"] == "full" and r["budget"] == "1" and r.get("reachable")), None)
+    lr = res["baselines"].get("logistic_regression")
+    if full is not None and lr is not None:
+        d = full["test_auc"] - lr["auc"]
+        aucs = full.get("seed_test_auc") or [full["test_auc"]]
+        lines += ["", f"- DLRM with full tables minus the logistic regression, test AUC: {d:+.4f} "
+                  f"({'ahead' if d > 0 else 'behind'} on the mean; ahead at {sum(a > lr['auc'] for a in aucs)} of "
+                  f"{len(aucs)} seeds)."]
+    secs = sum(r.get("seconds", 0) for r in res["rows"] if r.get("reachable"))
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
               f"Command: `{command}`"]
     return "\n".join(lines)

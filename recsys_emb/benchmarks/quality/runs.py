@@ -17,7 +17,7 @@ import yaml
 
 from recsys_emb.benchmarks.common import size_groups
 
-__all__ = ["VARIANT_ORDER", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
+__all__ = ["VARIANT_ORDER", "AVAZU_VARIANTS", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
            "parse_budget", "base_dict", "section_base", "with_embeddings", "bytes_of", "variant_runs", "searched_run",
            "train_run", "seeded_runs", "train_seeds"]
 
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_INIT_SCALES = "0.05,0.1,0.2,0.3,0.5"
 SEARCH_COMPRESSION = (1.0, 4.0, 16.0, 64.0, 256.0)
 VARIANT_ORDER = ("full", "hashed", "multi_hash", "qr", "mixed", "mixed_field", "unified", "searched")
+AVAZU_VARIANTS = tuple(v for v in VARIANT_ORDER if v != "searched")
+"""The avazu section's rows: every fixed variant of the main section (the searched row's Optuna search is left out)."""
 QUICK_OVERRIDES = ["data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}", "data.batch_size=512",
                    "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]", "embeddings.dim=8", "embeddings.min_rows=64",
                    "train.checkpoint_every=0", "train.max_steps=20"]
@@ -54,6 +56,8 @@ class QualitySettings:
             or ``0.1`` when quick); ``init_budget`` is also the qr-ops section's budget.
         table_dtypes: the main section's trained models are also scored with their tables stored in these
             (``int8``, ``fp16``; empty: none), without retraining.
+        avazu_rows, avazu_config, avazu_overrides: the avazu section's generated rows and its DLRM config;
+            avazu_variants, avazu_budgets: its rows (budgets None: ``budgets``).
     """
 
     out_dir: str
@@ -76,6 +80,11 @@ class QualitySettings:
     init_scales: Optional[str] = None
     init_budget: str = "1/4"
     table_dtypes: Sequence[str] = ("int8", "fp16")
+    avazu_rows: int = 200_000
+    avazu_config: str = "configs/dlrm.yaml"
+    avazu_overrides: List[str] = field(default_factory=list)
+    avazu_variants: Sequence[str] = AVAZU_VARIANTS
+    avazu_budgets: Optional[str] = None
 
 
 def parse_budget(text: str) -> Fraction:

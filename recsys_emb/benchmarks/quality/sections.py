@@ -1,6 +1,7 @@
 """The sections of the quality benchmark, each a set of trainings returning its rows: ``main`` (every
 variant at every budget on Criteo-like data, and MovieLens), ``init`` (the initialisation scale),
-``qr-ops`` (QR's ops at equal bytes) and ``mixed-forms`` (mixed dimension's two forms at equal bytes)."""
+``qr-ops`` (QR's ops at equal bytes), ``mixed-forms`` (mixed dimension's two forms at equal bytes) and
+``avazu`` (the variants and the reference rows on Avazu-shaped synthetic data read through a schema)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List
 
-from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
+from recsys_emb.benchmarks.quality.runs import (AVAZU_VARIANTS, DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
                                                 QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
                                                 section_base, seeded_runs, train_run, train_seeds, variant_runs,
                                                 with_embeddings)
 from recsys_emb.benchmarks.quality.storage import score_storage
 
-__all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms"]
+__all__ = ["QR_OPS", "MIXED_FORMS", "AVAZU_VARIANTS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops",
+           "run_mixed_forms", "run_avazu", "avazu_dataset"]
 
 logger = logging.getLogger(__name__)
 
 QR_OPS = ("mult", "add", "concat")
 MIXED_FORMS = (("blocks", 4), ("field", 1))
 """Mixed-dimension forms of the mixed-forms section: (name, ``num_blocks``)."""
+AVAZU_SCHEMA_CHANGES: Dict[str, Any] = {"columns": {}}
+"""The avazu section's schema: the shipped example (configs/schemas/avazu.yaml) with ``device_id`` and
+``device_ip`` counted (``min_count`` 2) instead of hashed into 500k / 1M buckets, so that the full row
+holds one row per value seen twice and the variants do the compressing."""
 
 
 def _schema(base: Dict[str, Any]) -> Any:
@@ -153,3 +159,56 @@ def run_mixed_forms(s: QualitySettings) -> Dict[str, Any]:
                                       "alpha": run["embeddings"]["alpha"]}))
         rows += seeded_runs(forms, seeds, Path(s.out_dir), f"mixed_{str(budget).replace('/', '_')}")
     return {"rows": rows, "budgets": [str(b) for b in budgets], "seeds": seeds, "full_bytes": full_bytes}
+
+
+def avazu_dataset(s: QualitySettings) -> Path:
+    """The avazu section's data: ``s.avazu_rows`` Avazu-shaped rows (``generate avazu-like``, scale 0.01,
+    seed 0) preprocessed under the example schema (:data:`AVAZU_SCHEMA_CHANGES`); both are kept in
+    ``s.out_dir`` and made again only when missing."""
+    from recsys_emb.data.avazu_like import generate_avazu_like
+    from recsys_emb.data.tabular import load_table_spec, preprocess_table
+
+    out = Path(s.out_dir)
+    raw, data = out / f"avazu-like-{s.avazu_rows}-raw", out / f"avazu-like-{s.avazu_rows}"
+    if not (data / "metadata.json").is_file():
+        if not (raw / "generator.json").is_file():
+            generate_avazu_like(raw, s.avazu_rows, scale=0.01, seed=0, overwrite=True)
+        spec = load_table_spec("configs/schemas/avazu.yaml")
+        preprocess_table({**spec.to_dict(), **AVAZU_SCHEMA_CHANGES}, raw / "avazu_like.csv", data, overwrite=True)
+    return data
+
+
+def run_avazu(s: QualitySettings) -> Dict[str, Any]:
+    """DLRM (``s.avazu_config``, every field from the data's metadata) with each of
+    ``s.avazu_variants`` (default :data:`AVAZU_VARIANTS`) at every budget of ``s.avazu_budgets`` (default
+    ``s.budgets``), ``s.main_seeds`` seeds each, and the
+    constant and logistic-regression rows (:func:`recsys_emb.baselines.baseline_report`), on
+    :func:`avazu_dataset`."""
+    from recsys_emb.baselines import baseline_report
+
+    out = Path(s.out_dir)
+    data = avazu_dataset(s)
+    overrides = [f"data.path={data}", *s.avazu_overrides] + (["train.max_steps=20", "data.batch_size=512"]
+                                                             if s.quick else [])
+    base = base_dict(s.avazu_config, overrides)
+    _, meta, schema = _schema(base)
+    full_bytes = bytes_of(with_embeddings(base, variant="full"), schema)
+    rows: List[Dict[str, Any]] = []
+    for budget in [parse_budget(b) for b in (s.avazu_budgets or s.budgets).split(",")]:
+        runs = variant_runs(base, schema, budget, full_bytes)
+        for v in s.avazu_variants:
+            run = runs.get(v)
+            if run is None:
+                rows.append({"variant": v, "budget": str(budget), "reachable": False})
+                continue
+            r = train_seeds(run, f"avazu_{v}_{str(budget).replace('/', '_')}", out, s.main_seeds, s.reuse)
+            r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
+            rows.append(r)
+            logger.info("avazu %s @ %s: test AUC %.4f (%.3f of the full bytes)", v, budget, r["test_auc"],
+                        r["bytes_ratio"])
+    ref = baseline_report(data, splits=("test",))
+    baselines = {name: res["test"].to_dict() for name, res in ref.items()}
+    return {"rows": rows, "baselines": baselines, "full_bytes": full_bytes,
+            "ceiling_auc": next((r["ceiling_auc"] for r in rows if r.get("ceiling_auc")), None),
+            "data": {"path": str(data), "rows": meta.get("rows"), "vocab_sizes": meta.get("vocab_sizes")},
+            "config": s.avazu_config, "overrides": list(s.avazu_overrides), "base": base}

@@ -41,7 +41,7 @@ from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, time_split_sizes, w
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
 from recsys_emb.errors import DataError, RecsysEmbError
 
-__all__ = ["preprocess", "load_counts", "default_workers", "MapUnits", "chunk_table"]
+__all__ = ["preprocess", "load_counts", "default_workers", "MapUnits", "chunk_table", "criteo_metadata"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -294,35 +294,56 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
         shutil.rmtree(cache_dir, ignore_errors=True)
     files = {s: _rename_in_order(out, s, shards) for s, shards in files.items()}
 
-    vocab_sizes = {c: v.size for c, v in zip(CAT_COLUMNS, vocabs)}
     save_vocabularies(out, dict(zip(CAT_COLUMNS, vocabs)))
+    meta = criteo_metadata(
+        inputs=[str(p) for p in paths], split_rows=(n_train, n_valid, n_test), files=files, min_count=min_count,
+        vocab_from=vocab_from, test_fraction=test_fraction, valid_fraction=valid_fraction,
+        vocabs=dict(zip(CAT_COLUMNS, vocabs)), oov_rows=oov_rows, vocab_source=vocab_source,
+        missing_flags=missing_flags, with_truth=with_truth, bad_lines=report.to_dict(),
+        seconds=time.perf_counter() - t0)
+    write_metadata(out, meta)  # last: a directory without it is not a dataset
+    return meta
+
+
+def criteo_metadata(*, inputs: List[str], split_rows: Tuple[int, int, int], files: Dict[str, List[Tuple[str, int]]],
+                    min_count: int, vocab_from: str, test_fraction: float, valid_fraction: Optional[float],
+                    vocabs: Dict[str, Vocabulary], oov_rows: Sequence[int], vocab_source: Optional[str],
+                    missing_flags: bool, with_truth: bool, bad_lines: Dict[str, Any], seconds: float) -> Dict[str, Any]:
+    """The ``metadata.json`` of processed Criteo data, the same keys whichever reader wrote it (this one,
+    or the schema reader under ``--schema criteo``).
+
+    Args:
+        inputs: the input files as given; split_rows: ``(train, valid, test)`` rows; files: each split's
+            ``(shard name, rows)``; vocabs: the vocabulary of each of C1..C26; oov_rows: per field, the
+            values mapped to its OOV id; bad_lines: the read report as a dict; seconds: the run's time.
+    """
+    n_train, n_valid, n_test = split_rows
+    vocab_sizes = {c: v.size for c, v in vocabs.items()}
     schema = criteo_schema(vocab_sizes, with_true_prob=with_truth, missing_flags=missing_flags)
-    meta: Dict[str, Any] = {
+    return {
         "dataset": "criteo",
         "format_version": 1,
-        "inputs": [str(p) for p in paths],
-        "rows": {"total": n_rows, "train": n_train, "valid": n_valid, "test": n_test},
+        "inputs": list(inputs),
+        "rows": {"total": n_train + n_valid + n_test, "train": n_train, "valid": n_valid, "test": n_test},
         "files": {s: [{"name": n, "rows": r} for n, r in files[s]] for s in SPLITS},
         "min_count": min_count,
         "vocab_from": vocab_from,
         "test_fraction": test_fraction,
         "valid_fraction": test_fraction if valid_fraction is None else valid_fraction,
         "vocab_sizes": vocab_sizes,
-        "oov_ids": {c: v.oov_id for c, v in zip(CAT_COLUMNS, vocabs)},
-        "oov_rows_train": {c: int(v.counts[-1]) for c, v in zip(CAT_COLUMNS, vocabs)},
-        "oov_rows": dict(zip(CAT_COLUMNS, oov_rows)),
+        "oov_ids": {c: v.oov_id for c, v in vocabs.items()},
+        "oov_rows_train": {c: int(v.counts[-1]) for c, v in vocabs.items()},
+        "oov_rows": dict(zip(vocabs, (int(n) for n in oov_rows))),
         "vocab_source": vocab_source,
         "counts_file": "counts.npz",
         "vocab_file": "vocab.npz",
         "missing_value": "empty categorical = raw value -1, ranked like any other value",
         "dense_transform": "log(1 + max(x, 0)); missing = 0",
         "missing_flags": missing_flags,
-        "bad_lines": report.to_dict(),
+        "bad_lines": bad_lines,
         "schema": schema.to_dict(),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": round(seconds, 3),
     }
-    write_metadata(out, meta)  # last: a directory without it is not a dataset
-    return meta
 
 
 def _shifted(resume: Tuple[int, int], by: int) -> Tuple[int, int]:

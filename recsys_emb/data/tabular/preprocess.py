@@ -20,26 +20,26 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_emb.data.criteo.inputs import expand_inputs
-from recsys_emb.data.criteo.preprocess import _rename_in_order, default_workers
+from recsys_emb.data.criteo.preprocess import _rename_in_order, criteo_metadata, default_workers
 from recsys_emb.data.criteo.reader import ReadReport
 from recsys_emb.data.criteo.units import Unit, UnitOutput, UnitScan, ValueCounts, merge_scans, plan_units
-from recsys_emb.data.movielens import _ranges
 from recsys_emb.data.engine import unit_engine
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import (DATASET_ENTRIES, SPLITS, ShardedParquetWriter, TableSchema, read_metadata,
                                     write_metadata)
-from recsys_emb.data.tabular.reader import SPLIT_BY_POSITION, RowChunk, iter_table_chunks, read_columns
+from recsys_emb.data.tabular.reader import SPLIT_BY_POSITION, RowChunk, iter_table_chunks, ranges, read_columns
 from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec, load_table_spec
 from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
 from recsys_emb.errors import ConfigError, DataError, RecsysEmbError
 
-__all__ = ["preprocess_table", "preprocess_frame", "TableReading", "chunk_ids_table", "DATASET_NAME", "as_spec"]
+__all__ = ["preprocess_table", "preprocess_frame", "TableReading", "DatasetFinish", "chunk_ids_table", "DATASET_NAME", "as_spec"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -47,6 +47,16 @@ DATASET_NAME = "table"
 """``metadata.json``'s ``dataset`` of a table processed under a schema."""
 OWNED = DATASET_ENTRIES + (COUNTS_FILE, VOCAB_FILE)
 _UNIT_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class DatasetFinish:
+    """How a built-in reader that runs on this path ends its output: ``metadata`` maps the table metadata
+    (what :func:`preprocess_table` returns) to the ``metadata.json`` the reader has always written, and
+    ``save_vocabulary`` says whether ``counts.npz`` / ``vocab.npz`` are written."""
+
+    metadata: Callable[[Dict[str, Any]], Dict[str, Any]]
+    save_vocabulary: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,14 @@ class TableReading:
     """A file's name in messages, where it is not its path (a DataFrame's temporary file)."""
     chunk_bytes: int = 8 << 20
     header: bool = True
+
+    @property
+    def counted(self) -> Tuple[bool, ...]:
+        """Per id field: whether its values are counted (a counted vocabulary is built from them)."""
+        return tuple(self.spec.vocab_options(c).vocab == "count"
+                     and not (c in self.spec.sequence and self.spec.sequence[c].counts == "candidate"
+                              and self.spec.sequence[c].candidate is not None)
+                     for c in self.cols.id_fields)
 
     def chunks(self, unit: Unit, *, first_line: int, on_bad_line: str, report: Optional[ReadReport] = None,
                skip_before_line: int = 0) -> Iterable[RowChunk]:
@@ -81,14 +99,18 @@ class _Stats:
     def empty(cls, cols: ResolvedColumns) -> "_Stats":
         return cls(ValueCounts(len(cols.id_fields)), np.zeros((3, len(cols.dense))))
 
-    def add(self, chunk: RowChunk, rows: np.ndarray) -> None:
+    def add(self, chunk: RowChunk, rows: np.ndarray, counted: Sequence[bool]) -> None:
+        """Add the rows ``rows`` of ``chunk``; values of the id fields whose ``counted`` is False are not
+        counted (their ids need no counts)."""
         if not len(rows):
             return
         k = chunk.cats.shape[0]
         for j in range(k):
-            self.counts.add_values(j, chunk.cats[j, rows])
+            if counted[j]:
+                self.counts.add_values(j, chunk.cats[j, rows])
         for b, (off, keys) in enumerate(chunk.bags):
-            self.counts.add_values(k + b, keys[_ranges(off[:-1][rows], np.diff(off)[rows])])
+            if counted[k + b]:
+                self.counts.add_values(k + b, keys[ranges(off[:-1][rows], np.diff(off)[rows])])
         d = chunk.dense[rows]
         seen = ~np.isnan(d)
         z = np.where(seen, d, 0.0)
@@ -115,7 +137,7 @@ def _scan(unit: Unit, *, reading: TableReading, first_line: int = 1, on_bad_line
     for chunk in reading.chunks(unit, first_line=first_line, on_bad_line=on_bad_line, report=report):
         known = chunk.split != SPLIT_BY_POSITION
         split_rows += np.bincount(chunk.split[known], minlength=3)[:3]
-        stats.add(chunk, np.flatnonzero((chunk.split == 0) | ~known))
+        stats.add(chunk, np.flatnonzero((chunk.split == 0) | ~known), reading.counted)
     s = _Scan(unit, first_line, report.rows, report.lines, report)
     s.stats, s.split_rows = stats, (int(split_rows[0]), int(split_rows[1]), int(split_rows[2]))
     return s
@@ -128,13 +150,14 @@ def _tail(job: Tuple[Unit, int, int], reading: TableReading) -> _Stats:
     seen = 0
     for chunk in reading.chunks(unit, first_line=first_line, on_bad_line="skip", report=ReadReport()):
         lo = max(skip - seen, 0)
-        stats.add(chunk, np.arange(lo, len(chunk)))
+        stats.add(chunk, np.arange(lo, len(chunk)), reading.counted)
         seen += len(chunk)
     return stats
 
 
 def _dense_columns(chunk: RowChunk, spec: TableSpec, cols: ResolvedColumns, dense_stats: Dict[str, Dict[str, float]]
                    ) -> Dict[str, pa.Array]:
+    """Each dense column, transformed (missing = 0), followed by its missing flag."""
     out: Dict[str, pa.Array] = {}
     missing = np.isnan(chunk.dense)
     for j, c in enumerate(cols.dense):
@@ -147,21 +170,25 @@ def _dense_columns(chunk: RowChunk, spec: TableSpec, cols: ResolvedColumns, dens
         else:
             v = x
         out[c] = pa.array(np.where(missing[:, j], 0.0, v).astype(np.float32))
-    for j, f in enumerate(cols.dense_flags):
-        out[f] = pa.array(missing[:, j].astype(np.float32))
+        if cols.dense_flags:
+            out[cols.dense_flags[j]] = pa.array(missing[:, j].astype(np.float32))
     return out
 
 
 def chunk_ids_table(chunk: RowChunk, spec: TableSpec, cols: ResolvedColumns, vocabs: Dict[str, Vocabulary],
                     dense_stats: Dict[str, Dict[str, float]], oov_rows: Optional[Dict[str, int]] = None,
                     true_prob: Optional[np.ndarray] = None) -> pa.Table:
-    """The processed columns of a chunk: ``label`` (the spec's label column, int8), the dense columns
-    (float32, transformed, missing = 0) and their ``{column}_missing`` flags, each categorical column as
-    int64 ids, each multi-valued / sequence column as ``list<int64>`` ids, ``true_prob`` when given.
-    Ids come from ``vocabs`` (unknown values -> the OOV id) or, for ``vocab: hash`` columns, the value's key
-    modulo the buckets. ``oov_rows``: a dict to add each field's count of values mapped to its OOV id to."""
-    cols_out: Dict[str, pa.Array] = {cols.label: pa.array(chunk.labels, pa.int8())}
-    cols_out.update(_dense_columns(chunk, spec, cols, dense_stats))
+    """The processed columns of a chunk, in the input's column order: the label column (int8), each dense
+    column (float32, transformed, missing = 0) followed by its ``{column}_missing`` flag, each categorical
+    column as int64 ids, each multi-valued / sequence column as ``list<int64>`` ids, each ``keep`` column as
+    read (text as strings); then ``true_prob`` when given. Ids come from ``vocabs`` (unknown values -> the
+    OOV id), or for ``vocab: hash`` columns the value's key modulo the buckets, or for ``vocab: ids``
+    columns the value itself. ``oov_rows``: a dict to add each field's count of values mapped to its OOV
+    id to."""
+    made: Dict[str, pa.Array] = {cols.label: pa.array(chunk.labels, pa.int8())}
+    made.update(_dense_columns(chunk, spec, cols, dense_stats))
+    for c, arr in chunk.kept.items():
+        made[c] = pc.cast(arr, pa.string()) if pa.types.is_binary(arr.type) else arr
     k = len(cols.categorical)
     for j, c in enumerate(cols.id_fields):
         keys = chunk.cats[j] if j < k else chunk.bags[j - k][1]
@@ -169,15 +196,20 @@ def chunk_ids_table(chunk: RowChunk, spec: TableSpec, cols: ResolvedColumns, voc
         if o.vocab == "hash":
             assert o.buckets is not None
             ids = (keys.view(np.uint64) % np.uint64(o.buckets)).astype(np.int64)
+        elif o.vocab == "ids":
+            ids = keys
         else:
             ids = vocabs[c].lookup(keys)
             if oov_rows is not None:
                 oov_rows[c] = oov_rows.get(c, 0) + int(np.count_nonzero(ids == vocabs[c].oov_id))
         if j < k:
-            cols_out[c] = pa.array(ids)
+            made[c] = pa.array(ids)
         else:
             off = chunk.bags[j - k][0]
-            cols_out[c] = pa.ListArray.from_arrays(pa.array(off.astype(np.int32)), pa.array(ids, pa.int64()))
+            made[c] = pa.ListArray.from_arrays(pa.array(off.astype(np.int32)), pa.array(ids, pa.int64()))
+    flag_of = dict(zip(cols.dense, cols.dense_flags))
+    order = [x for c in cols.file_columns if c in made for x in (c, flag_of.get(c)) if x is not None]
+    cols_out = {c: made[c] for c in order}
     if true_prob is not None:
         cols_out["true_prob"] = pa.array(true_prob.astype(np.float32))
     return pa.table(cols_out)
@@ -255,7 +287,7 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
                      row_group_rows: int = 1 << 17, workers: Optional[int] = None, unit_bytes: int = _UNIT_BYTES,
                      max_reported_bad_lines: int = 1000, overwrite: bool = False, vocab: Optional[PathLike] = None,
                      engine: str = "process", address: Optional[str] = None,
-                     _shown: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                     finish: Optional["DatasetFinish"] = None, _shown: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Preprocess a table described by a schema into a dataset directory.
 
     Args:
@@ -273,6 +305,8 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
         vocab: map with this vocabulary and these dense statistics instead of counting them: a model
             directory or a dataset processed under the same schema (a new day gets the ids a model was
             trained with; values it lacks map to the OOV id, counted in ``oov_rows``).
+        finish: a built-in reader's layout of ``metadata.json`` and whether the vocabulary files are
+            written (:class:`DatasetFinish`; MovieLens uses it); None: the table layout below.
     Returns:
         The metadata also written to ``out_dir/metadata.json``: ``rows`` per split, ``vocab_sizes``,
         ``oov_ids``, ``oov_rows``, ``dense_stats``, ``bad_lines``, ``schema`` (the batch schema) and
@@ -286,6 +320,7 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     """
     t0 = time.perf_counter()
     spec = as_spec(schema)
+    spec.check_builtin()
     if on_bad_line not in ("error", "skip"):
         raise ValueError(f"on_bad_line must be 'error' or 'skip', got {on_bad_line!r}")
     workers = default_workers() if workers is None else workers
@@ -295,6 +330,9 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
     valid_paths = expand_inputs(list(valid)) if valid else []
     test_paths = expand_inputs(list(test)) if test else []
     by_file = bool(valid_paths or test_paths)
+    if by_file and spec.dataset != "table":
+        raise ConfigError(f"schema {spec.source or spec.dataset}: the {spec.dataset} dataset splits by fractions; "
+                          "--valid/--test files need dataset: table")
     if by_file and (spec.split.time_column is not None or (spec.split.valid, spec.split.test) != (0.1, 0.1)):
         raise ConfigError(f"schema {spec.source or ''}: split is set and --valid/--test files are given; "
                           "split either by files or by the schema's split, not both")
@@ -308,10 +346,8 @@ def preprocess_table(schema: Union[TableSpec, PathLike, Dict[str, Any]], inputs:
             unit_engine(engine, workers, address) as mapper:
         meta = _run(reading, paths, tmp, mapper=mapper, on_bad_line=on_bad_line, unit_bytes=unit_bytes,
                     rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
-                    max_examples=max_reported_bad_lines, t0=t0, given=given)
-        if vocab is not None:
-            meta["vocab_source"] = str(Path(vocab).resolve())
-            write_metadata(tmp, meta)
+                    max_examples=max_reported_bad_lines, t0=t0, given=given,
+                    vocab_source=None if vocab is None else str(Path(vocab).resolve()), finish=finish)
     logger.info("preprocessed %d rows into %s in %.1fs", meta["rows"]["total"], out_dir, meta["seconds"])
     return meta
 
@@ -327,16 +363,19 @@ def _given(directory: PathLike, spec: TableSpec, cols: ResolvedColumns
         facts = read_metadata(d)
     else:
         raise DataError(f"--vocab {d}: neither a model directory (model.json) nor a processed dataset (metadata.json)")
-    if facts.get("dataset") != DATASET_NAME or "dense_stats" not in facts:
-        raise DataError(f"--vocab {d}: its data was not processed under a schema (dataset "
-                        f"{facts.get('dataset')!r}); pass the model or dataset of a `preprocess --schema` run")
+    if facts.get("dataset") != spec.dataset or (spec.dataset == DATASET_NAME and "dense_stats" not in facts):
+        raise DataError(f"--vocab {d}: its data is not a {spec.dataset!r} dataset (dataset "
+                        f"{facts.get('dataset')!r}); pass the model or dataset of a `preprocess --schema` run "
+                        "under the same schema")
     vocabs = load_vocabulary(d)
     counted = [c for c in cols.id_fields if spec.vocab_options(c).vocab == "count"]
-    lacking = [c for c in counted if c not in vocabs] + [c for c in cols.dense if c not in facts["dense_stats"]]
+    stats = facts.get("dense_stats", {})  # a built-in dataset's dense columns need none (log1p)
+    lacking = [c for c in counted if c not in vocabs] + [c for c in cols.dense
+                                                        if c not in stats and spec.dense[c] == "standardize"]
     if lacking:
         raise DataError(f"--vocab {d}: it lacks the fields {lacking} of this schema; pass the model or dataset "
                         "processed under the same schema")
-    return {c: vocabs[c] for c in counted}, {c: facts["dense_stats"][c] for c in cols.dense}
+    return {c: vocabs[c] for c in counted}, {c: stats.get(c, {"mean": 0.0, "std": 1.0, "count": 0}) for c in cols.dense}
 
 
 def _plan(paths: Sequence[Path], reading: TableReading, unit_bytes: int) -> List[Unit]:
@@ -361,7 +400,8 @@ def _scan_all(units: List[Unit], reading: TableReading, mapper: Any, on_bad_line
 
 def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on_bad_line: str, unit_bytes: int,
          rows_per_shard: int, row_group_rows: int, max_examples: int, t0: float,
-         given: Optional[Tuple[Dict[str, Vocabulary], Dict[str, Dict[str, float]]]] = None) -> Dict[str, Any]:
+         given: Optional[Tuple[Dict[str, Vocabulary], Dict[str, Dict[str, float]]]] = None,
+         vocab_source: Optional[str] = None, finish: Optional["DatasetFinish"] = None) -> Dict[str, Any]:
     spec, cols = reading.spec, reading.cols
     units = _plan(paths, reading, unit_bytes)
     scans = _scan_all(units, reading, mapper, on_bad_line, max_examples)
@@ -404,7 +444,7 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
     index = {c: j for j, c in enumerate(cols.id_fields)}
     for cand, hist in (pairs if given is None else []):  # one vocabulary over both columns' values
         both = ValueCounts(1)
-        for f in (cand, hist):
+        for f in ((cand,) if spec.sequence[hist].counts == "candidate" else (cand, hist)):
             both.add_counts(0, counts.keys[index[f]], counts.counts[index[f]])
         both.compact()
         min_count = spec.vocab_options(cand).min_count
@@ -436,8 +476,18 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         oov_rows = [a + b for a, b in zip(oov_rows, part.oov_rows)]
     scratch.unlink()
     files = {s: _rename_in_order(out, s, shards) for s, shards in files.items()}
-    save_vocabularies(out, vocabs)
+    if finish is None or finish.save_vocabulary:
+        save_vocabularies(out, vocabs)
 
+    if spec.dataset == "criteo":  # the Criteo reader's metadata.json
+        criteo_meta = criteo_metadata(
+            inputs=[reading.shown.get(str(p), str(p)) for p in paths], split_rows=(n_train, n_valid, n_test),
+            files=files, min_count=spec.min_count, vocab_from="train", test_fraction=float(spec.split.test),
+            valid_fraction=float(spec.split.valid), vocabs=vocabs, oov_rows=oov_rows, vocab_source=vocab_source,
+            missing_flags=spec.missing_flags, with_truth=with_truth, bad_lines=report.to_dict(),
+            seconds=time.perf_counter() - t0)
+        write_metadata(out, criteo_meta)
+        return criteo_meta
     vocab_sizes = {c: (vocabs[c].size if c in vocabs else int(spec.vocab_options(c).buckets or 0))
                    for c in cols.id_fields}
     schema = TableSchema(dense=cols.dense + cols.dense_flags, sparse=cols.categorical, jagged=cols.bags,
@@ -456,7 +506,8 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         "oov_ids": {c: v.oov_id for c, v in vocabs.items()},
         "oov_rows_train": {c: int(v.counts[-1]) for c, v in vocabs.items()},
         "oov_rows": dict(zip(cols.id_fields, oov_rows)),
-        "hashed_fields": [c for c in cols.id_fields if c not in vocabs],
+        "hashed_fields": [c for c in cols.id_fields if spec.vocab_options(c).vocab == "hash"],
+        "given_ids": [c for c in cols.id_fields if spec.vocab_options(c).vocab == "ids"],
         "item_pairs": [list(p) for p in pairs],
         "counts_file": COUNTS_FILE,
         "vocab_file": VOCAB_FILE,
@@ -470,6 +521,10 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         "schema": schema.to_dict(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if vocab_source is not None:
+        meta["vocab_source"] = vocab_source
+    if finish is not None:
+        meta = finish.metadata(meta)
     write_metadata(out, meta)  # last: a directory without it is not a dataset
     return meta
 
@@ -500,7 +555,7 @@ def preprocess_frame(frame: Any, schema: Union[TableSpec, PathLike, Dict[str, An
                 continue
             table = f if isinstance(f, pa.Table) else pa.Table.from_pandas(f, preserve_index=False)
             p = str(Path(d) / f"{role}.parquet")
-            pq.write_table(table, p)
+            pq.write_table(table, p, compression="none")  # read back at once: speed over size
             shown[p] = "<frame>" if role == "input" else f"<{role} frame>"
             files[role] = [p]
         return preprocess_table(spec, files["input"], out_dir, valid=files.get("valid", ()),

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -38,7 +38,7 @@ from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec
 from recsys_emb.errors import DataError
 from recsys_emb.hashing import hash_raw_value
 
-__all__ = ["RowChunk", "iter_table_chunks", "read_columns", "hash_keys", "frame_chunk", "TEXT_MAX_LINE_BYTES", "SPLIT_BY_POSITION"]
+__all__ = ["RowChunk", "iter_table_chunks", "read_columns", "hash_keys", "int_keys", "ranges", "frame_chunk", "TEXT_MAX_LINE_BYTES", "SPLIT_BY_POSITION"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -61,6 +61,7 @@ class RowChunk:
         split: int8 ``(n,)``: 0/1/2 (train/valid/test) or :data:`SPLIT_BY_POSITION`.
         lines: int64 ``(n,)`` 1-based line numbers (Parquet: row numbers) in ``path``.
         path: the file as messages name it.
+        kept: the spec's ``keep`` columns, as read (``n`` values each).
     """
 
     labels: np.ndarray
@@ -70,6 +71,7 @@ class RowChunk:
     split: np.ndarray
     lines: np.ndarray
     path: str
+    kept: Dict[str, pa.Array] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -129,9 +131,65 @@ def _dense_values(arr: Union[pa.Array, pa.ChunkedArray]) -> Tuple[np.ndarray, np
     return out, bad
 
 
-def _bag(arr: Union[pa.Array, pa.ChunkedArray], separator: str, max_len: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for each pair, vectorized.
+
+    Example:
+        >>> ranges(np.array([5, 0]), np.array([2, 3])).tolist()
+        [5, 6, 0, 1, 2]
+    """
+    total = int(lengths.sum())
+    out_start = np.cumsum(lengths) - lengths
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - out_start, lengths)
+
+
+def int_keys(arr: Union[pa.Array, pa.ChunkedArray]) -> Tuple[np.ndarray, np.ndarray]:
+    """``(int64 keys, bool bad mask)`` of a column of decimal integers (``values: int``): each value's
+    number; empty or null -> ``MISSING_ID``; a value that is no integer is bad.
+
+    Example:
+        >>> k, bad = int_keys(pa.array(["12", "", "x", "7"]))
+        >>> k.tolist(), bad.tolist()
+        ([12, -1, -1, 7], [False, False, True, False])
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_integer(arr.type):
+        return pc.cast(arr, pa.int64()).fill_null(MISSING_ID).to_numpy(zero_copy_only=False), np.zeros(len(arr), bool)
+    b = pc.cast(_as_binary(arr), pa.string())
+    empty = pc.equal(pc.utf8_length(b), 0)
+    try:
+        v = pc.cast(pc.if_else(empty, pa.scalar(str(MISSING_ID)), b), pa.int64())
+        return v.to_numpy(zero_copy_only=False), np.zeros(len(b), bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    out = np.full(len(b), MISSING_ID, np.int64)
+    bad = np.zeros(len(b), bool)
+    for i, raw in enumerate(b.to_pylist()):
+        if raw:
+            try:
+                out[i] = int(raw.strip())
+            except ValueError:
+                bad[i] = True
+    return out, bad
+
+
+def _whole_ids(arr: Union[pa.Array, pa.ChunkedArray], buckets: Optional[int]) -> bool:
+    """Whether ``arr`` is a list column of integers, each within ``[0, buckets)`` when ``buckets`` is given."""
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not pa.types.is_integer(arr.type.value_type):
+        return False
+    if buckets is None:
+        return True
+    mm = pc.min_max(pc.list_flatten(arr)).as_py()
+    return mm["min"] is None or (mm["min"] >= 0 and mm["max"] < buckets)
+
+
+def _bag(arr: Union[pa.Array, pa.ChunkedArray], separator: str, max_len: Optional[int], values: str = "text",
+         bad_rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``(offsets (n + 1,), keys)`` of a column of lists: text split on ``separator`` (empty pieces
-    dropped), or a Parquet list column; with ``max_len`` only each row's last ``max_len`` values."""
+    dropped), or a Parquet list column; with ``max_len`` only each row's last ``max_len`` values.
+    ``values: int``: the keys are the values' numbers (:func:`int_keys`), and ``bad_rows`` (a bool
+    ``(n,)`` array), when given, is set where a row holds a value that is no integer."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
@@ -140,9 +198,16 @@ def _bag(arr: Union[pa.Array, pa.ChunkedArray], separator: str, max_len: Optiona
         lists = pc.split_pattern(_as_binary(arr), separator)
     flat = pc.list_flatten(lists)
     lens = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    keys = hash_keys(flat)
     row_of = np.repeat(np.arange(len(lens)), lens)
+    if values == "int":
+        keys, bad = int_keys(flat)
+        if bad_rows is not None and bad.any():
+            bad_rows |= np.bincount(row_of[bad], minlength=len(lens)) > 0
+    else:
+        keys = hash_keys(flat)
     keep = keys != MISSING_ID  # empty pieces: "a||b", or an empty cell
+    if keep.all() and (max_len is None or not len(lens) or lens.max() <= max_len):  # nothing to drop
+        return np.concatenate(([0], np.cumsum(lens))).astype(np.int64), keys
     if max_len is not None:
         rows_kept = row_of[keep]
         n_kept = np.bincount(rows_kept, minlength=len(lens))
@@ -199,9 +264,31 @@ def _convert(columns: Dict[str, pa.Array], n: int, lines: np.ndarray, spec: Tabl
         dense[:, j], b_ = _dense_values(columns[c])
         reasons.append((b_, f"non-numeric value in dense column {c!r}", columns[c]))
     for c in cols.categorical:
-        if spec.columns.get(c) is not None and spec.columns[c].values == "hex":
+        o = spec.vocab_options(c)
+        if o.values == "hex":
             hex_keys[c], hbad = parse_hex(pc.cast(_as_binary(columns[c]), pa.string()))
             reasons.append((hbad, f"non-hex value in column {c!r}", columns[c]))
+        elif o.values == "int" or o.vocab == "ids":
+            hex_keys[c], ibad = int_keys(columns[c])
+            reasons.append((ibad, f"non-integer value in column {c!r}", columns[c]))
+        if o.vocab == "ids":
+            assert o.buckets is not None
+            out = ((hex_keys[c] < 0) | (hex_keys[c] >= o.buckets)) & ~reasons[-1][0]
+            reasons.append((out, f"id out of [0, {o.buckets}) in column {c!r}", columns[c]))
+    for c in cols.bags:
+        o = spec.vocab_options(c)
+        if _whole_ids(columns[c], o.buckets if o.vocab == "ids" else None):
+            continue  # a list column of integers (within the buckets): no value can be bad
+        if o.values == "int" or o.vocab == "ids":
+            sep = spec.multi_valued[c] if c in spec.multi_valued else spec.sequence[c].separator
+            ibad = np.zeros(n, bool)
+            off, keys = _bag(columns[c], sep, None, "int", ibad)
+            reasons.append((ibad, f"non-integer value in column {c!r}", columns[c]))
+            if o.vocab == "ids":
+                assert o.buckets is not None
+                out = np.bincount(np.repeat(np.arange(n), np.diff(off))[(keys < 0) | (keys >= o.buckets)],
+                                  minlength=n) > 0
+                reasons.append((out, f"id out of [0, {o.buckets}) in column {c!r}", columns[c]))
     split = np.full(n, SPLIT_BY_POSITION if role is None else role, np.int8)
     tc = spec.split.time_column
     if role is None and tc is not None:
@@ -241,13 +328,17 @@ def _chunk(columns: Dict[str, pa.Array], lines: np.ndarray, path: str, spec: Tab
     cats = np.empty((len(cols.categorical), len(lines)), np.int64)
     for j, c in enumerate(cols.categorical):
         cats[j] = hex_keys[c] if c in hex_keys else hash_keys(columns[c])
-    bags = [_bag(columns[c], spec.multi_valued[c], None) for c in cols.multi_valued]
-    bags += [_bag(columns[c], spec.sequence[c].separator, spec.sequence[c].max_len) for c in cols.sequence]
-    return RowChunk(labels, dense, cats, bags, split, lines, path)
+    def values(c: str) -> str:
+        o = spec.vocab_options(c)
+        return "int" if o.vocab == "ids" else o.values
+
+    bags = [_bag(columns[c], spec.multi_valued[c], None, values(c)) for c in cols.multi_valued]
+    bags += [_bag(columns[c], spec.sequence[c].separator, spec.sequence[c].max_len, values(c)) for c in cols.sequence]
+    return RowChunk(labels, dense, cats, bags, split, lines, path, {c: columns[c] for c in spec.keep if c in columns})
 
 
 def _needed(spec: TableSpec, cols: ResolvedColumns) -> List[str]:
-    need = [cols.label, *cols.dense, *cols.categorical, *cols.bags]
+    need = [cols.label, *cols.dense, *cols.categorical, *cols.bags, *spec.keep]
     if spec.split.time_column is not None:
         need.append(spec.split.time_column)
     return list(dict.fromkeys(need))
@@ -370,7 +461,7 @@ def _parquet_chunks(path: Path, shown: str, spec: TableSpec, cols: ResolvedColum
                     skip_before_line: int) -> Iterator[RowChunk]:
     f = pq.ParquetFile(path)
     names = f.schema_arrow.names
-    want = [c for c in _needed(spec, cols) if c in names or c != cols.label or label_required]
+    want = [c for c in _needed(spec, cols) if c in names or (c != cols.label and c not in spec.keep) or label_required]
     lacking = [c for c in want if c not in names]
     if lacking:
         raise DataError(f"{shown}: lacks the schema's columns {lacking}")
@@ -445,12 +536,12 @@ def frame_chunk(table: pa.Table, spec: TableSpec, cols: ResolvedColumns, shown: 
     """The rows of a pyarrow Table in the schema's raw column names as one :class:`RowChunk` (rows
     numbered from 1); the label column may be absent (label -1). A malformed row raises
     :class:`~recsys_emb.errors.BadLineError` naming ``<frame>:row``, the column and the value."""
-    need = [c for c in _needed(spec, cols) if c != cols.label]
+    need = [c for c in _needed(spec, cols) if c != cols.label and c not in spec.keep]
     lacking = [c for c in need if c not in table.column_names]
     if lacking:
         raise DataError(f"{shown}: lacks the schema's columns {lacking}")
     lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
-    columns = {c: table.column(c).combine_chunks() for c in need + [cols.label] if c in table.column_names}
+    columns = {c: table.column(c).combine_chunks() for c in need + [cols.label, *spec.keep] if c in table.column_names}
     bads = _Bads()
     chunk = _chunk(columns, lines, shown, spec, cols, None, bads)
     bads.flush(shown, "error", None)

@@ -39,18 +39,24 @@ def _where(source: str, key: str) -> str:
 class SequenceOptions:
     """One ordered history column: values split on ``separator``, oldest first; the last ``max_len`` kept.
     ``candidate``: the categorical column whose values the history holds (an item id): both get one
-    vocabulary, counted over both, so a value has the same id in each (DIN's ``item_pairs``)."""
+    vocabulary, so a value has the same id in each (DIN's ``item_pairs``), counted over both columns'
+    values (``counts: both``) or over the candidate column's alone (``counts: candidate``: a history value
+    the candidate column never holds maps to the OOV id)."""
 
     separator: str = "|"
     max_len: int = 50
     candidate: Optional[str] = None
+    counts: str = "both"
 
 
 @dataclass(frozen=True)
 class ColumnOptions:
     """Per-column vocabulary options: ``min_count`` (overrides the global one), or ``vocab: hash`` with
-    ``buckets`` (the value's 64-bit hash modulo ``buckets``, no vocabulary counted); ``values: hex``: the
-    values are 1-15 hex digits, keyed by their number (as Criteo's), another value is a malformed line."""
+    ``buckets`` (the value's 64-bit hash modulo ``buckets``, no vocabulary counted), or ``vocab: ids`` with
+    ``buckets`` (the values are already ids in ``[0, buckets)``, written as they are; another value is a
+    malformed line). ``values: hex``: the values are 1-15 hex digits, keyed by their number (as Criteo's);
+    ``values: int``: decimal integers keyed by their number (ties in a frequency ranking then go to the
+    smaller number); another value is a malformed line."""
 
     min_count: Optional[int] = None
     vocab: str = "count"
@@ -84,12 +90,18 @@ class TableSpec:
         drop: columns read and ignored.
         categorical: a list of columns, or ``"rest"``: every column not named elsewhere.
         dense: ``{column: log1p | standardize | none}``; missing values become 0 after the transform.
-        missing_flags: add a dense ``{column}_missing`` (0/1) per dense column.
+        missing_flags: add a dense ``{column}_missing`` (0/1) per dense column (written after it).
+        keep: columns written to the output unchanged, as they were read (not features: a rating or a
+            timestamp kept for analysis).
         multi_valued: ``{column: separator}``: a bag of values per row (pooled).
         sequence: ``{column: SequenceOptions}``: an ordered history.
         split: :class:`SplitSpec`.
         min_count: values seen fewer times in the training rows map to the column's OOV id.
         columns: per-column :class:`ColumnOptions`.
+        dataset: ``table`` (a user's table: ``metadata.json`` records the spec), or the name of a built-in
+            schema whose dataset this is (``criteo``: the columns must be the built-in's, only ``min_count``
+            and the split fractions may differ; ``metadata.json`` is then the Criteo reader's, so every
+            command treats the output as Criteo data).
         source: the file the spec came from (for messages).
     """
 
@@ -99,6 +111,7 @@ class TableSpec:
     delimiter: Optional[str] = None
     label: str = "label"
     drop: Tuple[str, ...] = ()
+    keep: Tuple[str, ...] = ()
     categorical: Union[str, Tuple[str, ...]] = "rest"
     dense: Dict[str, str] = field(default_factory=dict)
     missing_flags: bool = True
@@ -107,6 +120,7 @@ class TableSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     min_count: int = 1
     columns: Dict[str, ColumnOptions] = field(default_factory=dict)
+    dataset: str = "table"
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -136,17 +150,25 @@ class TableSpec:
                 raise ConfigError(f"{_where(src, f'sequence.{col}.separator')} must be a non-empty string")
             if seq.max_len < 1:
                 raise ConfigError(f"{_where(src, f'sequence.{col}.max_len')}={seq.max_len} must be >= 1")
+            if seq.counts not in ("both", "candidate"):
+                raise ConfigError(f"{_where(src, f'sequence.{col}.counts')}={seq.counts!r}: choose 'both' or "
+                                  "'candidate'")
         if self.min_count < 1:
             raise ConfigError(f"{_where(src, 'min_count')}={self.min_count} must be >= 1")
         for col, o in self.columns.items():
-            if o.values not in ("text", "hex"):
-                raise ConfigError(f"{_where(src, f'columns.{col}.values')}={o.values!r}: choose 'text' or 'hex'")
-            if o.vocab not in ("count", "hash"):
-                raise ConfigError(f"{_where(src, f'columns.{col}.vocab')}={o.vocab!r}: choose 'count' or 'hash'")
-            if o.vocab == "hash" and (o.buckets is None or o.buckets < 1):
-                raise ConfigError(f"{_where(src, f'columns.{col}.buckets')} must be >= 1 with vocab: hash")
+            if o.values not in ("text", "hex", "int"):
+                raise ConfigError(f"{_where(src, f'columns.{col}.values')}={o.values!r}: choose 'text', 'hex' "
+                                  "or 'int'")
+            if o.vocab not in ("count", "hash", "ids"):
+                raise ConfigError(f"{_where(src, f'columns.{col}.vocab')}={o.vocab!r}: choose 'count', 'hash' "
+                                  "or 'ids'")
+            if o.vocab != "count" and (o.buckets is None or o.buckets < 1):
+                raise ConfigError(f"{_where(src, f'columns.{col}.buckets')} must be >= 1 with vocab: {o.vocab}")
             if o.vocab == "count" and o.buckets is not None:
-                raise ConfigError(f"{_where(src, f'columns.{col}.buckets')} is only for vocab: hash")
+                raise ConfigError(f"{_where(src, f'columns.{col}.buckets')} is only for vocab: hash or ids")
+            if o.vocab == "ids" and o.values == "hex":
+                raise ConfigError(f"{_where(src, f'columns.{col}.values')}: vocab: ids reads decimal ids "
+                                  "(values: int)")
             if o.min_count is not None and o.min_count < 1:
                 raise ConfigError(f"{_where(src, f'columns.{col}.min_count')}={o.min_count} must be >= 1")
         s = self.split
@@ -166,7 +188,26 @@ class TableSpec:
                                   f"value of each split, both numbers or both strings; got {s.valid!r}, {s.test!r}")
             if s.valid > s.test:
                 raise ConfigError(f"{_where(src, 'split')}: valid={s.valid!r} comes after test={s.test!r}")
+        if self.dataset != "table" and self.dataset not in BUILTIN_SCHEMAS:
+            raise ConfigError(f"{_where(src, 'dataset')}={self.dataset!r} is not allowed; choose 'table' (any "
+                              f"table) or a built-in schema: {', '.join(BUILTIN_SCHEMAS)}")
+        if self.dataset != "table" and s.time_column is not None:
+            raise ConfigError(f"{_where(src, 'split.time_column')}: the {self.dataset} dataset splits by "
+                              "fractions (split: {valid: F, test: F}); set dataset: table to split by time")
         self._named_once()
+
+    def check_builtin(self) -> None:
+        """For ``dataset`` other than ``table``: the columns are the built-in schema's (only ``min_count``
+        and the split may differ), else :class:`~recsys_emb.errors.ConfigError` naming the first key that
+        differs."""
+        if self.dataset == "table":
+            return
+        builtin = TableSpec.from_dict(BUILTIN_SCHEMAS[self.dataset], source=self.dataset)
+        for f in dataclasses.fields(self):
+            if f.compare and f.name not in ("min_count", "split") and getattr(self, f.name) != getattr(builtin, f.name):
+                raise ConfigError(f"{_where(self.source, f.name)} differs from the built-in {self.dataset} schema's; "
+                                  f"dataset: {self.dataset} needs its columns as they are (set dataset: table "
+                                  "for a table of your own)")
 
     @property
     def field_delimiter(self) -> str:
@@ -174,7 +215,7 @@ class TableSpec:
 
     def _roles(self) -> List[Tuple[str, str]]:
         """(key, column) for every column the spec names (the time column only where it is no feature)."""
-        roles = [("label", self.label)] + [("drop", c) for c in self.drop]
+        roles = [("label", self.label)] + [("drop", c) for c in self.drop] + [("keep", c) for c in self.keep]
         if not isinstance(self.categorical, str):
             roles += [("categorical", c) for c in self.categorical]
         roles += [(f"dense.{c}", c) for c in self.dense]
@@ -195,7 +236,7 @@ class TableSpec:
 
     def vocab_options(self, column: str) -> ColumnOptions:
         o = self.columns.get(column, ColumnOptions())
-        return o if o.min_count is not None or o.vocab == "hash" else dataclasses.replace(o, min_count=self.min_count)
+        return o if o.min_count is not None or o.vocab != "count" else dataclasses.replace(o, min_count=self.min_count)
 
     def resolve(self, file_columns: Sequence[str], where: str = "") -> "ResolvedColumns":
         """The roles of the real columns ``file_columns`` (a header, ``names`` or a Parquet schema).
@@ -226,9 +267,12 @@ class TableSpec:
             key = f"sequence.{c}.candidate"
             if seq.candidate not in cats:
                 raise ConfigError(f"{_where(self.source, key)}={seq.candidate!r} is not a categorical column")
-            if "hash" in (self.vocab_options(c).vocab, self.vocab_options(seq.candidate).vocab):
+            if {self.vocab_options(c).vocab, self.vocab_options(seq.candidate).vocab} != {"count"}:
                 raise ConfigError(f"{_where(self.source, key)}: a candidate and its history share a counted "
-                                  "vocabulary; neither may be vocab: hash")
+                                  "vocabulary; neither may be vocab: hash or ids")
+            if self.vocab_options(c).values != self.vocab_options(seq.candidate).values:
+                raise ConfigError(f"{_where(self.source, key)}: a candidate and its history share a vocabulary; "
+                                  "give both the same columns.NAME.values")
         for c, o in self.columns.items():
             if o.values == "hex" and c not in cats:
                 raise ConfigError(f"{_where(self.source, f'columns.{c}.values')}: hex values are for categorical "
@@ -241,13 +285,14 @@ class TableSpec:
                               "column: the model needs at least one")
         return ResolvedColumns(file_columns=tuple(present), label=self.label, dense=tuple(self.dense),
                                dense_flags=flags, categorical=cats, multi_valued=tuple(self.multi_valued),
-                               sequence=tuple(self.sequence))
+                               sequence=tuple(self.sequence), keep=self.keep)
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
         d["names"] = list(self.names)
         d["drop"] = list(self.drop)
+        d["keep"] = list(self.keep)
         if not isinstance(self.categorical, str):
             d["categorical"] = list(self.categorical)
         return d
@@ -293,14 +338,14 @@ def _options(cls: Any, key: str, v: Any, source: str) -> Any:
         if k not in known:
             raise ConfigError(f"{_where(source, f'{key}.{k}')} is not allowed; keys: {sorted(known)}")
         want = {"separator": str, "max_len": int, "min_count": int, "vocab": str, "buckets": int,
-                "candidate": str, "values": str}.get(k)
+                "candidate": str, "values": str, "counts": str}.get(k)
         if want is not None and x is not None and (not isinstance(x, want) or isinstance(x, bool)):
             raise ConfigError(f"{_where(source, f'{key}.{k}')}={x!r} must be a{'n int' if want is int else ' string'}")
     return cls(**{k: x for k, x in v.items() if x is not None})
 
 
 def _field_value(k: str, v: Any, source: str) -> Any:
-    if k in ("format", "label", "delimiter"):
+    if k in ("format", "label", "delimiter", "dataset"):
         if not isinstance(v, str) and not (k == "delimiter" and v is None):
             raise ConfigError(f"{_where(source, k)}={v!r} must be a string")
         return v
@@ -312,7 +357,7 @@ def _field_value(k: str, v: Any, source: str) -> Any:
         if not isinstance(v, int) or isinstance(v, bool):
             raise ConfigError(f"{_where(source, k)}={v!r} must be an int (per column: columns.NAME.min_count)")
         return v
-    if k in ("names", "drop"):
+    if k in ("names", "drop", "keep"):
         return _str_list(k, v, source)
     if k == "categorical":
         return v if isinstance(v, str) else _str_list(k, v, source)
@@ -344,6 +389,7 @@ class ResolvedColumns:
     categorical: Tuple[str, ...]
     multi_valued: Tuple[str, ...]
     sequence: Tuple[str, ...]
+    keep: Tuple[str, ...] = ()
 
     @property
     def bags(self) -> Tuple[str, ...]:
@@ -362,13 +408,13 @@ class ResolvedColumns:
 
 BUILTIN_SCHEMAS: Dict[str, Dict[str, Any]] = {
     "criteo": {
-        "format": "tsv", "header": False, "names": TSV_COLUMNS, "label": LABEL_COLUMN,
+        "dataset": "criteo", "format": "tsv", "header": False, "names": TSV_COLUMNS, "label": LABEL_COLUMN,
         "dense": {c: "log1p" for c in INT_COLUMNS}, "missing_flags": False, "categorical": CAT_COLUMNS,
         "columns": {c: {"values": "hex"} for c in CAT_COLUMNS}, "split": {"valid": 0.1, "test": 0.1},
     },
 }
 """Schemas by name (``--schema criteo``): the Criteo Kaggle TSV (label, I1..I13 counts, C1..C26 hex values)
-read by the schema reader into the columns, ids and vocabulary files the Criteo reader writes."""
+read by the schema reader into the shards, vocabulary files and ``metadata.json`` the Criteo reader writes."""
 
 
 def _packaged_schema(path: Path) -> Path:
@@ -391,6 +437,10 @@ def load_table_spec(path: PathLike) -> TableSpec:
         ConfigError: a missing file, bad YAML, an unknown key or a bad value, in one line naming the key.
     """
     p = Path(path)
+    if str(path) == "movielens" and not p.exists():
+        raise ConfigError("schema movielens: MovieLens is two files joined by a step before the schema reader; "
+                          "run `recsys-emb preprocess --schema movielens --input ML_DIR --out DIR` or "
+                          "recsys_emb.data.movielens.prepare_movielens")
     if str(path) in BUILTIN_SCHEMAS and not p.exists():
         return TableSpec.from_dict(BUILTIN_SCHEMAS[str(path)], source=str(path))
     if not p.exists():

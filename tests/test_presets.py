@@ -27,7 +27,7 @@ def test_every_variant_builds_with_shared_history(variant):
 def test_compression_sets_the_budget(variant, knobs):
     """compression is a bytes ratio for every variant and QR op (concat: twice the rows at half width)."""
     full = memory_from_specs(feature_specs(CARDS, VariantPreset("full", dim=16))).params
-    comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10, **knobs))).params
+    comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10, options=knobs))).params
     assert 0.09 < comp / full < 0.12
 
 
@@ -35,7 +35,7 @@ def test_qr_defaults_to_concat_with_twice_the_quotient_rows():
     huge = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4))}["huge"]
     assert huge.embedding.op == "concat"
     assert [(t.rows, t.dim) for t in huge.tables()] == [(500_000, 8), (2, 8)]
-    mult = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4, qr_op="mult"))}["huge"]
+    mult = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4, options={"qr_op": "mult"}))}["huge"]
     assert [(t.rows, t.dim) for t in mult.tables()] == [(250_000, 16), (4, 16)]
     # below compression 2, concat cannot keep more rows than ids: half the bytes at most
     one = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=1))}["huge"]
@@ -45,7 +45,7 @@ def test_qr_defaults_to_concat_with_twice_the_quotient_rows():
 def test_mixed_defaults_to_the_field_level_form():
     specs = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16))}
     assert specs["huge"].block_dims is not None and len(specs["huge"].block_dims) == 1
-    blocks = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16, num_blocks=4))}
+    blocks = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16, options={"num_blocks": 4}))}
     assert blocks["huge"].num_blocks == 4
 
 
@@ -67,7 +67,7 @@ def test_one_block_is_field_level_mixed_dimension():
     from recsys_emb.spec_io import specs_from_dicts, specs_to_dicts
 
     cards = {"small": 100, "mid": 20_000, "big": 100_000, "huge": 1_000_000}
-    specs = feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.3, num_blocks=1))
+    specs = feature_specs(cards, VariantPreset("mixed", dim=32, options={"alpha": 0.3, "num_blocks": 1}))
     by = {s.name: s for s in specs}
     dims = dict(zip(["mid", "big", "huge"], mixed_field_dims([20_000, 100_000, 1_000_000], 32, 0.3)))
     assert isinstance(by["small"].embedding, Full) and isinstance(by["mid"].embedding, Full)  # smallest large: full dim
@@ -80,7 +80,7 @@ def test_one_block_is_field_level_mixed_dimension():
     assert resolve_frequencies(specs, {"huge": [1.0] * 1_000_000}) == specs
     assert specs_from_dicts(specs_to_dicts(specs)) == specs
     assert all(isinstance(s.embedding, Full)
-               for s in feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.0, num_blocks=1)))
+               for s in feature_specs(cards, VariantPreset("mixed", dim=32, options={"alpha": 0.0, "num_blocks": 1})))
 
 
 OOV = {"small": 99, "big": 99_999, "huge": 999_999}  # "hist" reads big's tables, so big's OOV id

@@ -19,8 +19,12 @@ from recsys_emb.specs import (
     FeatureSpec,
     Full,
     Hashed,
+    LowRank,
     MixedDimension,
     QuotientRemainder,
+    Robe,
+    RobeArray,
+    TensorTrain,
     Unified,
     UnifiedTable,
     validate_feature_set,
@@ -37,7 +41,7 @@ __all__ = [
     "dump_specs",
 ]
 
-_BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified)
+_BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified, LowRank, TensorTrain, Robe)
 _REGISTRY: Dict[str, Type[EmbeddingSpec]] = {cls.kind: cls for cls in _BUILT_IN}
 
 
@@ -86,6 +90,11 @@ def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
                 d["group"] = UnifiedTable(**g)
             except (TypeError, ValueError) as e:
                 raise SpecError(f"feature {feature!r}: embedding.group: {e}") from None
+    if cls is Robe and isinstance(d.get("group"), Mapping):
+        try:
+            d["group"] = RobeArray(**d["group"])
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"feature {feature!r}: embedding.group (a ROBE array {{name, size}}): {e}") from None
     try:
         return cls(**d)
     except TypeError as e:  # a missing required field

@@ -12,12 +12,16 @@ from typing import Callable, Dict, Type
 from recsys_emb.embeddings.base import EmbeddingVariant, TableDef, VirtualFeature
 from recsys_emb.embeddings.full import FullEmbedding
 from recsys_emb.embeddings.hashed import HashedEmbedding
+from recsys_emb.embeddings.lowrank import LowRankEmbedding
 from recsys_emb.embeddings.mixed import MixedDimensionEmbedding
 from recsys_emb.embeddings.qr import QuotientRemainderEmbedding
+from recsys_emb.embeddings.robe import RobeEmbedding
+from recsys_emb.embeddings.tt import TensorTrainEmbedding
 from recsys_emb.embeddings.unified import UnifiedEmbedding
 from recsys_emb.errors import SpecError
 from recsys_emb.spec_io import register_embedding_spec, unregister_embedding_spec
-from recsys_emb.specs import EmbeddingSpec, FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified
+from recsys_emb.specs import (EmbeddingSpec, FeatureSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe,
+                              TensorTrain, Unified)
 
 __all__ = [
     "EmbeddingVariant",
@@ -28,6 +32,9 @@ __all__ = [
     "QuotientRemainderEmbedding",
     "MixedDimensionEmbedding",
     "UnifiedEmbedding",
+    "LowRankEmbedding",
+    "TensorTrainEmbedding",
+    "RobeEmbedding",
     "build_variant",
     "register_variant",
     "unregister_variant",
@@ -42,6 +49,9 @@ _BUILDERS: Dict[Type[EmbeddingSpec], VariantBuilder] = {
     QuotientRemainder: QuotientRemainderEmbedding,
     MixedDimension: MixedDimensionEmbedding,
     Unified: UnifiedEmbedding,
+    LowRank: LowRankEmbedding,
+    TensorTrain: TensorTrainEmbedding,
+    Robe: RobeEmbedding,
 }
 
 

@@ -568,8 +568,8 @@ class TensorTrain(EmbeddingSpec):
         >>> tt = TensorTrain(dim=16, ranks=(8, 8))
         >>> tt.resolved_factors(1000), tt.resolved_dim_factors()
         ((10, 10, 10), (4, 2, 2))
-        >>> tt.dense_params(1000)
-        1040
+        >>> tt.dense_params(1000)   # 10*4*8 + 10*8*2*8 + 10*8*2
+        1760
     """
 
     dim: int

@@ -609,14 +609,14 @@ class TensorTrain(EmbeddingSpec):
         """``(n1, n2, n3)``: the given factors, else ``n1 = n2 = ceil(N ** (1/3))`` and the smallest
         ``n3`` that covers ``N`` ids."""
         if self.factors is not None:
-            return self.factors  # type: ignore[return-value]
+            return self.factors
         n = _isqrt_ceil(cardinality, 3)
         return n, n, max(1, math.ceil(cardinality / (n * n)))
 
     def resolved_dim_factors(self) -> Tuple[int, int, int]:
         """``(d1, d2, d3)``: the given ones, else the split of ``dim`` with the smallest largest factor."""
         if self.dim_factors is not None:
-            return self.dim_factors  # type: ignore[return-value]
+            return self.dim_factors
         best = (self.dim, 1, 1)
         for a in range(1, self.dim + 1):
             for b in range(1, a + 1):
@@ -635,7 +635,8 @@ class TensorTrain(EmbeddingSpec):
 
     def dense_params(self, cardinality: Optional[int]) -> int:
         """The three cores' parameters."""
-        return sum(r * c for r, c in self.core_shapes(int(cardinality)))  # type: ignore[arg-type]
+        assert cardinality is not None  # FeatureSpec refuses a tensor-train feature without one
+        return sum(rows * cols for rows, cols in self.core_shapes(cardinality))
 
 
 @dataclass(frozen=True)

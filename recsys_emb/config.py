@@ -21,12 +21,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import yaml
 
 from recsys_emb.errors import ConfigError
-from recsys_emb.presets import VariantPreset
+from recsys_emb.presets import LEGACY_OPTION_KEYS, VariantPreset
 from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTIMIZERS
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
            "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
-           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "check_plain_name", "ConfigError", "packaged_configs",
+           "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "migrate_embedding_options", "check_plain_name", "ConfigError", "packaged_configs",
            "resolve_config", "show_config"]
 
 EMBEDDING_BACKENDS = ("torchrec", "table_batched")
@@ -467,11 +467,40 @@ _RENAMED = {("embeddings", "kernel"): "train.embedding_backend (with 'concat' re
 that still uses one gets the new name in its error."""
 
 
+def migrate_embedding_options(emb: Mapping[str, Any]) -> Dict[str, Any]:
+    """An ``embeddings:`` section with the families' knobs of earlier versions (``num_hashes``, ``qr_op``,
+    ``alpha``, ``num_blocks``, ``chunks`` as keys of the section) moved into its ``options:`` mapping, where
+    they mean the same. A knob given both ways raises :class:`ConfigError`.
+
+    Example:
+        >>> migrate_embedding_options({"variant": "qr", "qr_op": "mult"})
+        {'variant': 'qr', 'options': {'qr_op': 'mult'}}
+    """
+    out = dict(emb)
+    moved = [k for k in LEGACY_OPTION_KEYS if k in out]
+    if not moved:
+        return out
+    options = out.get("options")
+    options = dict(options) if isinstance(options, Mapping) else ({} if options is None else options)
+    if not isinstance(options, dict):
+        return out  # dataclass_from_dict reports the wrong type of options
+    for k in moved:
+        if k in options:
+            raise ConfigError(f"embeddings.{k} and embeddings.options.{k} are both set; keep embeddings.options.{k} "
+                              f"(embeddings.{k} is the key of earlier versions)")
+        options[k] = out.pop(k)
+    out["options"] = options
+    return out
+
+
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
-    """A validated :class:`RunConfig` from a plain dict (as loaded from YAML)."""
+    """A validated :class:`RunConfig` from a plain dict (as loaded from YAML). An ``embeddings:`` section
+    in the keys of earlier versions loads as today's (:func:`migrate_embedding_options`)."""
     for (section, key), new in _RENAMED.items():
         if isinstance(data.get(section), Mapping) and key in data[section]:
             raise ConfigError(f"{section}.{key} is now {new}; rename it")
+    if isinstance(data.get("embeddings"), Mapping):
+        data = {**data, "embeddings": migrate_embedding_options(data["embeddings"])}
     return dataclass_from_dict(RunConfig, data).validate()
 
 
@@ -479,7 +508,8 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
     """A run config dict saved by an earlier version (a checkpoint's ``trainer.json``), in today's keys.
 
     A saved ``embeddings`` section (it names its ``variant``) without ``oov_row`` was written before
-    OOV ids had rows of their own: it gets ``oov_row: false``, the layout its tables were trained in. A
+    OOV ids had rows of their own: it gets ``oov_row: false``, the layout its tables were trained in; its
+    families' knobs move into ``options:`` (:func:`migrate_embedding_options`). A
     saved ``train`` section without ``eval_every`` was written when its default was ``0`` (validate at
     each epoch's end with early stopping): it gets ``eval_every: 0``, the cadence it trained with.
 
@@ -496,6 +526,8 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
         out.setdefault("train", {})["embedding_backend"] = "table_batched" if kernel == "concat" else kernel
     if isinstance(emb, dict) and "variant" in emb and "oov_row" not in emb:
         emb["oov_row"] = False
+    if isinstance(emb, dict):
+        out["embeddings"] = migrate_embedding_options(emb)
     if isinstance(out.get("train"), dict):
         out["train"].setdefault("eval_every", 0)
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Mapping, Optional, Sequence
 
-from recsys_emb.specs import DIM_MULTIPLE, FeatureSpec, MixedDimension
+from recsys_emb.specs import FeatureSpec, MixedDimension, mixed_field_dims
 
 __all__ = ["resolve_frequencies", "mixed_field_dims"]
 
@@ -29,26 +29,3 @@ def resolve_frequencies(specs: Sequence[FeatureSpec], counts: Mapping[str, Seque
             f = dataclasses.replace(f, embedding=f.embedding.resolve(int(f.cardinality), counts[f.name]))
         out.append(f)
     return out
-
-
-def mixed_field_dims(sizes: Sequence[int], base_dim: int, alpha: float,
-                     queries: Optional[Sequence[float]] = None, round_to: int = DIM_MULTIPLE) -> List[int]:
-    """Field-level mixed dimensions (one dim per field; DLRM's ``md_solver`` rule).
-
-    ``d_f = base_dim * (n_f' / n_min') ** (-alpha)`` with ``n_f' = rows_f / queries_f`` (queries: mean
-    lookups of the field per sample, default 1): the field with the fewest effective rows gets
-    ``base_dim``, larger fields less; rounded to ``round_to`` and clamped to ``[round_to, base_dim]``.
-    Use with :class:`Full` specs; models project to a common dim only where they need one.
-
-    Example:
-        >>> mixed_field_dims([10, 1000, 100000], base_dim=64, alpha=0.25)
-        [64, 20, 8]
-    """
-    q = list(queries) if queries is not None else [1.0] * len(sizes)
-    eff = [n / max(k, 1e-12) for n, k in zip(sizes, q)]
-    smallest = min(eff)
-    dims = []
-    for e in eff:
-        d = int(round(base_dim * (e / smallest) ** (-alpha) / round_to)) * round_to
-        dims.append(min(base_dim, max(round_to, d)))
-    return dims

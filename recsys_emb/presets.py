@@ -2,20 +2,19 @@
 fields, or a whole dataset.
 
 One way to choose a variant, used by run configs (:class:`VariantPreset`, the ``embeddings:`` section),
-the search and the benchmarks: a *choice* is the spec-dict form of :mod:`recsys_emb.spec_io` with the
-sizing left out (``{type: qr, dim: 16, op: concat}``), and :func:`group_specs` sizes it for a group of
-fields from their vocabulary sizes and a compression (``1/compression`` of the full tables' bytes).
+the search and the benchmarks: a variant name of a registered family (:mod:`recsys_emb.families`), a dim,
+a compression and the family's options; :func:`group_specs` asks the family's spec class to size a group
+of fields from their vocabulary sizes (``1/compression`` of the full tables' bytes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from recsys_emb import families
 from recsys_emb.errors import ConfigError
-from recsys_emb.mixed_dims import mixed_field_dims
 from recsys_emb.spec_io import embedding_spec_from_dict
 from recsys_emb.specs import (
     DIM_MULTIPLE,
@@ -23,111 +22,78 @@ from recsys_emb.specs import (
     FeatureSpec,
     Full,
     Hashed,
-    MixedDimension,
     QuotientRemainder,
+    Sizing,
     Unified,
-    UnifiedTable,
     validate_feature_set,
 )
 
-__all__ = ["VARIANTS", "VariantPreset", "variant_choice", "group_specs", "feature_specs", "qr_buckets", "with_oov_rows"]
+__all__ = ["VARIANTS", "LEGACY_OPTION_KEYS", "VariantPreset", "group_specs", "feature_specs", "qr_buckets",
+           "with_oov_rows"]
 
-VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
-"""The variant names of :class:`VariantPreset` (``multi_hash`` is the hashing trick with several probes)."""
+LEGACY_OPTION_KEYS = ("num_hashes", "qr_op", "alpha", "num_blocks", "chunks")
+"""Keys of the ``embeddings:`` section before the families' knobs moved into ``embeddings.options``; a
+config that still has them loads as if they were under ``options:`` (:func:`recsys_emb.config.config_from_dict`)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VARIANTS":  # read from the registry: families registered later are in it
+        return families.variant_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+VARIANTS: Tuple[str, ...]
+"""The variant names of :class:`VariantPreset` (:func:`recsys_emb.families.variant_names`: ``full, hashed,
+multi_hash, qr, mixed, unified`` and the families registered since; ``multi_hash`` is the hashing trick
+with several probes). Read when accessed."""
 
 
 def qr_buckets(cardinality: int, compression: float, op: str) -> int:
-    """Quotient rows that keep about ``1/compression`` of a full table's bytes.
-
-    ``mult`` and ``add`` tables are full width, so ``ceil(N / compression)`` rows; ``concat`` splits the
-    dim into two half-width tables, so twice the rows (at most ``N``: ``concat`` never holds more than
-    half the full bytes).
+    """Quotient rows that keep about ``1/compression`` of a full table's bytes
+    (:meth:`~recsys_emb.specs.QuotientRemainder.buckets_for`).
 
     Example:
         >>> qr_buckets(1000, 4, "mult"), qr_buckets(1000, 4, "concat"), qr_buckets(1000, 1, "concat")
         (250, 500, 1000)
     """
-    width_share = 2 if op == "concat" else 1
-    return max(1, min(cardinality, math.ceil(cardinality * width_share / compression)))
+    return QuotientRemainder.buckets_for(cardinality, compression, op)
 
 
-def _sized(choice: Mapping[str, Any], cardinality: int, compression: float, name: str) -> EmbeddingSpec:
-    """One field's spec from a choice of a per-field kind (not unified, not field-level mixed)."""
-    kind = choice.get("type")
-    c = dict(choice)
-    if kind == "hashed" and "buckets" not in c:
-        c["buckets"] = max(1, math.ceil(cardinality / compression))
-    elif kind == "qr" and "buckets" not in c and "collisions" not in c:
-        c["buckets"] = qr_buckets(cardinality, compression, c.get("op", "mult"))
-    return embedding_spec_from_dict(c, feature=name)
-
-
-def group_specs(choice: Mapping[str, Any], cardinalities: Mapping[str, int], compression: float = 1.0,
-                min_rows: int = 0, table_name: str = "unified") -> Dict[str, EmbeddingSpec]:
-    """The specs of a group of fields that share one variant choice.
+def group_specs(variant: str, dim: int, cardinalities: Mapping[str, int], compression: float = 1.0,
+                min_rows: int = 0, options: Optional[Mapping[str, Any]] = None,
+                table_name: str = "unified") -> Dict[str, EmbeddingSpec]:
+    """The specs of a group of fields that share one variant choice, sized by the variant's family
+    (:meth:`~recsys_emb.specs.EmbeddingSpec.for_group`).
 
     Args:
-        choice: the spec-dict form without sizing: ``{type: full, dim}``, ``{type: hashed, dim,
-            num_hashes?, combiner?}``, ``{type: qr, dim, op}``, ``{type: mixed, base_dim, alpha,
-            num_blocks}`` (``num_blocks: 1``: field-level dims across the group's large fields, DLRM's
-            ``md_solver`` rule), ``{type: unified, chunk_dim, chunks}``; sizing keys given explicitly
-            (``buckets``, ``collisions``, ``group``) are kept.
+        variant: a variant name (:func:`recsys_emb.families.variant_names`).
+        dim: the embedding dim (mixed dimension: the base dim; unified: ``dim / chunks`` columns per chunk).
         cardinalities: ``{field: vocabulary size}`` of the group.
         compression: large fields keep about ``1/compression`` of their full tables' bytes (hashed rows,
             QR quotient rows, their share of the unified table); mixed dimension's memory follows
             ``alpha`` instead.
-        min_rows: fields with fewer ids stay full tables (of the choice's dim); in a unified group they
-            add their full row count to the shared table.
-        table_name: the name of a unified group's shared table.
+        min_rows: fields with fewer ids stay full tables (of ``dim``); in a unified group they add their
+            full row count to the shared table.
+        options: the family's options (``embeddings.options``; missing ones take the family's defaults,
+            and the variant's fixed ones win: ``hashed`` is ``num_hashes: 1``).
+        table_name: the name of a table the whole group shares (unified).
 
     Example:
-        >>> specs = group_specs({"type": "hashed", "dim": 8}, {"a": 10, "b": 100_000}, compression=10, min_rows=1024)
+        >>> specs = group_specs("hashed", 8, {"a": 10, "b": 100_000}, compression=10, min_rows=1024)
         >>> specs["a"], specs["b"]
         (Full(dim=8), Hashed(dim=8, buckets=10000, num_hashes=1, combiner='sum', oov_id=None))
     """
-    if not isinstance(choice, Mapping) or "type" not in choice:
-        raise ConfigError(f"a variant choice is a mapping with a 'type' key (e.g. {{type: hashed, dim: 16}}); got {choice!r}")
+    return families.family_of_variant(variant, "variant").spec.for_group(
+        _sizing(variant, dim, cardinalities, compression, min_rows, options, table_name))
+
+
+def _sizing(variant: str, dim: int, cardinalities: Mapping[str, int], compression: float, min_rows: int,
+            options: Optional[Mapping[str, Any]], table_name: str) -> Sizing:
     if not compression >= 1:
         raise ConfigError(f"compression={compression} must be >= 1 (1 = no compression)")
-    kind = choice["type"]
-    large = {f: c >= min_rows for f, c in cardinalities.items()}
-    if kind == "unified":
-        chunks = int(choice.get("chunks", 1))
-        rows = sum(math.ceil(c / compression) if large[f] else c for f, c in cardinalities.items())
-        table = UnifiedTable(table_name, rows=max(1, rows), chunk_dim=int(choice["chunk_dim"]))
-        return {f: Unified(table, chunks=chunks) for f in cardinalities}
-    dim = int(choice.get("base_dim", choice.get("dim", 0))) if kind == "mixed" else int(choice.get("dim", 0))
-    out: Dict[str, EmbeddingSpec] = {f: Full(dim) for f, big in large.items() if not big}
-    if kind == "mixed" and int(choice.get("num_blocks") or 0) == 1:
-        names = [f for f, big in large.items() if big]
-        alpha = float(choice.get("alpha", MixedDimension.alpha))
-        for f, d in zip(names, mixed_field_dims([cardinalities[f] for f in names], dim, alpha)):
-            out[f] = Full(dim) if d == dim else MixedDimension(dim, alpha=alpha, boundaries=(), block_dims=(d,))
-    else:
-        for f, big in large.items():
-            if big:
-                out[f] = Full(dim) if kind == "full" else _sized(choice, cardinalities[f], compression, f)
-    return {f: out[f] for f in cardinalities}
-
-
-def variant_choice(variant: str, dim: int, num_hashes: int = 2, qr_op: str = "concat", alpha: float = 0.3,
-                   num_blocks: int = 1, chunks: int = 1) -> Dict[str, Any]:
-    """The choice (see :func:`group_specs`) that a :class:`VariantPreset` variant name stands for.
-
-    Example:
-        >>> variant_choice("multi_hash", 16)
-        {'type': 'hashed', 'dim': 16, 'num_hashes': 2}
-    """
-    if variant not in VARIANTS:
-        raise ConfigError(f"embeddings.variant={variant!r} is not allowed; choose one of {list(VARIANTS)}")
-    return {
-        "full": {"type": "full", "dim": dim},
-        "hashed": {"type": "hashed", "dim": dim},
-        "multi_hash": {"type": "hashed", "dim": dim, "num_hashes": num_hashes},
-        "qr": {"type": "qr", "dim": dim, "op": qr_op},
-        "mixed": {"type": "mixed", "base_dim": dim, "alpha": alpha, "num_blocks": num_blocks},
-        "unified": {"type": "unified", "chunk_dim": dim // max(1, chunks), "chunks": chunks},
-    }[variant]
+    fam = families.family_of_variant(variant, "variant")
+    return Sizing(variant, int(dim), dict(cardinalities), float(compression), int(min_rows),
+                  fam.variant_options(variant, options), table_name)
 
 
 @dataclass
@@ -135,26 +101,33 @@ class VariantPreset:
     """One variant for every large field of a dataset: the ``embeddings:`` section of a run config.
 
     Attributes:
-        variant: one of ``VARIANTS``.
+        variant: a variant name of a registered family (``VARIANTS``: ``full``, ``hashed``,
+            ``multi_hash``, ``qr``, ``mixed``, ``unified``, and families registered since).
         dim: embedding dim (per field; ``dims`` overrides it field by field).
         compression: large fields keep about ``1/compression`` of their full tables' bytes: hashed
             and multi-hash buckets, the unified table's share and the QR quotient table keep
             ``1/compression`` of the rows (``concat``: ``2/compression`` of the rows at half width, see
             :func:`qr_buckets`); mixed dimension ignores it (its memory follows ``alpha``).
         min_rows: fields with fewer ids than this stay full tables in every variant.
-        num_hashes: probes of ``multi_hash``.
-        qr_op: ``concat`` (default), ``mult`` or ``add`` for ``qr``. At equal bytes ``concat`` learned
-            as well as ``mult`` (within seed noise) and trains faster (docs/performance.md); ``mult`` is
-            the paper's and DLRM's default.
-        alpha, num_blocks: mixed-dimension power and number of frequency blocks per field.
-            ``num_blocks=1`` (default) is the field-level form of the paper's Criteo experiments and
-            DLRM's ``md_solver``: each large field is one table whose dim follows
-            :func:`~recsys_emb.mixed_dims.mixed_field_dims` across the large fields, projected to ``dim``.
-            ``num_blocks > 1`` also splits each field's ids into frequency blocks with their own dims
-            (more compression at the same quality, but a projection per block and bag).
-        chunks: unified chunks per field (the shared table's chunk dim is ``dim / chunks``). Every
-            field joins the unified table (feature multiplexing, as in the paper; small fields add
-            their full row count to it, so the budget matches the other variants).
+        options: the families' knobs, ``{name: value}``; names left out take their family's default
+            (:func:`recsys_emb.families.option_defaults`). The built-in ones:
+
+            * ``num_hashes`` (2): probes of ``multi_hash``.
+            * ``qr_op`` (``concat``): ``concat``, ``mult`` or ``add`` for ``qr``. At equal bytes
+              ``concat`` learned as well as ``mult`` (within seed noise) and trains faster
+              (docs/performance.md); ``mult`` is the paper's and DLRM's default.
+            * ``alpha`` (0.3), ``num_blocks`` (1): mixed-dimension power and number of frequency blocks
+              per field. ``num_blocks: 1`` is the field-level form of the paper's Criteo experiments and
+              DLRM's ``md_solver``: each large field is one table whose dim follows
+              :func:`~recsys_emb.mixed_dims.mixed_field_dims` across the large fields, projected to
+              ``dim``. ``num_blocks > 1`` also splits each field's ids into frequency blocks with their
+              own dims (more compression at the same quality, but a projection per block and bag).
+            * ``chunks`` (1): unified chunks per field (the shared table's chunk dim is ``dim / chunks``).
+              Every field joins the unified table (feature multiplexing, as in the paper; small fields
+              add their full row count to it, so the budget matches the other variants).
+
+            Configs written before this mapping give these five as keys of ``embeddings:`` itself; they
+            load as if given here.
         dims: per-field embedding dims (e.g. from a search), overriding ``dim``.
         overrides: per-field embedding dicts (``{type: ..., ...}``) used verbatim.
         init_scale: every table starts as ``U(-init_scale, init_scale)``; ``None``: the default
@@ -165,19 +138,15 @@ class VariantPreset:
             (the layout of runs written before this option).
 
     Example:
-        >>> VariantPreset("qr", dim=8).choice()
-        {'type': 'qr', 'dim': 8, 'op': 'concat'}
+        >>> VariantPreset("qr", dim=8, options={"qr_op": "mult"}).variant_options()
+        {'qr_op': 'mult'}
     """
 
     variant: str = "full"
     dim: int = 16
     compression: float = 4.0
     min_rows: int = 1024
-    num_hashes: int = 2
-    qr_op: str = "concat"
-    alpha: float = 0.3
-    num_blocks: int = 1
-    chunks: int = 1
+    options: Dict[str, Any] = field(default_factory=dict)
     dims: Dict[str, int] = field(default_factory=dict)
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     init_scale: Optional[float] = None
@@ -188,27 +157,30 @@ class VariantPreset:
 
     def validate(self) -> None:
         """Raise :class:`~recsys_emb.errors.ConfigError` naming the key, the value and what is allowed."""
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"embeddings.variant={self.variant!r} is not allowed; choose one of {list(VARIANTS)}")
+        families.family_of_variant(self.variant)
         if not self.compression >= 1:
             raise ConfigError(f"embeddings.compression={self.compression} must be >= 1 (1 = no compression)")
         if self.dim % DIM_MULTIPLE or self.dim < DIM_MULTIPLE:
             raise ConfigError(f"embeddings.dim={self.dim} must be a positive multiple of {DIM_MULTIPLE}")
-        if self.variant == "unified" and (self.dim % self.chunks or (self.dim // self.chunks) % DIM_MULTIPLE):
-            raise ConfigError(f"embeddings.chunks={self.chunks} must split dim={self.dim} into chunks whose size is "
-                              f"a multiple of {DIM_MULTIPLE}")
-        if self.qr_op not in ("mult", "add", "concat"):
-            raise ConfigError(f"embeddings.qr_op={self.qr_op!r} is not allowed; choose one of ['mult', 'add', 'concat']")
         if self.init_scale is not None and not self.init_scale > 0:
             raise ConfigError(f"embeddings.init_scale={self.init_scale!r} must be > 0")
-        for key in ("min_rows", "num_hashes", "num_blocks", "chunks"):
-            if getattr(self, key) < (0 if key == "min_rows" else 1):
-                raise ConfigError(f"embeddings.{key}={getattr(self, key)!r} must be >= {0 if key == 'min_rows' else 1}")
+        if self.min_rows < 0:
+            raise ConfigError(f"embeddings.min_rows={self.min_rows!r} must be >= 0")
+        families.check_options(self.options, self.variant, self.dim)
 
-    def choice(self, dim: Optional[int] = None) -> Dict[str, Any]:
-        """This preset's variant as a choice for :func:`group_specs` (at ``dim``, default ``self.dim``)."""
-        return variant_choice(self.variant, self.dim if dim is None else dim, self.num_hashes, self.qr_op,
-                              self.alpha, self.num_blocks, self.chunks)
+    def option(self, name: str) -> Any:
+        """The value of option ``name``: given in ``options``, else its family's default."""
+        return self.options.get(name, families.option_defaults()[name])
+
+    def variant_options(self) -> Dict[str, Any]:
+        """The options this preset's variant sizes with (:meth:`recsys_emb.families.Family.variant_options`)."""
+        return families.family_of_variant(self.variant).variant_options(self.variant, self.options)
+
+    def sizing(self, cardinalities: Mapping[str, int], dim: Optional[int] = None,
+               table_name: str = "unified") -> Sizing:
+        """The group ``cardinalities`` to size with this preset's variant (at ``dim``, default ``self.dim``)."""
+        return _sizing(self.variant, self.dim if dim is None else dim, cardinalities, self.compression,
+                       self.min_rows, self.options, table_name)
 
 
 def with_oov_rows(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int],
@@ -285,18 +257,16 @@ def feature_specs(cardinalities: Mapping[str, int], preset: VariantPreset,
     if unknown:
         raise ConfigError(f"embeddings: per-field settings name unknown field(s) {unknown}; fields: {list(cardinalities)}")
     owners = {f: c for f, c in cardinalities.items() if f not in shared}
-    # The preset's variant over the owner fields: a unified table is sized by every owner field, the
-    # field-level mixed dims are spread over the fields without an override.
-    group = owners if preset.variant == "unified" else {f: c for f, c in owners.items() if f not in preset.overrides}
-    chosen: Dict[str, EmbeddingSpec] = group_specs(preset.choice(), group, preset.compression, preset.min_rows)
+    # The preset's variant over the owner fields: a family whose fields share tables (unified) is sized
+    # by every owner field, the others (e.g. the field-level mixed dims) over the fields without an override.
+    spec_cls = families.family_of_variant(preset.variant).spec
+    group = owners if spec_cls.shared_group else {f: c for f, c in owners.items() if f not in preset.overrides}
+    chosen: Dict[str, EmbeddingSpec] = spec_cls.for_group(preset.sizing(group))
     for f in owners:
         if f in preset.overrides:
             chosen[f] = embedding_spec_from_dict(preset.overrides[f], feature=f)
         elif f in preset.dims:  # its own dim: its own tables (a unified field gets the hashing trick)
-            choice = preset.choice(int(preset.dims[f]))
-            if choice["type"] in ("unified", "mixed") and (choice["type"] == "unified" or preset.num_blocks == 1):
-                choice = {"type": "hashed" if choice["type"] == "unified" else "full", "dim": int(preset.dims[f])}
-            chosen[f] = group_specs(choice, {f: owners[f]}, preset.compression, preset.min_rows)[f]
+            chosen[f] = spec_cls.for_own_dim(preset.sizing({f: owners[f]}, dim=int(preset.dims[f])))[f]
     if oov_ids and preset.oov_row:
         chosen = with_oov_rows(chosen, {f: oov_ids[f] for f in owners if f in oov_ids}, owners)
     specs = []

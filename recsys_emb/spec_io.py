@@ -1,4 +1,5 @@
-"""Feature specs to and from plain dicts and YAML, and the registry of variant spec classes by ``type``.
+"""Feature specs to and from plain dicts and YAML; the spec class of a ``type`` comes from the family
+registry (:mod:`recsys_emb.families`).
 
 The dict form is what configs and saved runs hold, e.g.
 ``{name: C3, cardinality: 10131227, embedding: {type: qr, dim: 16, collisions: 4, op: mult}}``.
@@ -13,22 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import yaml
 
+from recsys_emb import families
 from recsys_emb.errors import SpecError, UnknownVariantError
-from recsys_emb.specs import (
-    EmbeddingSpec,
-    FeatureSpec,
-    Full,
-    Hashed,
-    LowRank,
-    MixedDimension,
-    QuotientRemainder,
-    Robe,
-    RobeArray,
-    TensorTrain,
-    Unified,
-    UnifiedTable,
-    validate_feature_set,
-)
+from recsys_emb.specs import EmbeddingSpec, FeatureSpec, Robe, RobeArray, Unified, UnifiedTable, validate_feature_set
 
 __all__ = [
     "register_embedding_spec",
@@ -41,21 +29,20 @@ __all__ = [
     "dump_specs",
 ]
 
-_BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified, LowRank, TensorTrain, Robe)
-_REGISTRY: Dict[str, Type[EmbeddingSpec]] = {cls.kind: cls for cls in _BUILT_IN}
-
-
 def register_embedding_spec(cls: Type[EmbeddingSpec]) -> Type[EmbeddingSpec]:
-    """Register a variant spec class under its ``kind``, so dicts and YAML with ``type: <kind>`` build it
-    (:func:`recsys_emb.embeddings.register_variant` calls this)."""
-    _REGISTRY[cls.kind] = cls
+    """Register a spec class under its ``kind`` for dicts and YAML only (no module, no preset variant):
+    :func:`recsys_emb.families.register_family` without a builder. A spec already registered keeps its
+    family."""
+    try:
+        families.family_of_spec(cls)
+    except SpecError:
+        families.register_family(cls, variants={})
     return cls
 
 
 def unregister_embedding_spec(cls: Type[EmbeddingSpec]) -> None:
     """Remove a spec class registered by :func:`register_embedding_spec` (the built-in kinds stay)."""
-    if _REGISTRY.get(cls.kind) is cls and cls not in _BUILT_IN:
-        del _REGISTRY[cls.kind]
+    families.unregister_family(cls)
 
 
 def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
@@ -68,9 +55,9 @@ def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
         raise SpecError(f"feature {feature!r}: embedding must be a mapping with a 'type' key, got {d!r}")
     d = dict(d)
     kind = d.pop("type", None)
-    if kind not in _REGISTRY:
-        raise UnknownVariantError(f"feature {feature!r}: embedding.type={kind!r} is not one of {sorted(_REGISTRY)}")
-    cls = _REGISTRY[kind]
+    cls = families.spec_class(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise UnknownVariantError(f"feature {feature!r}: embedding.type={kind!r} is not one of {families.kinds()}")
     allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(d) - set(allowed))
     if unknown:
@@ -78,7 +65,7 @@ def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
             f"feature {feature!r}: unknown key(s) {unknown} for embedding type {kind!r}; allowed: {allowed}"
         )
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    if cls is Unified and "group" in d:
+    if issubclass(cls, Unified) and "group" in d:
         g = d["group"]
         if isinstance(g, str):
             if not unified_tables or g not in unified_tables:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from dataclasses import field
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from recsys_emb.errors import SpecError
+from recsys_emb.errors import ConfigError, SpecError
 
 __all__ = [
     "DIM_MULTIPLE",
     "POOLINGS",
     "TableDef",
+    "Sizing",
     "EmbeddingSpec",
     "Full",
     "Hashed",
@@ -32,6 +34,7 @@ __all__ = [
     "FeatureSpec",
     "validate_feature_set",
     "init_bounds",
+    "mixed_field_dims",
 ]
 
 DIM_MULTIPLE = 4
@@ -39,6 +42,12 @@ DIM_MULTIPLE = 4
 
 POOLINGS = ("sum", "mean", "none")
 """``none`` = unpooled (sequence) lookups, served by :class:`~recsys_emb.layer.SequenceEmbeddingLayer`."""
+
+
+def _option_at_least(key: str, options: Mapping[str, Any], name: str, low: int) -> None:
+    value = options.get(name, low)
+    if value < low:
+        raise ConfigError(f"{key}.{name}={value!r} must be >= {low}")
 
 
 def _check_int(cls: str, name: str, value: Any, low: int = 1, multiple: int = 1, hint: str = "") -> None:
@@ -78,15 +87,94 @@ class TableDef:
         return self.rows ** -0.5 if self.init_bound is None else self.init_bound
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """A group of fields that share one variant choice, to be sized by its family
+    (:meth:`EmbeddingSpec.for_group`).
+
+    Attributes:
+        variant: the variant name chosen (``multi_hash``, ``qr``, ...; :func:`recsys_emb.families.variant_names`).
+        dim: the embedding dim asked for (a family may widen it, e.g. QR ``concat`` to a multiple of 8).
+        cardinalities: ``{field: vocabulary size}`` of the group, in order.
+        compression: large fields keep about ``1/compression`` of their full tables' bytes.
+        min_rows: fields with fewer ids are small: they stay full tables (a family that shares one table
+            across the group may add their full row count to it instead).
+        options: the family's options (its defaults, the preset's ``options:``, what the variant fixes).
+        table_name: the name of a table the whole group shares (unified).
+
+    Example:
+        >>> Sizing("hashed", dim=8, cardinalities={"a": 10, "b": 5000}, min_rows=100).large_fields
+        ['b']
+    """
+
+    variant: str
+    dim: int
+    cardinalities: Mapping[str, int]
+    compression: float = 1.0
+    min_rows: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    table_name: str = "unified"
+
+    def is_large(self, name: str) -> bool:
+        """Whether field ``name`` has at least ``min_rows`` ids (it is compressed)."""
+        return self.cardinalities[name] >= self.min_rows
+
+    @property
+    def large_fields(self) -> List[str]:
+        return [f for f in self.cardinalities if self.is_large(f)]
+
+
 class EmbeddingSpec:
     """Base of the per-variant specs. Subclasses are frozen dataclasses with a ``kind`` tag.
 
     A spec alone determines its tables (:meth:`tables`) and its small dense parameters
-    (:meth:`dense_params`), so memory is known before anything is built.
+    (:meth:`dense_params`), so memory is known before anything is built. A family offered to presets
+    and the search also sizes itself for a group of fields (:meth:`for_group`, by default
+    :meth:`for_field` per large field) and may check its options (:meth:`check_options`) and choose
+    them in a search trial (:meth:`suggest`); registration: :func:`recsys_emb.families.register_family`.
     """
 
     kind: ClassVar[str] = ""
     needs_cardinality: ClassVar[bool] = False
+    compresses: ClassVar[bool] = True
+    """Whether its sizing follows ``compression`` (the search then chooses one per group)."""
+    shared_group: ClassVar[bool] = False
+    """Whether a group's fields share its tables: the group is sized over every field (those with
+    per-field overrides too), and a search trial gives its fields no per-field dims."""
+
+    @classmethod
+    def for_group(cls, sizing: Sizing) -> Dict[str, "EmbeddingSpec"]:
+        """The specs of a group of fields, ``{field: spec}`` in the order of ``sizing.cardinalities``:
+        small fields full tables of ``sizing.dim``, large ones :meth:`for_field`."""
+        return {f: cls.for_field(sizing, f, c) if sizing.is_large(f) else Full(sizing.dim)
+                for f, c in sizing.cardinalities.items()}
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> "EmbeddingSpec":
+        """One large field's spec at about ``1/sizing.compression`` of its full table's bytes."""
+        raise SpecError(f"{cls.__name__} does not size itself for a group; give it a for_field or for_group "
+                        f"classmethod to offer it to presets and the search")
+
+    @classmethod
+    def for_own_dim(cls, sizing: Sizing) -> Dict[str, "EmbeddingSpec"]:
+        """The spec of one field that has a dim of its own (``embeddings.dims``), out of the group."""
+        return cls.for_group(sizing)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        """Raise :class:`~recsys_emb.errors.ConfigError` naming ``key.<option>`` for a bad value of this
+        family's ``options``; ``dim`` is the preset's dim when the preset chose this family, else None."""
+
+    @classmethod
+    def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,
+                options: Mapping[str, Any]) -> Tuple[int, Dict[str, Any], float]:
+        """A search trial's ``(dim, options, compression)`` for group ``group`` that chose ``variant`` at
+        ``dim`` (``options``: the base config's). By default ``compression:<group>`` from
+        ``space.compression`` when the family :attr:`compresses`, else 1."""
+        compression = 1.0
+        if cls.compresses:
+            compression = float(trial.suggest_categorical(f"compression:{group}", list(space.compression)))
+        return dim, dict(options), compression
 
     @property
     def output_dim(self) -> int:  # pragma: no cover - every subclass overrides
@@ -122,9 +210,15 @@ class Full(EmbeddingSpec):
     dim: int
     kind: ClassVar[str] = "full"
     needs_cardinality: ClassVar[bool] = True
+    compresses: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_int("Full", "dim", self.dim, multiple=DIM_MULTIPLE)
+
+    @classmethod
+    def for_group(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """Every field a full table of ``sizing.dim`` (``compression`` does not apply)."""
+        return {f: cls(sizing.dim) for f in sizing.cardinalities}
 
     @property
     def output_dim(self) -> int:
@@ -174,6 +268,16 @@ class Hashed(EmbeddingSpec):
             raise SpecError(f"Hashed.combiner={self.combiner!r} must be one of {HASH_COMBINERS}")
         if self.oov_id is not None:
             _check_int("Hashed", "oov_id", self.oov_id, low=0)
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """``ceil(cardinality / compression)`` buckets, ``options["num_hashes"]`` probes."""
+        return cls(dim=sizing.dim, buckets=max(1, math.ceil(cardinality / sizing.compression)),
+                   num_hashes=int(sizing.options.get("num_hashes", 1)))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        _option_at_least(key, options, "num_hashes", 1)
 
     @property
     def output_dim(self) -> int:
@@ -231,6 +335,41 @@ class QuotientRemainder(EmbeddingSpec):
         if self.buckets is not None:
             _check_int("QuotientRemainder", "buckets", self.buckets)
 
+    @staticmethod
+    def buckets_for(cardinality: int, compression: float, op: str) -> int:
+        """Quotient rows that keep about ``1/compression`` of a full table's bytes.
+
+        ``mult`` and ``add`` tables are full width, so ``ceil(N / compression)`` rows; ``concat`` splits
+        the dim into two half-width tables, so twice the rows (at most ``N``: ``concat`` never holds more
+        than half the full bytes).
+
+        Example:
+            >>> QuotientRemainder.buckets_for(1000, 4, "mult"), QuotientRemainder.buckets_for(1000, 4, "concat")
+            (250, 500)
+        """
+        width_share = 2 if op == "concat" else 1
+        return max(1, min(cardinality, math.ceil(cardinality * width_share / compression)))
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """Op ``options["qr_op"]``, quotient rows :meth:`buckets_for` the compression."""
+        op = str(sizing.options.get("qr_op", "mult"))
+        return cls(dim=sizing.dim, buckets=cls.buckets_for(cardinality, sizing.compression, op), op=op)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        if options.get("qr_op", "mult") not in QR_OPS:
+            raise ConfigError(f"{key}.qr_op={options['qr_op']!r} is not allowed; choose one of {list(QR_OPS)}")
+
+    @classmethod
+    def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,
+                options: Mapping[str, Any]) -> Tuple[int, Dict[str, Any], float]:
+        """The compression; ``concat`` halves the dim, so a dim that is no multiple of 8 grows by 4."""
+        dim, opts, compression = super().suggest(trial, space, group, variant, dim, options)
+        if opts.get("qr_op") == "concat" and dim % (2 * DIM_MULTIPLE):
+            dim += DIM_MULTIPLE
+        return dim, opts, compression
+
     def modulus(self, cardinality: int) -> int:
         """The remainder modulus ``m`` for a vocabulary of ``cardinality`` ids."""
         if self.collisions is not None:
@@ -260,6 +399,29 @@ class QuotientRemainder(EmbeddingSpec):
 def _harmonic_mass(start: int, stop: int) -> float:
     """Access mass of ranks [start, stop) under Zipf's law p(r) ~ 1/(r+1) (integral approximation)."""
     return math.log((stop + 0.5) / (start + 0.5))
+
+
+def mixed_field_dims(sizes: Sequence[int], base_dim: int, alpha: float,
+                     queries: Optional[Sequence[float]] = None, round_to: int = DIM_MULTIPLE) -> List[int]:
+    """Field-level mixed dimensions (one dim per field; DLRM's ``md_solver`` rule).
+
+    ``d_f = base_dim * (n_f' / n_min') ** (-alpha)`` with ``n_f' = rows_f / queries_f`` (queries: mean
+    lookups of the field per sample, default 1): the field with the fewest effective rows gets
+    ``base_dim``, larger fields less; rounded to ``round_to`` and clamped to ``[round_to, base_dim]``.
+    Use with :class:`Full` specs (:mod:`recsys_emb.mixed_dims` also exports it); models project to a common dim only where they need one.
+
+    Example:
+        >>> mixed_field_dims([10, 1000, 100000], base_dim=64, alpha=0.25)
+        [64, 20, 8]
+    """
+    q = list(queries) if queries is not None else [1.0] * len(sizes)
+    eff = [n / max(k, 1e-12) for n, k in zip(sizes, q)]
+    smallest = min(eff)
+    dims = []
+    for e in eff:
+        d = int(round(base_dim * (e / smallest) ** (-alpha) / round_to)) * round_to
+        dims.append(min(base_dim, max(round_to, d)))
+    return dims
 
 
 @dataclass(frozen=True)
@@ -296,6 +458,54 @@ class MixedDimension(EmbeddingSpec):
     block_dims: Optional[Tuple[int, ...]] = None
     kind: ClassVar[str] = "mixed"
     needs_cardinality: ClassVar[bool] = True
+    compresses: ClassVar[bool] = False
+    search_blocks: ClassVar[int] = 4
+    """Frequency blocks per field of a searched group when the base config is field-level (``num_blocks: 1``):
+    there the search itself chooses each field's dim, so alpha would have nothing to act on."""
+
+    @classmethod
+    def for_group(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """``options["num_blocks"] == 1``: one table per large field, dims by
+        :func:`~recsys_emb.mixed_dims.mixed_field_dims` across the group's large fields (DLRM's
+        ``md_solver``); more: that many frequency blocks inside each large field. Memory follows
+        ``options["alpha"]``, not ``compression``."""
+        dim = sizing.dim
+        alpha = float(sizing.options.get("alpha", cls.alpha))
+        blocks = int(sizing.options.get("num_blocks") or 0)
+        out: Dict[str, EmbeddingSpec] = {f: Full(dim) for f in sizing.cardinalities if not sizing.is_large(f)}
+        large = sizing.large_fields
+        if blocks == 1:
+            for f, d in zip(large, mixed_field_dims([sizing.cardinalities[f] for f in large], dim, alpha)):
+                out[f] = Full(dim) if d == dim else cls(dim, alpha=alpha, boundaries=(), block_dims=(d,))
+        else:
+            for f in large:
+                out[f] = cls(base_dim=dim, alpha=alpha, num_blocks=blocks or None)
+        return {f: out[f] for f in sizing.cardinalities}
+
+    @classmethod
+    def for_own_dim(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """Field-level (``num_blocks: 1``): a full table of its own dim; else its own frequency blocks."""
+        if int(sizing.options.get("num_blocks") or 0) == 1:
+            return {f: Full(sizing.dim) for f in sizing.cardinalities}
+        return cls.for_group(sizing)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        _option_at_least(key, options, "num_blocks", 1)
+        alpha = options.get("alpha", cls.alpha)
+        if not 0 <= alpha <= 2:
+            raise ConfigError(f"{key}.alpha={alpha!r} must lie in [0, 2] (the paper uses 0..1)")
+
+    @classmethod
+    def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,
+                options: Mapping[str, Any]) -> Tuple[int, Dict[str, Any], float]:
+        """``alpha:<group>`` from ``space.alpha``; frequency blocks inside each field (the base config's
+        ``num_blocks`` when above 1, else :attr:`search_blocks`)."""
+        opts = dict(options)
+        opts["alpha"] = float(trial.suggest_categorical(f"alpha:{group}", list(space.alpha)))
+        blocks = int(opts.get("num_blocks", 1))
+        opts["num_blocks"] = blocks if blocks > 1 else cls.search_blocks
+        return dim, opts, 1.0
 
     def __post_init__(self) -> None:
         _check_int("MixedDimension", "round_to", self.round_to, multiple=DIM_MULTIPLE)
@@ -444,6 +654,40 @@ class Unified(EmbeddingSpec):
     oov_id: Optional[int] = None
     oov_row: Optional[int] = None
     kind: ClassVar[str] = "unified"
+    shared_group: ClassVar[bool] = True
+
+    @classmethod
+    def for_group(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """Every field joins one table named ``sizing.table_name`` (feature multiplexing): large fields add
+        ``ceil(N / compression)`` rows, small ones their full row count; ``options["chunks"]`` lookups per
+        field of ``dim / chunks`` columns (rounded down to a multiple of 4, at least 4)."""
+        chunks = int(sizing.options.get("chunks", 1))
+        rows = sum(math.ceil(c / sizing.compression) if sizing.is_large(f) else c
+                   for f, c in sizing.cardinalities.items())
+        chunk_dim = max(DIM_MULTIPLE, (sizing.dim // chunks) // DIM_MULTIPLE * DIM_MULTIPLE)
+        table = UnifiedTable(sizing.table_name, rows=max(1, rows), chunk_dim=chunk_dim)
+        return {f: cls(table, chunks=chunks) for f in sizing.cardinalities}
+
+    @classmethod
+    def for_own_dim(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """A field with a dim of its own leaves the shared table: the hashing trick at that dim."""
+        return Hashed.for_group(dataclasses.replace(sizing, variant="hashed", options={"num_hashes": 1}))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        _option_at_least(key, options, "chunks", 1)
+        chunks = int(options.get("chunks", 1))
+        if dim is not None and (dim % chunks or (dim // chunks) % DIM_MULTIPLE):
+            raise ConfigError(f"{key}.chunks={chunks} must split dim={dim} into chunks whose size is a multiple of "
+                              f"{DIM_MULTIPLE}")
+
+    @classmethod
+    def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,
+                options: Mapping[str, Any]) -> Tuple[int, Dict[str, Any], float]:
+        """The compression, then ``chunks:<group>`` from ``space.chunks``."""
+        dim, opts, compression = super().suggest(trial, space, group, variant, dim, options)
+        opts["chunks"] = int(trial.suggest_categorical(f"chunks:{group}", list(space.chunks)))
+        return dim, opts, compression
 
     def __post_init__(self) -> None:
         if not isinstance(self.group, UnifiedTable):
@@ -523,6 +767,28 @@ class LowRank(EmbeddingSpec):
     kind: ClassVar[str] = "lowrank"
     needs_cardinality: ClassVar[bool] = True
 
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """Rank ``options["rank"]``, or (0) the multiple of 4 nearest to the rank with ``N r + r d = N d /
+        compression`` (at least 4, below ``dim``); a dim of 4 leaves nothing to factorise: a full table."""
+        dim = sizing.dim
+        if dim <= DIM_MULTIPLE:
+            return Full(dim)
+        rank = int(sizing.options.get("rank", 0))
+        if rank <= 0:
+            fit = cardinality * dim / (sizing.compression * (cardinality + dim))
+            rank = int(round(fit / DIM_MULTIPLE)) * DIM_MULTIPLE
+        rank = min(max(DIM_MULTIPLE, rank), dim - DIM_MULTIPLE)
+        return cls(dim=dim, rank=rank)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        rank = options.get("rank", 0)
+        if rank < 0 or rank % DIM_MULTIPLE or (dim is not None and rank and rank >= dim):
+            below = f" and below dim={dim}" if dim is not None else ""
+            raise ConfigError(f"{key}.rank={rank!r} must be 0 (sized by compression) or a multiple of "
+                              f"{DIM_MULTIPLE}{below}")
+
     def __post_init__(self) -> None:
         _check_int("LowRank", "dim", self.dim, multiple=DIM_MULTIPLE)
         _check_int("LowRank", "rank", self.rank, multiple=DIM_MULTIPLE, hint=" (the factor table's dim)")
@@ -578,6 +844,23 @@ class TensorTrain(EmbeddingSpec):
     dim_factors: Optional[Tuple[int, int, int]] = None
     kind: ClassVar[str] = "tt"
     needs_cardinality: ClassVar[bool] = True
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """Ranks ``(r, r)`` with ``r = options["tt_rank"]``, or (0) the largest ``r`` whose cores hold at most
+        ``N d / compression`` parameters (at least 1), on the balanced factors."""
+        r = int(sizing.options.get("tt_rank", 0))
+        if r <= 0:
+            probe = cls(dim=sizing.dim, ranks=(1, 1))
+            (n1, n2, n3), (d1, d2, d3) = probe.resolved_factors(cardinality), probe.resolved_dim_factors()
+            a, b = n1 * d1 + n3 * d3, n2 * d2  # parameters: a r + b r^2
+            target = cardinality * sizing.dim / sizing.compression
+            r = max(1, int((-a + math.sqrt(a * a + 4 * b * target)) / (2 * b)))
+        return cls(dim=sizing.dim, ranks=(r, r))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        _option_at_least(key, options, "tt_rank", 0)
 
     def __post_init__(self) -> None:
         _check_int("TensorTrain", "dim", self.dim, multiple=DIM_MULTIPLE)
@@ -691,6 +974,31 @@ class Robe(EmbeddingSpec):
     dim: int
     block: int = 16
     kind: ClassVar[str] = "robe"
+
+    shared_group: ClassVar[bool] = True
+
+    @classmethod
+    def for_group(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """Every field reads one array named ``sizing.table_name``: large fields add ``N d / compression``
+        floats, small ones ``N d``; blocks of ``options["robe_block"]`` floats (0: ``dim``, one block per id)."""
+        floats = sum(math.ceil(c * sizing.dim / sizing.compression) if sizing.is_large(f) else c * sizing.dim
+                     for f, c in sizing.cardinalities.items())
+        size = max(DIM_MULTIPLE, -(-floats // DIM_MULTIPLE) * DIM_MULTIPLE)
+        block = int(sizing.options.get("robe_block", 0)) or sizing.dim
+        array = RobeArray(sizing.table_name, size=size)
+        return {f: cls(array, dim=sizing.dim, block=min(block, size)) for f in sizing.cardinalities}
+
+    @classmethod
+    def for_own_dim(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """A field with a dim of its own leaves the shared array: the hashing trick at that dim."""
+        return Hashed.for_group(dataclasses.replace(sizing, variant="hashed", options={"num_hashes": 1}))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        block = options.get("robe_block", 0)
+        if block < 0 or block % DIM_MULTIPLE or (dim is not None and block and dim % block and block % dim):
+            raise ConfigError(f"{key}.robe_block={block!r} must be 0 (= dim) or a multiple of {DIM_MULTIPLE} that "
+                              f"divides dim or is a multiple of it" + (f" (dim={dim})" if dim is not None else ""))
 
     def __post_init__(self) -> None:
         if not isinstance(self.group, RobeArray):

@@ -5,7 +5,8 @@ import pytest
 from recsys_emb.errors import ConfigError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs, with_oov_rows
-from recsys_emb.specs import Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+from recsys_emb.specs import (Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, TensorTrain, Unified,
+                              UnifiedTable)
 
 CARDS = {"small": 100, "big": 100_000, "huge": 1_000_000, "hist": 100_000}
 
@@ -15,10 +16,11 @@ def test_every_variant_builds_with_shared_history(variant):
     specs = feature_specs(CARDS, VariantPreset(variant, dim=16, compression=4), poolings={"hist": "none", "big": "none"},
                           shared={"hist": "big"})
     by = {s.name: s for s in specs}
-    assert isinstance(by["small"].embedding, Unified if variant == "unified" else Full)
+    shared_group = {"unified": Unified, "robe": Robe}
+    assert isinstance(by["small"].embedding, shared_group.get(variant, Full))
     assert by["hist"].embedding == by["big"].embedding and by["hist"].shared_with == "big"
     kinds = {"full": Full, "hashed": Hashed, "multi_hash": Hashed, "qr": QuotientRemainder,
-             "mixed": MixedDimension, "unified": Unified}
+             "mixed": MixedDimension, "unified": Unified, "lowrank": LowRank, "tt": TensorTrain, "robe": Robe}
     assert isinstance(by["huge"].embedding, kinds[variant])
 
 
@@ -27,15 +29,27 @@ def test_every_variant_builds_with_shared_history(variant):
 def test_compression_sets_the_budget(variant, knobs):
     """compression is a bytes ratio for every variant and QR op (concat: twice the rows at half width)."""
     full = memory_from_specs(feature_specs(CARDS, VariantPreset("full", dim=16))).params
-    comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10, **knobs))).params
+    comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10, options=knobs))).params
     assert 0.09 < comp / full < 0.12
+
+
+@pytest.mark.parametrize("variant,compression", [("lowrank", 2), ("lowrank", 3.5), ("tt", 10), ("tt", 1000),
+                                                 ("robe", 10), ("robe", 1000)])
+def test_compression_sets_the_budget_of_the_factorised_families(variant, compression):
+    """Low rank, tensor train and ROBE keep about 1/compression of the large fields' bytes, the small field its
+    full bytes (in ROBE's shared array too); low rank's rank is rounded to a multiple of 4 (1/3.5 gives rank 4
+    of 16), the tensor-train rank down."""
+    small = CARDS["small"] * 16
+    want = (sum(CARDS.values()) * 16 - small) / compression + small
+    got = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=compression))).params
+    assert 0.8 * want < got < 1.01 * want, (got, want)
 
 
 def test_qr_defaults_to_concat_with_twice_the_quotient_rows():
     huge = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4))}["huge"]
     assert huge.embedding.op == "concat"
     assert [(t.rows, t.dim) for t in huge.tables()] == [(500_000, 8), (2, 8)]
-    mult = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4, qr_op="mult"))}["huge"]
+    mult = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=4, options={"qr_op": "mult"}))}["huge"]
     assert [(t.rows, t.dim) for t in mult.tables()] == [(250_000, 16), (4, 16)]
     # below compression 2, concat cannot keep more rows than ids: half the bytes at most
     one = {s.name: s for s in feature_specs(CARDS, VariantPreset("qr", dim=16, compression=1))}["huge"]
@@ -45,7 +59,7 @@ def test_qr_defaults_to_concat_with_twice_the_quotient_rows():
 def test_mixed_defaults_to_the_field_level_form():
     specs = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16))}
     assert specs["huge"].block_dims is not None and len(specs["huge"].block_dims) == 1
-    blocks = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16, num_blocks=4))}
+    blocks = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("mixed", dim=16, options={"num_blocks": 4}))}
     assert blocks["huge"].num_blocks == 4
 
 
@@ -67,7 +81,7 @@ def test_one_block_is_field_level_mixed_dimension():
     from recsys_emb.spec_io import specs_from_dicts, specs_to_dicts
 
     cards = {"small": 100, "mid": 20_000, "big": 100_000, "huge": 1_000_000}
-    specs = feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.3, num_blocks=1))
+    specs = feature_specs(cards, VariantPreset("mixed", dim=32, options={"alpha": 0.3, "num_blocks": 1}))
     by = {s.name: s for s in specs}
     dims = dict(zip(["mid", "big", "huge"], mixed_field_dims([20_000, 100_000, 1_000_000], 32, 0.3)))
     assert isinstance(by["small"].embedding, Full) and isinstance(by["mid"].embedding, Full)  # smallest large: full dim
@@ -80,7 +94,7 @@ def test_one_block_is_field_level_mixed_dimension():
     assert resolve_frequencies(specs, {"huge": [1.0] * 1_000_000}) == specs
     assert specs_from_dicts(specs_to_dicts(specs)) == specs
     assert all(isinstance(s.embedding, Full)
-               for s in feature_specs(cards, VariantPreset("mixed", dim=32, alpha=0.0, num_blocks=1)))
+               for s in feature_specs(cards, VariantPreset("mixed", dim=32, options={"alpha": 0.0, "num_blocks": 1})))
 
 
 OOV = {"small": 99, "big": 99_999, "huge": 999_999}  # "hist" reads big's tables, so big's OOV id

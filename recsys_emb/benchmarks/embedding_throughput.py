@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -30,17 +30,30 @@ from recsys_emb.benchmarks.common import (command_line, criteo_shaped_cardinalit
                                          interleaved_seconds, skewed_batch, variant_specs, write_section)
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.memory import memory_from_specs
-from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs
+from recsys_emb.families import option_defaults, variant_names
+from recsys_emb.presets import VariantPreset, feature_specs
 from recsys_emb.sharding import init_single_process_group, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
 
-__all__ = ["PRESET_KNOBS", "parse_preset", "run", "format_table", "main"]
+__all__ = ["PRESET_KNOBS", "preset_knobs", "parse_preset", "run", "format_table", "main"]
 
 logger = logging.getLogger(__name__)
 
 
-PRESET_KNOBS = ("compression", "min_rows", "num_hashes", "qr_op", "alpha", "num_blocks", "chunks")
-"""The :class:`~recsys_emb.presets.VariantPreset` knobs a ``--preset`` may set."""
+def __getattr__(name: str) -> Any:
+    if name == "PRESET_KNOBS":
+        return preset_knobs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def preset_knobs() -> Tuple[str, ...]:
+    """The knobs a ``--preset`` may set: ``compression``, ``min_rows`` and every registered family's
+    options (:func:`recsys_emb.families.option_defaults`)."""
+    return ("compression", "min_rows", *option_defaults())
+
+
+PRESET_KNOBS: Tuple[str, ...]
+"""The :class:`~recsys_emb.presets.VariantPreset` knobs a ``--preset`` may set (:func:`preset_knobs`)."""
 
 
 def parse_preset(text: str, dim: int, compression: float = 4) -> Tuple[str, VariantPreset]:
@@ -59,13 +72,15 @@ def parse_preset(text: str, dim: int, compression: float = 4) -> Tuple[str, Vari
     if not eq or not name or not variant:
         raise ValueError(f"--preset {text!r}: write NAME=VARIANT[:knob=value,...], e.g. qr_big=qr:min_rows=10000")
     kwargs: Dict[str, object] = {"variant": variant, "dim": dim, "compression": compression}
+    options: Dict[str, object] = {}
+    allowed = preset_knobs()
     for item in filter(None, knobs.split(",")):
         knob, eq, value = item.partition("=")
-        if not eq or knob not in PRESET_KNOBS:
-            raise ValueError(f"--preset {text!r}: {item!r} is not knob=value with a knob in {PRESET_KNOBS}")
-        kwargs[knob] = yaml.safe_load(value)
+        if not eq or knob not in allowed:
+            raise ValueError(f"--preset {text!r}: {item!r} is not knob=value with a knob in {allowed}")
+        (kwargs if knob in ("compression", "min_rows") else options)[knob] = yaml.safe_load(value)
     kwargs.setdefault("min_rows", int(16 * float(kwargs["compression"])))  # type: ignore[arg-type]
-    return name, VariantPreset(**kwargs)  # type: ignore[arg-type]
+    return name, VariantPreset(options=options, **kwargs)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -151,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--optimizer", default="sgd", help="fused embedding optimizer")
     p.add_argument("--variants", nargs="*", default=None, help="variants and preset names to run (default: all)")
     p.add_argument("--preset", action="append", default=[], metavar="NAME=VARIANT[:knob=value,...]",
-                   help=f"also measure a variant with other knobs ({', '.join(PRESET_KNOBS)}); repeatable, "
+                   help=f"also measure a variant with other knobs ({', '.join(preset_knobs())}); repeatable, "
                         f"e.g. qr_big=qr:min_rows=10000")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="small tables and few steps (format check)")
@@ -166,7 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         presets = dict(parse_preset(t, a.dim) for t in a.preset)
     except ValueError as e:
         p.error(str(e))
-    clash = sorted(set(presets) & set(VARIANTS))
+    clash = sorted(set(presets) & set(variant_names()))
     if clash:
         p.error(f"--preset name(s) {clash} are built-in variants; pick other names")
     results = run(cap=a.cap, dim=a.dim, batch=a.batch, steps=a.steps, rounds=a.rounds,

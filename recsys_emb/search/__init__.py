@@ -15,8 +15,10 @@ Example:
     'dims-dlrm-criteo-like'
 """
 
-from recsys_emb.search.config import (SEARCH_VARIANTS, DimRange, PrunerConfig, SearchConfig, SpaceConfig,
-                                      load_search_config, search_config_from_dict)
+from typing import Any
+
+from recsys_emb.search.config import (DimRange, PrunerConfig, SearchConfig, SpaceConfig, load_search_config,
+                                      search_config_from_dict)
 from recsys_emb.search.objective import trial_run_config
 from recsys_emb.search.report import best_trial, search_report
 from recsys_emb.search.study import normalize_storage_url, open_study, search
@@ -24,3 +26,11 @@ from recsys_emb.search.study import normalize_storage_url, open_study, search
 __all__ = ["DimRange", "PrunerConfig", "SpaceConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
            "open_study", "search", "search_report", "trial_run_config", "normalize_storage_url", "best_trial",
            "SEARCH_VARIANTS"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SEARCH_VARIANTS":  # the registry's variant names, read when accessed
+        from recsys_emb.families import variant_names
+
+        return variant_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,11 +14,12 @@ import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
 from recsys_emb.errors import ConfigError
+from recsys_emb.families import variant_names
 from recsys_emb.config import (
     _read_yaml,
     apply_overrides,
@@ -35,8 +36,15 @@ from recsys_emb.specs import DIM_MULTIPLE
 __all__ = ["DimRange", "SpaceConfig", "PrunerConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
            "SEARCH_VARIANTS"]
 
-SEARCH_VARIANTS = ("full", "hashed", "multi_hash", "qr", "mixed", "unified")
-"""Variants a group may choose from (``space.variants``)."""
+def __getattr__(name: str) -> Any:
+    if name == "SEARCH_VARIANTS":  # read from the registry: families registered later are in it
+        return variant_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+SEARCH_VARIANTS: Tuple[str, ...]
+"""Variants a group may choose from (``space.variants``): every registered family's variant names
+(:func:`recsys_emb.families.variant_names`), read when accessed."""
 
 _SAMPLERS = ("auto", "tpe", "random", "nsga2")
 _PRUNERS = ("median", "hyperband", "none")
@@ -117,8 +125,8 @@ class SpaceConfig:
                     _fail(f"space.groups.{g}", f, f"field {f!r} is already in group {seen[f]!r}")
                 seen[f] = g
         for v in self.variants:
-            if v not in SEARCH_VARIANTS:
-                _fail("space.variants[]", v, f"choose from {list(SEARCH_VARIANTS)}")
+            if v not in variant_names():
+                _fail("space.variants[]", v, f"choose from {list(variant_names())}")
         for c in self.compression:
             if not c >= 1:
                 _fail("space.compression[]", c, "must be >= 1 (1 = all rows)")

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
+from recsys_emb import families
+from recsys_emb.families import family_options
 from recsys_emb.errors import ConfigError
-from recsys_emb.presets import group_specs, variant_choice
-from recsys_emb.specs import DIM_MULTIPLE
+from recsys_emb.presets import group_specs
+from recsys_emb.specs import DIM_MULTIPLE, MixedDimension
 from recsys_emb.search.config import DimRange, SpaceConfig
 
 __all__ = ["MIXED_SEARCH_BLOCKS", "field_groups", "suggest_dim", "trial_choices"]
 
-MIXED_SEARCH_BLOCKS = 4
+MIXED_SEARCH_BLOCKS = MixedDimension.search_blocks
 """Frequency blocks per field of a searched ``mixed`` group when the base config is field-level."""
 
 
@@ -63,34 +65,22 @@ def suggest_dim(trial: Any, space: SpaceConfig, group: str) -> int:
 def _group_embeddings(trial: Any, space: SpaceConfig, group: str, fields: Sequence[str],
                       cards: Mapping[str, int], base: Dict[str, Any]) -> Tuple[Dict[str, int], Dict[str, Dict[str, Any]]]:
     """(dims, overrides) of one group's fields for a trial: the trial picks a dim and (when variants are
-    searched) a variant and its knobs; :func:`recsys_emb.presets.group_specs` turns that choice into the
-    fields' specs, as it does for run configs."""
+    searched) a variant; the variant's family picks its knobs (:meth:`~recsys_emb.specs.EmbeddingSpec.suggest`:
+    compression, chunks, alpha, ...) and sizes the group (:func:`recsys_emb.presets.group_specs`), as it
+    does for run configs."""
     dim = suggest_dim(trial, space, group)
     if not space.variants:
         return {f: dim for f in fields}, {}
     variant = trial.suggest_categorical(f"variant:{group}", list(space.variants))
     emb = base["embeddings"]
-    compression = 1.0
-    if variant in ("hashed", "multi_hash", "qr", "unified"):
-        compression = float(trial.suggest_categorical(f"compression:{group}", list(space.compression)))
-    if variant == "unified":
-        chunks = int(trial.suggest_categorical(f"chunks:{group}", list(space.chunks)))
-        choice: Dict[str, Any] = {"type": "unified", "chunks": chunks,
-                                  "chunk_dim": max(DIM_MULTIPLE, (dim // chunks) // DIM_MULTIPLE * DIM_MULTIPLE)}
-    elif variant == "mixed":
-        # frequency blocks inside each field: with the field-level form (num_blocks 1) the dim per field
-        # is what the search itself chooses, so its alpha would have nothing to act on
-        blocks = int(emb["num_blocks"])
-        choice = variant_choice("mixed", dim, alpha=float(trial.suggest_categorical(f"alpha:{group}", list(space.alpha))),
-                                num_blocks=blocks if blocks > 1 else MIXED_SEARCH_BLOCKS)
-    elif variant == "qr" and emb["qr_op"] == "concat" and dim % (2 * DIM_MULTIPLE):
-        choice = variant_choice("qr", dim + DIM_MULTIPLE, qr_op="concat")  # concat halves the dim: a multiple of 8
-    else:
-        choice = variant_choice(variant, dim, num_hashes=int(emb["num_hashes"]), qr_op=emb["qr_op"])
-    specs = group_specs(choice, {f: cards[f] for f in fields}, compression, int(emb["min_rows"]),
-                        table_name=f"unified_{group}")
+    family = families.family_of_variant(variant, "space.variants[]")
+    asked = dim  # a family may widen the dim it sizes with (QR concat); the fields' dims stay the trial's
+    dim, options, compression = family.spec.suggest(trial, space, group, variant, dim,
+                                                    family_options(variant, emb.get("options") or {}))
+    specs = group_specs(variant, dim, {f: cards[f] for f in fields}, compression, int(emb["min_rows"]),
+                        options, table_name=f"unified_{group}")
     overrides = {f: spec.to_dict() for f, spec in specs.items()}
-    dims = {} if variant == "unified" else {f: dim for f in fields}
+    dims = {} if family.spec.shared_group else {f: asked for f in fields}
     return dims, overrides
 
 
@@ -103,8 +93,8 @@ def trial_choices(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[
         space: the search space.
         groups: :func:`field_groups`.
         cards: ids per field (the dataset's vocabulary sizes).
-        run_dict: the trial's train config as a dict (its ``embeddings`` section gives ``min_rows``,
-            ``num_hashes``, ``qr_op`` and ``num_blocks`` when variants are searched).
+        run_dict: the trial's train config as a dict (its ``embeddings`` section gives ``min_rows`` and
+            the families' ``options`` when variants are searched).
     """
     dims: Dict[str, int] = {}
     overrides: Dict[str, Dict[str, Any]] = {}

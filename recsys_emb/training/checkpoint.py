@@ -415,5 +415,5 @@ def check_same_features(saved: Optional[List[Dict[str, Any]]], current: List[Dic
     raise ConfigError(
         f"--resume: checkpoint {path} holds other embedding tables than this config builds: {detail}. Set the "
         f"embeddings settings the run was trained with (its whole config is in {path / 'trainer.json'}; settings "
-        f"left out take the current defaults, e.g. embeddings.qr_op and embeddings.num_blocks), or train into a new "
+        f"left out take the current defaults, e.g. embeddings.options.qr_op and embeddings.options.num_blocks), or train into a new "
         f"train.out_dir.")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from recsys_emb.config import RunConfig
 from recsys_emb.errors import ConfigError
+from recsys_emb.families import compressing_variants
 
 __all__ = ["TINY_EPOCH_STEPS", "SUGGESTED_EPOCH_STEPS", "COMPRESSING_VARIANTS", "check_steps_per_epoch",
            "settings_warnings", "suggested_batch_size", "warn_settings"]
@@ -24,8 +25,15 @@ order of the whole training split."""
 SUGGESTED_EPOCH_STEPS = 20
 """The batch size a warning or refusal suggests gives at least this many steps per epoch."""
 
-COMPRESSING_VARIANTS = ("hashed", "multi_hash", "qr", "unified")
-"""The variants whose tables ``embeddings.compression`` sizes (``full`` and ``mixed`` ignore it)."""
+def __getattr__(name: str) -> Any:
+    if name == "COMPRESSING_VARIANTS":  # read from the family registry when accessed
+        return compressing_variants()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+COMPRESSING_VARIANTS: Tuple[str, ...]
+"""The variants whose tables ``embeddings.compression`` sizes (:func:`recsys_emb.families.compressing_variants`:
+``full`` and ``mixed`` ignore it)."""
 
 
 def suggested_batch_size(rows: int, steps: int = SUGGESTED_EPOCH_STEPS) -> int:
@@ -98,7 +106,7 @@ def settings_warnings(cfg: RunConfig, steps_per_epoch: int, total_steps: int, tr
             else "so no validation is logged before it"
         out.append(f"train.eval_every={t.eval_every} but the run trains {total_steps} steps: it never validates "
                    f"before its end, {acts}; set train.eval_every: auto (each epoch) or at most {total_steps}")
-    if cardinalities and e.variant in COMPRESSING_VARIANTS and e.compression > 1:
+    if cardinalities and e.variant in compressing_variants() and e.compression > 1:
         sized = {f: c for f, c in cardinalities.items() if f not in e.overrides}
         if sized and max(sized.values()) < e.min_rows:
             name = max(sized, key=lambda f: sized[f])

@@ -31,9 +31,12 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 from recsys_emb.config import RunConfig, config_to_dict
 from recsys_emb.data.outdir import foreign_files, make_parent_dirs
 from recsys_emb.errors import ConfigError, OutputDirError
+from recsys_emb.families import family_options
+from recsys_emb.presets import LEGACY_OPTION_KEYS
 from recsys_emb.version import __version__
 
-__all__ = ["RunDirectory", "RUN_FILES", "RUN_PATHS", "LOGS_DIR", "run_fingerprint", "fingerprint_differences"]
+__all__ = ["RunDirectory", "RUN_FILES", "RUN_PATHS", "LOGS_DIR", "run_fingerprint", "fingerprint_differences",
+           "migrate_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +98,10 @@ def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, An
         >>> fp["seed"], "train.log_every" in fp, len(fp["data.identity"])
         (0, False, 64)
     """
-    flat = {k: v for k, v in _flatten(config_to_dict(cfg)).items() if k not in _NOT_MODEL_KEYS}
+    data = config_to_dict(cfg)
+    # the chosen variant's family options, defaults included (the knobs its tables were sized with)
+    data["embeddings"]["options"] = family_options(cfg.embeddings.variant, cfg.embeddings.options)
+    flat = {k: v for k, v in _flatten(data).items() if k not in _NOT_MODEL_KEYS}
     volatile = {"seconds"}  # how long preprocessing took: the same data either way
     canonical = json.dumps({k: v for k, v in metadata.items() if k not in volatile}, sort_keys=True, default=str)
     flat["data.identity"] = hashlib.sha256(canonical.encode()).hexdigest()
@@ -103,8 +109,33 @@ def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, An
     return flat
 
 
+def migrate_fingerprint(saved: Mapping[str, Any]) -> Dict[str, Any]:
+    """A fingerprint written before the families' knobs moved into ``embeddings.options``, in today's keys:
+    the saved variant's family options become ``embeddings.options.<name>``, the other families' knobs
+    (which did not size its tables) are dropped.
+
+    Example:
+        >>> migrate_fingerprint({"embeddings.variant": "qr", "embeddings.qr_op": "mult", "embeddings.chunks": 1})
+        {'embeddings.variant': 'qr', 'embeddings.options.qr_op': 'mult'}
+    """
+    legacy = [f"embeddings.{k}" for k in LEGACY_OPTION_KEYS]
+    if not any(k in saved for k in legacy):
+        return dict(saved)
+    out = {k: v for k, v in saved.items() if k not in legacy}
+    try:
+        mine = family_options(str(saved.get("embeddings.variant")), {})
+    except ConfigError:
+        return dict(saved)
+    for name in mine:
+        if f"embeddings.{name}" in saved:
+            out[f"embeddings.options.{name}"] = saved[f"embeddings.{name}"]
+    return out
+
+
 def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
-    """``key: saved -> current`` for every key whose value differs (or exists on one side only)."""
+    """``key: saved -> current`` for every key whose value differs (or exists on one side only); a saved
+    fingerprint of an earlier version is read in today's keys first (:func:`migrate_fingerprint`)."""
+    saved = migrate_fingerprint(saved)
     keys = sorted(set(saved) | set(current))
     missing = object()
     return [f"{k}: {saved.get(k, missing)!r} -> {current.get(k, missing)!r}".replace(repr(missing), "(unset)")

@@ -109,13 +109,13 @@ def test_resume_into_other_tables_names_the_feature_and_the_fix(data, tmp_path):
     from recsys_emb.errors import ConfigError
 
     cfg = dlrm_cfg(data, tmp_path, "qr", max_steps=6, checkpoint_every=3)
-    cfg.embeddings.qr_op = "mult"
+    cfg.embeddings.options["qr_op"] = "mult"
     train(cfg)
-    cfg.embeddings.qr_op = "concat"
+    cfg.embeddings.options["qr_op"] = "concat"
     with pytest.raises(ConfigError, match=r"feature 'C\d+' was .*'op': 'mult'.*this config builds .*'op': 'concat'"
                                           r".*trainer\.json.*embeddings\.qr_op"):
         train(cfg, resume=True)
-    cfg.embeddings.qr_op = "mult"
+    cfg.embeddings.options["qr_op"] = "mult"
     train(cfg, resume=True)  # the same tables resume
 
 
@@ -190,16 +190,16 @@ def test_mixed_dimension_blocks_follow_the_data_counts(data, tmp_path):
 
     cfg = dlrm_cfg(data, tmp_path, "mixed")
     cfg.embeddings.dim = 32  # room for the dims to differ (they are clamped to [4, base_dim])
-    cfg.embeddings.num_blocks = 4  # frequency blocks inside each field (the preset default is field-level)
+    cfg.embeddings.options["num_blocks"] = 4  # frequency blocks inside each field (the preset default is field-level)
     schema = TableSchema.from_dict(read_metadata(data / "cl")["schema"])
     specs, _ = build_features(cfg, schema)
     counts = load_counts(data / "cl")
     mixed = [s for s in specs if isinstance(s.embedding, MixedDimension)]
     assert mixed
     for s in mixed:
-        expected = MixedDimension(32, alpha=cfg.embeddings.alpha, num_blocks=cfg.embeddings.num_blocks).resolve(
+        expected = MixedDimension(32, alpha=cfg.embeddings.option("alpha"), num_blocks=cfg.embeddings.option("num_blocks")).resolve(
             s.cardinality, counts[s.name])
         assert s.embedding == expected, s.name
     # the generated fields are not all Zipf(1): somewhere the real counts give other dims than the default
-    md = MixedDimension(32, alpha=cfg.embeddings.alpha, num_blocks=cfg.embeddings.num_blocks)
+    md = MixedDimension(32, alpha=cfg.embeddings.option("alpha"), num_blocks=cfg.embeddings.option("num_blocks"))
     assert any(s.embedding.block_dims != md.resolve(s.cardinality).block_dims for s in mixed)

@@ -119,9 +119,17 @@ def bytes_of(run: Dict[str, Any], schema: Any) -> int:
 
 
 def with_embeddings(base: Dict[str, Any], **emb: Any) -> Dict[str, Any]:
-    """A copy of the run dict ``base`` with its ``embeddings`` section updated by ``emb``."""
+    """A copy of the run dict ``base`` with its ``embeddings`` section updated by ``emb`` (a family's option,
+    e.g. ``qr_op``, goes into ``embeddings.options``)."""
+    from recsys_emb.families import option_defaults
+
     run = copy.deepcopy(base)
-    run["embeddings"].update(emb)
+    options = option_defaults()
+    for key, value in emb.items():
+        if key in options:
+            run["embeddings"].setdefault("options", {})[key] = value
+        else:
+            run["embeddings"][key] = value
     return run
 
 

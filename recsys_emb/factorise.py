@@ -20,6 +20,7 @@ from recsys_emb.errors import ConfigError, SpecError
 from recsys_emb.layer import EmbeddingLayer
 from recsys_emb.models import DLRM
 from recsys_emb.specs import FeatureSpec, Full, LowRank
+from recsys_emb.tables.init import TABLE_STATE_KEY
 
 __all__ = ["svd_factors", "factorise_layer", "factorise_checkpoint"]
 
@@ -73,19 +74,20 @@ def factorise_layer(layer: EmbeddingLayer, rank: int, min_rows: int = 0) -> Tupl
         raise ConfigError(f"no full table has >= {min_rows} ids and a dim above --rank {rank}: nothing to factorise "
                           f"(full fields: {[f.name for f in layer.features if isinstance(f.embedding, Full)]})")
     new = EmbeddingLayer(specs, validate_ids=layer.validate_ids, l2=layer.l2)
-    old_tables = dict(layer.ebc.embedding_bags.items())  # type: ignore[union-attr]
-    with torch.no_grad():
-        for name, bag in new.ebc.embedding_bags.items():  # type: ignore[union-attr]
-            weight = old_tables[name].weight
-            if name in targets:
-                a, p = svd_factors(weight, rank)
-                bag.weight.copy_(a)
-                new.variant(name).projection.weight.copy_(p)  # type: ignore[union-attr]
-            else:
-                bag.weight.copy_(weight)
-        for f in layer.features:
-            if f.table_owner not in targets and f.shared_with is None:
-                new.variant(f.name).load_state_dict(layer.variant(f.name).state_dict())
+    old = layer.state_dict()
+    owner = {f.name: f.table_owner for f in new.features}
+    factors = {name: svd_factors(old[key], rank) for key in old if (m := TABLE_STATE_KEY.search(key))
+               and (name := m.group(1)) in targets}
+    state = new.state_dict()
+    for key in state:
+        m = TABLE_STATE_KEY.search(key)
+        if m is not None and m.group(1) in targets:
+            state[key] = factors[m.group(1)][0]
+        elif key.endswith(".projection.weight") and owner.get(key.split(".")[1]) in targets:
+            state[key] = factors[owner[key.split(".")[1]]][1]  # a sharing feature's projection is its owner's
+        else:
+            state[key] = old[key]  # every other table and dense parameter, as trained
+    new.load_state_dict(state)
     return new, targets
 
 

@@ -38,19 +38,23 @@ def svd_factors(weight: torch.Tensor, rank: int) -> Tuple[torch.Tensor, torch.Te
         (True, (50, 4), (8, 4))
     """
     u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
-    a = u[:, :rank] * s[:rank]
-    return a.to(weight.dtype), vh[:rank].T.contiguous().to(weight.dtype)
+    a, p = u[:, :rank] * s[:rank], vh[:rank].T
+    if a.shape[1] < rank:  # fewer singular values than the rank (a table of fewer rows or columns): zeros
+        a = torch.nn.functional.pad(a, (0, rank - a.shape[1]))
+        p = torch.nn.functional.pad(p, (0, rank - p.shape[1]))
+    return a.contiguous().to(weight.dtype), p.contiguous().to(weight.dtype)
 
 
 def _targets(layer: EmbeddingLayer, rank: int, min_rows: int) -> List[str]:
-    """The table owners whose full tables are factorised: ``>= min_rows`` ids and a dim above ``rank``."""
+    """The table owners whose full tables are factorised: ``>= min_rows`` ids, a dim above ``rank``, and
+    fewer parameters once factorised (``N r + r d < N d``)."""
     return [f.name for f in layer.features if f.shared_with is None and isinstance(f.embedding, Full)
-            and int(f.cardinality or 0) >= min_rows and f.embedding.dim > rank]
+            and (n := int(f.cardinality or 0)) >= min_rows and (d := f.embedding.dim) > rank and n * rank + rank * d < n * d]
 
 
 def factorise_layer(layer: EmbeddingLayer, rank: int, min_rows: int = 0) -> Tuple[EmbeddingLayer, List[str]]:
-    """A copy of ``layer`` (unsharded, tables materialised) whose full tables of at least ``min_rows`` ids
-    and a dim above ``rank`` are their truncated SVD (:class:`~recsys_emb.specs.LowRank` features; the
+    """A copy of ``layer`` (unsharded, tables materialised) whose full tables of at least ``min_rows`` ids,
+    a dim above ``rank`` and enough rows to save parameters are their truncated SVD (:class:`~recsys_emb.specs.LowRank` features; the
     features sharing them follow); every other table and dense parameter is copied.
 
     Returns:

@@ -16,6 +16,7 @@ def _layer():
     torch.manual_seed(0)
     layer = EmbeddingLayer([FeatureSpec("big", Full(dim=16), cardinality=60),
                             FeatureSpec("small", Full(dim=16), cardinality=9),
+                            FeatureSpec("tiny", Full(dim=16), cardinality=3),
                             FeatureSpec("h", Hashed(dim=16, buckets=7, num_hashes=2, combiner="weighted")),
                             FeatureSpec("cand", Full(dim=16), cardinality=60, shared_with="big")])
     with torch.no_grad():  # a rank-4 big table; trained-looking probe weights
@@ -24,15 +25,15 @@ def _layer():
     return layer
 
 
-BAGS = {"big": [[1], [59, 3], []], "small": [[0], [8], [4, 4]], "h": [[-5], [], [10**12]], "cand": [[2], [59], [0]]}
+BAGS = {"big": [[1], [59, 3], []], "small": [[0], [8], [4, 4]], "tiny": [[2], [], [0]], "h": [[-5], [], [10**12]], "cand": [[2], [59], [0]]}
 
 
 def test_a_rank_r_table_factorised_at_rank_r_scores_the_same():
     layer = _layer()
     new, names = factorise_layer(layer, rank=4, min_rows=50)
-    assert names == ["big"]
+    assert names == ["big"]  # min_rows 50
     kinds = {f.name: f.embedding for f in new.features}
-    assert kinds["big"] == kinds["cand"] == LowRank(dim=16, rank=4) and kinds["small"] == Full(dim=16)
+    assert kinds["big"] == kinds["cand"] == LowRank(dim=16, rank=4) and kinds["small"] == kinds["tiny"] == Full(dim=16)
     with torch.no_grad():
         torch.testing.assert_close(new(kjt_from_lists(BAGS)).values(), layer(kjt_from_lists(BAGS)).values(),
                                    rtol=1e-4, atol=1e-4)
@@ -49,6 +50,16 @@ def test_a_lower_rank_keeps_the_best_approximation():
     s = torch.linalg.svdvals(w.double())
     err = torch.linalg.matrix_norm((approx - w).double())
     torch.testing.assert_close(err, s[4:].pow(2).sum().sqrt(), rtol=1e-3, atol=1e-5)  # Eckart-Young
+
+
+def test_a_table_of_fewer_rows_than_the_rank_factorises_exactly():
+    new, names = factorise_layer(_layer(), rank=4, min_rows=0)
+    assert names == ["big", "small"]  # tiny (3 rows): 3 * 4 + 4 * 16 > 3 * 16, factorising would not save
+    from recsys_emb.factorise import svd_factors
+    w = torch.randn(3, 16)
+    a, p = svd_factors(w, 8)  # 3 singular values, 5 zero columns
+    assert a.shape == (3, 8) and p.shape == (16, 8)
+    torch.testing.assert_close(a @ p.T, w, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("rank, min_rows, message", [

@@ -120,7 +120,7 @@ def _finetune(model: nn.Module, data: Any, steps: int, lr: float, batch_size: in
 
 
 def factorise_checkpoint(checkpoint: Union[str, os.PathLike], rank: int, min_rows: int = 0, split: str = "valid",
-                         finetune_steps: int = 0, lr: float = 1e-3, batch_size: int = 4096) -> Dict[str, Any]:
+                         finetune_steps: int = 0, lr: float = 1e-4, batch_size: int = 4096) -> Dict[str, Any]:
     """Factorise a trained DLRM's full tables by truncated SVD and measure it.
 
     Args:

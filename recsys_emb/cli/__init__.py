@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--min-rows", type=int, default=0, help="only tables of at least this many ids")
     fa.add_argument("--split", default="valid", choices=["train", "valid", "test"])
     fa.add_argument("--finetune-steps", type=int, default=0, help="Adam steps of the whole model on the train split")
-    fa.add_argument("--lr", type=float, default=1e-3, help="fine-tune learning rate")
+    fa.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate (Adam)")
     fa.add_argument("--batch-size", type=int, default=4096)
     fa.set_defaults(func=_cmd_factorise, reexec=False)
 

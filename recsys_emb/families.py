@@ -242,6 +242,8 @@ def _type_ok(value: Any, default: Any) -> bool:
         return default is None or isinstance(value, bool)
     if isinstance(default, (int, float)):
         return not isinstance(value, bool) and isinstance(value, (int, float) if isinstance(default, float) else int)
+    if isinstance(default, (list, tuple)):  # YAML gives lists
+        return isinstance(value, (list, tuple))
     return isinstance(value, type(default))
 
 

@@ -6,7 +6,7 @@ its spec (:meth:`recsys_emb.specs.MixedDimension.resolve`).
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Mapping, Optional, Sequence
+from typing import List, Mapping, Sequence
 
 from recsys_emb.specs import FeatureSpec, MixedDimension, mixed_field_dims
 

@@ -9,9 +9,8 @@ of fields from their vocabulary sizes (``1/compression`` of the full tables' byt
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 from recsys_emb import families
 from recsys_emb.errors import ConfigError
@@ -24,7 +23,6 @@ from recsys_emb.specs import (
     Hashed,
     QuotientRemainder,
     Sizing,
-    Unified,
     validate_feature_set,
 )
 
@@ -189,8 +187,9 @@ def with_oov_rows(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]
 
     A vocabulary maps every value it lacks (unseen in training, or rarer than ``min_count``) to the
     field's OOV id. A hashed table would send that id to a row trained for other ids, so at test time
-    unseen values read another id's embedding; a full table already gives it a row of its own. Here
-    a :class:`~recsys_emb.specs.Hashed` field gets ``oov_id`` (its table grows by one row) and each
+    unseen values read another id's embedding; a full table already gives it a row of its own. Each
+    family decides for its fields (:meth:`~recsys_emb.specs.EmbeddingSpec.with_oov_rows`, default: no
+    change): a :class:`~recsys_emb.specs.Hashed` field gets ``oov_id`` (its table grows by one row) and each
     unified table gets one reserved row per member field with an OOV id (:class:`~recsys_emb.specs.Unified`'s
     ``oov_id`` / ``oov_row``, in field order). Fields without an OOV id, other variants, specs that
     already set ``oov_id`` and unified tables that already reserve rows are returned unchanged.
@@ -205,29 +204,17 @@ def with_oov_rows(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]
         >>> out["a"], out["b"]
         (Hashed(dim=8, buckets=10, num_hashes=1, combiner='sum', oov_id=99), Full(dim=8))
     """
-    out = dict(specs)
-    members: Dict[str, List[Tuple[str, Unified]]] = {}  # unified table name -> its fields with an OOV id
+    by_family: Dict[Type[EmbeddingSpec], Dict[str, EmbeddingSpec]] = {}
     for f, spec in specs.items():
-        if f not in oov_ids:
-            continue
-        oov = oov_ids[f]
-        if isinstance(oov, bool) or not isinstance(oov, int) or not 0 <= oov < cardinalities.get(f, oov + 1):
-            raise ConfigError(f"field {f!r}: OOV id {oov!r} must be an int in [0, {cardinalities.get(f)}) (its vocabulary "
-                              f"size); check metadata.json's oov_ids")
-        if isinstance(spec, Hashed) and spec.oov_id is None:
-            out[f] = dataclasses.replace(spec, oov_id=oov)
-        elif isinstance(spec, Unified) and spec.oov_id is None and spec.group.reserved == 0:
-            members.setdefault(spec.group.name, []).append((f, spec))
-    for fields in members.values():
-        old = fields[0][1].group
-        if any(spec.group != old for _, spec in fields):
-            continue  # one name, two tables: validate_feature_set reports it
-        group = dataclasses.replace(old, reserved=len(fields))
-        for f, spec in specs.items():  # members without an OOV id read the same, larger table
-            if isinstance(spec, Unified) and spec.group == old:
-                out[f] = dataclasses.replace(spec, group=group)
-        for j, (f, spec) in enumerate(fields):
-            out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=group.rows + j)
+        if f in oov_ids:
+            oov = oov_ids[f]
+            if isinstance(oov, bool) or not isinstance(oov, int) or not 0 <= oov < cardinalities.get(f, oov + 1):
+                raise ConfigError(f"field {f!r}: OOV id {oov!r} must be an int in [0, {cardinalities.get(f)}) (its "
+                                  f"vocabulary size); check metadata.json's oov_ids")
+        by_family.setdefault(type(spec), {})[f] = spec
+    out = dict(specs)
+    for cls, mine in by_family.items():  # each family gives its fields' OOV ids rows (default: unchanged)
+        out.update(cls.with_oov_rows(mine, {f: oov_ids[f] for f in mine if f in oov_ids}))
     return out
 
 

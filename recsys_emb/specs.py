@@ -166,6 +166,14 @@ class EmbeddingSpec:
         family's ``options``; ``dim`` is the preset's dim when the preset chose this family, else None."""
 
     @classmethod
+    def with_oov_rows(cls, specs: Mapping[str, "EmbeddingSpec"], oov_ids: Mapping[str, int]
+                      ) -> Dict[str, "EmbeddingSpec"]:
+        """``specs`` (this class's fields of a dataset, in order) with a row of its own for each field's
+        OOV id in ``oov_ids`` (checked to lie in the field's vocabulary), where the family would otherwise
+        share that id's row with other ids (:func:`recsys_emb.presets.with_oov_rows`). Default: unchanged."""
+        return dict(specs)
+
+    @classmethod
     def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,
                 options: Mapping[str, Any]) -> Tuple[int, Dict[str, Any], float]:
         """A search trial's ``(dim, options, compression)`` for group ``group`` that chose ``variant`` at
@@ -278,6 +286,12 @@ class Hashed(EmbeddingSpec):
     @classmethod
     def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
         _option_at_least(key, options, "num_hashes", 1)
+
+    @classmethod
+    def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
+        """Each field with an OOV id and no ``oov_id`` yet gets it: one more row, read by every probe of it."""
+        return {f: dataclasses.replace(s, oov_id=oov_ids[f])  # type: ignore[type-var]
+                if f in oov_ids and getattr(s, "oov_id", 0) is None else s for f, s in specs.items()}
 
     @property
     def output_dim(self) -> int:
@@ -680,6 +694,27 @@ class Unified(EmbeddingSpec):
         if dim is not None and (dim % chunks or (dim // chunks) % DIM_MULTIPLE):
             raise ConfigError(f"{key}.chunks={chunks} must split dim={dim} into chunks whose size is a multiple of "
                               f"{DIM_MULTIPLE}")
+
+    @classmethod
+    def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
+        """Each shared table without reserved rows gets one per member field with an OOV id (in field order);
+        the members without one read the same, larger table."""
+        out = dict(specs)
+        members: Dict[str, List[Tuple[str, "Unified"]]] = {}  # table name -> its fields with an OOV id
+        for f, spec in specs.items():
+            if f in oov_ids and isinstance(spec, Unified) and spec.oov_id is None and spec.group.reserved == 0:
+                members.setdefault(spec.group.name, []).append((f, spec))
+        for fields in members.values():
+            old = fields[0][1].group
+            if any(spec.group != old for _, spec in fields):
+                continue  # one name, two tables: validate_feature_set reports it
+            group = dataclasses.replace(old, reserved=len(fields))
+            for f, spec in specs.items():
+                if isinstance(spec, Unified) and spec.group == old:
+                    out[f] = dataclasses.replace(spec, group=group)
+            for j, (f, spec) in enumerate(fields):
+                out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=group.rows + j)
+        return out
 
     @classmethod
     def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,

@@ -112,7 +112,8 @@ def test_an_out_of_tree_family_is_chosen_by_the_search(strided, tiny_data, tmp_p
 
     path = write_configs(tmp_path, tiny_data, space={"dims": [8], "groups": {"large": ["C3", "C4", "C12", "C16"]},
                                                       "ungrouped": "fixed", "variants": ["strided"],
-                                                      "compression": [4.0]}, n_trials=1)
+                                                      "compression": [4.0]}, n_trials=1,
+                          train_overrides=["train.max_steps=4", "train.eval_every=4"])
     study = search(load_search_config(path), study_name="strided", n_trials=1)
     trial = study.get_trials()[0]
     overrides = trial.user_attrs["embeddings"]["overrides"]

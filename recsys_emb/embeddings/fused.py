@@ -251,41 +251,16 @@ class RemapProgram(nn.Module):
             rows = torch.where(hit.unsqueeze(1), oov_v[:, 1:2], rows)
         for i, r, n in zip(members, rows.split(counts), counts):  # each (n_f, probes)
             plan: Hash = self.plans[i]  # type: ignore[assignment]
-            if probes == 1:
-                out[i] = [(r.view(-1), lengths[i], n)]
-            elif plan.split:
-                out[i] = [(r[:, j].contiguous(), lengths[i], n) for j in range(probes)]
-            else:  # row-major: an id's probes stay inside its bag
-                out[i] = [(r.view(-1), lengths[i] * probes, n * probes)]
+            out[i] = [(v, l, int(v.numel())) for v, l in plan.split_rows(r, lengths[i])]
 
 
 def run_plan(plan: RemapPlan, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """One feature's remap by its plan: ``(values, lengths)`` per virtual feature (what the layer
     computes for all features at once)."""
     if isinstance(plan, Hash):  # the buffers of a one-feature program would copy the keys to the CPU
-        return [(v, l) for v, l, _ in _hash_one(plan, ids, lengths)]
+        return [(v, l) for v, l, _ in plan.parts(ids, lengths)]
     parts = RemapProgram([plan]).to(ids.device)([ids], [lengths])[0]
     return [(v, l) for v, l, _ in parts]
-
-
-def _hash_one(plan: Hash, ids: torch.Tensor, lengths: torch.Tensor) -> List[Part]:
-    n = int(ids.numel())
-    keys = plan.keys.unsqueeze(0).expand(n, -1)
-    buckets = torch.full((n,), plan.buckets, dtype=torch.int64, device=ids.device)
-    rows = bucket_rows(ids, keys, buckets)
-    if plan.oov_id is not None:
-        rows = _oov_to_row(rows, ids, plan)
-    if plan.probes == 1:
-        return [(rows.view(-1), lengths, n)]
-    if plan.split:
-        return [(rows[:, j].contiguous(), lengths, n) for j in range(plan.probes)]
-    return [(rows.reshape(-1), lengths * plan.probes, n * plan.probes)]
-
-
-def _oov_to_row(rows: torch.Tensor, ids: torch.Tensor, plan: Hash) -> torch.Tensor:
-    """``rows (n, probes)`` with every probe of the plan's OOV id sent to its ``oov_row``."""
-    hit = torch.eq(ids, int(plan.oov_id)).unsqueeze(1)  # type: ignore[arg-type]
-    return torch.where(hit, int(plan.oov_row), rows)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------- combine

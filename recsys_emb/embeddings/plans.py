@@ -22,11 +22,17 @@ Blocks        ``id - starts[i]`` for the ids in ``[starts[i], starts[i+1])``  on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["Identity", "Hash", "DivMod", "Blocks", "RemapPlan", "ColumnOp", "COLUMN_OPS"]
+from recsys_emb.hashing import bucket_rows
+
+__all__ = ["Identity", "Hash", "DivMod", "Blocks", "RemapPlan", "StaticPart", "ColumnOp", "COLUMN_OPS"]
+
+StaticPart = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
+"""One virtual feature of one feature's remap with static shapes: ``(values, lengths, per-value weight or
+None)``; a weight of 0 masks a value's row (:meth:`Blocks.parts`)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,11 @@ class Identity:
 
     feature: str
     cardinality: Optional[int]
+
+    def parts(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[StaticPart]:
+        """One feature's remap, unchecked and with static shapes (every plan kind has this method: the
+        per-feature interpreter of the inference module and of :func:`~recsys_emb.embeddings.fused.run_plan`)."""
+        return [(ids, lengths, None)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +71,31 @@ class Hash:
     def probes(self) -> int:
         return int(self.keys.numel())
 
+    def rows(self, ids: torch.Tensor, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(n, probes)`` rows of ``ids (n,)``, the OOV id sent to its row; ``keys``: the seed keys to use
+        (default ``self.keys``; a module passes its own buffer, which follows it across devices)."""
+        keys = self.keys if keys is None else keys
+        n = ids.shape[0]
+        rows = bucket_rows(ids, keys.unsqueeze(0).expand(n, -1),
+                           torch.full((n,), self.buckets, dtype=torch.int64, device=ids.device))
+        if self.oov_id is not None:
+            rows = torch.where(torch.eq(ids, int(self.oov_id)).unsqueeze(1), int(self.oov_row), rows)  # type: ignore[arg-type]
+        return rows
+
+    def split_rows(self, rows: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """``rows (n, probes)`` as ``(values, lengths)`` per virtual feature: one per probe (``split``),
+        else one whose bags hold each id's probes in a row."""
+        k = rows.shape[1]
+        if k == 1:
+            return [(rows.view(-1), lengths)]
+        if self.split:
+            return [(rows[:, j].contiguous(), lengths) for j in range(k)]
+        return [(rows.reshape(-1), lengths * k)]  # row-major: an id's probes stay inside its bag
+
+    def parts(self, ids: torch.Tensor, lengths: torch.Tensor, keys: Optional[torch.Tensor] = None) -> List[StaticPart]:
+        """One feature's remap (:meth:`Identity.parts`)."""
+        return [(v, l, None) for v, l in self.split_rows(self.rows(ids, keys), lengths)]
+
 
 @dataclass(frozen=True)
 class DivMod:
@@ -69,6 +105,11 @@ class DivMod:
     feature: str
     modulus: int
     cardinality: Optional[int]
+
+    def parts(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[StaticPart]:
+        """One feature's remap (:meth:`Identity.parts`)."""
+        q = torch.div(ids, self.modulus, rounding_mode="floor")
+        return [(q, lengths, None), (ids - q * self.modulus, lengths, None)]
 
 
 @dataclass(frozen=True)
@@ -81,6 +122,18 @@ class Blocks:
     starts: Tuple[int, ...]
     cardinality: int
     check: bool = True
+
+    def parts(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[StaticPart]:
+        """One feature's remap with static shapes: masked lookups, every block reads a row per id (row
+        0 outside the block), weighted 1 inside the block and 0 outside (the batched layer instead sorts
+        the ids into their blocks)."""
+        parts: List[StaticPart] = []
+        ends: List[Optional[int]] = [*self.starts[1:], None]
+        for start, end in zip(self.starts, ends):
+            inside = ids >= start if end is None else (ids >= start) & (ids < end)
+            local = torch.where(inside, ids - start, torch.zeros_like(ids))
+            parts.append((local, lengths, inside.to(torch.float32)))
+        return parts
 
 
 RemapPlan = Union[Identity, Hash, DivMod, Blocks]

@@ -12,11 +12,13 @@ fp32, fp16 or int8 row-wise), the variants' own modules (their dense parameters 
 of the model without its embedding layers, whose ``head`` is the model's own dense part. What it leaves
 out: id validation, Python-side caches, TorchRec collections, optimizer state, regularisation.
 
-Each feature is remapped by its variant's plan (:mod:`recsys_emb.embeddings.plans`) with static shapes:
-``Identity`` (ids are rows), ``Hash`` (:func:`recsys_emb.hashing.bucket_rows`), ``DivMod``, and ``Blocks``
-as masked lookups (every block reads a row per id, weighted 1 inside the block and 0 outside). Rows are
-sum-pooled per bag by ``index_add`` over a per-value bag index. A variant without a plan runs its own
-``remap``, which ``torch.export`` accepts only if it is free of data-dependent Python control flow.
+Each feature is remapped by its variant's plan (:mod:`recsys_emb.embeddings.plans`) with static shapes,
+by the plan's own ``parts`` (the one per-feature interpreter of a plan, shared with
+:func:`recsys_emb.embeddings.fused.run_plan`): ``Identity`` (ids are rows), ``Hash``
+(:func:`recsys_emb.hashing.bucket_rows`), ``DivMod``, and ``Blocks`` as masked lookups (every block reads
+a row per id, weighted 1 inside the block and 0 outside). Rows are sum-pooled per bag by ``index_add``
+over a per-value bag index. A variant without a plan runs its own ``remap``, which ``torch.export``
+accepts only if it is free of data-dependent Python control flow.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ import torch
 from torch import nn
 
 from recsys_emb.embeddings import EmbeddingVariant
-from recsys_emb.embeddings.plans import Blocks, DivMod, Hash, Identity
+from recsys_emb.embeddings.plans import Blocks, DivMod, Hash, Identity, StaticPart
 from recsys_emb.errors import ConfigError
-from recsys_emb.hashing import bucket_rows
 from recsys_emb.inference.tables import StoredTable, check_table_dtype
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer
 from recsys_emb.models import DIN, DLRM
@@ -38,8 +39,7 @@ from recsys_emb.specs import FeatureSpec
 
 __all__ = ["InferenceModule", "inference_module", "bag_sum"]
 
-# (values, lengths, per-value weight or None) of one virtual feature
-_Part = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
+_Part = StaticPart  # (values, lengths, per-value weight or None) of one virtual feature
 
 
 def bag_sum(rows: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:
@@ -66,43 +66,17 @@ class _Feature(nn.Module):
         own_remap = type(variant).remap is not EmbeddingVariant.remap
         plan = None if own_remap else variant.remap_plan()
         self.kind = type(plan).__name__ if plan is not None else "own"
-        if isinstance(plan, Hash):
-            self.register_buffer("keys", plan.keys.detach().clone(), persistent=False)
-            self.buckets, self.split = int(plan.buckets), bool(plan.split)
-            self.oov = None if plan.oov_id is None else (int(plan.oov_id), int(plan.oov_row))  # type: ignore[arg-type]
-        elif isinstance(plan, DivMod):
-            self.modulus = int(plan.modulus)
-        elif isinstance(plan, Blocks):
-            self.starts = [int(s) for s in plan.starts]
-        elif plan is not None and not isinstance(plan, Identity):
+        if plan is not None and not isinstance(plan, (Identity, Hash, DivMod, Blocks)):
             raise ConfigError(f"feature {self.name!r}: remap plan {type(plan).__name__} has no inference form")
+        self.plan = plan
+        if isinstance(plan, Hash):  # its keys as a buffer of this module: they follow it across devices
+            self.register_buffer("keys", plan.keys.detach().clone(), persistent=False)
 
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[_Part]:
-        if self.kind == "Identity":
-            return [(ids, lengths, None)]
-        if self.kind == "DivMod":
-            q = torch.div(ids, self.modulus, rounding_mode="floor")
-            return [(q, lengths, None), (ids - q * self.modulus, lengths, None)]
-        if self.kind == "Hash":
-            n = ids.shape[0]
-            k = int(self.keys.numel())
-            rows = bucket_rows(ids, self.keys.unsqueeze(0).expand(n, k),
-                               torch.full((n,), self.buckets, dtype=torch.int64, device=ids.device))
-            if self.oov is not None:
-                rows = torch.where((ids == self.oov[0]).unsqueeze(1), self.oov[1], rows)
-            if k == 1:
-                return [(rows.view(-1), lengths, None)]
-            if self.split:
-                return [(rows[:, j], lengths, None) for j in range(k)]
-            return [(rows.reshape(-1), lengths * k, None)]  # an id's k rows stay in its bag
-        if self.kind == "Blocks":
-            parts: List[_Part] = []
-            ends = self.starts[1:] + [None]
-            for start, end in zip(self.starts, ends):
-                inside = ids >= start if end is None else (ids >= start) & (ids < end)
-                local = torch.where(inside, ids - start, torch.zeros_like(ids))
-                parts.append((local, lengths, inside.to(torch.float32)))
-            return parts
+        if isinstance(self.plan, Hash):
+            return self.plan.parts(ids, lengths, keys=self.keys)
+        if self.plan is not None:
+            return self.plan.parts(ids, lengths)
         return [(v, l, None) for v, l in self.variant.remap(ids, lengths)]
 
     def rows(self, tables: nn.ModuleList, ids: torch.Tensor, lengths: torch.Tensor

@@ -1,5 +1,6 @@
 """The variant example of docs/architecture.md, run as written: registered, it loads from a spec dict,
-embeds in a layer (checked row by row), shards under DistributedModelParallel and is counted by memory."""
+embeds in a layer (checked row by row), shards under DistributedModelParallel, is counted by memory and
+sizes fields as a preset variant."""
 
 import re
 from pathlib import Path
@@ -48,3 +49,9 @@ def test_the_documented_variant_works_everywhere(example, single_process_group):
         torch.testing.assert_close(out[b, :8], expected)
     dmp = shard_model(EmbeddingLayer(specs), EmbeddingOptimizer("sgd", lr=0.1))
     assert dmp(kjt_from_lists(bags)).values().shape == (3, 12)
+    # one registration also makes it a preset variant: it sizes the large fields at 1/8 of their rows
+    from recsys_emb.presets import VariantPreset, feature_specs
+
+    sized = {s.name: s.embedding for s in feature_specs({"a": 10, "b": 80_000},
+                                                       VariantPreset("head_tail", dim=8, compression=8, min_rows=100))}
+    assert sized["b"] == example["HeadTail"](8, head=5000, tail=5000) and sized["a"].kind == "full"

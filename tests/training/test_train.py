@@ -113,7 +113,7 @@ def test_resume_into_other_tables_names_the_feature_and_the_fix(data, tmp_path):
     train(cfg)
     cfg.embeddings.options["qr_op"] = "concat"
     with pytest.raises(ConfigError, match=r"feature 'C\d+' was .*'op': 'mult'.*this config builds .*'op': 'concat'"
-                                          r".*trainer\.json.*embeddings\.qr_op"):
+                                          r".*trainer\.json.*embeddings\.options\.qr_op"):
         train(cfg, resume=True)
     cfg.embeddings.options["qr_op"] = "mult"
     train(cfg, resume=True)  # the same tables resume

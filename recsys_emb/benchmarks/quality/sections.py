@@ -150,6 +150,6 @@ def run_mixed_forms(s: QualitySettings) -> Dict[str, Any]:
                 logger.info("mixed %s @ %s: out of reach", name, budget)
                 continue
             forms.append((name, run, {"budget": str(budget), "num_blocks": blocks,
-                                      "alpha": run["embeddings"]["alpha"]}))
+                                      "alpha": run["embeddings"]["options"]["alpha"]}))
         rows += seeded_runs(forms, seeds, Path(s.out_dir), f"mixed_{str(budget).replace('/', '_')}")
     return {"rows": rows, "budgets": [str(b) for b in budgets], "seeds": seeds, "full_bytes": full_bytes}

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from recsys_emb.errors import ConfigError, SpecError
-from recsys_emb.specs import EmbeddingSpec, Full, Hashed, MixedDimension, QuotientRemainder, Sizing, Unified
+from recsys_emb.specs import (EmbeddingSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, Sizing,
+                              TensorTrain, Unified)
 
 __all__ = [
     "Family",
@@ -280,7 +281,13 @@ def _register_built_in() -> None:
                     variants={"mixed": {}}, options={"alpha": 0.3, "num_blocks": 1})
     register_family(Unified, builder="recsys_emb.embeddings.unified:UnifiedEmbedding",
                     variants={"unified": {}}, options={"chunks": 1})
-    _BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified)
+    register_family(LowRank, builder="recsys_emb.embeddings.lowrank:LowRankEmbedding",
+                    variants={"lowrank": {}}, options={"rank": 0})
+    register_family(TensorTrain, builder="recsys_emb.embeddings.tt:TensorTrainEmbedding",
+                    variants={"tt": {}}, options={"tt_rank": 0})
+    register_family(Robe, builder="recsys_emb.embeddings.robe:RobeEmbedding",
+                    variants={"robe": {}}, options={"robe_block": 0})
+    _BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified, LowRank, TensorTrain, Robe)
 
 
 _register_built_in()

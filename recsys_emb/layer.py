@@ -349,6 +349,11 @@ class EmbeddingLayer(_LayerBase):
             raise SpecError(f"EmbeddingLayer: l2={l2!r} must be a number >= 0 (0 = off)")
         self.l2 = float(l2)
         self._last_reg: Optional[torch.Tensor] = None
+        if not self.table_defs:
+            raise SpecError(f"EmbeddingLayer: features {self.feature_names} read no TorchRec table (tensor-train "
+                            f"cores only); give at least one feature a table variant (e.g. the small fields full)")
+        self._own = [i for i, n in enumerate(self.feature_names) if self.variant(n).owns_rows]
+        """Features whose variant pools its own rows (:attr:`EmbeddingVariant.owns_rows`)."""
         self.ebc: nn.Module = _bag_tables(self.table_defs, self.table_features, device)
         self.remap_stage = RemapStage(self)
         self._mean = [f.pooling == "mean" for f in self.features]
@@ -398,9 +403,15 @@ class EmbeddingLayer(_LayerBase):
         values = self._combine(tuple(pooled.keys()), pooled.length_per_key(), pooled.values(), lengths)
         return _jagged().KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=values)
 
+    def _own_pooled(self, ids: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor], batch: int
+                    ) -> Dict[int, torch.Tensor]:
+        """The pooled outputs of the features whose variants pool their own rows, by feature index."""
+        return {i: self.variant(self.feature_names[i]).pooled(ids[i], lengths[i], batch) for i in self._own}
+
     def _combine(self, keys: Tuple[str, ...], dims: Sequence[int], pooled: torch.Tensor,
-                 lengths: Sequence[torch.Tensor]) -> torch.Tensor:
-        """:meth:`combine` on the pooled ``(B, sum of dims)`` tensor: ``(B, D)``."""
+                 lengths: Sequence[torch.Tensor], own: Optional[Dict[int, torch.Tensor]] = None) -> torch.Tensor:
+        """:meth:`combine` on the pooled ``(B, sum of dims)`` tensor: ``(B, D)``; ``own``: the pooled outputs
+        of features that pool their own rows (:meth:`_own_pooled`)."""
         fused = self._fused_combine(keys, dims)
         if fused is not None:
             program, refs = fused
@@ -412,8 +423,8 @@ class EmbeddingLayer(_LayerBase):
             parts_all = pooled.split(list(dims), dim=1)
             index = {k: i for i, k in enumerate(keys)}
             outs: List[torch.Tensor] = []
-            for name, vfs, mean, f_len in zip(self.feature_names, self._virtual, self._mean, lengths):
-                y = self.variant(name).combine([parts_all[index[vf.name]] for vf in vfs])
+            for i, (name, vfs, mean, f_len) in enumerate(zip(self.feature_names, self._virtual, self._mean, lengths)):
+                y = own[i] if own and i in own else self.variant(name).combine([parts_all[index[vf.name]] for vf in vfs])
                 if mean:
                     y = y / f_len.clamp(min=1).unsqueeze(1).to(y.dtype)
                 outs.append(y)
@@ -440,6 +451,11 @@ class EmbeddingLayer(_LayerBase):
                                           pooled.keys(), pooled.length_per_key(), pooled.values())
         else:
             self._last_reg = None
+        if self._own:  # their rows are not in the collection: from the ids (checked by the remap above)
+            ids, _, batch = self._split(features)
+            values = self._combine(tuple(pooled.keys()), pooled.length_per_key(), pooled.values(), lengths,
+                                   self._own_pooled(ids, lengths, batch))
+            return _jagged().KeyedTensor(keys=self.feature_names, length_per_key=self.output_dims, values=values)
         return self.combine(pooled, lengths)
 
     def embed(self, values: Sequence[torch.Tensor], lengths: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -470,7 +486,7 @@ class EmbeddingLayer(_LayerBase):
                 self._last_reg = self._row_l2(keys, torch.cat([p[1] for p in parts]), stacked, out_keys, dims, pooled)
             else:
                 self._last_reg = None
-            return self._combine(tuple(out_keys), dims, pooled, bag_lengths)
+            return self._combine(tuple(out_keys), dims, pooled, bag_lengths, self._own_pooled(ids, bag_lengths, batch))
         kjt = self._kjt(parts, batch)
         kt = self.ebc(kjt)
         if self.l2 > 0 and self.training:
@@ -478,7 +494,8 @@ class EmbeddingLayer(_LayerBase):
                                           kt.keys(), kt.length_per_key(), kt.values())
         else:
             self._last_reg = None
-        return self._combine(tuple(kt.keys()), kt.length_per_key(), kt.values(), bag_lengths)
+        return self._combine(tuple(kt.keys()), kt.length_per_key(), kt.values(), bag_lengths,
+                             self._own_pooled(ids, bag_lengths, batch))
 
     def regularization(self) -> torch.Tensor:
         """The L2 penalty of the last training forward on the rows it read (a scalar; 0 when ``l2`` is 0

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from recsys_emb.specs import FeatureSpec, TableDef, Unified, validate_feature_set
+from recsys_emb.specs import FeatureSpec, Robe, TableDef, Unified, validate_feature_set
 
 __all__ = ["OPTIMIZER_STATE_PER_ROW", "TABLE_DTYPES", "TableMemory", "MemoryReport", "memory_from_specs",
            "memory_from_module", "format_bytes", "available_memory"]
@@ -159,7 +159,7 @@ def memory_from_specs(
             if f.shared_with is None:
                 defs.setdefault(t.name, t)
             readers.setdefault(t.name, []).append(f.name)
-    unified = {f.embedding.group.name for f in features if isinstance(f.embedding, Unified)}
+    unified = {f.embedding.group.name for f in features if isinstance(f.embedding, (Unified, Robe))}
     tables = tuple(
         TableMemory(t.name, t.rows, t.dim, tuple(readers[t.name]), element,
                     _optimizer_floats(t.rows, t.dim, optimizer),
@@ -182,7 +182,7 @@ def memory_from_module(module: nn.Module, optimizer: str = "none") -> MemoryRepo
     if not isinstance(module, (EmbeddingLayer, SequenceEmbeddingLayer)):
         raise TypeError(f"memory_from_module expects an EmbeddingLayer or SequenceEmbeddingLayer, "
                         f"got {type(module).__name__}")
-    unified = {f.embedding.group.name for f in module.features if isinstance(f.embedding, Unified)}
+    unified = {f.embedding.group.name for f in module.features if isinstance(f.embedding, (Unified, Robe))}
     readers: Dict[str, List[str]] = {}
     for f in module.features:
         for vf in module.variant(f.name).virtual_features():

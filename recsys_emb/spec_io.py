@@ -16,7 +16,7 @@ import yaml
 
 from recsys_emb import families
 from recsys_emb.errors import SpecError, UnknownVariantError
-from recsys_emb.specs import EmbeddingSpec, FeatureSpec, Unified, UnifiedTable, validate_feature_set
+from recsys_emb.specs import EmbeddingSpec, FeatureSpec, Robe, RobeArray, Unified, UnifiedTable, validate_feature_set
 
 __all__ = [
     "register_embedding_spec",
@@ -77,6 +77,11 @@ def embedding_spec_from_dict(d: Mapping[str, Any], feature: str = "?",
                 d["group"] = UnifiedTable(**g)
             except (TypeError, ValueError) as e:
                 raise SpecError(f"feature {feature!r}: embedding.group: {e}") from None
+    if cls is Robe and isinstance(d.get("group"), Mapping):
+        try:
+            d["group"] = RobeArray(**d["group"])
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"feature {feature!r}: embedding.group (a ROBE array {{name, size}}): {e}") from None
     try:
         return cls(**d)
     except TypeError as e:  # a missing required field

@@ -27,6 +27,10 @@ __all__ = [
     "MixedDimension",
     "UnifiedTable",
     "Unified",
+    "LowRank",
+    "TensorTrain",
+    "RobeArray",
+    "Robe",
     "FeatureSpec",
     "validate_feature_set",
     "init_bounds",
@@ -762,6 +766,302 @@ class Unified(EmbeddingSpec):
         return out
 
 
+def _isqrt_ceil(n: int, k: int) -> int:
+    """The smallest ``r`` with ``r ** k >= n`` (integer ``k``-th root, rounded up)."""
+    r = max(1, int(round(n ** (1.0 / k))))
+    while r ** k < n:
+        r += 1
+    while r > 1 and (r - 1) ** k >= n:
+        r -= 1
+    return r
+
+
+@dataclass(frozen=True)
+class LowRank(EmbeddingSpec):
+    """A low-rank table: a ``cardinality x rank`` table times a learned ``rank x dim`` projection
+    (the factorisation ``E = A P`` of the "Unified Low-rank Compression Framework for Click-through
+    Rate Prediction" and of ALBERT's factorised embeddings), ``cardinality * rank + rank * dim``
+    parameters instead of ``cardinality * dim``.
+
+    ``min_rows``: a feature with fewer ids is not factorised (a plain ``cardinality x dim`` table, no
+    projection): a small field saves almost nothing and loses its rank. Ids must lie in
+    ``[0, cardinality)``.
+
+    Example:
+        >>> LowRank(dim=16, rank=4).tables("C1", 1000)[0].dim
+        4
+        >>> LowRank(dim=16, rank=4).dense_params(1000)
+        64
+        >>> LowRank(dim=16, rank=4, min_rows=2000).factorised(1000)
+        False
+    """
+
+    dim: int
+    rank: int
+    min_rows: int = 0
+    kind: ClassVar[str] = "lowrank"
+    needs_cardinality: ClassVar[bool] = True
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """Rank ``options["rank"]``, or (0) the multiple of 4 nearest to the rank with ``N r + r d = N d /
+        compression`` (at least 4, below ``dim``); a dim of 4 leaves nothing to factorise: a full table."""
+        dim = sizing.dim
+        if dim <= DIM_MULTIPLE:
+            return Full(dim)
+        rank = int(sizing.options.get("rank", 0))
+        if rank <= 0:
+            fit = cardinality * dim / (sizing.compression * (cardinality + dim))
+            rank = int(round(fit / DIM_MULTIPLE)) * DIM_MULTIPLE
+        rank = min(max(DIM_MULTIPLE, rank), dim - DIM_MULTIPLE)
+        return cls(dim=dim, rank=rank)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        rank = options.get("rank", 0)
+        if rank < 0 or rank % DIM_MULTIPLE or (dim is not None and rank and rank >= dim):
+            below = f" and below dim={dim}" if dim is not None else ""
+            raise ConfigError(f"{key}.rank={rank!r} must be 0 (sized by compression) or a multiple of "
+                              f"{DIM_MULTIPLE}{below}")
+
+    def __post_init__(self) -> None:
+        _check_int("LowRank", "dim", self.dim, multiple=DIM_MULTIPLE)
+        _check_int("LowRank", "rank", self.rank, multiple=DIM_MULTIPLE, hint=" (the factor table's dim)")
+        if self.rank >= self.dim:
+            raise SpecError(f"LowRank.rank={self.rank} must be < dim={self.dim}: a rank >= dim factorisation "
+                            f"spans the same tables as Full(dim={self.dim}) with more parameters; use type 'full'")
+        _check_int("LowRank", "min_rows", self.min_rows, low=0)
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def factorised(self, cardinality: Optional[int]) -> bool:
+        """Whether a feature of ``cardinality`` ids gets the factorisation (``>= min_rows``)."""
+        return int(cardinality or 0) >= self.min_rows
+
+    def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
+        width = self.rank if self.factorised(cardinality) else self.dim
+        return [TableDef(owner, int(cardinality), width)]  # type: ignore[arg-type]
+
+    def dense_params(self, cardinality: Optional[int]) -> int:
+        """The ``rank x dim`` projection (none below ``min_rows``)."""
+        return self.rank * self.dim if self.factorised(cardinality) else 0
+
+
+@dataclass(frozen=True)
+class TensorTrain(EmbeddingSpec):
+    """A tensor-train table (TT-Rec, Yin et al., MLSys 2021): row ``x`` of the virtual
+    ``cardinality x dim`` table is the product of three small cores, never stored whole.
+
+    ``x`` is written in the mixed radix ``factors = (n1, n2, n3)`` (``n1 * n2 * n3 >= cardinality``):
+    ``x = (i1 * n2 + i2) * n3 + i3``; the dim as ``dim_factors = (d1, d2, d3)`` (product ``dim``). With
+    ``ranks = (r1, r2)`` the cores are ``G1 (n1, d1 r1)``, ``G2 (n2, r1 d2 r2)`` and ``G3 (n3, r2 d3)``,
+    and row ``x``, viewed as ``(d1, d2, d3)``, is ``sum_{a, b} G1[i1][d1, a] G2[i2][a, d2, b] G3[i3][b, d3]``.
+    Parameters: ``n1 d1 r1 + n2 r1 d2 r2 + n3 r2 d3``. Both factorisations default to the most
+    balanced one (``n_k`` about ``cardinality ** (1/3)``; ``d_k`` the divisors of ``dim`` closest to
+    its cube root, largest first).
+
+    The cores are dense parameters of the feature's module, not TorchRec tables: TorchRec's collections
+    pool rows before anything can multiply them, and a bag's sum of products is not a product of sums.
+
+    Example:
+        >>> tt = TensorTrain(dim=16, ranks=(8, 8))
+        >>> tt.resolved_factors(1000), tt.resolved_dim_factors()
+        ((10, 10, 10), (4, 2, 2))
+        >>> tt.dense_params(1000)   # 10*4*8 + 10*8*2*8 + 10*8*2
+        1760
+    """
+
+    dim: int
+    ranks: Tuple[int, int] = (16, 16)
+    factors: Optional[Tuple[int, int, int]] = None
+    dim_factors: Optional[Tuple[int, int, int]] = None
+    kind: ClassVar[str] = "tt"
+    needs_cardinality: ClassVar[bool] = True
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """Ranks ``(r, r)`` with ``r = options["tt_rank"]``, or (0) the largest ``r`` whose cores hold at most
+        ``N d / compression`` parameters (at least 1), on the balanced factors."""
+        r = int(sizing.options.get("tt_rank", 0))
+        if r <= 0:
+            probe = cls(dim=sizing.dim, ranks=(1, 1))
+            (n1, n2, n3), (d1, d2, d3) = probe.resolved_factors(cardinality), probe.resolved_dim_factors()
+            a, b = n1 * d1 + n3 * d3, n2 * d2  # parameters: a r + b r^2
+            target = cardinality * sizing.dim / sizing.compression
+            r = max(1, int((-a + math.sqrt(a * a + 4 * b * target)) / (2 * b)))
+        return cls(dim=sizing.dim, ranks=(r, r))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        _option_at_least(key, options, "tt_rank", 0)
+
+    def __post_init__(self) -> None:
+        _check_int("TensorTrain", "dim", self.dim, multiple=DIM_MULTIPLE)
+        if isinstance(self.ranks, int) and not isinstance(self.ranks, bool):
+            object.__setattr__(self, "ranks", (self.ranks, self.ranks))
+        for name, want in (("ranks", 2), ("factors", 3), ("dim_factors", 3)):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if not isinstance(v, (tuple, list)) or len(v) != want or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v):
+                raise SpecError(f"TensorTrain.{name}={v!r} must be {want} ints >= 1")
+            object.__setattr__(self, name, tuple(v))
+        if self.dim_factors is not None and math.prod(self.dim_factors) != self.dim:
+            raise SpecError(f"TensorTrain.dim_factors={self.dim_factors} multiply to "
+                            f"{math.prod(self.dim_factors)}, not dim={self.dim}; leave it unset for a balanced split")
+
+    def check_feature(self, feature: "FeatureSpec") -> None:
+        if self.factors is not None and feature.cardinality is not None and math.prod(self.factors) < feature.cardinality:
+            raise SpecError(f"feature {feature.name!r}: TensorTrain.factors={self.factors} address "
+                            f"{math.prod(self.factors)} rows, fewer than cardinality={feature.cardinality}; "
+                            f"leave factors unset for a balanced split")
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def resolved_factors(self, cardinality: int) -> Tuple[int, int, int]:
+        """``(n1, n2, n3)``: the given factors, else ``n1 = n2 = ceil(N ** (1/3))`` and the smallest
+        ``n3`` that covers ``N`` ids."""
+        if self.factors is not None:
+            return self.factors
+        n = _isqrt_ceil(cardinality, 3)
+        return n, n, max(1, math.ceil(cardinality / (n * n)))
+
+    def resolved_dim_factors(self) -> Tuple[int, int, int]:
+        """``(d1, d2, d3)``: the given ones, else the split of ``dim`` with the smallest largest factor."""
+        if self.dim_factors is not None:
+            return self.dim_factors
+        best = (self.dim, 1, 1)
+        for a in range(1, self.dim + 1):
+            for b in range(1, a + 1):
+                if self.dim % (a * b) == 0 and self.dim // (a * b) <= b and max(a, b) < max(best):
+                    best = (a, b, self.dim // (a * b))
+        return best
+
+    def core_shapes(self, cardinality: int) -> List[Tuple[int, int]]:
+        """The three cores' ``(rows, columns)``: ``(n1, d1 r1)``, ``(n2, r1 d2 r2)``, ``(n3, r2 d3)``."""
+        (n1, n2, n3), (d1, d2, d3), (r1, r2) = self.resolved_factors(cardinality), self.resolved_dim_factors(), self.ranks
+        return [(n1, d1 * r1), (n2, r1 * d2 * r2), (n3, r2 * d3)]
+
+    def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
+        """None: the cores are dense parameters (:meth:`dense_params`), not TorchRec tables."""
+        return []
+
+    def dense_params(self, cardinality: Optional[int]) -> int:
+        """The three cores' parameters."""
+        assert cardinality is not None  # FeatureSpec refuses a tensor-train feature without one
+        return sum(rows * cols for rows, cols in self.core_shapes(cardinality))
+
+
+@dataclass(frozen=True)
+class RobeArray:
+    """The flat parameter array of a ROBE group: ``size`` floats that every member feature reads.
+
+    It is stored as a ``size / 4 x 4`` table (FBGEMM's fused kernels need rows of a multiple of 4
+    floats), so a block starts at any multiple of 4 floats of the array.
+
+    Example:
+        >>> RobeArray("robe", size=4096).rows
+        1024
+    """
+
+    name: str
+    size: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "@. "):
+            raise SpecError(f"RobeArray.name={self.name!r} must be a non-empty string without '@', '.' or spaces")
+        _check_int("RobeArray", "size", self.size, multiple=DIM_MULTIPLE, hint=" (floats in the array)")
+
+    @property
+    def rows(self) -> int:
+        """Rows of the array's ``rows x 4`` table."""
+        return self.size // DIM_MULTIPLE
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Robe(EmbeddingSpec):
+    """ROBE-Z (Desai et al., "Random Offset Block Embedding (ROBE) for compressed embedding tables in
+    deep learning recommendation systems", MLSys 2022): every feature of a group reads one flat
+    circular array ``M`` of :class:`RobeArray` ``.size`` floats.
+
+    The feature's virtual ``cardinality x dim`` table, flattened id after id, is cut into blocks of
+    ``block`` floats (``Z``); each block starts at a hashed offset of ``M`` and reads ``Z`` consecutive
+    floats (wrapping around the end). With ``Z <= dim`` (``Z`` divides ``dim``) block ``j`` of id ``x``
+    starts at ``hash(x, seed_j)``; with ``Z > dim`` (``dim`` divides ``Z``) ``Z / dim`` consecutive ids
+    share one block, starting at ``hash(x // (Z / dim), seed)``. Offsets are multiples of 4 floats
+    (:class:`RobeArray`); seeds come from the group's and the feature's names. Any int64 id is
+    accepted, negative ids included; ``cardinality`` may be ``None``.
+
+    Example:
+        >>> Robe(RobeArray("r", size=1024), dim=16, block=8).output_dim
+        16
+    """
+
+    group: RobeArray
+    dim: int
+    block: int = 16
+    kind: ClassVar[str] = "robe"
+
+    shared_group: ClassVar[bool] = True
+
+    @classmethod
+    def for_group(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """Every field reads one array named ``sizing.table_name``: large fields add ``N d / compression``
+        floats, small ones ``N d``; blocks of ``options["robe_block"]`` floats (0: ``dim``, one block per id)."""
+        floats = sum(math.ceil(c * sizing.dim / sizing.compression) if sizing.is_large(f) else c * sizing.dim
+                     for f, c in sizing.cardinalities.items())
+        size = max(DIM_MULTIPLE, -(-floats // DIM_MULTIPLE) * DIM_MULTIPLE)
+        block = int(sizing.options.get("robe_block", 0)) or sizing.dim
+        array = RobeArray(sizing.table_name, size=size)
+        return {f: cls(array, dim=sizing.dim, block=min(block, size)) for f in sizing.cardinalities}
+
+    @classmethod
+    def for_own_dim(cls, sizing: Sizing) -> Dict[str, EmbeddingSpec]:
+        """A field with a dim of its own leaves the shared array: the hashing trick at that dim."""
+        return Hashed.for_group(dataclasses.replace(sizing, variant="hashed", options={"num_hashes": 1}))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        block = options.get("robe_block", 0)
+        if block < 0 or block % DIM_MULTIPLE or (dim is not None and block and dim % block and block % dim):
+            raise ConfigError(f"{key}.robe_block={block!r} must be 0 (= dim) or a multiple of {DIM_MULTIPLE} that "
+                              f"divides dim or is a multiple of it" + (f" (dim={dim})" if dim is not None else ""))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.group, RobeArray):
+            raise SpecError(f"Robe.group={self.group!r} must be a RobeArray(name, size)")
+        _check_int("Robe", "dim", self.dim, multiple=DIM_MULTIPLE)
+        _check_int("Robe", "block", self.block, multiple=DIM_MULTIPLE, hint=" (the block size Z, in floats)")
+        if self.dim % self.block and self.block % self.dim:
+            raise SpecError(f"Robe.block={self.block} must divide dim={self.dim} or be a multiple of it "
+                            f"(blocks within an id, or ids within a block)")
+        if self.block > self.group.size:
+            raise SpecError(f"Robe.block={self.block} must be <= the array's size={self.group.size}")
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
+        # The array starts as the full table it replaces, U(-1/sqrt(N), 1/sqrt(N)); a group read by several
+        # features as the root mean square of theirs (init_bounds), as a unified table does.
+        bound = None if cardinality is None else cardinality ** -0.5
+        return [TableDef(self.group.name, self.group.rows, DIM_MULTIPLE, init_bound=bound)]
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["group"] = self.group.to_dict()
+        return out
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """A categorical feature and how it is embedded.
@@ -847,16 +1147,17 @@ def validate_feature_set(specs: Sequence[FeatureSpec]) -> None:
         if s.name in by_name:
             raise SpecError(f"feature {s.name!r} appears twice; feature names must be unique")
         by_name[s.name] = s
-    groups: Dict[str, Tuple[str, UnifiedTable]] = {}
+    groups: Dict[str, Tuple[str, Any]] = {}
     for s in specs:
-        if isinstance(s.embedding, Unified):
+        if isinstance(s.embedding, (Unified, Robe)):
             g = s.embedding.group
+            what = "unified table" if isinstance(g, UnifiedTable) else "ROBE array"
             if g.name in by_name:
-                raise SpecError(f"feature {s.name!r}: unified table name {g.name!r} is also a feature name; "
-                                 f"rename the table")
+                raise SpecError(f"feature {s.name!r}: {what} name {g.name!r} is also a feature name; "
+                                 f"rename the {what.split()[-1]}")
             seen = groups.setdefault(g.name, (s.name, g))
             if seen[1] != g:
-                raise SpecError(f"feature {s.name!r}: unified table {g.name!r} is {g}, but feature {seen[0]!r} "
+                raise SpecError(f"feature {s.name!r}: {what} {g.name!r} is {g}, but feature {seen[0]!r} "
                                  f"declares it as {seen[1]}; one table needs one definition")
     for s in specs:
         if s.shared_with is None:

@@ -23,10 +23,11 @@ def criteo_lines(tmp: Path, rows: int, seed: int = 0) -> List[str]:
 
 
 def tiny_model_dir(out: Path, lines: List[str], missing_flags: bool = False, seed: int = 0,
-                   model: Optional[dict] = None) -> Path:
+                   model: Optional[dict] = None, embeddings: Optional[dict] = None) -> Path:
     """A DLRM model directory whose vocabulary holds the raw values of ``lines`` (so they map to ids, not
     all to the OOV id), with random weights; ``missing_flags``: M1..M13 are dense inputs; ``model``: keys
-    of the config's model section to override (e.g. ``{"interaction": "dcn"}``)."""
+    of the config's model section to override (e.g. ``{"interaction": "dcn"}``); ``embeddings``: of the
+    embeddings section (default: full tables of dim 4)."""
     from recsys_emb.config import config_from_dict, config_to_dict
     from recsys_emb.data.criteo import CAT_COLUMNS, criteo_schema
     from recsys_emb.data.criteo.fields import parse_hex
@@ -46,7 +47,7 @@ def tiny_model_dir(out: Path, lines: List[str], missing_flags: bool = False, see
     torch.manual_seed(seed)
     cfg = config_from_dict({"data": {"path": "gone"},
                             "model": {"kind": "dlrm", "bottom_mlp": [8, 4], "top_mlp": [8], **(model or {})},
-                            "embeddings": {"variant": "full", "dim": 4}})
+                            "embeddings": embeddings or {"variant": "full", "dim": 4}})
     module = build_model(cfg, schema).eval()
     with torch.no_grad():
         for p in module.parameters():

@@ -155,3 +155,18 @@ def test_earlier_family_knobs_load_as_options():
     assert feature_specs(cards, old.embeddings) == feature_specs(cards, new.embeddings)
     with pytest.raises(ConfigError, match=r"embeddings.qr_op and embeddings.options.qr_op are both set"):
         config_from_dict({"data": {"path": "d"}, "embeddings": {"qr_op": "add", "options": {"qr_op": "mult"}}})
+
+
+def test_tensor_train_trains_from_a_preset_and_its_checkpoint_scores_the_same(tiny_data, tmp_path):
+    """The family whose rows are not TorchRec rows (dense cores, trained by the dense optimizer): a run from
+    ``embeddings.variant: tt`` trains, its bytes are the specs', and the saved run scores as training did."""
+    from recsys_emb.memory import memory_from_specs
+    from recsys_emb.serving import evaluate_checkpoint, load_model
+    from recsys_emb.specs import TensorTrain
+    from recsys_emb.training import train
+
+    summary = train(config_from_dict(_tiny_train(tmp_path, tiny_data, variant="tt", compression=4.0)))
+    _, specs, _ = load_model(tmp_path / "run")
+    assert any(isinstance(s.embedding, TensorTrain) for s in specs)
+    assert summary["embedding_bytes"] == memory_from_specs(specs).bytes
+    assert evaluate_checkpoint(tmp_path / "run", split="valid")["auc"] == pytest.approx(summary["valid"]["auc"], abs=1e-6)

@@ -7,7 +7,7 @@ import torch
 
 from recsys_emb.errors import InvalidInputError
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
-from recsys_emb.specs import FeatureSpec, Full
+from recsys_emb.specs import FeatureSpec, Full, LowRank, Robe, RobeArray, TensorTrain
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 from variant_cases import small_variants
 
@@ -25,10 +25,17 @@ def _plain(layer, bags):
     return values, lengths
 
 
-@pytest.mark.parametrize("variant", list(small_variants()))
+CASES = {**small_variants(),
+         "lowrank": [FeatureSpec("x", LowRank(dim=16, rank=4), cardinality=50)],
+         "robe": [FeatureSpec("x", Robe(RobeArray("robe", size=96), dim=16, block=8))],
+         "tt": [FeatureSpec("x", TensorTrain(dim=8, ranks=(3, 2)), cardinality=50),
+                FeatureSpec("y", Full(dim=4), cardinality=50)]}
+
+
+@pytest.mark.parametrize("variant", list(CASES))
 @pytest.mark.parametrize("backend", ["torchrec", "table_batched"])
 def test_embed_equals_forward_with_its_penalty(variant, backend):
-    specs = small_variants()[variant]
+    specs = CASES[variant]
     torch.manual_seed(0)
     layer = EmbeddingLayer(specs, l2=0.1, device=torch.device("meta") if backend == "table_batched" else None)
     if backend == "table_batched":

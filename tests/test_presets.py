@@ -5,7 +5,8 @@ import pytest
 from recsys_emb.errors import ConfigError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs, with_oov_rows
-from recsys_emb.specs import Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+from recsys_emb.specs import (Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, TensorTrain, Unified,
+                              UnifiedTable)
 
 CARDS = {"small": 100, "big": 100_000, "huge": 1_000_000, "hist": 100_000}
 
@@ -15,10 +16,11 @@ def test_every_variant_builds_with_shared_history(variant):
     specs = feature_specs(CARDS, VariantPreset(variant, dim=16, compression=4), poolings={"hist": "none", "big": "none"},
                           shared={"hist": "big"})
     by = {s.name: s for s in specs}
-    assert isinstance(by["small"].embedding, Unified if variant == "unified" else Full)
+    shared_group = {"unified": Unified, "robe": Robe}
+    assert isinstance(by["small"].embedding, shared_group.get(variant, Full))
     assert by["hist"].embedding == by["big"].embedding and by["hist"].shared_with == "big"
     kinds = {"full": Full, "hashed": Hashed, "multi_hash": Hashed, "qr": QuotientRemainder,
-             "mixed": MixedDimension, "unified": Unified}
+             "mixed": MixedDimension, "unified": Unified, "lowrank": LowRank, "tt": TensorTrain, "robe": Robe}
     assert isinstance(by["huge"].embedding, kinds[variant])
 
 
@@ -29,6 +31,18 @@ def test_compression_sets_the_budget(variant, knobs):
     full = memory_from_specs(feature_specs(CARDS, VariantPreset("full", dim=16))).params
     comp = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=10, options=knobs))).params
     assert 0.09 < comp / full < 0.12
+
+
+@pytest.mark.parametrize("variant,compression", [("lowrank", 2), ("lowrank", 3.5), ("tt", 10), ("tt", 1000),
+                                                 ("robe", 10), ("robe", 1000)])
+def test_compression_sets_the_budget_of_the_factorised_families(variant, compression):
+    """Low rank, tensor train and ROBE keep about 1/compression of the large fields' bytes, the small field its
+    full bytes (in ROBE's shared array too); low rank's rank is rounded to a multiple of 4 (1/3.5 gives rank 4
+    of 16), the tensor-train rank down."""
+    small = CARDS["small"] * 16
+    want = (sum(CARDS.values()) * 16 - small) / compression + small
+    got = memory_from_specs(feature_specs(CARDS, VariantPreset(variant, dim=16, compression=compression))).params
+    assert 0.8 * want < got < 1.01 * want, (got, want)
 
 
 def test_qr_defaults_to_concat_with_twice_the_quotient_rows():

@@ -317,20 +317,18 @@ def test_missing_flags_reach_the_model(tmp_path):
         assert (abs(tsv[0] - tsv[1]) > 1e-4) == flags, tsv
 
 
-def test_a_dcn_model_directory_is_scored_by_predict_and_its_export_alike(tmp_path):
-    """DLRM-DCNv2 (``model.interaction: dcn``, low-rank cross layers) from a model directory: ``recsys-emb
-    predict`` (eager) and the ``torch-export`` program, fed the same raw rows, give the same probabilities."""
+def _predict_and_export_agree(tmp_path, lines, **model_dir):
+    """A model directory (``tiny_model_dir(**model_dir)``) over ``lines``: ``recsys-emb predict`` (eager) and
+    its ``torch-export`` program, fed the same raw rows, give the same probabilities; returns the model."""
     import dataclasses
 
     from recsys_emb.inference import KJTScorer, load_program
     from recsys_emb.model_dir import load_model
-    from tests.scoring_helpers import criteo_lines, tiny_model_dir
+    from tests.scoring_helpers import tiny_model_dir
 
-    lines = criteo_lines(tmp_path, 60)
     (tmp_path / "rows.tsv").write_text("\n".join(lines) + "\n")
-    path = tiny_model_dir(tmp_path / "model", lines, model={"interaction": "dcn", "cross_layers": 2, "cross_rank": 8})
+    path = tiny_model_dir(tmp_path / "model", lines, **model_dir)
     model = load_model(path)
-    assert model.module.interaction == "dcn" and model.module.interact.low_rank
     cli("predict", "--model", path, "--input", tmp_path / "rows.tsv", "--out", tmp_path / "scores.parquet",
         cwd=tmp_path)
     cli("export", "--checkpoint", path, "--out", tmp_path / "x", "--format", "torch-export", cwd=tmp_path)
@@ -338,5 +336,30 @@ def test_a_dcn_model_directory_is_scored_by_predict_and_its_export_alike(tmp_pat
     program = KJTScorer(load_program(tmp_path / "x"), meta["features"], len(model.schema.dense))
     exported = score_frame(dataclasses.replace(model, module=program), _raw_frame(lines))
     scores = pq.read_table(tmp_path / "scores.parquet").column("score").to_numpy()
-    assert len(scores) == 60 and 0.01 < scores.std()  # distinct rows score differently
+    assert len(scores) == len(lines) and 0.01 < scores.std()  # distinct rows score differently
     np.testing.assert_allclose(scores, exported, rtol=0, atol=1e-6)
+    return model
+
+
+def test_a_dcn_model_directory_is_scored_by_predict_and_its_export_alike(tmp_path):
+    """DLRM-DCNv2 (``model.interaction: dcn``, low-rank cross layers) from a model directory: ``recsys-emb
+    predict`` (eager) and the ``torch-export`` program, fed the same raw rows, give the same probabilities."""
+    from tests.scoring_helpers import criteo_lines
+
+    model = _predict_and_export_agree(tmp_path, criteo_lines(tmp_path, 60),
+                                      model={"interaction": "dcn", "cross_layers": 2, "cross_rank": 8})
+    assert model.module.interaction == "dcn" and model.module.interact.low_rank
+
+
+def test_low_rank_tensor_train_and_robe_are_scored_by_predict_and_their_export_alike(tmp_path):
+    """A model directory whose fields are low-rank (the preset), tensor-train and ROBE (overrides): ``recsys-emb
+    predict`` (eager) and the ``torch-export`` program give the same probabilities on the same raw rows."""
+    from recsys_emb.specs import LowRank, Robe, TensorTrain
+    from tests.scoring_helpers import criteo_lines
+
+    robe = {"type": "robe", "group": {"name": "robe_array", "size": 256}, "dim": 8, "block": 4}
+    model = _predict_and_export_agree(tmp_path, criteo_lines(tmp_path, 60), embeddings={
+        "variant": "lowrank", "dim": 8, "min_rows": 1, "compression": 2.0,
+        "overrides": {"C1": {"type": "tt", "dim": 8, "ranks": [2, 3]}, "C2": robe, "C3": {**robe, "block": 16}}})
+    kinds = {type(f.embedding) for f in model.features}
+    assert {LowRank, TensorTrain, Robe} <= kinds, kinds

@@ -8,7 +8,8 @@ import torch
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.sharding import plan_report, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
-from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder
+from recsys_emb.specs import (FeatureSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, RobeArray,
+                              TensorTrain)
 
 VARIANTS = {
     "full": Full(dim=8),
@@ -18,6 +19,9 @@ VARIANTS = {
     "qr_concat": QuotientRemainder(dim=16, collisions=4, op="concat"),
     "mixed_field": MixedDimension(8, boundaries=(), block_dims=(4,)),  # field-level, the preset default
     "mixed_blocks": MixedDimension(8, alpha=0.5, boundaries=(5, 20), block_dims=(8, 4, 4)),
+    "lowrank": LowRank(dim=8, rank=4),
+    "robe": Robe(RobeArray("robe", size=96), dim=8, block=8),
+    "tt": TensorTrain(dim=8, ranks=(3, 2)),  # cores are dense parameters: replicated (DDP), not sharded
 }
 
 
@@ -48,9 +52,12 @@ def test_sharded_forward_and_fused_update_equal_unsharded(variant, single_proces
     (out * upstream).sum().backward()
     (expected * upstream).sum().backward()
     state = dmp.state_dict()
+    grads = {name.split("module.", 1)[-1]: p.grad for name, p in dmp.named_parameters() if p.grad is not None}
     for name, p in ref.named_parameters():
         if ".embedding_bags." in name:
             torch.testing.assert_close(dense(state[name]), p.detach() - lr * p.grad, rtol=1e-5, atol=1e-6)
+        else:  # dense parameters (projections, probe weights, tensor-train cores): the same gradient
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-6, msg=name)
     with torch.no_grad():  # the same SGD step on the unsharded copy gives the same next forward
         for name, p in ref.named_parameters():
             if ".embedding_bags." in name:

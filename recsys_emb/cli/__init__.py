@@ -90,6 +90,17 @@ def _print_summary(s: dict) -> None:
         print(f"{split:<5} AUC {m['auc']:.4f}  logloss {m['logloss']:.4f}  NE {m['ne']:.4f}{ceiling}")
 
 
+def _cmd_factorise(args: argparse.Namespace) -> int:
+    import json
+
+    from recsys_emb.factorise import factorise_checkpoint
+
+    out = factorise_checkpoint(args.checkpoint, rank=args.rank, min_rows=args.min_rows, split=args.split,
+                               finetune_steps=args.finetune_steps, lr=args.lr, batch_size=args.batch_size)
+    emit(json.dumps(out, indent=1))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -189,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint directory, or run directory (the model its summary reports, else its latest)")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.set_defaults(func=_cmd_evaluate, reexec=False)
+
+    fa = sub.add_parser("factorise", help="a trained DLRM's full tables by truncated SVD (low rank): metrics before, "
+                                          "after and after a short fine-tune")
+    fa.add_argument("--checkpoint", required=True,
+                    help="checkpoint directory, or run directory (the model its summary reports, else its latest)")
+    fa.add_argument("--rank", type=int, required=True, help="rank kept: a multiple of 4 below the tables' dim")
+    fa.add_argument("--min-rows", type=int, default=0, help="only tables of at least this many ids")
+    fa.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    fa.add_argument("--finetune-steps", type=int, default=0, help="Adam steps of the whole model on the train split")
+    fa.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate (Adam)")
+    fa.add_argument("--batch-size", type=int, default=4096)
+    fa.set_defaults(func=_cmd_factorise, reexec=False)
 
     from recsys_emb.cli.search import add_search_command
 

@@ -13,8 +13,11 @@ from typing import Callable, Type
 from recsys_emb.embeddings.base import EmbeddingVariant, TableDef, VirtualFeature
 from recsys_emb.embeddings.full import FullEmbedding
 from recsys_emb.embeddings.hashed import HashedEmbedding
+from recsys_emb.embeddings.lowrank import LowRankEmbedding
 from recsys_emb.embeddings.mixed import MixedDimensionEmbedding
 from recsys_emb.embeddings.qr import QuotientRemainderEmbedding
+from recsys_emb.embeddings.robe import RobeEmbedding
+from recsys_emb.embeddings.tt import TensorTrainEmbedding
 from recsys_emb.embeddings.unified import UnifiedEmbedding
 from recsys_emb import families
 from recsys_emb.errors import SpecError
@@ -29,6 +32,9 @@ __all__ = [
     "QuotientRemainderEmbedding",
     "MixedDimensionEmbedding",
     "UnifiedEmbedding",
+    "LowRankEmbedding",
+    "TensorTrainEmbedding",
+    "RobeEmbedding",
     "build_variant",
     "register_variant",
     "unregister_variant",

@@ -55,6 +55,11 @@ class EmbeddingVariant(nn.Module, abc.ABC):
         validate_ids: check ids against the feature's vocabulary (variants with one).
     """
 
+    owns_rows: bool = False
+    """True for a variant whose rows are not TorchRec table rows (tensor-train cores): it has no virtual
+    features, checks ids in :meth:`remap` (which returns no pairs), and the layer takes its pooled output
+    from :meth:`pooled` and its per-id rows from :meth:`combine_sequence`."""
+
     def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__()
         self.feature = feature
@@ -86,6 +91,11 @@ class EmbeddingVariant(nn.Module, abc.ABC):
         """``remap`` as data (:mod:`recsys_emb.embeddings.plans`), so that the layer remaps all features
         of a kind in one pass; ``None``: no plan, :meth:`remap` runs per feature."""
         return None
+
+    def pooled(self, ids: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:
+        """The sum-pooled ``(B, output_dim)`` embedding straight from ``ids (n,)`` and ``lengths (B,)``:
+        only variants with :attr:`owns_rows` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} reads TorchRec tables; the layer pools its rows")
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         """Default: the single virtual feature's pooled output is the embedding."""

@@ -90,13 +90,19 @@ class _Feature(nn.Module):
 
     def pooled(self, tables: nn.ModuleList, ids: torch.Tensor, lengths: torch.Tensor, batch: int,
                mean: bool) -> torch.Tensor:
-        """The feature's pooled embedding ``(B, output_dim)`` by its variant's own ``combine``."""
-        y = self.variant.combine([bag_sum(r, lens, batch) for r, lens in self.rows(tables, ids, lengths)])
+        """The feature's pooled embedding ``(B, output_dim)`` by its variant's own ``combine`` (or its own
+        pooling, for a variant whose rows are not table rows: tensor-train cores)."""
+        if self.variant.owns_rows:
+            y = self.variant.pooled(ids, lengths, batch)
+        else:
+            y = self.variant.combine([bag_sum(r, lens, batch) for r, lens in self.rows(tables, ids, lengths)])
         return y / lengths.clamp(min=1).unsqueeze(1).to(y.dtype) if mean else y
 
     def sequence(self, tables: nn.ModuleList, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """One embedding per id ``(n, output_dim)``. Masked blocks give one row per id and block, so their
         per-id output is the sum of the blocks' projected rows: the variant's ``combine``."""
+        if self.variant.owns_rows:
+            return self.variant.combine_sequence([], ids)
         rows = [r for r, _ in self.rows(tables, ids, lengths)]
         if self.kind == "Blocks":
             return self.variant.combine(rows)

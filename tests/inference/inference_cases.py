@@ -7,7 +7,8 @@ import torch
 
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
 from recsys_emb.models import DIN, DLRM
-from recsys_emb.specs import FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, Unified, UnifiedTable
+from recsys_emb.specs import (FeatureSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, RobeArray,
+                              TensorTrain, Unified, UnifiedTable)
 
 CARD = 30
 TABLE = UnifiedTable("u", rows=41, chunk_dim=4, reserved=1)
@@ -16,7 +17,8 @@ OOV = CARD - 1  # the OOV id of "hashed", "multi_hash" and "unified_1": a row of
 
 def variant_specs(prefix: str = "", pooling: str = "sum") -> List[FeatureSpec]:
     """One feature per variant (ids < CARD): full, hashed, multi_hash (sum and weighted), qr (mult, concat),
-    mixed (block and field forms), unified (two features, 2 and 1 chunks, one table); some with an OOV row."""
+    mixed (block and field forms), unified (two features, 2 and 1 chunks, one table), low-rank, ROBE,
+    tensor-train; some with an OOV row."""
     embs = {
         "full": Full(dim=8),
         "hashed": Hashed(dim=8, buckets=11, oov_id=OOV),
@@ -28,6 +30,9 @@ def variant_specs(prefix: str = "", pooling: str = "sum") -> List[FeatureSpec]:
         "mixed_field": MixedDimension(base_dim=8, alpha=0.5, boundaries=(), block_dims=(4,)),
         "unified": Unified(TABLE, chunks=2),
         "unified_1": Unified(TABLE, chunks=1, oov_id=OOV, oov_row=TABLE.rows),
+        "lowrank": LowRank(dim=8, rank=4),
+        "robe": Robe(RobeArray("robe_array", size=64), dim=8, block=8),
+        "tt": TensorTrain(dim=8, ranks=(2, 3)),
     }
     return [FeatureSpec(prefix + name, emb, cardinality=CARD, pooling=pooling) for name, emb in embs.items()]
 

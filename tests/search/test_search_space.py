@@ -14,8 +14,8 @@ def test_variant_choices_build_valid_specs_with_bytes():
     cfg = load_search_config(CONFIGS / "search_tiny.yaml")
     base = cfg.trial_run_dict()
     base["embeddings"]["min_rows"] = 64
-    space = SpaceConfig(dims=[8, 16], variants=["full", "hashed", "qr", "mixed", "unified"], compression=[4.0],
-                        alpha=[0.3], chunks=[2])
+    space = SpaceConfig(dims=[8, 16], variants=["full", "hashed", "qr", "mixed", "unified", "lowrank", "tt", "robe"],
+                        compression=[4.0], alpha=[0.3], chunks=[2])
     sizes = {}
     for variant in space.variants:
         trial = optuna.trial.FixedTrial({"dim:g": 16, "variant:g": variant, "compression:g": 4.0, "alpha:g": 0.3,
@@ -24,7 +24,8 @@ def test_variant_choices_build_valid_specs_with_bytes():
         run = trial_run_config(cfg, {"dims": dims, "overrides": overrides}, base)
         specs, _ = build_features(run, schema)
         kinds = {s.name: s.embedding.kind for s in specs}
-        assert kinds["a"] in ("full", "unified")  # small fields stay full, except in a unified group
+        assert kinds["a"] in ("full", "unified", "robe")  # small fields stay full, except in a shared group
+        assert kinds["c"] == ("hashed" if variant == "multi_hash" else variant)
         sizes[variant] = memory_from_specs(specs).bytes
         if variant == "mixed":  # the base is field-level (the preset default): the search's groups get blocks
             assert len(next(s for s in specs if s.name == "c").tables()) == MIXED_SEARCH_BLOCKS
@@ -33,5 +34,8 @@ def test_variant_choices_build_valid_specs_with_bytes():
     assert sizes["hashed"] == (10 + 1250 + 7500) * 16 * 4
     assert sizes["unified"] == (10 + 1250 + 7500) * 8 * 4  # one shared table, chunk dim 16 / 2
     assert sizes["mixed"] < full
+    assert sizes["lowrank"] == (10 * 16 + (5000 + 30000) * 4 + 2 * 4 * 16) * 4  # rank 16 / 4, two projections
+    assert sizes["robe"] == (10 * 16 + (5000 + 30000) * 16 // 4) * 4  # one array: small fields at full size
+    assert 0.8 * sizes["hashed"] < sizes["tt"] <= sizes["hashed"]  # cores within 1/4 of the bytes, rank rounded down
     # compression is a bytes ratio for QR too: concat (the default op) keeps twice the rows at half width
     assert sizes["qr"] == sizes["hashed"] + 2 * (2 * 8 * 4)  # + two 2-row half-width remainder tables

@@ -95,7 +95,8 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0,
                         max_len: int = 50, test_fraction: float = 0.1, valid_fraction: Optional[float] = None,
-                        min_history: int = 0, min_count: int = 1) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
+                        min_history: int = 0, min_count: int = 1, history: str = "rated"
+                        ) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
     """MovieLens ratings -> a time-ordered CTR dataset with behaviour histories, in memory.
 
     Rows are all ratings ordered by ``(timestamp, userId, movieId)``; the last ``test_fraction`` form the
@@ -109,7 +110,8 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     - ``movie_genre`` int64: the movie's first listed genre; ``genres`` ``list<int64>``: all its genres
       (a multi-valued field);
     - ``hist_movie``, ``hist_genre`` ``list<int64>``: the user's previous ratings with a strictly earlier
-      timestamp, oldest first, at most ``max_len`` (the most recent), and their first genres;
+      timestamp (``history="liked"``: only those rated ``>= rating_threshold``), oldest first, at most
+      ``max_len`` (the most recent), and their first genres;
     - ``hist_len_log`` float32: ``log(1 + number of previous ratings)``; ``movie_year`` float32:
       ``(year - 1995) / 20`` from the title, 0 if absent.
 
@@ -119,6 +121,9 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         min_count: users and movies with fewer training ratings share the OOV id, so the OOV row is
             trained on rare ids and is not an untrained row when a later split brings new users or
             movies (1: only ids unseen in training are OOV).
+        history: ``"rated"``: every earlier rating is a behaviour (watched); ``"liked"``: only the earlier
+            ratings that are positives (``>= rating_threshold``), DIN's "clicked items", so the history says
+            what the user liked, which a history of every rating does not.
     Returns:
         ``({"train": table, "valid": table, "test": table}, metadata)``.
 
@@ -132,6 +137,8 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if history not in ("rated", "liked"):
+        raise ValueError(f"history must be 'rated' or 'liked', got {history!r}")
     ratings, movies = load_movielens(src_dir)
     ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
 
@@ -170,9 +177,15 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     ts_start = np.maximum.accumulate(np.where(new_ts, idx, 0))
     prior = np.empty(n_all, np.int64)
     prior[by_user] = ts_start - user_start
+    label = (ratings["rating"].to_numpy() >= rating_threshold).astype(np.int8)
+    # Behaviours in by-user order: every rating, or the liked ones only (positions of the kept ones).
+    behaviour = np.ones(n_all, bool) if history == "rated" else label[by_user].astype(bool)
+    kept_pos = np.flatnonzero(behaviour)
+    before = np.concatenate(([0], np.cumsum(behaviour)))  # behaviours before each by-user position
     h_end = np.empty(n_all, np.int64)
-    h_end[by_user] = ts_start
-    h_len = np.minimum(prior, max_len)
+    h_end[by_user] = before[ts_start]  # index into kept_pos, one past the last earlier behaviour
+    h_len = np.empty(n_all, np.int64)
+    h_len[by_user] = np.minimum(before[ts_start] - before[user_start], max_len)
     h_start = h_end - h_len
 
     keep = prior >= min_history
@@ -187,12 +200,11 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     movie_ids_by_user = movie_ids[by_user]
     genre_by_user = first_genre[movie_row][by_user]
 
-    label = (ratings["rating"].to_numpy() >= rating_threshold).astype(np.int8)
     hist_len_log = np.log1p(prior).astype(np.float32)
 
     def table(rows: np.ndarray) -> pa.Table:
         hs, hl = h_start[rows], h_len[rows]
-        take = _ranges(hs, hl)
+        take = kept_pos[_ranges(hs, hl)]
         h_off = pa.array(np.concatenate(([0], np.cumsum(hl))).astype(np.int32))
         mr = movie_row[rows]
         gl = g_len[mr]
@@ -227,6 +239,7 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         "max_len": max_len,
         "min_history": min_history,
         "min_count": min_count,
+        "history": history,
         "positive_rate": {s: float(np.asarray(t.column("label")).mean()) if t.num_rows else float("nan")
                           for s, t in tables.items()},
         "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if len(r) else None for s, r in splits.items()},

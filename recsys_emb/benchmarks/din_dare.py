@@ -1,0 +1,163 @@
+"""DIN with decoupled embeddings (DARE: an attention table and a representation table per sequence feature)
+against the coupled DIN (one table for both), on generated sequences with long histories and on real
+MovieLens, at equal representation dim and at equal table bytes, over several seeds.
+
+Writes the table into models/din/README.md between ``<!-- din-dare:begin -->`` and ``<!-- din-dare:end -->``.
+
+    .venv/bin/python bench/din_dare.py            # 3 seeds, both datasets
+    .venv/bin/python bench/din_dare.py --quick    # CI-sized, checks the plumbing only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from recsys_emb.benchmarks.common import REPO, command_line, publish
+
+__all__ = ["DATASETS", "ARMS", "run", "format_table", "main"]
+
+logger = logging.getLogger(__name__)
+
+DATASETS: Dict[str, Tuple[str, List[str], Tuple[str, str]]] = {
+    "sequences-200": ("configs/din_sequences.yaml",
+                      ["data.path=data/sequences-200-60k",
+                       "data.generate={kind: sequences, rows: 60000, max_len: 200, seed: 0}"],
+                      ("cand_item", "cand_cat")),
+    "movielens": ("configs/din_movielens.yaml", [], ("movie_id", "movie_genre")),
+}
+"""``{name: (config, overrides, the candidate fields)}``: histories of 1..200 behaviours (100 on average)
+and MovieLens' real histories (up to the config's ``max_len``)."""
+
+ARMS: Dict[str, str] = {
+    "coupled, dim 16": "coupled",
+    "coupled, dim 24 (equal bytes)": "coupled-wide",
+    "decoupled, 16 + attention 8": "decoupled",
+}
+"""The rows of a dataset: the coupled DIN at the representation dim, the coupled DIN whose item tables hold
+the bytes of both decoupled tables, and the decoupled DIN (default attention dim, half of 16)."""
+
+QUICK_SETS = {
+    "sequences-200": ["data.generate={kind: sequences, rows: 4000, max_len: 20, seed: 0}", "data.batch_size=256",
+                      "train.max_steps=10", "model.mlp=[16]", "model.attention_mlp=[8]"],
+    "movielens": ["train.max_steps=10", "train.epochs=1", "model.mlp=[16]", "model.attention_mlp=[8]"],
+}
+
+
+def _arm_sets(arm: str, fields: Sequence[str]) -> List[str]:
+    if arm == "coupled":
+        return ["embeddings.dim=16"]
+    if arm == "coupled-wide":  # the candidate (and history) tables at 16 + 8 columns; profile fields stay 16
+        return ["embeddings.dim=16", "embeddings.dims={" + ", ".join(f"{f}: 24" for f in fields) + "}"]
+    return ["embeddings.dim=16", "model.decoupled_embeddings=true"]
+
+
+def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), seeds: Sequence[int] = (0, 1, 2),
+        sets: Sequence[str] = (), quick: bool = False) -> Dict[str, Any]:
+    """Train every arm of every dataset once per seed (seeds in sequence; the data is the same for all),
+    runs under ``out_dir``; returns one row per run (test AUC and log loss, table bytes, speed)."""
+    from recsys_emb.config import load_config
+    from recsys_emb.training import train
+
+    out = Path(out_dir)
+    rows: List[Dict[str, Any]] = []
+    for ds in datasets:
+        config, ds_sets, fields = DATASETS[ds]
+        ds_sets = list(ds_sets) + list(sets)
+        if quick:
+            ds_sets += QUICK_SETS[ds] + ([f"data.path={out / 'sequences-quick'}"] if ds.startswith("sequences") else [])
+        for seed in seeds:
+            for label, arm in ARMS.items():
+                run_sets = ds_sets + _arm_sets(arm, fields) + [
+                    f"seed={seed}", "train.checkpoint_every=0", "train.progress=false", "train.log_every=0",
+                    f"train.out_dir={out / f'{ds}_{arm}_{seed}'}"]
+                cfg = load_config(config, run_sets)
+                t0 = time.perf_counter()
+                s = train(cfg, overwrite=True)
+                rows.append({"dataset": ds, "config": config, "arm": label, "seed": seed,
+                             "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
+                             "ceiling_auc": s["test"].get("ceiling_auc"), "embedding_bytes": s["embedding_bytes"],
+                             "steps": s["steps"], "seconds": time.perf_counter() - t0,
+                             "samples_per_s": s.get("samples_per_s")})
+                logger.info("%s %s seed %d: test AUC %.4f", ds, label, seed, s["test"]["auc"])
+    return {"rows": rows, "seeds": list(seeds)}
+
+
+def _mean_sd(xs: Sequence[float]) -> str:
+    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+
+
+def format_table(res: Dict[str, Any], command: str) -> str:
+    """The results of :func:`run` as the README block (Markdown), ``command`` under it."""
+    rows = res["rows"]
+    lines = ["Same data, steps and seeds for every row of a dataset; the DIN config's MLPs. Coupled: one table per "
+             "item field, read by the activation unit and pooled. Decoupled (`model.decoupled_embeddings: true`): "
+             "an attention table (dim 8, the default half) read only by the activation unit and a representation "
+             "table (dim 16) pooled and fed to the MLP. Equal bytes: the coupled item and category tables at dim 24 "
+             "hold what the decoupled 16 + 8 hold (the profile tables are dim 16 in every row). Test AUC: mean ± "
+             "standard deviation over the seeds, then each seed's.", "",
+             "| data | embeddings | table MB | test AUC | per seed | test log loss | ceiling AUC | steps | "
+             "train samples/s |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    by: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["arm"]), []).append(r)
+    for (ds, arm), rs in by.items():
+        aucs = [r["test_auc"] for r in rs]
+        ceiling = f"{rs[0]['ceiling_auc']:.4f}" if rs[0].get("ceiling_auc") else ""
+        sps = [r["samples_per_s"] for r in rs if r.get("samples_per_s")]
+        speed = f"{statistics.mean(sps):,.0f}" if sps else ""
+        lines.append(f"| {ds} (`{rs[0]['config']}`) | {arm} | {rs[0]['embedding_bytes'] / 1e6:.2f} | {_mean_sd(aucs)} | "
+                     f"{', '.join(f'{a:.4f}' for a in aucs)} | {statistics.mean(r['test_logloss'] for r in rs):.4f} | "
+                     f"{ceiling} | {rs[0]['steps']} | {speed} |")
+    lines.append("")
+    names = list(ARMS)
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        dec = {r["seed"]: r["test_auc"] for r in by.get((ds, names[2]), [])}
+        for other, what in ((names[0], "equal representation dim"), (names[1], "equal bytes")):
+            base = {r["seed"]: r["test_auc"] for r in by.get((ds, other), [])}
+            diffs = [dec[s] - base[s] for s in sorted(dec) if s in base]
+            if diffs:
+                wins = sum(d > 0 for d in diffs)
+                lines.append(f"- {ds}, {what}: decoupled - coupled = {statistics.mean(diffs):+.4f} test AUC on average "
+                             f"(per seed {', '.join(f'{d:+.4f}' for d in diffs)}; decoupled ahead on {wins} of "
+                             f"{len(diffs)} seeds).")
+    secs = sum(r["seconds"] for r in rows)
+    lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min in all.", "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Parse arguments, run, write ``results.json`` and the README block; returns the table (the caller
+    prints it)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny data, 10 steps per run, one seed")
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ",".join(DATASETS))
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated model seeds (default 0,1,2)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/din_dare[_quick])")
+    p.add_argument("--readme", default=str(REPO / "models" / "din" / "README.md"))
+    p.add_argument("--no-readme", action="store_true")
+    args = p.parse_args(argv)
+    datasets = [d for d in args.datasets.split(",") if d]
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad:
+        p.error(f"--datasets: unknown {bad}; choose from {list(DATASETS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        p.error(f"--seeds={args.seeds!r}: give comma-separated integers, e.g. 0,1,2")
+    if args.quick:
+        seeds = seeds[:1]
+    out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("din_dare_quick" if args.quick else "din_dare"))
+    res = run(out_dir, datasets, seeds, args.set, args.quick)
+    text = format_table(res, command_line("bench/din_dare.py", argv))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    return publish(text, None if args.no_readme else Path(args.readme), "din-dare",
+                   "## Decoupled embeddings (DARE) against coupled DIN")

@@ -1,9 +1,10 @@
 """DIN with attention against DIN with sum pooling (the paper's ablation), on generated behaviour sequences
-and on real MovieLens, with the same data, training budget and seed for both.
+and on real MovieLens, with the same data, training budget and seeds for both, beside a logistic regression
+on the same splits (:func:`recsys_emb.baselines.logistic_regression`).
 
 Writes the table into models/din/README.md between ``<!-- din:begin -->`` and ``<!-- din:end -->``.
 
-    .venv/bin/python bench/din.py            # 500k generated sequences + MovieLens (~10 min on 2 CPU cores)
+    .venv/bin/python bench/din.py            # 500k generated sequences (seed 0) + MovieLens (seeds 0, 1, 2)
     .venv/bin/python bench/din.py --quick    # CI-sized, checks the plumbing only
 """
 
@@ -13,13 +14,14 @@ import argparse
 import json
 import logging
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from recsys_emb.benchmarks.common import REPO, command_line, publish
 
-__all__ = ["DATASETS", "QUICK_SETS", "run", "format_table", "main"]
+__all__ = ["DATASETS", "SEEDS", "QUICK_SETS", "run", "format_table", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ DATASETS = {
     "sequences": "configs/din_sequences.yaml",
     "movielens": "configs/din_movielens.yaml",
 }
+SEEDS = {"sequences": (0,), "movielens": (0, 1, 2)}
+"""Default model seeds per dataset (the data is the same for all): MovieLens' differences are small, so
+three; the generated data's 500k rows cost the most and one seed already separates the two."""
 QUICK_SETS = {
     "sequences": ["data.generate={kind: sequences, rows: 20000, max_len: 10, seed: 0}", "data.batch_size=256",
                   "train.max_steps=20", "model.mlp=[32, 16]", "model.attention_mlp=[16, 8]", "embeddings.dim=8"],
@@ -35,57 +40,89 @@ QUICK_SETS = {
 
 
 def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), sets: Sequence[str] = (),
-        quick: bool = False) -> Dict[str, Any]:
+        quick: bool = False, seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Train each dataset's DIN config (with the overrides ``sets``; ``quick``: tiny data, 20 steps) with
-    attention and with sum pooling, runs under ``out_dir``; returns one row per run (test AUC and log
-    loss, valid AUC, the Bayes ceiling where the data has one, steps, speed)."""
+    attention and with sum pooling, once per seed (``seeds``, in sequence; None: :data:`SEEDS`), runs under
+    ``out_dir``, and fit the logistic regression on the same data; returns one row per run (test AUC and
+    log loss, valid AUC, the Bayes ceiling where the data has one, steps, speed) and one reference row per
+    dataset."""
+    from recsys_emb.baselines import logistic_regression
     from recsys_emb.config import load_config
     from recsys_emb.training import train
 
     out = Path(out_dir)
     rows: List[Dict[str, Any]] = []
+    references: List[Dict[str, Any]] = []
     for ds in datasets:
         ds_sets = list(sets)
         if quick:
             ds_sets += QUICK_SETS[ds]
             if ds == "sequences":
                 ds_sets.append(f"data.path={out / 'sequences-quick'}")
-        for attention in (True, False):
-            label = "attention" if attention else "sum pooling"
-            run_sets = ds_sets + [f"model.use_attention={str(attention).lower()}", "train.checkpoint_every=0",
-                                  "train.progress=false", "train.log_every=0",
-                                  f"train.out_dir={out / f'{ds}_{label.replace(chr(32), chr(95))}'}"]
-            cfg = load_config(DATASETS[ds], run_sets)
-            t0 = time.perf_counter()
-            s = train(cfg, overwrite=True)  # a rerun replaces its own earlier runs
-            rows.append({"dataset": ds, "config": DATASETS[ds], "pooling": label, "test_auc": s["test"]["auc"],
-                         "test_logloss": s["test"]["logloss"], "valid_auc": s["valid"]["auc"],
-                         "ceiling_auc": s["test"].get("ceiling_auc"), "steps": s["steps"],
-                         "rows": s["test"]["rows"], "seconds": time.perf_counter() - t0,
-                         "samples_per_s": s.get("samples_per_s")})
-            logger.info("%s %s: test AUC %.4f", ds, label, s["test"]["auc"])
-    return {"rows": rows}
+        data_path = ""
+        for seed in (SEEDS[ds] if seeds is None else seeds)[:1 if quick else None]:
+            for attention in (True, False):
+                label = "attention" if attention else "sum pooling"
+                run_sets = ds_sets + [f"model.use_attention={str(attention).lower()}", "train.checkpoint_every=0",
+                                      "train.progress=false", "train.log_every=0", f"seed={seed}",
+                                      f"train.out_dir={out / f'{ds}_{label.replace(chr(32), chr(95))}_{seed}'}"]
+                cfg = load_config(DATASETS[ds], run_sets)
+                data_path = cfg.data.path
+                t0 = time.perf_counter()
+                s = train(cfg, overwrite=True)  # a rerun replaces its own earlier runs
+                rows.append({"dataset": ds, "config": DATASETS[ds], "pooling": label, "seed": seed,
+                             "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
+                             "valid_auc": s["valid"]["auc"], "ceiling_auc": s["test"].get("ceiling_auc"),
+                             "steps": s["steps"], "rows": s["test"]["rows"], "seconds": time.perf_counter() - t0,
+                             "samples_per_s": s.get("samples_per_s")})
+                logger.info("%s %s seed %d: test AUC %.4f", ds, label, seed, s["test"]["auc"])
+        t0 = time.perf_counter()
+        lr = logistic_regression(data_path, c_grid=(0.1, 1.0) if quick else (0.01, 0.1, 1.0, 10.0))
+        references.append({"dataset": ds, "config": DATASETS[ds], "test_auc": lr.auc, "test_logloss": lr.logloss,
+                           "C": lr.C, "seconds": time.perf_counter() - t0})
+    return {"rows": rows, "references": references}
+
+
+def _mean_sd(xs: Sequence[float]) -> str:
+    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
 
 
 def format_table(res: Dict[str, Any], command: str) -> str:
     """The results of :func:`run` as the README block (Markdown), ``command`` under it."""
-    lines = ["Same config, data, steps and seed for both rows of a dataset; only `model.use_attention` differs "
+    lines = ["Same config, data, steps and seeds for both DIN rows of a dataset; only `model.use_attention` differs "
              "(attention: DIN's local activation unit over [h, c, h - c, h * c], masked weighted sum; sum "
-             "pooling: the plain masked sum of the history).", "",
-             "| data (config) | pooling | test AUC | test log loss | ceiling AUC | steps | train samples/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in res["rows"]:
-        ceiling = f"{r['ceiling_auc']:.4f}" if r.get("ceiling_auc") else ""
-        sps = f"{r['samples_per_s']:,.0f}" if r.get("samples_per_s") else ""
-        lines.append(f"| {r['dataset']} (`{r['config']}`) | {r['pooling']} | {r['test_auc']:.4f} | "
-                     f"{r['test_logloss']:.4f} | {ceiling} | {r['steps']} | {sps} |")
+             "pooling: the plain masked sum of the history). Test AUC: mean ± standard deviation over the seeds, "
+             "then each seed's. Logistic regression: `recsys_emb.baselines.logistic_regression` on the same "
+             "splits (one-hot and multi-hot features, `C` chosen on the validation log loss).", "",
+             "| data (config) | model | test AUC | per seed | test log loss | ceiling AUC | steps | train samples/s |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    rows, refs = res["rows"], res.get("references", [])
+    by: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["pooling"]), []).append(r)
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        for pooling in ("attention", "sum pooling"):
+            rs = by[(ds, pooling)]
+            aucs = [r["test_auc"] for r in rs]
+            ceiling = f"{rs[0]['ceiling_auc']:.4f}" if rs[0].get("ceiling_auc") else ""
+            sps = [r["samples_per_s"] for r in rs if r.get("samples_per_s")]
+            speed = f"{statistics.mean(sps):,.0f}" if sps else ""
+            lines.append(f"| {ds} (`{rs[0]['config']}`) | DIN, {pooling} | {_mean_sd(aucs)} | "
+                         f"{', '.join(f'{a:.4f}' for a in aucs)} (seeds {', '.join(str(r['seed']) for r in rs)}) | "
+                         f"{statistics.mean(r['test_logloss'] for r in rs):.4f} | {ceiling} | {rs[0]['steps']} | "
+                         f"{speed} |")
+        for ref in (r for r in refs if r["dataset"] == ds):
+            lines.append(f"| {ds} (`{ref['config']}`) | logistic regression (C={ref['C']:g}) | {ref['test_auc']:.4f} "
+                         f"|  | {ref['test_logloss']:.4f} |  |  |  |")
     lines.append("")
-    for ds in dict.fromkeys(r["dataset"] for r in res["rows"]):
-        att = next(r for r in res["rows"] if r["dataset"] == ds and r["pooling"] == "attention")
-        sm = next(r for r in res["rows"] if r["dataset"] == ds and r["pooling"] == "sum pooling")
-        d = att["test_auc"] - sm["test_auc"]
-        lines.append(f"- {ds}: attention {'beats' if d > 0 else 'does not beat'} sum pooling by {d:+.4f} test AUC.")
-    secs = sum(r["seconds"] for r in res["rows"])
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        att = {r["seed"]: r["test_auc"] for r in by[(ds, "attention")]}
+        sm = {r["seed"]: r["test_auc"] for r in by[(ds, "sum pooling")]}
+        diffs = [att[s] - sm[s] for s in att if s in sm]
+        d = statistics.mean(diffs)
+        lines.append(f"- {ds}: attention {'beats' if d > 0 else 'does not beat'} sum pooling: {d:+.4f} test AUC on "
+                     f"average (per seed {', '.join(f'{x:+.4f}' for x in diffs)}).")
+    secs = sum(r["seconds"] for r in rows) + sum(r["seconds"] for r in refs)
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min in all.", "", f"Command: `{command}`"]
     return "\n".join(lines)
 
@@ -97,6 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--quick", action="store_true", help="tiny data, 20 steps per run")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ",".join(DATASETS))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--seeds", default=None, help="comma-separated model seeds for every dataset (default: "
+                   + "; ".join(f"{d} {','.join(map(str, s))}" for d, s in SEEDS.items()) + ")")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/din[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "din" / "README.md"))
     p.add_argument("--no-readme", action="store_true")
@@ -106,7 +145,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if bad:
         p.error(f"--datasets: unknown {bad}; choose from {list(DATASETS)}")
     out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("din_quick" if args.quick else "din"))
-    res = run(out_dir, datasets, args.set, args.quick)
+    try:
+        seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x]
+    except ValueError:
+        p.error(f"--seeds={args.seeds!r}: give comma-separated integers, e.g. 0,1,2")
+    res = run(out_dir, datasets, args.set, args.quick, seeds)
     text = format_table(res, command_line("bench/din.py", argv))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(res, indent=1))

@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 
 DATASETS: Dict[str, Tuple[str, List[str], Tuple[str, str]]] = {
     "sequences-200": ("configs/din_sequences.yaml",
-                      ["data.path=data/sequences-200-60k",
-                       "data.generate={kind: sequences, rows: 60000, max_len: 200, seed: 0}"],
+                      ["data.path=data/sequences-200-24k", "data.batch_size=256",
+                       "data.generate={kind: sequences, rows: 24000, max_len: 200, seed: 0}"],
                       ("cand_item", "cand_cat")),
     "movielens": ("configs/din_movielens.yaml", [], ("movie_id", "movie_genre")),
 }
-"""``{name: (config, overrides, the candidate fields)}``: histories of 1..200 behaviours (100 on average)
-and MovieLens' real histories (up to the config's ``max_len``)."""
+"""``{name: (config, overrides, the candidate fields)}``: 24k generated examples with histories of 1..200
+behaviours (100 on average; batches of 256, one epoch), and MovieLens' real histories (the config's)."""
 
 ARMS: Dict[str, str] = {
     "coupled, dim 16": "coupled",

@@ -1,5 +1,5 @@
-"""bench/din.py --quick in a real process: both datasets, attention and sum pooling, in the README block
-(format only; no number is asserted)."""
+"""bench/din.py --quick in a real process: both datasets, attention and sum pooling beside the logistic
+regression, in the README block (format only; no number is asserted)."""
 
 from bench_helpers import block, run_script
 
@@ -11,5 +11,6 @@ def test_din_quick_compares_attention_with_sum_pooling(tmp_path):
     section = block(readme.read_text(), "din")
     assert out.strip() == section.strip()  # the script prints the table it writes
     for ds in ("sequences", "movielens"):
-        assert sum(1 for line in section.splitlines() if line.startswith(f"| {ds} ")) == 2
-        assert f"- {ds}: attention " in section
+        models = [line.split("|")[2].strip() for line in section.splitlines() if line.startswith(f"| {ds} ")]
+        assert models[:2] == ["DIN, attention", "DIN, sum pooling"] and models[2].startswith("logistic regression (C=")
+        assert len(models) == 3 and f"- {ds}: attention " in section

@@ -17,11 +17,12 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from recsys_emb.benchmarks.common import REPO, command_line, publish
 
-__all__ = ["DATASETS", "SEEDS", "QUICK_SETS", "run", "format_table", "main"]
+__all__ = ["DATASETS", "SEEDS", "QUICK_SETS", "run", "format_table", "main", "seed_columns", "add_arguments",
+           "parsed_choices"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,42 @@ def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), sets: Sequence
     return {"rows": rows, "references": references}
 
 
-def _mean_sd(xs: Sequence[float]) -> str:
-    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+def seed_columns(rs: Sequence[Dict[str, Any]]) -> str:
+    """The table cells of one model's runs over seeds: test AUC mean ± sd, each seed's, mean test log loss,
+    the Bayes ceiling (where the data has one), steps, mean train samples/s."""
+    aucs = [r["test_auc"] for r in rs]
+    auc = f"{statistics.mean(aucs):.4f} ± {statistics.stdev(aucs):.4f}" if len(aucs) > 1 else f"{aucs[0]:.4f}"
+    ceiling = f"{rs[0]['ceiling_auc']:.4f}" if rs[0].get("ceiling_auc") else ""
+    sps = [r["samples_per_s"] for r in rs if r.get("samples_per_s")]
+    speed = f"{statistics.mean(sps):,.0f}" if sps else ""
+    return (f"{auc} | {', '.join(f'{a:.4f}' for a in aucs)} (seeds {', '.join(str(r['seed']) for r in rs)}) | "
+            f"{statistics.mean(r['test_logloss'] for r in rs):.4f} | {ceiling} | {rs[0]['steps']} | {speed}")
+
+
+def add_arguments(p: argparse.ArgumentParser, datasets: Sequence[str], seeds_help: str) -> None:
+    """The options the DIN benchmarks share: ``--quick``, ``--datasets``, ``--seeds``, ``--set``, ``--out-dir``,
+    ``--readme``, ``--no-readme``."""
+    p.add_argument("--quick", action="store_true", help="tiny data, a few steps per run, one seed")
+    p.add_argument("--datasets", default=",".join(datasets), help="comma-separated subset of " + ",".join(datasets))
+    p.add_argument("--seeds", default=None, help="comma-separated model seeds (default: " + seeds_help + ")")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/<name>[_quick])")
+    p.add_argument("--readme", default=str(REPO / "models" / "din" / "README.md"))
+    p.add_argument("--no-readme", action="store_true")
+
+
+def parsed_choices(p: argparse.ArgumentParser, args: argparse.Namespace, datasets: Sequence[str]
+                   ) -> Tuple[List[str], Optional[List[int]]]:
+    """``--datasets`` and ``--seeds`` checked (``p.error`` names a bad value): the datasets, the seeds or None."""
+    chosen = [d for d in args.datasets.split(",") if d]
+    bad = [d for d in chosen if d not in datasets]
+    if bad:
+        p.error(f"--datasets: unknown {bad}; choose from {list(datasets)}")
+    try:
+        seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x]
+    except ValueError:
+        p.error(f"--seeds={args.seeds!r}: give comma-separated integers, e.g. 0,1,2")
+    return chosen, seeds
 
 
 def format_table(res: Dict[str, Any], command: str) -> str:
@@ -103,14 +138,7 @@ def format_table(res: Dict[str, Any], command: str) -> str:
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         for pooling in ("attention", "sum pooling"):
             rs = by[(ds, pooling)]
-            aucs = [r["test_auc"] for r in rs]
-            ceiling = f"{rs[0]['ceiling_auc']:.4f}" if rs[0].get("ceiling_auc") else ""
-            sps = [r["samples_per_s"] for r in rs if r.get("samples_per_s")]
-            speed = f"{statistics.mean(sps):,.0f}" if sps else ""
-            lines.append(f"| {ds} (`{rs[0]['config']}`) | DIN, {pooling} | {_mean_sd(aucs)} | "
-                         f"{', '.join(f'{a:.4f}' for a in aucs)} (seeds {', '.join(str(r['seed']) for r in rs)}) | "
-                         f"{statistics.mean(r['test_logloss'] for r in rs):.4f} | {ceiling} | {rs[0]['steps']} | "
-                         f"{speed} |")
+            lines.append(f"| {ds} (`{rs[0]['config']}`) | DIN, {pooling} | {seed_columns(rs)} |")
         for ref in (r for r in refs if r["dataset"] == ds):
             lines.append(f"| {ds} (`{ref['config']}`) | logistic regression (C={ref['C']:g}) | {ref['test_auc']:.4f} "
                          f"|  | {ref['test_logloss']:.4f} |  |  |  |")
@@ -131,24 +159,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     """Parse arguments, run, write ``results.json`` and the README block; returns the table (the caller
     prints it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny data, 20 steps per run")
-    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ",".join(DATASETS))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    p.add_argument("--seeds", default=None, help="comma-separated model seeds for every dataset (default: "
-                   + "; ".join(f"{d} {','.join(map(str, s))}" for d, s in SEEDS.items()) + ")")
-    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/din[_quick])")
-    p.add_argument("--readme", default=str(REPO / "models" / "din" / "README.md"))
-    p.add_argument("--no-readme", action="store_true")
+    add_arguments(p, list(DATASETS), "; ".join(f"{d} {','.join(map(str, s))}" for d, s in SEEDS.items()))
     args = p.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    bad = [d for d in datasets if d not in DATASETS]
-    if bad:
-        p.error(f"--datasets: unknown {bad}; choose from {list(DATASETS)}")
+    datasets, seeds = parsed_choices(p, args, list(DATASETS))
     out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("din_quick" if args.quick else "din"))
-    try:
-        seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x]
-    except ValueError:
-        p.error(f"--seeds={args.seeds!r}: give comma-separated integers, e.g. 0,1,2")
     res = run(out_dir, datasets, args.set, args.quick, seeds)
     text = format_table(res, command_line("bench/din.py", argv))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from recsys_emb.benchmarks.common import REPO, command_line, publish
+from recsys_emb.benchmarks.din_attention import add_arguments, parsed_choices, seed_columns
 
 __all__ = ["DATASETS", "ARMS", "run", "format_table", "main"]
 
@@ -89,10 +90,6 @@ def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), seeds: Sequenc
     return {"rows": rows, "seeds": list(seeds)}
 
 
-def _mean_sd(xs: Sequence[float]) -> str:
-    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
-
-
 def format_table(res: Dict[str, Any], command: str) -> str:
     """The results of :func:`run` as the README block (Markdown), ``command`` under it."""
     rows = res["rows"]
@@ -102,19 +99,13 @@ def format_table(res: Dict[str, Any], command: str) -> str:
              "table (dim 16) pooled and fed to the MLP. Equal bytes: the coupled item and category tables at dim 24 "
              "hold what the decoupled 16 + 8 hold (the profile tables are dim 16 in every row). Test AUC: mean ± "
              "standard deviation over the seeds, then each seed's.", "",
-             "| data | embeddings | table MB | test AUC | per seed | test log loss | ceiling AUC | steps | "
+             "| data (config) | embeddings | table MB | test AUC | per seed | test log loss | ceiling AUC | steps | "
              "train samples/s |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     by: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["dataset"], r["arm"]), []).append(r)
     for (ds, arm), rs in by.items():
-        aucs = [r["test_auc"] for r in rs]
-        ceiling = f"{rs[0]['ceiling_auc']:.4f}" if rs[0].get("ceiling_auc") else ""
-        sps = [r["samples_per_s"] for r in rs if r.get("samples_per_s")]
-        speed = f"{statistics.mean(sps):,.0f}" if sps else ""
-        lines.append(f"| {ds} (`{rs[0]['config']}`) | {arm} | {rs[0]['embedding_bytes'] / 1e6:.2f} | {_mean_sd(aucs)} | "
-                     f"{', '.join(f'{a:.4f}' for a in aucs)} | {statistics.mean(r['test_logloss'] for r in rs):.4f} | "
-                     f"{ceiling} | {rs[0]['steps']} | {speed} |")
+        lines.append(f"| {ds} (`{rs[0]['config']}`) | {arm} | {rs[0]['embedding_bytes'] / 1e6:.2f} | {seed_columns(rs)} |")
     lines.append("")
     names = list(ARMS)
     for ds in dict.fromkeys(r["dataset"] for r in rows):
@@ -136,24 +127,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     """Parse arguments, run, write ``results.json`` and the README block; returns the table (the caller
     prints it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny data, 10 steps per run, one seed")
-    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ",".join(DATASETS))
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated model seeds (default 0,1,2)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/din_dare[_quick])")
-    p.add_argument("--readme", default=str(REPO / "models" / "din" / "README.md"))
-    p.add_argument("--no-readme", action="store_true")
+    add_arguments(p, list(DATASETS), "0,1,2")
     args = p.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    bad = [d for d in datasets if d not in DATASETS]
-    if bad:
-        p.error(f"--datasets: unknown {bad}; choose from {list(DATASETS)}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s]
-    except ValueError:
-        p.error(f"--seeds={args.seeds!r}: give comma-separated integers, e.g. 0,1,2")
-    if args.quick:
-        seeds = seeds[:1]
+    datasets, chosen = parsed_choices(p, args, list(DATASETS))
+    seeds = (chosen or [0, 1, 2])[:1 if args.quick else None]
     out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("din_dare_quick" if args.quick else "din_dare"))
     res = run(out_dir, datasets, seeds, args.set, args.quick)
     text = format_table(res, command_line("bench/din_dare.py", argv))

@@ -2,7 +2,8 @@
 and on real MovieLens, with the same data, training budget and seeds for both, beside a logistic regression
 on the same splits (:func:`recsys_emb.baselines.logistic_regression`).
 
-Writes the table into models/din/README.md between ``<!-- din:begin -->`` and ``<!-- din:end -->``.
+Writes one table per dataset into models/din/README.md, between ``<!-- din-<dataset>:begin -->`` and
+``<!-- din-<dataset>:end -->``.
 
     .venv/bin/python bench/din.py            # 500k generated sequences (seed 0) + MovieLens (seeds 0, 1, 2)
     .venv/bin/python bench/din.py --quick    # CI-sized, checks the plumbing only
@@ -22,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from recsys_emb.benchmarks.common import REPO, command_line, publish
 
 __all__ = ["DATASETS", "SEEDS", "QUICK_SETS", "run", "format_table", "main", "seed_columns", "add_arguments",
-           "parsed_choices"]
+           "parsed_choices", "train_once", "publish_by_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,14 @@ QUICK_SETS = {
 
 
 def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), sets: Sequence[str] = (),
-        quick: bool = False, seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+        quick: bool = False, seeds: Optional[Sequence[int]] = None, reuse: bool = False) -> Dict[str, Any]:
     """Train each dataset's DIN config (with the overrides ``sets``; ``quick``: tiny data, 20 steps) with
     attention and with sum pooling, once per seed (``seeds``, in sequence; None: :data:`SEEDS`), runs under
     ``out_dir``, and fit the logistic regression on the same data; returns one row per run (test AUC and
     log loss, valid AUC, the Bayes ceiling where the data has one, steps, speed) and one reference row per
-    dataset."""
+    dataset. ``reuse``: :func:`train_once`."""
     from recsys_emb.baselines import logistic_regression
     from recsys_emb.config import load_config
-    from recsys_emb.training import train
 
     out = Path(out_dir)
     rows: List[Dict[str, Any]] = []
@@ -69,12 +69,11 @@ def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), sets: Sequence
                                       f"train.out_dir={out / f'{ds}_{label.replace(chr(32), chr(95))}_{seed}'}"]
                 cfg = load_config(DATASETS[ds], run_sets)
                 data_path = cfg.data.path
-                t0 = time.perf_counter()
-                s = train(cfg, overwrite=True)  # a rerun replaces its own earlier runs
+                s, seconds = train_once(cfg, reuse)
                 rows.append({"dataset": ds, "config": DATASETS[ds], "pooling": label, "seed": seed,
                              "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
                              "valid_auc": s["valid"]["auc"], "ceiling_auc": s["test"].get("ceiling_auc"),
-                             "steps": s["steps"], "rows": s["test"]["rows"], "seconds": time.perf_counter() - t0,
+                             "steps": s["steps"], "rows": s["test"]["rows"], "seconds": seconds,
                              "samples_per_s": s.get("samples_per_s")})
                 logger.info("%s %s seed %d: test AUC %.4f", ds, label, seed, s["test"]["auc"])
         t0 = time.perf_counter()
@@ -96,6 +95,36 @@ def seed_columns(rs: Sequence[Dict[str, Any]]) -> str:
             f"{statistics.mean(r['test_logloss'] for r in rs):.4f} | {ceiling} | {rs[0]['steps']} | {speed}")
 
 
+def train_once(cfg: Any, reuse: bool) -> Tuple[Dict[str, Any], float]:
+    """Train ``cfg`` (its run directory replaced) and return its summary and wall seconds; with ``reuse``, a
+    run directory holding a finished run of the same config (``run.json``'s config, a ``summary.json``) is
+    read instead of trained again (a benchmark resumed after an interruption; its seconds are the time from
+    ``run.json`` to ``summary.json``)."""
+    from recsys_emb.config import config_to_dict
+    from recsys_emb.training import train
+
+    out = Path(cfg.train.out_dir)
+    started, finished = out / "run.json", out / "summary.json"
+    if reuse and started.is_file() and finished.is_file():
+        if json.loads(started.read_text()).get("config") == config_to_dict(cfg):
+            logger.info("%s: reusing the finished run", out)
+            return json.loads(finished.read_text()), finished.stat().st_mtime - started.stat().st_mtime
+    t0 = time.perf_counter()
+    summary = train(cfg, overwrite=True)  # a rerun replaces its own earlier runs
+    return summary, time.perf_counter() - t0
+
+
+def publish_by_dataset(res: Dict[str, Any], command: str, readme: Optional[Path], prefix: str, title: str,
+                       table: Any) -> str:
+    """One README block per dataset of ``res`` (marker ``<prefix>-<dataset>``, ``table(part, command)`` its
+    text), so a run of some datasets leaves the others' blocks as they are; returns the blocks' texts."""
+    texts = []
+    for ds in dict.fromkeys(r["dataset"] for r in res["rows"]):
+        part = {k: [r for r in v if r["dataset"] == ds] if isinstance(v, list) else v for k, v in res.items()}
+        texts.append(publish(table(part, command), readme, f"{prefix}-{ds}", f"{title}: {ds}"))
+    return "\n\n".join(texts)
+
+
 def add_arguments(p: argparse.ArgumentParser, datasets: Sequence[str], seeds_help: str) -> None:
     """The options the DIN benchmarks share: ``--quick``, ``--datasets``, ``--seeds``, ``--set``, ``--out-dir``,
     ``--readme``, ``--no-readme``."""
@@ -106,6 +135,8 @@ def add_arguments(p: argparse.ArgumentParser, datasets: Sequence[str], seeds_hel
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/<name>[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "din" / "README.md"))
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--reuse", action="store_true", help="read runs the work directory already holds for the same "
+                   "config instead of training them again (resume an interrupted benchmark)")
 
 
 def parsed_choices(p: argparse.ArgumentParser, args: argparse.Namespace, datasets: Sequence[str]
@@ -163,8 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     args = p.parse_args(argv)
     datasets, seeds = parsed_choices(p, args, list(DATASETS))
     out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("din_quick" if args.quick else "din"))
-    res = run(out_dir, datasets, args.set, args.quick, seeds)
-    text = format_table(res, command_line("bench/din.py", argv))
+    res = run(out_dir, datasets, args.set, args.quick, seeds, args.reuse)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(res, indent=1))
-    return publish(text, None if args.no_readme else Path(args.readme), "din", "## Attention against sum pooling")
+    return publish_by_dataset(res, command_line("bench/din.py", argv), None if args.no_readme else Path(args.readme),
+                              "din", "## Attention against sum pooling", format_table)

@@ -2,7 +2,8 @@
 against the coupled DIN (one table for both), on generated sequences with long histories and on real
 MovieLens, at equal representation dim and at equal table bytes, over several seeds.
 
-Writes the table into models/din/README.md between ``<!-- din-dare:begin -->`` and ``<!-- din-dare:end -->``.
+Writes one table per dataset into models/din/README.md, between ``<!-- din-dare-<dataset>:begin -->`` and
+``<!-- din-dare-<dataset>:end -->``.
 
     .venv/bin/python bench/din_dare.py            # 3 seeds, both datasets
     .venv/bin/python bench/din_dare.py --quick    # CI-sized, checks the plumbing only
@@ -15,12 +16,12 @@ import json
 import logging
 import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from recsys_emb.benchmarks.common import REPO, command_line, publish
-from recsys_emb.benchmarks.din_attention import add_arguments, parsed_choices, seed_columns
+from recsys_emb.benchmarks.common import REPO, command_line
+from recsys_emb.benchmarks.din_attention import (add_arguments, parsed_choices, publish_by_dataset, seed_columns,
+                                                 train_once)
 
 __all__ = ["DATASETS", "ARMS", "run", "format_table", "main"]
 
@@ -60,11 +61,11 @@ def _arm_sets(arm: str, fields: Sequence[str]) -> List[str]:
 
 
 def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), seeds: Sequence[int] = (0, 1, 2),
-        sets: Sequence[str] = (), quick: bool = False) -> Dict[str, Any]:
+        sets: Sequence[str] = (), quick: bool = False, reuse: bool = False) -> Dict[str, Any]:
     """Train every arm of every dataset once per seed (seeds in sequence; the data is the same for all),
-    runs under ``out_dir``; returns one row per run (test AUC and log loss, table bytes, speed)."""
+    runs under ``out_dir``; returns one row per run (test AUC and log loss, table bytes, speed).
+    ``reuse``: :func:`~recsys_emb.benchmarks.din_attention.train_once`."""
     from recsys_emb.config import load_config
-    from recsys_emb.training import train
 
     out = Path(out_dir)
     rows: List[Dict[str, Any]] = []
@@ -79,12 +80,11 @@ def run(out_dir: Path, datasets: Sequence[str] = tuple(DATASETS), seeds: Sequenc
                     f"seed={seed}", "train.checkpoint_every=0", "train.progress=false", "train.log_every=0",
                     f"train.out_dir={out / f'{ds}_{arm}_{seed}'}"]
                 cfg = load_config(config, run_sets)
-                t0 = time.perf_counter()
-                s = train(cfg, overwrite=True)
+                s, seconds = train_once(cfg, reuse)
                 rows.append({"dataset": ds, "config": config, "arm": label, "seed": seed,
                              "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
                              "ceiling_auc": s["test"].get("ceiling_auc"), "embedding_bytes": s["embedding_bytes"],
-                             "steps": s["steps"], "seconds": time.perf_counter() - t0,
+                             "steps": s["steps"], "seconds": seconds,
                              "samples_per_s": s.get("samples_per_s")})
                 logger.info("%s %s seed %d: test AUC %.4f", ds, label, seed, s["test"]["auc"])
     return {"rows": rows, "seeds": list(seeds)}
@@ -132,9 +132,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     datasets, chosen = parsed_choices(p, args, list(DATASETS))
     seeds = (chosen or [0, 1, 2])[:1 if args.quick else None]
     out_dir = Path(args.out_dir or REPO / "bench" / "out" / ("din_dare_quick" if args.quick else "din_dare"))
-    res = run(out_dir, datasets, seeds, args.set, args.quick)
-    text = format_table(res, command_line("bench/din_dare.py", argv))
+    res = run(out_dir, datasets, seeds, args.set, args.quick, args.reuse)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(res, indent=1))
-    return publish(text, None if args.no_readme else Path(args.readme), "din-dare",
-                   "## Decoupled embeddings (DARE) against coupled DIN")
+    return publish_by_dataset(res, command_line("bench/din_dare.py", argv),
+                              None if args.no_readme else Path(args.readme), "din-dare",
+                              "## Decoupled embeddings (DARE) against coupled DIN", format_table)

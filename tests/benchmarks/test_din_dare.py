@@ -11,7 +11,7 @@ def test_din_dare_quick_compares_decoupled_with_coupled(tmp_path):
     readme.write_text("# DIN\n")
     out = run_script("din_dare.py", "--quick", "--datasets", "sequences-200", "--readme", str(readme), "--out-dir",
                      str(tmp_path / "work"))
-    section = block(readme.read_text(), "din-dare")
+    section = block(readme.read_text(), "din-dare-sequences-200")
     assert out.strip() == section.strip()  # the script prints the table it writes
     for ds in ("sequences-200",):
         rows = [line.split("|") for line in section.splitlines() if line.startswith(f"| {ds} ")]

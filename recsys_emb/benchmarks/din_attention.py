@@ -117,10 +117,11 @@ def train_once(cfg: Any, reuse: bool) -> Tuple[Dict[str, Any], float]:
 def publish_by_dataset(res: Dict[str, Any], command: str, readme: Optional[Path], prefix: str, title: str,
                        table: Any) -> str:
     """One README block per dataset of ``res`` (marker ``<prefix>-<dataset>``, ``table(part, command)`` its
-    text), so a run of some datasets leaves the others' blocks as they are; returns the blocks' texts."""
+    text, ``part`` holding that dataset's ``rows`` and ``references``), so a run of some datasets leaves the
+    others' blocks as they are; returns the blocks' texts."""
     texts = []
     for ds in dict.fromkeys(r["dataset"] for r in res["rows"]):
-        part = {k: [r for r in v if r["dataset"] == ds] if isinstance(v, list) else v for k, v in res.items()}
+        part = {k: [r for r in v if r["dataset"] == ds] if k in ("rows", "references") else v for k, v in res.items()}
         texts.append(publish(table(part, command), readme, f"{prefix}-{ds}", f"{title}: {ds}"))
     return "\n\n".join(texts)
 

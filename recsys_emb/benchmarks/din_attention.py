@@ -179,9 +179,10 @@ def format_table(res: Dict[str, Any], command: str) -> str:
         att = {r["seed"]: r["test_auc"] for r in by[(ds, "attention")]}
         sm = {r["seed"]: r["test_auc"] for r in by[(ds, "sum pooling")]}
         diffs = [att[s] - sm[s] for s in att if s in sm]
-        d = statistics.mean(diffs)
-        lines.append(f"- {ds}: attention {'beats' if d > 0 else 'does not beat'} sum pooling: {d:+.4f} test AUC on "
-                     f"average (per seed {', '.join(f'{x:+.4f}' for x in diffs)}).")
+        verdict = ("beats" if all(x > 0 for x in diffs) else "does not beat" if all(x <= 0 for x in diffs)
+                   else "is not consistently better than")  # every seed must agree
+        lines.append(f"- {ds}: attention {verdict} sum pooling: {statistics.mean(diffs):+.4f} test AUC on average "
+                     f"(per seed {', '.join(f'{x:+.4f}' for x in diffs)}).")
     secs = sum(r["seconds"] for r in rows) + sum(r["seconds"] for r in refs)
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min in all.", "", f"Command: `{command}`"]
     return "\n".join(lines)

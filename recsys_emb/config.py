@@ -130,6 +130,13 @@ class ModelConfig:
     attention_mlp: List[int] = field(default_factory=lambda: [80, 40])
     mlp: List[int] = field(default_factory=lambda: [200, 80])
     use_attention: bool = True
+    decoupled_embeddings: bool = False
+    """``kind: din``: DARE's decoupled embeddings: every candidate and history feature gets an attention twin
+    (its own tables, same variant, dim ``attention_dim``) that only the activation unit reads; the
+    representation tables give the pooled interest and the candidate (:func:`recsys_emb.models.din.attention_specs`)."""
+    attention_dim: Optional[int] = None
+    """The attention twins' dim (a multiple of 4); null: half of each feature's dim
+    (:func:`recsys_emb.models.din.default_attention_dim`)."""
     activation: str = "dice"
     mba_lambda: float = 0.0
     jagged_pooling: str = "mean"
@@ -154,6 +161,13 @@ class ModelConfig:
         _positive("model.mba_lambda", self.mba_lambda, allow_zero=True)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+        if self.attention_dim is not None and (isinstance(self.attention_dim, bool) or not isinstance(
+                self.attention_dim, int) or self.attention_dim < 4 or self.attention_dim % 4):
+            raise ConfigError(f"model.attention_dim={self.attention_dim!r} must be a positive multiple of 4 (the "
+                              f"attention twins' dim, e.g. 8), or null for half of each feature's dim")
+        if self.decoupled_embeddings and (self.kind != "din" or not self.use_attention):
+            raise ConfigError(f"model.decoupled_embeddings=true needs kind 'din' with use_attention: true (got kind "
+                              f"{self.kind!r}, use_attention {self.use_attention}); set decoupled_embeddings: false")
         if self.kind == "din" and not self.item_pairs:
             raise ConfigError("model.item_pairs is required for kind 'din': [[candidate, history], ...]")
         for pair in self.item_pairs:

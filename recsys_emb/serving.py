@@ -13,7 +13,7 @@ from recsys_emb.config import config_from_dict, migrate_config_dict
 from recsys_emb.data.parquet import read_metadata, schema_from_metadata
 from recsys_emb.errors import CheckpointError, DataError
 from recsys_emb.specs import FeatureSpec
-from recsys_emb.training.build import build_model, embedding_layers
+from recsys_emb.training.build import build_model, input_features
 from recsys_emb.training.checkpoint import checkpoint_dir, dcp_load, latest_checkpoint, verify_checkpoint
 from recsys_emb.training.metrics import score_split
 
@@ -77,7 +77,7 @@ def load_model(checkpoint: Union[str, os.PathLike]) -> Tuple[nn.Module, List[Fea
     dcp_load(state, path, no_dist=True)
     model.load_state_dict(state["model"])
     model.eval()
-    features = [f for layer in embedding_layers(model) for f in layer.features]
+    features = input_features(model)
     return model, features, {**meta["config"]["data"], "path": str(data_dir)}
 
 

@@ -5,6 +5,7 @@ import json
 import pickle
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -16,8 +17,9 @@ from recsys_emb.data.vocabulary import Vocabulary
 from recsys_emb.errors import CheckpointError, DataError, SpecError
 from recsys_emb.layer import kjt_from_lists
 from recsys_emb.model_dir import MANIFEST, SavedModel, load_model, save_model_dir
+from recsys_emb.scoring import predict
 from recsys_emb.serving import load_model as load_checkpoint_model
-from recsys_emb.training.build import build_model, embedding_layers
+from recsys_emb.training.build import build_model, input_features
 from recsys_emb.training.checkpoint import write_manifest
 
 CARD = 40
@@ -26,9 +28,11 @@ SEQ = TableSchema(sparse=("user_id", "cand_item"), jagged=("hist_item",), label=
 
 
 def saved(kind="dlrm", variant="full", seed=0):
+    """A model with random weights; ``kind``: ``dlrm``, ``din`` or ``din_dare`` (decoupled embeddings)."""
     torch.manual_seed(seed)
     model_cfg = ({"kind": "dlrm", "bottom_mlp": [8, 4], "top_mlp": [8]} if kind == "dlrm" else
-                 {"kind": "din", "item_pairs": [["cand_item", "hist_item"]], "attention_mlp": [8], "mlp": [8]})
+                 {"kind": "din", "item_pairs": [["cand_item", "hist_item"]], "attention_mlp": [8], "mlp": [8],
+                  "decoupled_embeddings": kind == "din_dare"})
     cfg = config_from_dict({"data": {"path": "gone"}, "model": model_cfg,
                             "embeddings": {"variant": variant, "dim": 8, "min_rows": 8, "compression": 4}})
     schema = criteo_schema({c: CARD for c in CAT_COLUMNS}) if kind == "dlrm" else SEQ
@@ -37,14 +41,15 @@ def saved(kind="dlrm", variant="full", seed=0):
     with torch.no_grad():
         for p in module.parameters():
             p.uniform_(-0.5, 0.5)  # every table row differs, so a mixed-up row would show
-    features = [f for layer in embedding_layers(module) for f in layer.features]
+    features = input_features(module)
     vocab = ({c: Vocabulary.from_counts(np.arange(CARD - 1) * 7, np.arange(CARD - 1, 0, -1), 1) for c in CAT_COLUMNS}
              if kind == "dlrm" else None)
     return SavedModel(module, features, schema, config_to_dict(cfg), {"dataset": "criteo" if vocab else "sequences"},
                       vocab, {"library_version": "test"})
 
 
-def batch(schema, n=16, seed=0):
+def rows(schema, n=16, seed=0):
+    """Random processed rows (ids) of ``schema``, as a table."""
     rng = np.random.default_rng(seed)
     import pyarrow as pa
 
@@ -53,11 +58,16 @@ def batch(schema, n=16, seed=0):
     for c in schema.jagged:
         cols[c] = pa.array([rng.integers(0, schema.vocab_sizes[c], rng.integers(0, 5)).tolist() for _ in range(n)],
                            pa.list_(pa.int64()))
-    return batch_from_table(pa.table(cols), schema)
+    return pa.table(cols)
+
+
+def batch(schema, n=16, seed=0):
+    return batch_from_table(rows(schema, n, seed), schema)
 
 
 @pytest.mark.parametrize("kind,variant", [("dlrm", v) for v in ["full", "hashed", "multi_hash", "qr", "mixed",
-                                                                 "unified"]] + [("din", "hashed")])
+                                                                 "unified"]] + [("din", "hashed"),
+                                                                                  ("din_dare", "unified")])
 def test_a_model_directory_scores_like_the_model_that_wrote_it(tmp_path, kind, variant):
     m = saved(kind, variant)
     save_model_dir(m, tmp_path / "m")
@@ -71,6 +81,15 @@ def test_a_model_directory_scores_like_the_model_that_wrote_it(tmp_path, kind, v
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     listed = json.loads((tmp_path / "m" / MANIFEST).read_text())["files"]
     assert set(listed) == {p.name for p in (tmp_path / "m").iterdir()} - {MANIFEST}
+    if kind == "din_dare":  # the twins rebuilt from the saved specs, and predict over processed Parquet
+        assert [f.name for f in loaded.module.attention.features] == ["cand_item_att", "hist_item_att"]
+        assert {f.name for f in loaded.features} == {"user_id", "cand_item", "hist_item"}
+        pq.write_table(rows(m.schema), tmp_path / "rows.parquet")  # the rows of ``b``
+        report = predict(loaded, [tmp_path / "rows.parquet"], tmp_path / "scores.parquet")
+        assert report.rows == 16
+        with torch.no_grad():
+            np.testing.assert_allclose(pq.read_table(tmp_path / "scores.parquet").column("logit").to_numpy(),
+                                       m.module(b.dense, b.sparse).numpy(), rtol=0, atol=1e-6)
 
 
 def test_a_run_directory_loads_its_model_directory(tmp_path):

@@ -13,7 +13,8 @@
 - :mod:`~recsys_emb.benchmarks.gpu_train`: end-to-end DLRM training on one GPU (table-batched kernel,
   float32 and bf16 autocast).
 - :mod:`~recsys_emb.benchmarks.search_dims`: searched per-field dims against the best uniform dim.
-- :mod:`~recsys_emb.benchmarks.din_attention`: DIN's attention against sum pooling.
+- :mod:`~recsys_emb.benchmarks.din_attention`: DIN's attention against sum pooling, beside a logistic regression.
+- :mod:`~recsys_emb.benchmarks.din_dare`: DIN with decoupled embeddings (DARE) against the coupled DIN.
 - :mod:`~recsys_emb.benchmarks.cli_startup`: start-up of ``recsys-emb --version`` and every ``--help``.
 - :mod:`~recsys_emb.benchmarks.quality`: test AUC of every variant at parameter budgets (a package:
   the runs, the sections, the report).

@@ -30,7 +30,7 @@ def _model(processed: Path, variant: str, dim: int, out: Path) -> Any:
     from recsys_emb.data.parquet import read_metadata, schema_from_metadata
     from recsys_emb.data.vocabulary import load_vocabulary
     from recsys_emb.model_dir import SavedModel, load_model, provenance, save_model_dir
-    from recsys_emb.training.build import build_model, embedding_layers
+    from recsys_emb.training.build import build_model, input_features
 
     meta = read_metadata(processed)
     cfg = config_from_dict({"data": {"path": str(processed)}, "model": {"kind": "dlrm"},
@@ -38,7 +38,7 @@ def _model(processed: Path, variant: str, dim: int, out: Path) -> Any:
     schema = schema_from_metadata(meta)
     torch.manual_seed(0)
     module = build_model(cfg, schema).eval()
-    features = [f for layer in embedding_layers(module) for f in layer.features]
+    features = input_features(module)
     dataset = {k: meta[k] for k in ("dataset", "oov_ids", "vocab_sizes", "dense_transform")}
     save_model_dir(SavedModel(module, features, schema, config_to_dict(cfg), dataset, load_vocabulary(processed),
                               provenance("bench predict")), out, overwrite=True)

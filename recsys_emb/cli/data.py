@@ -129,7 +129,8 @@ def _cmd_generate_movielens(args: argparse.Namespace) -> int:
     from recsys_emb.data.movielens import prepare_movielens
 
     meta = prepare_movielens(args.out, args.src, rating_threshold=args.threshold, max_len=args.max_len,
-                             test_fraction=args.test_fraction, min_history=args.min_history, overwrite=args.overwrite)
+                             test_fraction=args.test_fraction, min_history=args.min_history, history=args.history,
+                             overwrite=args.overwrite)
     print(f"wrote MovieLens CTR set {meta['rows']} to {args.out} (positive rate {meta['positive_rate']}); "
           "GroupLens licence: research use only, see datasets/movielens.md")
     return 0
@@ -245,6 +246,8 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     ml.add_argument("--max-len", type=int, default=50)
     ml.add_argument("--test-fraction", type=float, default=0.1)
     ml.add_argument("--min-history", type=int, default=0)
+    ml.add_argument("--history", choices=["rated", "liked"], default="rated",
+                    help="behaviours: every earlier rating (rated) or the earlier positives only (liked)")
     ml.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     ml.set_defaults(func=_cmd_generate_movielens)
 

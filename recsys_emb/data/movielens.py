@@ -73,7 +73,8 @@ def load_movielens(src_dir: Optional[PathLike] = None) -> Tuple[pd.DataFrame, pd
 
 def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0,
                         max_len: int = 50, test_fraction: float = 0.1, valid_fraction: Optional[float] = None,
-                        min_history: int = 0, min_count: int = 1) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
+                        min_history: int = 0, min_count: int = 1, history: str = "rated"
+                        ) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
     """MovieLens ratings -> a time-ordered CTR dataset with behaviour histories, in memory.
 
     Rows are all ratings ordered by ``(timestamp, userId, movieId)``; the last ``test_fraction`` form the
@@ -87,7 +88,8 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     - ``movie_genre`` int64: the movie's first listed genre; ``genres`` ``list<int64>``: all its genres
       (a multi-valued field);
     - ``hist_movie``, ``hist_genre`` ``list<int64>``: the user's previous ratings with a strictly earlier
-      timestamp, oldest first, at most ``max_len`` (the most recent), and their first genres;
+      timestamp (``history="liked"``: only those rated ``>= rating_threshold``), oldest first, at most
+      ``max_len`` (the most recent), and their first genres;
     - ``hist_len_log`` float32: ``log(1 + number of previous ratings)``; ``movie_year`` float32:
       ``(year - 1995) / 20`` from the title, 0 if absent.
 
@@ -97,6 +99,9 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         min_count: users and movies with fewer training ratings share the OOV id, so the OOV row is
             trained on rare ids and is not an untrained row when a later split brings new users or
             movies (1: only ids unseen in training are OOV).
+        history: ``"rated"``: every earlier rating is a behaviour (watched); ``"liked"``: only the earlier
+            ratings that are positives (``>= rating_threshold``), DIN's "clicked items", so the history says
+            what the user liked, which a history of every rating does not.
     Returns:
         ``({"train": table, "valid": table, "test": table}, metadata)``.
 
@@ -113,7 +118,7 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     with tempfile.TemporaryDirectory(prefix="recsys-emb-movielens-") as d:
         meta = prepare_movielens(Path(d) / "ds", src_dir, rating_threshold=rating_threshold, max_len=max_len,
                                  test_fraction=test_fraction, valid_fraction=valid_fraction,
-                                 min_history=min_history, min_count=min_count)
+                                 min_history=min_history, min_count=min_count, history=history)
         tables = {s: pq.read_table(Path(d) / "ds" / s) if meta["rows"][s] else None for s in SPLITS}
         empty = next(t for t in tables.values() if t is not None).schema.empty_table()
         out = {s: (t if t is not None else empty) for s, t in tables.items()}
@@ -123,7 +128,7 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
 
 
 def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0, max_len: int = 50,
-                    min_history: int = 0) -> Tuple[pa.Table, List[str]]:
+                    min_history: int = 0, history: str = "rated") -> Tuple[pa.Table, List[str]]:
     """The joined raw table of MovieLens, one row per rating in time order (``(timestamp, userId,
     movieId)``), and the genre names by id: the step before the schema reader
     (:func:`movielens_spec`), which then ranks, maps, splits and writes it.
@@ -137,8 +142,11 @@ def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: flo
     title, 0 if absent). Genre ids rank genres by the number of movies carrying them (0 = most common,
     ties by name): a ranking over ``movies.csv``, not over rating rows, which is why the step gives ids
     and the schema reads them as given (``vocab: ids``). Rows with fewer than ``min_history`` earlier
-    ratings are left out.
+    ratings are left out. ``history``: as in :func:`build_movielens_ctr` (``"liked"``: the histories hold
+    only earlier positives).
     """
+    if history not in ("rated", "liked"):
+        raise ValueError(f"history must be 'rated' or 'liked', got {history!r}")
     ratings, movies = load_movielens(src_dir)
     ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
 
@@ -177,20 +185,26 @@ def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: flo
     ts_start = np.maximum.accumulate(np.where(new_ts, idx, 0))
     prior = np.empty(n_all, np.int64)
     prior[by_user] = ts_start - user_start
+    label = (ratings["rating"].to_numpy() >= rating_threshold).astype(np.int8)
+    # Behaviours in by-user order: every rating, or the liked ones only (positions of the kept ones).
+    behaviour = np.ones(n_all, bool) if history == "rated" else label[by_user].astype(bool)
+    kept_pos = np.flatnonzero(behaviour)
+    before = np.concatenate(([0], np.cumsum(behaviour)))  # behaviours before each by-user position
     h_end = np.empty(n_all, np.int64)
-    h_end[by_user] = ts_start
-    h_len = np.minimum(prior, max_len)
+    h_end[by_user] = before[ts_start]  # index into kept_pos, one past the last earlier behaviour
+    h_len = np.empty(n_all, np.int64)
+    h_len[by_user] = np.minimum(before[ts_start] - before[user_start], max_len)
     h_start = h_end - h_len
 
     rows = np.flatnonzero(prior >= min_history)
     hs, hl = h_start[rows], h_len[rows]
-    take = ranges(hs, hl)
+    take = kept_pos[ranges(hs, hl)]
     h_off = pa.array(np.concatenate(([0], np.cumsum(hl))).astype(np.int32))
     mr = movie_row[rows]
     gl = g_len[mr]
     gen_off = pa.array(np.concatenate(([0], np.cumsum(gl))).astype(np.int32))
     frame = pa.table({
-        "label": pa.array((ratings["rating"].to_numpy()[rows] >= rating_threshold).astype(np.int8), pa.int8()),
+        "label": pa.array(label[rows], pa.int8()),
         "rating": pa.array(ratings["rating"].to_numpy()[rows]),
         "timestamp": pa.array(ts[rows]),
         "user_id": pa.array(users[rows]),
@@ -227,7 +241,7 @@ def movielens_spec(genres: int, *, max_len: int = 50, test_fraction: float = 0.1
 def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, overwrite: bool = False,
                       rating_threshold: float = 4.0, max_len: int = 50, test_fraction: float = 0.1,
                       valid_fraction: Optional[float] = None, min_history: int = 0, min_count: int = 1,
-                      workers: Optional[int] = 1) -> Dict[str, Any]:
+                      history: str = "rated", workers: Optional[int] = 1) -> Dict[str, Any]:
     """MovieLens as a processed dataset directory (Parquet splits + ``metadata.json``) that
     :class:`recsys_emb.data.batches.ParquetBatches` reads: :func:`movielens_frame` (the join and the
     histories) read by the schema reader (:func:`recsys_emb.data.tabular.preprocess_frame`) under
@@ -251,7 +265,8 @@ def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, 
     t0 = time.perf_counter()
     src = Path(src_dir) if src_dir is not None else default_movielens_dir()
     check_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens", inputs=[src])
-    frame, names = movielens_frame(src, rating_threshold=rating_threshold, max_len=max_len, min_history=min_history)
+    frame, names = movielens_frame(src, rating_threshold=rating_threshold, max_len=max_len, min_history=min_history,
+                                   history=history)
     spec = movielens_spec(len(names), max_len=max_len, test_fraction=test_fraction, valid_fraction=valid_fraction,
                           min_count=min_count)
 
@@ -274,6 +289,7 @@ def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, 
             "max_len": max_len,
             "min_history": min_history,
             "min_count": min_count,
+            **({"history": history} if history != "rated" else {}),  # "rated" (the default) keeps the old keys
             "positive_rate": {s: float(label[r].mean()) if r.stop > r.start else float("nan") for s, r in part.items()},
             "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if r.stop > r.start else None
                             for s, r in part.items()},

@@ -155,11 +155,14 @@ class InferenceModule(nn.Module):
         self.dense_in = int(model.dense_in)
         pooled: List[EmbeddingLayer] = []
         sequence: Optional[SequenceEmbeddingLayer] = None
+        attention: Optional[SequenceEmbeddingLayer] = None  # DIN's attention twins (decoupled embeddings)
         if isinstance(model, DLRM):
             pooled = [model.embeddings]
         else:
             pooled, sequence = ([model.profile] if model.profile is not None else []), model.sequences
-        layers: List[Union[EmbeddingLayer, SequenceEmbeddingLayer]] = [*pooled, *([sequence] if sequence else [])]
+            attention = model.attention
+        layers: List[Union[EmbeddingLayer, SequenceEmbeddingLayer]] = [*pooled, *([sequence] if sequence else []),
+                                                                       *([attention] if attention else [])]
         weights: Dict[str, torch.Tensor] = {}
         for layer in layers:
             weights.update(_layer_tables(layer))
@@ -173,14 +176,17 @@ class InferenceModule(nn.Module):
         self.pooled_mean: List[bool] = []
         self.sequence_features = nn.ModuleList()
         self.sequence_pos: List[int] = []
-        targets = [self.pooled_features] * len(pooled) + [self.sequence_features] * (sequence is not None)
+        self.attention_features = nn.ModuleList()  # twin i reads the ids of sequence feature i
+        targets = [self.pooled_features] * len(pooled) + [self.sequence_features] * (sequence is not None) \
+            + [self.attention_features] * (attention is not None)
         for layer, target in zip(layers, targets):
             pos = self.pooled_pos if target is self.pooled_features else self.sequence_pos
             variants = copy.deepcopy(layer.variants)  # shared dense parameters stay shared inside the copy
             for f in layer.features:
                 vfs = layer.variant(f.name).virtual_features()
                 target.append(_Feature(cast(EmbeddingVariant, variants[f.name]), [index[vf.table] for vf in vfs]))
-                pos.append(position[f.name])
+                if target is not self.attention_features:
+                    pos.append(position[f.name])
                 if target is self.pooled_features:
                     self.pooled_mean.append(f.pooling == "mean")
         if isinstance(model, DIN):
@@ -222,8 +228,14 @@ class InferenceModule(nn.Module):
             torch._check(rows[i].shape[0] == rows[first].shape[0])
         candidate = torch.cat([rows[i] for i in self.candidates], dim=1)
         history = torch.cat([rows[i] for i in self.histories], dim=1)
+        att_candidate = att_history = None
+        if len(self.attention_features):
+            att = [f.sequence(self.tables, ids[p], lens[p])  # type: ignore[operator]
+                   for f, p in zip(self.attention_features, self.sequence_pos)]
+            att_candidate = torch.cat([att[i] for i in self.candidates], dim=1)
+            att_history = torch.cat([att[i] for i in self.histories], dim=1)
         return self.dense_part.head(d, embedded, candidate, history,  # type: ignore[operator]
-                                    lens[self.sequence_pos[first]])
+                                    lens[self.sequence_pos[first]], att_candidate, att_history)
 
 
 def inference_module(model: nn.Module, features: Sequence[FeatureSpec], table_dtype: str = "fp32") -> InferenceModule:

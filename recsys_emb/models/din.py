@@ -4,6 +4,7 @@ of a candidate item over the user's behaviour history, Dice, and mini-batch awar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -19,11 +20,117 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 from recsys_emb.errors import InvalidInputError
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, split_by_keys
 from recsys_emb.models.layers import ACTIVATIONS, MLP, AttentionPooling, SumPooling, check_widths, dense_autocast
-from recsys_emb.specs import FeatureSpec
+from recsys_emb.errors import SpecError
+from recsys_emb.specs import (
+    DIM_MULTIPLE,
+    EmbeddingSpec,
+    FeatureSpec,
+    Full,
+    MixedDimension,
+    QuotientRemainder,
+    Unified,
+    UnifiedTable,
+)
 
-__all__ = ["DIN"]
+__all__ = ["DIN", "ATTENTION_SUFFIX", "attention_name", "default_attention_dim", "attention_specs"]
 
 logger = logging.getLogger(__name__)
+
+
+ATTENTION_SUFFIX = "_att"
+"""Appended to a sequence feature's name (and a unified table's) to name its attention twin."""
+
+
+def attention_name(name: str) -> str:
+    """The name of feature (or unified table) ``name``'s attention twin.
+
+    Example:
+        >>> attention_name("hist_item")
+        'hist_item_att'
+    """
+    return name + ATTENTION_SUFFIX
+
+
+def _dim_multiple(embedding: EmbeddingSpec) -> int:
+    """The multiple a dim of ``embedding``'s kind must be (``concat`` QR splits it into two halves, unified into
+    its chunks)."""
+    if isinstance(embedding, QuotientRemainder) and embedding.op == "concat":
+        return 2 * DIM_MULTIPLE
+    if isinstance(embedding, Unified):  # every chunk a multiple of 4
+        return embedding.chunks * DIM_MULTIPLE
+    return DIM_MULTIPLE
+
+
+def default_attention_dim(embedding: EmbeddingSpec) -> int:
+    """The attention twin's default dim: half the representation's output dim, rounded up to the multiple
+    the variant needs (at least that multiple, at most the representation's dim).
+
+    Why half: the attention table only has to rank the behaviours by their relevance to the candidate, a
+    lower-rank job than carrying the interest into the final MLP; DARE (Feng et al., "Long-Sequence
+    Recommendation Models Need Decoupled Embeddings", ICLR 2025) reports that a much smaller attention
+    dim costs little quality, and the activation unit's work (``4 * dim`` inputs per behaviour) halves with it,
+    which is what dominates for long histories.
+
+    Example:
+        >>> default_attention_dim(Full(dim=16)), default_attention_dim(Full(dim=4))
+        (8, 4)
+    """
+    mult = _dim_multiple(embedding)
+    dim = embedding.output_dim
+    half = -(-dim // 2)
+    return min(dim, max(mult, -(-half // mult) * mult))
+
+
+def _with_dim(embedding: EmbeddingSpec, dim: int, feature: str) -> EmbeddingSpec:
+    """``embedding`` at output dim ``dim``: the same variant, rows and hashing, narrower (or wider) rows.
+    A unified feature's twin reads a twin table (same rows, named by :func:`attention_name`) with salts of
+    its own; a mixed-dimension feature's blocks keep their share of the dim."""
+    if isinstance(embedding, Full):
+        return Full(dim)
+    if isinstance(embedding, Unified):
+        g = embedding.group
+        if dim % embedding.chunks:
+            raise SpecError(f"feature {feature!r}: attention dim {dim} does not split into its {embedding.chunks} "
+                            f"unified chunks; choose a multiple of {embedding.chunks * DIM_MULTIPLE}")
+        group = UnifiedTable(attention_name(g.name), g.rows, dim // embedding.chunks, g.reserved)
+        return dataclasses.replace(embedding, group=group, salts=None)
+    if isinstance(embedding, MixedDimension):
+        round_to = embedding.round_to if dim % embedding.round_to == 0 else DIM_MULTIPLE
+        blocks = None
+        if embedding.block_dims is not None:
+            blocks = tuple(min(dim, max(round_to, round(d * dim / embedding.base_dim / round_to) * round_to))
+                           for d in embedding.block_dims)
+        return dataclasses.replace(embedding, base_dim=dim, round_to=round_to, block_dims=blocks)
+    names = {f.name for f in dataclasses.fields(embedding)}  # type: ignore[arg-type]
+    if "dim" in names:  # Hashed, QuotientRemainder, and any variant whose width is its ``dim``
+        return dataclasses.replace(embedding, dim=dim)  # type: ignore[type-var]
+    raise SpecError(f"feature {feature!r}: its variant {embedding.kind!r} has no dim to narrow for an attention "
+                    f"twin; use decoupled embeddings with full, hashed, qr, mixed or unified features")
+
+
+def attention_specs(features: Sequence[FeatureSpec], dim: Optional[int] = None) -> List[FeatureSpec]:
+    """The attention twins of DIN's sequence features (DARE's decoupled embeddings): for each feature, one
+    named :func:`attention_name` with the same variant, cardinality, pooling and sharing (a history twin
+    shares its candidate twin's table), at attention dim ``dim`` (None: :func:`default_attention_dim` of
+    each feature). The twins' tables are separate from the representation tables, so the attention
+    scores and the pooled interest are learnt from different rows.
+
+    Args:
+        features: the representation features (candidates and their histories), e.g. ``sequences.features``.
+        dim: the attention dim of every twin, a multiple of 4 (of 8 for ``concat`` QR); None: the default.
+
+    Example:
+        >>> item = FeatureSpec("item", Full(dim=16), cardinality=100, pooling="none")
+        >>> hist = FeatureSpec("hist_item", Full(dim=16), cardinality=100, pooling="none", shared_with="item")
+        >>> [(s.name, s.output_dim, s.shared_with) for s in attention_specs([item, hist])]
+        [('item_att', 8, None), ('hist_item_att', 8, 'item_att')]
+    """
+    out = []
+    for f in features:
+        d = default_attention_dim(f.embedding) if dim is None else dim
+        out.append(FeatureSpec(attention_name(f.name), _with_dim(f.embedding, d, f.name), f.cardinality, f.pooling,
+                               None if f.shared_with is None else attention_name(f.shared_with)))
+    return out
 
 
 class DIN(nn.Module):
@@ -56,6 +163,15 @@ class DIN(nn.Module):
     (``self.sequences``); the history spec names its candidate in ``shared_with``, so both read the
     same table. Profile features are in ``self.profile`` (an EmbeddingLayer, or None).
 
+    Decoupled embeddings (DARE, Feng et al., ICLR 2025), when ``attention`` is given: a second
+    SequenceEmbeddingLayer (``self.attention``) holds an attention twin of every sequence feature
+    (:func:`attention_specs`: own tables, own dim ``Da``, any variant). Its rows ``c_a (B, Da)`` and
+    ``h_a (N, Da)`` (looked up from the same ids) feed the activation unit only, over
+    ``[h_a, c_a, h_a - c_a, h_a * c_a]``; the interest is ``sum_t w_t h_t`` over the representation rows and
+    the final MLP reads the representation candidate. So the attention tables are trained by the
+    scores alone and the representation tables by what the MLP reads (the candidate and the pooled
+    interest).
+
     Mini-batch aware regularisation (paper section 4.3.2): :meth:`regularization` returns, for the
     last forward, ``mba_lambda * sum over sequence tables of sum_{unique id j in the batch}
     ||w_j||^2 / n_j``, where ``w_j`` is id ``j``'s embedding (the table row for ``Full``; the
@@ -81,6 +197,9 @@ class DIN(nn.Module):
         dropout: dropout probability after each hidden layer of the final MLP (training only).
         autocast: e.g. ``torch.bfloat16``: attention pooling and the final MLP run under ``torch.autocast``
             in that dtype (the lookups stay float32, the logits are returned in float32); ``None``: float32.
+        attention: the attention twins of ``sequences``' features (a SequenceEmbeddingLayer of
+            :func:`attention_specs` of ``sequences.features``) for decoupled embeddings; None: the
+            attention reads the representation rows (coupled, the paper's DIN). Needs ``use_attention``.
 
     Example:
         >>> from recsys_emb.layer import kjt_from_lists
@@ -109,6 +228,7 @@ class DIN(nn.Module):
         frequencies: Optional[Mapping[str, torch.Tensor]] = None,
         dropout: float = 0.0,
         autocast: Optional[torch.dtype] = None,
+        attention: Optional[SequenceEmbeddingLayer] = None,
     ) -> None:
         super().__init__()
         self.autocast = autocast
@@ -139,7 +259,14 @@ class DIN(nn.Module):
         self.candidate_dim = sum(c.output_dim for c, _ in pairs)
         self.use_attention = bool(use_attention)
         self.mba_lambda = float(mba_lambda)
-        self.pooling: SumPooling = (AttentionPooling(self.candidate_dim, att_hidden, activation)
+        self.attention = self._check_attention(attention, sequences, profile_names)
+        self.decoupled = self.attention is not None
+        """Decoupled embeddings: :meth:`head` takes the attention twins' rows (a flag, so a copy of the model
+        without its embedding layers, the inference module's dense part, still knows)."""
+        self.attention_dim = self.candidate_dim if self.attention is None else sum(
+            self.attention.embedding_dims[attention_name(n)] for n in self.candidate_names)
+        """``Da``: the width of the activation unit's candidate and history rows (the twins' when decoupled)."""
+        self.pooling: SumPooling = (AttentionPooling(self.attention_dim, att_hidden, activation)
                                     if self.use_attention else SumPooling())
         profile_dim = self.profile.output_dim if self.profile is not None else 0
         self.mlp_in_dim = profile_dim + dense_in + 2 * self.candidate_dim
@@ -159,6 +286,30 @@ class DIN(nn.Module):
             self.register_buffer(buffer, 1.0 / counts.float().clamp(min=1.0), persistent=False)
             self._inv_freq_names[name] = buffer
         self._last_reg: Optional[torch.Tensor] = None
+
+    def _check_attention(self, attention: Optional[SequenceEmbeddingLayer], sequences: SequenceEmbeddingLayer,
+                         profile_names: Sequence[str]) -> Optional[SequenceEmbeddingLayer]:
+        if attention is None:
+            return None
+        if not isinstance(attention, SequenceEmbeddingLayer):
+            raise TypeError(f"DIN's attention twins are a built SequenceEmbeddingLayer or None; got "
+                            f"{type(attention).__name__}")
+        if not self.use_attention:
+            raise ValueError("attention tables (decoupled embeddings) need use_attention=True: sum pooling "
+                             "computes no attention score")
+        want = [attention_name(n) for n in sequences.feature_names]
+        if attention.feature_names != want:
+            raise ValueError(f"the attention layer's features {attention.feature_names} must be the twins of the "
+                             f"sequence features, in their order: {want} (recsys_emb.models.din.attention_specs)")
+        dup = sorted(set(want) & set(profile_names))
+        if dup:
+            raise ValueError(f"attention twin name(s) {dup} are also profile features; rename those profile features")
+        for f, twin in zip(sequences.features, attention.features):
+            if twin.cardinality != f.cardinality or twin.shared_with != (
+                    None if f.shared_with is None else attention_name(f.shared_with)):
+                raise ValueError(f"attention twin {twin.name!r} must have {f.name!r}'s cardinality and sharing; got "
+                                 f"cardinality={twin.cardinality}, shared_with={twin.shared_with!r}")
+        return attention
 
     @staticmethod
     def _check_pairs(sequences: SequenceEmbeddingLayer, item_pairs: Sequence[Tuple[str, str]]
@@ -223,17 +374,32 @@ class DIN(nn.Module):
             profile_kjt, (seq_kjt,) = None, split_by_keys(sparse, [seq_keys])
         candidate, history, lengths, rows = self._lookup(seq_kjt)
         profile = self.profile(profile_kjt).values() if self.profile is not None else None
-        logits = self.head(dense, profile, candidate, history, lengths)
-        self._last_reg = self._mba(seq_kjt, rows) if self.mba_lambda > 0 else None
+        att_candidate = att_history = None
+        att_rows: Dict[str, JaggedTensor] = {}
+        if self.attention is not None:
+            # the twins read the same ids: the same values and lengths under the twins' keys
+            att_kjt = KeyedJaggedTensor(keys=[attention_name(k) for k in seq_kjt.keys()], values=seq_kjt.values(),
+                                        lengths=seq_kjt.lengths(), stride=seq_kjt.stride(),
+                                        length_per_key=seq_kjt.length_per_key())
+            att_rows = self.attention(att_kjt)
+            att_candidate = torch.cat([att_rows[attention_name(n)].values() for n in self.candidate_names], dim=1)
+            att_history = torch.cat([att_rows[attention_name(n)].values() for n in self.history_names], dim=1)
+        logits = self.head(dense, profile, candidate, history, lengths, att_candidate, att_history)
+        self._last_reg = self._mba(seq_kjt, {**rows, **att_rows}) if self.mba_lambda > 0 else None
         return logits
 
     def head(self, dense: Optional[torch.Tensor], profile: Optional[torch.Tensor], candidate: torch.Tensor,
-             history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+             history: torch.Tensor, lengths: torch.Tensor, att_candidate: Optional[torch.Tensor] = None,
+             att_history: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The dense part after the embedding lookups: ``dense (B, dense_in)`` (None when ``dense_in == 0``),
         ``profile (B, P)`` (the profile layer's output; None without profile features), ``candidate (B, Dc)``,
-        ``history (N, Dc)`` rows grouped by sample with ``lengths (B,)`` -> logits ``(B,)``. It reads no
-        embedding table, so an inference module that looks rows up its own way
+        ``history (N, Dc)`` rows grouped by sample with ``lengths (B,)``, and with decoupled embeddings the
+        attention twins' rows ``att_candidate (B, Da)`` and ``att_history (N, Da)`` -> logits ``(B,)``. It reads
+        no embedding table, so an inference module that looks rows up its own way
         (:func:`recsys_emb.inference.inference_module`) scores with the model's own dense part."""
+        if (att_candidate is None) == self.decoupled or (att_candidate is None) != (att_history is None):
+            raise ValueError("DIN.head takes att_candidate and att_history exactly when the model has attention "
+                             f"twins (decoupled embeddings: {self.decoupled})")
         parts: List[torch.Tensor] = []
         if profile is not None:
             parts.append(profile)
@@ -246,16 +412,19 @@ class DIN(nn.Module):
             raise ValueError(f"DIN was built with dense_in=0 but got dense features of shape {tuple(dense.shape)}; "
                              f"pass None (or rebuild with dense_in={dense.shape[-1]})")
         with dense_autocast(candidate, self.autocast):  # attention and MLP; the lookups stay float32
-            parts += [candidate, self.pooling.forward_jagged(history, lengths, candidate)]
+            parts += [candidate, self.pooling.forward_jagged(history, lengths, candidate, att_history, att_candidate)]
             logits = self.mlp(torch.cat(parts, dim=1)).squeeze(1)
         return logits.float()
 
     # ------------------------------------------------------------------ regularisation
     def _mba(self, seq: KeyedJaggedTensor, rows: Dict[str, JaggedTensor]) -> torch.Tensor:
+        """The MBA term over ``rows`` (the representation rows and, when decoupled, the twins' rows, which
+        read the same ids: each table is regularised on its own)."""
         ids = seq.to_dict()
         total = rows[self.candidate_names[0]].values().new_zeros(())
-        for cand, hist in zip(self.candidate_names, self.history_names):
-            values = torch.cat([rows[cand].values(), rows[hist].values()])
+        twins = [""] + ([ATTENTION_SUFFIX] if self.decoupled else [])
+        for (cand, hist), twin in ((p, t) for p in zip(self.candidate_names, self.history_names) for t in twins):
+            values = torch.cat([rows[cand + twin].values(), rows[hist + twin].values()])
             table_ids = torch.cat([ids[cand].values(), ids[hist].values()])
             # Each occurrence weighs 1 / (its id's count in the batch): the sum over occurrences is then
             # the sum over unique ids, and the gradient lands on the looked-up rows (no dense table grad).

@@ -324,7 +324,9 @@ class SumPooling(nn.Module):
     def forward(self, history: torch.Tensor, candidate: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.forward_jagged(history[mask], mask.sum(1), candidate)
 
-    def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor,
+                       keys: Optional[torch.Tensor] = None, query: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``keys`` and ``query`` (the attention rows of decoupled embeddings) are ignored: no scores here."""
         return _segment_sum(values, lengths, candidate.shape[0])
 
 
@@ -341,6 +343,9 @@ class AttentionPooling(SumPooling):
     padding), so padding can change neither the weights nor Dice's batch statistics.
     ``forward_jagged(values (N, D), lengths (B,), candidate (B, D))`` takes the unpadded rows
     (``N = sum(lengths)``, grouped by sample), which is what :class:`~recsys_emb.models.din.DIN` uses.
+    Decoupled (DARE): ``forward_jagged(values, lengths, candidate, keys (N, dim), query (B, dim))`` scores
+    ``keys`` against ``query`` and sums ``values`` (any width) with those weights; ``dim`` is then the
+    attention rows' width.
 
     Args:
         dim: ``D``.
@@ -363,8 +368,11 @@ class AttentionPooling(SumPooling):
         c = torch.repeat_interleave(candidate, lengths.long(), dim=0, output_size=values.shape[0])
         return self.unit(torch.cat([values, c, values - c, values * c], dim=1)).squeeze(1)
 
-    def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-        w = self.weights_jagged(values, lengths, candidate)
+    def forward_jagged(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor,
+                       keys: Optional[torch.Tensor] = None, query: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if (keys is None) != (query is None):
+            raise ValueError("AttentionPooling.forward_jagged takes keys and query together (decoupled) or neither")
+        w = self.weights_jagged(values if keys is None else keys, lengths, candidate if query is None else query)
         return _segment_sum(values * w.unsqueeze(1), lengths, candidate.shape[0])
 
 

@@ -17,18 +17,18 @@ from recsys_emb.data.criteo import load_counts, preprocess
 from recsys_emb.data.movielens import prepare_movielens
 from recsys_emb.data.sequences import generate_sequences
 from recsys_emb.data.synthetic import generate_criteo_like
-from recsys_emb.errors import ConfigError, DataError
+from recsys_emb.errors import ConfigError, DataError, SpecError
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer
 from recsys_emb.memory import available_memory, format_bytes, memory_from_specs
 from recsys_emb.mixed_dims import resolve_frequencies
-from recsys_emb.models.din import DIN
+from recsys_emb.models.din import DIN, attention_specs
 from recsys_emb.models.dlrm import DLRM
 from recsys_emb.presets import feature_specs
 from recsys_emb.sharding import shard_model
 from recsys_emb.specs import FeatureSpec, MixedDimension
 from recsys_emb.tables import EmbeddingOptimizer, TableBatched
 
-__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers",
+__all__ = ["prepare_data", "build_features", "build_model", "attach_tables", "embedding_layers", "input_features",
            "check_model_fits"]
 
 logger = logging.getLogger(__name__)
@@ -121,10 +121,17 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
     by_name = {s.name: s for s in specs}
     sequences = SequenceEmbeddingLayer([by_name[n] for p in pairs for n in p], device=embedding_device)
     profile_layer = EmbeddingLayer(profile, device=embedding_device, l2=cfg.optim.embedding_l2) if profile else None
+    attention = None
+    if m.decoupled_embeddings:  # the twins follow from the resolved specs, so a model directory rebuilds them
+        try:
+            twins = attention_specs(sequences.features, m.attention_dim)
+        except SpecError as e:
+            raise ConfigError(f"model.attention_dim={m.attention_dim!r}: {e}") from None
+        attention = SequenceEmbeddingLayer(twins, device=embedding_device)
     with dense_at:
         return DIN(sequences, pairs, profile=profile_layer, dense_in=dense_in, attention_mlp=m.attention_mlp,
                    mlp=m.mlp, use_attention=m.use_attention, activation=m.activation, mba_lambda=m.mba_lambda,
-                   dropout=m.dropout, autocast=autocast)
+                   dropout=m.dropout, autocast=autocast, attention=attention)
 
 
 def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_size: int = 1) -> nn.Module:
@@ -145,6 +152,13 @@ def attach_tables(model: nn.Module, cfg: RunConfig, device: torch.device, world_
 def embedding_layers(model: nn.Module) -> List[Any]:
     """The embedding layers of a model (pooled and sequence), in module order."""
     return [m for m in model.modules() if isinstance(m, (EmbeddingLayer, SequenceEmbeddingLayer))]
+
+
+def input_features(model: nn.Module) -> List[FeatureSpec]:
+    """The features whose ids a model reads from its input (the KJT keys it expects), in module order: every
+    embedding layer's features except DIN's attention twins, which read their source features' ids."""
+    twins = {id(m.attention) for m in model.modules() if isinstance(m, DIN) and m.attention is not None}
+    return [f for layer in embedding_layers(model) if id(layer) not in twins for f in layer.features]
 
 
 _MLP_KEYS = {"dlrm": ("bottom_mlp", "top_mlp"), "din": ("attention_mlp", "mlp")}

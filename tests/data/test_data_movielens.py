@@ -38,8 +38,10 @@ def test_rows_labels_and_time_split(ml):
     assert meta3["positive_rate"]["train"] > meta["positive_rate"]["train"]
 
 
-def test_history_is_strictly_earlier_and_matches_a_slow_reference(ml):
-    tables, meta = ml
+@pytest.mark.parametrize("history", ["rated", "liked"])
+def test_history_is_strictly_earlier_and_matches_a_slow_reference(ml, history):
+    tables, meta = ml if history == "rated" else build_movielens_ctr(max_len=20, history="liked")
+    assert meta.get("history", "rated") == history  # "rated", the default, keeps the metadata keys as they were
     ratings = pd.read_csv(default_movielens_dir() / "ratings.csv")
     t = tables["valid"].slice(0, 300).to_pylist() + tables["train"].slice(5000, 300).to_pylist()
     train = tables["train"]
@@ -59,7 +61,8 @@ def test_history_is_strictly_earlier_and_matches_a_slow_reference(ml):
         user = inv_user[row["user_id"]]
         mine = ratings[(ratings.userId == user) & (ratings.timestamp < row["timestamp"])]
         mine = mine.sort_values(["timestamp", "movieId"], kind="mergesort")
-        want = [rank.get(m, oov) for m in mine["movieId"].tolist()[-20:]]
+        behaviours = mine if history == "rated" else mine[mine.rating >= 4.0]  # "liked": the positives only
+        want = [rank.get(m, oov) for m in behaviours["movieId"].tolist()[-20:]]
         assert row["hist_movie"] == want
         assert len(row["hist_genre"]) == len(want)
         assert row["hist_len_log"] == pytest.approx(np.log1p(len(mine)), rel=1e-6)

@@ -7,6 +7,7 @@ import torch
 
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
 from recsys_emb.models import DIN, DLRM
+from recsys_emb.models.din import attention_specs
 from recsys_emb.specs import (FeatureSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, RobeArray,
                               TensorTrain, Unified, UnifiedTable)
 
@@ -77,18 +78,19 @@ def dlrm_case(batch: int = 7, interaction: str = "dot"):
     return model, specs, torch.randn(batch, 3, generator=torch.Generator().manual_seed(3)), kjt
 
 
-def din_case(batch: int = 7):
+def din_case(batch: int = 7, decoupled: bool = False):
     """A DIN without dense features: one (candidate, history) pair per variant (QR's concat and a second unified
     feature left to the DLRM: the same sequence code), two profile features (the DLRM covers the pooled path);
-    ``(model, specs, dense (B, 0), kjt)``."""
+    ``decoupled``: with attention twins of every sequence feature (DARE); ``(model, specs, dense (B, 0), kjt)``."""
     cands = [s for s in variant_specs("item_", pooling="none") if s.name not in ("item_qr_concat", "item_unified_1")]
     hists = [FeatureSpec("hist_" + c.name[5:], c.embedding, cardinality=CARD, pooling="none", shared_with=c.name)
              for c in cands]
     seq = [s for pair in zip(cands, hists) for s in pair]
     profile = [s for s in variant_specs("user_") if s.name in ("user_full", "user_mixed")]
     torch.manual_seed(0)
+    twins = SequenceEmbeddingLayer(attention_specs(seq)) if decoupled else None
     model = randomise(DIN(SequenceEmbeddingLayer(seq), [(c.name, h.name) for c, h in zip(cands, hists)],
-                          profile=EmbeddingLayer(profile), attention_mlp=(8,), mlp=(8,)))
+                          profile=EmbeddingLayer(profile), attention_mlp=(8,), mlp=(8,), attention=twins))
     specs = profile + seq
     kjt = kjt_from_lists(bags([s.name for s in specs], batch, seed=4, one=tuple(c.name for c in cands),
                               same=tuple(h.name for h in hists)))

@@ -1,4 +1,4 @@
-"""Every variant, in a DLRM (dot and DCN-v2 interactions) and a DIN, exported with torch.export and loaded in a fresh process (torch only):
+"""Every variant, in a DLRM (dot and DCN-v2 interactions) and a DIN (coupled and decoupled), exported with torch.export and loaded in a fresh process (torch only):
 the scores equal the eager model's to 1e-6 with fp32 tables, on batches of another size than the export's."""
 
 import json
@@ -35,7 +35,8 @@ torch.save(out, sys.argv[2])
 
 def test_exported_modules_score_like_eager_in_a_fresh_process(tmp_path):
     inputs, expected = {}, {}
-    for name, case in (("dlrm", dlrm_case), ("dlrm_dcn", partial(dlrm_case, interaction="dcn")), ("din", din_case)):
+    for name, case in (("dlrm", dlrm_case), ("dlrm_dcn", partial(dlrm_case, interaction="dcn")), ("din", din_case),
+                       ("din_dare", partial(din_case, decoupled=True))):
         model, specs, dense, kjt = case(batch=7)
         d = tmp_path / name
         d.mkdir()
@@ -53,13 +54,13 @@ def test_exported_modules_score_like_eager_in_a_fresh_process(tmp_path):
     subprocess.run([sys.executable, "-c", LOADER.format(root=root), str(tmp_path / "inputs.pt"),
                     str(tmp_path / "out.pt")], check=True, timeout=HANG_GUARD_S)
     out = torch.load(tmp_path / "out.pt", weights_only=True)
-    for name in ("dlrm", "dlrm_dcn", "din"):
+    for name in ("dlrm", "dlrm_dcn", "din", "din_dare"):
         assert out[name].shape == (7,)
         torch.testing.assert_close(out[name], expected[name], atol=1e-6, rtol=0)
 
 
 def test_inference_module_equals_eager_for_every_variant_and_batch():
-    for case in (dlrm_case, partial(dlrm_case, interaction="dcn"), din_case):
+    for case in (dlrm_case, partial(dlrm_case, interaction="dcn"), din_case, partial(din_case, decoupled=True)):
         for batch in (1, 5):
             model, specs, dense, kjt = case(batch=batch)
             m = inference_module(model, specs)

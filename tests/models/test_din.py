@@ -1,5 +1,6 @@
 """DIN: shapes for every variant, masking, attention vs sum pooling, input and config checks,
-mini-batch aware regularisation, learning candidate-history relevance (plain and sharded)."""
+mini-batch aware regularisation, learning candidate-history relevance (plain and sharded), and decoupled
+(DARE) attention and representation tables, checked by their gradients."""
 
 import random
 
@@ -10,7 +11,9 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, kjt_from_lists
 from recsys_emb.errors import InvalidInputError
+from recsys_emb.errors import SpecError
 from recsys_emb.models import DIN, AttentionPooling, SumPooling
+from recsys_emb.models.din import attention_specs
 from recsys_emb.sharding import plan_report, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
 from recsys_emb.specs import FeatureSpec, Full, MixedDimension
@@ -21,11 +24,13 @@ CAT_VARIANTS = {**VARIANTS, "mixed": MixedDimension(base_dim=8, alpha=0.5, bound
 N_ITEMS, N_CATS = 50, 5
 
 
-def din(profile, pairs, device=None, **kwargs):
-    """DIN over layers built from specs: pooled profile features and (candidate, history) spec pairs."""
+def din(profile, pairs, device=None, decoupled=False, **kwargs):
+    """DIN over layers built from specs: pooled profile features and (candidate, history) spec pairs;
+    ``decoupled``: with the attention twins of the sequence features (DARE)."""
     seq = SequenceEmbeddingLayer([s for p in pairs for s in p], device=device)
+    twins = SequenceEmbeddingLayer(attention_specs(seq.features), device=device) if decoupled else None
     return DIN(seq, [(c.name, h.name) for c, h in pairs],
-               profile=EmbeddingLayer(profile, device=device) if profile else None, **kwargs)
+               profile=EmbeddingLayer(profile, device=device) if profile else None, attention=twins, **kwargs)
 
 
 def pair(name, spec, card):
@@ -247,14 +252,16 @@ def test_learns_candidate_history_relevance():
     assert auc > 0.75
 
 
-def test_sharded_training_with_fused_sequence_tables(single_process_group):
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_sharded_training_with_fused_sequence_tables(single_process_group, decoupled):
     torch.manual_seed(0)
     model = din([USER], item_pairs(), attention_mlp=(16,), mlp=(32,), mba_lambda=1e-4,
-                device=torch.device("meta"))
+                device=torch.device("meta"), decoupled=decoupled)
     dmp = shard_model(model, EmbeddingOptimizer("rowwise_adagrad", lr=0.1))
     report = plan_report(dmp)
+    twins = {("attention.ecs.d4", "item_att"), ("attention.ecs.d4", "cat_att")} if decoupled else set()
     assert {(r["module"], r["table"]) for r in report} == {
-        ("profile.ebc", "user"), ("sequences.ecs.d8", "item"), ("sequences.ecs.d4", "cat")}
+        ("profile.ebc", "user"), ("sequences.ecs.d8", "item"), ("sequences.ecs.d4", "cat"), *twins}
     assert {(r["sharding_type"], r["compute_kernel"]) for r in report} == {("table_wise", "fused")}
     dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     assert sorted(n for n, _ in dmp.named_parameters() if n not in dense) == sorted(dmp.fused_optimizer.params)
@@ -283,3 +290,79 @@ def test_bf16_autocast_runs_attention_and_mlp_in_bf16_with_float32_logits():
     assert seen == {"mlp": torch.bfloat16} and out.dtype == torch.float32
     assert torch.allclose(out, ref, atol=0.05, rtol=0.05), (out - ref).abs().max()
     out.sum().backward()
+
+
+def dare(pairs, **kwargs):
+    """A DIN with decoupled embeddings: the attention twins of the pairs' features (default dims)."""
+    return din(kwargs.pop("profile", []), pairs, decoupled=True, **kwargs)
+
+
+def table_grads(model, kjt):
+    """``{table: (rows, dim) gradient}`` of every sequence table (both layers) for the sum of the logits."""
+    model.zero_grad()
+    model(None, kjt).sum().backward()
+    return {name.split(".")[-2]: p.grad for name, p in model.named_parameters() if ".ecs." in name}
+
+
+def test_decoupled_attention_table_scores_and_representation_table_pools():
+    # candidates 0..9, history items 20..29: disjoint rows, so a row's gradient says which path read it
+    torch.manual_seed(0)
+    model = dare([pair("item", Full(dim=8), 30)], attention_mlp=(8,), mlp=(8,), activation="relu")
+    assert model.attention_dim == 4 and model.pooling.unit.net[0].in_features == 16  # [h_a, c_a, h_a - c_a, h_a * c_a]
+    kjt = kjt_from_lists({"item": [[1], [2], [3]], "hist_item": [[20, 21], [22, 23, 24], [25]]})
+    g = table_grads(model, kjt)
+    assert set(g) == {"item", "item_att"} and g["item"].shape == (30, 8) and g["item_att"].shape == (30, 4)
+    cand, hist = [1, 2, 3], [20, 21, 22, 23, 24, 25]
+    for table in ("item", "item_att"):  # both tables learn from both the candidates and the histories
+        assert (g[table][cand].abs().sum(1) > 0).all() and (g[table][hist].abs().sum(1) > 0).all()
+
+    # the attention table reaches the logits only through the scores: constant scores, no gradient
+    unit_out = model.pooling.unit.net[-1]
+    with torch.no_grad():
+        unit_out.weight.zero_()
+        unit_out.bias.fill_(1.0)
+    g = table_grads(model, kjt)
+    assert g["item_att"].abs().sum() == 0
+    assert (g["item"][hist].abs().sum(1) > 0).all() and (g["item"][cand].abs().sum(1) > 0).all()
+
+    # the representation history rows reach the logits only through the pooled interest: with the final MLP
+    # blind to the interest columns they get no gradient, while the scores still train the attention table
+    torch.manual_seed(1)
+    model = dare([pair("item", Full(dim=8), 30)], attention_mlp=(8,), mlp=(8,), activation="relu")
+    with torch.no_grad():
+        model.mlp.net[0].weight[:, 8:] = 0  # MLP input: [candidate (8), interest (8)]
+    g = table_grads(model, kjt)
+    assert g["item"][hist].abs().sum() == 0 and (g["item"][cand].abs().sum(1) > 0).all()
+    assert g["item_att"].abs().sum() == 0  # the scores only weigh the interest, which the MLP no longer reads
+    coupled = din([], [pair("item", Full(dim=8), 30)], attention_mlp=(8,), mlp=(8,), activation="relu")
+    with torch.no_grad():
+        coupled.mlp.net[0].weight[:, 8:] = 0
+    assert table_grads(coupled, kjt)["item"][hist].abs().sum() == 0  # the same check holds for the coupled model
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_decoupled_twins_for_every_variant(variant):
+    model = dare(item_pairs(VARIANTS[variant], CAT_VARIANTS[variant]), attention_mlp=(8,), mlp=(16,))
+    twins = {f.name: f for f in model.attention.features}
+    assert list(twins) == ["item_att", "hist_item_att", "cat_att", "hist_cat_att"]
+    assert twins["hist_item_att"].shared_with == "item_att"
+    assert type(twins["item_att"].embedding) is type(VARIANTS[variant])  # the same variant, narrower
+    own = {t.name for t in model.sequences.table_defs}
+    assert not own & {t.name for t in model.attention.table_defs}  # tables of their own
+    assert model.attention_dim <= model.candidate_dim  # half, but unified keeps whole chunks (3 x 4 here)
+    out = model(None, kjt_from_lists(bags(ITEMS, HISTORIES)))
+    assert out.shape == (4,) and torch.isfinite(out).all()
+
+
+def test_decoupled_config_errors():
+    item, hist = pair("item", Full(dim=8), N_ITEMS)
+    seq = SequenceEmbeddingLayer([item, hist])
+    twins = SequenceEmbeddingLayer(attention_specs([item, hist]))
+    with pytest.raises(ValueError, match=r"attention tables \(decoupled embeddings\) need use_attention=True"):
+        DIN(seq, [("item", "hist_item")], attention=twins, use_attention=False)
+    with pytest.raises(ValueError, match=r"must be the twins of the sequence features, in their order: "
+                                         r"\['item_att', 'hist_item_att'\]"):
+        DIN(seq, [("item", "hist_item")], attention=SequenceEmbeddingLayer(attention_specs([item, hist])[::-1]))
+    assert [f.output_dim for f in attention_specs([item, hist], dim=4)] == [4, 4]
+    with pytest.raises(SpecError, match=r"Full.dim=6 must be a multiple of 4"):
+        attention_specs([item], dim=6)

@@ -58,18 +58,30 @@ def test_dlrm_learns_with_every_variant(data, tmp_path, variant):
     assert (tmp_path / "summary.json").exists()
 
 
-@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("attention", [True, False, "decoupled"])
 def test_din_learns(data, tmp_path, attention):
     cfg = config_from_dict({
         "name": "t-din", "seed": 0,
         "data": {"path": str(data / "seq"), "batch_size": 256, "eval_batch_size": 4096},
         "model": {"kind": "din", "item_pairs": [["cand_item", "hist_item"], ["cand_cat", "hist_cat"]],
-                  "attention_mlp": [16], "mlp": [32, 16], "use_attention": attention, "mba_lambda": 1e-4},
+                  "attention_mlp": [16], "mlp": [32, 16], "use_attention": bool(attention), "mba_lambda": 1e-4,
+                  "decoupled_embeddings": attention == "decoupled"},
         "embeddings": {"variant": "hashed", "dim": 8, "min_rows": 64},
         "train": {"epochs": 2, "log_every": 10, "progress": False, "out_dir": str(tmp_path)},
     })
     s = train(cfg)
     assert s["valid"]["auc"] > 0.6
+    if attention == "decoupled":  # the twins' tables count, and the run's model directory rebuilds them
+        from recsys_emb.model_dir import load_model
+
+        saved = load_model(tmp_path)
+        assert [f.name for f in saved.module.attention.features] == ["cand_item_att", "hist_item_att", "cand_cat_att",
+                                                                     "hist_cat_att"]
+        assert "cand_item_att" not in {f.name for f in saved.features}  # the input keys are the data's
+        twins = sum(f.tables()[0].rows * f.tables()[0].dim for f in saved.module.attention.features
+                    if f.shared_with is None)
+        assert s["embedding_params"] == twins + sum(f.tables()[0].rows * f.tables()[0].dim for f in saved.features
+                                                    if f.shared_with is None)
 
 
 @pytest.mark.parametrize("backend", ["torchrec", "table_batched"])

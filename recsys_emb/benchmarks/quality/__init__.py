@@ -26,7 +26,9 @@ the bytes as stored and the test AUC delta against fp32 tables, as columns of th
 Sections beside the main table (``--section``, each its own block in the README): ``init`` (the
 initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) and ``mixed-forms``
 (mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
-preset defaults (QR ``concat``, field-level mixed dimension).
+preset defaults (QR ``concat``, field-level mixed dimension); ``dcn``: DLRM-DCNv2 beside the dot DLRM
+with the same embeddings (``--dcn-rows``; full, hashed, unified at 1 and 1/16 by default), over the main
+section's seeds.
 
     .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
@@ -45,11 +47,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from recsys_emb.benchmarks.common import REPO, command_line, write_section
-from recsys_emb.benchmarks.quality.report import (init_report, mixed_forms_report, movielens_report, plot,
-                                                  qr_ops_report, report)
-from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
-from recsys_emb.benchmarks.quality.sections import (run_criteo, run_init_sweep, run_mixed_forms, run_movielens,
-                                                    run_qr_ops)
+from recsys_emb.benchmarks.quality.report import (dcn_report, init_report, mixed_forms_report, movielens_report,
+                                                  plot, qr_ops_report, report)
+from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings, parse_dcn_rows
+from recsys_emb.benchmarks.quality.sections import (run_criteo, run_dcn, run_init_sweep, run_mixed_forms,
+                                                    run_movielens, run_qr_ops)
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
 __all__ = ["QualitySettings", "SECTIONS", "VARIANT_ORDER", "run", "main"]
@@ -62,13 +64,14 @@ SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
     ("qr-ops", run_qr_ops, qr_ops_report, "quality-qr-ops", "## Quotient-remainder: which op, at equal bytes"),
     ("mixed-forms", run_mixed_forms, mixed_forms_report, "quality-mixed-forms",
      "## Mixed dimension: frequency blocks or one table per field, at equal bytes"),
+    ("dcn", run_dcn, dcn_report, "quality-dcn", "## DLRM-DCNv2 beside DLRM, with the same embeddings"),
 )
 """The sections beside the main table: (name, trainings, report, README marker, title if the block is new)."""
 
 
 def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
         command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
-    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms`` or ``all``); returns each section's
+    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``dcn`` or ``all``); returns each section's
     Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
     (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
     section's plot beside it). ``command`` is written under every table."""
@@ -119,15 +122,16 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms"],
+    p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms",
+                                                        "dcn"],
                    help="main: the budget table (Criteo-like and MovieLens); movielens: the MovieLens table alone, printed; init: the initialisation-scale sweep; qr-ops: QR's combining "
                         "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
-                        "bytes; all: every section")
+                        "bytes; dcn: DLRM-DCNv2 beside the dot DLRM; all: every section")
     p.add_argument("--seeds", type=int, default=None,
-                   help=f"seeds per row of the main section (default {default.main_seeds}; quick: 1)")
+                   help=f"seeds per row of the main and dcn sections (default {default.main_seeds}; quick: 1)")
     p.add_argument("--reuse-runs", action="store_true",
                    help="read back finished runs of the same config and data from the work directory instead of "
-                        "training them again (main section)")
+                        "training them again (main and dcn sections)")
     p.add_argument("--qr-seeds", type=int, default=None,
                    help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
     p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
@@ -139,6 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--table-dtypes", default=",".join(STORAGE_DTYPES),
                    help="score each trained model of the main section with its tables stored in these too (no "
                         "retraining): comma-separated subset of " + ",".join(STORAGE_DTYPES) + "; '' for none")
+    p.add_argument("--dcn-rows", default=None, help="rows of the dcn section, comma-separated VARIANT@BUDGET "
+                                                    f"(default {default.dcn_rows}; quick: hashed@1/16)")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -152,6 +158,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     except ValueError as e:
         p.error(str(e))
     q = args.quick
+    dcn_rows = args.dcn_rows or ("hashed@1/16" if q else default.dcn_rows)
+    try:
+        parse_dcn_rows(dcn_rows)
+    except ValueError as e:
+        p.error(str(e))
     settings = QualitySettings(
         out_dir=args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if q else "quality")), quick=q,
         config=args.config, overrides=list(args.set), budgets=args.budgets, variants=variants,
@@ -164,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         main_seeds=args.seeds or (1 if q else default.main_seeds), reuse=args.reuse_runs,
         mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
         init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
-        table_dtypes=table_dtypes)
+        table_dtypes=table_dtypes, dcn_rows=dcn_rows)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
                 command_line("bench/quality.py", argv))
     return "\n".join(texts.values())

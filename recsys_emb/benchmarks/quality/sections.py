@@ -1,20 +1,24 @@
 """The sections of the quality benchmark, each a set of trainings returning its rows: ``main`` (every
 variant at every budget on Criteo-like data, and MovieLens), ``init`` (the initialisation scale),
-``qr-ops`` (QR's ops at equal bytes) and ``mixed-forms`` (mixed dimension's two forms at equal bytes)."""
+``qr-ops`` (QR's ops at equal bytes), ``mixed-forms`` (mixed dimension's two forms at equal bytes) and
+``dcn`` (DLRM-DCNv2 beside the dot DLRM with the same embeddings)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Dict, List
 
 from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
-                                                QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
+                                                QualitySettings, base_dict, bytes_of, parse_budget, parse_dcn_rows,
+                                                searched_run,
                                                 section_base, seeded_runs, train_run, train_seeds, variant_runs,
                                                 with_embeddings)
 from recsys_emb.benchmarks.quality.storage import score_storage
 
-__all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms"]
+__all__ = ["QR_OPS", "MIXED_FORMS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops", "run_mixed_forms",
+           "run_dcn"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +157,37 @@ def run_mixed_forms(s: QualitySettings) -> Dict[str, Any]:
                                       "alpha": run["embeddings"]["alpha"]}))
         rows += seeded_runs(forms, seeds, Path(s.out_dir), f"mixed_{str(budget).replace('/', '_')}")
     return {"rows": rows, "budgets": [str(b) for b in budgets], "seeds": seeds, "full_bytes": full_bytes}
+
+
+def run_dcn(s: QualitySettings) -> Dict[str, Any]:
+    """DLRM-DCNv2 (``model.interaction: dcn``, the base config's ``cross_layers`` and ``cross_rank``) beside
+    the main section's dot DLRM: each ``variant@budget`` of ``s.dcn_rows``, both models with the same
+    embeddings, data, training and seeds (``s.main_seeds``). The dot runs are the main section's runs (same
+    names and configs), so ``s.reuse`` reads back those the main section already trained."""
+    out = Path(s.out_dir)
+    base = section_base(s)
+    _, _, schema = _schema(base)
+    full_bytes = bytes_of(with_embeddings(base, variant="full"), schema)
+    wanted = parse_dcn_rows(s.dcn_rows)
+    by_budget = {b: variant_runs(base, schema, b, full_bytes) for b in dict.fromkeys(b for _, b in wanted)}
+    rows: List[Dict[str, Any]] = []
+    for v, budget in wanted:
+        run = by_budget[budget].get(v)
+        if run is None:
+            rows.append({"variant": v, "budget": str(budget), "reachable": False})
+            logger.info("dcn %s @ %s: out of reach", v, budget)
+            continue
+        tag = f"{v}_{str(budget).replace('/', '_')}"
+        run = copy.deepcopy(run)
+        run["model"]["interaction"] = "dot"  # the base config's (the main section's), unless overridden
+        dcn = copy.deepcopy(run)
+        dcn["model"]["interaction"] = "dcn"
+        row: Dict[str, Any] = {"variant": v, "budget": str(budget), "reachable": True}
+        for interaction, r in (("dot", run), ("dcn", dcn)):
+            row[interaction] = train_seeds(r, tag if interaction == "dot" else f"dcn_{tag}", out, s.main_seeds,
+                                           s.reuse)
+            logger.info("%s %s @ %s: test AUC %.4f", interaction, v, budget, row[interaction]["test_auc"])
+        row["bytes_ratio"] = row["dcn"]["bytes"] / full_bytes
+        rows.append(row)
+    return {"rows": rows, "full_bytes": full_bytes, "base": base,
+            "cross_layers": base["model"]["cross_layers"], "cross_rank": base["model"]["cross_rank"]}

@@ -33,7 +33,10 @@ import yaml
 
 from recsys_emb.benchmarks.common import REPO, command_line, format_mb, size_groups, write_section
 
-__all__ = ["FidelitySettings", "spearman", "run", "report", "main"]
+__all__ = ["SPACE_BUDGETS", "FidelitySettings", "spearman", "space_budget_use", "run", "report", "space_report", "main"]
+
+SPACE_BUDGETS = ("1/4", "1/16", "1/64")
+"""The budgets of the quality benchmark's searched rows, at which the space's budget use is measured."""
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class FidelitySettings:
         eval_every: steps between validations of each full run (the trial lengths compared).
         check_steps: the quality benchmark's trial length, trained once alone to check the prefix premise.
         seed: the random sampler's seed.
+        space_draws: points of the space drawn (nothing trained) to measure how much of each budget they use.
+        space_only: draw the space's points only; train nothing.
     """
 
     out_dir: str
@@ -59,6 +64,8 @@ class FidelitySettings:
     eval_every: int = 50
     check_steps: int = 150
     seed: int = 0
+    space_draws: int = 400
+    space_only: bool = False
 
 
 def _ranks(xs: Sequence[float]) -> List[float]:
@@ -114,6 +121,37 @@ def _config_text(params: Dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def space_budget_use(scfg: Any, base: Dict[str, Any], schema: Any, full_bytes: int, budgets: Sequence[str],
+                     n: int, seed: int = 0) -> Dict[str, Any]:
+    """Draw ``n`` points of the search space ``scfg.space`` at random (Optuna's random sampler, nothing trained)
+    and count their embedding bytes: per budget (a fraction of ``full_bytes``), the share of points within it
+    and how much of it those points use. Returns ``{"bytes": [...], "budgets": {budget: {...}}}``."""
+    import optuna
+
+    from recsys_emb.benchmarks.quality.runs import bytes_of, parse_budget
+    from recsys_emb.config import config_to_dict
+    from recsys_emb.search import trial_run_config
+    from recsys_emb.search.space import field_groups, trial_choices
+
+    fields = [*schema.sparse, *schema.jagged]
+    groups = field_groups(scfg.space, fields)
+    cards = {k: int(schema.vocab_sizes[k]) for k in fields}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    sizes = []
+    for _ in range(n):
+        trial = study.ask()
+        choices = trial_choices(trial, scfg.space, groups, cards, copy.deepcopy(base))
+        sizes.append(bytes_of(config_to_dict(trial_run_config(scfg, choices, run_dict=copy.deepcopy(base))), schema))
+        study.tell(trial, 0.0)
+    out: Dict[str, Any] = {}
+    for b in budgets:
+        cap = full_bytes * float(parse_budget(b))
+        inside = sorted(x / cap for x in sizes if x <= cap)
+        out[b] = {"within": len(inside), "max_use": inside[-1] if inside else None,
+                  "median_use": inside[len(inside) // 2] if inside else None}
+    return {"bytes": sizes, "budgets": out, "n": n, "seed": seed}
+
+
 def run(s: FidelitySettings) -> Dict[str, Any]:
     """Sample, train and validate the configurations; returns every trial's curve and the check run."""
     from recsys_emb.benchmarks.quality.runs import (SEARCH_COMPRESSION, QualitySettings, bytes_of, parse_budget,
@@ -149,6 +187,11 @@ def run(s: FidelitySettings) -> Dict[str, Any]:
     }
     (out / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scfg = load_search_config(out / "search.yaml")
+    space = space_budget_use(scfg, base, schema, full_bytes, SPACE_BUDGETS, s.space_draws, s.seed)
+    common = {"settings": asdict(s), "budget_bytes": budget_bytes, "full_bytes": full_bytes, "space": space,
+              "base": base}
+    if s.space_only:
+        return common
     t0 = time.perf_counter()
     study = search(scfg)
     seconds = time.perf_counter() - t0
@@ -172,9 +215,8 @@ def run(s: FidelitySettings) -> Dict[str, Any]:
         summary = train(config_from_dict(d), overwrite=True)
         check = {"trial": first["number"], "steps": s.check_steps, "valid_auc": float(summary["valid"]["auc"]),
                  "prefix_auc": first["curve"].get(str(s.check_steps))}
-    return {"settings": asdict(s), "trials": trials, "sampled_bytes": sampled, "budget_bytes": budget_bytes,
-            "full_bytes": full_bytes, "check": check, "groups": size_groups(vocab), "seconds": seconds,
-            "steps_per_epoch": trial_steps(out, trials[0]["number"]) if trials else 0, "base": base}
+    return {**common, "trials": trials, "sampled_bytes": sampled, "check": check, "seconds": seconds,
+            "steps_per_epoch": trial_steps(out, trials[0]["number"]) if trials else 0}
 
 
 def trial_steps(out: Path, number: int) -> int:
@@ -182,9 +224,28 @@ def trial_steps(out: Path, number: int) -> int:
     return int(json.loads((out / "runs" / "fidelity" / f"trial_{number}" / "summary.json").read_text())["steps"])
 
 
+def space_report(res: Dict[str, Any]) -> List[str]:
+    """The space's budget use (:func:`space_budget_use`) as Markdown lines: per budget, the share of random
+    points within it and how much of it they use."""
+    sp = res["space"]
+    lines = [f"{sp['n']} points drawn at random (seed {sp['seed']}, nothing trained) from the quality benchmark's "
+             "search space (per vocabulary-size group: a dim in {4, ..., 32}, full or hashed, 1/1 to 1/256 of the "
+             f"rows), their embedding bytes against each budget (a fraction of the full tables' "
+             f"{format_mb(res['full_bytes'])}):", "",
+             "| budget | points within it | most of the budget one uses | median use of those within |",
+             "|---:|---:|---:|---:|"]
+    for b, u in sp["budgets"].items():
+        use = f"{u['max_use']:.0%} | {u['median_use']:.0%}" if u["within"] else "|"
+        lines.append(f"| {b} | {u['within']} ({u['within'] / sp['n']:.0%}) | {use} |")
+    return lines
+
+
 def report(res: Dict[str, Any], command: str) -> str:
     """The study as Markdown: per trial length, the rank correlation with the full run, the pick and its
     shortfall; the configurations with their budget use; the prefix check; ``command`` under it."""
+    if "trials" not in res:  # --space-only
+        return "\n".join([*space_report(res), "", f"Hardware: {platform.machine()}, CPU only.", "",
+                          f"Command: `{command}`"])
     trials = res["trials"]
     budget = res["budget_bytes"]
     s = res["settings"]
@@ -231,7 +292,7 @@ def report(res: Dict[str, Any], command: str) -> str:
         notes.append(f"- Prefix check: configuration #{c['trial']} trained alone for {c['steps']} steps scores valid AUC "
                      f"{c['valid_auc']:.4f}; its full run at step {c['steps']}: {c['prefix_auc']:.4f} "
                      f"(difference {c['valid_auc'] - c['prefix_auc']:+.4f}).")
-    lines += ["", *notes, "", f"Hardware: {platform.machine()}, CPU only; {res['seconds'] / 60:.1f} min for the "
+    lines += ["", *notes, "", *space_report(res), "", f"Hardware: {platform.machine()}, CPU only; {res['seconds'] / 60:.1f} min for the "
               f"search ({len(trials)} full-epoch trainings and the draws over budget, which train nothing).", "",
               f"Command: `{command}`"]
     return "\n".join(lines)
@@ -247,6 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--eval-every", type=int, default=None, help=f"default {default.eval_every} (quick: 5)")
     p.add_argument("--check-steps", type=int, default=None, help=f"default {default.check_steps} (quick: 10)")
     p.add_argument("--seed", type=int, default=default.seed)
+    p.add_argument("--space-draws", type=int, default=None,
+                   help=f"points of the space drawn for the budget use (default {default.space_draws}; quick: 50)")
+    p.add_argument("--space-only", action="store_true", help="only the space's budget use: draw points, train nothing")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/search_fidelity[_quick])")
     p.add_argument("--doc", default=str(REPO / "docs" / "search.md"))
     p.add_argument("--no-doc", action="store_true", help="print the report only")
@@ -262,7 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                                                                                "search_fidelity")),
                          quick=q, budget=args.budget, n_trials=args.n_trials or (3 if q else default.n_trials),
                          eval_every=args.eval_every or (5 if q else default.eval_every),
-                         check_steps=args.check_steps or (10 if q else default.check_steps), seed=args.seed)
+                         check_steps=args.check_steps or (10 if q else default.check_steps), seed=args.seed,
+                         space_draws=args.space_draws or (50 if q else default.space_draws), space_only=args.space_only)
     res = run(s)
     (Path(s.out_dir) / "results.json").write_text(json.dumps(res, indent=1, default=str))
     text = report(res, command_line("bench/search_fidelity.py", argv))

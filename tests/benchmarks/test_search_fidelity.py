@@ -34,7 +34,9 @@ def test_report_ranks_each_trial_length_against_the_full_run():
            "sampled_bytes": [500, 900, 200, 5000, 1500, 3000], "check": {"trial": 3, "steps": 100, "valid_auc": 0.7401,
                                                                          "prefix_auc": 0.74},
            "settings": {"seed": 0, "budget": "1/16", "eval_every": 50, "check_steps": 100}, "seconds": 600.0,
-           "base": {"data": {"batch_size": 4096}, "seed": 0}}
+           "base": {"data": {"batch_size": 4096}, "seed": 0},
+           "space": {"n": 50, "seed": 0, "budgets": {"1/4": {"within": 12, "max_use": 0.98, "median_use": 0.52},
+                                                     "1/64": {"within": 0, "max_use": None, "median_use": None}}}}
     text = report(res, "cmd")
     assert "| 50 | 42% | -1.00 | #9 | 0.7600 | -0.0300 |" in text
     assert "| 100 | 83% | +1.00 | #7 | 0.7900 | +0.0000 |" in text
@@ -45,4 +47,7 @@ def test_report_ranks_each_trial_length_against_the_full_run():
     assert "ρ at 100 steps (the quality benchmark's trial length): +1.00." in text
     assert "trained alone for 100 steps scores valid AUC 0.7401; its full run at step 100: 0.7400 (difference " \
            "+0.0001)." in text
+    assert "| 1/4 | 12 (24%) | 98% | 52% |" in text and "| 1/64 | 0 (0%) | | |" in text
     assert text.endswith("Command: `cmd`")
+    space_only = report({k: res[k] for k in ("space", "full_bytes", "budget_bytes", "settings", "base")}, "cmd")
+    assert "| 1/4 | 12 (24%) | 98% | 52% |" in space_only and "Spearman" not in space_only

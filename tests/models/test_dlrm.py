@@ -184,13 +184,14 @@ def test_learns_a_pairwise_interaction(interaction):
 
 @pytest.mark.parametrize("interaction", ["dot", "dcn"])
 def test_sharded_forward_equals_unsharded(single_process_group, interaction):
+    """One model holding every variant (and a dim-4 table), sharded with fused tables, scores like itself unsharded."""
     torch.manual_seed(0)
-    specs = [FeatureSpec("a", Full(dim=8), cardinality=20), FeatureSpec("b", Full(dim=4), cardinality=20),
-             FeatureSpec("c", Hashed(dim=8, buckets=13, num_hashes=2), cardinality=None)]
+    specs = [FeatureSpec("b", Full(dim=4), cardinality=30), FeatureSpec("h", Hashed(dim=8, buckets=13), cardinality=None),
+             *(FeatureSpec(v, spec, cardinality=30) for v, spec in sorted(VARIANTS.items()))]
     model = DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(16, 8), top_mlp=(8,), interaction=interaction,
                  cross_rank=4)
     ref = copy.deepcopy(model)
-    dense, kjt = batch(["a", "b", "c"], card=20)
+    dense, kjt = batch([s.name for s in specs])
     dmp = shard_model(model, EmbeddingOptimizer("sgd", lr=0.1))
     torch.testing.assert_close(dmp(dense, kjt), ref(dense, kjt), rtol=1e-5, atol=1e-5)
 

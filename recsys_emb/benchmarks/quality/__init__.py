@@ -28,7 +28,9 @@ initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) an
 (mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
 preset defaults (QR ``concat``, field-level mixed dimension); and ``avazu``: every fixed variant at every
 budget, the constant and logistic-regression rows, on Avazu-shaped synthetic data read through the example
-schema (``configs/schemas/avazu.yaml``) with ``configs/dlrm.yaml`` at its defaults.
+schema (``configs/schemas/avazu.yaml``) with ``configs/dlrm.yaml`` at its defaults; ``dcn``: DLRM-DCNv2
+beside the dot DLRM with the same embeddings (``--dcn-rows``; full, hashed, unified at 1 and 1/16 by
+default), over the main section's seeds.
 
     .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
@@ -47,10 +49,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from recsys_emb.benchmarks.common import REPO, command_line, write_section
-from recsys_emb.benchmarks.quality.report import (avazu_report, init_report, mixed_forms_report, movielens_report,
+from recsys_emb.benchmarks.quality.report import (avazu_report, dcn_report, init_report, mixed_forms_report,
+                                                  movielens_report,
                                                   plot, qr_ops_report, report)
-from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
-from recsys_emb.benchmarks.quality.sections import (run_avazu, run_criteo, run_init_sweep, run_mixed_forms,
+from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings, parse_dcn_rows
+from recsys_emb.benchmarks.quality.sections import (run_avazu, run_criteo, run_dcn, run_init_sweep, run_mixed_forms,
                                                     run_movielens, run_qr_ops)
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
@@ -66,13 +69,14 @@ SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
      "## Mixed dimension: frequency blocks or one table per field, at equal bytes"),
     ("avazu", run_avazu, avazu_report, "quality-avazu",
      "## Avazu-shaped data through a schema: every variant and the reference rows"),
+    ("dcn", run_dcn, dcn_report, "quality-dcn", "## DLRM-DCNv2 beside DLRM, with the same embeddings"),
 )
 """The sections beside the main table: (name, trainings, report, README marker, title if the block is new)."""
 
 
 def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
         command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
-    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``avazu`` or ``all``); returns each section's
+    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``avazu``, ``dcn`` or ``all``); returns each section's
     Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
     (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
     section's plot beside it). ``command`` is written under every table."""
@@ -123,16 +127,17 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms", "avazu"],
+    p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms", "avazu",
+                                                        "dcn"],
                    help="main: the budget table (Criteo-like and MovieLens); movielens: the MovieLens table alone, printed; init: the initialisation-scale sweep; qr-ops: QR's combining "
                         "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
                         "bytes; avazu: every variant and the reference rows on Avazu-shaped data through a schema; "
-                        "all: every section")
+                        "dcn: DLRM-DCNv2 beside the dot DLRM; all: every section")
     p.add_argument("--seeds", type=int, default=None,
-                   help=f"seeds per row of the main section (default {default.main_seeds}; quick: 1)")
+                   help=f"seeds per row of the main and dcn sections (default {default.main_seeds}; quick: 1)")
     p.add_argument("--reuse-runs", action="store_true",
                    help="read back finished runs of the same config and data from the work directory instead of "
-                        "training them again (main section)")
+                        "training them again (main and dcn sections)")
     p.add_argument("--qr-seeds", type=int, default=None,
                    help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
     p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
@@ -149,6 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--avazu-config", default=default.avazu_config, help="DLRM config of the avazu section")
     p.add_argument("--avazu-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of the avazu section's config")
+    p.add_argument("--dcn-rows", default=None, help="rows of the dcn section, comma-separated VARIANT@BUDGET "
+                                                    f"(default {default.dcn_rows}; quick: hashed@1/16)")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -162,6 +169,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     except ValueError as e:
         p.error(str(e))
     q = args.quick
+    dcn_rows = args.dcn_rows or ("hashed@1/16" if q else default.dcn_rows)
+    try:
+        parse_dcn_rows(dcn_rows)
+    except ValueError as e:
+        p.error(str(e))
     settings = QualitySettings(
         out_dir=args.out_dir or str(REPO / "bench" / "out" / ("quality_quick" if q else "quality")), quick=q,
         config=args.config, overrides=list(args.set), budgets=args.budgets, variants=variants,
@@ -176,7 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
         table_dtypes=table_dtypes, avazu_rows=args.avazu_rows or (20_000 if q else default.avazu_rows),
         avazu_config=args.avazu_config, avazu_overrides=list(args.avazu_set),
-        avazu_variants=("full", "hashed") if q else default.avazu_variants, avazu_budgets="1,1/4" if q else None)
+        avazu_variants=("full", "hashed") if q else default.avazu_variants, avazu_budgets="1,1/4" if q else None,
+        dcn_rows=dcn_rows)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
                 command_line("bench/quality.py", argv))
     return "\n".join(texts.values())

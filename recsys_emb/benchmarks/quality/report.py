@@ -1,5 +1,5 @@
 """The quality benchmark's text: the main table with the papers' claims checked on its rows, the plot of
-test AUC against bytes, and the tables of the init, qr-ops and mixed-forms sections (Markdown, as
+test AUC against bytes, and the tables of the init, qr-ops, mixed-forms and dcn sections (Markdown, as
 written into models/dlrm/README.md)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from recsys_emb.benchmarks.quality.runs import VARIANT_ORDER
 from recsys_emb.benchmarks.quality.sections import AVAZU_VARIANTS, MIXED_FORMS, QR_OPS
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES
 
-__all__ = ["report", "movielens_report", "plot", "init_report", "qr_ops_report", "mixed_forms_report", "avazu_report"]
+__all__ = ["report", "movielens_report", "plot", "init_report", "qr_ops_report", "mixed_forms_report", "avazu_report",
+           "dcn_report"]
 
 
 def init_report(res: Dict[str, Any], command: str) -> str:
@@ -394,6 +395,51 @@ def avazu_report(res: Dict[str, Any], command: str) -> str:
                   f"({'ahead' if d > 0 else 'behind'} on the mean; ahead at {sum(a > lr['auc'] for a in aucs)} of "
                   f"{len(aucs)} seeds)."]
     secs = sum(r.get("seconds", 0) for r in res["rows"] if r.get("reachable"))
+    lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
+              f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def dcn_report(res: Dict[str, Any], command: str) -> str:
+    """The dcn section (:func:`~recsys_emb.benchmarks.quality.sections.run_dcn`) as Markdown: per variant and
+    budget, the dot DLRM's and DLRM-DCNv2's test AUC and log loss over the seeds, their paired difference, the
+    dense parameters and train speed of each; how often DCNv2 is ahead; ``command`` under it."""
+    b = res["base"]
+    rank = res["cross_rank"]
+    rows = [r for r in res["rows"] if r.get("reachable")]
+    seeds = _seeds_text({"rows": [r["dot"] for r in rows], "base": b})
+    lines = [f"DLRM-DCNv2 (`model.interaction: dcn`): the DLRM of the table above with its dot interaction replaced "
+             f"by {res['cross_layers']} DCN-v2 cross layers ({f'rank {rank}' if rank else 'full rank'}) over "
+             "`x_0 = [bottom output, e_1..e_F]`, the top MLP reading `x_L`. Both models: the same data, embeddings, "
+             f"training (bottom {b['model']['bottom_mlp']}, top {b['model']['top_mlp']}, batch "
+             f"{b['data']['batch_size']}, {b['train']['epochs']} epoch(s)) and {seeds}. "
+             "Δ: DCNv2 minus dot, seed by seed (mean [range]).", "",
+             "| variant | budget | bytes | x full | dot test AUC | DCNv2 test AUC | Δ test AUC | dot log loss | "
+             "DCNv2 log loss | Δ log loss | dense params dot / DCNv2 | train samples/s dot / DCNv2 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(res["rows"], key=lambda r: (VARIANT_ORDER.index(r["variant"]), -Fraction(r["budget"]))):
+        if not r.get("reachable"):
+            lines.append(f"| {r['variant']} | {r['budget']} | out of reach | | | | | | | | | |")
+            continue
+        dot, dcn = r["dot"], r["dcn"]
+        dll = [a - c for a, c in zip(dcn.get("seed_test_logloss") or [dcn["test_logloss"]],
+                                     dot.get("seed_test_logloss") or [dot["test_logloss"]])]
+        lines.append(f"| {r['variant']} | {r['budget']} | {format_mb(dcn['bytes'])} | {r['bytes_ratio']:.3f} | "
+                     f"{_cell(dot, 'test_auc')} | {_cell(dcn, 'test_auc')} | {_diff(_paired(dcn, dot))} | "
+                     f"{_cell(dot, 'test_logloss')} | {_cell(dcn, 'test_logloss')} | {_diff(dll)} | "
+                     f"{dot.get('dense_params') or 0:,} / {dcn.get('dense_params') or 0:,} | "
+                     f"{dot.get('samples_per_s') or 0:,.0f} / {dcn.get('samples_per_s') or 0:,.0f} |")
+    if rows:
+        diffs = [_paired(r["dcn"], r["dot"]) for r in rows]
+        ahead = sum(1 for d in diffs if sum(d) / len(d) > 0)
+        every = sum(1 for d in diffs if all(x > 0 for x in d))
+        behind = sum(1 for d in diffs if all(x < 0 for x in d))
+        flat = [x for d in diffs for x in d]
+        lines += ["", f"- DCNv2 minus dot, test AUC over all {len(flat)} paired runs: mean {_delta(sum(flat) / len(flat))}, "
+                  f"{_delta(min(flat))} to {_delta(max(flat))}. DCNv2 is ahead on the mean at **{ahead} of "
+                  f"{len(rows)}** rows, at every seed at {every} of {len(rows)}; behind at every seed at {behind} of "
+                  f"{len(rows)}."]
+    secs = sum(r[k].get("seconds", 0) for r in rows for k in ("dot", "dcn"))
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
               f"Command: `{command}`"]
     return "\n".join(lines)

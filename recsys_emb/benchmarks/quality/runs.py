@@ -18,7 +18,7 @@ import yaml
 from recsys_emb.benchmarks.common import size_groups
 
 __all__ = ["VARIANT_ORDER", "AVAZU_VARIANTS", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
-           "parse_budget", "base_dict", "section_base", "with_embeddings", "bytes_of", "variant_runs", "searched_run",
+           "parse_budget", "parse_dcn_rows", "base_dict", "section_base", "with_embeddings", "bytes_of", "variant_runs", "searched_run",
            "train_run", "seeded_runs", "train_seeds"]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class QualitySettings:
             (``int8``, ``fp16``; empty: none), without retraining.
         avazu_rows, avazu_config, avazu_overrides: the avazu section's generated rows and its DLRM config;
             avazu_variants, avazu_budgets: its rows (budgets None: ``budgets``).
+        dcn_rows: the rows of the dcn section (DLRM-DCNv2 beside the dot DLRM), comma-separated
+            ``variant@budget`` with a fixed variant of :data:`VARIANT_ORDER` (not ``searched``): :func:`parse_dcn_rows`.
     """
 
     out_dir: str
@@ -85,6 +87,7 @@ class QualitySettings:
     avazu_overrides: List[str] = field(default_factory=list)
     avazu_variants: Sequence[str] = AVAZU_VARIANTS
     avazu_budgets: Optional[str] = None
+    dcn_rows: str = "full@1,hashed@1,unified@1,full@1/16,hashed@1/16,unified@1/16"
 
 
 def parse_budget(text: str) -> Fraction:
@@ -98,6 +101,28 @@ def parse_budget(text: str) -> Fraction:
     if not 0 < f <= 1:
         raise ValueError(f"--budgets: {text!r} must lie in (0, 1]")
     return f
+
+
+def parse_dcn_rows(text: str) -> List[Tuple[str, Fraction]]:
+    """``"full@1,hashed@1/16"`` -> ``[("full", 1), ("hashed", 1/16)]``: the dcn section's (variant, budget) rows.
+
+    Example:
+        >>> parse_dcn_rows("full@1,unified@1/16")
+        [('full', Fraction(1, 1)), ('unified', Fraction(1, 16))]
+    """
+    fixed = [v for v in VARIANT_ORDER if v != "searched"]
+    rows = []
+    for item in [x for x in text.split(",") if x]:
+        variant, _, budget = item.partition("@")
+        if variant not in fixed or not budget:
+            raise ValueError(f"--dcn-rows: {item!r} must be VARIANT@BUDGET with a variant of {fixed} (e.g. hashed@1/16)")
+        try:
+            rows.append((variant, parse_budget(budget)))
+        except ValueError as e:
+            raise ValueError(f"--dcn-rows: {item!r}: {e}".replace("--budgets: ", "")) from None
+    if not rows:
+        raise ValueError("--dcn-rows: give at least one VARIANT@BUDGET (e.g. hashed@1/16)")
+    return rows
 
 
 def base_dict(config: str, overrides: Sequence[str]) -> Dict[str, Any]:
@@ -244,6 +269,7 @@ def train_run(run: Dict[str, Any], name: str, out: Path, reuse: bool = False) ->
         (out / f"{name}.seconds.json").write_text(json.dumps(s["seconds"]))
     return {"name": name, "test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
             "valid_auc": s["valid"]["auc"], "params": s["embedding_params"], "bytes": s["embedding_bytes"],
+            "dense_params": s.get("dense_params"),
             "ceiling_auc": s["test"].get("ceiling_auc"), "ceiling_logloss": s["test"].get("ceiling_logloss"),
             "samples_per_s": s.get("samples_per_s"), "seconds": s.get("seconds", 0.0),
             "embeddings": run["embeddings"]}

@@ -1,22 +1,25 @@
 """The sections of the quality benchmark, each a set of trainings returning its rows: ``main`` (every
 variant at every budget on Criteo-like data, and MovieLens), ``init`` (the initialisation scale),
 ``qr-ops`` (QR's ops at equal bytes), ``mixed-forms`` (mixed dimension's two forms at equal bytes) and
-``avazu`` (the variants and the reference rows on Avazu-shaped synthetic data read through a schema)."""
+``avazu`` (the variants and the reference rows on Avazu-shaped synthetic data read through a schema) and
+``dcn`` (DLRM-DCNv2 beside the dot DLRM with the same embeddings)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Dict, List
 
 from recsys_emb.benchmarks.quality.runs import (AVAZU_VARIANTS, DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
-                                                QualitySettings, base_dict, bytes_of, parse_budget, searched_run,
+                                                QualitySettings, base_dict, bytes_of, parse_budget, parse_dcn_rows,
+                                                searched_run,
                                                 section_base, seeded_runs, train_run, train_seeds, variant_runs,
                                                 with_embeddings)
 from recsys_emb.benchmarks.quality.storage import score_storage
 
 __all__ = ["QR_OPS", "MIXED_FORMS", "AVAZU_VARIANTS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops",
-           "run_mixed_forms", "run_avazu", "avazu_dataset"]
+           "run_mixed_forms", "run_avazu", "avazu_dataset", "run_dcn"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,3 +215,37 @@ def run_avazu(s: QualitySettings) -> Dict[str, Any]:
             "ceiling_auc": next((r["ceiling_auc"] for r in rows if r.get("ceiling_auc")), None),
             "data": {"path": str(data), "rows": meta.get("rows"), "vocab_sizes": meta.get("vocab_sizes")},
             "config": s.avazu_config, "overrides": list(s.avazu_overrides), "base": base}
+
+
+def run_dcn(s: QualitySettings) -> Dict[str, Any]:
+    """DLRM-DCNv2 (``model.interaction: dcn``, the base config's ``cross_layers`` and ``cross_rank``) beside
+    the main section's dot DLRM: each ``variant@budget`` of ``s.dcn_rows``, both models with the same
+    embeddings, data, training and seeds (``s.main_seeds``). The dot runs are the main section's runs (same
+    names and configs), so ``s.reuse`` reads back those the main section already trained."""
+    out = Path(s.out_dir)
+    base = section_base(s)
+    _, _, schema = _schema(base)
+    full_bytes = bytes_of(with_embeddings(base, variant="full"), schema)
+    wanted = parse_dcn_rows(s.dcn_rows)
+    by_budget = {b: variant_runs(base, schema, b, full_bytes) for b in dict.fromkeys(b for _, b in wanted)}
+    rows: List[Dict[str, Any]] = []
+    for v, budget in wanted:
+        run = by_budget[budget].get(v)
+        if run is None:
+            rows.append({"variant": v, "budget": str(budget), "reachable": False})
+            logger.info("dcn %s @ %s: out of reach", v, budget)
+            continue
+        tag = f"{v}_{str(budget).replace('/', '_')}"
+        run = copy.deepcopy(run)
+        run["model"]["interaction"] = "dot"  # the base config's (the main section's), unless overridden
+        dcn = copy.deepcopy(run)
+        dcn["model"]["interaction"] = "dcn"
+        row: Dict[str, Any] = {"variant": v, "budget": str(budget), "reachable": True}
+        for interaction, r in (("dot", run), ("dcn", dcn)):
+            row[interaction] = train_seeds(r, tag if interaction == "dot" else f"dcn_{tag}", out, s.main_seeds,
+                                           s.reuse)
+            logger.info("%s %s @ %s: test AUC %.4f", interaction, v, budget, row[interaction]["test_auc"])
+        row["bytes_ratio"] = row["dcn"]["bytes"] / full_bytes
+        rows.append(row)
+    return {"rows": rows, "full_bytes": full_bytes, "base": base,
+            "cross_layers": base["model"]["cross_layers"], "cross_rank": base["model"]["cross_rank"]}

@@ -16,7 +16,7 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     out = run_script("quality.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"),
                      timeout=1800)  # about 40 short trainings: minutes on a busy machine
     text = readme.read_text()
-    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality-avazu", "quality"):
+    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality-avazu", "quality-dcn", "quality"):
         assert block(text, marker).strip() in out  # the script prints every table it writes
     section = block(text, "quality")
     criteo = section.split("Real MovieLens")[0]
@@ -68,6 +68,13 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     assert {("full", "1"), ("hashed", "1"), ("full", "1/4"), ("hashed", "1/4"), ("constant (training positive rate)", ""),
             ("logistic regression (one-hot)", ""), ("ceiling (true probabilities)", "")} <= cells, cells
     assert "- DLRM with full tables minus the logistic regression, test AUC: " in avazu
+    dcn = block(text, "quality-dcn")  # quick: the hashing trick at 1/16, dot and DCNv2
+    assert [line.split("|")[1:3] for line in dcn.splitlines() if line.startswith("| ") and "---" not in line][1:] \
+        == [[" hashed ", " 1/16 "]]
+    dcn_res = json.loads((tmp_path / "work" / "dcn_results.json").read_text())["rows"][0]
+    assert dcn_res["dot"]["test_auc"] == next(r["test_auc"] for r in res["criteo"]["rows"]
+                                              if (r["variant"], r["budget"]) == ("hashed", "1/16"))
+    assert dcn_res["dcn"]["dense_params"] > dcn_res["dot"]["dense_params"]  # the cross layers
     # --reuse-runs reads the finished runs back (none is trained again) and gives the same table
     summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/summary.json")}
     again = run_script("quality.py", "--quick", "--section", "main", "--reuse-runs", "--no-readme", "--out-dir",

@@ -4,7 +4,7 @@ rows, and which claims hold, do not hold or are not comparable."""
 import pytest
 
 from recsys_emb.benchmarks.quality import main
-from recsys_emb.benchmarks.quality.report import qr_ops_report, report
+from recsys_emb.benchmarks.quality.report import dcn_report, qr_ops_report, report
 from recsys_emb.benchmarks.quality.runs import parse_budget
 
 FULL = 1_000_000
@@ -115,3 +115,46 @@ def test_seeded_rows_show_their_range_and_claims_are_judged_seed_by_seed():
     assert "seeds 0-2 (mean and range over them)" in text
     assert "(0.7700 vs 0.7900, 92.4% to 93.8% over the seeds)" in text
     assert "1/4: +0.0030 [-0.0030 to +0.0060] -> **holds on the mean of 3 seeds; at every seed at 0 of 1**" in text
+
+
+def test_dcn_table_pairs_each_variant_with_its_dot_run_seed_by_seed():
+    """DCNv2 beside dot per variant and budget: means, the per-seed difference, and how often DCNv2 leads."""
+    def seeded(aucs, lls, dense):
+        return {"test_auc": sum(aucs) / 3, "test_logloss": sum(lls) / 3, "seeds": [0, 1, 2], "seed_test_auc": aucs,
+                "seed_test_logloss": lls, "bytes": 250_000, "dense_params": dense, "samples_per_s": 1000.0,
+                "seconds": 60.0}
+
+    def pair(variant, budget, dot, dcn):
+        return {"variant": variant, "budget": budget, "reachable": True, "bytes_ratio": 0.25,
+                "dot": seeded(*dot, 100), "dcn": seeded(*dcn, 300)}
+
+    rows = [pair("unified", "1/16", ([0.750, 0.752, 0.760], [0.46, 0.46, 0.45]), ([0.756, 0.751, 0.763], [0.45] * 3)),
+            {"variant": "full", "budget": "1/16", "reachable": False},
+            pair("full", "1", ([0.770, 0.772, 0.768], [0.45] * 3), ([0.771, 0.774, 0.770], [0.44, 0.45, 0.44]))]
+    res = {"rows": rows, "budgets": ["1", "1/16"], "full_bytes": FULL, "cross_layers": 3, "cross_rank": 64,
+           "base": main_result([])["base"]}
+    text = dcn_report(res, "cmd")
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [line.split("|")[1:3] for line in table[1:]] == [[" full ", " 1 "], [" full ", " 1/16 "],
+                                                             [" unified ", " 1/16 "]]
+    assert "| full | 1/16 | out of reach |" in text
+    # full at 1: DCNv2 minus dot per seed +0.001, +0.002, +0.002; log loss -0.01, 0, -0.01
+    assert "| full | 1 | 0.25 MB | 0.250 | 0.7700 [0.7680-0.7720] | 0.7717 [0.7700-0.7740] | +0.0017 [+0.0010 to " \
+           "+0.0020] | 0.4500 [0.4500-0.4500] | 0.4433 [0.4400-0.4500] | -0.0067 [-0.0100 to +0.0000] | 100 / 300 " \
+           "| 1,000 / 1,000 |" in text
+    # unified at 1/16: +0.006, -0.001, +0.003: ahead on the mean, not at every seed
+    assert "| unified | 1/16 |" in text and "| +0.0027 [-0.0010 to +0.0060] |" in text
+    assert "- DCNv2 minus dot, test AUC over all 6 paired runs: mean +0.0022, -0.0010 to +0.0060. DCNv2 is ahead on " \
+           "the mean at **2 of 2** rows, at every seed at 1 of 2; behind at every seed at 0 of 2." in text
+    assert "3 DCN-v2 cross layers (rank 64)" in text and "seeds 0-2 (mean and range over them)" in text
+    assert text.endswith("Command: `cmd`")
+
+
+def test_dcn_section_options_are_checked_before_any_work(capsys, tmp_path):
+    for rows, err in (("full@1,searched@1/4", "--dcn-rows: 'searched@1/4' must be VARIANT@BUDGET with a variant of "),
+                      ("hashed", "--dcn-rows: 'hashed' must be VARIANT@BUDGET"),
+                      ("full@1,hashed@2", "--dcn-rows: 'hashed@2': '2' must lie in (0, 1]")):
+        with pytest.raises(SystemExit):
+            main(["--dcn-rows", rows, "--section", "dcn", "--out-dir", str(tmp_path)])
+        assert err in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys_emb.data.outdir import atomic_output_dir
+from recsys_emb.data.vocabulary import MinCount, resolve_min_count
 from recsys_emb.data.parquet import (
     DATASET_ENTRIES,
     SPLITS,
@@ -95,7 +96,8 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0,
                         max_len: int = 50, test_fraction: float = 0.1, valid_fraction: Optional[float] = None,
-                        min_history: int = 0, min_count: int = 1) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
+                        min_history: int = 0, min_count: MinCount = "auto", sample_rows: Optional[int] = None,
+                        sample_seed: int = 0) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
     """MovieLens ratings -> a time-ordered CTR dataset with behaviour histories, in memory.
 
     Rows are all ratings ordered by ``(timestamp, userId, movieId)``; the last ``test_fraction`` form the
@@ -118,7 +120,11 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         min_history: drop examples with fewer previous ratings (0 keeps every rating; empty bags are fine).
         min_count: users and movies with fewer training ratings share the OOV id, so the OOV row is
             trained on rare ids and is not an untrained row when a later split brings new users or
-            movies (1: only ids unseen in training are OOV).
+            movies (1: only ids unseen in training are OOV; ``auto``, the default:
+            :func:`~recsys_emb.data.vocabulary.auto_min_count` of the training rows, 2 below 10,000).
+        sample_rows: keep a uniform random sample of this many ratings (drawn with ``sample_seed``) before
+            anything else, so histories, vocabularies and splits are those of the sample alone, as for a
+            team that holds only a sample of its logs; None (default) or more than there are: all.
     Returns:
         ``({"train": table, "valid": table, "test": table}, metadata)``.
 
@@ -130,9 +136,15 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    resolve_min_count(min_count, 0)  # refuses a bad setting before any work
+    if sample_rows is not None and sample_rows < 1:
+        raise ValueError(f"sample_rows must be >= 1, got {sample_rows}")
     ratings, movies = load_movielens(src_dir)
+    sample = None
+    if sample_rows is not None and sample_rows < len(ratings):
+        sample = {"rows": sample_rows, "of": len(ratings), "seed": sample_seed}
+        picked = np.sort(np.random.default_rng(sample_seed).choice(len(ratings), sample_rows, replace=False))
+        ratings = ratings.iloc[picked]
     ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
 
     # Genres: ids by number of movies carrying them (0 = most common), ties by name.
@@ -181,6 +193,7 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     kept_rows = np.flatnonzero(keep)
     train_mask = np.zeros(n_all, bool)
     train_mask[kept_rows[:n_train]] = True
+    min_count = resolve_min_count(min_count, n_train)
 
     user_ids, user_vocab, _ = _rank_ids(users, train_mask, min_count)
     movie_ids, movie_vocab, _ = _rank_ids(movie, train_mask, min_count)
@@ -227,6 +240,7 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         "max_len": max_len,
         "min_history": min_history,
         "min_count": min_count,
+        "sample": sample,
         "positive_rate": {s: float(np.asarray(t.column("label")).mean()) if t.num_rows else float("nan")
                           for s, t in tables.items()},
         "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if len(r) else None for s, r in splits.items()},

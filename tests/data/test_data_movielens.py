@@ -12,7 +12,7 @@ from recsys_emb.data.movielens import build_movielens_ctr, default_movielens_dir
 
 @pytest.fixture(scope="module")
 def ml():
-    return build_movielens_ctr(max_len=20)
+    return build_movielens_ctr(max_len=20, min_count=1)  # every training id its own rank (the reference below)
 
 
 def test_default_dir_and_env(monkeypatch, tmp_path):
@@ -104,5 +104,5 @@ def test_min_count_sends_rare_training_ids_to_the_oov_id(ml):
         np.testing.assert_array_equal(new[new < kept], ids[new < kept])
     hist = rare_tables["test"]["hist_movie"].combine_chunks().values.to_numpy()
     assert hist.max() == rare["oov_ids"]["movie_id"] and rare["min_count"] == 5
-    with pytest.raises(ValueError, match="min_count must be >= 1"):
+    with pytest.raises(ValueError, match="min_count must be an int >= 1"):
         build_movielens_ctr(min_count=0)

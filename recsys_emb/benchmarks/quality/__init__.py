@@ -26,7 +26,8 @@ the bytes as stored and the test AUC delta against fp32 tables, as columns of th
 Sections beside the main table (``--section``, each its own block in the README): ``init`` (the
 initialisation scale), ``qr-ops`` (QR's three ops at equal bytes, over seeds) and ``mixed-forms``
 (mixed dimension's 4-block and field-level forms at equal bytes, over seeds): the evidence behind the
-preset defaults (QR ``concat``, field-level mixed dimension).
+preset defaults (QR ``concat``, field-level mixed dimension); ``small`` (DLRM at the defaults against the
+logistic regression on samples of 5,000 to 100,000 rows: :mod:`~recsys_emb.benchmarks.quality.small`).
 
     .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
@@ -50,6 +51,7 @@ from recsys_emb.benchmarks.quality.report import (init_report, mixed_forms_repor
 from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings
 from recsys_emb.benchmarks.quality.sections import (run_criteo, run_init_sweep, run_mixed_forms, run_movielens,
                                                     run_qr_ops)
+from recsys_emb.benchmarks.quality.small import SMALL_ROWS, run_small, small_report
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
 __all__ = ["QualitySettings", "SECTIONS", "VARIANT_ORDER", "run", "main"]
@@ -62,13 +64,14 @@ SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
     ("qr-ops", run_qr_ops, qr_ops_report, "quality-qr-ops", "## Quotient-remainder: which op, at equal bytes"),
     ("mixed-forms", run_mixed_forms, mixed_forms_report, "quality-mixed-forms",
      "## Mixed dimension: frequency blocks or one table per field, at equal bytes"),
+    ("small", run_small, small_report, "quality-small", "## Small data: DLRM against logistic regression"),
 )
 """The sections beside the main table: (name, trainings, report, README marker, title if the block is new)."""
 
 
 def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
         command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
-    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms`` or ``all``); returns each section's
+    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``small`` or ``all``); returns each section's
     Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
     (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
     section's plot beside it). ``command`` is written under every table."""
@@ -119,10 +122,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--movielens-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms"],
+    p.add_argument("--section", default="all",
+                   choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms", "small"],
                    help="main: the budget table (Criteo-like and MovieLens); movielens: the MovieLens table alone, printed; init: the initialisation-scale sweep; qr-ops: QR's combining "
                         "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
-                        "bytes; all: every section")
+                        "bytes; small: DLRM at the defaults against logistic regression on small samples; all: every section")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per row of the main section (default {default.main_seeds}; quick: 1)")
     p.add_argument("--reuse-runs", action="store_true",
@@ -132,6 +136,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                    help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
     p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
                                                         "3/4). The field-level form reaches down to about 0.26 at dim 16")
+    p.add_argument("--small-rows", default=None, help=f"rows of each sample of the small section (default {SMALL_ROWS}; "
+                                                      "quick: 3000)")
     p.add_argument("--init-variants", default=default.init_variants, help="variants of the init sweep")
     p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
     p.add_argument("--init-budget", default=default.init_budget, help="budget of the init sweep (full tables always at 1) "
@@ -163,6 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         seeds=args.qr_seeds or (1 if q else default.seeds),
         main_seeds=args.seeds or (1 if q else default.main_seeds), reuse=args.reuse_runs,
         mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
+        small_rows=args.small_rows or ("3000" if q else SMALL_ROWS),
         init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
         table_dtypes=table_dtypes)
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),

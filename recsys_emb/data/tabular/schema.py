@@ -52,7 +52,8 @@ class ColumnOptions:
     ``buckets`` (the value's 64-bit hash modulo ``buckets``, no vocabulary counted); ``values: hex``: the
     values are 1-15 hex digits, keyed by their number (as Criteo's), another value is a malformed line."""
 
-    min_count: Optional[int] = None
+    min_count: Optional[Union[int, str]] = None
+    """An int >= 1; None: the schema's (which may be ``auto``)."""
     vocab: str = "count"
     buckets: Optional[int] = None
     values: str = "text"
@@ -88,7 +89,9 @@ class TableSpec:
         multi_valued: ``{column: separator}``: a bag of values per row (pooled).
         sequence: ``{column: SequenceOptions}``: an ordered history.
         split: :class:`SplitSpec`.
-        min_count: values seen fewer times in the training rows map to the column's OOV id.
+        min_count: values seen fewer times in the training rows map to the column's OOV id; ``auto`` (the
+            default): :func:`~recsys_emb.data.vocabulary.auto_min_count` of the training rows (2 below
+            10,000, else 1).
         columns: per-column :class:`ColumnOptions`.
         source: the file the spec came from (for messages).
     """
@@ -105,7 +108,7 @@ class TableSpec:
     multi_valued: Dict[str, str] = field(default_factory=dict)
     sequence: Dict[str, SequenceOptions] = field(default_factory=dict)
     split: SplitSpec = field(default_factory=SplitSpec)
-    min_count: int = 1
+    min_count: Union[int, str] = "auto"
     columns: Dict[str, ColumnOptions] = field(default_factory=dict)
     source: str = field(default="", compare=False)
 
@@ -136,8 +139,8 @@ class TableSpec:
                 raise ConfigError(f"{_where(src, f'sequence.{col}.separator')} must be a non-empty string")
             if seq.max_len < 1:
                 raise ConfigError(f"{_where(src, f'sequence.{col}.max_len')}={seq.max_len} must be >= 1")
-        if self.min_count < 1:
-            raise ConfigError(f"{_where(src, 'min_count')}={self.min_count} must be >= 1")
+        if self.min_count != "auto" and (not isinstance(self.min_count, int) or self.min_count < 1):
+            raise ConfigError(f"{_where(src, 'min_count')}={self.min_count!r} must be an int >= 1 or auto")
         for col, o in self.columns.items():
             if o.values not in ("text", "hex"):
                 raise ConfigError(f"{_where(src, f'columns.{col}.values')}={o.values!r}: choose 'text' or 'hex'")
@@ -309,8 +312,8 @@ def _field_value(k: str, v: Any, source: str) -> Any:
             raise ConfigError(f"{_where(source, k)}={v!r} must be true or false")
         return v
     if k == "min_count":
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ConfigError(f"{_where(source, k)}={v!r} must be an int (per column: columns.NAME.min_count)")
+        if (not isinstance(v, int) or isinstance(v, bool)) and v != "auto":
+            raise ConfigError(f"{_where(source, k)}={v!r} must be an int or auto (per column: columns.NAME.min_count)")
         return v
     if k in ("names", "drop"):
         return _str_list(k, v, source)

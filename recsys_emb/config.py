@@ -53,6 +53,15 @@ def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
 
 
+def _auto_or_positive(key: str, value: Any, allowed: str) -> None:
+    """``value`` is the string ``auto`` or a number >= 0; anything else raises naming ``key`` and ``allowed``."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(f"{key}={value!r} is not allowed; use {allowed}")
+    else:
+        _positive(key, value, allow_zero=True)
+
+
 def check_plain_name(key: str, value: str, example: str = "my-run") -> None:
     """Refuse a name that becomes a directory under ``runs/`` unless it is one plain name: not empty, not
     ``.`` or ``..``, no ``/`` or ``\\`` (``../../x`` would write outside ``runs/``).
@@ -193,12 +202,8 @@ class OptimConfig:
 
     def validate(self) -> None:
         _choice("optim.embedding", self.embedding, sorted(EMBEDDING_OPTIMIZERS))
-        if isinstance(self.embedding_l2, str):
-            if self.embedding_l2 != "auto":
-                raise ConfigError(f"optim.embedding_l2={self.embedding_l2!r} is not allowed; use auto (from the "
-                                  f"number of training rows) or a number >= 0 (0 = off)")
-        else:
-            _positive("optim.embedding_l2", self.embedding_l2, allow_zero=True)
+        _auto_or_positive("optim.embedding_l2", self.embedding_l2, "auto (from the number of training rows) or a "
+                                                                   "number >= 0 (0 = off)")
         _choice("optim.dense", self.dense, ["adam", "adagrad", "sgd"])
         _positive("optim.embedding_lr", self.embedding_lr)
         _positive("optim.dense_lr", self.dense_lr)
@@ -329,12 +334,7 @@ class TrainLoopConfig:
         _choice("train.mixed_precision", self.mixed_precision, ["none", "bf16"])
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)
-        if isinstance(self.eval_every, str):
-            if self.eval_every != "auto":
-                raise ConfigError(f"train.eval_every={self.eval_every!r} is not allowed; use auto (at least once per "
-                                  f"epoch) or a number of steps")
-        else:
-            _positive("train.eval_every", self.eval_every, allow_zero=True)
+        _auto_or_positive("train.eval_every", self.eval_every, "auto (at least once per epoch) or a number of steps")
         for key in ("checkpoint_every", "log_every"):
             _positive(f"train.{key}", getattr(self, key), allow_zero=True)
         _positive("train.threads", self.threads)

@@ -150,7 +150,7 @@ class TableSpec:
                 raise ConfigError(f"{_where(src, f'columns.{col}.buckets')} must be >= 1 with vocab: hash")
             if o.vocab == "count" and o.buckets is not None:
                 raise ConfigError(f"{_where(src, f'columns.{col}.buckets')} is only for vocab: hash")
-            if o.min_count is not None and o.min_count < 1:
+            if o.min_count is not None and (not isinstance(o.min_count, int) or o.min_count < 1):
                 raise ConfigError(f"{_where(src, f'columns.{col}.min_count')}={o.min_count} must be >= 1")
         s = self.split
         if s.time_column is None:

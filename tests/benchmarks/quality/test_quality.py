@@ -16,7 +16,7 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     out = run_script("quality.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"),
                      timeout=1800)  # about 40 short trainings: minutes on a busy machine
     text = readme.read_text()
-    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality"):
+    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality-small", "quality"):
         assert block(text, marker).strip() in out  # the script prints every table it writes
     section = block(text, "quality")
     criteo = section.split("Real MovieLens")[0]
@@ -63,6 +63,10 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     ratios = [float(c[3]) for c in forms.values()]
     assert all(0.6 < x <= 0.75 * 1.02 for x in ratios), forms  # each form's alpha fits the budget
     assert "- Field-level minus blocks, mean test AUC: 3/4: " in mixed and "the blocks' bytes)" in mixed
+    small = block(text, "quality-small")
+    small_rows = [line for line in small.splitlines() if line.startswith("| ") and "min count" not in line]
+    assert [line.split("|")[1].strip() for line in small_rows] == ["criteo-like", "movielens"]
+    assert all(line.count("|") == 10 for line in small_rows) and "- Smallest margin over the logistic regression" in small
     # --reuse-runs reads the finished runs back (none is trained again) and gives the same table
     summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/summary.json")}
     again = run_script("quality.py", "--quick", "--section", "main", "--reuse-runs", "--no-readme", "--out-dir",

@@ -66,7 +66,8 @@ def run_small(s: QualitySettings) -> Dict[str, Any]:
 
     out = Path(s.out_dir) / "small"
     out.mkdir(parents=True, exist_ok=True)
-    overrides = list(SMALL_OVERRIDES) + (["train.epochs=2"] if s.quick else [])
+    overrides = [o for o in SMALL_OVERRIDES if not (s.quick and o.startswith("train.epochs="))] + \
+        (["train.epochs=2"] if s.quick else [])
     criteo_base = base_dict(s.config, list(s.overrides) + overrides)
     scale = float((criteo_base["data"].get("generate") or {}).get("scale", 0.02))
     movielens_base = base_dict(s.movielens_config, overrides)
@@ -105,7 +106,7 @@ def small_report(res: Dict[str, Any], command: str) -> str:
              f"time order and preprocessed at the defaults (`min_count: auto`). Every run: "
              f"{', '.join('`' + o + '`' for o in res['overrides'])}, early stopping on the validation log loss (the "
              f"default), the hashing trick or one unified table at compression 4 (fields under `min_rows` ids stay "
-             f"whole), {len(res['rows'][0]['models'][names[0]]['seeds']) if res['rows'] else 0} seeds (mean and range); "
+             f"whole); seeds {res['rows'][0]['models'][names[0]]['seeds'] if res['rows'] else []} (mean and range); "
              f"margin = the mean minus the logistic regression's test AUC.", "",
              "| data | rows (train) | min count | constant AUC / log loss | logistic regression AUC (C) | "
              + " | ".join(f"{n} AUC, mean [range] | {n} margin" for n in names) + " |",

@@ -43,8 +43,8 @@ AUTO_EVAL_MAX_STEPS = 2000
 AUTO_EMBEDDING_L2_MAX_ROWS = 50_000
 """From this many training rows on, ``optim.embedding_l2: auto`` is 0 (off)."""
 
-AUTO_EMBEDDING_L2_ROWS = 40.0
-"""``optim.embedding_l2: auto`` is ``AUTO_EMBEDDING_L2_ROWS / training rows`` below
+AUTO_EMBEDDING_L2_ROWS = 400.0
+"""``optim.embedding_l2: auto`` is ``(AUTO_EMBEDDING_L2_ROWS / training rows) ** 2`` below
 :data:`AUTO_EMBEDDING_L2_MAX_ROWS`: 0.01 on 4,000 rows."""
 
 
@@ -197,8 +197,8 @@ class OptimConfig:
     embedding_l2: Union[float, str] = "auto"
     """L2 penalty on the table rows a training batch reads, added to the loss (every row read is
     penalised once per batch; see :meth:`recsys_emb.layer.EmbeddingLayer.regularization`); 0 = off.
-    ``auto`` (the default) follows the training split's size: ``40 / train rows`` below 50,000 training
-    rows (0.01 on 4,000 rows, 0.0025 on 16,000), 0 from there on; see :meth:`embedding_l2_for`."""
+    ``auto`` (the default) follows the training split's size: ``(400 / train rows) ** 2`` below 50,000
+    training rows (0.01 on 4,000 rows, 0.000625 on 16,000), 0 from there on; see :meth:`embedding_l2_for`."""
 
     def validate(self) -> None:
         _choice("optim.embedding", self.embedding, sorted(EMBEDDING_OPTIMIZERS))
@@ -215,22 +215,24 @@ class OptimConfig:
 
     def embedding_l2_for(self, train_rows: Optional[int]) -> float:
         """The L2 strength a run on ``train_rows`` training rows uses: the number given, or for ``auto``
-        ``AUTO_EMBEDDING_L2_ROWS / train_rows`` (40 / rows) below ``AUTO_EMBEDDING_L2_MAX_ROWS`` (50,000)
-        training rows and 0 from there on (and 0 when the rows are unknown: a model built to score).
+        ``(AUTO_EMBEDDING_L2_ROWS / train_rows) ** 2`` (``(400 / rows) ** 2``) below
+        ``AUTO_EMBEDDING_L2_MAX_ROWS`` (50,000) training rows and 0 from there on (and 0 when the rows
+        are unknown: a model built to score).
 
         Each row a batch reads is penalised once per batch, so a rare id's row is pulled to 0 about as
         often as its few examples pull it elsewhere, while a frequent id's row hardly feels it. On a few
         thousand rows most rows are rare and a table memorises them within an epoch or two; with more
         rows each row has more examples and the penalty matters less. Measured (docs/training.md,
         "Small data"): on 4,000 training rows 0.01 lifted DLRM's test AUC (generated Criteo-like +0.02,
-        MovieLens +0.06); on 16,000 rows 0.0025 lifted MovieLens's by about 0.04 while on Criteo-like
-        0.001 left it unchanged and 0.01 lowered it by 0.01; on MovieLens's 80,000 rows 0.0001 and 0.001
-        had lowered every variant's (an older recipe), so from 50,000 rows on there is none (the quality
-        tables' data, 80,000 and 1.6M training rows, train as before).
+        MovieLens +0.06); on 16,000 rows 0.0025 lowered Criteo-like's by 0.0125 and lifted MovieLens's by
+        0.0095, while 0.000625 moved them by -0.0018 and +0.004; on MovieLens's 80,000 rows 0.0001 and
+        0.001 had lowered every variant's (an older recipe). Hence a strength falling with the square of
+        the rows, and none from 50,000 rows on (the quality tables' data, 80,000 and 1.6M training rows,
+        train as before).
 
         Example:
             >>> [OptimConfig().embedding_l2_for(n) for n in (4_000, 16_000, 80_000, None)]
-            [0.01, 0.0025, 0.0, 0.0]
+            [0.01, 0.000625, 0.0, 0.0]
             >>> OptimConfig(embedding_l2=0.001).embedding_l2_for(4_000)
             0.001
         """
@@ -238,7 +240,7 @@ class OptimConfig:
             return float(self.embedding_l2)
         if not train_rows or train_rows >= AUTO_EMBEDDING_L2_MAX_ROWS:
             return 0.0
-        return AUTO_EMBEDDING_L2_ROWS / train_rows
+        return AUTO_EMBEDDING_L2_ROWS ** 2 / train_rows ** 2
 
     def dense_lr_factor(self, step: int, total: int) -> float:
         """The dense learning rate at optimizer step ``step`` (0-based) of ``total``, as a factor of

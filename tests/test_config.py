@@ -131,10 +131,11 @@ def test_eval_every_defaults_to_auto_and_old_saved_configs_keep_theirs():
     assert config_from_dict(migrate_config_dict(saved)).train.eval_every == 30
 
 
-@pytest.mark.parametrize("train_rows, l2", [(4_000, 0.01), (16_000, 0.0025), (40_000, 0.001), (49_999, 40 / 49_999),
-                                             (50_000, 0.0), (80_668, 0.0), (1_600_000, 0.0), (None, 0.0)])
+@pytest.mark.parametrize("train_rows, l2", [(4_000, 0.01), (16_000, 0.000625), (40_000, 0.0001),
+                                             (49_999, (400 / 49_999) ** 2), (50_000, 0.0), (80_668, 0.0),
+                                             (1_600_000, 0.0), (None, 0.0)])
 def test_embedding_l2_auto_follows_the_training_rows(train_rows, l2):
-    """``optim.embedding_l2: auto`` (the default) is 40 / training rows below 50,000 rows and off from there
+    """``optim.embedding_l2: auto`` (the default) is (400 / training rows) ** 2 below 50,000 rows, off from there
     on (the quality tables' 80,000 and 1.6M rows train without it, as before); a number is kept as given."""
     cfg = config_from_dict({"data": {"path": "x"}})
     assert cfg.optim.embedding_l2 == "auto"

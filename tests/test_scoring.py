@@ -59,7 +59,7 @@ def trained(tmp_path_factory):
         "train": {"epochs": 1, "log_every": 0, "progress": False, "out_dir": str(base / "run")},
     })
     summary = train(cfg)
-    assert summary["embedding_l2"] == pytest.approx(40 / 2400)  # optim.embedding_l2: auto on 2,400 training rows
+    assert summary["embedding_l2"] == pytest.approx((400 / 2400) ** 2)  # embedding_l2: auto on 2,400 rows
     model = load_model(base / "run")
     assert model.path == base / "run" / "model"  # written by training, not rebuilt from the checkpoint
     ref = np.concatenate([score_batch(model, b) for b in ParquetBatches(base / "data", "test", batch_size=97)])

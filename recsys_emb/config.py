@@ -25,7 +25,8 @@ from recsys_emb.presets import LEGACY_OPTION_KEYS, VariantPreset
 from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTIMIZERS
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
-           "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
+           "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "AUTO_EMBEDDING_L2_MAX_ROWS", "AUTO_EMBEDDING_L2_ROWS",
+           "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
            "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "migrate_embedding_options", "check_plain_name", "ConfigError", "packaged_configs",
            "resolve_config", "show_config"]
 
@@ -40,9 +41,26 @@ AUTO_EVAL_MAX_STEPS = 2000
 (the DLRM Criteo Kaggle recipe's cadence), see :meth:`TrainLoopConfig.eval_cadence`."""
 
 
+AUTO_EMBEDDING_L2_MAX_ROWS = 50_000
+"""From this many training rows on, ``optim.embedding_l2: auto`` is 0 (off)."""
+
+AUTO_EMBEDDING_L2_ROWS = 400.0
+"""``optim.embedding_l2: auto`` is ``(AUTO_EMBEDDING_L2_ROWS / training rows) ** 2`` below
+:data:`AUTO_EMBEDDING_L2_MAX_ROWS`: 0.01 on 4,000 rows."""
+
+
 def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _auto_or_positive(key: str, value: Any, allowed: str) -> None:
+    """``value`` is the string ``auto`` or a number >= 0; anything else raises naming ``key`` and ``allowed``."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(f"{key}={value!r} is not allowed; use {allowed}")
+    else:
+        _positive(key, value, allow_zero=True)
 
 
 def check_plain_name(key: str, value: str, example: str = "my-run") -> None:
@@ -191,13 +209,16 @@ class OptimConfig:
     """After warmup: ``none`` (constant), ``linear`` or ``cosine`` down to ``dense_final_lr_ratio * dense_lr``
     at the run's last step."""
     dense_final_lr_ratio: float = 0.0
-    embedding_l2: float = 0.0
+    embedding_l2: Union[float, str] = "auto"
     """L2 penalty on the table rows a training batch reads, added to the loss (every row read is
-    penalised once per batch; see :meth:`recsys_emb.layer.EmbeddingLayer.regularization`); 0 = off."""
+    penalised once per batch; see :meth:`recsys_emb.layer.EmbeddingLayer.regularization`); 0 = off.
+    ``auto`` (the default) follows the training split's size: ``(400 / train rows) ** 2`` below 50,000
+    training rows (0.01 on 4,000 rows, 0.000625 on 16,000), 0 from there on; see :meth:`embedding_l2_for`."""
 
     def validate(self) -> None:
         _choice("optim.embedding", self.embedding, sorted(EMBEDDING_OPTIMIZERS))
-        _positive("optim.embedding_l2", self.embedding_l2, allow_zero=True)
+        _auto_or_positive("optim.embedding_l2", self.embedding_l2, "auto (from the number of training rows) or a "
+                                                                   "number >= 0 (0 = off)")
         _choice("optim.dense", self.dense, ["adam", "adagrad", "sgd"])
         _positive("optim.embedding_lr", self.embedding_lr)
         _positive("optim.dense_lr", self.dense_lr)
@@ -206,6 +227,35 @@ class OptimConfig:
         _choice("optim.dense_decay", self.dense_decay, ["none", "linear", "cosine"])
         if not 0.0 <= self.dense_final_lr_ratio <= 1.0:
             raise ConfigError(f"optim.dense_final_lr_ratio={self.dense_final_lr_ratio!r} must be in [0, 1]")
+
+    def embedding_l2_for(self, train_rows: Optional[int]) -> float:
+        """The L2 strength a run on ``train_rows`` training rows uses: the number given, or for ``auto``
+        ``(AUTO_EMBEDDING_L2_ROWS / train_rows) ** 2`` (``(400 / rows) ** 2``) below
+        ``AUTO_EMBEDDING_L2_MAX_ROWS`` (50,000) training rows and 0 from there on (and 0 when the rows
+        are unknown: a model built to score).
+
+        Each row a batch reads is penalised once per batch, so a rare id's row is pulled to 0 about as
+        often as its few examples pull it elsewhere, while a frequent id's row hardly feels it. On a few
+        thousand rows most rows are rare and a table memorises them within an epoch or two; with more
+        rows each row has more examples and the penalty matters less. Measured (docs/training.md,
+        "Small data"): on 4,000 training rows 0.01 lifted DLRM's test AUC (generated Criteo-like +0.02,
+        MovieLens +0.06); on 16,000 rows 0.0025 lowered Criteo-like's by 0.0125 and lifted MovieLens's by
+        0.0095, while 0.000625 moved them by -0.0018 and +0.004; on MovieLens's 80,000 rows 0.0001 and
+        0.001 had lowered every variant's (an older recipe). Hence a strength falling with the square of
+        the rows, and none from 50,000 rows on (the quality tables' data, 80,000 and 1.6M training rows,
+        train as before).
+
+        Example:
+            >>> [OptimConfig().embedding_l2_for(n) for n in (4_000, 16_000, 80_000, None)]
+            [0.01, 0.000625, 0.0, 0.0]
+            >>> OptimConfig(embedding_l2=0.001).embedding_l2_for(4_000)
+            0.001
+        """
+        if self.embedding_l2 != "auto":
+            return float(self.embedding_l2)
+        if not train_rows or train_rows >= AUTO_EMBEDDING_L2_MAX_ROWS:
+            return 0.0
+        return AUTO_EMBEDDING_L2_ROWS ** 2 / train_rows ** 2
 
     def dense_lr_factor(self, step: int, total: int) -> float:
         """The dense learning rate at optimizer step ``step`` (0-based) of ``total``, as a factor of
@@ -301,12 +351,7 @@ class TrainLoopConfig:
         _choice("train.mixed_precision", self.mixed_precision, ["none", "bf16"])
         _positive("train.epochs", self.epochs)
         _positive("train.max_steps", self.max_steps)
-        if isinstance(self.eval_every, str):
-            if self.eval_every != "auto":
-                raise ConfigError(f"train.eval_every={self.eval_every!r} is not allowed; use auto (at least once per "
-                                  f"epoch) or a number of steps")
-        else:
-            _positive("train.eval_every", self.eval_every, allow_zero=True)
+        _auto_or_positive("train.eval_every", self.eval_every, "auto (at least once per epoch) or a number of steps")
         for key in ("checkpoint_every", "log_every"):
             _positive(f"train.{key}", getattr(self, key), allow_zero=True)
         _positive("train.threads", self.threads)
@@ -525,7 +570,9 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
     OOV ids had rows of their own: it gets ``oov_row: false``, the layout its tables were trained in; its
     families' knobs move into ``options:`` (:func:`migrate_embedding_options`). A
     saved ``train`` section without ``eval_every`` was written when its default was ``0`` (validate at
-    each epoch's end with early stopping): it gets ``eval_every: 0``, the cadence it trained with.
+    each epoch's end with early stopping): it gets ``eval_every: 0``, the cadence it trained with. A
+    saved ``optim`` section without ``embedding_l2`` was written before the penalty existed: it gets
+    ``embedding_l2: 0.0`` (off, as it trained), not today's ``auto``.
 
     Example:
         >>> migrate_config_dict({"embeddings": {"kernel": "concat"}, "train": {}})
@@ -544,6 +591,8 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
         out["embeddings"] = migrate_embedding_options(emb)
     if isinstance(out.get("train"), dict):
         out["train"].setdefault("eval_every", 0)
+    if isinstance(out.get("optim"), dict):
+        out["optim"].setdefault("embedding_l2", 0.0)
     return out
 
 

@@ -57,6 +57,8 @@ def test_overrides_apply_and_validate():
     ({"train": {"eval_every": -5}}, r"train.eval_every=-5 must be >= 0"),
     ({"train": {"eval_every": 2.5}}, r"train.eval_every=2.5 has the wrong type; expected an integer or a string"),
     ({"model": {"top_mlp": [8, "x"]}}, r"model.top_mlp=\[8, 'x'\] has the wrong type; expected a list of integers"),
+    ({"optim": {"embedding_l2": "rows"}}, r"optim.embedding_l2='rows' is not allowed; use auto \(from the number of "),
+    ({"optim": {"embedding_l2": -0.1}}, r"optim.embedding_l2=-0.1 must be >= 0"),
 ])
 def test_bad_configs_fail_naming_key_value_and_allowed(data, match):
     base = {"data": {"path": "x"}}
@@ -134,6 +136,30 @@ def test_eval_every_defaults_to_auto_and_old_saved_configs_keep_theirs():
     assert config_from_dict(migrate_config_dict(saved)).train.eval_every == 30
 
 
+@pytest.mark.parametrize("train_rows, l2", [(4_000, 0.01), (16_000, 0.000625), (40_000, 0.0001),
+                                             (49_999, (400 / 49_999) ** 2), (50_000, 0.0), (80_668, 0.0),
+                                             (1_600_000, 0.0), (None, 0.0)])
+def test_embedding_l2_auto_follows_the_training_rows(train_rows, l2):
+    """``optim.embedding_l2: auto`` (the default) is (400 / training rows) ** 2 below 50,000 rows, off from there
+    on (the quality tables' 80,000 and 1.6M rows train without it, as before); a number is kept as given."""
+    cfg = config_from_dict({"data": {"path": "x"}})
+    assert cfg.optim.embedding_l2 == "auto"
+    assert cfg.optim.embedding_l2_for(train_rows) == pytest.approx(l2, rel=1e-12, abs=0)
+    given = config_from_dict({"data": {"path": "x"}, "optim": {"embedding_l2": 0.0}})
+    assert given.optim.embedding_l2_for(train_rows) == 0.0
+
+
+def test_a_saved_config_from_before_embedding_l2_trains_without_it():
+    """A saved optim section without ``embedding_l2`` trained without the penalty: it migrates to 0.0, not
+    to today's ``auto``; a saved value is kept."""
+    from recsys_emb.config import migrate_config_dict
+
+    old = {"data": {"path": "x"}, "optim": {"embedding": "rowwise_adagrad"}}
+    assert config_from_dict(migrate_config_dict(old)).optim.embedding_l2 == 0.0
+    saved = {"data": {"path": "x"}, "optim": {"embedding_l2": "auto"}}
+    assert config_from_dict(migrate_config_dict(saved)).optim.embedding_l2 == "auto"
+
+
 def test_a_saved_config_from_before_oov_rows_keeps_its_layout():
     """A saved embeddings section without ``oov_row`` hashed OOV ids like any id: it loads with oov_row false;
     a section that names it, and a user's config (no saved section), keep theirs."""
@@ -154,8 +180,11 @@ def test_exponent_notation_is_a_number(tmp_path):
     cfg = load_config(path)
     assert cfg.optim.embedding_l2 == pytest.approx(1e-4) and cfg.optim.dense_lr == 2000.0
     assert cfg.name == "1e-4"
-    path.write_text("data: {path: d}\noptim: {embedding_l2: 1e-x}\n")
-    with pytest.raises(ConfigError, match=r"optim.embedding_l2='1e-x' has the wrong type; expected a number"):
+    path.write_text("data: {path: d}\noptim: {dense_lr: 1e-x}\n")
+    with pytest.raises(ConfigError, match=r"optim.dense_lr='1e-x' has the wrong type; expected a number"):
+        load_config(path)
+    path.write_text("data: {path: d}\noptim: {embedding_l2: 1e-x}\n")  # a number or auto
+    with pytest.raises(ConfigError, match=r"optim.embedding_l2='1e-x' is not allowed; use auto"):
         load_config(path)
 
 

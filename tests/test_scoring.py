@@ -49,7 +49,8 @@ def trained(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("predict")
     g = generate_criteo_like(base / "raw", rows=3000, scale=0.001, seed=1)
-    preprocess(g.tsv, base / "data", min_count=2)
+    meta = preprocess(g.tsv, base / "data")  # min_count: auto, 2 on 2,400 training rows
+    assert meta["min_count"] == 2
     cfg = config_from_dict({
         "name": "tiny", "seed": 0,
         "data": {"path": str(base / "data"), "batch_size": 256, "eval_batch_size": 4096},
@@ -57,14 +58,54 @@ def trained(tmp_path_factory):
         "embeddings": {"variant": "mixed", "dim": 8, "min_rows": 16, "compression": 4},
         "train": {"epochs": 1, "log_every": 0, "progress": False, "out_dir": str(base / "run")},
     })
-    train(cfg)
+    summary = train(cfg)
+    assert summary["embedding_l2"] == pytest.approx((400 / 2400) ** 2)  # embedding_l2: auto on 2,400 rows
     model = load_model(base / "run")
     assert model.path == base / "run" / "model"  # written by training, not rebuilt from the checkpoint
     ref = np.concatenate([score_batch(model, b) for b in ParquetBatches(base / "data", "test", batch_size=97)])
     test = pq.read_table(sorted((base / "data" / "test").glob("*.parquet")))
-    lines = g.tsv.read_text().splitlines()[-len(ref):]
+    all_lines = g.tsv.read_text().splitlines()
+    lines = all_lines[-len(ref):]
     return {"base": base, "ref": ref, "test": test, "lines": lines, "model": model,
-            "evaluate": evaluate_checkpoint(base / "run", "test")}
+            "evaluate": evaluate_checkpoint(base / "run", "test"),
+            "train_lines": all_lines[:meta["rows"]["train"]],
+            "train": pq.read_table(sorted((base / "data" / "train").glob("*.parquet")))}
+
+
+def test_ids_seen_once_in_training_read_the_oov_row_in_training_export_and_predict(trained):
+    """``min_count: auto`` on small data: a value seen once in the training rows has no id of its own. Its
+    training row holds the field's OOV id (so the OOV row is what trains on it), and the exported model
+    scores a raw line holding it exactly as one holding a value never seen."""
+    base, model, train_lines = trained["base"], trained["model"], trained["train_lines"]
+    fields = [ln.split("\t") for ln in train_lines]
+    col = None
+    for j, c in enumerate(CAT_COLUMNS):
+        values = pd.Series([f[14 + j] for f in fields])
+        counts = values[values != ""].value_counts()
+        once, often = counts[counts == 1], counts[counts >= 20]
+        if len(once) and len(often):
+            col, j_col, rare, frequent = c, j, once.index[0], often.index[0]
+            break
+    assert col is not None
+    row = next(i for i, f in enumerate(fields) if f[14 + j_col] == rare)
+    oov = model.dataset["oov_ids"][col]
+    assert trained["train"].column(col)[row].as_py() == oov  # training read the OOV row for it
+    assert trained["train"].column(col).to_numpy()[[i for i, f in enumerate(fields) if f[14 + j_col] == frequent]
+                                                  ].max() < oov
+
+    cli("export", "--checkpoint", base / "run", "--out", base / "models" / "rare", cwd=base)
+    probe = trained["lines"][0].split("\t")
+    variants = {}
+    for name, value in (("rare", rare), ("unseen", UNSEEN), ("frequent", frequent)):
+        probe[14 + j_col] = value
+        variants[name] = "\t".join(probe)
+    (base / "rare.tsv").write_text("\n".join(variants.values()) + "\n")
+    out = cli("predict", "--model", base / "models" / "rare", "--input", base / "rare.tsv", "--out",
+              base / "rare.parquet", "--json", cwd=base)
+    logits = pq.read_table(base / "rare.parquet").column("logit").to_numpy()
+    assert logits[0] == logits[1]  # the value seen once scores as an unseen one: the OOV row
+    assert logits[2] != logits[0]  # the field does move the score
+    assert json.loads(out.stdout)["oov"][col] == 2
 
 
 def test_predict_scores_raw_rows_of_a_model_whose_data_is_gone(trained):

@@ -10,7 +10,7 @@ import json
 import sys
 import traceback
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 from recsys_emb.cli.table import add_schema_arguments
 from recsys_emb.errors import RecsysEmbError
@@ -68,6 +68,19 @@ def _one_line_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argp
             return 2
 
     return run
+
+
+def _min_count(text: str) -> Union[int, str]:
+    """``--min-count``: ``auto`` or an int >= 1 (argparse turns the ValueError into ``error: ...``, exit 2)."""
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_min_count.__name__ = "min count (auto or an int >= 1)"
 
 
 def _chunk_bytes(chunk_mb: float) -> int:
@@ -158,6 +171,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     print(f"{meta['rows']['total']:,} rows -> {args.out} "
           f"(train {meta['rows']['train']:,}, valid {meta['rows']['valid']:,}, test {meta['rows']['test']:,}) "
           f"in {meta['seconds']:.1f}s")
+    if args.vocab is None:
+        print(f"min count {meta['min_count']}" + (" (auto)" if args.min_count == "auto" else ""))
     print("vocab sizes: " + ", ".join(f"{k}={v}" for k, v in meta["vocab_sizes"].items()))
     if args.vocab:
         unseen = {k: v for k, v in meta["oov_rows"].items() if v}
@@ -256,7 +271,9 @@ def add_data_commands(subparsers: "argparse._SubParsersAction") -> None:
     pp.add_argument("--input", nargs="+", required=True,
                     help="files, glob patterns or a directory of day_0 .. day_23 (Criteo 1TB), in time order")
     pp.add_argument("--out", required=True)
-    pp.add_argument("--min-count", type=int, default=1, help="ids seen fewer times map to the field's OOV id")
+    pp.add_argument("--min-count", type=_min_count, default="auto",
+                    help="ids seen fewer times in the training rows map to the field's OOV id; auto (default): 2 "
+                         "below 10,000 training rows, else 1 (docs/training.md)")
     pp.add_argument("--test-fraction", type=float, default=0.1)
     pp.add_argument("--valid-fraction", type=float, default=None, help="default: same as --test-fraction")
     pp.add_argument("--on-bad-line", choices=["error", "skip"], default="error")

@@ -24,6 +24,7 @@ from recsys_emb.data.outdir import check_output_dir
 from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, TableSchema
 from recsys_emb.data.tabular.reader import ranges
 from recsys_emb.data.tabular.schema import TableSpec
+from recsys_emb.data.vocabulary import MinCount, resolve_min_count
 
 __all__ = ["default_movielens_dir", "load_movielens", "build_movielens_ctr", "prepare_movielens",
            "movielens_frame", "movielens_spec", "MOVIELENS_SCHEMA"]
@@ -73,7 +74,8 @@ def load_movielens(src_dir: Optional[PathLike] = None) -> Tuple[pd.DataFrame, pd
 
 def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0,
                         max_len: int = 50, test_fraction: float = 0.1, valid_fraction: Optional[float] = None,
-                        min_history: int = 0, min_count: int = 1, history: str = "rated"
+                        min_history: int = 0, min_count: MinCount = "auto", history: str = "rated",
+                        sample_rows: Optional[int] = None, sample_seed: int = 0
                         ) -> Tuple[Dict[str, pa.Table], Dict[str, Any]]:
     """MovieLens ratings -> a time-ordered CTR dataset with behaviour histories, in memory.
 
@@ -98,10 +100,14 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
         min_history: drop examples with fewer previous ratings (0 keeps every rating; empty bags are fine).
         min_count: users and movies with fewer training ratings share the OOV id, so the OOV row is
             trained on rare ids and is not an untrained row when a later split brings new users or
-            movies (1: only ids unseen in training are OOV).
+            movies (1: only ids unseen in training are OOV; ``auto``, the default:
+            :func:`~recsys_emb.data.vocabulary.auto_min_count` of the training rows, 2 below 10,000).
         history: ``"rated"``: every earlier rating is a behaviour (watched); ``"liked"``: only the earlier
             ratings that are positives (``>= rating_threshold``), DIN's "clicked items", so the history says
             what the user liked, which a history of every rating does not.
+        sample_rows: keep a uniform random sample of this many ratings (drawn with ``sample_seed``) before
+            anything else, so histories, vocabularies and splits are those of the sample alone, as for a
+            team that holds only a sample of its logs; None (default) or more than there are: all.
     Returns:
         ``({"train": table, "valid": table, "test": table}, metadata)``.
 
@@ -113,12 +119,12 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    resolve_min_count(min_count, 0)  # refuses a bad setting before any work
     with tempfile.TemporaryDirectory(prefix="recsys-emb-movielens-") as d:
         meta = prepare_movielens(Path(d) / "ds", src_dir, rating_threshold=rating_threshold, max_len=max_len,
                                  test_fraction=test_fraction, valid_fraction=valid_fraction,
-                                 min_history=min_history, min_count=min_count, history=history)
+                                 min_history=min_history, min_count=min_count, history=history,
+                                 sample_rows=sample_rows, sample_seed=sample_seed)
         tables = {s: pq.read_table(Path(d) / "ds" / s) if meta["rows"][s] else None for s in SPLITS}
         empty = next(t for t in tables.values() if t is not None).schema.empty_table()
         out = {s: (t if t is not None else empty) for s, t in tables.items()}
@@ -128,7 +134,8 @@ def build_movielens_ctr(src_dir: Optional[PathLike] = None, *, rating_threshold:
 
 
 def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: float = 4.0, max_len: int = 50,
-                    min_history: int = 0, history: str = "rated") -> Tuple[pa.Table, List[str]]:
+                    min_history: int = 0, history: str = "rated", sample_rows: Optional[int] = None,
+                    sample_seed: int = 0) -> Tuple[pa.Table, List[str]]:
     """The joined raw table of MovieLens, one row per rating in time order (``(timestamp, userId,
     movieId)``), and the genre names by id: the step before the schema reader
     (:func:`movielens_spec`), which then ranks, maps, splits and writes it.
@@ -142,12 +149,17 @@ def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: flo
     title, 0 if absent). Genre ids rank genres by the number of movies carrying them (0 = most common,
     ties by name): a ranking over ``movies.csv``, not over rating rows, which is why the step gives ids
     and the schema reads them as given (``vocab: ids``). Rows with fewer than ``min_history`` earlier
-    ratings are left out. ``history``: as in :func:`build_movielens_ctr` (``"liked"``: the histories hold
-    only earlier positives).
+    ratings are left out. ``history``, ``sample_rows``, ``sample_seed``: as in :func:`build_movielens_ctr`
+    (``"liked"``: the histories hold only earlier positives; a sample is drawn before anything else).
     """
     if history not in ("rated", "liked"):
         raise ValueError(f"history must be 'rated' or 'liked', got {history!r}")
+    if sample_rows is not None and sample_rows < 1:
+        raise ValueError(f"sample_rows must be >= 1, got {sample_rows}")
     ratings, movies = load_movielens(src_dir)
+    if sample_rows is not None and sample_rows < len(ratings):
+        picked = np.sort(np.random.default_rng(sample_seed).choice(len(ratings), sample_rows, replace=False))
+        ratings = ratings.iloc[picked]
     ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
 
     # Genres: ids by number of movies carrying them (0 = most common), ties by name.
@@ -220,7 +232,7 @@ def movielens_frame(src_dir: Optional[PathLike] = None, *, rating_threshold: flo
 
 
 def movielens_spec(genres: int, *, max_len: int = 50, test_fraction: float = 0.1,
-                   valid_fraction: Optional[float] = None, min_count: int = 1) -> TableSpec:
+                   valid_fraction: Optional[float] = None, min_count: MinCount = "auto") -> TableSpec:
     """The schema of :func:`movielens_frame`'s table (``genres``: the number of genre ids): ``user_id``
     and ``movie_id`` ranked by their training ratings (``values: int``: ties by raw id), ``hist_movie``
     in ``movie_id``'s vocabulary (counted over ``movie_id`` alone), the genre columns as given ids,
@@ -240,8 +252,9 @@ def movielens_spec(genres: int, *, max_len: int = 50, test_fraction: float = 0.1
 
 def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, overwrite: bool = False,
                       rating_threshold: float = 4.0, max_len: int = 50, test_fraction: float = 0.1,
-                      valid_fraction: Optional[float] = None, min_history: int = 0, min_count: int = 1,
-                      history: str = "rated", workers: Optional[int] = 1) -> Dict[str, Any]:
+                      valid_fraction: Optional[float] = None, min_history: int = 0, min_count: MinCount = "auto",
+                      history: str = "rated", sample_rows: Optional[int] = None, sample_seed: int = 0,
+                      workers: Optional[int] = 1) -> Dict[str, Any]:
     """MovieLens as a processed dataset directory (Parquet splits + ``metadata.json``) that
     :class:`recsys_emb.data.batches.ParquetBatches` reads: :func:`movielens_frame` (the join and the
     histories) read by the schema reader (:func:`recsys_emb.data.tabular.preprocess_frame`) under
@@ -260,13 +273,13 @@ def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, 
 
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    resolve_min_count(min_count, 0)  # refuses a bad setting before any work
     t0 = time.perf_counter()
     src = Path(src_dir) if src_dir is not None else default_movielens_dir()
     check_output_dir(out_dir, overwrite=overwrite, owned=DATASET_ENTRIES, command="generate movielens", inputs=[src])
     frame, names = movielens_frame(src, rating_threshold=rating_threshold, max_len=max_len, min_history=min_history,
-                                   history=history)
+                                   history=history, sample_rows=sample_rows, sample_seed=sample_seed)
+    n_ratings = None if sample_rows is None else len(load_movielens(src)[0])
     spec = movielens_spec(len(names), max_len=max_len, test_fraction=test_fraction, valid_fraction=valid_fraction,
                           min_count=min_count)
 
@@ -288,7 +301,9 @@ def prepare_movielens(out_dir: PathLike, src_dir: Optional[PathLike] = None, *, 
             "rating_threshold": rating_threshold,
             "max_len": max_len,
             "min_history": min_history,
-            "min_count": min_count,
+            "min_count": table_meta["min_count"],
+            **({"sample": {"rows": sample_rows, "of": n_ratings, "seed": sample_seed}}
+               if sample_rows is not None and n_ratings is not None and sample_rows < n_ratings else {}),
             **({"history": history} if history != "rated" else {}),  # "rated" (the default) keeps the old keys
             "positive_rate": {s: float(label[r].mean()) if r.stop > r.start else float("nan") for s, r in part.items()},
             "time_ranges": {s: [int(ts[r].min()), int(ts[r].max())] if r.stop > r.start else None

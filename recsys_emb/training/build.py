@@ -53,7 +53,7 @@ def prepare_data(cfg: RunConfig) -> Path:
         raw = path.with_name(path.name + "-raw")
         g = generate_criteo_like(raw, rows=int(opts.get("rows", 100_000)), scale=float(opts.get("scale", 0.01)),
                                  seed=int(opts.get("seed", 0)), overwrite=True)
-        preprocess(g.tsv, path, min_count=int(opts.get("min_count", 1)),
+        preprocess(g.tsv, path, min_count=opts.get("min_count", "auto"),
                    test_fraction=float(opts.get("test_fraction", 0.1)), overwrite=True)
     elif kind == "sequences":
         generate_sequences(path, rows=int(opts.get("rows", 100_000)), seed=int(opts.get("seed", 0)),
@@ -96,22 +96,24 @@ def build_features(cfg: RunConfig, schema: Any, counts: Optional[Dict[str, Any]]
 
 def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None,
                 counts: Optional[Dict[str, Any]] = None, specs: Optional[List[FeatureSpec]] = None,
-                dense_device: Optional[torch.device] = None) -> nn.Module:
+                dense_device: Optional[torch.device] = None, train_rows: Optional[int] = None) -> nn.Module:
     """The DLRM or DIN of the config for a dataset schema, its tables on ``embedding_device`` (``meta``:
     allocated by the backend, :func:`attach_tables`). ``specs``: the features as already resolved (a model
     directory keeps them), instead of deriving them from the config, the schema and ``counts``.
     ``dense_device``: where the MLPs are built (``meta`` with ``embedding_device="meta"``: every parameter's
-    shape, nothing allocated)."""
+    shape, nothing allocated). ``train_rows``: the training split's rows, which ``optim.embedding_l2: auto``
+    follows (None: a model built to score, no penalty)."""
     if specs is None:
         specs, pairs = build_features(cfg, schema, counts)
     else:
         pairs = [(c, h) for c, h in cfg.model.item_pairs]
     dense_in = len(schema.dense)
     m = cfg.model
+    l2 = cfg.optim.embedding_l2_for(train_rows)
     autocast = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else None
     dense_at = torch.device(dense_device) if dense_device is not None else contextlib.nullcontext()
     if m.kind == "dlrm":
-        layer = EmbeddingLayer(specs, device=embedding_device, l2=cfg.optim.embedding_l2)
+        layer = EmbeddingLayer(specs, device=embedding_device, l2=l2)
         with dense_at:
             return DLRM(layer, dense_in=dense_in, bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp,
                         interaction=m.interaction, dropout=m.dropout, autocast=autocast,
@@ -120,7 +122,7 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
     profile = [s for s in specs if s.name not in item_names]
     by_name = {s.name: s for s in specs}
     sequences = SequenceEmbeddingLayer([by_name[n] for p in pairs for n in p], device=embedding_device)
-    profile_layer = EmbeddingLayer(profile, device=embedding_device, l2=cfg.optim.embedding_l2) if profile else None
+    profile_layer = EmbeddingLayer(profile, device=embedding_device, l2=l2) if profile else None
     attention = None
     if m.decoupled_embeddings:  # the twins follow from the resolved specs, so a model directory rebuilds them
         try:

@@ -185,7 +185,10 @@ class Trainer:
         # generator, so every backend and world size starts from the same model
         specs, _ = build_features(cfg, self.schema)
         _check_memory(cfg, self.schema, specs, self.device, self.world)  # before anything is allocated
-        model = build_model(cfg, self.schema, embedding_device=torch.device("meta"), specs=specs)
+        # optim.embedding_l2: auto follows the training split's rows (all ranks', so any world size agrees)
+        self.embedding_l2 = cfg.optim.embedding_l2_for(self.train_rows)
+        model = build_model(cfg, self.schema, embedding_device=torch.device("meta"), specs=specs,
+                            train_rows=self.train_rows)
         self.model = attach_tables(model, cfg, self.device, self.world)
         self.specs: List[FeatureSpec] = [f for layer in embedding_layers(model) for f in layer.features]
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
@@ -324,7 +327,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
         samples, t_train, last_loss = 0, 0.0, torch.tensor(float("nan"))
         regularization = getattr(self.model.module, "regularization", None) \
-            if cfg.model.mba_lambda > 0 or cfg.optim.embedding_l2 > 0 else None
+            if cfg.model.mba_lambda > 0 or self.embedding_l2 > 0 else None
         base_lrs = [g["lr"] for g in self.dense_optimizer.param_groups]
 
         def step_loss(batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -404,6 +407,7 @@ class Trainer:
             "model_step": best_step if best_step is not None else last_step,
             "stopped_early": bool(stopped),
             "train_pipeline": self.pipeline,
+            "embedding_l2": self.embedding_l2,
             "valid": valid, "test": test, "train_loss": float(last_loss),
             "samples_per_s": samples / t_train if t_train > 0 else None,
         }

@@ -66,7 +66,8 @@ def test_dense_transform_and_time_split(small_raw, small_processed):
 
 
 def test_missing_flags_and_vocab_from_all(small_raw, tmp_path):
-    meta = preprocess(small_raw / "criteo_like.tsv", tmp_path / "p", vocab_from="all", missing_flags=True)
+    meta = preprocess(small_raw / "criteo_like.tsv", tmp_path / "p", vocab_from="all", missing_flags=True,
+                      min_count=1)
     t = pq.read_table(tmp_path / "p" / "test")
     df = _read_pandas(small_raw / "criteo_like.tsv").iloc[-2000:]
     assert np.array_equal(t["M1"].to_numpy(), (df["I1"] == "").to_numpy().astype(np.int8))

@@ -12,7 +12,7 @@ from recsys_emb.data.movielens import build_movielens_ctr, default_movielens_dir
 
 @pytest.fixture(scope="module")
 def ml():
-    return build_movielens_ctr(max_len=20)
+    return build_movielens_ctr(max_len=20, min_count=1)  # every training id its own rank (the reference below)
 
 
 def test_default_dir_and_env(monkeypatch, tmp_path):
@@ -107,5 +107,20 @@ def test_min_count_sends_rare_training_ids_to_the_oov_id(ml):
         np.testing.assert_array_equal(new[new < kept], ids[new < kept])
     hist = rare_tables["test"]["hist_movie"].combine_chunks().values.to_numpy()
     assert hist.max() == rare["oov_ids"]["movie_id"] and rare["min_count"] == 5
-    with pytest.raises(ValueError, match="min_count must be >= 1"):
+    with pytest.raises(ValueError, match="min_count must be an int >= 1"):
         build_movielens_ctr(min_count=0)
+
+
+def test_a_sample_of_the_ratings_is_split_and_counted_on_its_own():
+    """``sample_rows``: a uniform sample of the ratings (seeded), histories and vocabularies from the sample
+    alone; ``min_count: auto`` on its 4,000 training rows folds the ids seen once (2)."""
+    tables, meta = build_movielens_ctr(max_len=5, sample_rows=5000, sample_seed=3)
+    again, _ = build_movielens_ctr(max_len=5, sample_rows=5000, sample_seed=3)
+    assert meta["rows"] == {"total": 5000, "train": 4000, "valid": 500, "test": 500}
+    assert meta["sample"] == {"rows": 5000, "of": 100_836, "seed": 3} and meta["min_count"] == 2
+    assert tables["test"].equals(again["test"])
+    users = tables["train"].column("user_id").to_numpy()
+    ids, counts = np.unique(users[users != meta["oov_ids"]["user_id"]], return_counts=True)
+    assert counts.min() >= 2  # every user with an id of its own was rated at least twice in training
+    with pytest.raises(ValueError, match="sample_rows must be >= 1"):
+        build_movielens_ctr(sample_rows=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys_emb.data.vocabulary import Vocabulary, load_vocabulary, save_vocabularies
+from recsys_emb.data.vocabulary import (AUTO_MIN_COUNT_ROWS, Vocabulary, auto_min_count, load_vocabulary,
+                                        resolve_min_count, save_vocabularies)
 from recsys_emb.errors import DataError
 
 
@@ -37,3 +38,15 @@ def test_save_and_load_round_trip(tmp_path):
         assert np.array_equal(got[name].lookup(probe), v.lookup(probe))
     with pytest.raises(DataError, match="counts.npz not found.*holds no vocabulary"):
         load_vocabulary(tmp_path / "nothing-here")
+
+
+def test_auto_min_count_folds_ids_seen_once_below_ten_thousand_training_rows():
+    """``min_count: auto`` (the default of preprocess, the schema and MovieLens): 2 on the small-data table's
+    4,000 training rows, 1 on its 16,000 and 80,000 and on the quality tables' 1.6M rows."""
+    assert AUTO_MIN_COUNT_ROWS == 10_000
+    assert [auto_min_count(n) for n in (1, 2_400, 4_000, 7_200, AUTO_MIN_COUNT_ROWS - 1)] == [2] * 5
+    assert [auto_min_count(n) for n in (AUTO_MIN_COUNT_ROWS, 16_000, 80_668, 1_600_000)] == [1] * 4
+    assert resolve_min_count("auto", 4_000) == 2 and resolve_min_count(4, 80_000) == 4
+    for bad in (0, "two", 2.0, True):
+        with pytest.raises(ValueError, match="min_count must be an int >= 1 or 'auto'"):
+            resolve_min_count(bad, 4_000)

@@ -30,7 +30,8 @@ preset defaults (QR ``concat``, field-level mixed dimension); and ``avazu``: eve
 budget, the constant and logistic-regression rows, on Avazu-shaped synthetic data read through the example
 schema (``configs/schemas/avazu.yaml``) with ``configs/dlrm.yaml`` at its defaults; ``dcn``: DLRM-DCNv2
 beside the dot DLRM with the same embeddings (``--dcn-rows``; full, hashed, unified at 1 and 1/16 by
-default), over the main section's seeds.
+default), over the main section's seeds; ``small`` (DLRM at the defaults against the logistic regression
+on samples of 5,000 to 100,000 rows: :mod:`~recsys_emb.benchmarks.quality.small`).
 
     .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
@@ -55,6 +56,7 @@ from recsys_emb.benchmarks.quality.report import (avazu_report, dcn_report, init
 from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings, parse_dcn_rows
 from recsys_emb.benchmarks.quality.sections import (run_avazu, run_criteo, run_dcn, run_init_sweep, run_mixed_forms,
                                                     run_movielens, run_qr_ops)
+from recsys_emb.benchmarks.quality.small import SMALL_ROWS, run_small, small_report
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
 __all__ = ["QualitySettings", "SECTIONS", "VARIANT_ORDER", "run", "main"]
@@ -70,13 +72,14 @@ SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
     ("avazu", run_avazu, avazu_report, "quality-avazu",
      "## Avazu-shaped data through a schema: every variant and the reference rows"),
     ("dcn", run_dcn, dcn_report, "quality-dcn", "## DLRM-DCNv2 beside DLRM, with the same embeddings"),
+    ("small", run_small, small_report, "quality-small", "## Small data: DLRM against logistic regression"),
 )
 """The sections beside the main table: (name, trainings, report, README marker, title if the block is new)."""
 
 
 def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
         command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
-    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``avazu``, ``dcn`` or ``all``); returns each section's
+    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``avazu``, ``dcn``, ``small`` or ``all``); returns each section's
     Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
     (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
     section's plot beside it). ``command`` is written under every table."""
@@ -128,11 +131,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
     p.add_argument("--no-movielens", action="store_true")
     p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms", "avazu",
-                                                        "dcn"],
+                                                        "dcn", "small"],
                    help="main: the budget table (Criteo-like and MovieLens); movielens: the MovieLens table alone, printed; init: the initialisation-scale sweep; qr-ops: QR's combining "
                         "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
                         "bytes; avazu: every variant and the reference rows on Avazu-shaped data through a schema; "
-                        "dcn: DLRM-DCNv2 beside the dot DLRM; all: every section")
+                        "dcn: DLRM-DCNv2 beside the dot DLRM; small: DLRM at the defaults against logistic regression "
+                        "on small samples; all: every section")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per row of the main and dcn sections (default {default.main_seeds}; quick: 1)")
     p.add_argument("--reuse-runs", action="store_true",
@@ -142,6 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                    help="seeds per form of the qr-ops and mixed-forms sections (default 3; quick: 1)")
     p.add_argument("--mixed-budgets", default=None, help="budgets of the mixed-forms section (default 1/2,1/3; quick: "
                                                         "3/4). The field-level form reaches down to about 0.26 at dim 16")
+    p.add_argument("--small-rows", default=None, help=f"rows of each sample of the small section (default {SMALL_ROWS}; "
+                                                      "quick: 3000)")
     p.add_argument("--init-variants", default=default.init_variants, help="variants of the init sweep")
     p.add_argument("--init-scales", default=None, help=f"uniform bounds of the init sweep (default {DEFAULT_INIT_SCALES})")
     p.add_argument("--init-budget", default=default.init_budget, help="budget of the init sweep (full tables always at 1) "
@@ -185,6 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         seeds=args.qr_seeds or (1 if q else default.seeds),
         main_seeds=args.seeds or (1 if q else default.main_seeds), reuse=args.reuse_runs,
         mixed_budgets=args.mixed_budgets or ("3/4" if q else default.mixed_budgets),
+        small_rows=args.small_rows or ("3000" if q else SMALL_ROWS),
         init_variants=args.init_variants, init_scales=args.init_scales, init_budget=args.init_budget,
         table_dtypes=table_dtypes, avazu_rows=args.avazu_rows or (20_000 if q else default.avazu_rows),
         avazu_config=args.avazu_config, avazu_overrides=list(args.avazu_set),

@@ -52,6 +52,7 @@ class QualitySettings:
         main_seeds: seeds per row of the main section (Criteo-like and MovieLens): each row reports the
             mean and range over ``seed``, ``seed + 1``, ... of the base config.
         mixed_budgets: budgets of the mixed-forms section.
+        small_rows: rows of each sample of the small section (comma-separated).
         init_variants, init_scales, init_budget: the init sweep (``init_scales`` None: the default grid,
             or ``0.1`` when quick); ``init_budget`` is also the qr-ops section's budget.
         table_dtypes: the main section's trained models are also scored with their tables stored in these
@@ -78,6 +79,7 @@ class QualitySettings:
     main_seeds: int = 3
     reuse: bool = False
     mixed_budgets: str = "1/2,1/3"
+    small_rows: str = "5000,20000,100000"
     init_variants: str = "full,hashed,unified"
     init_scales: Optional[str] = None
     init_budget: str = "1/4"

@@ -38,7 +38,8 @@ from recsys_emb.data.criteo.units import (
 from recsys_emb.data.engine import MapUnits, map_ordered, unit_engine
 from recsys_emb.data.outdir import atomic_output_dir
 from recsys_emb.data.parquet import DATASET_ENTRIES, SPLITS, time_split_sizes, write_metadata
-from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
+from recsys_emb.data.vocabulary import (COUNTS_FILE, VOCAB_FILE, MinCount, Vocabulary, load_vocabulary,
+                                        resolve_min_count, save_vocabularies)
 from recsys_emb.errors import DataError, RecsysEmbError
 
 __all__ = ["preprocess", "load_counts", "default_workers", "MapUnits", "chunk_table", "criteo_metadata"]
@@ -53,7 +54,7 @@ def preprocess(
     inputs: Union[PathLike, Sequence[PathLike]],
     out_dir: PathLike,
     *,
-    min_count: int = 1,
+    min_count: MinCount = "auto",
     test_fraction: float = 0.1,
     valid_fraction: Optional[float] = None,
     on_bad_line: str = "error",
@@ -92,7 +93,9 @@ def preprocess(
        float32 ``log(1 + max(x, 0))`` (missing = 0; ``M1..M13`` int8 flags if ``missing_flags``, dense
        inputs of the model after ``I1..I13``: they tell a missing count from a count of 0),
        ``C1..C26`` int64 ids (0 = most frequent; the empty value is its own category; values seen <
-       ``min_count`` times map to the field's OOV id = vocab size - 1), and ``true_prob`` if a
+       ``min_count`` times in the counted rows map to the field's OOV id = vocab size - 1; ``auto``, the
+       default, is :func:`~recsys_emb.data.vocabulary.auto_min_count` of the training rows: 2 below
+       10,000, else 1; ``metadata.json`` records the number used), and ``true_prob`` if a
        ``X.true_prob.npy`` side file from the generator lies beside the input ``X.tsv[.gz]``.
 
     Rows keep file order; the last ``test_fraction`` form the test split and the ``valid_fraction``
@@ -150,8 +153,7 @@ def preprocess(
         >>> meta["vocab_sizes"]["C9"]  # doctest: +SKIP
         4
     """
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    resolve_min_count(min_count, 0)  # refuses a bad setting before any work
     if vocab_from not in ("train", "all"):
         raise ValueError(f"vocab_from must be 'train' or 'all', got {vocab_from!r}")
     workers = default_workers() if workers is None else workers
@@ -218,7 +220,7 @@ def _scan_all(units: List[Unit], mapper: MapUnits, count_values: bool, on_bad_li
     return scans, total.compact()
 
 
-def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fraction: float,
+def _preprocess_into(paths: List[Path], out: Path, *, min_count: MinCount, test_fraction: float,
                      valid_fraction: Optional[float], on_bad_line: str, chunk_bytes: int, rows_per_shard: int,
                      row_group_rows: int, vocab_from: str, missing_flags: bool, max_reported_bad_lines: int,
                      progress: Optional[Callable[[str, int], None]], mapper: MapUnits, unit_bytes: int,
@@ -245,6 +247,8 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
         raise DataError(f"no valid rows in {[str(p) for p in paths]} ({report.bad_lines} malformed lines: "
                         f"{report.by_reason}); is it a Criteo TSV (label, 13 counts, 26 hex fields, tab-separated)?")
     n_train, n_valid, n_test = time_split_sizes(n_rows, test_fraction, valid_fraction)
+    min_count_rule = min_count
+    min_count = resolve_min_count(min_count, n_train)
     logger.info("pass 1: %d rows (%d bad lines) in %.1fs; split %d/%d/%d", n_rows, report.bad_lines,
                 time.perf_counter() - t0, n_train, n_valid, n_test)
 
@@ -297,7 +301,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
     save_vocabularies(out, dict(zip(CAT_COLUMNS, vocabs)))
     meta = criteo_metadata(
         inputs=[str(p) for p in paths], split_rows=(n_train, n_valid, n_test), files=files, min_count=min_count,
-        vocab_from=vocab_from, test_fraction=test_fraction, valid_fraction=valid_fraction,
+        min_count_rule=min_count_rule, vocab_from=vocab_from, test_fraction=test_fraction, valid_fraction=valid_fraction,
         vocabs=dict(zip(CAT_COLUMNS, vocabs)), oov_rows=oov_rows, vocab_source=vocab_source,
         missing_flags=missing_flags, with_truth=with_truth, bad_lines=report.to_dict(),
         seconds=time.perf_counter() - t0)
@@ -306,7 +310,7 @@ def _preprocess_into(paths: List[Path], out: Path, *, min_count: int, test_fract
 
 
 def criteo_metadata(*, inputs: List[str], split_rows: Tuple[int, int, int], files: Dict[str, List[Tuple[str, int]]],
-                    min_count: int, vocab_from: str, test_fraction: float, valid_fraction: Optional[float],
+                    min_count: int, min_count_rule: MinCount, vocab_from: str, test_fraction: float, valid_fraction: Optional[float],
                     vocabs: Dict[str, Vocabulary], oov_rows: Sequence[int], vocab_source: Optional[str],
                     missing_flags: bool, with_truth: bool, bad_lines: Dict[str, Any], seconds: float) -> Dict[str, Any]:
     """The ``metadata.json`` of processed Criteo data, the same keys whichever reader wrote it (this one,
@@ -315,7 +319,8 @@ def criteo_metadata(*, inputs: List[str], split_rows: Tuple[int, int, int], file
     Args:
         inputs: the input files as given; split_rows: ``(train, valid, test)`` rows; files: each split's
             ``(shard name, rows)``; vocabs: the vocabulary of each of C1..C26; oov_rows: per field, the
-            values mapped to its OOV id; bad_lines: the read report as a dict; seconds: the run's time.
+            values mapped to its OOV id; min_count: the number used, min_count_rule: the setting it came from
+            (``auto`` or that number); bad_lines: the read report as a dict; seconds: the run's time.
     """
     n_train, n_valid, n_test = split_rows
     vocab_sizes = {c: v.size for c, v in vocabs.items()}
@@ -327,6 +332,7 @@ def criteo_metadata(*, inputs: List[str], split_rows: Tuple[int, int, int], file
         "rows": {"total": n_train + n_valid + n_test, "train": n_train, "valid": n_valid, "test": n_test},
         "files": {s: [{"name": n, "rows": r} for n, r in files[s]] for s in SPLITS},
         "min_count": min_count,
+        "min_count_rule": str(min_count_rule),
         "vocab_from": vocab_from,
         "test_fraction": test_fraction,
         "valid_fraction": test_fraction if valid_fraction is None else valid_fraction,

@@ -36,7 +36,8 @@ from recsys_emb.data.parquet import (DATASET_ENTRIES, SPLITS, ShardedParquetWrit
                                     write_metadata)
 from recsys_emb.data.tabular.reader import SPLIT_BY_POSITION, RowChunk, iter_table_chunks, ranges, read_columns
 from recsys_emb.data.tabular.schema import ResolvedColumns, TableSpec, load_table_spec
-from recsys_emb.data.vocabulary import COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, save_vocabularies
+from recsys_emb.data.vocabulary import (COUNTS_FILE, VOCAB_FILE, Vocabulary, load_vocabulary, resolve_min_count,
+                                        save_vocabularies)
 from recsys_emb.errors import ConfigError, DataError, RecsysEmbError
 
 __all__ = ["preprocess_table", "preprocess_frame", "TableReading", "DatasetFinish", "chunk_ids_table", "DATASET_NAME", "as_spec"]
@@ -440,7 +441,7 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
             vocabs[c] = given[0][c]
         elif o.vocab == "count" and c not in shared:
             assert o.min_count is not None
-            vocabs[c] = Vocabulary.from_counts(counts.keys[j], counts.counts[j], o.min_count)
+            vocabs[c] = Vocabulary.from_counts(counts.keys[j], counts.counts[j], resolve_min_count(o.min_count, n_train))
     index = {c: j for j, c in enumerate(cols.id_fields)}
     for cand, hist in (pairs if given is None else []):  # one vocabulary over both columns' values
         both = ValueCounts(1)
@@ -449,7 +450,8 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         both.compact()
         min_count = spec.vocab_options(cand).min_count
         assert min_count is not None
-        vocabs[cand] = vocabs[hist] = Vocabulary.from_counts(both.keys[0], both.counts[0], min_count)
+        vocabs[cand] = vocabs[hist] = Vocabulary.from_counts(both.keys[0], both.counts[0],
+                                                             resolve_min_count(min_count, n_train))
     dense_stats: Dict[str, Dict[str, float]] = {}
     for j, c in enumerate(cols.dense):
         n, s1, s2 = stats.dense[:, j]
@@ -482,7 +484,8 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
     if spec.dataset == "criteo":  # the Criteo reader's metadata.json
         criteo_meta = criteo_metadata(
             inputs=[reading.shown.get(str(p), str(p)) for p in paths], split_rows=(n_train, n_valid, n_test),
-            files=files, min_count=spec.min_count, vocab_from="train", test_fraction=float(spec.split.test),
+            files=files, min_count=resolve_min_count(spec.min_count, n_train), min_count_rule=spec.min_count,
+            vocab_from="train", test_fraction=float(spec.split.test),
             valid_fraction=float(spec.split.valid), vocabs=vocabs, oov_rows=oov_rows, vocab_source=vocab_source,
             missing_flags=spec.missing_flags, with_truth=with_truth, bad_lines=report.to_dict(),
             seconds=time.perf_counter() - t0)
@@ -500,7 +503,8 @@ def _run(reading: TableReading, paths: List[Path], out: Path, *, mapper: Any, on
         "rows": {"total": n_rows, "train": n_train, "valid": n_valid, "test": n_test},
         "split": "files" if reading.roles else ("time" if spec.split.time_column else "fractions"),
         "files": {s: [{"name": n, "rows": r} for n, r in files[s]] for s in SPLITS},
-        "min_count": spec.min_count,
+        "min_count": resolve_min_count(spec.min_count, n_train),
+        "min_count_rule": str(spec.min_count),
         "vocab_from": "train",
         "vocab_sizes": vocab_sizes,
         "oov_ids": {c: v.oov_id for c, v in vocabs.items()},

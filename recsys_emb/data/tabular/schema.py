@@ -58,7 +58,8 @@ class ColumnOptions:
     ``values: int``: decimal integers keyed by their number (ties in a frequency ranking then go to the
     smaller number); another value is a malformed line."""
 
-    min_count: Optional[int] = None
+    min_count: Optional[Union[int, str]] = None
+    """An int >= 1; None: the schema's (which may be ``auto``)."""
     vocab: str = "count"
     buckets: Optional[int] = None
     values: str = "text"
@@ -96,7 +97,9 @@ class TableSpec:
         multi_valued: ``{column: separator}``: a bag of values per row (pooled).
         sequence: ``{column: SequenceOptions}``: an ordered history.
         split: :class:`SplitSpec`.
-        min_count: values seen fewer times in the training rows map to the column's OOV id.
+        min_count: values seen fewer times in the training rows map to the column's OOV id; ``auto`` (the
+            default): :func:`~recsys_emb.data.vocabulary.auto_min_count` of the training rows (2 below
+            10,000, else 1).
         columns: per-column :class:`ColumnOptions`.
         dataset: ``table`` (a user's table: ``metadata.json`` records the spec), or the name of a built-in
             schema whose dataset this is (``criteo``: the columns must be the built-in's, only ``min_count``
@@ -118,7 +121,7 @@ class TableSpec:
     multi_valued: Dict[str, str] = field(default_factory=dict)
     sequence: Dict[str, SequenceOptions] = field(default_factory=dict)
     split: SplitSpec = field(default_factory=SplitSpec)
-    min_count: int = 1
+    min_count: Union[int, str] = "auto"
     columns: Dict[str, ColumnOptions] = field(default_factory=dict)
     dataset: str = "table"
     source: str = field(default="", compare=False)
@@ -153,8 +156,8 @@ class TableSpec:
             if seq.counts not in ("both", "candidate"):
                 raise ConfigError(f"{_where(src, f'sequence.{col}.counts')}={seq.counts!r}: choose 'both' or "
                                   "'candidate'")
-        if self.min_count < 1:
-            raise ConfigError(f"{_where(src, 'min_count')}={self.min_count} must be >= 1")
+        if self.min_count != "auto" and (not isinstance(self.min_count, int) or self.min_count < 1):
+            raise ConfigError(f"{_where(src, 'min_count')}={self.min_count!r} must be an int >= 1 or auto")
         for col, o in self.columns.items():
             if o.values not in ("text", "hex", "int"):
                 raise ConfigError(f"{_where(src, f'columns.{col}.values')}={o.values!r}: choose 'text', 'hex' "
@@ -169,7 +172,7 @@ class TableSpec:
             if o.vocab == "ids" and o.values == "hex":
                 raise ConfigError(f"{_where(src, f'columns.{col}.values')}: vocab: ids reads decimal ids "
                                   "(values: int)")
-            if o.min_count is not None and o.min_count < 1:
+            if o.min_count is not None and (not isinstance(o.min_count, int) or o.min_count < 1):
                 raise ConfigError(f"{_where(src, f'columns.{col}.min_count')}={o.min_count} must be >= 1")
         s = self.split
         if s.time_column is None:
@@ -354,8 +357,8 @@ def _field_value(k: str, v: Any, source: str) -> Any:
             raise ConfigError(f"{_where(source, k)}={v!r} must be true or false")
         return v
     if k == "min_count":
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ConfigError(f"{_where(source, k)}={v!r} must be an int (per column: columns.NAME.min_count)")
+        if (not isinstance(v, int) or isinstance(v, bool)) and v != "auto":
+            raise ConfigError(f"{_where(source, k)}={v!r} must be an int or auto (per column: columns.NAME.min_count)")
         return v
     if k in ("names", "drop", "keep"):
         return _str_list(k, v, source)

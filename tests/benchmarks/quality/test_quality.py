@@ -16,7 +16,8 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     out = run_script("quality.py", "--quick", "--readme", str(readme), "--out-dir", str(tmp_path / "work"),
                      timeout=1800)  # about 40 short trainings: minutes on a busy machine
     text = readme.read_text()
-    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality-avazu", "quality-dcn", "quality"):
+    for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality-avazu", "quality-dcn",
+                   "quality-small", "quality"):
         assert block(text, marker).strip() in out  # the script prints every table it writes
     section = block(text, "quality")
     criteo = section.split("Real MovieLens")[0]
@@ -75,6 +76,10 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     assert dcn_res["dot"]["test_auc"] == next(r["test_auc"] for r in res["criteo"]["rows"]
                                               if (r["variant"], r["budget"]) == ("hashed", "1/16"))
     assert dcn_res["dcn"]["dense_params"] > dcn_res["dot"]["dense_params"]  # the cross layers
+    small = block(text, "quality-small")
+    small_rows = [line for line in small.splitlines() if line.startswith("| ") and "min count" not in line]
+    assert [line.split("|")[1].strip() for line in small_rows] == ["criteo-like", "movielens"]
+    assert all(line.count("|") == 10 for line in small_rows) and "- Smallest margin over the logistic regression" in small
     # --reuse-runs reads the finished runs back (none is trained again) and gives the same table
     summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/summary.json")}
     again = run_script("quality.py", "--quick", "--section", "main", "--reuse-runs", "--no-readme", "--out-dir",

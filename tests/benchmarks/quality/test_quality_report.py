@@ -6,6 +6,7 @@ import pytest
 from recsys_emb.benchmarks.quality import main
 from recsys_emb.benchmarks.quality.report import dcn_report, qr_ops_report, report
 from recsys_emb.benchmarks.quality.runs import parse_budget
+from recsys_emb.benchmarks.quality.small import small_report
 
 FULL = 1_000_000
 
@@ -158,3 +159,27 @@ def test_dcn_section_options_are_checked_before_any_work(capsys, tmp_path):
             main(["--dcn-rows", rows, "--section", "dcn", "--out-dir", str(tmp_path)])
         assert err in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_small_table_shows_each_variant_against_the_logistic_regression():
+    """The small-data table: the reference rows, each variant's mean and range over the seeds, its margin over
+    the logistic regression, and a verdict that names the smallest margin."""
+    def sample(dataset, lr_auc, hashed, unified):
+        models = {n: {"test_auc": sum(a) / len(a), "seed_test_auc": a, "seeds": [0, 1, 2]}
+                  for n, a in (("hashed", hashed), ("unified", unified))}
+        return {"dataset": dataset, "rows": {"total": 5000, "train": 4000, "valid": 500, "test": 500}, "min_count": 2,
+                "constant": {"auc": 0.5, "logloss": 0.5794}, "logistic_regression": {"auc": lr_auc, "C": 0.1},
+                "models": models}
+
+    res = {"rows": [sample("criteo-like", 0.68, [0.69, 0.70, 0.71], [0.66, 0.67, 0.68]),
+                    sample("movielens", 0.64, [0.65, 0.66, 0.67], [0.66, 0.66, 0.66])],
+           "overrides": ["data.batch_size=256"], "config": "c.yaml", "movielens_config": "m.yaml", "seeds": 3,
+           "scale": 0.02}
+    text = small_report(res, "cmd")
+    lines = [line for line in text.splitlines() if line.startswith("| criteo-like") or line.startswith("| movielens")]
+    assert lines[0] == ("| criteo-like | 5,000 (4,000) | 2 | 0.5 / 0.5794 | 0.6800 (0.1) | 0.7000 [0.6900-0.7100] | "
+                        "+0.0200 | 0.6700 [0.6600-0.6800] | -0.0100 |")
+    assert "| 0.6600 [0.6600-0.6600] | +0.0200 |" in lines[1]
+    assert "Smallest margin over the logistic regression: -0.0100" in text and "**below**" in text
+    res["rows"] = res["rows"][1:]
+    assert "**at least** the logistic regression's on every row" in small_report(res, "cmd")

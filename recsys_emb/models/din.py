@@ -26,8 +26,11 @@ from recsys_emb.specs import (
     EmbeddingSpec,
     FeatureSpec,
     Full,
+    LowRank,
     MixedDimension,
     QuotientRemainder,
+    Robe,
+    RobeArray,
     Unified,
     UnifiedTable,
 )
@@ -84,7 +87,8 @@ def default_attention_dim(embedding: EmbeddingSpec) -> int:
 def _with_dim(embedding: EmbeddingSpec, dim: int, feature: str) -> EmbeddingSpec:
     """``embedding`` at output dim ``dim``: the same variant, rows and hashing, narrower (or wider) rows.
     A unified feature's twin reads a twin table (same rows, named by :func:`attention_name`) with salts of
-    its own; a mixed-dimension feature's blocks keep their share of the dim."""
+    its own, a ROBE feature's twin a twin array; a mixed-dimension feature's blocks keep their share of
+    the dim."""
     if isinstance(embedding, Full):
         return Full(dim)
     if isinstance(embedding, Unified):
@@ -101,6 +105,11 @@ def _with_dim(embedding: EmbeddingSpec, dim: int, feature: str) -> EmbeddingSpec
             blocks = tuple(min(dim, max(round_to, round(d * dim / embedding.base_dim / round_to) * round_to))
                            for d in embedding.block_dims)
         return dataclasses.replace(embedding, base_dim=dim, round_to=round_to, block_dims=blocks)
+    if isinstance(embedding, Robe):  # a twin array (same size, named by attention_name), not the shared one
+        twin = RobeArray(attention_name(embedding.group.name), embedding.group.size)
+        return dataclasses.replace(embedding, group=twin, dim=dim)
+    if isinstance(embedding, LowRank) and embedding.rank >= dim:  # nothing left to factorise at this dim
+        return Full(dim)
     names = {f.name for f in dataclasses.fields(embedding)}  # type: ignore[arg-type]
     if "dim" in names:  # Hashed, QuotientRemainder, and any variant whose width is its ``dim``
         return dataclasses.replace(embedding, dim=dim)  # type: ignore[type-var]

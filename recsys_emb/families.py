@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from recsys_emb.errors import ConfigError, SpecError
-from recsys_emb.specs import (EmbeddingSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, Sizing,
-                              TensorTrain, Unified)
+from recsys_emb.specs import (EmbeddingSpec, Full, Hashed, LowRank, ManagedCollision, MixedDimension, QuotientRemainder,
+                              Robe, Sizing, TensorTrain, Unified)
 
 __all__ = [
     "Family",
@@ -287,7 +287,9 @@ def _register_built_in() -> None:
                     variants={"tt": {}}, options={"tt_rank": 0})
     register_family(Robe, builder="recsys_emb.embeddings.robe:RobeEmbedding",
                     variants={"robe": {}}, options={"robe_block": 0})
-    _BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified, LowRank, TensorTrain, Robe)
+    register_family(ManagedCollision, builder="recsys_emb.embeddings.managed_collision:ManagedCollisionEmbedding",
+                    variants={"mch": {}}, options={"mch_eviction": "lfu", "mch_eviction_interval": 1})
+    _BUILT_IN = (Full, Hashed, QuotientRemainder, MixedDimension, Unified, LowRank, TensorTrain, Robe, ManagedCollision)
 
 
 _register_built_in()

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from recsys_emb.errors import ConfigError
 from recsys_emb.torch_stack import require_torch_stack
 
 require_torch_stack()  # before TorchRec: a missing or mismatched stack fails here, with the install commands
@@ -220,6 +221,8 @@ def shard_model(
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     world = dist.get_world_size()
+    if world > 1:
+        _refuse_managed_collisions(model, world)
     planner = _planner(model, optimizer, device.type, world, int(os.environ.get("LOCAL_WORLD_SIZE", world)),
                        sharding_types, per_table_sharding, compute_kernel)
     plan: ShardingPlan = planner.collective_plan(model, pg=dist.GroupMember.WORLD)
@@ -236,6 +239,22 @@ def shard_model(
     elif init_seed is not None:
         init_tables(dmp, init_seed, scale=init_scale)
     return dmp
+
+
+def _refuse_managed_collisions(model: nn.Module, world: int) -> None:
+    """Managed-collision remaps (:class:`~recsys_emb.specs.ManagedCollision`) train in one process only."""
+    from recsys_emb.specs import ManagedCollision
+
+    for m in model.modules():
+        if isinstance(m, (EmbeddingLayer, SequenceEmbeddingLayer)):
+            mc = [f.name for f in m.features if isinstance(f.embedding, ManagedCollision)]
+            if mc:
+                raise ConfigError(
+                    f"feature(s) {mc}: managed-collision tables are not sharded over {world} processes: each "
+                    f"process would update its own copy of the remap from its own batches (TorchRec's "
+                    f"DistributedModelParallel does not synchronise buffers), and TorchRec's managed-collision "
+                    f"sharder, which shards the remap with its table, supports row_wise only, which TorchRec "
+                    f"refuses on CPU; train them in one process, or choose another variant (e.g. 'hashed')")
 
 
 def plan_model(

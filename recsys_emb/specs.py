@@ -31,6 +31,8 @@ __all__ = [
     "TensorTrain",
     "RobeArray",
     "Robe",
+    "MC_EVICTIONS",
+    "ManagedCollision",
     "FeatureSpec",
     "validate_feature_set",
     "init_bounds",
@@ -1060,6 +1062,82 @@ class Robe(EmbeddingSpec):
         out = super().to_dict()
         out["group"] = self.group.to_dict()
         return out
+
+
+MC_EVICTIONS = ("lfu", "lru", "distance_lfu")
+"""Eviction policies of :class:`ManagedCollision`: TorchRec's ``LFU_EvictionPolicy``,
+``LRU_EvictionPolicy`` and ``DistanceLFU_EvictionPolicy``."""
+
+_MC_METADATA = {"lfu": 1, "lru": 1, "distance_lfu": 2}
+"""int64 per-slot metadata buffers of each policy (counts, last access, or both)."""
+
+
+@dataclass(frozen=True)
+class ManagedCollision(EmbeddingSpec):
+    """TorchRec's managed-collision hashing (``torchrec.modules.mc_modules.MCHManagedCollisionModule``):
+    a ``zch_size x dim`` table whose rows are given to ids by a stateful remap. In training, every
+    ``eviction_interval`` forwards the remap admits the ids it has seen since the last eviction,
+    evicting the slots the policy scores lowest (``lfu``: fewest hits; ``lru``: least recently seen;
+    ``distance_lfu``: hits divided by the distance in iterations); an id not (yet) admitted reads the
+    last row, which TorchRec keeps for misses. In eval mode the remap is frozen. An evicted slot's row
+    is not reset: the newly admitted id starts from it (as in TorchRec's
+    ``ManagedCollisionEmbeddingBagCollection``). Any int64 id below ``2**63 - 1`` is accepted;
+    ``cardinality`` may be ``None``.
+
+    Memory: the table (:meth:`tables`, what ``bytes`` counts), plus the remap's int64 state
+    (:meth:`remap_state_bytes`: the sorted admitted ids, their slots and the policy's per-slot
+    metadata, saved in checkpoints), plus, in training only, a history of the ids seen since the last
+    eviction (int64, ``1.25 x`` the ids of ``eviction_interval`` batches; twice that for ``lru`` and
+    ``distance_lfu``).
+
+    Example:
+        >>> ManagedCollision(dim=16, zch_size=1000).tables("C1", 100_000)[0].rows
+        1000
+        >>> ManagedCollision(dim=16, zch_size=1000).remap_state_bytes()  # sorted ids, slots, counts
+        32208
+    """
+
+    dim: int
+    zch_size: int
+    eviction: str = "lfu"
+    eviction_interval: int = 1
+    kind: ClassVar[str] = "managed_collision"
+
+    @classmethod
+    def for_field(cls, sizing: Sizing, name: str, cardinality: int) -> EmbeddingSpec:
+        """``ceil(cardinality / compression)`` rows (at least 2: one is the miss row); the policy and the
+        interval from ``options["mch_eviction"]`` and ``options["mch_eviction_interval"]``."""
+        return cls(dim=sizing.dim, zch_size=max(2, math.ceil(cardinality / sizing.compression)),
+                   eviction=str(sizing.options.get("mch_eviction", "lfu")),
+                   eviction_interval=int(sizing.options.get("mch_eviction_interval", 1)))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
+        eviction = options.get("mch_eviction", "lfu")
+        if eviction not in MC_EVICTIONS:
+            raise ConfigError(f"{key}.mch_eviction={eviction!r} is not one of {list(MC_EVICTIONS)}")
+        _option_at_least(key, options, "mch_eviction_interval", 1)
+
+    def __post_init__(self) -> None:
+        _check_int("ManagedCollision", "dim", self.dim, multiple=DIM_MULTIPLE)
+        _check_int("ManagedCollision", "zch_size", self.zch_size, low=2,
+                   hint=" (the table's rows; the last one is read by ids not admitted)")
+        if self.eviction not in MC_EVICTIONS:
+            raise SpecError(f"ManagedCollision.eviction={self.eviction!r} must be one of {MC_EVICTIONS}")
+        _check_int("ManagedCollision", "eviction_interval", self.eviction_interval,
+                   hint=" (training forwards between evictions)")
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def tables(self, owner: str, cardinality: Optional[int]) -> List[TableDef]:
+        return [TableDef(owner, self.zch_size, self.dim)]
+
+    def remap_state_bytes(self) -> int:
+        """Bytes of the remap's saved state (TorchRec's persistent buffers): per slot the admitted id, its
+        row and the policy's metadata (8 bytes each), plus 1026 int64 of shard segments and iteration."""
+        return 8 * self.zch_size * (2 + _MC_METADATA[self.eviction]) + 8 * 1026
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import pytest
 from recsys_emb.errors import ConfigError
 from recsys_emb.memory import memory_from_specs
 from recsys_emb.presets import VARIANTS, VariantPreset, feature_specs, with_oov_rows
-from recsys_emb.specs import (Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, TensorTrain, Unified,
+from recsys_emb.specs import (Full, Hashed, LowRank, ManagedCollision, MixedDimension, QuotientRemainder, Robe, TensorTrain, Unified,
                               UnifiedTable)
 
 CARDS = {"small": 100, "big": 100_000, "huge": 1_000_000, "hist": 100_000}
@@ -20,7 +20,8 @@ def test_every_variant_builds_with_shared_history(variant):
     assert isinstance(by["small"].embedding, shared_group.get(variant, Full))
     assert by["hist"].embedding == by["big"].embedding and by["hist"].shared_with == "big"
     kinds = {"full": Full, "hashed": Hashed, "multi_hash": Hashed, "qr": QuotientRemainder,
-             "mixed": MixedDimension, "unified": Unified, "lowrank": LowRank, "tt": TensorTrain, "robe": Robe}
+             "mixed": MixedDimension, "unified": Unified, "lowrank": LowRank, "tt": TensorTrain, "robe": Robe,
+             "mch": ManagedCollision}
     assert isinstance(by["huge"].embedding, kinds[variant])
 
 

@@ -14,6 +14,7 @@ from recsys_emb.embeddings.base import EmbeddingVariant, TableDef, VirtualFeatur
 from recsys_emb.embeddings.full import FullEmbedding
 from recsys_emb.embeddings.hashed import HashedEmbedding
 from recsys_emb.embeddings.lowrank import LowRankEmbedding
+from recsys_emb.embeddings.managed_collision import ManagedCollisionEmbedding
 from recsys_emb.embeddings.mixed import MixedDimensionEmbedding
 from recsys_emb.embeddings.qr import QuotientRemainderEmbedding
 from recsys_emb.embeddings.robe import RobeEmbedding
@@ -35,6 +36,7 @@ __all__ = [
     "LowRankEmbedding",
     "TensorTrainEmbedding",
     "RobeEmbedding",
+    "ManagedCollisionEmbedding",
     "build_variant",
     "register_variant",
     "unregister_variant",

@@ -17,9 +17,9 @@ def test_demo_prints_memory_table():
 def test_rows_hold_every_variant_with_its_share_of_the_full_bytes(single_process_group):
     rows = run_demo(cap=2000, dim=8, batch=32, compression=4)
     by = {r["variant"]: r for r in rows}
-    assert list(by) == ["full", "hashed", "multi_hash", "qr", "mixed", "unified", "lowrank", "tt", "robe"]
+    assert list(by) == ["full", "hashed", "multi_hash", "qr", "mixed", "unified", "lowrank", "tt", "robe", "mch"]
     assert by["full"]["ratio_to_full"] == 1.0 and by["full"]["bytes"] == 4 * by["full"]["params"]
-    for v in ("hashed", "multi_hash", "qr", "unified", "tt", "robe"):
+    for v in ("hashed", "multi_hash", "qr", "unified", "tt", "robe", "mch"):
         assert by[v]["ratio_to_full"] < 0.5, v  # large fields at about 1/4, the small ones whole
     assert 0.25 < by["lowrank"]["ratio_to_full"] < 0.55  # rank >= 4 at dim 8: each large table about halved
     assert all(r["output_shape"] == (32, 26 * 8) for r in rows)

@@ -19,7 +19,7 @@ def test_quick_run_reports_every_variant_against_torchrec(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     names = [r["variant"] for r in res["results"]]
-    assert names == ["torchrec_dlrm", "full", "hashed", "multi_hash", "qr", "mixed", "unified", "lowrank", "tt", "robe",
+    assert names == ["torchrec_dlrm", "full", "hashed", "multi_hash", "qr", "mixed", "unified", "lowrank", "tt", "robe", "mch",
                      "full+sparse_dist"]
     assert res["results"][0]["ratio_to_torchrec"] == 1.0
     for r in res["results"]:

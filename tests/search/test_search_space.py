@@ -14,7 +14,8 @@ def test_variant_choices_build_valid_specs_with_bytes():
     cfg = load_search_config(CONFIGS / "search_tiny.yaml")
     base = cfg.trial_run_dict()
     base["embeddings"]["min_rows"] = 64
-    space = SpaceConfig(dims=[8, 16], variants=["full", "hashed", "qr", "mixed", "unified", "lowrank", "tt", "robe"],
+    space = SpaceConfig(dims=[8, 16], variants=["full", "hashed", "qr", "mixed", "unified", "lowrank", "tt", "robe",
+                                                         "mch"],
                         compression=[4.0], alpha=[0.3], chunks=[2])
     sizes = {}
     for variant in space.variants:
@@ -25,13 +26,14 @@ def test_variant_choices_build_valid_specs_with_bytes():
         specs, _ = build_features(run, schema)
         kinds = {s.name: s.embedding.kind for s in specs}
         assert kinds["a"] in ("full", "unified", "robe")  # small fields stay full, except in a shared group
-        assert kinds["c"] == ("hashed" if variant == "multi_hash" else variant)
+        assert kinds["c"] == {"multi_hash": "hashed", "mch": "managed_collision"}.get(variant, variant)
         sizes[variant] = memory_from_specs(specs).bytes
         if variant == "mixed":  # the base is field-level (the preset default): the search's groups get blocks
             assert len(next(s for s in specs if s.name == "c").tables()) == MIXED_SEARCH_BLOCKS
     full = (10 + 5000 + 30000) * 16 * 4
     assert sizes["full"] == full
     assert sizes["hashed"] == (10 + 1250 + 7500) * 16 * 4
+    assert sizes["mch"] == sizes["hashed"]  # TorchRec's managed collisions: as many rows (remap state apart)
     assert sizes["unified"] == (10 + 1250 + 7500) * 8 * 4  # one shared table, chunk dim 16 / 2
     assert sizes["mixed"] < full
     assert sizes["lowrank"] == (10 * 16 + (5000 + 30000) * 4 + 2 * 4 * 16) * 4  # rank 16 / 4, two projections

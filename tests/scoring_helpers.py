@@ -53,6 +53,12 @@ def tiny_model_dir(out: Path, lines: List[str], missing_flags: bool = False, see
         for p in module.parameters():
             p.uniform_(-0.5, 0.5)
     features = [f for layer in embedding_layers(module) for f in layer.features]
+    for layer in embedding_layers(module):  # managed-collision remaps admit the ids they have room for
+        for f in layer.features:
+            if f.embedding.kind == "managed_collision":
+                variant = layer.variant(f.name).train()
+                variant.remap(torch.arange(int(f.cardinality)), torch.tensor([int(f.cardinality)]))
+                variant.eval()
     dataset = {"dataset": "criteo", "missing_flags": missing_flags,
                "oov_ids": {c: v.oov_id for c, v in vocabs.items()}}
     save_model_dir(SavedModel(module, features, schema, config_to_dict(cfg), dataset, vocabs,

@@ -392,15 +392,20 @@ def test_a_dcn_model_directory_is_scored_by_predict_and_its_export_alike(tmp_pat
     assert model.module.interaction == "dcn" and model.module.interact.low_rank
 
 
-def test_low_rank_tensor_train_and_robe_are_scored_by_predict_and_their_export_alike(tmp_path):
-    """A model directory whose fields are low-rank (the preset), tensor-train and ROBE (overrides): ``recsys-emb
-    predict`` (eager) and the ``torch-export`` program give the same probabilities on the same raw rows."""
-    from recsys_emb.specs import LowRank, Robe, TensorTrain
+def test_low_rank_tensor_train_robe_and_managed_collisions_are_scored_by_predict_and_their_export_alike(tmp_path):
+    """A model directory whose fields are low-rank (the preset), tensor-train, ROBE and TorchRec's managed
+    collisions (overrides; the remap admits some ids, the others read its miss row): ``recsys-emb predict``
+    (eager) and the ``torch-export`` program give the same probabilities on the same raw rows."""
+    from recsys_emb.specs import LowRank, ManagedCollision, Robe, TensorTrain
     from tests.scoring_helpers import criteo_lines
 
     robe = {"type": "robe", "group": {"name": "robe_array", "size": 256}, "dim": 8, "block": 4}
+    mch = {"type": "managed_collision", "dim": 8, "zch_size": 8}
     model = _predict_and_export_agree(tmp_path, criteo_lines(tmp_path, 60), embeddings={
         "variant": "lowrank", "dim": 8, "min_rows": 1, "compression": 2.0,
-        "overrides": {"C1": {"type": "tt", "dim": 8, "ranks": [2, 3]}, "C2": robe, "C3": {**robe, "block": 16}}})
+        "overrides": {"C1": {"type": "tt", "dim": 8, "ranks": [2, 3]}, "C2": robe, "C3": {**robe, "block": 16},
+                      "C4": mch, "C5": {**mch, "eviction": "lru"}}})
     kinds = {type(f.embedding) for f in model.features}
-    assert {LowRank, TensorTrain, Robe} <= kinds, kinds
+    assert {LowRank, TensorTrain, Robe, ManagedCollision} <= kinds, kinds
+    remap = model.module.embeddings.variant("C4").mc
+    assert int(remap.open_slots()) == 0  # the loaded remap is the saved one: every slot holds an id

@@ -8,8 +8,8 @@ import torch
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.sharding import plan_report, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
-from recsys_emb.specs import (FeatureSpec, Full, Hashed, LowRank, MixedDimension, QuotientRemainder, Robe, RobeArray,
-                              TensorTrain)
+from recsys_emb.specs import (FeatureSpec, Full, Hashed, LowRank, ManagedCollision, MixedDimension, QuotientRemainder,
+                              Robe, RobeArray, TensorTrain)
 
 VARIANTS = {
     "full": Full(dim=8),
@@ -22,6 +22,8 @@ VARIANTS = {
     "lowrank": LowRank(dim=8, rank=4),
     "robe": Robe(RobeArray("robe", size=96), dim=8, block=8),
     "tt": TensorTrain(dim=8, ranks=(3, 2)),  # cores are dense parameters: replicated (DDP), not sharded
+    # TorchRec's remap runs in the dense part (one process: several are refused, docs/embeddings.md)
+    "mch": ManagedCollision(dim=8, zch_size=6),
 }
 
 

@@ -85,10 +85,11 @@ def test_din_learns(data, tmp_path, attention):
                                                     if f.shared_with is None)
 
 
-@pytest.mark.parametrize("backend", ["torchrec", "table_batched"])
-def test_kill_and_resume_equals_uninterrupted(data, tmp_path, backend):
+@pytest.mark.parametrize("backend, variant", [("torchrec", "qr"), ("table_batched", "qr"),
+                                             ("torchrec", "mch")])  # mch: TorchRec's remap state resumes too
+def test_kill_and_resume_equals_uninterrupted(data, tmp_path, backend, variant):
     sets = [f"data.path={data / 'cl'}", "data.batch_size=256", "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]",
-            "embeddings.variant=qr", "embeddings.dim=8", "embeddings.min_rows=64", "train.log_every=0",
+            f"embeddings.variant={variant}", "embeddings.dim=8", "embeddings.min_rows=64", "train.log_every=0",
             "train.progress=false", "train.checkpoint_every=20", "train.epochs=2", f"train.embedding_backend={backend}"]
     cfg_path = ROOT / "configs" / "demo.yaml"
 

@@ -170,8 +170,9 @@ class SupernetConfig:
     ``train_overrides``: ``key=value`` overrides of the supernet's training on top of the base config (its
     full recipe by default). The evolutionary search scores ``population`` candidates, then ``generations``
     rounds of ``population`` children (mutation: each group's dim redrawn with ``mutation_prob``; crossover:
-    each group's dim from either of two parents) bred from the ``parents`` best; ``fill``: every candidate
-    is grown to the budget (groups in random order, each raised to the largest dim that still fits).
+    each group's dim from either of two parents) bred from the ``parents`` best; ``fill``: each candidate's
+    copy grown to the budget is scored too (groups in random order, each raised to the largest dim that
+    still fits).
     ``retrain``: train the chosen dims from scratch with the base config. ``seed``: the step sampling and
     the search (``null``: the search config's ``seed``, else 0)."""
 

@@ -233,8 +233,9 @@ def evolve(score: Callable[[Candidate], float], plan: SupernetPlan, budget: int,
 
     The first population holds every uniform candidate (one dim for all groups) and random ones; each
     generation breeds ``population`` children from the ``parents`` best (half by mutation, half by
-    crossover). Every candidate is brought within the budget (random groups lowered) and, with ``fill``,
-    grown to fill it. Ties in score go to the candidate with more bytes.
+    crossover). Every candidate is brought within the budget (random groups lowered); with ``fill`` its copy
+    grown to fill the budget is scored too (so the search meets the points that use the budget, and can
+    still prefer one that does not). Ties in score go to the candidate with more bytes.
 
     Returns the scored candidates in order: ``{"candidate", "dims" (per group), "bytes", "score",
     "generation"}``.
@@ -260,17 +261,16 @@ def evolve(score: Callable[[Candidate], float], plan: SupernetPlan, budget: int,
 
     def admit(cand: List[int], generation: int) -> None:
         cand = _repair(cand, plan, budget, rng)
-        if fill:
-            cand = _fill(cand, plan, budget, rng)
-        key = tuple(cand)
-        if key in seen:
-            return
-        rec = {"candidate": key, "dims": dict(zip(plan.names, key)), "bytes": plan.bytes_of(key),
-               "score": float(score(key)), "generation": generation}
-        logger.info("candidate %d (generation %d): %s bytes, score %.4f", len(order), generation,
-                    f"{rec['bytes']:,}", rec["score"])
-        seen[key] = rec
-        order.append(rec)
+        for c in (cand, _fill(cand, plan, budget, rng)) if fill else (cand,):
+            key = tuple(c)
+            if key in seen:
+                continue
+            rec = {"candidate": key, "dims": dict(zip(plan.names, key)), "bytes": plan.bytes_of(key),
+                   "score": float(score(key)), "generation": generation}
+            logger.info("candidate %d (generation %d): %s bytes, score %.4f", len(order), generation,
+                        f"{rec['bytes']:,}", rec["score"])
+            seen[key] = rec
+            order.append(rec)
 
     def rank(r: Dict[str, Any]) -> Tuple[float, int]:
         return (r["score"], r["bytes"])

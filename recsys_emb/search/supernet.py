@@ -88,7 +88,7 @@ class DimMask:
         self._masks: Dict[Tuple[Any, ...], torch.Tensor] = {}
 
     @classmethod
-    def install(cls, layer: nn.Module, groups: Mapping[str, Sequence[str]], choices: Sequence[int],
+    def install(cls, layer: Any, groups: Mapping[str, Sequence[str]], choices: Sequence[int],
                 seed: int = 0) -> "DimMask":
         """Hook a mask on ``layer.ebc`` (install it after the tables are attached, which replaces ``ebc``):
         ``groups`` maps a group to its fields, all of them :data:`SLICEABLE` at one dim ``>= max(choices)``."""
@@ -356,7 +356,8 @@ def supernet_search(config: SearchConfig, study_name: Optional[str] = None) -> D
     t0 = time.perf_counter()
     trainer = Trainer(sup_cfg, write_model=False)
     try:
-        (layer,) = embedding_layers(trainer.model.module)
+        model: Any = trainer.model
+        (layer,) = embedding_layers(model.module)
         mask = DimMask.install(layer, plan.groups, plan.choices, seed=seed)
         sup_summary = trainer.fit()
         t_train = time.perf_counter() - t0

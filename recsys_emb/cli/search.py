@@ -27,6 +27,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.budget_bytes is not None:
         overrides.append(f"budget_bytes={args.budget_bytes}")
     cfg = load_search_config(args.config, overrides)  # fails here, before any work, on a bad config
+    if args.method == "supernet":
+        return _cmd_supernet(args, cfg)
     if args.report:
         study = open_study(cfg, args.storage, args.study)
         result = search_report(study, cfg)
@@ -34,6 +36,30 @@ def _cmd_search(args: argparse.Namespace) -> int:
         study = search(cfg, storage=args.storage, study_name=args.study, n_trials=args.n_trials)
         result = search_report(study, cfg)
     _print_result(study, cfg, result)
+    return 0
+
+
+def _cmd_supernet(args: argparse.Namespace, cfg: Any) -> int:
+    from recsys_emb.errors import ConfigError
+    from recsys_emb.memory import format_bytes
+    from recsys_emb.cli.output import emit
+    from recsys_emb.search.supernet import supernet_search
+
+    for flag, value in (("--storage", args.storage), ("--n-trials", args.n_trials), ("--report", args.report or None)):
+        if value is not None:
+            raise ConfigError(f"{flag} is for --method trials (an Optuna study); --method supernet trains one supernet "
+                              f"and scores supernet.population x (supernet.generations + 1) candidates at most: drop "
+                              f"{flag} (set those with --set supernet.population=N)")
+    r = supernet_search(cfg, study_name=args.study)
+    c = r["compute"]
+    emit(f"supernet search {r['study']}: {c['supernet_steps']} supernet steps, {c['candidates_scored']} candidates "
+         f"scored (no training), {c['retrain_steps']} retrain steps")
+    emit(f"chosen dims: {format_bytes(r['bytes'])} / budget {format_bytes(r['budget_bytes'])} "
+         f"({r['budget_used']:.0%}), supernet valid AUC {r['supernet_valid_auc']:.4f}")
+    if "retrain" in r:
+        emit(f"retrained: valid AUC {r['retrain']['valid_auc']:.4f}, test AUC {r['retrain']['test_auc']:.4f}, "
+             f"model {r['retrain']['model_dir']}")
+    emit(f"best config: {r['best_yaml']}   candidates: {r['candidates_csv']}   report: {r['report_json']}")
     return 0
 
 
@@ -71,6 +97,9 @@ def add_search_command(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--budget-bytes", type=int, default=None, help="override budget_bytes")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a search config value, e.g. --set sampler=random (repeatable)")
+    s.add_argument("--method", choices=("trials", "supernet"), default="trials",
+                   help="trials: an Optuna study, one short training per trial (default); supernet: one supernet "
+                        "training, candidates scored on it without training, the best retrained (docs/search.md)")
     s.add_argument("--report", action="store_true",
                    help="run no trial: write best.yaml, trials.csv and the plot from the storage")
     s.set_defaults(func=_cmd_search, reexec=True)

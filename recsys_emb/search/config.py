@@ -33,7 +33,7 @@ from recsys_emb.config import (
 )
 from recsys_emb.specs import DIM_MULTIPLE
 
-__all__ = ["DimRange", "SpaceConfig", "PrunerConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
+__all__ = ["DimRange", "SpaceConfig", "PrunerConfig", "SupernetConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
            "SEARCH_VARIANTS"]
 
 def __getattr__(name: str) -> Any:
@@ -164,6 +164,41 @@ class PrunerConfig:
 
 
 @dataclass
+class SupernetConfig:
+    """The one-shot search (``recsys-emb search --method supernet``, :mod:`recsys_emb.search.supernet`).
+
+    ``train_overrides``: ``key=value`` overrides of the supernet's training on top of the base config (its
+    full recipe by default). The evolutionary search scores ``population`` candidates, then ``generations``
+    rounds of ``population`` children (mutation: each group's dim redrawn with ``mutation_prob``; crossover:
+    each group's dim from either of two parents) bred from the ``parents`` best; ``fill``: each candidate's
+    copy grown to the budget is scored too (groups in random order, each raised to the largest dim that
+    still fits).
+    ``retrain``: train the chosen dims from scratch with the base config. ``seed``: the step sampling and
+    the search (``null``: the search config's ``seed``, else 0)."""
+
+    train_overrides: List[str] = field(default_factory=list)
+    population: int = 16
+    generations: int = 6
+    parents: int = 6
+    mutation_prob: float = 0.3
+    fill: bool = True
+    retrain: bool = True
+    seed: Optional[int] = None
+
+    def validate(self) -> None:
+        for key in ("population", "parents"):
+            if getattr(self, key) < 1:
+                _fail(f"supernet.{key}", getattr(self, key), "must be >= 1")
+        if self.generations < 0:
+            _fail("supernet.generations", self.generations, "must be >= 0")
+        if not 0 < self.mutation_prob <= 1:
+            _fail("supernet.mutation_prob", self.mutation_prob, "must lie in (0, 1]")
+        for item in self.train_overrides:
+            if "=" not in item:
+                _fail("supernet.train_overrides[]", item, "each entry looks like key.sub=value")
+
+
+@dataclass
 class SearchConfig:
     """A whole search, as loaded from YAML by :func:`load_search_config`.
 
@@ -187,6 +222,7 @@ class SearchConfig:
         max_retries: retries of one killed trial.
         max_over_budget_trials: over-budget trials (free: not trained) a worker tolerates before it
             gives up, so a space whose every point breaks the budget cannot spin forever.
+        supernet: the one-shot search's settings (:class:`SupernetConfig`, ``--method supernet``).
         keep_checkpoints: keep the trials' training checkpoints and model directories (default: deleted after
             the trial).
         progress: tqdm bar over trials on a TTY.
@@ -208,6 +244,7 @@ class SearchConfig:
     grace_period: Optional[int] = None
     max_retries: int = 2
     max_over_budget_trials: int = 1000
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
     keep_checkpoints: bool = False
     progress: bool = True
     source: str = field(default="", repr=False)
@@ -241,6 +278,7 @@ class SearchConfig:
                 _fail("train_overrides[]", item, "each entry looks like key.sub=value")
         self.space.validate()
         self.pruner.validate()
+        self.supernet.validate()
         self.trial_run_dict()  # the base config and the trial overrides must load and validate too
         return self
 

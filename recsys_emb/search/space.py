@@ -91,13 +91,15 @@ def _shifted(dim: int, levels: Sequence[int], shift: int) -> int:
 
 def _group_embeddings(trial: Any, space: SpaceConfig, group: str, fields: Sequence[str],
                       cards: Mapping[str, int], base: Dict[str, Any], dim_shift: int = 0,
-                      compression_scale: float = 1.0) -> Tuple[Dict[str, int], Dict[str, Dict[str, Any]]]:
+                      compression_scale: float = 1.0, group_shift: int = 0) -> Tuple[Dict[str, int], Dict[str, Dict[str, Any]]]:
     """(dims, overrides) of one group's fields for a trial: the trial picks a dim and (when variants are
     searched) a variant; the variant's family picks its knobs (:meth:`~recsys_emb.specs.EmbeddingSpec.suggest`:
     compression, chunks, alpha, ...) and sizes the group (:func:`recsys_emb.presets.group_specs`), as it
-    does for run configs. ``dim_shift`` moves the dim along :func:`dim_levels`; a compressing family's
+    does for run configs. ``dim_shift``, then ``group_shift``, move the dim along :func:`dim_levels` (each
+    clamped to its ends); a compressing family's
     compression is multiplied by ``compression_scale`` (at least 1: all rows)."""
-    dim = _shifted(suggest_dim(trial, space, group), dim_levels(space), dim_shift)
+    levels = dim_levels(space)
+    dim = _shifted(_shifted(suggest_dim(trial, space, group), levels, dim_shift), levels, group_shift)
     if not space.variants:
         return {f: dim for f in fields}, {}
     variant = trial.suggest_categorical(f"variant:{group}", list(space.variants))
@@ -116,7 +118,8 @@ def _group_embeddings(trial: Any, space: SpaceConfig, group: str, fields: Sequen
 
 
 def trial_choices(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[str]], cards: Mapping[str, int],
-                  run_dict: Dict[str, Any], dim_shift: int = 0, compression_scale: float = 1.0) -> Dict[str, Any]:
+                  run_dict: Dict[str, Any], dim_shift: int = 0, compression_scale: float = 1.0,
+                  group_shifts: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
     """A trial's ``{"dims": {field: dim}, "overrides": {field: embedding dict}}`` over all groups.
 
     Args:
@@ -128,11 +131,14 @@ def trial_choices(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[
             the families' ``options`` when variants are searched).
         dim_shift: every group's dim moves this many steps along :func:`dim_levels` (clamped).
         compression_scale: every compressing group's compression is multiplied by it (at least 1).
+        group_shifts: ``{group: steps}`` moved after ``dim_shift`` (clamped again).
     """
+    extra = group_shifts or {}
     dims: Dict[str, int] = {}
     overrides: Dict[str, Dict[str, Any]] = {}
     for g, fields in groups.items():
-        d, o = _group_embeddings(trial, space, g, fields, cards, run_dict, dim_shift, compression_scale)
+        d, o = _group_embeddings(trial, space, g, fields, cards, run_dict, dim_shift, compression_scale,
+                                 extra.get(g, 0))
         dims.update(d)
         overrides.update(o)
     return {"dims": dims, "overrides": overrides}
@@ -145,29 +151,36 @@ Measure = Callable[[Dict[str, Any]], int]
 def _solve_scale(at: Callable[[float], int], budget: int, lo: float, hi: float, target: float = FILL_TARGET
                  ) -> Tuple[float, int]:
     """The smallest scale ``s`` in ``[lo, hi]`` (found to within :data:`FILL_TARGET`) with ``at(s) <= budget``,
-    given ``at(hi) <= budget`` and bytes that fall as ``s`` grows: regula falsi on ``1/s`` (bytes are affine
-    in it while no compression is clamped at 1), bisection in log space when that stalls. Returns
-    ``(s, at(s))``."""
+    given ``at(hi) <= budget`` and bytes that fall as ``s`` grows: regula falsi on ``1/s`` with the Illinois
+    rule. Returns ``(s, at(s))``."""
     b_hi = at(hi)
     if b_hi > budget:
         raise ValueError(f"{b_hi} bytes at the largest compression exceed the budget {budget}")
     b_lo = at(lo)
     if b_lo <= budget:
         return lo, b_lo
-    fit, b_fit, over, b_over = hi, b_hi, lo, b_lo  # fit: within the budget; over: above it
+    # on u = 1/s bytes are affine while no compression is clamped at 1: regula falsi with the Illinois
+    # rule (an end kept twice has its residual halved), so clamping and rounding cannot stall it
+    u_fit, f_fit, u_over, f_over = 1 / hi, float(b_hi - budget), 1 / lo, float(b_lo - budget)
+    b_fit, side = b_hi, 0
     for _ in range(_FILL_STEPS):
         if b_fit >= target * budget:
             break
-        u_fit, u_over = 1 / fit, 1 / over
-        u = u_fit + (u_over - u_fit) * (budget - b_fit) / (b_over - b_fit)  # the affine model's root
-        s = 1 / u if u > 0 else math.sqrt(fit * over)
-        if not over * 1.0001 < s < fit / 1.0001 or abs(math.log(s / over)) < 0.02 * abs(math.log(fit / over)):
-            s = math.sqrt(fit * over)
-        b = at(s)
+        u = (u_fit * f_over - u_over * f_fit) / (f_over - f_fit)
+        if not u_fit < u < u_over:
+            u = (u_fit + u_over) / 2
+        b = at(1 / u)
         if b <= budget:
-            fit, b_fit = s, b
+            u_fit, f_fit, b_fit = u, float(b - budget), b
+            if side == -1:
+                f_over /= 2
+            side = -1
         else:
-            over, b_over = s, b
+            u_over, f_over = u, float(b - budget)
+            if side == 1:
+                f_fit /= 2
+            side = 1
+    fit = 1 / u_fit
     return fit, b_fit
 
 
@@ -179,8 +192,8 @@ def fill_budget(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[st
     more); the scale is chosen here. First the dims: while the trial does not fit the budget even with
     one row per compressed field, every group's dim steps down one level of :func:`dim_levels`; while it
     fits with no compression at all (every compressing group at compression 1), every dim steps up while
-    it still fits, and one step more when that leaves the budget under-used and the trial has a
-    compressing group to fill it with. Then the compressions: one factor multiplies every compressing group's compression
+    it still fits, then each group's own dim (in group order) while the trial still fits, and one
+    group's one step more when that leaves the budget under-used and compression can fill it. Then the compressions: one factor multiplies every compressing group's compression
     (:func:`trial_choices`' ``compression_scale``), solved so that the trial uses between
     :data:`FILL_TARGET` of the budget and the budget. A trial that cannot fit (its uncompressed groups at
     the lowest dims exceed the budget) is returned as sampled, over the budget: the caller rejects it.
@@ -192,8 +205,8 @@ def fill_budget(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[st
         budget: the embedding bytes allowed.
 
     Returns:
-        ``choices`` (as :func:`trial_choices`), their bytes, and ``info``: ``dim_shift``,
-        ``compression_scale``, ``budget_use`` (bytes / budget).
+        ``choices`` (as :func:`trial_choices`), their bytes, and ``info``: ``dim_shift`` (every group),
+        ``group_shifts`` (``{group: steps}`` on top of it), ``compression_scale``, ``budget_use`` (bytes / budget).
 
     Example (one field, full or hashed; a hashed draw at dim 8 under a budget above its full table's bytes
     goes to dim 16 and the compression that fills the budget):
@@ -206,20 +219,22 @@ def fill_budget(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[st
         >>> trial = optuna.trial.FixedTrial({"dim:a": 8, "variant:a": "hashed", "compression:a": 2.0})
         >>> run = {"embeddings": {"min_rows": 0, "options": {}}}
         >>> choices, n_bytes, info = fill_budget(trial, space, {"a": ["a"]}, cards, run, measure, 400_000)
-        >>> choices["overrides"]["a"]["dim"], n_bytes / 400_000 >= FILL_TARGET, info["dim_shift"]
-        (16, True, 1)
+        >>> choices["overrides"]["a"]["dim"], n_bytes / 400_000 >= FILL_TARGET, info["dim_shift"], info["group_shifts"]
+        (16, True, 0, {'a': 1})
     """
     from optuna.trial import FixedTrial
 
     sampled = trial_choices(trial, space, groups, cards, run_dict)
     replay = FixedTrial(dict(trial.params))
     levels = len(dim_levels(space))
-    cache: Dict[Tuple[int, float], int] = {}
+    cache: Dict[Tuple[int, Tuple[Tuple[str, int], ...], float], int] = {}
+    own: Dict[str, int] = {}  # groups moved on their own, on top of the common shift
 
-    def at(shift: int, scale: float) -> int:
-        if (shift, scale) not in cache:
-            cache[shift, scale] = measure(trial_choices(replay, space, groups, cards, run_dict, shift, scale))
-        return cache[shift, scale]
+    def at(shift: int, scale: float, extra: Optional[Mapping[str, int]] = None) -> int:
+        key = (shift, tuple(sorted((extra if extra is not None else own).items())), scale)
+        if key not in cache:
+            cache[key] = measure(trial_choices(replay, space, groups, cards, run_dict, shift, scale, dict(key[1])))
+        return cache[key]
 
     max_c = max([float(c) for c in space.compression] + [1.0])
     none = 1.0 / max_c  # every compressing group at compression 1
@@ -229,15 +244,28 @@ def fill_budget(trial: Any, space: SpaceConfig, groups: Mapping[str, Sequence[st
     if at(shift, _MAX_SCALE) > budget:
         n = measure(sampled)
         return sampled, n, {"dim_shift": 0, "compression_scale": 1.0, "budget_use": n / budget}
-    if shift == 0 and at(0, none) <= budget:
-        while shift < levels - 1 and at(shift + 1, none) <= budget:
+    if at(shift, none) <= budget:
+        while shift >= 0 and shift < levels - 1 and at(shift + 1, none) <= budget:
             shift += 1
-        if (at(shift, none) < FILL_TARGET * budget and shift < levels - 1 and at(shift + 1, _MAX_SCALE) <= budget
-                and at(shift + 1, none) != at(shift + 1, _MAX_SCALE)):
-            shift += 1  # uncompressed, this dim leaves budget unused; the next one, compressed, fills it
+        # then group by group (in order), one step at a time, while the trial still fits uncompressed
+        grown = True
+        while grown and at(shift, none) < FILL_TARGET * budget:
+            grown = False
+            for g in groups:
+                more = {**own, g: own.get(g, 0) + 1}  # at the top dim already: the same bytes, not grown
+                if at(shift, none) != at(shift, none, more) <= budget:
+                    own, grown = more, True
+        if at(shift, none) < FILL_TARGET * budget and at(shift, none) != at(shift, _MAX_SCALE):
+            # uncompressed, these dims leave budget unused: the first group whose next dim fits compressed
+            for g in groups:
+                more = {**own, g: own.get(g, 0) + 1}
+                if at(shift, _MAX_SCALE, more) <= budget < at(shift, none, more):
+                    own = more
+                    break
     scale, n = _solve_scale(lambda s: at(shift, s), budget, none, _MAX_SCALE)
-    choices = trial_choices(replay, space, groups, cards, run_dict, shift, scale)
-    return choices, n, {"dim_shift": shift, "compression_scale": scale, "budget_use": n / budget}
+    choices = trial_choices(replay, space, groups, cards, run_dict, shift, scale, own)
+    return choices, n, {"dim_shift": shift, "group_shifts": dict(own), "compression_scale": scale,
+                        "budget_use": n / budget}
 
 
 def fit_compression(measure_at: Callable[[float], int], budget: int) -> Optional[Tuple[float, int]]:
@@ -259,8 +287,9 @@ def uniform_choices(variants: Sequence[str], space: SpaceConfig, base_dim: int,
     """The uniform configurations at the budget, ``[(label, choices, bytes)]``: every field the same
     variant (the run config's ``embeddings.variant`` / ``dim`` / ``compression``, in ``choices["preset"]``).
     A non-compressing variant (``full``, ...) takes the largest dim of :func:`dim_levels` that fits; a
-    compressing one (``hashed``, ``unified``, ...) the base dim and the compression that fills the budget
-    (:func:`fit_compression`). Variants that cannot fit are left out.
+    compressing one (``hashed``, ``unified``, ...) the base dim (or, when uncompressed it leaves budget
+    unused, the first larger dim of :func:`dim_levels` that does not) and the compression that fills the
+    budget (:func:`fit_compression`). Variants that cannot fit are left out.
 
     Example (full tables of 1000 rows: dim 8 is the largest within 40 000 bytes):
         >>> space = SpaceConfig(dims=[4, 8, 16])
@@ -276,10 +305,13 @@ def uniform_choices(variants: Sequence[str], space: SpaceConfig, base_dim: int,
             return {"preset": {"variant": variant, "dim": dim, "compression": compression}, "dims": {}, "overrides": {}}
 
         if family.spec.compresses:
-            found = fit_compression(lambda c: measure(choices(base_dim, c)), budget)
+            dim, wider = base_dim, [d for d in dim_levels(space) if d > base_dim]
+            while wider and measure(choices(dim, 1.0)) < FILL_TARGET * budget:
+                dim = wider.pop(0)  # uncompressed, this dim leaves budget unused
+            found = fit_compression(lambda c: measure(choices(dim, c)), budget)
             if found is not None:
                 c, n = found
-                out.append((f"{variant} dim {base_dim} 1/{c:.3g}", choices(base_dim, c), n))
+                out.append((f"{variant} dim {dim} 1/{c:.3g}", choices(dim, c), n))
             continue
         fits = [(d, n) for d in dim_levels(space) for n in [measure(choices(d, 1.0))] if n <= budget]
         if fits:

@@ -131,6 +131,7 @@ class _Objective:
         import optuna
 
         uniform = trial.user_attrs.get("uniform")
+        fill: Dict[str, Any]
         if uniform is not None:  # an enqueued uniform configuration: its choices came with it
             choices, fill = dict(trial.user_attrs["embeddings"]), {}
         else:

@@ -105,7 +105,9 @@ def run(out_dir: Path, data_dir: Optional[Path] = None, rows: int = DEFAULT["row
         "n_trials": n_trials,
         "mode": "single",
         "budget_bytes": int(budget),
-        "space": {"dims": SEARCH_DIMS, "groups": size_groups(vocab), "ungrouped": "fixed"},
+        # dims only (the uniform rows are full tables); trials already train the full recipe: no retraining
+        "space": {"dims": SEARCH_DIMS, "groups": size_groups(vocab), "ungrouped": "fixed", "variants": []},
+        "retrain_top": 0,
         "sampler": "tpe",
         "pruner": {"kind": "median", "startup_trials": 6, "warmup_steps": eval_every},
         "seed": 0,

@@ -55,6 +55,7 @@ class FidelitySettings:
         seed: the random sampler's seed.
         space_draws: points of the space drawn (nothing trained) to measure how much of each budget they use.
         space_only: draw the space's points only; train nothing.
+        fill: also measure the draws scaled to each budget (the search's ``fill_budget``).
     """
 
     out_dir: str
@@ -66,6 +67,7 @@ class FidelitySettings:
     seed: int = 0
     space_draws: int = 400
     space_only: bool = False
+    fill: bool = False
 
 
 def _ranks(xs: Sequence[float]) -> List[float]:
@@ -122,34 +124,49 @@ def _config_text(params: Dict[str, Any]) -> str:
 
 
 def space_budget_use(scfg: Any, base: Dict[str, Any], schema: Any, full_bytes: int, budgets: Sequence[str],
-                     n: int, seed: int = 0) -> Dict[str, Any]:
+                     n: int, seed: int = 0, fill: bool = False) -> Dict[str, Any]:
     """Draw ``n`` points of the search space ``scfg.space`` at random (Optuna's random sampler, nothing trained)
     and count their embedding bytes: per budget (a fraction of ``full_bytes``), the share of points within it
-    and how much of it those points use. Returns ``{"bytes": [...], "budgets": {budget: {...}}}``."""
+    and how much of it those points use; with ``fill``, the same for the points scaled to each budget by
+    :func:`recsys_emb.search.space.fill_budget` (what the search trains). Returns
+    ``{"bytes": [...], "budgets": {budget: {...}}}``."""
     import optuna
 
     from recsys_emb.benchmarks.quality.runs import bytes_of, parse_budget
     from recsys_emb.config import config_to_dict
     from recsys_emb.search import trial_run_config
-    from recsys_emb.search.space import field_groups, trial_choices
+    from recsys_emb.search.space import field_groups, fill_budget, trial_choices
 
     fields = [*schema.sparse, *schema.jagged]
     groups = field_groups(scfg.space, fields)
     cards = {k: int(schema.vocab_sizes[k]) for k in fields}
+    caps = {b: int(full_bytes * float(parse_budget(b))) for b in budgets}
+
+    def measure(choices: Dict[str, Any]) -> int:
+        return bytes_of(config_to_dict(trial_run_config(scfg, choices, run_dict=copy.deepcopy(base))), schema)
+
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     sizes = []
+    filled: Dict[str, List[int]] = {b: [] for b in budgets}
     for _ in range(n):
         trial = study.ask()
-        choices = trial_choices(trial, scfg.space, groups, cards, copy.deepcopy(base))
-        sizes.append(bytes_of(config_to_dict(trial_run_config(scfg, choices, run_dict=copy.deepcopy(base))), schema))
+        sizes.append(measure(trial_choices(trial, scfg.space, groups, cards, copy.deepcopy(base))))
+        if fill:
+            for b, cap in caps.items():
+                filled[b].append(fill_budget(trial, scfg.space, groups, cards, copy.deepcopy(base), measure, cap)[1])
         study.tell(trial, 0.0)
-    out: Dict[str, Any] = {}
-    for b in budgets:
-        cap = full_bytes * float(parse_budget(b))
-        inside = sorted(x / cap for x in sizes if x <= cap)
-        out[b] = {"within": len(inside), "max_use": inside[-1] if inside else None,
-                  "median_use": inside[len(inside) // 2] if inside else None}
-    return {"bytes": sizes, "budgets": out, "n": n, "seed": seed}
+
+    def use(xs: Sequence[int], cap: int) -> Dict[str, Any]:
+        inside = sorted(x / cap for x in xs if x <= cap)
+        return {"within": len(inside), "max_use": inside[-1] if inside else None,
+                "median_use": inside[len(inside) // 2] if inside else None,
+                "min_use": inside[0] if inside else None}
+
+    out = {b: use(sizes, cap) for b, cap in caps.items()}
+    if fill:
+        for b, cap in caps.items():
+            out[b]["filled"] = use(filled[b], cap)
+    return {"bytes": sizes, "budgets": out, "n": n, "seed": seed, "fill": fill}
 
 
 def run(s: FidelitySettings) -> Dict[str, Any]:
@@ -183,11 +200,13 @@ def run(s: FidelitySettings) -> Dict[str, Any]:
                   "groups": size_groups(vocab), "ungrouped": "fixed", "variants": ["full", "hashed"],
                   "compression": list(SEARCH_COMPRESSION)},
         "sampler": "random", "pruner": {"kind": "none"}, "seed": s.seed, "progress": False,
+        # random draws as drawn, each trained for the full recipe: no scaling, no uniform trials, no retraining
+        "fill_budget": False, "uniform_trials": False, "retrain_top": 0,
         "max_over_budget_trials": 200 * s.n_trials,
     }
     (out / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scfg = load_search_config(out / "search.yaml")
-    space = space_budget_use(scfg, base, schema, full_bytes, SPACE_BUDGETS, s.space_draws, s.seed)
+    space = space_budget_use(scfg, base, schema, full_bytes, SPACE_BUDGETS, s.space_draws, s.seed, fill=s.fill)
     common = {"settings": asdict(s), "budget_bytes": budget_bytes, "full_bytes": full_bytes, "space": space,
               "base": base}
     if s.space_only:
@@ -237,6 +256,15 @@ def space_report(res: Dict[str, Any]) -> List[str]:
     for b, u in sp["budgets"].items():
         use = f"{u['max_use']:.0%} | {u['median_use']:.0%}" if u["within"] else "|"
         lines.append(f"| {b} | {u['within']} ({u['within'] / sp['n']:.0%}) | {use} |")
+    if sp.get("fill"):
+        lines += ["", f"The same {sp['n']} points scaled to each budget as the search trains them (`fill_budget: true`, "
+                  "the default: dims stepped together then per group, the compressions of the hashed groups scaled by "
+                  "one factor):", "",
+                  "| budget | points within it | least use | median use |", "|---:|---:|---:|---:|"]
+        for b, u in sp["budgets"].items():
+            f = u["filled"]
+            use = f"{f['min_use']:.1%} | {f['median_use']:.1%}" if f["within"] else "|"
+            lines.append(f"| {b} | {f['within']} ({f['within'] / sp['n']:.0%}) | {use} |")
     return lines
 
 
@@ -311,6 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--space-draws", type=int, default=None,
                    help=f"points of the space drawn for the budget use (default {default.space_draws}; quick: 50)")
     p.add_argument("--space-only", action="store_true", help="only the space's budget use: draw points, train nothing")
+    p.add_argument("--fill", action="store_true", help="also the draws scaled to each budget (the search's fill_budget)")
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/search_fidelity[_quick])")
     p.add_argument("--doc", default=str(REPO / "docs" / "search.md"))
     p.add_argument("--no-doc", action="store_true", help="print the report only")
@@ -327,7 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                          quick=q, budget=args.budget, n_trials=args.n_trials or (3 if q else default.n_trials),
                          eval_every=args.eval_every or (5 if q else default.eval_every),
                          check_steps=args.check_steps or (10 if q else default.check_steps), seed=args.seed,
-                         space_draws=args.space_draws or (50 if q else default.space_draws), space_only=args.space_only)
+                         space_draws=args.space_draws or (50 if q else default.space_draws), space_only=args.space_only,
+                         fill=args.fill)
     res = run(s)
     (Path(s.out_dir) / "results.json").write_text(json.dumps(res, indent=1, default=str))
     text = report(res, command_line("bench/search_fidelity.py", argv))

@@ -78,6 +78,10 @@ def _print_result(study: Any, cfg: Any, result: dict) -> None:
         budget = f" / budget {format_bytes(cfg.budget_bytes)}" if cfg.budget_bytes else ""
         print(f"best trial {result['best_number']}: valid AUC {result['best_auc']:.4f}, "
               f"{format_bytes(result['best_bytes'])}{budget}")
+        final = result.get("final")
+        if final is not None:
+            print(f"final: trial {final['trial']}, the best of the top {len(final['runs'])} trials retrained with the "
+                  f"full recipe: valid AUC {final['valid_auc']:.4f}, test AUC {final['test_auc']:.4f}")
         print(f"best config: {result['best_yaml']}  (recsys-emb train --config {result['best_yaml']})")
     else:
         print("no completed trial within the budget yet")

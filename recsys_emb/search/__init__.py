@@ -21,11 +21,12 @@ from recsys_emb.search.config import (DimRange, PrunerConfig, SearchConfig, Spac
                                       search_config_from_dict)
 from recsys_emb.search.objective import trial_run_config
 from recsys_emb.search.report import best_trial, search_report
+from recsys_emb.search.retrain import retrain_top
 from recsys_emb.search.study import normalize_storage_url, open_study, search
 
 __all__ = ["DimRange", "PrunerConfig", "SpaceConfig", "SearchConfig", "load_search_config", "search_config_from_dict",
            "open_study", "search", "search_report", "trial_run_config", "normalize_storage_url", "best_trial",
-           "SEARCH_VARIANTS"]
+           "retrain_top", "SEARCH_VARIANTS"]
 
 
 def __getattr__(name: str) -> Any:

@@ -47,7 +47,7 @@ SEARCH_VARIANTS: Tuple[str, ...]
 (:func:`recsys_emb.families.variant_names`), read when accessed."""
 
 _SAMPLERS = ("auto", "tpe", "random", "nsga2")
-_PRUNERS = ("median", "hyperband", "none")
+_PRUNERS = ("successive_halving", "hyperband", "median", "none")
 _MODES = ("single", "multi")
 _UNGROUPED = ("each", "one", "fixed")
 
@@ -87,10 +87,13 @@ class SpaceConfig:
         ungrouped: fields in no group: ``each`` (default: one group per field, named after it),
             ``one`` (all of them form one group named ``rest``) or ``fixed`` (not searched; they keep the
             base config's embedding).
-        variants: variants a group chooses from (``[]`` = keep the base config's variant for every
-            field, only dims are searched). Any of ``SEARCH_VARIANTS``; small fields (fewer ids than the
-            base config's ``embeddings.min_rows``) always stay full tables.
-        compression: choices of rows kept per field (1/compression) for hashed, multi_hash, qr, unified.
+        variants: variants a group chooses from (default ``[full, hashed, unified]``; ``[]`` = keep the
+            base config's variant for every field, only dims are searched). Any of ``SEARCH_VARIANTS``;
+            small fields (fewer ids than the base config's ``embeddings.min_rows``) always stay full
+            tables. A ``unified`` group's fields share one table (its own, named ``unified_<group>``).
+        compression: choices of rows kept per field (1/compression) for hashed, multi_hash, qr, unified;
+            with ``fill_budget`` they are relative: a trial scales all of its groups' compressions by one
+            factor so that it fills the budget.
         alpha: choices of the mixed-dimension power.
         chunks: choices of chunks for unified groups (the group's shared table has ``dim / chunks``
             columns, rounded down to a multiple of 4).
@@ -99,7 +102,7 @@ class SpaceConfig:
     dims: Union[List[int], DimRange] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     groups: Dict[str, List[str]] = field(default_factory=dict)
     ungrouped: str = "each"
-    variants: List[str] = field(default_factory=list)
+    variants: List[str] = field(default_factory=lambda: ["full", "hashed", "unified"])
     compression: List[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
     alpha: List[float] = field(default_factory=lambda: [0.2, 0.4])
     chunks: List[int] = field(default_factory=lambda: [1])
@@ -145,10 +148,14 @@ class SpaceConfig:
 class PrunerConfig:
     """Pruning on intermediate validation AUC (single-objective mode only).
 
-    ``kind``: ``median`` (MedianPruner: ``startup_trials`` unpruned trials, ``warmup_steps`` steps before
-    pruning), ``hyperband`` (HyperbandPruner over steps, ``reduction_factor``) or ``none``."""
+    ``kind``: ``successive_halving`` (default: SuccessiveHalvingPruner over steps: at steps
+    ``eval_every * reduction_factor**k`` a trial goes on only while its AUC is in the best
+    ``1/reduction_factor`` of the trials that reached that step), ``hyperband`` (HyperbandPruner over
+    steps, brackets of successive halving), ``median`` (MedianPruner: ``startup_trials`` unpruned trials,
+    ``warmup_steps`` steps before pruning) or ``none``. The uniform trials (``uniform_trials``) are never
+    pruned: they are the baselines the others are ranked against."""
 
-    kind: str = "median"
+    kind: str = "successive_halving"
     startup_trials: int = 3
     warmup_steps: int = 0
     reduction_factor: int = 3
@@ -226,6 +233,17 @@ class SearchConfig:
         keep_checkpoints: keep the trials' training checkpoints and model directories (default: deleted after
             the trial).
         progress: tqdm bar over trials on a TTY.
+        fill_budget: (single mode) a sampled trial is scaled to use the budget instead of being drawn and
+            hoped for: its groups' dims move up or down together by whole steps of ``space.dims`` and the
+            compressions of its compressing groups by one common factor, until it uses at least
+            :data:`~recsys_emb.search.space.FILL_TARGET` of the budget without exceeding it (or cannot).
+        uniform_trials: (single mode) the study's first trials are the uniform configurations at the
+            budget: every field the same variant of ``space.variants`` (full at the largest dim of
+            ``space.dims`` that fits, compressing variants at the base dim with the compression that
+            fills the budget); user attribute ``uniform`` names each.
+        retrain_top: once the study is done, the best ``retrain_top`` completed trials are trained again
+            with the base config's full recipe and the one with the best valid AUC is the result
+            (``best.yaml``); 0 = no retraining (``best.yaml`` is the best short trial).
     """
 
     base_config: str = ""
@@ -247,6 +265,9 @@ class SearchConfig:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     keep_checkpoints: bool = False
     progress: bool = True
+    fill_budget: bool = True
+    uniform_trials: bool = True
+    retrain_top: int = 3
     source: str = field(default="", repr=False)
     """The YAML file the config came from (set by the loader; resolves ``base_config``)."""
 
@@ -271,6 +292,8 @@ class SearchConfig:
             _fail("grace_period", self.grace_period, f"must be > heartbeat_interval={self.heartbeat_interval}")
         if self.max_retries < 0:
             _fail("max_retries", self.max_retries, "must be >= 0")
+        if self.retrain_top < 0:
+            _fail("retrain_top", self.retrain_top, "must be >= 0 (0: no retraining)")
         if self.study_name:
             check_plain_name("study_name", self.study_name, example="dims-dlrm")
         for item in self.train_overrides:

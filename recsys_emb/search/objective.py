@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from recsys_emb.config import RunConfig, config_from_dict
 from recsys_emb.data.parquet import read_metadata, schema_from_metadata
@@ -21,7 +21,7 @@ from recsys_emb.memory import memory_from_specs
 from recsys_emb.training import build_features, prepare_data, train
 from recsys_emb.search.callbacks import MaxTrainedTrialsCallback
 from recsys_emb.search.config import SearchConfig
-from recsys_emb.search.space import field_groups, trial_choices
+from recsys_emb.search.space import fill_budget, field_groups, trial_choices, uniform_choices
 
 __all__ = ["trial_run_config"]
 
@@ -35,7 +35,9 @@ def trial_run_config(config: SearchConfig, choices: Mapping[str, Any], run_dict:
     Args:
         config: the search config.
         choices: a trial's choices (its user attribute ``embeddings``): ``dims`` maps fields to dims,
-            ``overrides`` fields to embedding dicts; an override wins over a dim for the same field.
+            ``overrides`` fields to embedding dicts; an override wins over a dim for the same field. A
+            uniform trial's ``preset`` (``{variant, dim, compression}``) replaces the base config's
+            ``embeddings`` values of those names and drops its per-field dims and overrides.
         run_dict: the train config to start from; default ``config.trial_run_dict()`` (the short trial
             training); the search report passes ``config.base_run_dict()``.
         out_dir, name: ``train.out_dir`` and ``name`` of the result.
@@ -49,6 +51,9 @@ def trial_run_config(config: SearchConfig, choices: Mapping[str, Any], run_dict:
     """
     data = copy.deepcopy(run_dict if run_dict is not None else config.trial_run_dict())
     emb = data["embeddings"]
+    if choices.get("preset"):
+        emb.update(copy.deepcopy(dict(choices["preset"])))
+        emb["dims"], emb["overrides"] = {}, {}
     emb["dims"] = {**emb.get("dims", {}), **dict(choices.get("dims", {}))}
     emb["overrides"] = {**emb.get("overrides", {}), **copy.deepcopy(dict(choices.get("overrides", {})))}
     for f in choices.get("overrides", {}):  # an override wins over a dim for the same field
@@ -99,10 +104,40 @@ class _Objective:
         specs, _ = build_features(cfg, self.schema)
         return int(memory_from_specs(specs).bytes)
 
+    def measure(self, choices: Mapping[str, Any]) -> int:
+        """Embedding bytes of a trial's choices (from the feature specs; nothing is built)."""
+        return self.bytes_of(trial_run_config(self.config, choices, self.run_dict))
+
+    def filled_choices(self, trial: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """``(choices, fill info)``: the trial's draw scaled to the budget
+        (:func:`~recsys_emb.search.space.fill_budget`), or as drawn (info empty) without ``fill_budget``,
+        in multi mode or without a budget."""
+        budget = self.config.budget_bytes
+        if self.multi or not self.config.fill_budget or budget is None:
+            return self.choices(trial), {}
+        choices, _, info = fill_budget(trial, self.config.space, self.groups, self.cards, self.run_dict,
+                                       self.measure, budget)
+        return choices, info
+
+    def uniform(self) -> List[Tuple[str, Dict[str, Any], int]]:
+        """The uniform configurations at the budget (:func:`~recsys_emb.search.space.uniform_choices`) over
+        ``space.variants`` (the base config's variant when it is empty), at the base config's dim."""
+        emb = self.run_dict["embeddings"]
+        variants = list(self.config.space.variants) or [str(emb["variant"])]
+        assert self.config.budget_bytes is not None
+        return uniform_choices(variants, self.config.space, int(emb["dim"]), self.measure, self.config.budget_bytes)
+
     def __call__(self, trial: Any) -> Union[float, Tuple[float, float]]:
         import optuna
 
-        choices = self.choices(trial)
+        uniform = trial.user_attrs.get("uniform")
+        fill: Dict[str, Any]
+        if uniform is not None:  # an enqueued uniform configuration: its choices came with it
+            choices, fill = dict(trial.user_attrs["embeddings"]), {}
+        else:
+            choices, fill = self.filled_choices(trial)
+            for key, value in fill.items():
+                trial.set_user_attr(key, value)
         trial_dir = self.out / f"trial_{trial.number}"
         cfg = trial_run_config(self.config, choices, self.run_dict, out_dir=str(trial_dir),
                                name=f"{self.study_name}-trial-{trial.number}")
@@ -112,6 +147,7 @@ class _Objective:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         budget = self.config.budget_bytes
         if budget is not None:
+            trial.set_user_attr("budget_use", n_bytes / budget)
             # Recorded as a constraint too (> 0 = infeasible), which Optuna 5's samplers read, so a
             # trial over budget can never be the best one.
             trial.set_constraint("bytes_over_budget", float(n_bytes - budget))
@@ -135,7 +171,7 @@ class _Objective:
                 return
             if math.isfinite(auc):
                 trial.report(auc, step)
-            if trial.should_prune():
+            if uniform is None and trial.should_prune():  # the uniform baselines run to the end
                 trial.set_user_attr("pruned_at_step", step)
                 raise optuna.TrialPruned(f"valid AUC {auc:.4f} at step {step}")
 

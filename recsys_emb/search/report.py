@@ -49,7 +49,9 @@ def best_trial(study: Any, config: SearchConfig) -> Optional[Any]:
 
 
 def search_report(study: Any, config: SearchConfig, out_dir: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-    """Write ``best.yaml`` (a train config: the base config with the best trial's embeddings),
+    """Write ``best.yaml`` (a train config: the base config with the best trial's embeddings; once the
+    top trials are retrained, :func:`~recsys_emb.search.retrain.retrain_top`, the winner's, and
+    ``result["final"]`` holds the retraining's result),
     ``trials.csv`` and ``history.png`` (single) or ``pareto.png`` (multi) into ``out_dir``
     (default ``<out_root>/<study>``). Returns the paths and the best trial's numbers.
 
@@ -81,16 +83,29 @@ def search_report(study: Any, config: SearchConfig, out_dir: Optional[Union[str,
         df.to_csv(tmp, index=False)
     result["trials_csv"] = str(out / "trials.csv")
     best = best_trial(study, config)
+    final = study.user_attrs.get("final") if config.mode == "single" else None
+    if final is not None:  # retrained top trials (retrain_top): the winner on the full recipe's valid AUC
+        best = study.trials[int(final["trial"])]
     if best is not None:
         cfg = trial_run_config(config, best.user_attrs["embeddings"], config.base_run_dict(),
                                out_dir=str(out / "best"), name=f"{study.study_name}-best")
         data = config_to_dict(cfg)
-        header = (f"# Best trial {best.number} of study {study.study_name!r}: valid AUC {best.values[0]:.4f} "
-                  f"(short trial training), {best.user_attrs['bytes']:,} embedding bytes.\n"
+        if final is not None:
+            runs = ", ".join(f"{r['trial']}: {r['valid_auc']:.4f}" for r in final["runs"])
+            what = (f"# Trial {best.number} of study {study.study_name!r}: the best of its top {len(final['runs'])} "
+                    f"trials retrained with this config's recipe (valid AUC {runs}): valid AUC "
+                    f"{final['valid_auc']:.4f}, test AUC {final['test_auc']:.4f}; short trial valid AUC "
+                    f"{best.values[0]:.4f}")
+        else:
+            what = (f"# Best trial {best.number} of study {study.study_name!r}: valid AUC {best.values[0]:.4f} "
+                    f"(short trial training)")
+        header = (f"{what}, {best.user_attrs['bytes']:,} embedding bytes.\n"
                   f"# Run: recsys-emb train --config {out / 'best.yaml'}\n")
         with _atomic(out / "best.yaml") as tmp:
             tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
         result.update(best_yaml=str(out / "best.yaml"), best_number=best.number, best_auc=best.values[0],
                       best_bytes=best.user_attrs["bytes"], best_dims=best.user_attrs["embeddings"]["dims"])
+        if final is not None:
+            result["final"] = final
     result["plot"] = plot_study(study, config, out)
     return result

@@ -21,8 +21,9 @@ from recsys_emb.search.callbacks import MaxTrainedTrialsCallback
 from recsys_emb.search.config import SearchConfig
 from recsys_emb.search.objective import _Objective
 from recsys_emb.search.report import search_report
+from recsys_emb.search.retrain import retrain_top
 
-__all__ = ["default_storage", "grace_period", "normalize_storage_url", "open_study", "search"]
+__all__ = ["default_storage", "grace_period", "normalize_storage_url", "open_study", "enqueue_uniform", "search"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +146,12 @@ def _create_study(config: SearchConfig, rdb: Any, name: str, directions: List[_D
     else:
         run = config.trial_run_dict()["train"]
         every = run["eval_every"]  # steps between reports; "auto" (each epoch) is not known here: 1
-        pruner = optuna.pruners.HyperbandPruner(min_resource=every if isinstance(every, int) and every > 0 else 1,
-                                                max_resource=run["max_steps"] or "auto",
-                                                reduction_factor=p.reduction_factor)
+        first = every if isinstance(every, int) and every > 0 else 1  # the first rung: the first report
+        if p.kind == "successive_halving":
+            pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=p.reduction_factor)
+        else:
+            pruner = optuna.pruners.HyperbandPruner(min_resource=first, max_resource=run["max_steps"] or "auto",
+                                                    reduction_factor=p.reduction_factor)
     study = optuna.create_study(storage=rdb, study_name=name, directions=directions, sampler=sampler, pruner=pruner,
                                 load_if_exists=True)
     if len(study.directions) == len(directions):
@@ -201,6 +205,25 @@ class _DeadTrials:
                 self._beaten.add(n)
 
 
+def enqueue_uniform(study: Any, objective: _Objective) -> List[str]:
+    """Queue the uniform configurations at the budget (:meth:`_Objective.uniform`) as the study's next
+    trials, each with user attributes ``uniform`` (its label) and ``embeddings`` (its choices), unless the
+    study already holds a trial of that label (a resumed study, another worker). Returns the labels queued.
+
+    Two workers that start on an empty study in the same instant may both queue them; the second copy of a
+    uniform trial then trains once more (and counts towards ``n_trials``)."""
+    seen = {t.user_attrs.get("uniform") for t in study.get_trials(deepcopy=False)}
+    queued = []
+    for label, choices, n_bytes in objective.uniform():
+        if label in seen:
+            continue
+        study.enqueue_trial({}, user_attrs={"uniform": label, "embeddings": choices})
+        queued.append(label)
+        logger.info("queued the uniform trial %s (%d bytes, %.1f%% of the budget)", label, n_bytes,
+                    100 * n_bytes / objective.config.budget_bytes)  # type: ignore[operator]
+    return queued
+
+
 def search(config: SearchConfig, storage: Optional[str] = None, study_name: Optional[str] = None,
            n_trials: Optional[int] = None) -> Any:
     """Run one search worker until the study holds ``n_trials`` trained trials; write the report; return the
@@ -249,6 +272,8 @@ def search(config: SearchConfig, storage: Optional[str] = None, study_name: Opti
     trials = MaxTrainedTrialsCallback(total, max_over_budget=config.max_over_budget_trials)
     objective = _Objective(config, study.study_name, out, trials)
     dead = _DeadTrials(study, rdb, grace_period(config))
+    if config.uniform_trials and config.mode == "single" and config.budget_bytes is not None:
+        enqueue_uniform(study, objective)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=f"search {name}", unit="trial", disable=not (config.progress and sys.stderr.isatty()))
@@ -287,5 +312,7 @@ def search(config: SearchConfig, storage: Optional[str] = None, study_name: Opti
             time.sleep(config.heartbeat_interval)
     finally:
         bar.close()
+    if config.retrain_top and not trials.gave_up:
+        retrain_top(study, config, out)
     search_report(study, config)
     return study

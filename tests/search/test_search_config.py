@@ -22,7 +22,7 @@ def test_repo_search_configs_load():
     ("space.dims={low: 4, high: 64, step: 2}", r"unknown key\(s\) \['space.dims.step'\]"),
     ("mode=both", r"mode='both' .*\['single', 'multi'\]"),
     ("sampler=nsga2", r"nsga2 is for mode: multi"),
-    ("pruner.kind=asha", r"pruner.kind='asha' .*\['median', 'hyperband', 'none'\]"),
+    ("pruner.kind=asha", r"pruner.kind='asha' .*\['successive_halving', 'hyperband', 'median', 'none'\]"),
     ("space.variants=[full, sparse]", r"space.variants\[\]='sparse'"),
     ("space.ungrouped=some", r"space.ungrouped='some'"),
     ("budget_bytes=null", r"budget_bytes is required in mode: single"),

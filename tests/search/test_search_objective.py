@@ -55,3 +55,35 @@ def test_a_trial_of_exactly_the_budget_trains_and_one_byte_over_does_not(tiny_da
             study.tell(trial, state=TrialState.PRUNED)
         t = study.trials[trial.number]
         assert t.params == drawn.params and t.user_attrs["bytes"] == n_bytes and t.user_attrs["over_budget"] is (not trains)
+
+
+def test_successive_halving_prunes_a_sampled_trial_at_the_first_rung_but_not_a_uniform_one(tiny_data, tmp_path):
+    # three trials reported AUC 0.99 at the first rung (step eval_every = 10): a real trial that does worse
+    # there is pruned at step 10; an enqueued uniform trial that does worse runs to the end
+    from optuna.trial import TrialState
+
+    from recsys_emb.search.study import enqueue_uniform
+
+    cfg = load_search_config(write_configs(tmp_path, tiny_data, fill_budget=True,
+                                           pruner={"kind": "successive_halving"}))
+    study = open_study(cfg, f"sqlite:///{tmp_path / 'sh.db'}", "sh", seed=0)
+    assert type(study.pruner).__name__ == "SuccessiveHalvingPruner"
+    for _ in range(3):
+        t = study.ask()
+        t.report(0.99, 10)
+        assert not t.should_prune()
+        study.tell(t, 0.99)
+    objective = _Objective(cfg, "sh", tmp_path / "runs" / "sh")
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="at step 10"):
+        objective(trial)
+    study.tell(trial, state=TrialState.PRUNED)
+    assert study.trials[trial.number].user_attrs["pruned_at_step"] == 10
+    assert list(study.trials[trial.number].intermediate_values) == [10]
+
+    assert enqueue_uniform(study, objective) == ["full dim 8"]  # dims only (variants: []): the base variant
+    assert enqueue_uniform(study, objective) == []  # already in the study
+    uniform = study.ask()
+    auc = objective(uniform)
+    study.tell(uniform, auc)
+    assert auc < 0.99 and sorted(study.trials[uniform.number].intermediate_values) == [10, 20]

@@ -59,3 +59,44 @@ def test_tiny_multi_objective_search_gives_pareto_front(tiny_data, tmp_path):
     out = tmp_path / "runs" / "multi"
     size, (front,) = figure_panels(out / "pareto.png", 1)  # 6 x 4.2 inches at 110 dpi, the front drawn
     assert size == (462, 660) and C3 in front and (out / "best.yaml").exists()
+
+
+def test_search_starts_with_the_uniform_trials_and_retrains_the_top_ones(tiny_data, tmp_path):
+    # the default space (full / hashed / unified per group), trials filled to the budget, successive halving,
+    # the uniform configurations as the first trials, the top 2 retrained with the base config's recipe
+    import json
+
+    import yaml
+    from optuna.trial import TrialState
+
+    cfg = load_search_config(write_configs(
+        tmp_path, tiny_data, space={"dims": [4, 8, 16, 32], "groups": {"large": ["C3", "C4", "C12", "C16", "C21", "C24"]},
+                                    "ungrouped": "one"},
+        fill_budget=True, uniform_trials=True, retrain_top=2, pruner={"kind": "successive_halving"},
+        train_overrides=["train.max_steps=10", "train.eval_every=5"]))
+    study = search(cfg, study_name="full", n_trials=4)
+    trials = study.get_trials()
+    uniform = [t for t in trials if "uniform" in t.user_attrs]
+    # full at the largest dim that fits; hashed and unified at the dim whose compression fills the budget
+    assert [t.user_attrs["uniform"].split(" 1/")[0] for t in uniform] == ["full dim 8", "hashed dim 16", "unified dim 16"]
+    assert [t.number for t in uniform] == [0, 1, 2]  # enqueued: the study's first trials
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs["bytes"] <= cfg.budget_bytes for t in uniform)
+    assert all(t.user_attrs["budget_use"] >= 0.99 for t in uniform[1:])
+    assert len(trained_trials(study)) == 4
+    sampled = [t for t in trained_trials(study) if "uniform" not in t.user_attrs]
+    assert all("compression_scale" in t.user_attrs and t.user_attrs["bytes"] <= cfg.budget_bytes for t in sampled)
+
+    final = study.user_attrs["final"]
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    assert final["candidates"] == [t.number for t in done[:2]]
+    for run in final["runs"]:  # each candidate trained again for the base config's 20 steps, not the trials' 10
+        summary = json.loads((tmp_path / "runs" / "full" / f"final_trial_{run['trial']}" / "summary.json").read_text())
+        assert summary["steps"] == 20 and run["valid_auc"] == summary["valid"]["auc"]
+    win = max(final["runs"], key=lambda r: r["valid_auc"])
+    assert final["trial"] == win["trial"] and final["test_auc"] == win["test_auc"]
+    best_text = (tmp_path / "runs" / "full" / "best.yaml").read_text()
+    assert best_text.startswith(f"# Trial {win['trial']} of study 'full': the best of its top 2 trials retrained")
+    best = yaml.safe_load(best_text)
+    chosen = study.trials[win["trial"]].user_attrs["embeddings"]
+    assert best["embeddings"]["overrides"] == chosen["overrides"] or best["embeddings"]["variant"] == \
+        chosen.get("preset", {}).get("variant")

@@ -238,6 +238,9 @@ def searched_run(base: Dict[str, Any], vocab: Dict[str, int], budget_bytes: int,
     scfg = load_search_config(work / "search.yaml")
     study = search(scfg)
     best = best_trial(study, scfg)
+    final = study.user_attrs.get("final")  # the top trials retrained (retrain_top): the winner on valid AUC
+    if final is not None:
+        best = study.trials[int(final["trial"])]
     run = None
     if best is not None:
         run = config_to_dict(trial_run_config(scfg, best.user_attrs["embeddings"], run_dict=copy.deepcopy(base)))

@@ -77,6 +77,10 @@ class DimRange:
             _fail(f"{key}.high", self.high, f"must be >= {key}.low={self.low}")
 
 
+DEFAULT_SPACE_VARIANTS = ("full", "hashed", "unified")
+"""``space.variants`` when a search config does not set it."""
+
+
 @dataclass
 class SpaceConfig:
     """What a trial chooses, per group of fields.
@@ -102,7 +106,7 @@ class SpaceConfig:
     dims: Union[List[int], DimRange] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     groups: Dict[str, List[str]] = field(default_factory=dict)
     ungrouped: str = "each"
-    variants: List[str] = field(default_factory=lambda: ["full", "hashed", "unified"])
+    variants: List[str] = field(default_factory=lambda: list(DEFAULT_SPACE_VARIANTS))
     compression: List[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
     alpha: List[float] = field(default_factory=lambda: [0.2, 0.4])
     chunks: List[int] = field(default_factory=lambda: [1])

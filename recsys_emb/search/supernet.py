@@ -48,7 +48,7 @@ from torch import nn
 from recsys_emb.config import RunConfig, apply_overrides, config_from_dict, config_to_dict
 from recsys_emb.errors import ConfigError
 from recsys_emb.memory import memory_from_specs
-from recsys_emb.search.config import DimRange, SearchConfig
+from recsys_emb.search.config import DEFAULT_SPACE_VARIANTS, DimRange, SearchConfig
 from recsys_emb.search.objective import _load_schema, trial_run_config
 from recsys_emb.search.space import field_groups
 from recsys_emb.specs import DIM_MULTIPLE, Full, Hashed
@@ -170,13 +170,17 @@ def _choices(config: SearchConfig) -> List[int]:
 def supernet_plan(config: SearchConfig, schema: Any, run_dict: Optional[Dict[str, Any]] = None) -> SupernetPlan:
     """The groups, the dims and the bytes of every field at every dim, from the feature specs (nothing built).
 
-    Raises :class:`~recsys_emb.errors.ConfigError` for what the supernet cannot search: ``space.variants``,
+    Raises :class:`~recsys_emb.errors.ConfigError` for what the supernet cannot search: ``space.variants`` other
+    than the default (which it leaves unsearched),
     a model other than DLRM, a base variant that is not :data:`SLICEABLE`."""
     from recsys_emb.training import build_features
 
-    if config.space.variants:
+    if config.space.variants and tuple(config.space.variants) != DEFAULT_SPACE_VARIANTS:
         raise ConfigError(f"space.variants={config.space.variants!r}: --method supernet searches the dims of the base "
-                          f"config's tables only; set space.variants=[] (or use --method trials)")
+                          f"config's tables only; leave space.variants unset or [] (or use --method trials)")
+    if config.space.variants:
+        logger.info("--method supernet searches dims only: the default space.variants %s is not searched",
+                    list(config.space.variants))
     base = run_dict if run_dict is not None else config.base_run_dict()
     if base["model"]["kind"] != "dlrm":
         raise ConfigError(f"model.kind={base['model']['kind']!r}: --method supernet trains DLRM only")

@@ -112,3 +112,14 @@ def test_the_search_scores_only_candidates_within_the_budget_and_fills_it(tiny_d
     assert filled(best["candidate"])
     with pytest.raises(ConfigError, match="below the smallest candidate"):
         evolve(score, plan, plan.bytes_of(tuple(4 for _ in plan.names)) - 1)
+
+
+def test_the_plan_leaves_the_default_variants_unsearched_and_refuses_others(tiny_data, tmp_path):
+    space = {"dims": [4, 8], "ungrouped": "each"}
+    default = load_search_config(write_configs(tmp_path / "d", tiny_data, space=space))
+    assert tuple(default.space.variants) == ("full", "hashed", "unified")  # a config that does not set them
+    base = default.base_run_dict()
+    assert supernet_plan(default, _load_schema(config_from_dict(base)), base).choices == [4, 8]
+    chosen = load_search_config(write_configs(tmp_path / "c", tiny_data, space={**space, "variants": ["hashed"]}))
+    with pytest.raises(ConfigError, match=r"space.variants=\['hashed'\]: --method supernet"):
+        supernet_plan(chosen, _load_schema(config_from_dict(base)), base)

@@ -31,9 +31,17 @@ def train_args(data: Path, out: Path, nproc: int, batch_size: int, rows: int = 2
 
 
 def run_train(data: Path, out: Path, nproc: int, batch_size: int, pipeline: str = "sparse_dist") -> dict:
-    proc = subprocess.run(train_args(data, out, nproc, batch_size, pipeline=pipeline), capture_output=True, text=True, timeout=HANG_GUARD_S,
-                          env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """The run's summary. ``nproc`` 1 trains in this process (``recsys-emb train`` without ``--nproc`` is
+    one process, no launcher: the command's ``main`` here is the same code); more start real processes."""
+    args = train_args(data, out, nproc, batch_size, pipeline=pipeline)
+    if nproc == 1:
+        from recsys_emb.cli import main
+
+        assert main(args[3:]) == 0  # after [python, -m, recsys_emb.cli]
+    else:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=HANG_GUARD_S,
+                              env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
 
@@ -65,16 +73,16 @@ def _port_taken(node0: subprocess.CompletedProcess) -> bool:
 
 
 def two_nodes(data: Path, out: Path, batch_size: int, envs=({}, {}), rows: int = 20000,
-              timeout: float = HANG_GUARD_S) -> List[subprocess.CompletedProcess]:
+              timeout: float = HANG_GUARD_S, pipeline: str = "sparse_dist") -> List[subprocess.CompletedProcess]:
     """Two launchers on 127.0.0.1, one rank each, node 0 hosting the rendezvous; ``envs``: each node's
-    extra environment.
+    extra environment; ``pipeline``: ``train.pipeline``.
 
     The port comes from :func:`free_port`, which frees it again before node 0 binds it; when another
     process took it meanwhile (node 0 fails with EADDRINUSE), both nodes are stopped and started again on
     a new port, so the race costs a retry, never a failed test."""
     for _ in range(10):
         endpoint = f"127.0.0.1:{free_port()}"
-        done = run_nodes([train_args(data, out, 1, batch_size, rows) + ["--nnodes", "2", "--node-rank", str(k),
+        done = run_nodes([train_args(data, out, 1, batch_size, rows, pipeline) + ["--nnodes", "2", "--node-rank", str(k),
                                                                   "--rdzv-endpoint", endpoint] for k in (0, 1)],
                          list(envs), timeout, give_up=_port_taken)
         if not _port_taken(done[0]):

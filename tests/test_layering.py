@@ -229,3 +229,12 @@ def test_the_torch_only_check_follows_imports_through_packages_and_skips_deferre
     assert heavy_imports(["recsys_emb.sub.light"], tmp_path) == [
         "recsys_emb.sub.light loads torchrec (imported by recsys_emb.sub.heavy)",
         "recsys_emb.sub.light loads torchrec.sparse (imported by recsys_emb.sub.heavy)"]
+
+
+def test_training_serving_and_the_cli_load_no_sklearn_or_scipy():
+    """What a `recsys-emb train` / `evaluate` process imports holds no scikit-learn or SciPy (seconds of
+    start-up in every process): the AUC and log loss are recsys_emb.data.metrics' own."""
+    problems = [f"{m} loads {name} (imported by {by})"
+                for m in ("recsys_emb.cli", "recsys_emb.training", "recsys_emb.serving", "recsys_emb.data.metrics")
+                for name, by in sorted(loaded_with(m, ROOT).items()) if name.split(".")[0] in ("sklearn", "scipy")]
+    assert not problems, "\n".join(problems)

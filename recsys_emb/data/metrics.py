@@ -1,5 +1,9 @@
 """The ceiling: Bayes-optimal AUC and log loss of a split, computed from the true click probabilities
 that the synthetic generators keep. Every model result on generated data is reported next to it.
+
+Also the two scores themselves, :func:`roc_auc` and :func:`log_loss` (NumPy, float64): scikit-learn's
+``roc_auc_score`` and ``log_loss`` give the same numbers (tests/data/test_data_metrics.py), but importing
+scikit-learn costs every ``recsys-emb train`` / ``evaluate`` process seconds of start-up.
 """
 
 from __future__ import annotations
@@ -12,11 +16,9 @@ from typing import Any, Dict, Union
 
 import numpy as np
 import pyarrow.parquet as pq
-from sklearn.metrics import log_loss, roc_auc_score
-
 from recsys_emb.data.parquet import read_metadata, split_files, time_split_sizes
 
-__all__ = ["Ceiling", "ceiling", "expected_auc", "ceiling_from_dir"]
+__all__ = ["Ceiling", "ceiling", "expected_auc", "ceiling_from_dir", "roc_auc", "log_loss"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -45,6 +47,54 @@ class Ceiling:
         return asdict(self)
 
 
+def _weighted_auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a positive outscores a negative, ties counting one half, where row ``i`` weighs
+    ``pos[i]`` as a positive and ``neg[i]`` as a negative (pairs of a row with itself left out); NaN when
+    there is no such pair."""
+    order = np.argsort(scores, kind="stable")
+    s, pos, neg = scores[order], pos[order], neg[order]
+    first = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))  # groups of tied scores
+    pos_g = np.add.reduceat(pos, first)
+    neg_g = np.add.reduceat(neg, first)
+    neg_below = np.concatenate(([0.0], np.cumsum(neg_g)[:-1]))
+    self_pairs = float(np.sum(pos * neg))
+    num = float(np.sum(pos_g * (neg_below + 0.5 * neg_g))) - 0.5 * self_pairs
+    den = float(pos.sum() * neg.sum()) - self_pairs
+    return num / den if den > 0 else float("nan")
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for 0/1 ``labels`` (both ``(N,)``), ties counting one half:
+    scikit-learn's ``roc_auc_score``; NaN when one class is absent.
+
+    Example:
+        >>> roc_auc(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.4, 0.4]))
+        0.875
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} differ in shape")
+    return _weighted_auc(s, y, 1.0 - y)
+
+
+def log_loss(labels: np.ndarray, prob: np.ndarray) -> float:
+    """Mean binary cross-entropy of the click probabilities ``prob`` for 0/1 ``labels`` (both ``(N,)``),
+    ``prob`` clipped to float64's epsilon from 0 and 1: scikit-learn's ``log_loss(labels, prob,
+    labels=[0, 1])``.
+
+    Example:
+        >>> round(log_loss(np.array([0, 1]), np.array([0.5, 0.5])), 6)
+        0.693147
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    eps = np.finfo(np.float64).eps
+    p = np.clip(np.asarray(prob, dtype=np.float64).ravel(), eps, 1 - eps)
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and prob {p.shape} differ in shape")
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
 def expected_auc(p: np.ndarray) -> float:
     """Expected AUC of the score ``p`` when each label is Bernoulli(``p``): the probability that a random
     positive outscores a random negative (ties count one half), weighting pairs by ``p_i (1 - p_j)``.
@@ -54,17 +104,7 @@ def expected_auc(p: np.ndarray) -> float:
         1.0
     """
     p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    ps = p[order]
-    neg = 1.0 - ps
-    # Group ties so they count one half.
-    first = np.flatnonzero(np.concatenate(([True], ps[1:] != ps[:-1])))
-    pos_g = np.add.reduceat(ps, first)
-    neg_g = np.add.reduceat(neg, first)
-    neg_below = np.concatenate(([0.0], np.cumsum(neg_g)[:-1]))
-    num = float(np.sum(pos_g * (neg_below + 0.5 * neg_g)) - 0.5 * np.sum(ps * neg))
-    den = float(ps.sum() * neg.sum() - np.sum(ps * neg))
-    return num / den if den > 0 else float("nan")
+    return _weighted_auc(p, p, 1.0 - p)
 
 
 def ceiling(labels: np.ndarray, true_prob: np.ndarray) -> Ceiling:
@@ -86,8 +126,8 @@ def ceiling(labels: np.ndarray, true_prob: np.ndarray) -> Ceiling:
         raise ValueError(f"labels {y.shape} and true_prob {p.shape} differ in shape")
     entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
     return Ceiling(
-        auc=float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else float("nan"),
-        logloss=float(log_loss(y, p, labels=[0, 1])),
+        auc=roc_auc(y, p) if 0 < y.sum() < y.size else float("nan"),
+        logloss=log_loss(y, p),
         expected_auc=expected_auc(p),
         expected_logloss=float(entropy.mean()),
         rows=int(y.size),

@@ -10,11 +10,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
 from recsys_emb.data.batches import ParquetBatches
-from recsys_emb.data.metrics import ceiling
+from recsys_emb.data.metrics import ceiling, log_loss, roc_auc
 
 __all__ = ["ctr_metrics", "gather", "forward", "score_split"]
 
@@ -30,10 +29,10 @@ def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> Dict[str, float]:
     y = np.asarray(labels, dtype=np.float64)
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     p = np.clip(p, 1e-7, 1 - 1e-7)
-    ll = float(log_loss(y, p, labels=[0, 1]))
+    ll = log_loss(y, p)
     rate = float(np.clip(y.mean(), 1e-7, 1 - 1e-7))
     entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else float("nan")
+    auc = roc_auc(y, p) if 0 < y.sum() < y.size else float("nan")
     return {"auc": auc, "logloss": ll, "ne": ll / entropy, "rows": int(y.size), "positive_rate": rate}
 
 

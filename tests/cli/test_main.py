@@ -1,4 +1,6 @@
-"""The command line end to end, in real processes (format checks only; timing is for bench/)."""
+"""The command line end to end (format checks only; timing is for bench/): in real processes where the
+process is what is checked (its stderr free of planner warnings, its logging set-up), else through the
+command's ``main`` in this process (tests/cli_helpers.py)."""
 
 import json
 import os
@@ -7,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import recsys_here
 from waiting import HANG_GUARD_S
 
 
@@ -41,11 +44,10 @@ def test_train_on_cuda_without_fbgemms_cuda_build_fails_before_any_work(tmp_path
 
     if fbgemm_gpu.__variant__ != "cpu":
         pytest.skip("FBGEMM's CUDA build is installed")
-    for nproc in ("1", "2"):
-        proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", "configs/demo.yaml",
-                               "--nproc", nproc, "--set", "train.device=cuda", "--set", f"data.path={tmp_path / 'd'}",
-                               "--set", f"train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                              timeout=HANG_GUARD_S, cwd=ROOT, env={**os.environ, "RECSYS_EMB_NO_REEXEC": "1"})
+    for nproc in ("1", "2"):  # the command's main here: the check comes before any process is started
+        proc = recsys_here("train", "--config", ROOT / "configs" / "demo.yaml", "--nproc", nproc, "--set",
+                           "train.device=cuda", "--set", f"data.path={tmp_path / 'd'}", "--set",
+                           f"train.out_dir={tmp_path / 'run'}")
         assert proc.returncode == 2, proc.stderr[-3000:]
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith("error: train.device='cuda' with train.embedding_backend='torchrec': fbgemm_gpu ")
@@ -61,13 +63,14 @@ def test_plan_prints_placement_and_bytes_per_rank(tmp_path):
     line = next(x for x in out.splitlines() if x.startswith("unified "))
     assert "column_wise" in line and "rank0:" in line and "rank1:" in line  # the unified table cut across ranks
     assert any(x.startswith("rank 0: ") for x in out.splitlines()) and "total: " in out
-    rep = json.loads(run_cli(*args, "--json"))
+    # the same command's JSON and a refused sharding type: its main in this process (cwd: the checkout)
+    args[2] = str(ROOT / args[2])
+    rep = json.loads(recsys_here(*args, "--json").stdout)
     assert rep["world_size"] == 2 and len(rep["rank_bytes"]) == 2
     assert rep["rank_bytes"][0] == rep["rank_bytes"][1] > 0  # equal column slices
     assert sum(rep["rank_bytes"]) == sum(t["bytes"] for t in rep["tables"])
-    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", *args[:-1], "train.sharding_types=[row_wise]"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD_S)
-    assert proc.returncode != 0 and "not available on device 'cpu'" in proc.stderr
+    with pytest.raises(ValueError, match="not available on device 'cpu'"):  # a traceback in a real process
+        recsys_here(*args[:-1], "train.sharding_types=[row_wise]")
 
 
 def test_verbose_shows_info_logs(tmp_path):
@@ -106,7 +109,7 @@ def test_evaluate_matches_sklearn_on_the_models_own_logits(tmp_path):
         "train": {"epochs": 1, "max_steps": 8, "log_every": 0, "progress": False, "out_dir": str(run)}})
     prepare_data(cfg)
     train(cfg)
-    got = json.loads(run_cli("evaluate", "--checkpoint", str(run), "--split", split))
+    got = json.loads(recsys_here("evaluate", "--checkpoint", run, "--split", split).stdout)
 
     meta = json.loads((data / "metadata.json").read_text())
     schema = meta["schema"]

@@ -27,8 +27,9 @@ def test_a_missing_model_or_run_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
-# ``predict`` in real processes on a small model directory (random weights, the lines' vocabulary): what it
-# refuses, what it bounds and what it reports.
+# ``predict`` on a small model directory (random weights, the lines' vocabulary): what it refuses, what it
+# bounds and what it reports, through the command's main in this process (tests/cli_helpers.py); standard
+# input in real processes.
 
 import gzip
 import json
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from cli_helpers import recsys_here
 from tests.scoring_helpers import criteo_lines, recsys, tiny_model_dir
 
 
@@ -60,12 +62,12 @@ def test_predict_fails_when_no_row_is_scored(served, tmp_path):
     # before: "scored 0 rows ... malformed lines skipped: 100", exit 0 and an empty scores file
     junk = tmp_path / "junk.tsv"
     junk.write_text("".join(f"{i}\tnot a criteo line\n" for i in range(100)))
-    err = _one_error_line(recsys("predict", "--model", served["model"], "--input", junk, "--out",
+    err = _one_error_line(recsys_here("predict", "--model", served["model"], "--input", junk, "--out",
                                  tmp_path / "s.parquet", "--on-bad-line", "skip"))
     assert "no row scored: all 100 lines of" in err and "junk.tsv:1: wrong column count" in err
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
-    err = _one_error_line(recsys("predict", "--model", served["model"], "--input", empty, "--out",
+    err = _one_error_line(recsys_here("predict", "--model", served["model"], "--input", empty, "--out",
                                  tmp_path / "s.parquet"))
     assert f"no row scored: {empty} holds no rows" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tsv", "junk.tsv"]  # no scores, no temporary
@@ -79,10 +81,10 @@ def test_predict_bounds_the_malformed_share_and_reports_auc_and_log_loss(served,
     day.write_text("\n".join(lines) + "\n")
     args = ["predict", "--model", served["model"], "--input", day, "--out", tmp_path / "s.parquet",
             "--on-bad-line", "skip"]
-    err = _one_error_line(recsys(*args))
+    err = _one_error_line(recsys_here(*args))
     assert "6 of 300 lines (2.00%) of" in err and "more than --max-bad-fraction 0.01 allows" in err
     assert "day.tsv:11: wrong column count" in err and not (tmp_path / "s.parquet").exists()
-    ok = recsys(*args, "--max-bad-fraction", "0.05")
+    ok = recsys_here(*args, "--max-bad-fraction", "0.05")
     assert ok.returncode == 0, ok.stderr[-2000:]
     scores = pq.read_table(tmp_path / "s.parquet").to_pandas()
     assert len(scores) == 294 and scores.label.notna().all()
@@ -113,7 +115,7 @@ def test_chunk_mb_of_zero_is_refused_naming_the_option(served, tmp_path):
     day.write_text("\n".join(served["lines"]) + "\n")
     for args in (["predict", "--model", served["model"], "--out", tmp_path / "s.parquet"],
                  ["preprocess", "--out", tmp_path / "data"]):
-        err = _one_error_line(recsys(*args, "--input", day, "--chunk-mb", "0"))
+        err = _one_error_line(recsys_here(*args, "--input", day, "--chunk-mb", "0"))
         assert "--chunk-mb 0: the MiB read per block must be > 0" in err  # before (preprocess): "no valid rows"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day.tsv"]
 
@@ -124,7 +126,7 @@ def test_bad_values_are_named_by_file_line_or_row_column_and_value(served, tmp_p
     lines = list(served["lines"])
     lines[2] = "\t".join(fields)
     (tmp_path / "day.tsv").write_text("\n".join(lines) + "\n")
-    err = _one_error_line(recsys("predict", "--model", served["model"], "--input", tmp_path / "day.tsv",
+    err = _one_error_line(recsys_here("predict", "--model", served["model"], "--input", tmp_path / "day.tsv",
                                  "--out", tmp_path / "s.parquet"))
     # before: "malformed line: non-integer I1", no value
     assert f"day.tsv:3: malformed line: I1 out of the int64 range (value '{2 ** 70}')" in err
@@ -134,6 +136,6 @@ def test_bad_values_are_named_by_file_line_or_row_column_and_value(served, tmp_p
     processed = processed.set_column(processed.schema.get_field_index("I5"), "I5",
                                      pa.array([1.0, float("nan"), 2.0, 3.0], pa.float32()))
     pq.write_table(processed, tmp_path / "rows.parquet")
-    err = _one_error_line(recsys("predict", "--model", served["model"], "--input", tmp_path / "rows.parquet",
+    err = _one_error_line(recsys_here("predict", "--model", served["model"], "--input", tmp_path / "rows.parquet",
                                  "--out", tmp_path / "s.parquet"))
     assert "rows.parquet: column I5, row 1: nan: non-finite I5" in err and "--on-bad-line skip" in err

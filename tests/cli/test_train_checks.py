@@ -1,14 +1,13 @@
-"""``recsys-emb train`` with a batch larger than the training split, in a real process: refused before
-training in one line (exit 2), nothing written, the run directory's lock released."""
+"""``recsys-emb train`` with a batch larger than the training split (the command's main, in this process:
+tests/cli_helpers.py): refused before training in one line (exit 2), nothing written, the run directory's
+lock released."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_helpers import recsys_here
 
 from recsys_emb.config import config_from_dict
 from recsys_emb.training import prepare_data
-from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,10 +17,8 @@ def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
     prepare_data(config_from_dict({"data": {"path": str(data), "generate": {
         "kind": "criteo-like", "rows": 2000, "scale": 0.001, "seed": 0}}}))  # 1,600 training rows
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs/demo.yaml"),
-                           "--set", f"data.path={data}", "--set", "data.batch_size=2048", "--set", f"train.out_dir={out}",
-                           "--set", "train.progress=false"], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
+    proc = recsys_here("train", "--config", ROOT / "configs/demo.yaml", "--set", f"data.path={data}", "--set",
+                       "data.batch_size=2048", "--set", f"train.out_dir={out}", "--set", "train.progress=false")
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import recsys_here
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb import EmbeddingLayer, FeatureSpec, Full, Hashed, MixedDimension, QuotientRemainder, SequenceEmbeddingLayer
@@ -91,7 +92,7 @@ def test_config_mistakes_are_one_line_naming_the_file_key_and_type(tmp_path):
     assert proc.returncode == 2 and f"error: {cfg}: not valid YAML at line" in proc.stderr
 
 
-def test_a_relative_data_path_is_named_as_relative_to_where_training_ran(tmp_path):
+def test_a_relative_data_path_is_named_as_relative_to_where_training_ran(tmp_path, monkeypatch):
     from recsys_emb.config import config_from_dict
     from recsys_emb.serving import evaluate_checkpoint
     from recsys_emb.training import train
@@ -116,5 +117,6 @@ def test_a_relative_data_path_is_named_as_relative_to_where_training_ran(tmp_pat
     with pytest.raises(DataError, match=r"data.path='data/cl' \(relative to the directory training ran in; here that "
                                         r"is .*\) has no metadata.json, nor at the recorded .*work/data/cl"):
         evaluate_checkpoint(work / "runs" / "rel")
-    proc = run_cli("evaluate", "--checkpoint", str(work / "runs" / "rel"), cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # the command's main in this process (tests/cli_helpers.py), from tmp_path
+    proc = recsys_here("evaluate", "--checkpoint", work / "runs" / "rel")
     assert proc.returncode == 2 and "relative to the directory training ran in" in proc.stderr

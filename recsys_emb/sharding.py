@@ -113,14 +113,15 @@ def _constraints(
     names = list(dims)
     for table, types in (per_table or {}).items():
         if table not in names:
-            raise ValueError(f"sharding constraint names table {table!r}, which the model does not have; tables: {names}")
+            raise ConfigError(f"per_table_sharding names table {table!r}, which the model does not have; "
+                              f"name one of {names}")
     for name in names:
         types = list((per_table or {}).get(name, sharding_types or ("table_wise",)))
         bad = [t for t in types if t not in allowed]
         if bad:
-            raise ValueError(
-                f"table {name!r}: sharding type(s) {bad} are not available on device {device_type!r}; "
-                f"allowed there: {list(allowed)}"
+            raise ConfigError(
+                f"train.sharding_types: table {name!r}: sharding type(s) {bad} are not available on device "
+                f"{device_type!r}; choose from {list(allowed)} there"
             )
         kernels = ["dense"] if types == ["data_parallel"] else [compute_kernel]
         min_partition = None

@@ -69,8 +69,10 @@ def test_plan_prints_placement_and_bytes_per_rank(tmp_path):
     assert rep["world_size"] == 2 and len(rep["rank_bytes"]) == 2
     assert rep["rank_bytes"][0] == rep["rank_bytes"][1] > 0  # equal column slices
     assert sum(rep["rank_bytes"]) == sum(t["bytes"] for t in rep["tables"])
-    with pytest.raises(ValueError, match="not available on device 'cpu'"):  # a traceback in a real process
-        recsys_here(*args[:-1], "train.sharding_types=[row_wise]")
+    refused = recsys_here(*args[:-1], "train.sharding_types=[row_wise]")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: train.sharding_types: table ") and "not available on device 'cpu'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_verbose_shows_info_logs(tmp_path):

@@ -26,6 +26,7 @@ class RobeEmbedding(EmbeddingVariant):
     id, the row of ``M`` at its block's hashed start plus the 4-float granule's place in the block
     (modulo the rows: the array is circular). Sum pooling per virtual feature is then exactly the sum
     of the bag's ROBE rows, column by column, and the output concatenates the ``dim / 4`` pooled parts.
+    The spec's ``oov_id`` reads its reserved rows ``oov_row + k`` instead of hashed ones.
 
     Example:
         >>> from recsys_emb.specs import RobeArray
@@ -46,7 +47,7 @@ class RobeEmbedding(EmbeddingVariant):
         spec = feature.embedding
         assert isinstance(spec, Robe)
         self.spec = spec
-        self.rows = spec.group.rows
+        self.rows = spec.group.rows  # the hashed rows (the reserved ones follow them)
         self.parts = spec.dim // DIM_MULTIPLE
         per_block = spec.block // DIM_MULTIPLE  # granules of 4 floats per block
         self.ids_per_block = max(1, spec.block // spec.dim)
@@ -60,6 +61,9 @@ class RobeEmbedding(EmbeddingVariant):
         else:  # ids within a block: one block (seed 0), granule (x mod c) * parts + k
             self.register_buffer("_block_of", torch.zeros_like(k), persistent=False)
             self.register_buffer("_granule", k, persistent=False)
+        self.oov_id = spec.oov_id
+        if spec.oov_id is not None:  # the OOV id's dim / 4 reserved rows
+            self.register_buffer("_oov_rows", k + int(spec.oov_row), persistent=False)  # type: ignore[arg-type]
 
     def virtual_features(self) -> List[VirtualFeature]:
         return [VirtualFeature(f"{self.feature.name}@z{k}", self.spec.group.name) for k in range(self.parts)]
@@ -74,7 +78,10 @@ class RobeEmbedding(EmbeddingVariant):
             q = torch.div(ids, c, rounding_mode="floor")
             starts = bucket_matrix(q, self._keys, self.rows)  # (n, 1)
             offset = (ids - q * c).unsqueeze(1) * self.parts + self._granule.unsqueeze(0)
-        return (starts.index_select(1, self._block_of) + offset) % self.rows
+        rows = (starts.index_select(1, self._block_of) + offset) % self.rows
+        if self.oov_id is not None:
+            rows = torch.where(torch.eq(ids, self.oov_id).unsqueeze(1), self._oov_rows.unsqueeze(0), rows)
+        return rows
 
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         rows = self.rows_of(ids)

@@ -70,22 +70,28 @@ class RobeEmbedding(EmbeddingVariant):
 
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
         """The array rows every id reads: int64 ``(n, dim / 4)``, column ``k`` for output columns ``4k..4k+3``."""
+        return self.part_rows(ids).t()
+
+    def part_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`rows_of` transposed, ``(dim / 4, n)`` and contiguous: row ``k`` is virtual feature ``k``'s
+        values. A block's start is below ``rows`` and a granule's place in it below ``block / 4 <= rows``,
+        so the circular wrap is one conditional subtraction, not an int64 remainder."""
         c = self.ids_per_block
         if c == 1:
-            starts = bucket_matrix(ids, self._keys, self.rows)  # (n, blocks)
-            offset = self._granule.unsqueeze(0)
+            starts = bucket_matrix(ids, self._keys, self.rows).t()  # (blocks, n)
+            offset = self._granule.unsqueeze(1)
         else:
             q = torch.div(ids, c, rounding_mode="floor")
-            starts = bucket_matrix(q, self._keys, self.rows)  # (n, 1)
-            offset = (ids - q * c).unsqueeze(1) * self.parts + self._granule.unsqueeze(0)
-        rows = (starts.index_select(1, self._block_of) + offset) % self.rows
+            starts = bucket_matrix(q, self._keys, self.rows).t()  # (1, n)
+            offset = (ids - q * c).unsqueeze(0) * self.parts + self._granule.unsqueeze(1)
+        rows = starts.index_select(0, self._block_of) + offset
+        rows = torch.where(rows >= self.rows, rows - self.rows, rows)
         if self.oov_id is not None:
-            rows = torch.where(torch.eq(ids, self.oov_id).unsqueeze(1), self._oov_rows.unsqueeze(0), rows)
+            rows = torch.where(torch.eq(ids, self.oov_id).unsqueeze(0), self._oov_rows.unsqueeze(1), rows)
         return rows
 
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        rows = self.rows_of(ids)
-        return [(rows[:, k], lengths) for k in range(self.parts)]
+        return [(r, lengths) for r in self.part_rows(ids).unbind(0)]
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         return pooled[0] if len(pooled) == 1 else torch.cat(list(pooled), dim=1)

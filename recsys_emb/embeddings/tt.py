@@ -70,16 +70,26 @@ class TensorTrainEmbedding(EmbeddingVariant):
         return []
 
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
-        """The rows ``(n, dim)`` of ``ids (n,)`` (in ``[0, n1 n2 n3)``; not checked)."""
+        """The rows ``(n, dim)`` of ``ids (n,)`` (in ``[0, n1 n2 n3)``; not checked).
+
+        The first product ``G1[i1] G2[i2]`` (``d1 r1 d2 r2`` multiply-adds, the larger one) depends on the
+        prefix ``x // n3`` only; in training it is computed once per distinct prefix of the batch (skewed
+        ids share few) and gathered per id, which gives the same rows and gradients as one per id. In
+        eval mode (serving, ``torch.export``) every id computes its own, with static shapes."""
         (n1, n2, n3), (d1, d2, d3), (r1, r2) = self.n, self.d, self.r
-        i1 = torch.div(ids, n2 * n3, rounding_mode="floor")
-        rest = ids - i1 * (n2 * n3)
-        i2 = torch.div(rest, n3, rounding_mode="floor")
-        i3 = rest - i2 * n3
-        m = ids.shape[0]
-        a = self.core0.index_select(0, i1).view(m, d1, r1)
-        b = self.core1.index_select(0, i2).view(m, r1, d2 * r2)
-        ab = torch.bmm(a, b).view(m, d1 * d2, r2)
+        prefix = torch.div(ids, n3, rounding_mode="floor")  # i1 * n2 + i2
+        i3 = ids - prefix * n3
+        inverse = None
+        if self.training:
+            prefix, inverse = torch.unique(prefix, return_inverse=True)
+        i1 = torch.div(prefix, n2, rounding_mode="floor")
+        i2 = prefix - i1 * n2
+        u, m = prefix.shape[0], ids.shape[0]
+        a = self.core0.index_select(0, i1).view(u, d1, r1)
+        b = self.core1.index_select(0, i2).view(u, r1, d2 * r2)
+        ab = torch.bmm(a, b).view(u, d1 * d2, r2)
+        if inverse is not None:
+            ab = ab.index_select(0, inverse)
         c = self.core2.index_select(0, i3).view(m, r2, d3)
         rows = torch.bmm(ab, c).view(m, d1 * d2 * d3)
         if self.oov_id is not None:  # the OOV id reads its own row; the cores get no gradient from it

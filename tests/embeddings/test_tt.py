@@ -53,6 +53,13 @@ def test_the_oov_id_reads_a_row_of_its_own():
     check_bytes(OOV_SPEC)
 
 
+def test_training_rows_per_distinct_prefix_equal_eval_rows_per_id():
+    v = TensorTrainEmbedding(FeatureSpec("x", OOV_SPEC, cardinality=50))
+    ids = torch.tensor([0, 49, 5, 5, 17, 48, 0, 33, 16, 19])  # prefixes x // 4 repeat
+    train_rows = v.rows_of(ids)
+    torch.testing.assert_close(v.eval().rows_of(ids), train_rows, rtol=1e-6, atol=0)
+
+
 def test_gradcheck_of_the_pooled_lookup():
     v = TensorTrainEmbedding(FeatureSpec("x", TensorTrain(dim=4, ranks=(2, 3)), cardinality=20)).double()
     ids, lengths = torch.tensor([0, 19, 7, 7, 12]), torch.tensor([2, 0, 3])

@@ -41,6 +41,7 @@ class RobeEmbedding(EmbeddingVariant):
     _keys: torch.Tensor  # buffers, derived from names (not saved)
     _block_of: torch.Tensor
     _granule: torch.Tensor
+    _oov_rows: torch.Tensor
 
     def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__(feature, validate_ids)  # any int64 id hashes to valid rows: nothing to validate

@@ -867,6 +867,11 @@ class TensorTrain(EmbeddingSpec):
     The cores are dense parameters of the feature's module, not TorchRec tables: TorchRec's collections
     pool rows before anything can multiply them, and a bag's sum of products is not a product of sums.
 
+    ``oov_id``: the feature's OOV id (``metadata.json``'s ``oov_ids``) reads a ``dim``-float row of its
+    own (one more dense parameter row) instead of its product of cores: an id that stands for every
+    unseen or rare value is frequent, and through the cores its gradient would move the rows of every
+    id that shares a core slice with it. ``None``: every id is a product of cores.
+
     Example:
         >>> tt = TensorTrain(dim=16, ranks=(8, 8))
         >>> tt.resolved_factors(1000), tt.resolved_dim_factors()
@@ -879,6 +884,7 @@ class TensorTrain(EmbeddingSpec):
     ranks: Tuple[int, int] = (16, 16)
     factors: Optional[Tuple[int, int, int]] = None
     dim_factors: Optional[Tuple[int, int, int]] = None
+    oov_id: Optional[int] = None
     kind: ClassVar[str] = "tt"
     needs_cardinality: ClassVar[bool] = True
 
@@ -899,6 +905,12 @@ class TensorTrain(EmbeddingSpec):
     def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
         _option_at_least(key, options, "tt_rank", 0)
 
+    @classmethod
+    def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
+        """Each field with an OOV id and no ``oov_id`` yet gets it: one more ``dim``-float parameter row."""
+        return {f: dataclasses.replace(s, oov_id=oov_ids[f])  # type: ignore[type-var]
+                if f in oov_ids and getattr(s, "oov_id", 0) is None else s for f, s in specs.items()}
+
     def __post_init__(self) -> None:
         _check_int("TensorTrain", "dim", self.dim, multiple=DIM_MULTIPLE)
         if isinstance(self.ranks, int) and not isinstance(self.ranks, bool):
@@ -911,6 +923,8 @@ class TensorTrain(EmbeddingSpec):
                     isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v):
                 raise SpecError(f"TensorTrain.{name}={v!r} must be {want} ints >= 1")
             object.__setattr__(self, name, tuple(v))
+        if self.oov_id is not None:
+            _check_int("TensorTrain", "oov_id", self.oov_id, low=0)
         if self.dim_factors is not None and math.prod(self.dim_factors) != self.dim:
             raise SpecError(f"TensorTrain.dim_factors={self.dim_factors} multiply to "
                             f"{math.prod(self.dim_factors)}, not dim={self.dim}; leave it unset for a balanced split")
@@ -920,6 +934,9 @@ class TensorTrain(EmbeddingSpec):
             raise SpecError(f"feature {feature.name!r}: TensorTrain.factors={self.factors} address "
                             f"{math.prod(self.factors)} rows, fewer than cardinality={feature.cardinality}; "
                             f"leave factors unset for a balanced split")
+        if self.oov_id is not None and feature.cardinality is not None and self.oov_id >= feature.cardinality:
+            raise SpecError(f"feature {feature.name!r}: TensorTrain.oov_id={self.oov_id} must be < "
+                            f"cardinality={feature.cardinality} (an id of the vocabulary)")
 
     @property
     def output_dim(self) -> int:
@@ -954,9 +971,9 @@ class TensorTrain(EmbeddingSpec):
         return []
 
     def dense_params(self, cardinality: Optional[int]) -> int:
-        """The three cores' parameters."""
+        """The three cores' parameters (and the OOV id's row)."""
         assert cardinality is not None  # FeatureSpec refuses a tensor-train feature without one
-        return sum(rows * cols for rows, cols in self.core_shapes(cardinality))
+        return sum(rows * cols for rows, cols in self.core_shapes(cardinality)) + (self.dim if self.oov_id is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -964,28 +981,42 @@ class RobeArray:
     """The flat parameter array of a ROBE group: ``size`` floats that every member feature reads.
 
     It is stored as a ``size / 4 x 4`` table (FBGEMM's fused kernels need rows of a multiple of 4
-    floats), so a block starts at any multiple of 4 floats of the array.
+    floats), so a block starts at any multiple of 4 floats of the array. ``reserved`` more rows follow
+    the hashed ones, never hashed to: ``dim / 4`` of them per member feature whose OOV id has an
+    embedding of its own (:attr:`Robe.oov_row`).
 
     Example:
         >>> RobeArray("robe", size=4096).rows
         1024
+        >>> RobeArray("robe", size=4096, reserved=4).total_rows
+        1028
     """
 
     name: str
     size: int
+    reserved: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "@. "):
             raise SpecError(f"RobeArray.name={self.name!r} must be a non-empty string without '@', '.' or spaces")
         _check_int("RobeArray", "size", self.size, multiple=DIM_MULTIPLE, hint=" (floats in the array)")
+        _check_int("RobeArray", "reserved", self.reserved, low=0, hint=" (rows of 4 floats after the array)")
 
     @property
     def rows(self) -> int:
-        """Rows of the array's ``rows x 4`` table."""
+        """Rows of the hashed array's ``rows x 4`` table (blocks start and wrap within these)."""
         return self.size // DIM_MULTIPLE
 
+    @property
+    def total_rows(self) -> int:
+        """Hashed rows plus the ``reserved`` rows that hold OOV ids' embeddings (:attr:`Robe.oov_row`)."""
+        return self.rows + self.reserved
+
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "size": self.size}
+        out: Dict[str, Any] = {"name": self.name, "size": self.size}
+        if self.reserved:
+            out["reserved"] = self.reserved
+        return out
 
 
 @dataclass(frozen=True)
@@ -1002,6 +1033,11 @@ class Robe(EmbeddingSpec):
     (:class:`RobeArray`); seeds come from the group's and the feature's names. Any int64 id is
     accepted, negative ids included; ``cardinality`` may be ``None``.
 
+    ``oov_id`` and ``oov_row``: the feature's OOV id (``metadata.json``'s ``oov_ids``) is not hashed; it
+    reads the ``dim / 4`` reserved rows ``oov_row, oov_row + 1, ...`` of the array (after its hashed
+    ``rows``), ``dim`` floats no other id reads, so unseen values do not share floats trained for other
+    ids. Give both or neither.
+
     Example:
         >>> Robe(RobeArray("r", size=1024), dim=16, block=8).output_dim
         16
@@ -1010,6 +1046,8 @@ class Robe(EmbeddingSpec):
     group: RobeArray
     dim: int
     block: int = 16
+    oov_id: Optional[int] = None
+    oov_row: Optional[int] = None
     kind: ClassVar[str] = "robe"
 
     shared_group: ClassVar[bool] = True
@@ -1031,6 +1069,29 @@ class Robe(EmbeddingSpec):
         return Hashed.for_group(dataclasses.replace(sizing, variant="hashed", options={"num_hashes": 1}))
 
     @classmethod
+    def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
+        """Each array without reserved rows gets ``dim / 4`` per member field with an OOV id (in field order);
+        the members without one read the same, longer array (its hashed part unchanged)."""
+        out = dict(specs)
+        members: Dict[str, List[Tuple[str, "Robe"]]] = {}  # array name -> its fields with an OOV id
+        for f, spec in specs.items():
+            if f in oov_ids and isinstance(spec, Robe) and spec.oov_id is None and spec.group.reserved == 0:
+                members.setdefault(spec.group.name, []).append((f, spec))
+        for fields in members.values():
+            old = fields[0][1].group
+            if any(spec.group != old for _, spec in fields):
+                continue  # one name, two arrays: validate_feature_set reports it
+            group = dataclasses.replace(old, reserved=sum(spec.dim // DIM_MULTIPLE for _, spec in fields))
+            for f, spec in specs.items():
+                if isinstance(spec, Robe) and spec.group == old:
+                    out[f] = dataclasses.replace(spec, group=group)
+            row = group.rows
+            for f, spec in fields:
+                out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=row)
+                row += spec.dim // DIM_MULTIPLE
+        return out
+
+    @classmethod
     def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
         block = options.get("robe_block", 0)
         if block < 0 or block % DIM_MULTIPLE or (dim is not None and block and dim % block and block % dim):
@@ -1047,6 +1108,17 @@ class Robe(EmbeddingSpec):
                             f"(blocks within an id, or ids within a block)")
         if self.block > self.group.size:
             raise SpecError(f"Robe.block={self.block} must be <= the array's size={self.group.size}")
+        if (self.oov_id is None) != (self.oov_row is None):
+            raise SpecError(f"Robe: give oov_id ({self.oov_id}) and oov_row ({self.oov_row}) together, or neither")
+        if self.oov_id is not None:
+            _check_int("Robe", "oov_id", self.oov_id, low=0)
+            _check_int("Robe", "oov_row", self.oov_row, low=self.group.rows,
+                       hint=f" (a reserved row of array {self.group.name!r}, after its {self.group.rows} hashed rows)")
+            end = self.oov_row + self.dim // DIM_MULTIPLE  # type: ignore[operator]
+            if end > self.group.total_rows:
+                raise SpecError(f"Robe.oov_row={self.oov_row} with dim={self.dim} reads rows up to {end - 1}, past array "
+                                f"{self.group.name!r}'s {self.group.total_rows} rows (rows={self.group.rows}, "
+                                f"reserved={self.group.reserved}); raise its reserved rows")
 
     @property
     def output_dim(self) -> int:
@@ -1056,7 +1128,7 @@ class Robe(EmbeddingSpec):
         # The array starts as the full table it replaces, U(-1/sqrt(N), 1/sqrt(N)); a group read by several
         # features as the root mean square of theirs (init_bounds), as a unified table does.
         bound = None if cardinality is None else cardinality ** -0.5
-        return [TableDef(self.group.name, self.group.rows, DIM_MULTIPLE, init_bound=bound)]
+        return [TableDef(self.group.name, self.group.total_rows, DIM_MULTIPLE, init_bound=bound)]
 
     def to_dict(self) -> Dict[str, Any]:
         out = super().to_dict()

@@ -6,7 +6,7 @@ code of the test's own. The layer's pooled forward and every parameter's gradien
 autograd gives on ``table[ids]`` summed per bag."""
 
 import copy
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -88,3 +88,36 @@ def check_state_dict_round_trip(spec) -> None:
     assert not torch.allclose(a(kjt).values(), b(kjt).values())
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     torch.testing.assert_close(b(kjt).values(), a(kjt).values())
+
+
+def check_oov_reads_its_own_parameters(spec, own: Callable[[EmbeddingLayer], Dict[str, Optional[torch.Tensor]]]) -> None:
+    """``spec.oov_id`` (an id of ``x``) reads parameters no other id reads. ``own(layer)``: ``{parameter name:
+    bool mask of its OOV entries}`` of every parameter of ``x``'s (None: read by every id, e.g. a projection).
+    Its pooled row is those entries; a batch of only the OOV id sends gradient to them alone, a batch of
+    every other id none to them; changing them moves the OOV id's output and no other id's."""
+    layer = layer_for(spec)
+    oov = spec.oov_id
+    params = dict(layer.named_parameters())
+    masks = own(layer)
+    others = [i for i in range(50) if i != oov]
+    for bags, only_oov in (({"x": [[oov], [oov, oov]], "y": [[0], []], "z": [[], [oov]]}, True),
+                           ({"x": [others[:25], others[25:]], "y": [[0], []], "z": [others[::2], [7]]}, False)):
+        layer.zero_grad()
+        layer(kjt_from_lists(bags)).values().pow(2).sum().backward()
+        for name, mask in masks.items():
+            g = params[name].grad
+            if mask is None:
+                continue
+            if bool(mask.any()):
+                assert bool((g[mask] != 0).any()) == only_oov, name  # its own entries learn from it alone
+            if only_oov:
+                assert bool((g[~mask] == 0).all()), name  # nothing else learns from it
+    before = layer(kjt_from_lists({"x": [[oov], others], "y": [[0], [1]], "z": [[], []]})).values().detach()
+    with torch.no_grad():
+        for name, mask in masks.items():
+            if mask is not None:
+                params[name][mask] += 1.0
+    after = layer(kjt_from_lists({"x": [[oov], others], "y": [[0], [1]], "z": [[], []]})).values().detach()
+    dim = spec.output_dim
+    assert not torch.allclose(after[0, :dim], before[0, :dim])   # the OOV id reads them
+    torch.testing.assert_close(after[1], before[1])                # no other id does

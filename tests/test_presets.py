@@ -129,6 +129,28 @@ def test_a_unified_table_reserves_one_row_per_field_with_an_oov_id():
         memory_from_specs(list(feature_specs(CARDS, VariantPreset("unified")))).params + 3 * 16
 
 
+def test_tt_robe_and_lowrank_fields_read_their_oov_id_from_parameters_of_their_own():
+    """TT: one more dim-float row per field with an OOV id; ROBE: dim / 4 reserved rows of the array per such
+    field, after its hashed rows; low rank: unchanged (the OOV id is in range: its own row of the table)."""
+    oov = {"small": 99, "huge": 999_999}
+    tt, tt_plain = ({s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("tt"), shared={"hist": "big"},
+                                                                 oov_ids=o)} for o in (oov, None))
+    assert tt["huge"] == dataclasses.replace(tt_plain["huge"], oov_id=999_999) and tt["big"] == tt_plain["big"]
+    assert tt["small"] == Full(16)  # a small field stays a full table: its OOV id already has a row
+    robe = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("robe"), shared={"hist": "big"},
+                                                         oov_ids=oov)}
+    plain = {s.name: s.embedding for s in feature_specs(CARDS, VariantPreset("robe"), shared={"hist": "big"})}
+    group = robe["small"].group
+    assert group == dataclasses.replace(plain["small"].group, reserved=2 * 16 // 4)
+    assert {f: (s.group, s.oov_id, s.oov_row) for f, s in robe.items()} == {
+        "small": (group, 99, group.rows), "big": (group, None, None), "huge": (group, 999_999, group.rows + 4),
+        "hist": (group, None, None)}
+    for variant, extra in (("tt", 16), ("robe", 2 * 16), ("lowrank", 0)):
+        with_oov, without = (memory_from_specs(list(feature_specs(CARDS, VariantPreset(variant), oov_ids=o))).params
+                             for o in (oov, None))
+        assert with_oov == without + extra, variant
+
+
 def test_oov_rows_keep_what_a_spec_already_says():
     given = {"a": Hashed(dim=8, buckets=10, oov_id=3),
              "b": Unified(UnifiedTable("u", rows=10, chunk_dim=8, reserved=1), oov_id=5, oov_row=10),

@@ -26,6 +26,7 @@ class RobeEmbedding(EmbeddingVariant):
     id, the row of ``M`` at its block's hashed start plus the 4-float granule's place in the block
     (modulo the rows: the array is circular). Sum pooling per virtual feature is then exactly the sum
     of the bag's ROBE rows, column by column, and the output concatenates the ``dim / 4`` pooled parts.
+    The spec's ``oov_id`` reads its reserved rows ``oov_row + k`` instead of hashed ones.
 
     Example:
         >>> from recsys_emb.specs import RobeArray
@@ -40,13 +41,14 @@ class RobeEmbedding(EmbeddingVariant):
     _keys: torch.Tensor  # buffers, derived from names (not saved)
     _block_of: torch.Tensor
     _granule: torch.Tensor
+    _oov_rows: torch.Tensor
 
     def __init__(self, feature: FeatureSpec, validate_ids: bool = True) -> None:
         super().__init__(feature, validate_ids)  # any int64 id hashes to valid rows: nothing to validate
         spec = feature.embedding
         assert isinstance(spec, Robe)
         self.spec = spec
-        self.rows = spec.group.rows
+        self.rows = spec.group.rows  # the hashed rows (the reserved ones follow them)
         self.parts = spec.dim // DIM_MULTIPLE
         per_block = spec.block // DIM_MULTIPLE  # granules of 4 floats per block
         self.ids_per_block = max(1, spec.block // spec.dim)
@@ -60,25 +62,37 @@ class RobeEmbedding(EmbeddingVariant):
         else:  # ids within a block: one block (seed 0), granule (x mod c) * parts + k
             self.register_buffer("_block_of", torch.zeros_like(k), persistent=False)
             self.register_buffer("_granule", k, persistent=False)
+        self.oov_id = spec.oov_id
+        if spec.oov_id is not None:  # the OOV id's dim / 4 reserved rows
+            self.register_buffer("_oov_rows", k + int(spec.oov_row), persistent=False)  # type: ignore[arg-type]
 
     def virtual_features(self) -> List[VirtualFeature]:
         return [VirtualFeature(f"{self.feature.name}@z{k}", self.spec.group.name) for k in range(self.parts)]
 
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
         """The array rows every id reads: int64 ``(n, dim / 4)``, column ``k`` for output columns ``4k..4k+3``."""
+        return self.part_rows(ids).t()
+
+    def part_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`rows_of` transposed, ``(dim / 4, n)`` and contiguous: row ``k`` is virtual feature ``k``'s
+        values. A block's start is below ``rows`` and a granule's place in it below ``block / 4 <= rows``,
+        so the circular wrap is one conditional subtraction, not an int64 remainder."""
         c = self.ids_per_block
         if c == 1:
-            starts = bucket_matrix(ids, self._keys, self.rows)  # (n, blocks)
-            offset = self._granule.unsqueeze(0)
+            starts = bucket_matrix(ids, self._keys, self.rows).t()  # (blocks, n)
+            offset = self._granule.unsqueeze(1)
         else:
             q = torch.div(ids, c, rounding_mode="floor")
-            starts = bucket_matrix(q, self._keys, self.rows)  # (n, 1)
-            offset = (ids - q * c).unsqueeze(1) * self.parts + self._granule.unsqueeze(0)
-        return (starts.index_select(1, self._block_of) + offset) % self.rows
+            starts = bucket_matrix(q, self._keys, self.rows).t()  # (1, n)
+            offset = (ids - q * c).unsqueeze(0) * self.parts + self._granule.unsqueeze(1)
+        rows = starts.index_select(0, self._block_of) + offset
+        rows = torch.where(rows >= self.rows, rows - self.rows, rows)
+        if self.oov_id is not None:
+            rows = torch.where(torch.eq(ids, self.oov_id).unsqueeze(0), self._oov_rows.unsqueeze(1), rows)
+        return rows
 
     def remap(self, ids: torch.Tensor, lengths: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        rows = self.rows_of(ids)
-        return [(rows[:, k], lengths) for k in range(self.parts)]
+        return [(r, lengths) for r in self.part_rows(ids).unbind(0)]
 
     def combine(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
         return pooled[0] if len(pooled) == 1 else torch.cat(list(pooled), dim=1)

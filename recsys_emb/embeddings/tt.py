@@ -19,6 +19,8 @@ class TensorTrainEmbedding(EmbeddingVariant):
     """The three cores of a :class:`~recsys_emb.specs.TensorTrain` spec as parameters ``core0..core2``
     (shapes :meth:`~recsys_emb.specs.TensorTrain.core_shapes`).
 
+    With the spec's ``oov_id``, that id reads the parameter ``oov`` (``dim`` floats) instead.
+
     Lookup: each id's three core rows are gathered (unpooled), multiplied into its ``dim`` row by two
     batched matmuls, and the rows are then sum-pooled per bag (:meth:`pooled`). The variant has no
     virtual features: the layer asks it for its pooled output (:attr:`owns_rows`), since a TorchRec
@@ -51,6 +53,9 @@ class TensorTrainEmbedding(EmbeddingVariant):
         s = (1.0 / (3.0 * self.cardinality)) ** (1.0 / 6.0)
         stds = (s, s / math.sqrt(self.r[0]), s / math.sqrt(self.r[1]))
         self.core0, self.core1, self.core2 = (nn.Parameter(torch.randn(*shape) * std) for shape, std in zip(shapes, stds))
+        self.oov_id = spec.oov_id
+        if spec.oov_id is not None:  # the OOV id's own row, with the materialised table's variance 1 / (3N)
+            self.oov = nn.Parameter(torch.randn(spec.dim) * (3.0 * self.cardinality) ** -0.5)
 
     def virtual_features(self) -> List[VirtualFeature]:
         return []
@@ -65,18 +70,31 @@ class TensorTrainEmbedding(EmbeddingVariant):
         return []
 
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
-        """The rows ``(n, dim)`` of ``ids (n,)`` (in ``[0, n1 n2 n3)``; not checked)."""
+        """The rows ``(n, dim)`` of ``ids (n,)`` (in ``[0, n1 n2 n3)``; not checked).
+
+        The first product ``G1[i1] G2[i2]`` (``d1 r1 d2 r2`` multiply-adds, the larger one) depends on the
+        prefix ``x // n3`` only; in training it is computed once per distinct prefix of the batch (skewed
+        ids share few) and gathered per id, which gives the same rows and gradients as one per id. In
+        eval mode (serving, ``torch.export``) every id computes its own, with static shapes."""
         (n1, n2, n3), (d1, d2, d3), (r1, r2) = self.n, self.d, self.r
-        i1 = torch.div(ids, n2 * n3, rounding_mode="floor")
-        rest = ids - i1 * (n2 * n3)
-        i2 = torch.div(rest, n3, rounding_mode="floor")
-        i3 = rest - i2 * n3
-        m = ids.shape[0]
-        a = self.core0.index_select(0, i1).view(m, d1, r1)
-        b = self.core1.index_select(0, i2).view(m, r1, d2 * r2)
-        ab = torch.bmm(a, b).view(m, d1 * d2, r2)
+        prefix = torch.div(ids, n3, rounding_mode="floor")  # i1 * n2 + i2
+        i3 = ids - prefix * n3
+        inverse = None
+        if self.training:
+            prefix, inverse = torch.unique(prefix, return_inverse=True)
+        i1 = torch.div(prefix, n2, rounding_mode="floor")
+        i2 = prefix - i1 * n2
+        u, m = prefix.shape[0], ids.shape[0]
+        a = self.core0.index_select(0, i1).view(u, d1, r1)
+        b = self.core1.index_select(0, i2).view(u, r1, d2 * r2)
+        ab = torch.bmm(a, b).view(u, d1 * d2, r2)
+        if inverse is not None:
+            ab = ab.index_select(0, inverse)
         c = self.core2.index_select(0, i3).view(m, r2, d3)
-        return torch.bmm(ab, c).view(m, d1 * d2 * d3)
+        rows = torch.bmm(ab, c).view(m, d1 * d2 * d3)
+        if self.oov_id is not None:  # the OOV id reads its own row; the cores get no gradient from it
+            rows = torch.where(torch.eq(ids, self.oov_id).unsqueeze(1), self.oov.unsqueeze(0), rows)
+        return rows
 
     def pooled(self, ids: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:
         """Sum of each bag's rows: ``ids (n,)``, ``lengths (B,)`` -> ``(B, dim)``."""

@@ -30,7 +30,6 @@ from recsys_emb.specs import (
     MixedDimension,
     QuotientRemainder,
     Robe,
-    RobeArray,
     Unified,
     UnifiedTable,
 )
@@ -106,8 +105,11 @@ def _with_dim(embedding: EmbeddingSpec, dim: int, feature: str) -> EmbeddingSpec
                            for d in embedding.block_dims)
         return dataclasses.replace(embedding, base_dim=dim, round_to=round_to, block_dims=blocks)
     if isinstance(embedding, Robe):  # a twin array (same size, named by attention_name), not the shared one
-        twin = RobeArray(attention_name(embedding.group.name), embedding.group.size)
-        return dataclasses.replace(embedding, group=twin, dim=dim)
+        twin = dataclasses.replace(embedding.group, name=attention_name(embedding.group.name))
+        if embedding.oov_id is not None and dim > embedding.dim:
+            raise SpecError(f"feature {feature!r}: attention dim {dim} is above the ROBE dim {embedding.dim}: the "
+                            f"OOV id's reserved rows do not fit; choose an attention dim <= {embedding.dim}")
+        return dataclasses.replace(embedding, group=twin, dim=dim)  # an OOV id keeps the first of its rows
     if isinstance(embedding, LowRank) and embedding.rank >= dim:  # nothing left to factorise at this dim
         return Full(dim)
     names = {f.name for f in dataclasses.fields(embedding)}  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from family_helpers import check_bytes, check_forward_and_gradients, check_sequence_rows, check_state_dict_round_trip
+from family_helpers import (check_bytes, check_forward_and_gradients, check_oov_reads_its_own_parameters,
+                            check_sequence_rows, check_state_dict_round_trip)
 from recsys_emb.embeddings.robe import robe_seeds
 from recsys_emb.errors import SpecError
 from recsys_emb.hashing import hash_to_buckets
@@ -13,13 +14,17 @@ SPECS = {"blocks_in_id": Robe(ARRAY, dim=16, block=8), "ids_in_block": Robe(ARRA
 
 
 def reference(layer):
-    """Element ``j`` of id ``x``'s row: ``M[(4 * start + e) mod size]``, the ROBE-Z formula written per element."""
+    """Element ``j`` of id ``x``'s row: ``M[(4 * start + e) mod size]``, the ROBE-Z formula written per element
+    (the OOV id: the floats from ``4 * oov_row`` on)."""
     spec = layer.variant("x").spec
     m = layer.ebc.embedding_bags["robe"].weight.detach().clone().requires_grad_()
     flat, size, d, z = m.view(-1), spec.group.size, spec.dim, spec.block
     seeds = robe_seeds("robe", "x", max(1, d // z))
     rows = []
     for x in range(50):
+        if x == spec.oov_id:
+            rows.append(flat[4 * spec.oov_row:4 * spec.oov_row + d])
+            continue
         idx = []
         for j in range(d):
             if z <= d:
@@ -35,6 +40,31 @@ def reference(layer):
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_forward_and_gradients_equal_the_materialised_table(case):
     check_forward_and_gradients(SPECS[case], reference)
+
+
+OOV_ARRAY = RobeArray("robe", size=96, reserved=5)  # one field's 4 rows at dim 16, and one more
+OOV_SPECS = {"blocks_in_id": Robe(OOV_ARRAY, dim=16, block=8, oov_id=49, oov_row=25),
+             "ids_in_block": Robe(OOV_ARRAY, dim=8, block=32, oov_id=49, oov_row=24)}
+
+
+@pytest.mark.parametrize("case", sorted(OOV_SPECS))
+def test_the_oov_id_reads_reserved_rows_of_its_own(case):
+    spec = OOV_SPECS[case]
+    rows = torch.zeros(OOV_ARRAY.total_rows, 4, dtype=torch.bool)
+    rows[spec.oov_row:spec.oov_row + spec.dim // 4] = True
+    check_oov_reads_its_own_parameters(spec, lambda layer: {"ebc.embedding_bags.robe.weight": rows})
+    check_forward_and_gradients(spec, reference)
+    check_bytes(spec)
+
+
+def test_oov_rows_outside_the_reserved_rows_are_refused():
+    with pytest.raises(SpecError, match=r"Robe.oov_row=27 with dim=16 reads rows up to 30, past array 'robe'.s 29 "
+                                        r"rows \(rows=24, reserved=5\); raise its reserved rows"):
+        Robe(OOV_ARRAY, dim=16, block=8, oov_id=49, oov_row=27)
+    with pytest.raises(SpecError, match=r"Robe.oov_row=23 must be >= 24"):
+        Robe(OOV_ARRAY, dim=16, block=8, oov_id=49, oov_row=23)
+    with pytest.raises(SpecError, match=r"give oov_id \(49\) and oov_row \(None\) together"):
+        Robe(OOV_ARRAY, dim=16, block=8, oov_id=49)
 
 
 def test_unpooled_rows_equal_the_materialised_table():
@@ -88,6 +118,7 @@ def test_invalid_specs_are_refused_in_one_line(fields, message):
     assert "\n" not in str(e.value)
 
 
-def test_spec_dict_round_trip():
-    f = FeatureSpec("C1", SPECS["blocks_in_id"])
+@pytest.mark.parametrize("spec", [SPECS["blocks_in_id"], OOV_SPECS["blocks_in_id"]])
+def test_spec_dict_round_trip(spec):
+    f = FeatureSpec("C1", spec)
     assert feature_from_dict(f.to_dict()) == f

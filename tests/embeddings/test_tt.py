@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from family_helpers import (check_bytes, check_forward_and_gradients, check_sequence_rows, check_state_dict_round_trip,
-                            layer_for)
+from family_helpers import (check_bytes, check_forward_and_gradients, check_oov_reads_its_own_parameters,
+                            check_sequence_rows, check_state_dict_round_trip, layer_for)
 from recsys_emb.embeddings.tt import TensorTrainEmbedding
 from recsys_emb.errors import InvalidInputError, SpecError
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
@@ -32,6 +32,32 @@ def test_forward_and_gradients_equal_the_materialised_table():
 
 def test_unpooled_rows_equal_the_materialised_table():
     check_sequence_rows(SPEC, reference)
+
+
+def oov_reference(layer):
+    """The materialised table with the OOV id's row replaced by the parameter ``oov``."""
+    leaves, table = reference(layer)
+    leaves["variants.x.oov"] = layer.variant("x").oov.detach().clone().requires_grad_()
+    return leaves, torch.cat([table[:OOV_SPEC.oov_id], leaves["variants.x.oov"].unsqueeze(0), table[OOV_SPEC.oov_id + 1:]])
+
+
+OOV_SPEC = TensorTrain(dim=8, ranks=(3, 2), oov_id=49)
+
+
+def test_the_oov_id_reads_a_row_of_its_own():
+    check_oov_reads_its_own_parameters(OOV_SPEC, lambda layer: {
+        "variants.x.core0": torch.zeros(4, 6, dtype=torch.bool), "variants.x.core1": torch.zeros(4, 12, dtype=torch.bool),
+        "variants.x.core2": torch.zeros(4, 4, dtype=torch.bool), "variants.x.oov": torch.ones(8, dtype=torch.bool)})
+    check_forward_and_gradients(OOV_SPEC, oov_reference)
+    check_sequence_rows(OOV_SPEC, oov_reference)
+    check_bytes(OOV_SPEC)
+
+
+def test_training_rows_per_distinct_prefix_equal_eval_rows_per_id():
+    v = TensorTrainEmbedding(FeatureSpec("x", OOV_SPEC, cardinality=50))
+    ids = torch.tensor([0, 49, 5, 5, 17, 48, 0, 33, 16, 19])  # prefixes x // 4 repeat
+    train_rows = v.rows_of(ids)
+    torch.testing.assert_close(v.eval().rows_of(ids), train_rows, rtol=1e-6, atol=0)
 
 
 def test_gradcheck_of_the_pooled_lookup():

@@ -13,7 +13,7 @@ from recsys_emb.specs import (FeatureSpec, Full, Hashed, LowRank, MixedDimension
 
 CARD = 30
 TABLE = UnifiedTable("u", rows=41, chunk_dim=4, reserved=1)
-OOV = CARD - 1  # the OOV id of "hashed", "multi_hash" and "unified_1": a row of its own
+OOV = CARD - 1  # the OOV id of "hashed", "multi_hash", "unified_1", "robe" and "tt": a row of its own
 
 
 def variant_specs(prefix: str = "", pooling: str = "sum") -> List[FeatureSpec]:
@@ -32,8 +32,8 @@ def variant_specs(prefix: str = "", pooling: str = "sum") -> List[FeatureSpec]:
         "unified": Unified(TABLE, chunks=2),
         "unified_1": Unified(TABLE, chunks=1, oov_id=OOV, oov_row=TABLE.rows),
         "lowrank": LowRank(dim=8, rank=4),
-        "robe": Robe(RobeArray("robe_array", size=64), dim=8, block=8),
-        "tt": TensorTrain(dim=8, ranks=(2, 3)),
+        "robe": Robe(RobeArray("robe_array", size=64, reserved=2), dim=8, block=8, oov_id=OOV, oov_row=16),
+        "tt": TensorTrain(dim=8, ranks=(2, 3), oov_id=OOV),
     }
     return [FeatureSpec(prefix + name, emb, cardinality=CARD, pooling=pooling) for name, emb in embs.items()]
 

@@ -622,7 +622,8 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
     saved ``train`` section without ``eval_every`` was written when its default was ``0`` (validate at
     each epoch's end with early stopping): it gets ``eval_every: 0``, the cadence it trained with. A
     saved ``optim`` section without ``embedding_l2`` was written before the penalty existed: it gets
-    ``embedding_l2: 0.0`` (off, as it trained), not today's ``auto``.
+    ``embedding_l2: 0.0`` (off, as it trained), not today's ``auto``; a saved ``model`` section without
+    ``linear`` gets ``linear: false`` (no first-order term, as it trained).
 
     Example:
         >>> migrate_config_dict({"embeddings": {"kernel": "concat"}, "train": {}})
@@ -643,6 +644,8 @@ def migrate_config_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
         out["train"].setdefault("eval_every", 0)
     if isinstance(out.get("optim"), dict):
         out["optim"].setdefault("embedding_l2", 0.0)
+    if isinstance(out.get("model"), dict):
+        out["model"].setdefault("linear", False)
     return out
 
 

@@ -169,6 +169,17 @@ def test_model_linear_auto_follows_the_training_rows(train_rows, on):
         config_from_dict({"data": {"path": "x"}, "model": {"linear": "yes"}})
 
 
+def test_a_saved_config_from_before_model_linear_builds_without_it():
+    """A saved model section without ``linear`` trained without the first-order term: it migrates to false (its
+    checkpoint has no such weights to resume or load), not to today's ``auto``; a saved value is kept."""
+    from recsys_emb.config import migrate_config_dict
+
+    old = {"data": {"path": "x"}, "model": {"kind": "dlrm"}}
+    assert config_from_dict(migrate_config_dict(old)).model.linear is False
+    saved = {"data": {"path": "x"}, "model": {"linear": "auto"}}
+    assert config_from_dict(migrate_config_dict(saved)).model.linear == "auto"
+
+
 def test_a_saved_config_from_before_embedding_l2_trains_without_it():
     """A saved optim section without ``embedding_l2`` trained without the penalty: it migrates to 0.0, not
     to today's ``auto``; a saved value is kept."""

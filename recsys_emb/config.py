@@ -186,7 +186,8 @@ class ModelConfig:
         Example:
             >>> [ModelConfig().linear_for(n) for n in (4_000, 16_000, 80_000, None)]
             [True, True, False, False]
-            >>> ModelConfig(linear=True).linear_for(80_000), ModelConfig(kind="din", item_pairs=[["a", "b"]]).linear_for(4_000)
+            >>> din = ModelConfig(kind="din", item_pairs=[["a", "b"]])
+            >>> ModelConfig(linear=True).linear_for(80_000), din.linear_for(4_000)
             (True, False)
         """
         if self.linear != "auto":

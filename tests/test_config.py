@@ -160,7 +160,8 @@ def test_model_linear_auto_follows_the_training_rows(train_rows, on):
     assert cfg.model.linear_for(train_rows) is on
     assert cfg.model.linear_l2_for(train_rows) == pytest.approx(5.0 / train_rows if train_rows else 0.0, rel=1e-12)
     for given in (True, False):
-        assert config_from_dict({"data": {"path": "x"}, "model": {"linear": given}}).model.linear_for(train_rows) is given
+        explicit = config_from_dict({"data": {"path": "x"}, "model": {"linear": given}})
+        assert explicit.model.linear_for(train_rows) is given
     din = config_from_dict({"data": {"path": "x"}, "model": {"kind": "din", "item_pairs": [["a", "b"]]}})
     assert din.model.linear_for(train_rows) is False
     with pytest.raises(ConfigError, match="model.linear=true is DLRM's"):

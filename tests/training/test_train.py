@@ -154,7 +154,9 @@ def test_the_data_oov_ids_read_rows_of_their_own(data, tmp_path, variant):
 
 
 def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
-    s = train(dlrm_cfg(data, tmp_path, "unified", max_steps=30))
+    cfg = dlrm_cfg(data, tmp_path, "unified", max_steps=30)
+    cfg.model.linear = "auto"
+    s = train(cfg)
     model, features, _ = load_model(tmp_path)
     assert [f.name for f in features][:2] == ["C1", "C2"]
     # model.linear: auto on 16,000 training rows: the first-order term, trained, recorded and loaded with the run

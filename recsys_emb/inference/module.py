@@ -221,7 +221,8 @@ class InferenceModule(nn.Module):
             logits = self.dense_part.head(d, embedded)  # type: ignore[operator]
             linear = self.dense_part.linear
             if linear is not None:  # the first-order term reads the ids (features in the model's order)
-                logits = logits + linear(d, [ids[p] for p in self.pooled_pos], [lens[p] for p in self.pooled_pos])
+                logits = logits + linear(d,  # type: ignore[operator]
+                                          [ids[p] for p in self.pooled_pos], [lens[p] for p in self.pooled_pos])
             return logits
         rows = [f.sequence(self.tables, ids[p], lens[p])  # type: ignore[operator]
                 for f, p in zip(self.sequence_features, self.sequence_pos)]

@@ -237,7 +237,7 @@ def load_model_dir(path: PathLike, max_bytes: Optional[int] = None) -> SavedMode
     weights = read(WEIGHTS_FILE)
     state = _read_weights(weights)
     _check_sizes(p, cfg, schema, features, state, max_bytes)
-    module = build_model(cfg, schema, specs=features)
+    module = build_model(cfg, schema, specs=features, linear=_has_linear(state))
     _load_weights(weights, state, module)
     module.eval()
     vocab = None
@@ -257,6 +257,11 @@ def _json_file(path: Path) -> Dict[str, Any]:
     if not isinstance(doc, dict):
         raise CheckpointError(f"{path}: a JSON object was expected, got {type(doc).__name__}")
     return doc
+
+
+def _has_linear(state: Dict[str, torch.Tensor]) -> bool:
+    """Whether the saved DLRM has the first-order term (``model.linear``; ``auto`` followed the training rows)."""
+    return any(k.startswith("linear.") for k in state)
 
 
 def _read_weights(path: Path) -> Dict[str, torch.Tensor]:
@@ -287,7 +292,8 @@ def _check_sizes(p: Path, cfg: Any, schema: TableSchema, features: List[FeatureS
     available memory by default)."""
     where = f"max_bytes ({max_bytes:,} bytes)" if max_bytes is not None else "the memory available now"
     try:
-        meta = check_model_fits(cfg, schema, features, training=False, available=max_bytes, where=where)
+        meta = check_model_fits(cfg, schema, features, training=False, available=max_bytes, where=where,
+                                linear=_has_linear(state))
     except ConfigError as e:
         raise CheckpointError(f"{p / MODEL_FILE} and {CONFIG_FILE}: {e}; refused before allocating") from None
     _same_shapes(p / WEIGHTS_FILE, state, meta.state_dict(), " (refused before allocating)")

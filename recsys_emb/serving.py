@@ -72,7 +72,7 @@ def load_model(checkpoint: Union[str, os.PathLike]) -> Tuple[nn.Module, List[Fea
     data_dir = _data_dir(cfg.data.path, meta.get("data_dir"), path)
     cfg.data.path = str(data_dir)
     schema = schema_from_metadata(read_metadata(data_dir))
-    model = build_model(cfg, schema)
+    model = build_model(cfg, schema, linear=bool(meta.get("linear", False)))  # a run without the key had none
     state = {"model": model.state_dict()}
     dcp_load(state, path, no_dist=True)
     model.load_state_dict(state["model"])

@@ -149,6 +149,38 @@ def test_embedding_l2_auto_follows_the_training_rows(train_rows, l2):
     assert given.optim.embedding_l2_for(train_rows) == 0.0
 
 
+@pytest.mark.parametrize("train_rows, on", [(4_000, True), (16_000, True), (49_999, True), (50_000, False),
+                                             (80_668, False), (1_600_000, False), (None, False)])
+def test_model_linear_auto_follows_the_training_rows(train_rows, on):
+    """``model.linear: auto`` (not the default) is DLRM's first-order term below 50,000 training rows, off from there
+    on (the quality tables' 80,000 and 1.6M rows train without it, as before) and for DIN; its L2 is a logistic
+    regression's at C = 0.1, 1 / (2 C n); true / false are kept as given."""
+    assert config_from_dict({"data": {"path": "x"}}).model.linear is False  # the default: off
+    cfg = config_from_dict({"data": {"path": "x"}, "model": {"linear": "auto"}})
+    assert cfg.model.linear_for(train_rows) is on
+    assert cfg.model.linear_l2_for(train_rows) == pytest.approx(5.0 / train_rows if train_rows else 0.0, rel=1e-12)
+    for given in (True, False):
+        explicit = config_from_dict({"data": {"path": "x"}, "model": {"linear": given}})
+        assert explicit.model.linear_for(train_rows) is given
+    din = config_from_dict({"data": {"path": "x"}, "model": {"kind": "din", "item_pairs": [["a", "b"]]}})
+    assert din.model.linear_for(train_rows) is False
+    with pytest.raises(ConfigError, match="model.linear=true is DLRM's"):
+        config_from_dict({"data": {"path": "x"}, "model": {"kind": "din", "item_pairs": [["a", "b"]], "linear": True}})
+    with pytest.raises(ConfigError, match="model.linear='yes' must be true, false or auto"):
+        config_from_dict({"data": {"path": "x"}, "model": {"linear": "yes"}})
+
+
+def test_a_saved_config_from_before_model_linear_builds_without_it():
+    """A saved model section without ``linear`` trained without the first-order term: it migrates to false (its
+    checkpoint has no such weights to resume or load), not to today's ``auto``; a saved value is kept."""
+    from recsys_emb.config import migrate_config_dict
+
+    old = {"data": {"path": "x"}, "model": {"kind": "dlrm"}}
+    assert config_from_dict(migrate_config_dict(old)).model.linear is False
+    saved = {"data": {"path": "x"}, "model": {"linear": "auto"}}
+    assert config_from_dict(migrate_config_dict(saved)).model.linear == "auto"
+
+
 def test_a_saved_config_from_before_embedding_l2_trains_without_it():
     """A saved optim section without ``embedding_l2`` trained without the penalty: it migrates to 0.0, not
     to today's ``auto``; a saved value is kept."""

@@ -28,14 +28,16 @@ SEQ = TableSchema(sparse=("user_id", "cand_item"), jagged=("hist_item",), label=
 
 
 def saved(kind="dlrm", variant="full", seed=0):
-    """A model with random weights; ``kind``: ``dlrm``, ``din`` or ``din_dare`` (decoupled embeddings)."""
+    """A model with random weights; ``kind``: ``dlrm``, ``dlrm_linear`` (with the first-order term), ``din`` or
+    ``din_dare`` (decoupled embeddings)."""
     torch.manual_seed(seed)
-    model_cfg = ({"kind": "dlrm", "bottom_mlp": [8, 4], "top_mlp": [8]} if kind == "dlrm" else
+    dlrm = kind.startswith("dlrm")
+    model_cfg = ({"kind": "dlrm", "bottom_mlp": [8, 4], "top_mlp": [8], "linear": kind == "dlrm_linear"} if dlrm else
                  {"kind": "din", "item_pairs": [["cand_item", "hist_item"]], "attention_mlp": [8], "mlp": [8],
                   "decoupled_embeddings": kind == "din_dare"})
     cfg = config_from_dict({"data": {"path": "gone"}, "model": model_cfg,
                             "embeddings": {"variant": variant, "dim": 8, "min_rows": 8, "compression": 4}})
-    schema = criteo_schema({c: CARD for c in CAT_COLUMNS}) if kind == "dlrm" else SEQ
+    schema = criteo_schema({c: CARD for c in CAT_COLUMNS}) if dlrm else SEQ
     counts = {c: np.arange(CARD, 0, -1) for c in CAT_COLUMNS}
     module = build_model(cfg, schema, counts=counts).eval()
     with torch.no_grad():
@@ -43,7 +45,7 @@ def saved(kind="dlrm", variant="full", seed=0):
             p.uniform_(-0.5, 0.5)  # every table row differs, so a mixed-up row would show
     features = input_features(module)
     vocab = ({c: Vocabulary.from_counts(np.arange(CARD - 1) * 7, np.arange(CARD - 1, 0, -1), 1) for c in CAT_COLUMNS}
-             if kind == "dlrm" else None)
+             if dlrm else None)
     return SavedModel(module, features, schema, config_to_dict(cfg), {"dataset": "criteo" if vocab else "sequences"},
                       vocab, {"library_version": "test"})
 
@@ -67,9 +69,11 @@ def batch(schema, n=16, seed=0):
 
 @pytest.mark.parametrize("kind,variant", [("dlrm", v) for v in ["full", "hashed", "multi_hash", "qr", "mixed",
                                                                  "unified"]] + [("din", "hashed"),
-                                                                                  ("din_dare", "unified")])
+                                                                                  ("din_dare", "unified"),
+                                                                                  ("dlrm_linear", "hashed")])
 def test_a_model_directory_scores_like_the_model_that_wrote_it(tmp_path, kind, variant):
     m = saved(kind, variant)
+    dlrm = kind.startswith("dlrm")
     save_model_dir(m, tmp_path / "m")
     b = batch(m.schema)
     loaded = load_model(tmp_path / "m")
@@ -81,9 +85,11 @@ def test_a_model_directory_scores_like_the_model_that_wrote_it(tmp_path, kind, v
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     listed = json.loads((tmp_path / "m" / MANIFEST).read_text())["files"]
     assert set(listed) == {p.name for p in (tmp_path / "m").iterdir()} - {MANIFEST}
-    if kind == "din_dare":  # the twins rebuilt from the saved specs, and predict over processed Parquet
-        assert [f.name for f in loaded.module.attention.features] == ["cand_item_att", "hist_item_att"]
-        assert {f.name for f in loaded.features} == {"user_id", "cand_item", "hist_item"}
+    assert (loaded.module.linear is not None) == (kind == "dlrm_linear") if dlrm else True
+    if kind in ("din_dare", "dlrm_linear"):  # rebuilt from the saved specs / weights; predict over processed Parquet
+        if kind == "din_dare":
+            assert [f.name for f in loaded.module.attention.features] == ["cand_item_att", "hist_item_att"]
+            assert {f.name for f in loaded.features} == {"user_id", "cand_item", "hist_item"}
         pq.write_table(rows(m.schema), tmp_path / "rows.parquet")  # the rows of ``b``
         report = predict(loaded, [tmp_path / "rows.parquet"], tmp_path / "scores.parquet")
         assert report.rows == 16

@@ -218,7 +218,12 @@ class InferenceModule(nn.Module):
         embedded = (pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)) if pooled else None
         d = dense if self.dense_in > 0 else None
         if self.model_kind == "dlrm":
-            return self.dense_part.head(d, embedded)  # type: ignore[operator]
+            logits = self.dense_part.head(d, embedded)  # type: ignore[operator]
+            linear = self.dense_part.linear
+            if linear is not None:  # the first-order term reads the ids (features in the model's order)
+                logits = logits + linear(d,  # type: ignore[operator]
+                                          [ids[p] for p in self.pooled_pos], [lens[p] for p in self.pooled_pos])
+            return logits
         rows = [f.sequence(self.tables, ids[p], lens[p])  # type: ignore[operator]
                 for f, p in zip(self.sequence_features, self.sequence_pos)]
         for i in self.candidates:  # one id per sample

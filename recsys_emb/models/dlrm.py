@@ -18,8 +18,8 @@ require_torch_stack()  # before TorchRec: a missing or mismatched stack fails he
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_emb.layer import EmbeddingLayer
-from recsys_emb.models.layers import (MLP, CatInteraction, CrossInteraction, DotInteraction, check_widths,
-                                      dense_autocast)
+from recsys_emb.models.layers import (MLP, CatInteraction, CrossInteraction, DotInteraction, LinearTerm,
+                                      check_widths, dense_autocast)
 
 __all__ = ["DLRM", "INTERACTIONS", "CROSS_LAYERS", "CROSS_RANK"]
 
@@ -58,6 +58,10 @@ class DLRM(nn.Module):
       cross layers ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` with ``W_l = U_l V_l`` of rank ``cross_rank``
       (:class:`~recsys_emb.models.layers.CrossInteraction`); the top MLP reads ``x_L``, ``(B, D)``.
     * top MLP (ReLU) ending in one unit -> logits ``(B,)``.
+    * ``linear=True``: plus a first-order term (:class:`~recsys_emb.models.layers.LinearTerm`: one weight
+      per id of every feature, read from the input ids, and a linear map of ``dense``), as Wide & Deep and
+      DeepFM add one; its weights are dense parameters (``self.linear``), penalised by ``linear_l2``
+      through :meth:`regularization`.
 
     The model takes its embedding layer built, as TorchRec's DLRM takes its EmbeddingBagCollection:
     the tables live in ``self.embeddings`` (TorchRec collections), so
@@ -78,6 +82,8 @@ class DLRM(nn.Module):
         interaction_dim: the dot interaction's ``d`` when ``dense_in == 0`` (default: the most common
             feature output dim, the first such in feature order on ties).
         dropout: dropout probability after each hidden layer of the top MLP (training only).
+        linear: add the first-order term (every feature needs its ``cardinality``).
+        linear_l2: its L2 strength (:meth:`~recsys_emb.models.layers.LinearTerm.penalty`).
         autocast: e.g. ``torch.bfloat16``: the dense part (bottom MLP, projections, interaction, top MLP)
             runs under ``torch.autocast`` in that dtype; the lookups stay float32 and the logits are
             returned in float32. ``None``: float32 throughout.
@@ -108,6 +114,8 @@ class DLRM(nn.Module):
         autocast: Optional[torch.dtype] = None,
         cross_layers: int = CROSS_LAYERS,
         cross_rank: Optional[int] = CROSS_RANK,
+        linear: bool = False,
+        linear_l2: float = 0.0,
     ) -> None:
         super().__init__()
         self.autocast = autocast
@@ -160,6 +168,14 @@ class DLRM(nn.Module):
             self.interaction_out_dim = dense_width + sum(dims)
         self.top = MLP(self.interaction_out_dim, top, activation="relu", out_dim=1, dropout=dropout)
         self._project: List[Optional[str]] = [f.name if f.name in self.projections else None for f in features]
+        self.linear: Optional[LinearTerm] = None
+        if linear:
+            missing = [f.name for f in features if not f.cardinality]
+            if missing:
+                raise ValueError(f"linear=True needs every feature's cardinality (one weight per id); "
+                                 f"{missing} have none")
+            self.linear = LinearTerm([int(f.cardinality or 0) for f in features], [f.pooling for f in features],
+                                     dense_in=dense_in, l2=linear_l2)
         logger.debug("DLRM: %d features, interaction=%s, d=%d, projected=%s, top input=%d", len(features),
                      interaction, d, sorted(self.projections), self.interaction_out_dim)
 
@@ -169,19 +185,28 @@ class DLRM(nn.Module):
 
     def regularization(self) -> torch.Tensor:
         """The embedding layer's L2 penalty of the last training forward (see
-        :meth:`~recsys_emb.layer.EmbeddingLayer.regularization`): add it to the loss."""
-        return self.embeddings.regularization()
+        :meth:`~recsys_emb.layer.EmbeddingLayer.regularization`) plus the linear term's
+        (:meth:`~recsys_emb.models.layers.LinearTerm.penalty`): add it to the loss."""
+        reg = self.embeddings.regularization()
+        if self.linear is not None and self.linear.l2 > 0:
+            reg = reg + self.linear.penalty()
+        return reg
 
     def forward(self, dense: Optional[torch.Tensor], sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense (B, dense_in)`` (None when ``dense_in == 0``), ``sparse`` KJT -> logits ``(B,)``."""
-        return self.head(dense, self.embeddings(sparse).values())
+        logits = self.head(dense, self.embeddings(sparse).values())
+        if self.linear is not None:
+            jts = [sparse[name] for name in self.feature_names]
+            logits = logits + self.linear(dense, [jt.values() for jt in jts], [jt.lengths() for jt in jts])
+        return logits
 
     def head(self, dense: Optional[torch.Tensor], embedded: torch.Tensor) -> torch.Tensor:
         """The dense part after the embedding lookup: ``dense (B, dense_in)`` (None when ``dense_in == 0``)
         and ``embedded (B, sum d_f)`` (every feature's output columns side by side, in feature order) ->
         logits ``(B,)``. It reads no embedding table, so an inference module that looks rows up its own way
         (:func:`recsys_emb.inference.inference_module`) scores with the model's own dense part. Under
-        ``autocast`` it runs in bfloat16; the logits are float32."""
+        ``autocast`` it runs in bfloat16; the logits are float32. Without :attr:`linear`'s term, which reads
+        the ids (:meth:`forward` adds it)."""
         parts = list(embedded.split(self.output_dims, dim=1))
         with dense_autocast(embedded, self.autocast):  # the dense part; the lookups stay float32
             vectors: List[torch.Tensor] = []

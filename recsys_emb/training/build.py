@@ -96,13 +96,15 @@ def build_features(cfg: RunConfig, schema: Any, counts: Optional[Dict[str, Any]]
 
 def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.device] = None,
                 counts: Optional[Dict[str, Any]] = None, specs: Optional[List[FeatureSpec]] = None,
-                dense_device: Optional[torch.device] = None, train_rows: Optional[int] = None) -> nn.Module:
+                dense_device: Optional[torch.device] = None, train_rows: Optional[int] = None,
+                linear: Optional[bool] = None) -> nn.Module:
     """The DLRM or DIN of the config for a dataset schema, its tables on ``embedding_device`` (``meta``:
     allocated by the backend, :func:`attach_tables`). ``specs``: the features as already resolved (a model
     directory keeps them), instead of deriving them from the config, the schema and ``counts``.
     ``dense_device``: where the MLPs are built (``meta`` with ``embedding_device="meta"``: every parameter's
     shape, nothing allocated). ``train_rows``: the training split's rows, which ``optim.embedding_l2: auto``
-    follows (None: a model built to score, no penalty)."""
+    follows (None: a model built to score, no penalty), as does ``model.linear: auto``. ``linear``: whether
+    DLRM has the first-order term, as a saved model records it (None: ``model.linear_for(train_rows)``)."""
     if specs is None:
         specs, pairs = build_features(cfg, schema, counts)
     else:
@@ -117,7 +119,9 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
         with dense_at:
             return DLRM(layer, dense_in=dense_in, bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp,
                         interaction=m.interaction, dropout=m.dropout, autocast=autocast,
-                        cross_layers=m.cross_layers, cross_rank=m.cross_rank)
+                        cross_layers=m.cross_layers, cross_rank=m.cross_rank,
+                        linear=m.linear_for(train_rows) if linear is None else linear,
+                        linear_l2=m.linear_l2_for(train_rows))
     item_names = {n for p in pairs for n in p}
     profile = [s for s in specs if s.name not in item_names]
     by_name = {s.name: s for s in specs}
@@ -168,7 +172,8 @@ _DENSE_STATE = {"adam": 3, "adagrad": 2, "sgd": 1}  # gradient + optimizer state
 
 
 def check_model_fits(cfg: RunConfig, schema: Any, specs: List[FeatureSpec], *, training: bool, share: float = 1.0,
-                     available: Optional[int] = None, where: str = "this machine's available memory") -> nn.Module:
+                     available: Optional[int] = None, where: str = "this machine's available memory",
+                     linear: Optional[bool] = None) -> nn.Module:
     """Refuse, before anything is allocated, a model whose parameters cannot fit in memory.
 
     The model is built on the ``meta`` device (every parameter's shape, no memory); the need is its tables
@@ -180,6 +185,7 @@ def check_model_fits(cfg: RunConfig, schema: Any, specs: List[FeatureSpec], *, t
         available: bytes to compare with; None: :func:`~recsys_emb.memory.available_memory` (no check
             where it is unknown).
         where: what ``available`` is, for the message.
+        linear: whether DLRM has the first-order term (:func:`build_model`'s).
     Returns:
         The model on ``meta`` (its ``state_dict()`` has every declared shape).
     Raises:
@@ -187,7 +193,7 @@ def check_model_fits(cfg: RunConfig, schema: Any, specs: List[FeatureSpec], *, t
             table, or the MLP widths and their largest parameter), both sizes and the fix.
     """
     meta = build_model(cfg, schema, embedding_device=torch.device("meta"), specs=specs,
-                       dense_device=torch.device("meta"))
+                       dense_device=torch.device("meta"), linear=linear)
     in_layers = {id(p) for layer in embedding_layers(meta) for p in layer.parameters()}
     params = list(meta.named_parameters())
     table_bytes = sum(p.numel() * p.element_size() for _, p in params if id(p) in in_layers)

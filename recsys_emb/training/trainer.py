@@ -187,8 +187,10 @@ class Trainer:
         _check_memory(cfg, self.schema, specs, self.device, self.world)  # before anything is allocated
         # optim.embedding_l2: auto follows the training split's rows (all ranks', so any world size agrees)
         self.embedding_l2 = cfg.optim.embedding_l2_for(self.train_rows)
+        # model.linear: auto follows the training rows too; the checkpoint records what was built
+        self.linear = cfg.model.linear_for(self.train_rows)
         model = build_model(cfg, self.schema, embedding_device=torch.device("meta"), specs=specs,
-                            train_rows=self.train_rows)
+                            train_rows=self.train_rows, linear=self.linear)
         self.model = attach_tables(model, cfg, self.device, self.world)
         self.specs: List[FeatureSpec] = [f for layer in embedding_layers(model) for f in layer.features]
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
@@ -253,7 +255,7 @@ class Trainer:
         if self._saved_step == self.pos.step:
             return path
         extra = {"fingerprint": self.fingerprint, "data_dir": str(self.data_dir.resolve()),
-                 "early_stopping": dict(self.early)}
+                 "early_stopping": dict(self.early), "linear": self.linear}
         save_checkpoint(self.model, self.dense_optimizer, self.out, self.pos, self.cfg, self.specs, self.rank,
                         self.world, extra=extra)
         self._saved_step = self.pos.step
@@ -327,7 +329,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.pos.step, disable=not show, desc=cfg.name, unit="step")
         samples, t_train, last_loss = 0, 0.0, torch.tensor(float("nan"))
         regularization = getattr(self.model.module, "regularization", None) \
-            if cfg.model.mba_lambda > 0 or self.embedding_l2 > 0 else None
+            if cfg.model.mba_lambda > 0 or self.embedding_l2 > 0 or self.linear else None
         base_lrs = [g["lr"] for g in self.dense_optimizer.param_groups]
 
         def step_loss(batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -407,7 +409,7 @@ class Trainer:
             "model_step": best_step if best_step is not None else last_step,
             "stopped_early": bool(stopped),
             "train_pipeline": self.pipeline,
-            "embedding_l2": self.embedding_l2,
+            "embedding_l2": self.embedding_l2, "linear": self.linear,
             "valid": valid, "test": test, "train_loss": float(last_loss),
             "samples_per_s": samples / t_train if t_train > 0 else None,
         }

@@ -66,14 +66,14 @@ def bags(names: List[str], batch: int, seed: int, one: Tuple[str, ...] = (), sam
     return out
 
 
-def dlrm_case(batch: int = 7, interaction: str = "dot"):
+def dlrm_case(batch: int = 7, interaction: str = "dot", linear: bool = False):
     """A DLRM over every variant (one mean-pooled), with dense features; ``(model, specs, dense, kjt)``.
-    ``interaction="dcn"``: DLRM-DCNv2 (two low-rank cross layers)."""
+    ``interaction="dcn"``: DLRM-DCNv2 (two low-rank cross layers); ``linear``: with the first-order term."""
     specs = variant_specs()
     specs.append(FeatureSpec("mean_full", Full(dim=8), cardinality=CARD, pooling="mean"))
     torch.manual_seed(0)
     model = randomise(DLRM(EmbeddingLayer(specs), dense_in=3, bottom_mlp=(8,), top_mlp=(8,), interaction=interaction,
-                           cross_layers=2, cross_rank=4))
+                           cross_layers=2, cross_rank=4, linear=linear))
     kjt = kjt_from_lists(bags([s.name for s in specs], batch, seed=2))
     return model, specs, torch.randn(batch, 3, generator=torch.Generator().manual_seed(3)), kjt
 

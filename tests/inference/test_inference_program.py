@@ -35,7 +35,8 @@ torch.save(out, sys.argv[2])
 
 def test_exported_modules_score_like_eager_in_a_fresh_process(tmp_path):
     inputs, expected = {}, {}
-    for name, case in (("dlrm", dlrm_case), ("dlrm_dcn", partial(dlrm_case, interaction="dcn")), ("din", din_case),
+    for name, case in (("dlrm", dlrm_case), ("dlrm_dcn", partial(dlrm_case, interaction="dcn", linear=True)),
+                       ("din", din_case),
                        ("din_dare", partial(din_case, decoupled=True))):
         model, specs, dense, kjt = case(batch=7)
         d = tmp_path / name
@@ -60,7 +61,8 @@ def test_exported_modules_score_like_eager_in_a_fresh_process(tmp_path):
 
 
 def test_inference_module_equals_eager_for_every_variant_and_batch():
-    for case in (dlrm_case, partial(dlrm_case, interaction="dcn"), din_case, partial(din_case, decoupled=True)):
+    for case in (dlrm_case, partial(dlrm_case, interaction="dcn", linear=True), din_case,
+                 partial(din_case, decoupled=True)):
         for batch in (1, 5):
             model, specs, dense, kjt = case(batch=batch)
             m = inference_module(model, specs)
@@ -72,7 +74,7 @@ def test_inference_module_equals_eager_for_every_variant_and_batch():
 
 
 def test_feature_order_of_the_inputs_follows_the_specs_given():
-    model, specs, dense, kjt = dlrm_case(batch=4)
+    model, specs, dense, kjt = dlrm_case(batch=4, linear=True)  # the first-order term reads the ids too
     order = list(reversed(specs))
     permuted = kjt.permute([[s.name for s in specs].index(s.name) for s in order])
     m = inference_module(model, order)

@@ -266,3 +266,36 @@ def test_bf16_autocast_runs_the_dense_part_in_bf16_and_keeps_tables_and_logits_f
     assert not torch.equal(out, ref) and torch.allclose(out, ref, atol=0.05, rtol=0.05), (out - ref).abs().max()
     out.sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in bf16.top.parameters())
+
+
+def test_linear_term_adds_to_the_logit_and_its_penalty_to_the_regularization():
+    """``linear=True``: the logit is the deep part's (``head``) plus the first-order term read from the ids;
+    a sharded model scores like itself unsharded (its weights are dense parameters)."""
+    torch.manual_seed(0)
+    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=3, bottom_mlp=(8,), top_mlp=(8,), linear=True, linear_l2=0.01)
+    with torch.no_grad():
+        for p in model.linear.parameters():
+            p.normal_()
+    dense, kjt = batch(["a", "b"], card=8)
+    s = model.linear.scale
+    want = model.head(dense, model.embeddings(kjt).values()) + s * (dense @ model.linear.dense)
+    for f, w in zip(["a", "b"], model.linear.weights):
+        want = want + s * torch.stack([w[bag.long()].sum() for bag in kjt[f].to_dense()])
+    torch.testing.assert_close(model(dense, kjt), want)
+    reg = model.regularization()  # the layer has no L2 here: the penalty is the linear term's alone
+    torch.testing.assert_close(reg, 0.01 * s * s * sum((p ** 2).sum() for p in model.linear.parameters()))
+    with pytest.raises(ValueError, match="needs every feature's cardinality"):
+        DLRM(EmbeddingLayer([FeatureSpec("h", Hashed(dim=8, buckets=13), cardinality=None), SPECS_AB[0]]),
+             dense_in=0, linear=True)
+
+
+def test_sharded_forward_with_the_linear_term_equals_unsharded(single_process_group):
+    torch.manual_seed(0)
+    model = DLRM(EmbeddingLayer(SPECS_AB), dense_in=3, bottom_mlp=(8,), top_mlp=(8,), linear=True)
+    with torch.no_grad():
+        for p in model.linear.parameters():
+            p.normal_()
+    ref = copy.deepcopy(model)
+    dense, kjt = batch(["a", "b"], card=8)
+    dmp = shard_model(model, EmbeddingOptimizer("sgd", lr=0.1))
+    torch.testing.assert_close(dmp(dense, kjt), ref(dense, kjt), rtol=1e-5, atol=1e-5)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recsys_emb.models.layers import (MLP, AttentionPooling, CatInteraction, CrossInteraction, Dice, DotInteraction,
-                                      SumPooling)
+                                      LinearTerm, SumPooling)
 
 
 def test_mlp_shapes_activations_and_errors():
@@ -160,3 +160,28 @@ def test_sum_pooling_masks_padding():
     mask = torch.tensor([[True, True, False], [True, False, False]])
     out = SumPooling()(hist, torch.zeros(2, 4), mask)
     torch.testing.assert_close(out, torch.stack([hist[0, :2].sum(0), hist[1, 0]]))
+
+
+def test_linear_term_is_one_weight_per_id_pooled_plus_a_linear_map_of_dense():
+    """``sum_f pool_f(w_f[ids]) + dense . v`` (sum / mean pooling, an empty bag reads nothing), weights stored
+    divided by the scale; the penalty is ``l2 * ||weights as they act||^2``."""
+    term = LinearTerm([4, 3], ["sum", "mean"], dense_in=2, l2=0.5, scale=10.0)
+    assert all(float(p.detach().abs().sum()) == 0.0 for p in term.parameters())  # starts at 0: the deep model alone
+    w0, w1, v = torch.tensor([0.1, -0.2, 0.3, 0.4]), torch.tensor([1.0, 2.0, -4.0]), torch.tensor([0.5, -1.5])
+    term.weights[0].data, term.weights[1].data, term.dense.data = w0 / 10, w1 / 10, v / 10
+    dense = torch.tensor([[1.0, 2.0], [0.0, 1.0], [3.0, 0.0]])
+    ids0, lens0 = torch.tensor([0, 3, 3, 2]), torch.tensor([3, 0, 1])  # bags [0, 3, 3], [], [2]
+    ids1, lens1 = torch.tensor([0, 2, 1]), torch.tensor([1, 2, 0])  # bags [0], [2, 1], []
+    want = torch.tensor([(0.1 + 0.4 + 0.4) + 1.0 + (0.5 * 1 - 1.5 * 2),
+                         0.0 + (-4.0 + 2.0) / 2 + (0.5 * 0 - 1.5 * 1),
+                         0.3 + 0.0 + (0.5 * 3 - 1.5 * 0)])
+    torch.testing.assert_close(term(dense, [ids0, ids1], [lens0, lens1]), want)
+    want_penalty = 0.5 * ((w0 ** 2).sum() + (w1 ** 2).sum() + (v ** 2).sum())
+    torch.testing.assert_close(term.penalty(), want_penalty)
+    no_dense = LinearTerm([4], ["sum"])
+    no_dense.weights[0].data = w0
+    torch.testing.assert_close(no_dense(None, [ids0], [lens0]), no_dense.scale * torch.tensor([0.9, 0.0, 0.3]))
+    with pytest.raises(ValueError, match="pooling 'none'"):
+        LinearTerm([4], ["none"])
+    with pytest.raises(ValueError, match="rows 0 must be an int >= 1"):
+        LinearTerm([0], ["sum"])

@@ -155,9 +155,14 @@ def test_the_data_oov_ids_read_rows_of_their_own(data, tmp_path, variant):
 
 
 def test_loaded_checkpoint_scores_like_the_trained_model(data, tmp_path):
-    s = train(dlrm_cfg(data, tmp_path, "unified", max_steps=30))
+    cfg = dlrm_cfg(data, tmp_path, "unified", max_steps=30)
+    cfg.model.linear = "auto"
+    s = train(cfg)
     model, features, _ = load_model(tmp_path)
     assert [f.name for f in features][:2] == ["C1", "C2"]
+    # model.linear: auto on 16,000 training rows: the first-order term, trained, recorded and loaded with the run
+    assert s["linear"] is True and model.linear is not None
+    assert float(model.linear.weights[0].detach().abs().sum()) > 0
     m = evaluate_checkpoint(tmp_path, split="test")
     assert abs(m["auc"] - s["test"]["auc"]) < 1e-6
     assert abs(m["logloss"] - s["test"]["logloss"]) < 1e-6

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from recsys_emb.errors import ConfigError, SpecError
 
@@ -701,22 +701,7 @@ class Unified(EmbeddingSpec):
     def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
         """Each shared table without reserved rows gets one per member field with an OOV id (in field order);
         the members without one read the same, larger table."""
-        out = dict(specs)
-        members: Dict[str, List[Tuple[str, "Unified"]]] = {}  # table name -> its fields with an OOV id
-        for f, spec in specs.items():
-            if f in oov_ids and isinstance(spec, Unified) and spec.oov_id is None and spec.group.reserved == 0:
-                members.setdefault(spec.group.name, []).append((f, spec))
-        for fields in members.values():
-            old = fields[0][1].group
-            if any(spec.group != old for _, spec in fields):
-                continue  # one name, two tables: validate_feature_set reports it
-            group = dataclasses.replace(old, reserved=len(fields))
-            for f, spec in specs.items():
-                if isinstance(spec, Unified) and spec.group == old:
-                    out[f] = dataclasses.replace(spec, group=group)
-            for j, (f, spec) in enumerate(fields):
-                out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=group.rows + j)
-        return out
+        return _reserve_oov_rows(cls, specs, oov_ids, lambda spec: 1)
 
     @classmethod
     def suggest(cls, trial: Any, space: Any, group: str, variant: str, dim: int,
@@ -1072,24 +1057,7 @@ class Robe(EmbeddingSpec):
     def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
         """Each array without reserved rows gets ``dim / 4`` per member field with an OOV id (in field order);
         the members without one read the same, longer array (its hashed part unchanged)."""
-        out = dict(specs)
-        members: Dict[str, List[Tuple[str, "Robe"]]] = {}  # array name -> its fields with an OOV id
-        for f, spec in specs.items():
-            if f in oov_ids and isinstance(spec, Robe) and spec.oov_id is None and spec.group.reserved == 0:
-                members.setdefault(spec.group.name, []).append((f, spec))
-        for fields in members.values():
-            old = fields[0][1].group
-            if any(spec.group != old for _, spec in fields):
-                continue  # one name, two arrays: validate_feature_set reports it
-            group = dataclasses.replace(old, reserved=sum(spec.dim // DIM_MULTIPLE for _, spec in fields))
-            for f, spec in specs.items():
-                if isinstance(spec, Robe) and spec.group == old:
-                    out[f] = dataclasses.replace(spec, group=group)
-            row = group.rows
-            for f, spec in fields:
-                out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=row)
-                row += spec.dim // DIM_MULTIPLE
-        return out
+        return _reserve_oov_rows(cls, specs, oov_ids, lambda spec: spec.dim // DIM_MULTIPLE)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any], dim: Optional[int], key: str = "embeddings.options") -> None:
@@ -1360,4 +1328,30 @@ def init_bounds(specs: Sequence[FeatureSpec]) -> Dict[str, float]:
         rows = tables[name].rows
         out[name] = tables[name].bound if len(fs) == 1 else \
             math.sqrt(sum(1.0 / (f.cardinality or rows) for f in fs) / len(fs))
+    return out
+
+
+def _reserve_oov_rows(kind: Any, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int],
+                      rows_of: Callable[[Any], int]) -> Dict[str, EmbeddingSpec]:
+    """The shared-table form of ``with_oov_rows`` (:class:`Unified`, :class:`Robe`): each shared table of
+    ``kind`` without reserved rows gets ``rows_of(spec)`` rows after its hashed rows per member field with an
+    OOV id (in field order); every member, with an OOV id or not, reads the same, longer table."""
+    out = dict(specs)
+    shared: Mapping[str, Any] = specs  # members of kind: a group, an oov_id
+    members: Dict[str, List[Tuple[str, Any]]] = {}  # table name -> its fields with an OOV id
+    for f, spec in shared.items():
+        if f in oov_ids and isinstance(spec, kind) and spec.oov_id is None and spec.group.reserved == 0:
+            members.setdefault(spec.group.name, []).append((f, spec))
+    for fields in members.values():
+        old = fields[0][1].group
+        if any(spec.group != old for _, spec in fields):
+            continue  # one name, two tables: validate_feature_set reports it
+        group = dataclasses.replace(old, reserved=sum(rows_of(spec) for _, spec in fields))
+        for f, spec in shared.items():
+            if isinstance(spec, kind) and spec.group == old:
+                out[f] = dataclasses.replace(spec, group=group)
+        row = group.rows
+        for f, spec in fields:
+            out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=row)
+            row += rows_of(spec)
     return out

@@ -4,6 +4,7 @@ batches, the specs of every variant at the preset defaults)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import shlex
@@ -12,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -22,13 +23,29 @@ from recsys_emb.specs import FeatureSpec
 if TYPE_CHECKING:
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-__all__ = ["REPO", "quiet", "interleaved_seconds", "command_line", "publish", "write_section", "format_mb",
+__all__ = ["REPO", "quiet", "preset_parser", "interleaved_seconds", "command_line", "publish", "write_section", "format_mb",
            "criteo_shaped_cardinalities", "field_cardinalities", "variant_specs", "skewed_ids", "skewed_batch",
            "size_groups"]
 
 REPO = Path(__file__).resolve().parents[2]
 """The checkout this package lives in: the default home of the READMEs the benchmarks write and of
 their work directories (``bench/out/``), whatever the current directory."""
+
+
+def preset_parser(doc: Optional[str], default: Mapping[str, Any], quick: Mapping[str, Any], name: str,
+                  quick_help: str = "CI-sized run (tiny data)") -> argparse.ArgumentParser:
+    """The arguments of a benchmark with a full and a ``--quick`` preset: ``--quick``, one ``--KEY`` per key of
+    ``default`` (None when not given: the preset's value applies), ``--out-dir`` (default
+    ``bench/out/NAME[_quick]``), ``--data-dir``, ``--readme`` (models/dlrm/README.md) and ``--no-readme``."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    for k, v in default.items():
+        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"default {v} (quick: {quick[k]})")
+    p.add_argument("--out-dir", default=None, help=f"work directory (default bench/out/{name}[_quick])")
+    p.add_argument("--data-dir", default=None, help="processed data directory (default: generated in --out-dir)")
+    p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
+    p.add_argument("--no-readme", action="store_true", help="print the table only")
+    return p
 
 
 def quiet() -> None:

@@ -11,7 +11,6 @@ of the best uniform dim, with the same training per trial. Writes the table into
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -21,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
-from recsys_emb.benchmarks.common import REPO, command_line, format_mb, size_groups, write_section
+from recsys_emb.benchmarks.common import REPO, command_line, format_mb, preset_parser, size_groups, write_section
 
 __all__ = ["BEGIN", "END", "UNIFORM_DIMS", "SEARCH_DIMS", "DEFAULT", "QUICK", "base_train_config",
            "write_readme_section", "run", "format_table", "main"]
@@ -184,14 +183,7 @@ def format_table(res: Dict[str, Any], command: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> str:
     """Parse arguments, run, write ``results.json`` and the README block; returns the table (the caller
     prints it)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI-sized run (tiny data, 4 trials)")
-    for k, v in DEFAULT.items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"default {v} (quick: {QUICK[k]})")
-    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/search_dims[_quick])")
-    p.add_argument("--data-dir", default=None, help="processed data directory (default: generated in --out-dir)")
-    p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
-    p.add_argument("--no-readme", action="store_true", help="print the table only")
+    p = preset_parser(__doc__, DEFAULT, QUICK, "search_dims", "CI-sized run (tiny data, 4 trials)")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else DEFAULT
     settings = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}

@@ -13,7 +13,6 @@ into models/dlrm/README.md between ``<!-- search-supernet:begin -->`` and ``<!--
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -24,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
-from recsys_emb.benchmarks.common import REPO, command_line, format_mb, size_groups, write_section
+from recsys_emb.benchmarks.common import REPO, command_line, format_mb, preset_parser, size_groups, write_section
 from recsys_emb.benchmarks.search_dims import DEFAULT as DIMS_DEFAULT
 from recsys_emb.benchmarks.search_dims import QUICK as DIMS_QUICK
 from recsys_emb.benchmarks.search_dims import SEARCH_DIMS, base_train_config
@@ -136,14 +135,7 @@ def format_table(res: Dict[str, Any], command: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
     """Parse arguments, run, write ``results.json`` and the README block; returns the table."""
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI-sized run (tiny data)")
-    for k, v in DEFAULT.items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"default {v} (quick: {QUICK[k]})")
-    p.add_argument("--out-dir", default=None, help="work directory (default bench/out/search_supernet[_quick])")
-    p.add_argument("--data-dir", default=None, help="processed data directory (default: generated in --out-dir)")
-    p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
-    p.add_argument("--no-readme", action="store_true", help="print the table only")
+    p = preset_parser(__doc__, DEFAULT, QUICK, "search_supernet")
     p.add_argument("--reuse-uniform", action="store_true",
                    help="read the uniform runs an earlier run of the same settings left in --out-dir")
     args = p.parse_args(argv)

@@ -66,26 +66,27 @@ def _cmd_supernet(args: argparse.Namespace, cfg: Any) -> int:
 def _print_result(study: Any, cfg: Any, result: dict) -> None:
     from optuna.trial import TrialState
 
+    from recsys_emb.cli.output import emit
     from recsys_emb.memory import format_bytes
 
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] += 1
     over = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.user_attrs.get("over_budget"))
-    print(f"study {study.study_name} ({cfg.mode}): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    emit(f"study {study.study_name} ({cfg.mode}): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
           + (f" ({over} of the pruned over budget, not trained)" if over else ""))
     if "best_yaml" in result:
         budget = f" / budget {format_bytes(cfg.budget_bytes)}" if cfg.budget_bytes else ""
-        print(f"best trial {result['best_number']}: valid AUC {result['best_auc']:.4f}, "
+        emit(f"best trial {result['best_number']}: valid AUC {result['best_auc']:.4f}, "
               f"{format_bytes(result['best_bytes'])}{budget}")
         final = result.get("final")
         if final is not None:
-            print(f"final: trial {final['trial']}, the best of the top {len(final['runs'])} trials retrained with the "
+            emit(f"final: trial {final['trial']}, the best of the top {len(final['runs'])} trials retrained with the "
                   f"full recipe: valid AUC {final['valid_auc']:.4f}, test AUC {final['test_auc']:.4f}")
-        print(f"best config: {result['best_yaml']}  (recsys-emb train --config {result['best_yaml']})")
+        emit(f"best config: {result['best_yaml']}  (recsys-emb train --config {result['best_yaml']})")
     else:
-        print("no completed trial within the budget yet")
-    print(f"trials: {result['trials_csv']}" + (f"   plot: {result['plot']}" if result.get("plot") else ""))
+        emit("no completed trial within the budget yet")
+    emit(f"trials: {result['trials_csv']}" + (f"   plot: {result['plot']}" if result.get("plot") else ""))
 
 
 def add_search_command(subparsers: Any) -> argparse.ArgumentParser:

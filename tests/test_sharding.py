@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from recsys_emb.errors import ConfigError
 from recsys_emb.layer import EmbeddingLayer, kjt_from_lists
 from recsys_emb.sharding import plan_report, shard_model
 from recsys_emb.tables import EmbeddingOptimizer
@@ -69,10 +70,10 @@ def test_sharded_forward_and_fused_update_equal_unsharded(variant, single_proces
 
 def test_wrong_sharding_type_names_table_and_allowed(single_process_group):
     layer = EmbeddingLayer([FeatureSpec("x", Full(dim=8), cardinality=10)])
-    with pytest.raises(ValueError, match=r"table 'x': sharding type\(s\) \['row_wise'\] are not available on "
-                                         r"device 'cpu'; allowed there: \['table_wise', 'column_wise'"):
+    with pytest.raises(ConfigError, match=r"train.sharding_types: table 'x': sharding type\(s\) \['row_wise'\] are not "
+                                          r"available on device 'cpu'; choose from \['table_wise', 'column_wise'"):
         shard_model(layer, sharding_types=["row_wise"])
-    with pytest.raises(ValueError, match=r"names table 'nope'"):
+    with pytest.raises(ConfigError, match=r"per_table_sharding names table 'nope'"):
         shard_model(layer, per_table_sharding={"nope": ["table_wise"]})
 
 

@@ -292,8 +292,7 @@ class Hashed(EmbeddingSpec):
     @classmethod
     def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
         """Each field with an OOV id and no ``oov_id`` yet gets it: one more row, read by every probe of it."""
-        return {f: dataclasses.replace(s, oov_id=oov_ids[f])  # type: ignore[type-var]
-                if f in oov_ids and getattr(s, "oov_id", 0) is None else s for f, s in specs.items()}
+        return _give_oov_ids(specs, oov_ids)
 
     @property
     def output_dim(self) -> int:
@@ -893,8 +892,7 @@ class TensorTrain(EmbeddingSpec):
     @classmethod
     def with_oov_rows(cls, specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
         """Each field with an OOV id and no ``oov_id`` yet gets it: one more ``dim``-float parameter row."""
-        return {f: dataclasses.replace(s, oov_id=oov_ids[f])  # type: ignore[type-var]
-                if f in oov_ids and getattr(s, "oov_id", 0) is None else s for f, s in specs.items()}
+        return _give_oov_ids(specs, oov_ids)
 
     def __post_init__(self) -> None:
         _check_int("TensorTrain", "dim", self.dim, multiple=DIM_MULTIPLE)
@@ -1355,3 +1353,10 @@ def _reserve_oov_rows(kind: Any, specs: Mapping[str, EmbeddingSpec], oov_ids: Ma
             out[f] = dataclasses.replace(spec, group=group, oov_id=oov_ids[f], oov_row=row)
             row += rows_of(spec)
     return out
+
+
+def _give_oov_ids(specs: Mapping[str, EmbeddingSpec], oov_ids: Mapping[str, int]) -> Dict[str, EmbeddingSpec]:
+    """The per-field form of ``with_oov_rows`` (:class:`Hashed`, :class:`TensorTrain`): each field with an OOV
+    id whose spec has ``oov_id=None`` gets that id; the spec gives it its row."""
+    return {f: dataclasses.replace(s, oov_id=oov_ids[f])  # type: ignore[type-var]
+            if f in oov_ids and getattr(s, "oov_id", 0) is None else s for f, s in specs.items()}

@@ -26,7 +26,7 @@ from recsys_emb.tables.optimizer import EMBEDDING_OPTIMIZERS, TABLE_BATCHED_OPTI
 
 __all__ = ["DataConfig", "EmbeddingsConfig", "ModelConfig", "OptimConfig", "EarlyStoppingConfig", "TrainLoopConfig", "RunConfig",
            "EMBEDDING_BACKENDS", "TRAIN_PIPELINES", "AUTO_EVAL_MAX_STEPS", "AUTO_EMBEDDING_L2_MAX_ROWS", "AUTO_EMBEDDING_L2_ROWS",
-           "AUTO_LINEAR_MAX_ROWS", "LINEAR_C",
+           "AUTO_LINEAR_MAX_ROWS",
            "load_config", "load_config_dict", "apply_overrides", "config_from_dict",
            "config_to_dict", "dataclass_from_dict", "migrate_config_dict", "migrate_embedding_options", "check_plain_name", "ConfigError", "packaged_configs",
            "resolve_config", "show_config"]
@@ -47,10 +47,6 @@ AUTO_EMBEDDING_L2_MAX_ROWS = 50_000
 
 AUTO_LINEAR_MAX_ROWS = 50_000
 """From this many training rows on, ``model.linear: auto`` is off (no first-order term)."""
-LINEAR_C = 0.1
-"""The first-order term's L2 is a logistic regression's with this ``C`` (scikit-learn's): ``1 / (2 C n)`` on
-``n`` training rows; 0.1 is what :func:`recsys_emb.baselines.logistic_regression` picked on the validation
-split of the generated Criteo-like samples of 4,000 and 16,000 training rows."""
 AUTO_EMBEDDING_L2_ROWS = 400.0
 """``optim.embedding_l2: auto`` is ``(AUTO_EMBEDDING_L2_ROWS / training rows) ** 2`` below
 :data:`AUTO_EMBEDDING_L2_MAX_ROWS`: 0.01 on 4,000 rows."""
@@ -167,11 +163,11 @@ class ModelConfig:
     jagged_pooling: str = "mean"
     dropout: float = 0.0
     """Dropout probability after each hidden layer of DLRM's top MLP / DIN's final MLP (training only)."""
-    linear: Union[bool, str] = False
-    """DLRM's first-order ("wide") term (:class:`recsys_emb.models.layers.LinearTerm`): ``true``, ``false``
-    (the default) or ``auto``: on below :data:`AUTO_LINEAR_MAX_ROWS` training rows; see :meth:`linear_for`.
-    Not the default: it lifted the generated Criteo-like samples but lowered MovieLens's 4,000 rows
-    (docs/training.md, "Small data")."""
+    linear: Union[bool, str] = "auto"
+    """DLRM's first-order ("wide") term (:class:`recsys_emb.models.layers.LinearTerm`), started as a logistic
+    regression fitted on the training split and held fixed (:mod:`recsys_emb.training.linear_start`):
+    ``true``, ``false`` or ``auto`` (the default): on below :data:`AUTO_LINEAR_MAX_ROWS` training rows; see
+    :meth:`linear_for`."""
 
     def linear_for(self, train_rows: Optional[int]) -> bool:
         """Whether a run on ``train_rows`` training rows has the first-order term: the value given, or for
@@ -180,13 +176,13 @@ class ModelConfig:
 
         A logistic regression's strength on a few thousand rows is its one weight per id; DLRM reads an id
         only through its embedding's dot products with the other fields' and the top MLP, which need more
-        rows to learn what one weight per id learns. Measured (docs/training.md, "Small data"): on 4,000
-        generated Criteo-like training rows the term, with :meth:`linear_l2_for`'s penalty, lifted DLRM's
-        test AUC by 0.010 (and by 0.012 on 16,000), but lowered MovieLens's on 4,000 rows by 0.043, so
-        ``auto`` is not the default; from 50,000 rows on it is off.
+        rows to learn what one weight per id learns. With the term fitted first (its ``C`` chosen on the
+        validation split) the model of step 0 is that regression, and early stopping keeps it unless the
+        deep part improves on it. Measured in docs/training.md ("Small data"); from 50,000 rows on it is off,
+        so the large tables train as before.
 
         Example:
-            >>> [ModelConfig(linear="auto").linear_for(n) for n in (4_000, 16_000, 80_000, None)]
+            >>> [ModelConfig().linear_for(n) for n in (4_000, 16_000, 80_000, None)]
             [True, True, False, False]
             >>> din = ModelConfig(kind="din", item_pairs=[["a", "b"]])
             >>> ModelConfig(linear=True).linear_for(80_000), din.linear_for(4_000)
@@ -195,18 +191,6 @@ class ModelConfig:
         if self.linear != "auto":
             return bool(self.linear)
         return self.kind == "dlrm" and bool(train_rows) and int(train_rows or 0) < AUTO_LINEAR_MAX_ROWS
-
-    @staticmethod
-    def linear_l2_for(train_rows: Optional[int]) -> float:
-        """The first-order term's L2 on ``train_rows`` training rows: a logistic regression's at
-        :data:`LINEAR_C`, ``1 / (2 C n)`` per weight squared (0 when the rows are unknown: a model built
-        to score).
-
-        Example:
-            >>> ModelConfig.linear_l2_for(4_000), ModelConfig.linear_l2_for(None)
-            (0.00125, 0.0)
-        """
-        return 1.0 / (2.0 * LINEAR_C * train_rows) if train_rows else 0.0
 
     def validate(self) -> None:
         if self.linear not in (True, False, "auto"):

@@ -152,13 +152,12 @@ def test_embedding_l2_auto_follows_the_training_rows(train_rows, l2):
 @pytest.mark.parametrize("train_rows, on", [(4_000, True), (16_000, True), (49_999, True), (50_000, False),
                                              (80_668, False), (1_600_000, False), (None, False)])
 def test_model_linear_auto_follows_the_training_rows(train_rows, on):
-    """``model.linear: auto`` (not the default) is DLRM's first-order term below 50,000 training rows, off from there
-    on (the quality tables' 80,000 and 1.6M rows train without it, as before) and for DIN; its L2 is a logistic
-    regression's at C = 0.1, 1 / (2 C n); true / false are kept as given."""
-    assert config_from_dict({"data": {"path": "x"}}).model.linear is False  # the default: off
-    cfg = config_from_dict({"data": {"path": "x"}, "model": {"linear": "auto"}})
+    """``model.linear: auto`` (the default) is DLRM's first-order term below 50,000 training rows, off from there
+    on (the quality tables' 80,000 and 1.6M rows train without it, as before) and for DIN; true / false are
+    kept as given."""
+    cfg = config_from_dict({"data": {"path": "x"}})
+    assert cfg.model.linear == "auto"
     assert cfg.model.linear_for(train_rows) is on
-    assert cfg.model.linear_l2_for(train_rows) == pytest.approx(5.0 / train_rows if train_rows else 0.0, rel=1e-12)
     for given in (True, False):
         explicit = config_from_dict({"data": {"path": "x"}, "model": {"linear": given}})
         assert explicit.model.linear_for(train_rows) is given

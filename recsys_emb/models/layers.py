@@ -438,12 +438,12 @@ class LinearTerm(nn.Module):
     def forward(self, dense: Optional[torch.Tensor], values: Sequence[torch.Tensor],
                 lengths: Sequence[torch.Tensor]) -> torch.Tensor:
         batch = lengths[0].shape[0] if len(lengths) else dense.shape[0]  # type: ignore[union-attr]
-        out = torch.zeros(batch, device=self.dense.device)
+        out = torch.zeros(batch, device=self.dense.device, dtype=self.dense.dtype)
         for w, mean, ids, lens in zip(self.weights, self.mean, values, lengths):
             bag = _segment_sum(w[ids].unsqueeze(1), lens, batch).squeeze(1)
             out = out + (bag / lens.clamp(min=1) if mean else bag)
         if self.dense.numel():
-            out = out + dense.float() @ self.dense  # type: ignore[union-attr]
+            out = out + dense.to(self.dense.dtype) @ self.dense  # type: ignore[union-attr]
         return out * self.scale
 
     def penalty(self) -> torch.Tensor:

@@ -120,8 +120,7 @@ def build_model(cfg: RunConfig, schema: Any, embedding_device: Optional[torch.de
             return DLRM(layer, dense_in=dense_in, bottom_mlp=m.bottom_mlp, top_mlp=m.top_mlp,
                         interaction=m.interaction, dropout=m.dropout, autocast=autocast,
                         cross_layers=m.cross_layers, cross_rank=m.cross_rank,
-                        linear=m.linear_for(train_rows) if linear is None else linear,
-                        linear_l2=m.linear_l2_for(train_rows))
+                        linear=m.linear_for(train_rows) if linear is None else linear)
     item_names = {n for p in pairs for n in p}
     profile = [s for s in specs if s.name not in item_names]
     by_name = {s.name: s for s in specs}

@@ -191,6 +191,8 @@ class Trainer:
         self.linear = cfg.model.linear_for(self.train_rows)
         model = build_model(cfg, self.schema, embedding_device=torch.device("meta"), specs=specs,
                             train_rows=self.train_rows, linear=self.linear)
+        if self.linear:  # started as a fitted logistic regression (fit()), then held fixed
+            model.linear.requires_grad_(False)
         self.model = attach_tables(model, cfg, self.device, self.world)
         self.specs: List[FeatureSpec] = [f for layer in embedding_layers(model) for f in layer.features]
         dense = [p for _, p in in_backward_optimizer_filter(self.model.named_parameters()) if p.requires_grad]
@@ -276,13 +278,13 @@ class Trainer:
                 logger.info("dropped %d metrics rows logged after step %d", dropped, self.pos.step)
 
     # -- loop
-    def _evaluate_and_track(self, epoch_end: bool) -> bool:
-        """Evaluate ``valid`` when the cadence says so; track early stopping (checkpointing a new best).
-        Returns True when training should stop."""
+    def _evaluate_and_track(self, epoch_end: bool, force: bool = False) -> bool:
+        """Evaluate ``valid`` when the cadence says so (or ``force``); track early stopping (checkpointing a
+        new best). Returns True when training should stop."""
         cfg = self.cfg
         es = cfg.train.early_stopping
         every, at_epoch_end = cfg.train.eval_cadence(self.steps_per_epoch)
-        if not ((every and self.pos.step % every == 0) or (epoch_end and at_epoch_end)):
+        if not (force or (every and self.pos.step % every == 0) or (epoch_end and at_epoch_end)):
             return False
         rec = {"step": self.pos.step, **self.evaluate("valid")}
         self._log(rec)
@@ -302,6 +304,32 @@ class Trainer:
                         self.pos.step, es.monitor, self.early["best"], self.early["best_step"], es.patience)
             return True
         return False
+
+    def _start_linear(self) -> bool:
+        """Step 0 of a run with ``model.linear``: the first-order term fitted as a logistic regression and
+        the top MLP's last layer started at weight 0 with its intercept
+        (:func:`~recsys_emb.training.linear_start.fit_linear_start`), identical on every rank; then the
+        validation split scored, so that early stopping keeps this model unless a later step beats it.
+        Returns True when training should stop."""
+        from recsys_emb.training.linear_start import fit_linear_start
+
+        from recsys_emb.models.dlrm import DLRM
+
+        dlrm = self.model.module
+        assert isinstance(dlrm, DLRM) and dlrm.linear is not None  # model.linear is DLRM's alone
+        head = dlrm.top.net[-1]
+        assert isinstance(head, nn.Linear)
+        if self.rank == 0:
+            c, ll, intercept = fit_linear_start(dlrm.linear, head, self.data_dir, dlrm.feature_names,
+                                                seed=self.cfg.seed)
+            logger.info("first-order term: a logistic regression with C=%g (valid log loss %.5f, intercept %.4f)",
+                        c, ll, intercept)
+        if self.world > 1:
+            for p in [*dlrm.linear.parameters(), head.weight, head.bias]:
+                buf = p.data.to(self.device)
+                dist.broadcast(buf, src=0)
+                p.data.copy_(buf)
+        return self._evaluate_and_track(epoch_end=False, force=True)
 
     def _segment_end(self, total: int, steps_per_epoch: int, hooks: Sequence[int]) -> int:
         """The first step after the current one at which the loop does more than train: it evaluates,
@@ -341,9 +369,9 @@ class Trainer:
             for group, lr in zip(self.dense_optimizer.param_groups, base_lrs):
                 group["lr"] = lr * factor
 
+        stopped = self._start_linear() if self.linear and self.pos.step == 0 else False
         steps, self.pipeline = make_steps(self.model, self.dense_optimizer, step_loss, self.device,
                                           cfg.train.pipeline, cfg.train.embedding_backend)
-        stopped = False
         self.model.train()
         while self.pos.step < total and not stopped:
             ds, loader = self._batches(start_batch=self.pos.batch_in_epoch)

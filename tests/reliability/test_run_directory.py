@@ -18,8 +18,9 @@ from recsys_emb.cli import main
 from recsys_emb.config import config_from_dict
 from recsys_emb.errors import ConfigError, OutputDirError
 from recsys_emb.serving import evaluate_checkpoint
-from recsys_emb.training import FAULT_HOLD_ENV, FAULT_KILL_ENV, prepare_data, train
+from recsys_emb.training import FAULT_HOLD_ENV, FAULT_KILL_ENV, train
 from recsys_emb.training.rundir import RunDirectory
+from generated_data import criteo_like_dir
 from waiting import HANG_GUARD_S, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,10 +31,7 @@ SETS = ["data.batch_size=256", "model.bottom_mlp=[16, 8]", "model.top_mlp=[16]",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rundir") / "cl"
-    prepare_data(config_from_dict({"data": {"path": str(path), "generate": {
-        "kind": "criteo-like", "rows": 20000, "scale": 0.001, "seed": 0}}}))
-    return path
+    return criteo_like_dir(tmp_path_factory.mktemp("rundir"), rows=20000)
 
 
 def cfg(data, out, **train):

@@ -11,17 +11,16 @@ import torch
 from recsys_emb.config import config_from_dict
 from recsys_emb.data.parquet import read_metadata
 from recsys_emb.models.layers import LinearTerm
-from recsys_emb.training import prepare_data, train
+from recsys_emb.training import train
 from recsys_emb.training.checkpoint import checkpoint_dir
 from recsys_emb.training.linear_start import LINEAR_C_GRID, fit_linear_start, read_split_columns
+
+from generated_data import criteo_like_dir
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("linear") / "cl"
-    prepare_data(config_from_dict({"data": {"path": str(path), "generate": {
-        "kind": "criteo-like", "rows": 6000, "scale": 0.001, "seed": 0}}}))
-    return path
+    return criteo_like_dir(tmp_path_factory.mktemp("linear"), rows=6000)
 
 
 def sklearn_design(path, split, mean, std):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from recsys_emb.config import OptimConfig, config_from_dict
-from recsys_emb.training import FAULT_KILL_ENV, prepare_data, train
+from recsys_emb.training import FAULT_KILL_ENV, train
+from generated_data import criteo_like_dir
 from waiting import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,10 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("recipe") / "cl"
-    prepare_data(config_from_dict({"data": {"path": str(path), "generate": {
-        "kind": "criteo-like", "rows": 4000, "scale": 0.001, "seed": 3}}}))
-    return path
+    return criteo_like_dir(tmp_path_factory.mktemp("recipe"), rows=4000, seed=3)
 
 
 def overfitting(data, out, **train):

@@ -311,9 +311,8 @@ class Trainer:
         (:func:`~recsys_emb.training.linear_start.fit_linear_start`), identical on every rank; then the
         validation split scored (with early stopping on; without, no step can be picked), so that early
         stopping keeps this model unless a later step beats it. Returns True when training should stop."""
-        from recsys_emb.training.linear_start import fit_linear_start
-
         from recsys_emb.models.dlrm import DLRM
+        from recsys_emb.training.linear_start import fit_linear_start
 
         dlrm = self.model.module
         assert isinstance(dlrm, DLRM) and dlrm.linear is not None  # model.linear is DLRM's alone

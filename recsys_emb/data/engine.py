@@ -9,6 +9,7 @@ import logging
 import multiprocessing as mp
 import re
 import socket
+import sys
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
@@ -67,8 +68,34 @@ def map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) ->
     if workers <= 1 or len(items) <= 1:
         yield from (fn(x) for x in items)
         return
-    with pool_context(fn).Pool(min(workers, len(items)), initializer=_init_worker) as pool:
+    ctx = pool_context(fn)
+    with _main_not_imported(fn):  # the workers start inside the Pool's constructor
+        pool = ctx.Pool(min(workers, len(items)), initializer=_init_worker)
+    with pool:
         yield from pool.imap(fn, items, chunksize=1)
+
+
+@contextmanager
+def _main_not_imported(fn: Callable[[Any], Any]) -> Iterator[None]:
+    """While the pool starts its workers, hide where ``__main__`` came from, unless ``fn`` lives there.
+
+    A ``forkserver`` or ``spawn`` worker imports the parent's main script (as ``__mp_main__``) before its
+    first task. A script that calls the library at its top level, without ``if __name__ == "__main__":``,
+    would then run again in every worker, and its call to start a pool there fails in the worker, which
+    the pool replaces for ever: a hang. The workers run library functions only, so they need no main
+    script; one whose ``fn`` is the script's own gets the usual import."""
+    main = sys.modules.get("__main__")
+    if main is None or _module_of(fn) == "__main__":
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def require_ray() -> Any:

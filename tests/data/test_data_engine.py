@@ -215,3 +215,27 @@ def test_pool_workers_do_not_inherit_a_lock_another_thread_holds():
     finally:
         done.set()
         holder.join()
+
+
+def test_a_script_without_a_main_guard_runs_once_and_its_pool_finishes(tmp_path):
+    # a fork-server or spawn worker imports the parent's main script before its first task; a script that
+    # starts a pool at its top level would run again in every worker, fail there, and the pool would
+    # replace the failed workers for ever
+    script = tmp_path / "top_level.py"
+    script.write_text(
+        "import os\n"
+        "from engine_helpers import under_the_lock\n"
+        "from recsys_emb.data.engine import map_ordered\n"
+        "with open(os.environ['TOP_LEVEL_MARKER'], 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "print(list(map_ordered(under_the_lock, [1, 2, 3], workers=2)))\n"
+        "import __main__\n"
+        "print(__main__.__file__ == __file__, __main__.__spec__)\n")
+    marker = tmp_path / "ran"
+    env = {**os.environ, "TOP_LEVEL_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["[1, 4, 9]", "True None"], proc.stdout
+    assert len(marker.read_text().splitlines()) == 1  # the script ran in this process only

@@ -12,7 +12,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import pyarrow as pa
 
@@ -88,7 +88,7 @@ def _main_not_imported(fn: Callable[[Any], Any]) -> Iterator[None]:
     if main is None or _module_of(fn) == "__main__":
         yield
         return
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    saved: Dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
     main.__dict__.pop("__file__", None)
     main.__spec__ = None
     try:

@@ -102,6 +102,9 @@ def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, An
     # the chosen variant's family options, defaults included (the knobs its tables were sized with)
     data["embeddings"]["options"] = family_options(cfg.embeddings.variant, cfg.embeddings.options)
     flat = {k: v for k, v in _flatten(data).items() if k not in _NOT_MODEL_KEYS}
+    # whether the model has DLRM's first-order term, as built: ``auto`` follows the training rows, so on
+    # large data it is the same run as ``false`` (and as a run written before the key existed)
+    flat["model.linear"] = cfg.model.linear_for(_train_rows(metadata))
     volatile = {"seconds"}  # how long preprocessing took: the same data either way
     canonical = json.dumps({k: v for k, v in metadata.items() if k not in volatile}, sort_keys=True, default=str)
     flat["data.identity"] = hashlib.sha256(canonical.encode()).hexdigest()
@@ -109,23 +112,35 @@ def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, An
     return flat
 
 
+def _train_rows(metadata: Mapping[str, Any]) -> Optional[int]:
+    """The training split's rows as the metadata declares them (None: not declared)."""
+    rows = metadata.get("rows")
+    train = rows.get("train") if isinstance(rows, Mapping) else None
+    return None if train is None else int(train)
+
+
 def migrate_fingerprint(saved: Mapping[str, Any]) -> Dict[str, Any]:
-    """A fingerprint written before the families' knobs moved into ``embeddings.options``, in today's keys:
-    the saved variant's family options become ``embeddings.options.<name>``, the other families' knobs
-    (which did not size its tables) are dropped.
+    """A fingerprint of an earlier version in today's keys. One written before the families' knobs moved
+    into ``embeddings.options``: the saved variant's family options become ``embeddings.options.<name>``,
+    the other families' knobs (which did not size its tables) are dropped. One written before
+    ``model.linear`` existed gets ``model.linear: False``: it trained without the first-order term.
 
     Example:
-        >>> migrate_fingerprint({"embeddings.variant": "qr", "embeddings.qr_op": "mult", "embeddings.chunks": 1})
-        {'embeddings.variant': 'qr', 'embeddings.options.qr_op': 'mult'}
+        >>> migrate_fingerprint({"embeddings.variant": "qr", "embeddings.qr_op": "mult", "embeddings.chunks": 1,
+        ...                      "model.kind": "dlrm"})
+        {'embeddings.variant': 'qr', 'model.kind': 'dlrm', 'model.linear': False, 'embeddings.options.qr_op': 'mult'}
     """
     legacy = [f"embeddings.{k}" for k in LEGACY_OPTION_KEYS]
+    migrated = dict(saved)
+    if "model.kind" in migrated and "model.linear" not in migrated:
+        migrated["model.linear"] = False
     if not any(k in saved for k in legacy):
-        return dict(saved)
-    out = {k: v for k, v in saved.items() if k not in legacy}
+        return migrated
+    out = {k: v for k, v in migrated.items() if k not in legacy}
     try:
         mine = family_options(str(saved.get("embeddings.variant")), {})
     except ConfigError:
-        return dict(saved)
+        return migrated
     for name in mine:
         if f"embeddings.{name}" in saved:
             out[f"embeddings.options.{name}"] = saved[f"embeddings.{name}"]

@@ -25,3 +25,19 @@ def test_an_earlier_fingerprint_matches_the_same_run_and_names_a_changed_knob():
     # a default given explicitly is the same run
     explicit = config_from_dict({"data": {"path": "d"}, "embeddings": {"variant": "qr", "options": {"qr_op": "concat"}}})
     assert fingerprint_differences(other, run_fingerprint(explicit, meta)) == []
+
+
+def test_model_linear_is_fingerprinted_as_built():
+    # auto follows the training rows: on large data it is the same run as false, and as a run written
+    # before the key existed (no first-order term); on small data it is the same run as true
+    large, small = {"rows": {"train": 80_000}}, {"rows": {"train": 4_000}}
+    auto = config_from_dict({"data": {"path": "d"}})
+    off = config_from_dict({"data": {"path": "d"}, "model": {"linear": False}})
+    on = config_from_dict({"data": {"path": "d"}, "model": {"linear": True}})
+    assert run_fingerprint(auto, large)["model.linear"] is False
+    assert run_fingerprint(auto, small)["model.linear"] is True
+    assert fingerprint_differences(run_fingerprint(off, large), run_fingerprint(auto, large)) == []
+    assert fingerprint_differences(run_fingerprint(on, small), run_fingerprint(auto, small)) == []
+    before = {k: v for k, v in run_fingerprint(off, large).items() if k != "model.linear"}
+    assert fingerprint_differences(before, run_fingerprint(auto, large)) == []
+    assert fingerprint_differences(before, run_fingerprint(on, large)) == ["model.linear: False -> True"]

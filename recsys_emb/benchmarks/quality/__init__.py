@@ -31,7 +31,10 @@ budget, the constant and logistic-regression rows, on Avazu-shaped synthetic dat
 schema (``configs/schemas/avazu.yaml``) with ``configs/dlrm.yaml`` at its defaults; ``dcn``: DLRM-DCNv2
 beside the dot DLRM with the same embeddings (``--dcn-rows``; full, hashed, unified at 1 and 1/16 by
 default), over the main section's seeds; ``small`` (DLRM at the defaults against the logistic regression
-on samples of 5,000 to 100,000 rows: :mod:`~recsys_emb.benchmarks.quality.small`).
+on samples of 5,000 to 100,000 rows: :mod:`~recsys_emb.benchmarks.quality.small`); ``families`` (every
+compression family, ROBE, TorchRec's managed collisions, low-rank and tensor-train tables beside the
+hashing trick and unified, at every budget from 1 to 1/1024 it reaches, with the constant and
+logistic-regression rows and a plot of its own).
 
     .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
@@ -50,12 +53,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from recsys_emb.benchmarks.common import REPO, command_line, write_section
-from recsys_emb.benchmarks.quality.report import (avazu_report, dcn_report, init_report, mixed_forms_report,
-                                                  movielens_report,
-                                                  plot, qr_ops_report, report)
-from recsys_emb.benchmarks.quality.runs import DEFAULT_INIT_SCALES, VARIANT_ORDER, QualitySettings, parse_dcn_rows
-from recsys_emb.benchmarks.quality.sections import (run_avazu, run_criteo, run_dcn, run_init_sweep, run_mixed_forms,
-                                                    run_movielens, run_qr_ops)
+from recsys_emb.benchmarks.quality.report import (avazu_report, dcn_report, families_plot, families_report, init_report,
+                                                  mixed_forms_report, movielens_report, plot, qr_ops_report, report)
+from recsys_emb.benchmarks.quality.runs import (DEFAULT_INIT_SCALES, FAMILY_ROWS, VARIANT_ORDER, QualitySettings,
+                                                parse_budget, parse_dcn_rows)
+from recsys_emb.benchmarks.quality.sections import (run_avazu, run_criteo, run_dcn, run_families, run_init_sweep,
+                                                    run_mixed_forms, run_movielens, run_qr_ops)
 from recsys_emb.benchmarks.quality.small import SMALL_ROWS, run_small, small_report
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES, parse_table_dtypes
 
@@ -73,13 +76,16 @@ SECTIONS: Tuple[Tuple[str, SectionRunner, SectionReport, str, str], ...] = (
      "## Avazu-shaped data through a schema: every variant and the reference rows"),
     ("dcn", run_dcn, dcn_report, "quality-dcn", "## DLRM-DCNv2 beside DLRM, with the same embeddings"),
     ("small", run_small, small_report, "quality-small", "## Small data: DLRM against logistic regression"),
+    ("families", run_families, families_report, "quality-families",
+     "## Every compression family at every budget it reaches"),
 )
 """The sections beside the main table: (name, trainings, report, README marker, title if the block is new)."""
 
 
 def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] = None,
         command: str = ".venv/bin/python bench/quality.py") -> Dict[str, str]:
-    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``avazu``, ``dcn``, ``small`` or ``all``); returns each section's
+    """Run ``section`` (``main``, ``movielens``, ``init``, ``qr-ops``, ``mixed-forms``, ``avazu``, ``dcn``, ``small``,
+    ``families`` or ``all``); returns each section's
     Markdown by name, in order. As each section ends, its results go to ``<out_dir>/<name>_results.json``
     (``results.json`` for main) and, unless ``readme`` is None, its block into ``readme`` (the main
     section's plot beside it). ``command`` is written under every table."""
@@ -90,6 +96,10 @@ def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] 
             continue
         section_res = run_section(settings)
         texts[name] = report_section(section_res, command)
+        if name == "families":  # its own plot, beside the README
+            png = "quality_families_quick.png" if settings.quick else "quality_families.png"
+            families_plot(section_res, (readme.parent if readme is not None else out) / png)
+            texts[name] = families_report(section_res, command, png)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name.replace('-', '_')}_results.json").write_text(json.dumps(section_res, indent=1, default=str))
         if readme is not None:
@@ -131,12 +141,13 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     p.add_argument("--movielens-compression", type=float, default=default.movielens_compression)
     p.add_argument("--no-movielens", action="store_true")
     p.add_argument("--section", default="all", choices=["all", "main", "movielens", "init", "qr-ops", "mixed-forms", "avazu",
-                                                        "dcn", "small"],
+                                                        "dcn", "small", "families"],
                    help="main: the budget table (Criteo-like and MovieLens); movielens: the MovieLens table alone, printed; init: the initialisation-scale sweep; qr-ops: QR's combining "
                         "ops at equal bytes; mixed-forms: mixed dimension's block and field-level forms at equal "
                         "bytes; avazu: every variant and the reference rows on Avazu-shaped data through a schema; "
                         "dcn: DLRM-DCNv2 beside the dot DLRM; small: DLRM at the defaults against logistic regression "
-                        "on small samples; all: every section")
+                        "on small samples; families: every compression family at every budget it reaches; all: every "
+                        "section")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per row of the main and dcn sections (default {default.main_seeds}; quick: 1)")
     p.add_argument("--reuse-runs", action="store_true",
@@ -162,6 +173,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                    help="override of the avazu section's config")
     p.add_argument("--dcn-rows", default=None, help="rows of the dcn section, comma-separated VARIANT@BUDGET "
                                                     f"(default {default.dcn_rows}; quick: hashed@1/16)")
+    p.add_argument("--family-budgets", default=None,
+                   help=f"budgets of the families section (default {default.family_budgets}; quick: 1/4)")
+    p.add_argument("--family-variants", default=",".join(FAMILY_ROWS),
+                   help="rows of the families section, comma-separated subset of " + ",".join(FAMILY_ROWS))
     p.add_argument("--out-dir", default=None, help="work directory (default bench/out/quality[_quick])")
     p.add_argument("--readme", default=str(REPO / "models" / "dlrm" / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -170,11 +185,21 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     bad = [v for v in variants if v not in VARIANT_ORDER]
     if bad:
         p.error(f"--variants: unknown {bad}; choose from {list(VARIANT_ORDER)}")
+    family_variants = [v for v in args.family_variants.split(",") if v]
+    bad = [v for v in family_variants if v not in FAMILY_ROWS]
+    if bad or not family_variants:
+        p.error(f"--family-variants: {f'unknown {bad}' if bad else 'empty'}; choose from {list(FAMILY_ROWS)}")
+    q = args.quick
+    family_budgets = args.family_budgets or ("1/4" if q else default.family_budgets)
+    try:
+        for b in family_budgets.split(","):
+            parse_budget(b)
+    except ValueError as e:
+        p.error(str(e).replace("--budgets", "--family-budgets"))
     try:
         table_dtypes = parse_table_dtypes(args.table_dtypes)
     except ValueError as e:
         p.error(str(e))
-    q = args.quick
     dcn_rows = args.dcn_rows or ("hashed@1/16" if q else default.dcn_rows)
     try:
         parse_dcn_rows(dcn_rows)
@@ -196,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         table_dtypes=table_dtypes, avazu_rows=args.avazu_rows or (20_000 if q else default.avazu_rows),
         avazu_config=args.avazu_config, avazu_overrides=list(args.avazu_set),
         avazu_variants=("full", "hashed") if q else default.avazu_variants, avazu_budgets="1,1/4" if q else None,
-        dcn_rows=dcn_rows)
+        dcn_rows=dcn_rows, family_budgets=family_budgets, family_variants=tuple(family_variants))
     texts = run(settings, args.section, None if args.no_readme else Path(args.readme),
                 command_line("bench/quality.py", argv))
     return "\n".join(texts.values())

@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from recsys_emb.benchmarks.common import format_mb
-from recsys_emb.benchmarks.quality.runs import VARIANT_ORDER
+from recsys_emb.benchmarks.quality.runs import FAMILY_ROWS, VARIANT_ORDER
 from recsys_emb.benchmarks.quality.sections import AVAZU_VARIANTS, MIXED_FORMS, QR_OPS
 from recsys_emb.benchmarks.quality.storage import STORAGE_DTYPES
 
 __all__ = ["report", "movielens_report", "plot", "init_report", "qr_ops_report", "mixed_forms_report", "avazu_report",
-           "dcn_report"]
+           "dcn_report", "families_report", "families_plot", "HASH_BASED"]
+
+HASH_BASED = ("hashed", "unified", "robe", "mch")
+"""The families section's rows that map ids to shared rows by hashing (the hashing trick, unified's one
+multiplexed table, ROBE's hashed blocks, TorchRec's managed collisions over hashed slots), as opposed to
+factorised tables (``lowrank``, ``tt``): the grouping of the VLDB 2024 storage-compression benchmark's
+finding that hash-based methods are strongest at high compression."""
 
 
 def init_report(res: Dict[str, Any], command: str) -> str:
@@ -442,4 +448,136 @@ def dcn_report(res: Dict[str, Any], command: str) -> str:
     secs = sum(r[k].get("seconds", 0) for r in rows for k in ("dot", "dcn"))
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training.", "",
               f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def _family_rows(res: Dict[str, Any]) -> List[Dict[str, Any]]:
+    order = {v: i for i, v in enumerate(FAMILY_ROWS)}
+    return sorted(res["rows"], key=lambda r: (-Fraction(r["budget"]), order.get(r["variant"], len(order))))
+
+
+def _winners(res: Dict[str, Any]) -> List[str]:
+    """Per budget: the family with the best mean test AUC, its margin over the runner-up seed by seed, and
+    whether that margin holds at every seed or lies inside the seeds' spread."""
+    out = []
+    for b in dict.fromkeys(r["budget"] for r in _family_rows(res)):
+        at = sorted((r for r in res["rows"] if r["budget"] == b and r.get("reachable") and r["variant"] != "full"),
+                    key=lambda r: -r["test_auc"])
+        if not at:
+            continue
+        top = at[0]
+        if len(at) == 1:
+            out.append(f"- {b}: only {top['variant']} reaches it ({top['test_auc']:.4f}).")
+            continue
+        d = _paired(top, at[1])
+        if max(abs(x) for x in d) < 5e-5:  # equal to the table's 4 decimals at every seed
+            margin = f"level with {at[1]['variant']} ({_diff(d)} at every seed)"
+        else:
+            margin = f"ahead of {at[1]['variant']} by {_diff(d)} " + (
+                "(at every seed)" if all(x > 0 for x in d) else "(**not** at every seed: inside the seeds' spread)")
+        out.append(f"- {b}: **{top['variant']}** {top['test_auc']:.4f}, {margin}"
+                   + ("; then " + ", ".join(f"{r['variant']} {r['test_auc'] - top['test_auc']:+.4f}" for r in at[2:])
+                      if len(at) > 2 else "") + ".")
+    return out
+
+
+def _vldb_verdict(res: Dict[str, Any]) -> List[str]:
+    """The VLDB 2024 benchmark's finding (hash-based methods strongest at high compression) on these rows:
+    at the smallest budget reached by a factorised and a hash-based family, the best of each."""
+    reached = [r for r in res["rows"] if r.get("reachable") and r["variant"] != "full"]
+    both = [b for b in dict.fromkeys(r["budget"] for r in _family_rows(res))
+            if any(r["budget"] == b and r["variant"] in HASH_BASED for r in reached)
+            and any(r["budget"] == b and r["variant"] not in HASH_BASED for r in reached)]
+    if not both:
+        return []
+    lines = []
+    for b in both:
+        hb = max((r for r in reached if r["budget"] == b and r["variant"] in HASH_BASED), key=lambda r: r["test_auc"])
+        fa = max((r for r in reached if r["budget"] == b and r["variant"] not in HASH_BASED), key=lambda r: r["test_auc"])
+        d = _paired(hb, fa)
+        lines.append(f"{b}: best hash-based {hb['variant']} minus best factorised {fa['variant']} {_diff(d)}")
+    low = both[-1]
+    gap = sum(_paired(max((r for r in reached if r["budget"] == low and r["variant"] in HASH_BASED),
+                          key=lambda r: r["test_auc"]),
+                      max((r for r in reached if r["budget"] == low and r["variant"] not in HASH_BASED),
+                          key=lambda r: r["test_auc"])))
+    finding = "the VLDB 2024 storage-compression benchmark (hash-based methods strongest at high compression)"
+    verdict = (f"**ahead**, as in {finding}" if gap > 0 else f"**behind**, unlike {finding}" if gap < 0
+               else f"**level** with it, where {finding} puts it ahead")
+    return [f"- Hash-based ({', '.join(HASH_BASED)}) against factorised (lowrank, tt) families, test AUC: "
+            + "; ".join(lines) + f". At the highest compression both reach ({low}) the best hash-based family is "
+            + verdict + "."]
+
+
+def families_plot(res: Dict[str, Any], path: Path) -> None:
+    """Test AUC against embedding bytes (log scale), one line per family of the families section, the
+    logistic regression and the ceiling as horizontal lines, as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in FAMILY_ROWS:
+        pts = sorted((r["bytes"], r["test_auc"]) for r in res["rows"] if r["variant"] == v and r.get("reachable"))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if v in HASH_BASED or v == "full" else "s",
+                    label=v)
+    lr = res["baselines"].get("logistic_regression")
+    if lr:
+        ax.axhline(lr["auc"], color="grey", ls=":", lw=1, label="logistic regression")
+    if res.get("ceiling_auc"):
+        ax.axhline(res["ceiling_auc"], color="k", ls="--", lw=1, label="ceiling (true probabilities)")
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding parameter bytes (log scale)")
+    ax.set_ylabel("test AUC")
+    ax.set_title("DLRM on Criteo-like data: every compression family")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def families_report(res: Dict[str, Any], command: str, plot_name: str = "quality_families.png") -> str:
+    """The families section (:func:`~recsys_emb.benchmarks.quality.sections.run_families`) as Markdown: each
+    family's bytes, test AUC and log loss (mean [range] over the seeds) and train speed per budget, the
+    reference rows, the plot (``plot_name``, beside the README), the winner at each budget with its margin,
+    the VLDB benchmark's finding checked, ``command`` under it."""
+    b = res["base"]
+    lines = [f"Every compression family on the data, model and training of the main table; {_seeds_text(res)}. "
+             "Each family's largest configuration within each budget of "
+             f"{format_mb(res['full_bytes'])} (`embeddings.compression` = 1/budget, its options at their "
+             f"defaults; fields under {b['embeddings']['min_rows']} ids stay whole). A family reaches a budget when "
+             f"its bytes are at most {res['reach_slack']:g}x the budget. `robe`: one hashed array per group "
+             "(ROBE-Z blocks); `mch`: TorchRec's `MCHManagedCollisionModule` (LFU eviction) in front of a table of "
+             "`1/budget` of the rows; `lowrank`: a `rows x rank` table times a learned `rank x dim` projection; "
+             "`tt`: TT-Rec's three cores per row.", "",
+             "| family | budget | bytes | x full | test AUC, mean [range] | test log loss, mean [range] | "
+             "train samples/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in _family_rows(res):
+        if not r.get("reachable"):
+            lines.append(f"| {r['variant']} | {r['budget']} | {format_mb(r['bytes'])} | out of reach "
+                         f"({r['over_budget']:.1f}x the budget) | | | |")
+            continue
+        lines.append(f"| {r['variant']} | {r['budget']} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} | "
+                     f"{_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | {r.get('samples_per_s') or 0:,.0f} |")
+    names = {"constant": "constant (training positive rate)", "logistic_regression": "logistic regression (one-hot)"}
+    for k, base in res["baselines"].items():
+        lines.append(f"| {names.get(k, k)} | | | | {base['auc']:.4f} | {base['logloss']:.4f} | |")
+    if res.get("ceiling_auc"):
+        lines.append(f"| ceiling (true probabilities) | | | | {res['ceiling_auc']:.4f} | | |")
+    lines += ["", f"![test AUC against bytes, every family]({plot_name})", "", "Which family wins at each budget "
+              "(best mean test AUC; margin over the runner-up seed by seed, mean [range]):", "", *_winners(res),
+              *_vldb_verdict(res)]
+    unreached = [r for r in res["rows"] if not r.get("reachable")]
+    if unreached:
+        lines.append("- Out of reach (bytes over the budget): " + ", ".join(
+            f"{r['variant']} @ {r['budget']} ({r['over_budget']:.1f}x)" for r in unreached) + ". The fields under "
+            f"{b['embeddings']['min_rows']} ids stay whole, and at the smallest budgets they alone hold more than the "
+            f"budget; `lowrank`'s rank has a floor of 4 (of dim {b['embeddings']['dim']}).")
+    secs = sum(r.get("seconds", 0) for r in res["rows"] if r.get("reachable"))
+    lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training (reused runs count "
+              "their own).", "", f"Command: `{command}`"]
     return "\n".join(lines)

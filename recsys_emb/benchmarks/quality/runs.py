@@ -17,7 +17,7 @@ import yaml
 
 from recsys_emb.benchmarks.common import size_groups
 
-__all__ = ["VARIANT_ORDER", "AVAZU_VARIANTS", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
+__all__ = ["VARIANT_ORDER", "AVAZU_VARIANTS", "FAMILY_ROWS", "SEARCH_COMPRESSION", "DEFAULT_INIT_SCALES", "QUICK_OVERRIDES", "QualitySettings",
            "parse_budget", "parse_dcn_rows", "base_dict", "section_base", "with_embeddings", "bytes_of", "variant_runs", "searched_run",
            "train_run", "seeded_runs", "train_seeds"]
 
@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_INIT_SCALES = "0.05,0.1,0.2,0.3,0.5"
 SEARCH_COMPRESSION = (1.0, 4.0, 16.0, 64.0, 256.0)
 VARIANT_ORDER = ("full", "hashed", "multi_hash", "qr", "mixed", "mixed_field", "unified", "searched")
+FAMILY_ROWS = ("full", "hashed", "unified", "robe", "mch", "lowrank", "tt")
+"""The families section's rows: full tables (budget 1), the hashing trick, unified, ROBE, TorchRec's managed
+collisions (``mch``), low-rank and tensor-train tables; each sized by ``embeddings.compression``."""
 AVAZU_VARIANTS = tuple(v for v in VARIANT_ORDER if v != "searched")
 """The avazu section's rows: every fixed variant of the main section (the searched row's Optuna search is left out)."""
 QUICK_OVERRIDES = ["data.generate={kind: criteo-like, rows: 20000, scale: 0.001, seed: 0}", "data.batch_size=512",
@@ -59,6 +62,8 @@ class QualitySettings:
             (``int8``, ``fp16``; empty: none), without retraining.
         avazu_rows, avazu_config, avazu_overrides: the avazu section's generated rows and its DLRM config;
             avazu_variants, avazu_budgets: its rows (budgets None: ``budgets``).
+        family_budgets, family_variants: the families section's budgets and rows (each family at each budget
+            it reaches).
         dcn_rows: the rows of the dcn section (DLRM-DCNv2 beside the dot DLRM), comma-separated
             ``variant@budget`` with a fixed variant of :data:`VARIANT_ORDER` (not ``searched``): :func:`parse_dcn_rows`.
     """
@@ -90,6 +95,8 @@ class QualitySettings:
     avazu_variants: Sequence[str] = AVAZU_VARIANTS
     avazu_budgets: Optional[str] = None
     dcn_rows: str = "full@1,hashed@1,unified@1,full@1/16,hashed@1/16,unified@1/16"
+    family_budgets: str = "1,1/4,1/16,1/64,1/256,1/1024"
+    family_variants: Sequence[str] = FAMILY_ROWS
 
 
 def parse_budget(text: str) -> Fraction:
@@ -281,14 +288,17 @@ def train_run(run: Dict[str, Any], name: str, out: Path, reuse: bool = False) ->
 
 
 def _finished(run_dir: Path, fingerprint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The summary of a finished run in ``run_dir`` with this fingerprint, else None."""
+    """The summary of a finished run in ``run_dir`` with this fingerprint (one of an earlier version read in
+    today's keys: :func:`~recsys_emb.training.rundir.fingerprint_differences`), else None."""
+    from recsys_emb.training.rundir import fingerprint_differences
+
     try:
         recorded = json.loads((run_dir / "run.json").read_text())["fingerprint"]
         summary = json.loads((run_dir / "summary.json").read_text())
         summary["seconds"] = float(json.loads(run_dir.with_name(run_dir.name + ".seconds.json").read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return summary if recorded == _plain(fingerprint) else None
+    return summary if not fingerprint_differences(recorded, _plain(fingerprint)) else None
 
 
 def _plain(value: Any) -> Any:

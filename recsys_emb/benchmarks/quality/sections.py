@@ -1,8 +1,9 @@
 """The sections of the quality benchmark, each a set of trainings returning its rows: ``main`` (every
 variant at every budget on Criteo-like data, and MovieLens), ``init`` (the initialisation scale),
 ``qr-ops`` (QR's ops at equal bytes), ``mixed-forms`` (mixed dimension's two forms at equal bytes) and
-``avazu`` (the variants and the reference rows on Avazu-shaped synthetic data read through a schema) and
-``dcn`` (DLRM-DCNv2 beside the dot DLRM with the same embeddings)."""
+``avazu`` (the variants and the reference rows on Avazu-shaped synthetic data read through a schema),
+``dcn`` (DLRM-DCNv2 beside the dot DLRM with the same embeddings) and ``families`` (every compression
+family at every budget it reaches, beside the reference rows)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,25 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List
 
-from recsys_emb.benchmarks.quality.runs import (AVAZU_VARIANTS, DEFAULT_INIT_SCALES, SEARCH_COMPRESSION, VARIANT_ORDER,
+from recsys_emb.benchmarks.quality.runs import (AVAZU_VARIANTS, DEFAULT_INIT_SCALES, FAMILY_ROWS, SEARCH_COMPRESSION, VARIANT_ORDER,
                                                 QualitySettings, base_dict, bytes_of, parse_budget, parse_dcn_rows,
                                                 searched_run,
                                                 section_base, seeded_runs, train_run, train_seeds, variant_runs,
                                                 with_embeddings)
 from recsys_emb.benchmarks.quality.storage import score_storage
 
-__all__ = ["QR_OPS", "MIXED_FORMS", "AVAZU_VARIANTS", "run_criteo", "run_movielens", "run_init_sweep", "run_qr_ops",
-           "run_mixed_forms", "run_avazu", "avazu_dataset", "run_dcn"]
+__all__ = ["QR_OPS", "MIXED_FORMS", "AVAZU_VARIANTS", "FAMILY_ROWS", "REACH_SLACK", "run_criteo", "run_movielens",
+           "run_init_sweep", "run_qr_ops", "run_mixed_forms", "run_avazu", "avazu_dataset", "run_dcn", "run_families"]
 
 logger = logging.getLogger(__name__)
 
 QR_OPS = ("mult", "add", "concat")
 MIXED_FORMS = (("blocks", 4), ("field", 1))
 """Mixed-dimension forms of the mixed-forms section: (name, ``num_blocks``)."""
+REACH_SLACK = 1.35
+"""A family reaches a budget when its bytes are at most this many times the budget: fields under
+``min_rows`` ids stay whole, so a compressed configuration sits a little above its budget (1.07x at 1/16,
+1.3x at 1/64 on the Criteo-like data); the whole fields alone pass 2x the budget at 1/256."""
 AVAZU_SCHEMA_CHANGES: Dict[str, Any] = {"columns": {}}
 """The avazu section's schema: the shipped example (configs/schemas/avazu.yaml) with ``device_id`` and
 ``device_ip`` counted (``min_count`` 2) instead of hashed into 500k / 1M buckets, so that the full row
@@ -249,3 +254,44 @@ def run_dcn(s: QualitySettings) -> Dict[str, Any]:
         rows.append(row)
     return {"rows": rows, "full_bytes": full_bytes, "base": base,
             "cross_layers": base["model"]["cross_layers"], "cross_rank": base["model"]["cross_rank"]}
+
+
+def run_families(s: QualitySettings) -> Dict[str, Any]:
+    """Every family of :data:`FAMILY_ROWS` at every budget of ``s.family_budgets`` it reaches (its bytes
+    within :data:`REACH_SLACK` of the budget; ``full`` at 1 only), ``s.main_seeds`` seeds each, on the main
+    section's base config, beside the constant and logistic-regression rows of the same data
+    (:func:`recsys_emb.baselines.baseline_report`). A row's runs carry the main section's names and configs,
+    so ``s.reuse`` reads back those the main section already trained."""
+    from recsys_emb.baselines import baseline_report
+
+    out = Path(s.out_dir)
+    base = section_base(s)
+    data_dir, meta, schema = _schema(base)
+    full_bytes = bytes_of(with_embeddings(base, variant="full"), schema)
+    rows: List[Dict[str, Any]] = []
+    for budget in [parse_budget(b) for b in s.family_budgets.split(",")]:
+        for v in s.family_variants:
+            if v == "full":
+                if budget != 1:
+                    continue
+                run = with_embeddings(base, variant="full")
+            else:
+                run = with_embeddings(base, variant=v, compression=float(1 / budget))
+            nbytes = bytes_of(run, schema)
+            ratio = nbytes / (full_bytes * float(budget))
+            if ratio > REACH_SLACK:
+                rows.append({"variant": v, "budget": str(budget), "reachable": False, "bytes": nbytes,
+                             "over_budget": ratio})
+                logger.info("families %s @ %s: out of reach (%.2fx the budget)", v, budget, ratio)
+                continue
+            r = train_seeds(run, f"{v}_{str(budget).replace('/', '_')}", out, s.main_seeds, s.reuse)
+            r.update(variant=v, budget=str(budget), reachable=True, bytes_ratio=r["bytes"] / full_bytes)
+            rows.append(r)
+            logger.info("families %s @ %s: test AUC %.4f, %.3f of the full bytes, %.0f s", v, budget, r["test_auc"],
+                        r["bytes_ratio"], r["seconds"])
+    ref = baseline_report(data_dir, splits=("test",))
+    return {"rows": rows, "baselines": {name: res["test"].to_dict() for name, res in ref.items()},
+            "full_bytes": full_bytes, "budgets": s.family_budgets, "reach_slack": REACH_SLACK,
+            "ceiling_auc": next((r["ceiling_auc"] for r in rows if r.get("ceiling_auc")), None),
+            "data": {"path": str(data_dir), "rows": meta.get("rows"), "generate": base["data"].get("generate")},
+            "base": base}

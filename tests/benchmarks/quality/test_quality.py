@@ -17,7 +17,7 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
                      timeout=1800)  # about 40 short trainings: minutes on a busy machine
     text = readme.read_text()
     for marker in ("quality-init", "quality-qr-ops", "quality-mixed-forms", "quality-avazu", "quality-dcn",
-                   "quality-small", "quality"):
+                   "quality-small", "quality-families", "quality"):
         assert block(text, marker).strip() in out  # the script prints every table it writes
     section = block(text, "quality")
     criteo = section.split("Real MovieLens")[0]
@@ -80,6 +80,12 @@ def test_quality_quick_writes_table_plot_and_verdicts(tmp_path):
     small_rows = [line for line in small.splitlines() if line.startswith("| ") and "min count" not in line]
     assert [line.split("|")[1].strip() for line in small_rows] == ["criteo-like", "movielens"]
     assert all(line.count("|") == 10 for line in small_rows) and "- Smallest margin over the logistic regression" in small
+    fams = block(text, "quality-families")  # quick: every family at 1/4 beside the reference rows
+    cells = {tuple(c.strip() for c in line.split("|")[1:3]) for line in fams.splitlines() if line.startswith("| ")}
+    assert {("hashed", "1/4"), ("unified", "1/4"), ("robe", "1/4"), ("mch", "1/4"), ("lowrank", "1/4"), ("tt", "1/4"),
+            ("constant (training positive rate)", ""), ("logistic regression (one-hot)", "")} <= cells, cells
+    assert "Which family wins at each budget" in fams and "- 1/4: **" in fams
+    assert (readme.parent / "quality_families_quick.png").stat().st_size > 1000
     # --reuse-runs reads the finished runs back (none is trained again) and gives the same table
     summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/summary.json")}
     again = run_script("quality.py", "--quick", "--section", "main", "--reuse-runs", "--no-readme", "--out-dir",

@@ -4,7 +4,7 @@ rows, and which claims hold, do not hold or are not comparable."""
 import pytest
 
 from recsys_emb.benchmarks.quality import main
-from recsys_emb.benchmarks.quality.report import dcn_report, qr_ops_report, report
+from recsys_emb.benchmarks.quality.report import dcn_report, families_report, qr_ops_report, report
 from recsys_emb.benchmarks.quality.runs import parse_budget
 from recsys_emb.benchmarks.quality.small import small_report
 
@@ -183,3 +183,39 @@ def test_small_table_shows_each_variant_against_the_logistic_regression():
     assert "Smallest margin over the logistic regression: -0.0100" in text and "**below**" in text
     res["rows"] = res["rows"][1:]
     assert "**at least** the logistic regression's on every row" in small_report(res, "cmd")
+
+
+def test_families_table_names_the_winner_at_each_budget_and_checks_the_vldb_finding():
+    """Every family per budget with its bytes and seeds, the reference rows, the winner at each budget with its
+    margin seed by seed, the hash-based against factorised verdict, the out-of-reach rows with their excess."""
+    def fam(variant, budget, aucs, nbytes):
+        return row(variant, budget, sum(aucs) / 3, nbytes, seed_test_auc=aucs, seeds=[0, 1, 2],
+                   seed_test_logloss=[0.45] * 3, samples_per_s=1000.0)
+
+    rows = [fam("full", "1", [0.780, 0.781, 0.782], FULL),
+            fam("hashed", "1/4", [0.770, 0.772, 0.771], 252_000), fam("tt", "1/4", [0.772, 0.773, 0.774], 250_000),
+            fam("hashed", "1/64", [0.750, 0.752, 0.751], 20_000), fam("robe", "1/64", [0.753, 0.751, 0.752], 20_000),
+            fam("tt", "1/64", [0.740, 0.741, 0.742], 18_000),
+            {"variant": "lowrank", "budget": "1/64", "reachable": False, "bytes": 250_000, "over_budget": 16.0}]
+    res = {"rows": rows, "full_bytes": FULL, "reach_slack": 1.35, "ceiling_auc": 0.79, "budgets": "1,1/4,1/64",
+           "baselines": {"constant": {"auc": 0.5, "logloss": 0.57}, "logistic_regression": {"auc": 0.74, "logloss": 0.47}},
+           "base": main_result([])["base"] | {"embeddings": {"dim": 16, "min_rows": 1024}}}
+    text = families_report(res, "cmd", "fam.png")
+    table = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [[c.strip() for c in t] for t in table[:7]] == [["full", "1"], ["hashed", "1/4"], ["tt", "1/4"],
+                                                           ["hashed", "1/64"], ["robe", "1/64"], ["lowrank", "1/64"],
+                                                           ["tt", "1/64"]]
+    assert "| lowrank | 1/64 | 0.25 MB | out of reach (16.0x the budget) |" in text
+    assert "| logistic regression (one-hot) | | | | 0.7400 | 0.4700 | |" in text and "![test AUC" in text
+    # 1/4: tt ahead of hashed by +0.002, +0.001, +0.003: at every seed
+    assert "- 1/4: **tt** 0.7730, ahead of hashed by +0.0020 [+0.0010 to +0.0030] (at every seed).\n" in text
+    # 1/64: robe ahead of hashed by +0.003, -0.001, +0.001: not at every seed; tt behind
+    assert "- 1/64: **robe** 0.7520, ahead of hashed by +0.0010 [-0.0010 to +0.0030] (**not** at every seed" in text
+    assert "then tt -0.0110." in text
+    assert "1/4: best hash-based hashed minus best factorised tt -0.0020 [-0.0030 to -0.0010]" in text
+    assert "At the highest compression both reach (1/64) the best hash-based family is **ahead**, as in" in text
+    assert "- Out of reach (bytes over the budget): lowrank @ 1/64 (16.0x). The fields under 1024 ids" in text
+    rows[3].update(seed_test_auc=rows[4]["seed_test_auc"], test_auc=rows[4]["test_auc"])  # hashed level with robe
+    assert "- 1/64: **hashed** 0.7520, level with robe (+0.0000 [+0.0000 to +0.0000] at every seed)" in \
+        families_report(res, "cmd")
+    assert text.endswith("Command: `cmd`")

@@ -113,10 +113,15 @@ def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, An
 
 
 def _train_rows(metadata: Mapping[str, Any]) -> Optional[int]:
-    """The training split's rows as the metadata declares them (None: not declared)."""
+    """The training split's rows as the metadata declares them, else as its file list counts them (None:
+    neither says)."""
     rows = metadata.get("rows")
     train = rows.get("train") if isinstance(rows, Mapping) else None
-    return None if train is None else int(train)
+    if train is not None:
+        return int(train)
+    files = metadata.get("files")
+    shards = files.get("train") if isinstance(files, Mapping) else None
+    return sum(int(f["rows"]) for f in shards) if shards else None
 
 
 def migrate_fingerprint(saved: Mapping[str, Any]) -> Dict[str, Any]:

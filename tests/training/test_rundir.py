@@ -41,3 +41,6 @@ def test_model_linear_is_fingerprinted_as_built():
     before = {k: v for k, v in run_fingerprint(off, large).items() if k != "model.linear"}
     assert fingerprint_differences(before, run_fingerprint(auto, large)) == []
     assert fingerprint_differences(before, run_fingerprint(on, large)) == ["model.linear: False -> True"]
+    listed = {"files": {"train": [{"name": "part-00000.parquet", "rows": 3_000}, {"name": "part-00001.parquet",
+                                                                                 "rows": 1_000}]}}
+    assert run_fingerprint(auto, listed)["model.linear"] is True  # the rows its file list counts

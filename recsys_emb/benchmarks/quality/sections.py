@@ -20,7 +20,8 @@ from recsys_emb.benchmarks.quality.runs import (AVAZU_VARIANTS, DEFAULT_INIT_SCA
 from recsys_emb.benchmarks.quality.storage import score_storage
 
 __all__ = ["QR_OPS", "MIXED_FORMS", "AVAZU_VARIANTS", "FAMILY_ROWS", "REACH_SLACK", "run_criteo", "run_movielens",
-           "run_init_sweep", "run_qr_ops", "run_mixed_forms", "run_avazu", "avazu_dataset", "run_dcn", "run_families"]
+           "run_init_sweep", "run_qr_ops", "run_mixed_forms", "run_avazu", "avazu_dataset", "run_dcn", "run_families",
+           "reference_rows_on_test"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +263,6 @@ def run_families(s: QualitySettings) -> Dict[str, Any]:
     section's base config, beside the constant and logistic-regression rows of the same data
     (:func:`recsys_emb.baselines.baseline_report`). A row's runs carry the main section's names and configs,
     so ``s.reuse`` reads back those the main section already trained."""
-    from recsys_emb.baselines import baseline_report
-
     out = Path(s.out_dir)
     base = section_base(s)
     data_dir, meta, schema = _schema(base)
@@ -289,9 +288,39 @@ def run_families(s: QualitySettings) -> Dict[str, Any]:
             rows.append(r)
             logger.info("families %s @ %s: test AUC %.4f, %.3f of the full bytes, %.0f s", v, budget, r["test_auc"],
                         r["bytes_ratio"], r["seconds"])
-    ref = baseline_report(data_dir, splits=("test",))
-    return {"rows": rows, "baselines": {name: res["test"].to_dict() for name, res in ref.items()},
+    return {"rows": rows, "baselines": reference_rows_on_test(data_dir, meta, out, s.reuse),
             "full_bytes": full_bytes, "budgets": s.family_budgets, "reach_slack": REACH_SLACK,
             "ceiling_auc": next((r["ceiling_auc"] for r in rows if r.get("ceiling_auc")), None),
             "data": {"path": str(data_dir), "rows": meta.get("rows"), "generate": base["data"].get("generate")},
             "base": base}
+
+
+def reference_rows_on_test(data_dir: Path, meta: Dict[str, Any], out: Path, reuse: bool = False) -> Dict[str, Any]:
+    """The constant and logistic-regression rows on the test split of ``data_dir``
+    (:func:`recsys_emb.baselines.baseline_report`), as dicts. Kept in ``out / "baselines.json"`` under the
+    data's metadata hash; ``reuse`` reads them back from there for the same data (the regression's ``C``
+    search takes minutes on millions of rows)."""
+    import hashlib
+    import json
+
+    from recsys_emb.baselines import baseline_report
+
+    identity = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "seconds"}, sort_keys=True,
+                                         default=str).encode()).hexdigest()
+    cache = out / "baselines.json"
+    try:
+        saved = json.loads(cache.read_text()) if reuse else {}
+    except (OSError, ValueError):
+        saved = {}
+    if isinstance(saved, dict) and identity in saved:
+        logger.info("reusing the reference rows of %s from %s", data_dir, cache)
+        return dict(saved[identity])
+    ref = baseline_report(data_dir, splits=("test",))
+    rows = {name: res["test"].to_dict() for name, res in ref.items()}
+    saved = saved if isinstance(saved, dict) else {}
+    saved[identity] = rows
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps(saved, indent=1, default=str))
+    tmp.replace(cache)
+    return rows

@@ -505,7 +505,9 @@ class EmbeddingLayer(_LayerBase):
         penalised once, whatever its frequency (DIN's mini-batch aware form); a bag of ``k > 1`` rows
         has ``w_vb = 1 / k^2``, the squared norm of its mean row. Add it to the loss: its gradient
         reaches exactly the rows read, through the lookup's backward, so it works with the fused (and
-        sharded) optimizers."""
+        sharded) optimizers. Under a process group of ``W`` ranks, ``n`` counts the bags of every rank's
+        batch and each rank's penalty is ``W`` times as large: the ranks' gradients are averaged, so ``W``
+        ranks make the update one process makes on the global batch."""
         if self._last_reg is None:
             return torch.zeros(())
         return self._last_reg
@@ -522,16 +524,52 @@ class EmbeddingLayer(_LayerBase):
         # rows of one-row bags, made distinct per virtual feature: how many bags of v read each row
         row = values.index_select(0, first.clamp(max=max(values.numel() - 1, 0))) if values.numel() else first
         key = torch.where(single, vf * (1 << 40) + row, -1 - torch.arange(single.numel(), device=values.device))
-        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        world = _training_world()
+        if world > 1:
+            count = _global_counts(key)
+        else:
+            _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+            count = counts.index_select(0, inverse)
         k = lengths.flatten().clamp(min=1).to(torch.float32)
-        weight = torch.where(single, 1.0 / counts.index_select(0, inverse).to(torch.float32), 1.0 / (k * k))
-        weight = torch.where(lengths.flatten() == 0, torch.zeros_like(weight), weight).view(len(keys), batch)
+        weight = torch.where(single, 1.0 / count.to(torch.float32), 1.0 / (k * k))
+        # W ranks: each row's gradient is averaged over the ranks (TorchRec's all-to-all, DDP), so each
+        # rank's penalty counts W times, with the bags reading a row counted over every rank's batch: the
+        # update of one process on the global batch
+        weight = torch.where(lengths.flatten() == 0, torch.zeros_like(weight), weight * world).view(len(keys), batch)
         index = {name: i for i, name in enumerate(pooled_keys)}
         cols = pooled.split(list(pooled_dims), dim=1)
         total = pooled.new_zeros(())
         for v, name in enumerate(keys):
             total = total + (cols[index[name]].pow(2).sum(1) * weight[v].to(cols[index[name]].dtype)).sum()
         return self.l2 * total
+
+
+def _training_world() -> int:
+    """The number of ranks training together (1 without a process group)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _global_counts(key: torch.Tensor) -> torch.Tensor:
+    """For each element of ``key (m,)`` (int64; ``>= 0`` a row of a one-row bag, negative a bag of
+    another size), how many elements of every rank's ``key`` equal it (1 for a negative one): one
+    ``all_gather`` over the default process group, which every rank calls in the same training step."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    size = torch.tensor([key.numel()], dtype=torch.int64, device=key.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(int(x) for x in sizes))
+    padded = torch.full((longest,), -1, dtype=torch.int64, device=key.device)
+    padded[: key.numel()] = key
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    every = torch.cat(gathered)
+    rows, counts = torch.unique(every[every >= 0], return_counts=True)
+    if rows.numel() == 0:
+        return torch.ones_like(key)
+    at = torch.searchsorted(rows, key.clamp(min=0)).clamp(max=rows.numel() - 1)
+    return torch.where(key >= 0, counts.index_select(0, at), torch.ones_like(key))
 
 
 class SequenceEmbeddingLayer(_LayerBase):

@@ -21,9 +21,6 @@ def train_args(data: Path, out: Path, nproc: int, batch_size: int, rows: int = 2
             f"data.batch_size={batch_size}", "data.eval_batch_size=1500", "model.bottom_mlp=[16, 8]",
             "model.top_mlp=[16]", "embeddings.variant=hashed", "embeddings.dim=8", "embeddings.min_rows=64",
             "train.sharding_types=[table_wise]", "train.progress=false", "train.log_every=1",
-            # off: the mini-batch-aware L2 (optim.embedding_l2: auto, on below 50,000 training rows) counts the
-            # rows each rank's local batch reads, so W ranks penalise differently from one process (docs/sharding.md)
-            "optim.embedding_l2=0",
             f"train.out_dir={out}"]
     args = [sys.executable, "-m", "recsys_emb.cli", "train", "--config", str(ROOT / "configs" / "demo.yaml"),
             "--nproc", str(nproc), *sum((["--set", s] for s in sets), [])]

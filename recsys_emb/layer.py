@@ -33,7 +33,8 @@ from recsys_emb.torch_stack import require_torch_stack
 if TYPE_CHECKING:
     from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
-__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "RemapStage", "InvalidInputError", "kjt_from_lists", "split_by_keys"]
+__all__ = ["EmbeddingLayer", "SequenceEmbeddingLayer", "RemapStage", "InvalidInputError", "kjt_from_lists", "split_by_keys",
+           "batch_row_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -524,12 +525,7 @@ class EmbeddingLayer(_LayerBase):
         # rows of one-row bags, made distinct per virtual feature: how many bags of v read each row
         row = values.index_select(0, first.clamp(max=max(values.numel() - 1, 0))) if values.numel() else first
         key = torch.where(single, vf * (1 << 40) + row, -1 - torch.arange(single.numel(), device=values.device))
-        world = _training_world()
-        if world > 1:
-            count = _global_counts(key)
-        else:
-            _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
-            count = counts.index_select(0, inverse)
+        count, world = batch_row_counts(key)
         k = lengths.flatten().clamp(min=1).to(torch.float32)
         weight = torch.where(single, 1.0 / count.to(torch.float32), 1.0 / (k * k))
         # W ranks: each row's gradient is averaged over the ranks (TorchRec's all-to-all, DDP), so each
@@ -544,16 +540,28 @@ class EmbeddingLayer(_LayerBase):
         return self.l2 * total
 
 
-def _training_world() -> int:
-    """The number of ranks training together (1 without a process group)."""
+def batch_row_counts(key: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """``(count, W)``: for each element of ``key (m,)`` (int64; ``>= 0`` names a row, a negative one stands
+    for itself), how many elements of the training batch equal it, and the number of ranks ``W`` training
+    together. Under a process group of ``W > 1`` ranks the batch is every rank's ``key``, gathered with one
+    ``all_gather`` over the default group, which every rank must call in the same step; a negative element
+    counts 1. The ranks average their row gradients, so a penalty weighted ``1 / count`` per row read is
+    multiplied by ``W`` to penalise each row of the global batch once (the mini-batch aware L2 of
+    :meth:`EmbeddingLayer.regularization` and of DIN).
+
+    Example (one process):
+        >>> batch_row_counts(torch.tensor([3, 5, 3, -1, -2]))
+        (tensor([2, 1, 2, 1, 1]), 1)
+    """
     dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        return torch.where(key >= 0, counts.index_select(0, inverse), torch.ones_like(key)), 1
+    return _global_counts(key), dist.get_world_size()
 
 
 def _global_counts(key: torch.Tensor) -> torch.Tensor:
-    """For each element of ``key (m,)`` (int64; ``>= 0`` a row of a one-row bag, negative a bag of
-    another size), how many elements of every rank's ``key`` equal it (1 for a negative one): one
-    ``all_gather`` over the default process group, which every rank calls in the same training step."""
+    """:func:`batch_row_counts` over every rank's ``key``."""
     dist = torch.distributed
     world = dist.get_world_size()
     size = torch.tensor([key.numel()], dtype=torch.int64, device=key.device)

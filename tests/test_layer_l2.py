@@ -68,3 +68,28 @@ def test_hashed_rows_and_dlrm(single_process_group):
     model = DLRM(EmbeddingLayer(SPECS, l2=0.1), dense_in=2, bottom_mlp=(4,))
     model(torch.randn(4, 2), kjt_from_lists(BAGS))
     assert model.regularization().item() == pytest.approx(model.embeddings.regularization().item())
+
+
+def _count_rows_on_rank(rank, store, keys, out):
+    import torch.distributed as dist
+
+    from recsys_emb.layer import batch_row_counts
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        count, world = batch_row_counts(torch.tensor(keys[rank], dtype=torch.int64))
+        torch.save((count, world), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rows_are_counted_over_every_ranks_batch(tmp_path):
+    # two real processes over gloo: row 3 is read twice on rank 0 and once on rank 1, row 5 only on rank 1;
+    # a negative key (a bag of another size) counts once, even where both ranks have the same one
+    import torch.multiprocessing as mp
+
+    keys = [[3, -1, 3, 7], [5, 3, -1]]
+    mp.spawn(_count_rows_on_rank, args=(str(tmp_path / "store"), keys, str(tmp_path / "counts")), nprocs=2)
+    (c0, w0), (c1, w1) = (torch.load(tmp_path / f"counts.{r}") for r in (0, 1))
+    assert (w0, w1) == (2, 2)
+    assert c0.tolist() == [3, 1, 3, 1] and c1.tolist() == [1, 3, 1]

@@ -18,7 +18,7 @@ require_torch_stack()  # before TorchRec: a missing or mismatched stack fails he
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from recsys_emb.errors import InvalidInputError
-from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, split_by_keys
+from recsys_emb.layer import EmbeddingLayer, SequenceEmbeddingLayer, batch_row_counts, split_by_keys
 from recsys_emb.models.layers import ACTIVATIONS, MLP, AttentionPooling, SumPooling, check_widths, dense_autocast
 from recsys_emb.errors import SpecError
 from recsys_emb.specs import (
@@ -439,8 +439,10 @@ class DIN(nn.Module):
             table_ids = torch.cat([ids[cand].values(), ids[hist].values()])
             # Each occurrence weighs 1 / (its id's count in the batch): the sum over occurrences is then
             # the sum over unique ids, and the gradient lands on the looked-up rows (no dense table grad).
-            _, inverse, counts = torch.unique(table_ids, return_inverse=True, return_counts=True)
-            weight = 1.0 / counts.index_select(0, inverse).to(values.dtype)
+            # Under W ranks the count is over every rank's batch and the weight W times as large (the
+            # ranks average their gradients): the update of one process on the global batch.
+            counts, world = batch_row_counts(table_ids)
+            weight = world / counts.to(values.dtype)
             buffer = self._inv_freq_names.get(cand)
             if buffer is not None:
                 weight = weight * getattr(self, buffer).index_select(0, table_ids)

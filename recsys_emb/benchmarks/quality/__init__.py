@@ -36,7 +36,7 @@ compression family, ROBE, TorchRec's managed collisions, low-rank and tensor-tra
 hashing trick and unified, at every budget from 1 to 1/1024 it reaches, with the constant and
 logistic-regression rows and a plot of its own).
 
-    .venv/bin/python bench/quality.py            # ~25 min on 2 CPU cores
+    .venv/bin/python bench/quality.py            # every section, 3 seeds a row: hours on 2 CPU cores
     .venv/bin/python bench/quality.py --quick    # CI-sized (tiny data), checks the plumbing only
 
 The package: :mod:`~recsys_emb.benchmarks.quality.runs` (settings, each variant's configuration within a

@@ -571,10 +571,13 @@ def families_report(res: Dict[str, Any], command: str, plot_name: str = "quality
               *_vldb_verdict(res)]
     unreached = [r for r in res["rows"] if not r.get("reachable")]
     if unreached:
-        lines.append("- Out of reach (bytes over the budget): " + ", ".join(
-            f"{r['variant']} @ {r['budget']} ({r['over_budget']:.1f}x)" for r in unreached) + ". The fields under "
-            f"{b['embeddings']['min_rows']} ids stay whole, and at the smallest budgets they alone hold more than the "
-            f"budget; `lowrank`'s rank has a floor of 4 (of dim {b['embeddings']['dim']}).")
+        none = [x for x in dict.fromkeys(r["budget"] for r in _family_rows(res))
+                if not any(r.get("reachable") for r in res["rows"] if r["budget"] == x)]
+        lines.append(f"- Out of reach: {len(unreached)} of the {len(res['rows'])} family-budget pairs (their bytes "
+                     "against the budget are in the table)" + (f"; no family reaches {', '.join(none)}" if none else "")
+                     + f". The fields under {b['embeddings']['min_rows']} ids stay whole, and at the smallest budgets "
+                     f"they alone hold more than the budget; `lowrank`'s rank has a floor of 4 (of dim "
+                     f"{b['embeddings']['dim']}).")
     secs = sum(r.get("seconds", 0) for r in res["rows"] if r.get("reachable"))
     lines += ["", f"Hardware: {platform.machine()}, CPU only; {secs / 60:.1f} min of training (reused runs count "
               "their own).", "", f"Command: `{command}`"]

@@ -150,7 +150,8 @@ def format_table(results: Sequence[Dict[str, object]], cap: int, dim: int, batch
              f"optimizer {optimizer}, torch threads {torch.get_num_threads()}",
              f"{'variant':<20}{'samples/s':>12}{'ratio':>8}{'params':>14}{'MiB':>10}"]
     for r in results:
-        lines.append(f"{r['variant']:<20}{r['samples_per_s']:>12,.0f}{r['ratio_to_torchrec']:>8.2f}"
+        ratio = float(r["ratio_to_torchrec"])  # type: ignore[arg-type]
+        lines.append(f"{r['variant']:<20}{r['samples_per_s']:>12,.0f}{ratio:>8.{2 if ratio >= 0.1 else 3}f}"
                      f"{r['params']:>14,}{r['bytes'] / 2**20:>10.1f}")  # type: ignore[operator]
     return "\n".join(lines)
 

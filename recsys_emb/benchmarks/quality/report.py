@@ -127,30 +127,40 @@ def mixed_forms_report(res: Dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def plot(res: Dict[str, Any], path: Path) -> None:
-    """Test AUC against embedding bytes (log scale), one line per variant of the main section, as a PNG at ``path``."""
+def _auc_bytes_plot(res: Dict[str, Any], path: Path, variants: Sequence[str], title: str,
+                    squares: Sequence[str] = (), reference: Optional[float] = None) -> None:
+    """Test AUC against embedding bytes (log scale), one line per variant of ``variants`` (``squares``
+    drawn with square markers), the ceiling and ``reference`` (the logistic regression's AUC, if given)
+    as horizontal lines, as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in VARIANT_ORDER:
+    for v in variants:
         pts = sorted((r["bytes"], r["test_auc"]) for r in res["rows"] if r["variant"] == v and r.get("reachable"))
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="s" if v in squares else "o", label=v)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls=":", lw=1, label="logistic regression")
     if res.get("ceiling_auc"):
         ax.axhline(res["ceiling_auc"], color="k", ls="--", lw=1, label="ceiling (true probabilities)")
     ax.set_xscale("log")
     ax.set_xlabel("embedding parameter bytes (log scale)")
     ax.set_ylabel("test AUC")
-    ax.set_title("DLRM on Criteo-like data: quality against memory")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot(res: Dict[str, Any], path: Path) -> None:
+    """Test AUC against embedding bytes (log scale), one line per variant of the main section, as a PNG at ``path``."""
+    _auc_bytes_plot(res, path, VARIANT_ORDER, "DLRM on Criteo-like data: quality against memory")
 
 
 def _cell(r: Dict[str, Any], key: str) -> str:
@@ -511,31 +521,9 @@ def _vldb_verdict(res: Dict[str, Any]) -> List[str]:
 def families_plot(res: Dict[str, Any], path: Path) -> None:
     """Test AUC against embedding bytes (log scale), one line per family of the families section, the
     logistic regression and the ceiling as horizontal lines, as a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in FAMILY_ROWS:
-        pts = sorted((r["bytes"], r["test_auc"]) for r in res["rows"] if r["variant"] == v and r.get("reachable"))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="s" if v in FACTORISED else "o", label=v)
     lr = res["baselines"].get("logistic_regression")
-    if lr:
-        ax.axhline(lr["auc"], color="grey", ls=":", lw=1, label="logistic regression")
-    if res.get("ceiling_auc"):
-        ax.axhline(res["ceiling_auc"], color="k", ls="--", lw=1, label="ceiling (true probabilities)")
-    ax.set_xscale("log")
-    ax.set_xlabel("embedding parameter bytes (log scale)")
-    ax.set_ylabel("test AUC")
-    ax.set_title("DLRM on Criteo-like data: every compression family")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _auc_bytes_plot(res, path, FAMILY_ROWS, "DLRM on Criteo-like data: every compression family", squares=FACTORISED,
+                    reference=lr["auc"] if lr else None)
 
 
 def families_report(res: Dict[str, Any], command: str, plot_name: str = "quality_families.png") -> str:

@@ -374,6 +374,17 @@ def report(res: Dict[str, Any], ml: Optional[Dict[str, Any]], command: str, plot
     return "\n".join(lines)
 
 
+def _reference_lines(res: Dict[str, Any], extra: int) -> List[str]:
+    """The constant and logistic-regression rows (``res["baselines"]``) and the ceiling as table rows: name,
+    three empty cells, test AUC, test log loss, then ``extra`` empty cells."""
+    names = {"constant": "constant (training positive rate)", "logistic_regression": "logistic regression (one-hot)"}
+    tail = " |" * extra
+    lines = [f"| {names.get(k, k)} | | | | {b['auc']:.4f} | {b['logloss']:.4f} |{tail}" for k, b in res["baselines"].items()]
+    if res.get("ceiling_auc"):
+        lines.append(f"| ceiling (true probabilities) | | | | {res['ceiling_auc']:.4f} | |{tail}")
+    return lines
+
+
 def avazu_report(res: Dict[str, Any], command: str) -> str:
     """The avazu section (:func:`~recsys_emb.benchmarks.quality.sections.run_avazu`) as Markdown: each
     variant's bytes and test AUC / log loss per budget (mean and range over the seeds), the constant and
@@ -398,11 +409,7 @@ def avazu_report(res: Dict[str, Any], command: str) -> str:
                 continue
             lines.append(f"| {v} | {b} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} | {_cell(r, 'test_auc')} | "
                          f"{_cell(r, 'test_logloss')} |")
-    names = {"constant": "constant (training positive rate)", "logistic_regression": "logistic regression (one-hot)"}
-    for k, b in res["baselines"].items():
-        lines.append(f"| {names.get(k, k)} | | | | {b['auc']:.4f} | {b['logloss']:.4f} |")
-    if res.get("ceiling_auc"):
-        lines.append(f"| ceiling (true probabilities) | | | | {res['ceiling_auc']:.4f} | |")
+    lines += _reference_lines(res, 0)
     full = next((r for r in res["rows"] if r["variant"] == "full" and r["budget"] == "1" and r.get("reachable")), None)
     lr = res["baselines"].get("logistic_regression")
     if full is not None and lr is not None:
@@ -549,11 +556,7 @@ def families_report(res: Dict[str, Any], command: str, plot_name: str = "quality
             continue
         lines.append(f"| {r['variant']} | {r['budget']} | {format_mb(r['bytes'])} | {r['bytes_ratio']:.3f} | "
                      f"{_cell(r, 'test_auc')} | {_cell(r, 'test_logloss')} | {r.get('samples_per_s') or 0:,.0f} |")
-    names = {"constant": "constant (training positive rate)", "logistic_regression": "logistic regression (one-hot)"}
-    for k, base in res["baselines"].items():
-        lines.append(f"| {names.get(k, k)} | | | | {base['auc']:.4f} | {base['logloss']:.4f} | |")
-    if res.get("ceiling_auc"):
-        lines.append(f"| ceiling (true probabilities) | | | | {res['ceiling_auc']:.4f} | | |")
+    lines += _reference_lines(res, 1)
     lines += ["", f"![test AUC against bytes, every family]({plot_name})", "", "Which family wins at each budget "
               "(best mean test AUC; margin over the runner-up seed by seed, mean [range]):", "", *_winners(res),
               *_vldb_verdict(res)]

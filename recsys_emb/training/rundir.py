@@ -36,7 +36,7 @@ from recsys_emb.presets import LEGACY_OPTION_KEYS
 from recsys_emb.version import __version__
 
 __all__ = ["RunDirectory", "RUN_FILES", "RUN_PATHS", "LOGS_DIR", "run_fingerprint", "fingerprint_differences",
-           "migrate_fingerprint"]
+           "migrate_fingerprint", "data_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +105,22 @@ def run_fingerprint(cfg: RunConfig, metadata: Mapping[str, Any]) -> Dict[str, An
     # whether the model has DLRM's first-order term, as built: ``auto`` follows the training rows, so on
     # large data it is the same run as ``false`` (and as a run written before the key existed)
     flat["model.linear"] = cfg.model.linear_for(_train_rows(metadata))
-    volatile = {"seconds"}  # how long preprocessing took: the same data either way
-    canonical = json.dumps({k: v for k, v in metadata.items() if k not in volatile}, sort_keys=True, default=str)
-    flat["data.identity"] = hashlib.sha256(canonical.encode()).hexdigest()
+    flat["data.identity"] = data_identity(metadata)
     flat["library.version"] = __version__
     return flat
+
+
+def data_identity(metadata: Mapping[str, Any]) -> str:
+    """A hash of a dataset's metadata (its files, rows, vocabularies), without how long preprocessing
+    took: equal for the same data, whatever run or benchmark reads it.
+
+    Example:
+        >>> data_identity({"rows": {"total": 10}, "seconds": 1.5}) == data_identity({"rows": {"total": 10}})
+        True
+    """
+    volatile = {"seconds"}  # how long preprocessing took: the same data either way
+    canonical = json.dumps({k: v for k, v in metadata.items() if k not in volatile}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _train_rows(metadata: Mapping[str, Any]) -> Optional[int]:

@@ -95,11 +95,12 @@ def run(settings: QualitySettings, section: str = "all", readme: Optional[Path] 
         if section not in (name, "all"):
             continue
         section_res = run_section(settings)
-        texts[name] = report_section(section_res, command)
         if name == "families":  # its own plot, beside the README
             png = "quality_families_quick.png" if settings.quick else "quality_families.png"
             families_plot(section_res, (readme.parent if readme is not None else out) / png)
             texts[name] = families_report(section_res, command, png)
+        else:
+            texts[name] = report_section(section_res, command)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name.replace('-', '_')}_results.json").write_text(json.dumps(section_res, indent=1, default=str))
         if readme is not None:

@@ -300,13 +300,12 @@ def reference_rows_on_test(data_dir: Path, meta: Dict[str, Any], out: Path, reus
     (:func:`recsys_emb.baselines.baseline_report`), as dicts. Kept in ``out / "baselines.json"`` under the
     data's metadata hash; ``reuse`` reads them back from there for the same data (the regression's ``C``
     search takes minutes on millions of rows)."""
-    import hashlib
     import json
 
     from recsys_emb.baselines import baseline_report
+    from recsys_emb.training.rundir import data_identity
 
-    identity = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "seconds"}, sort_keys=True,
-                                         default=str).encode()).hexdigest()
+    identity = data_identity(meta)
     cache = out / "baselines.json"
     try:
         saved = json.loads(cache.read_text()) if reuse else {}
